@@ -1,0 +1,378 @@
+//! The gate's decision procedure, free of I/O.
+//!
+//! ```text
+//!  token bytes ──► SHA-256 ──► registry hit? ──yes──► revoked? expired? ──► seen before? ──yes──► allow
+//!                                   │                                          │ no
+//!                                   │                                          ▼
+//!                                   │                           verify signature + claims once, remember
+//!                                   ▼ no
+//!                  verify signature (parse, header rules, key, signature)
+//!                                   │ valid
+//!                                   ▼
+//!                  ask the ledger about the token id  ──►  no record: not_issued
+//!                  (the caller does the I/O)               other bytes: altered
+//!                                                          these bytes: claim checks (expired, …)
+//! ```
+//!
+//! Decision order follows DESIGN.md: once a signature verifies, the ledger
+//! question comes before any claim check, so a forged token is reported as
+//! forged even if it is also expired or meant for another audience.
+//!
+//! [`Gate::check`] answers at once, or returns a [`LedgerQuestion`] that only the
+//! caller can answer (it needs the store); [`Gate::resolve`] finishes the
+//! decision. The only way to obtain a [`TalliedToken`] is through these two.
+
+use std::collections::HashMap;
+use std::hash::RandomState;
+use std::sync::{Arc, RwLock};
+
+use crate::digest::TokenDigest;
+use crate::jose::{self, ClaimsPolicy, KeySet, Rejection, VerifiedToken};
+use crate::registry::{Registry, TokenState};
+use crate::verdict::Verdict;
+
+/// Largest token the gate will even hash, in bytes (RFC-style limit; larger is `malformed`).
+pub const MAX_TOKEN_BYTES: usize = 8192;
+
+/// How many verified tokens a gate remembers before it stops caching new ones.
+pub const DEFAULT_SEEN_CAPACITY: usize = 1 << 20;
+
+/// A token the gate allowed: its signature verified, its claims are acceptable,
+/// and the ledger tallies its exact bytes. Only this module can build one.
+#[derive(Clone, Debug)]
+pub struct TalliedToken {
+    seen: Arc<SeenToken>,
+}
+
+impl TalliedToken {
+    /// The token's `sub` (empty if it had none).
+    pub fn subject(&self) -> &str {
+        &self.seen.subject
+    }
+    /// The token's `jti`.
+    pub fn token_id(&self) -> &str {
+        &self.seen.token_id
+    }
+    /// The signing key's id.
+    pub fn kid(&self) -> &str {
+        &self.seen.kid
+    }
+    /// `exp`, unix seconds.
+    pub fn expires_at(&self) -> i64 {
+        self.seen.expires_at
+    }
+}
+
+/// A refused request, with what is known about the token for evidence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    verdict: Verdict,
+    /// Why, in a few words, for operators (never secret material).
+    pub detail: Option<&'static str>,
+    /// `kid` of the token, when its header parsed.
+    pub kid: Option<String>,
+    /// `sub`, only when the signature verified.
+    pub subject: Option<String>,
+    /// `jti`, only when the signature verified.
+    pub token_id: Option<String>,
+}
+
+impl Refusal {
+    /// A refusal without token details. `verdict` must not be [`Verdict::Ok`];
+    /// if it is, the refusal becomes [`Verdict::Unavailable`] (fail closed).
+    pub fn new(verdict: Verdict) -> Refusal {
+        let verdict = if verdict == Verdict::Ok {
+            Verdict::Unavailable
+        } else {
+            verdict
+        };
+        Refusal {
+            verdict,
+            detail: None,
+            kid: None,
+            subject: None,
+            token_id: None,
+        }
+    }
+
+    /// The verdict (never `ok`).
+    pub fn verdict(&self) -> Verdict {
+        self.verdict
+    }
+
+    fn of_rejection(rejection: &Rejection) -> Refusal {
+        let mut r = Refusal::new(verdict_of(rejection));
+        r.detail = rejection.detail();
+        r
+    }
+
+    fn about(verdict: Verdict, token: &VerifiedToken) -> Refusal {
+        let mut r = Refusal::new(verdict);
+        r.kid = Some(token.header().kid.clone());
+        r.subject = token.claims().sub.clone();
+        r.token_id = token.claims().jti.clone();
+        r
+    }
+}
+
+/// The outcome of a check.
+pub type Decision = Result<TalliedToken, Refusal>;
+
+/// The first step's outcome.
+pub enum Step {
+    /// Decided without the ledger store.
+    Decided(Decision),
+    /// The signature verified but the registry does not know these bytes: the
+    /// caller must ask the ledger store about [`LedgerQuestion::token_id`] and call
+    /// [`Gate::resolve`].
+    AskLedger(Box<LedgerQuestion>),
+}
+
+/// A question for the ledger store about a validly signed token the registry
+/// does not hold.
+pub struct LedgerQuestion {
+    token: VerifiedToken,
+    digest: TokenDigest,
+}
+
+impl LedgerQuestion {
+    /// The token id to look up.
+    pub fn token_id(&self) -> &str {
+        self.token.claims().jti.as_deref().unwrap_or("")
+    }
+}
+
+/// The ledger store's answer about a token id, from records whose leaf hashes
+/// the caller has checked against the verified tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LedgerAnswer {
+    /// A record exists for this token id.
+    Found {
+        /// Digest of the bytes that were issued under this id.
+        token_sha256: TokenDigest,
+        /// `exp` recorded at issuance.
+        expires_at: i64,
+        /// Whether the token was revoked.
+        revoked: bool,
+    },
+    /// No record for this token id.
+    NotFound,
+    /// The store could not answer.
+    Unavailable,
+}
+
+#[derive(Debug)]
+struct SeenToken {
+    subject: Arc<str>,
+    token_id: Arc<str>,
+    kid: Arc<str>,
+    expires_at: i64,
+}
+
+/// The decision procedure and its caches.
+pub struct Gate {
+    keys: RwLock<Arc<KeySet>>,
+    policy: ClaimsPolicy,
+    registry: Arc<Registry>,
+    seen: Vec<RwLock<SeenShard>>,
+    seen_capacity: usize,
+}
+
+const SEEN_SHARDS: usize = 16;
+
+type SeenShard = HashMap<[u8; 32], Arc<SeenToken>, RandomState>;
+
+impl Gate {
+    /// A gate over `registry`, trusting `keys`, enforcing `policy`.
+    pub fn new(keys: KeySet, policy: ClaimsPolicy, registry: Arc<Registry>) -> Gate {
+        Gate {
+            keys: RwLock::new(Arc::new(keys)),
+            policy,
+            registry,
+            seen: (0..SEEN_SHARDS)
+                .map(|_| RwLock::new(HashMap::with_hasher(RandomState::new())))
+                .collect(),
+            seen_capacity: DEFAULT_SEEN_CAPACITY,
+        }
+    }
+
+    /// Limits how many verified tokens are remembered (the rest are verified on
+    /// every request).
+    pub fn with_seen_capacity(mut self, n: usize) -> Gate {
+        self.seen_capacity = n;
+        self
+    }
+
+    /// The registry this gate consults.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The claims policy.
+    pub fn policy(&self) -> &ClaimsPolicy {
+        &self.policy
+    }
+
+    /// The key set in force.
+    pub fn keys(&self) -> Arc<KeySet> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the key set. Every remembered verification is forgotten, so a
+    /// key that left the set stops verifying on the very next request.
+    pub fn set_keys(&self, keys: KeySet) {
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+        for shard in &self.seen {
+            shard.write().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+    }
+
+    /// Forgets remembered tokens whose expiry is before `cutoff`.
+    pub fn evict_seen(&self, cutoff: i64) -> usize {
+        let mut n = 0;
+        for shard in &self.seen {
+            let mut s = shard.write().unwrap_or_else(|e| e.into_inner());
+            let before = s.len();
+            s.retain(|_, t| t.expires_at > cutoff);
+            n += before - s.len();
+        }
+        n
+    }
+
+    /// Number of remembered verified tokens.
+    pub fn seen_len(&self) -> usize {
+        self.seen
+            .iter()
+            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    fn seen_shard(&self, d: &TokenDigest) -> &RwLock<SeenShard> {
+        &self.seen[(d.as_bytes()[31] as usize) % SEEN_SHARDS]
+    }
+
+    /// First step of a decision for the compact token `token` at time `now`.
+    pub fn check(&self, token: &[u8], now: i64) -> Step {
+        if token.is_empty() {
+            return Step::Decided(Err(Refusal::new(Verdict::Missing)));
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            let mut r = Refusal::new(Verdict::Malformed);
+            r.detail = Some("token too large");
+            return Step::Decided(Err(r));
+        }
+        let digest = TokenDigest::of(token);
+        let Some(entry) = self.registry.lookup(&digest) else {
+            // A miss: verify, then the ledger decides between forged and real.
+            let keys = self.keys();
+            return match jose::verify(token, &keys) {
+                Err(rejection) => Step::Decided(Err(Refusal::of_rejection(&rejection))),
+                Ok(vt) => {
+                    if vt.claims().jti.as_deref().is_none_or(str::is_empty) {
+                        // Nothing to look up: tally records every token by id.
+                        let mut r = Refusal::about(Verdict::NotIssued, &vt);
+                        r.detail = Some("validly signed token without jti");
+                        Step::Decided(Err(r))
+                    } else {
+                        Step::AskLedger(Box::new(LedgerQuestion { token: vt, digest }))
+                    }
+                }
+            };
+        };
+        // The registry holds these bytes (by 128-bit digest prefix).
+        if let Some(seen) = self
+            .seen_shard(&digest)
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest.as_bytes())
+            .cloned()
+        {
+            return Step::Decided(self.hot(seen, entry.state, now));
+        }
+        let keys = self.keys();
+        let vt = match jose::verify(token, &keys) {
+            Ok(vt) => vt,
+            Err(rejection) => return Step::Decided(Err(Refusal::of_rejection(&rejection))),
+        };
+        if entry.state == TokenState::Revoked {
+            return Step::Decided(Err(Refusal::about(Verdict::Revoked, &vt)));
+        }
+        Step::Decided(self.admit(&vt, &digest, now))
+    }
+
+    /// Second step: the ledger store's answer about a [`LedgerQuestion`].
+    pub fn resolve(&self, q: Box<LedgerQuestion>, answer: LedgerAnswer, now: i64) -> Decision {
+        match answer {
+            LedgerAnswer::Unavailable => Err(Refusal::about(Verdict::Unavailable, &q.token)),
+            LedgerAnswer::NotFound => Err(Refusal::about(Verdict::NotIssued, &q.token)),
+            LedgerAnswer::Found {
+                token_sha256,
+                expires_at,
+                revoked,
+            } => {
+                if !token_sha256.ct_eq(&q.digest) {
+                    return Err(Refusal::about(Verdict::Altered, &q.token));
+                }
+                // Really issued, but not in the registry: normally because it
+                // expired and was evicted, or because this registry lags the store.
+                self.policy
+                    .check(q.token.claims(), now)
+                    .map_err(|rej| Refusal::about(verdict_of(&rej), &q.token))?;
+                if revoked {
+                    return Err(Refusal::about(Verdict::Revoked, &q.token));
+                }
+                self.registry.insert(&q.digest, expires_at);
+                self.admit(&q.token, &q.digest, now)
+            }
+        }
+    }
+
+    fn hot(&self, seen: Arc<SeenToken>, state: TokenState, now: i64) -> Decision {
+        if state == TokenState::Revoked {
+            let mut r = Refusal::new(Verdict::Revoked);
+            r.kid = Some(seen.kid.to_string());
+            r.subject = Some(seen.subject.to_string());
+            r.token_id = Some(seen.token_id.to_string());
+            return Err(r);
+        }
+        if now > seen.expires_at.saturating_add(self.policy.leeway_secs) {
+            let mut r = Refusal::new(Verdict::Expired);
+            r.kid = Some(seen.kid.to_string());
+            r.subject = Some(seen.subject.to_string());
+            r.token_id = Some(seen.token_id.to_string());
+            return Err(r);
+        }
+        Ok(TalliedToken { seen })
+    }
+
+    fn admit(&self, vt: &VerifiedToken, digest: &TokenDigest, now: i64) -> Decision {
+        self.policy
+            .check(vt.claims(), now)
+            .map_err(|rej| Refusal::about(verdict_of(&rej), vt))?;
+        let claims = vt.claims();
+        let seen = Arc::new(SeenToken {
+            subject: claims.sub.as_deref().unwrap_or("").into(),
+            token_id: claims.jti.as_deref().unwrap_or("").into(),
+            kid: vt.header().kid.as_str().into(),
+            // ClaimsPolicy requires exp; i64::MAX only if a policy allows none.
+            expires_at: claims.exp.unwrap_or(i64::MAX),
+        });
+        if self.seen_len_hint() < self.seen_capacity {
+            self.seen_shard(digest)
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(*digest.as_bytes(), seen.clone());
+        }
+        Ok(TalliedToken { seen })
+    }
+
+    fn seen_len_hint(&self) -> usize {
+        // One shard times the shard count: cheap and close enough for a cap.
+        self.seen[0].read().unwrap_or_else(|e| e.into_inner()).len() * SEEN_SHARDS
+    }
+}
+
+/// Maps a JOSE rejection to its verdict.
+pub fn verdict_of(r: &Rejection) -> Verdict {
+    Verdict::from_code(r.code()).unwrap_or(Verdict::Malformed)
+}

@@ -1,0 +1,32 @@
+//! The pure core of tally: no I/O, no async, no clock.
+//!
+//! * [`jose`]: strict compact-JWS parsing and verification ([`jose::VerifiedToken`]);
+//! * [`record`]: the [`record::IssuanceRecord`] and its deterministic encoding;
+//! * [`merkle`]: RFC 6962 Merkle tree, inclusion and consistency proofs;
+//! * [`note`]: C2SP signed notes and `tlog-checkpoint` checkpoints;
+//! * [`registry`]: the in-memory index of live tokens;
+//! * [`gate`]: the decision procedure ([`gate::TalliedToken`]);
+//! * [`verdict`]: stable reason codes;
+//! * [`seal`]: sealing secrets at rest under the master key.
+//!
+//! ```
+//! use tally_core::merkle::{MerkleTree, leaf_hash, verify_inclusion};
+//! let mut tree = MerkleTree::new();
+//! for i in 0u8..5 {
+//!     tree.push(leaf_hash(&[i]));
+//! }
+//! let proof = tree.inclusion_proof(3, 5).unwrap();
+//! assert!(verify_inclusion(&leaf_hash(&[3]), 3, 5, &proof, &tree.root()).is_ok());
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod digest;
+pub mod gate;
+pub mod jose;
+pub mod merkle;
+pub mod note;
+pub mod record;
+pub mod registry;
+pub mod seal;
+pub mod verdict;

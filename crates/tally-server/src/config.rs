@@ -1,0 +1,168 @@
+//! Configuration: a versioned TOML file, environment variables and flags merged
+//! into one validated [`Config`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The `tally.toml` file. Unknown keys are errors that name the key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// File format version; only `1` exists.
+    pub version: Option<u32>,
+    /// Listen address, e.g. `127.0.0.1:8080`.
+    pub listen: Option<String>,
+    /// Data directory.
+    pub data: Option<PathBuf>,
+    /// The `iss` of issued tokens, and the issuer the gate expects.
+    pub issuer: Option<String>,
+    /// The `aud` of issued tokens, and the audience the gate expects.
+    pub audience: Option<String>,
+    /// Access-token lifetime in seconds.
+    pub token_ttl_secs: Option<i64>,
+    /// Allowed clock skew in seconds for `exp` / `nbf`.
+    pub leeway_secs: Option<i64>,
+}
+
+/// Validated runtime configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data: PathBuf,
+    /// Token issuer (`iss`).
+    pub issuer: String,
+    /// Token audience (`aud`).
+    pub audience: String,
+    /// Access-token lifetime.
+    pub token_ttl_secs: i64,
+    /// Clock skew allowance.
+    pub leeway_secs: i64,
+}
+
+/// A configuration problem, phrased for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+/// Values given on the command line or in `TALLY_*` variables (highest priority).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen` / `TALLY_LISTEN`.
+    pub listen: Option<String>,
+    /// `--data` / `TALLY_DATA`.
+    pub data: Option<PathBuf>,
+    /// `TALLY_ISSUER`.
+    pub issuer: Option<String>,
+    /// `TALLY_AUDIENCE`.
+    pub audience: Option<String>,
+    /// `TALLY_TOKEN_TTL_SECS`.
+    pub token_ttl_secs: Option<i64>,
+}
+
+impl Config {
+    /// Reads `file` (if any) and applies `over`.
+    pub fn load(file: Option<&Path>, over: Overrides) -> Result<Config, ConfigError> {
+        let fc = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| ConfigError(format!("{}: {e}", p.display())))?
+            }
+            None => FileConfig::default(),
+        };
+        if let Some(v) = fc.version
+            && v != 1
+        {
+            return Err(ConfigError(format!(
+                "version = {v} is not supported (this tally reads version 1)"
+            )));
+        }
+        let listen_s = over
+            .listen
+            .or(fc.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_s.parse().map_err(|_| {
+            ConfigError(format!(
+                "listen = {listen_s:?} is not an address like 127.0.0.1:8080"
+            ))
+        })?;
+        let data = over
+            .data
+            .or(fc.data)
+            .unwrap_or_else(|| PathBuf::from("./tally-data"));
+        let issuer = over
+            .issuer
+            .or(fc.issuer)
+            .unwrap_or_else(|| format!("http://{listen}"));
+        let audience = over
+            .audience
+            .or(fc.audience)
+            .unwrap_or_else(|| "tally".into());
+        let token_ttl_secs = over.token_ttl_secs.or(fc.token_ttl_secs).unwrap_or(900);
+        if !(1..=86_400).contains(&token_ttl_secs) {
+            return Err(ConfigError(format!(
+                "token_ttl_secs = {token_ttl_secs} must be between 1 and 86400"
+            )));
+        }
+        let leeway_secs = fc.leeway_secs.unwrap_or(60);
+        if !(0..=600).contains(&leeway_secs) {
+            return Err(ConfigError(format!(
+                "leeway_secs = {leeway_secs} must be between 0 and 600"
+            )));
+        }
+        if issuer.is_empty() || audience.is_empty() {
+            return Err(ConfigError("issuer and audience must not be empty".into()));
+        }
+        Ok(Config {
+            listen,
+            data,
+            issuer,
+            audience,
+            token_ttl_secs,
+            leeway_secs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Config::load(None, Overrides::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data, PathBuf::from("./tally-data"));
+        assert_eq!(c.issuer, "http://127.0.0.1:8080");
+        assert_eq!(c.token_ttl_secs, 900);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = std::env::temp_dir().join(format!("tally-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("tally.toml");
+        std::fs::write(&p, "version = 1\nlisen = \"127.0.0.1:1\"\n").unwrap();
+        let err = Config::load(Some(&p), Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        std::fs::write(&p, "listen = \"127.0.0.1:9\"\ntoken_ttl_secs = 60\n").unwrap();
+        let c = Config::load(Some(&p), Overrides::default()).unwrap();
+        assert_eq!(c.listen.port(), 9);
+        assert_eq!(c.token_ttl_secs, 60);
+        let c = Config::load(
+            Some(&p),
+            Overrides {
+                listen: Some("127.0.0.1:10".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 10);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

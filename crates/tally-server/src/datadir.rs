@@ -1,0 +1,184 @@
+//! The data directory: its layout, first-run creation, and the master key file.
+//!
+//! ```text
+//! tally-data/
+//!   master.key   64 hex chars, mode 0600: seals every private key at rest
+//!   state.db     users, sealed signing keys, settings
+//!   ledger.db    the issuance ledger and its signed checkpoints
+//! ```
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tally_core::jose::{Algorithm, SigningKey};
+use tally_core::note::NoteSigner;
+use tally_core::seal::MasterKey;
+use tally_store::{KeyPurpose, KeyRow, KeyState, MASTER_KEY_FILE, STATE_FILE, StateStore};
+
+use crate::keys::{self, now_unix};
+
+/// A data-directory problem, phrased so the operator knows what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DataDirError(pub String);
+
+/// An opened data directory.
+pub struct DataDir {
+    /// Its path.
+    pub path: PathBuf,
+    /// The master key.
+    pub master: MasterKey,
+    /// The state database.
+    pub state: StateStore,
+}
+
+impl DataDir {
+    /// Path of the ledger database.
+    pub fn ledger_path(&self) -> PathBuf {
+        self.path.join(tally_store::LEDGER_FILE)
+    }
+
+    /// Opens `path`, creating it on first use with a master key, a token-signing
+    /// key (EdDSA) and a ledger key. `TALLY_MASTER_KEY` (64 hex) overrides the file.
+    pub fn open_or_init(path: &Path) -> Result<DataDir, DataDirError> {
+        let fresh = !path.join(STATE_FILE).exists();
+        fs::create_dir_all(path).map_err(|e| {
+            DataDirError(format!(
+                "cannot create data directory {}: {e}",
+                path.display()
+            ))
+        })?;
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
+        let master = load_or_create_master(path, fresh)?;
+        let state = StateStore::open(&path.join(STATE_FILE))
+            .map_err(|e| DataDirError(format!("cannot open state database: {e}")))?;
+        let dir = DataDir {
+            path: path.to_path_buf(),
+            master,
+            state,
+        };
+        dir.ensure_keys()?;
+        Ok(dir)
+    }
+
+    /// Opens an existing data directory (admin commands); never creates one.
+    pub fn open_existing(path: &Path) -> Result<DataDir, DataDirError> {
+        if !path.join(STATE_FILE).exists() {
+            return Err(DataDirError(format!(
+                "{} is not a tally data directory (run `tally init --data {}` first)",
+                path.display(),
+                path.display()
+            )));
+        }
+        DataDir::open_or_init(path)
+    }
+
+    fn ensure_keys(&self) -> Result<(), DataDirError> {
+        let err = |e: tally_store::StateError| DataDirError(format!("state database: {e}"));
+        let token_keys = self.state.keys(KeyPurpose::Token).map_err(err)?;
+        if !token_keys.iter().any(|k| k.state == KeyState::Active) {
+            let key = SigningKey::generate(Algorithm::EdDSA)
+                .map_err(|e| DataDirError(format!("key generation failed: {e}")))?;
+            keys::store_token_key(self, &key, None, "generated")
+                .map_err(|e| DataDirError(e.to_string()))?;
+        }
+        let ledger_keys = self.state.keys(KeyPurpose::Ledger).map_err(err)?;
+        if ledger_keys.is_empty() {
+            let origin = match self.state.meta("ledger_origin").map_err(err)? {
+                Some(o) => o,
+                None => {
+                    let o = format!("tally.local/ledger/{}", keys::random_hex(8));
+                    self.state.set_meta("ledger_origin", &o).map_err(err)?;
+                    o
+                }
+            };
+            let (signer, seed) = NoteSigner::generate(&origin)
+                .map_err(|e| DataDirError(format!("ledger key generation failed: {e}")))?;
+            let sealed = self
+                .master
+                .seal(&keys::seal_context(&origin), &seed[..])
+                .map_err(|e| DataDirError(e.to_string()))?;
+            self.state
+                .insert_key(&KeyRow {
+                    kid: origin.clone(),
+                    alg: "note-ed25519".into(),
+                    purpose: KeyPurpose::Ledger,
+                    state: KeyState::Active,
+                    created_at: now_unix(),
+                    public: signer.verifier_key(),
+                    sealed,
+                    source: "generated".into(),
+                })
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// The ledger's checkpoint signer, unsealed.
+    pub fn ledger_signer(&self) -> Result<NoteSigner, DataDirError> {
+        let rows = self
+            .state
+            .keys(KeyPurpose::Ledger)
+            .map_err(|e| DataDirError(format!("state database: {e}")))?;
+        let row = rows
+            .iter()
+            .find(|r| r.state == KeyState::Active)
+            .ok_or_else(|| DataDirError("no active ledger key in the state database".into()))?;
+        let seed = self
+            .master
+            .open(&keys::seal_context(&row.kid), &row.sealed)
+            .map_err(|e| DataDirError(format!("ledger key: {e}")))?;
+        let seed: [u8; 32] = seed[..]
+            .try_into()
+            .map_err(|_| DataDirError("ledger key: stored seed has the wrong length".into()))?;
+        let seed = zeroize::Zeroizing::new(seed);
+        NoteSigner::from_seed(&row.kid, &seed).map_err(|e| DataDirError(format!("ledger key: {e}")))
+    }
+}
+
+fn load_or_create_master(dir: &Path, fresh: bool) -> Result<MasterKey, DataDirError> {
+    if let Ok(hex) = std::env::var("TALLY_MASTER_KEY") {
+        return MasterKey::from_hex(&hex)
+            .map_err(|e| DataDirError(format!("TALLY_MASTER_KEY: {e}")));
+    }
+    let path = dir.join(MASTER_KEY_FILE);
+    if !path.exists() {
+        if !fresh {
+            return Err(DataDirError(format!(
+                "{} is missing: the keys in this data directory cannot be opened without it \
+                 (restore it from backup, or set TALLY_MASTER_KEY)",
+                path.display()
+            )));
+        }
+        let key = MasterKey::generate().map_err(|e| DataDirError(e.to_string()))?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| DataDirError(format!("cannot create {}: {e}", path.display())))?;
+        f.write_all(key.to_hex().as_bytes())
+            .and_then(|_| f.write_all(b"\n"))
+            .and_then(|_| f.sync_all())
+            .map_err(|e| DataDirError(format!("cannot write {}: {e}", path.display())))?;
+        return Ok(key);
+    }
+    let meta = fs::metadata(&path)
+        .map_err(|e| DataDirError(format!("cannot read {}: {e}", path.display())))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(DataDirError(format!(
+            "{} has mode {mode:o}: other users could read the master key. \
+             Fix it with `chmod 600 {}` (and check who may have copied it).",
+            path.display(),
+            path.display()
+        )));
+    }
+    let text = zeroize::Zeroizing::new(
+        fs::read_to_string(&path)
+            .map_err(|e| DataDirError(format!("cannot read {}: {e}", path.display())))?,
+    );
+    MasterKey::from_hex(&text).map_err(|e| DataDirError(format!("{}: {e}", path.display())))
+}

@@ -1,0 +1,184 @@
+//! `GET /v1/check`: the decision endpoint for nginx `auth_request` and the like.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tally_core::gate::{Decision, LedgerAnswer, Refusal, Step};
+use tally_core::verdict::Verdict;
+
+use crate::app::App;
+use crate::keys::now_unix;
+
+/// Extracts the bearer token from `Authorization`, or the verdict for its absence.
+pub fn bearer(headers: &HeaderMap) -> Result<&[u8], Verdict> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(Verdict::Missing);
+    };
+    if values.next().is_some() {
+        return Err(Verdict::Malformed);
+    }
+    let bytes = value.as_bytes();
+    if bytes.len() < 7 || !bytes[..7].eq_ignore_ascii_case(b"bearer ") {
+        return Err(Verdict::Malformed);
+    }
+    let token = &bytes[7..];
+    if token.is_empty() || token.iter().any(|b| b.is_ascii_whitespace()) {
+        return Err(Verdict::Malformed);
+    }
+    Ok(token)
+}
+
+/// Runs a full decision for the token in `headers`, including the ledger
+/// lookup when the registry misses.
+pub async fn decide(app: &Arc<App>, headers: &HeaderMap) -> Decision {
+    let now = now_unix();
+    let token = match bearer(headers) {
+        Ok(t) => t,
+        Err(v) => return Err(Refusal::new(v)),
+    };
+    match app.gate.check(token, now) {
+        Step::Decided(d) => d,
+        Step::AskLedger(q) => {
+            let a = app.clone();
+            let jti = q.token_id().to_string();
+            let found = tokio::task::spawn_blocking(move || a.ledger.lookup(&jti)).await;
+            let answer = match found {
+                Ok(Ok(Some(loc))) => LedgerAnswer::Found {
+                    token_sha256: loc.record.token_sha256,
+                    expires_at: loc.record.expires_at,
+                    revoked: false,
+                },
+                Ok(Ok(None)) => LedgerAnswer::NotFound,
+                Ok(Err(e)) => {
+                    tracing::error!(code = e.code(), error = %e, "ledger lookup failed; failing closed");
+                    LedgerAnswer::Unavailable
+                }
+                Err(_) => LedgerAnswer::Unavailable,
+            };
+            app.gate.resolve(q, answer, now)
+        }
+    }
+}
+
+/// Header-safe rendering: visible ASCII kept, everything else percent-encoded.
+fn header_value(s: &str) -> HeaderValue {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x21..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// `GET /v1/check`.
+pub async fn check(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let decision = decide(&app, &headers).await;
+    let verdict = match &decision {
+        Ok(_) => Verdict::Ok,
+        Err(r) => r.verdict(),
+    };
+    app.metrics.verdict(verdict);
+    let mut out = HeaderMap::new();
+    out.insert("x-tally-verdict", HeaderValue::from_static(verdict.code()));
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    match decision {
+        Ok(t) => {
+            out.insert("x-tally-subject", header_value(t.subject()));
+            out.insert("x-tally-token-id", header_value(t.token_id()));
+            (StatusCode::OK, out).into_response()
+        }
+        Err(r) => {
+            let uri = headers
+                .get("x-original-uri")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let method = headers
+                .get("x-original-method")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if verdict.is_forgery() {
+                tracing::warn!(
+                    event = "forged_token",
+                    verdict = verdict.code(),
+                    kid = r.kid.as_deref().unwrap_or(""),
+                    token_id = r.token_id.as_deref().unwrap_or(""),
+                    sub = r.subject.as_deref().unwrap_or(""),
+                    uri,
+                    method,
+                    "validly signed token that the ledger cannot tally: refused"
+                );
+            } else {
+                tracing::debug!(
+                    verdict = verdict.code(),
+                    detail = r.detail.unwrap_or(""),
+                    uri,
+                    method,
+                    "refused"
+                );
+            }
+            let status =
+                StatusCode::from_u16(verdict.http_status()).unwrap_or(StatusCode::FORBIDDEN);
+            if status == StatusCode::UNAUTHORIZED {
+                let challenge = if verdict == Verdict::Missing {
+                    "Bearer"
+                } else {
+                    "Bearer error=\"invalid_token\""
+                };
+                out.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+            }
+            let message = match r.detail {
+                Some(d) => format!("token refused: {} ({d})", verdict.code()),
+                None => format!("token refused: {}", verdict.code()),
+            };
+            (
+                status,
+                out,
+                axum::Json(json!({"error": {"code": verdict.code(), "message": message}})),
+            )
+                .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(v: &[&str]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for x in v {
+            m.append(header::AUTHORIZATION, HeaderValue::from_str(x).unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer(&h(&[])), Err(Verdict::Missing));
+        assert_eq!(bearer(&h(&["Bearer a.b.c"])), Ok(&b"a.b.c"[..]));
+        assert_eq!(bearer(&h(&["bearer a.b.c"])), Ok(&b"a.b.c"[..]));
+        assert_eq!(bearer(&h(&["Basic abc"])), Err(Verdict::Malformed));
+        assert_eq!(bearer(&h(&["Bearer "])), Err(Verdict::Malformed));
+        assert_eq!(bearer(&h(&["Bearer a b"])), Err(Verdict::Malformed));
+        assert_eq!(
+            bearer(&h(&["Bearer a", "Bearer b"])),
+            Err(Verdict::Malformed)
+        );
+    }
+
+    #[test]
+    fn header_values_are_safe() {
+        assert_eq!(header_value("alice").to_str().unwrap(), "alice");
+        assert_eq!(header_value("a b\n%").to_str().unwrap(), "a%20b%0A%25");
+    }
+}

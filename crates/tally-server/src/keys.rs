@@ -1,0 +1,150 @@
+//! The key ring: unsealing token-signing keys, the active signer, and the key
+//! set the gate trusts.
+
+use std::sync::Arc;
+
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use tally_core::jose::{Algorithm, KeySet, SigningKey, VerifyingKey};
+use tally_store::{KeyPurpose, KeyRow, KeyState, StateStore};
+
+use crate::datadir::DataDir;
+
+/// Unix seconds now.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `n` random bytes as lower-case hex.
+pub fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    // The system RNG failing is unrecoverable for a security product: abort loudly.
+    SystemRandom::new()
+        .fill(&mut b)
+        .expect("system random source failed");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Associated data binding a sealed key to its id.
+pub fn seal_context(kid: &str) -> String {
+    format!("tally/key/{kid}")
+}
+
+/// Key-ring failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyRingError {
+    /// No active token-signing key.
+    #[error("no active token-signing key (run `tally keys import` or restart to generate one)")]
+    NoActiveKey,
+    /// A stored key did not unseal or parse.
+    #[error("key {kid}: {reason}")]
+    BadKey {
+        /// Key id.
+        kid: String,
+        /// Why.
+        reason: String,
+    },
+    /// Storage failed.
+    #[error("{0}")]
+    Store(String),
+}
+
+/// Seals and stores `key` as the new active token key (the previous active key
+/// becomes `retiring`). `kid` defaults to the RFC 7638 thumbprint.
+pub fn store_token_key(
+    dir: &DataDir,
+    key: &SigningKey,
+    kid: Option<&str>,
+    source: &str,
+) -> Result<String, KeyRingError> {
+    let vk = key.verifying_key();
+    let kid = kid.map(str::to_string).unwrap_or_else(|| vk.thumbprint());
+    let vk = vk.with_kid(kid.clone());
+    let der = key.to_pkcs8_der().map_err(|e| KeyRingError::BadKey {
+        kid: kid.clone(),
+        reason: e.to_string(),
+    })?;
+    let sealed = dir
+        .master
+        .seal(&seal_context(&kid), &der)
+        .map_err(|e| KeyRingError::Store(e.to_string()))?;
+    dir.state
+        .insert_active_token_key(&KeyRow {
+            kid: kid.clone(),
+            alg: key.algorithm().name().to_string(),
+            purpose: KeyPurpose::Token,
+            state: KeyState::Active,
+            created_at: now_unix(),
+            public: vk.to_jwk().to_string(),
+            sealed,
+            source: source.to_string(),
+        })
+        .map_err(|e| KeyRingError::Store(e.to_string()))?;
+    Ok(kid)
+}
+
+/// The active signing key with its id.
+pub struct ActiveKey {
+    /// Key id.
+    pub kid: String,
+    /// The private key (zeroized on drop).
+    pub key: SigningKey,
+}
+
+/// What the server loads from the state store.
+pub struct KeyRing {
+    /// Signs new tokens.
+    pub active: Arc<ActiveKey>,
+    /// Verifies tokens (active and retiring keys).
+    pub keyset: KeySet,
+}
+
+impl KeyRing {
+    /// Loads the key ring from the state store.
+    pub fn load(
+        dir_state: &StateStore,
+        master: &tally_core::seal::MasterKey,
+    ) -> Result<KeyRing, KeyRingError> {
+        let rows = dir_state
+            .keys(KeyPurpose::Token)
+            .map_err(|e| KeyRingError::Store(e.to_string()))?;
+        let mut keyset = KeySet::new();
+        let mut active = None;
+        for row in &rows {
+            if !row.state.verifies() {
+                continue;
+            }
+            let bad = |reason: String| KeyRingError::BadKey {
+                kid: row.kid.clone(),
+                reason,
+            };
+            let jwk: serde_json::Value =
+                serde_json::from_str(&row.public).map_err(|e| bad(e.to_string()))?;
+            let vk = VerifyingKey::from_jwk(&jwk)
+                .map_err(|e| bad(e.to_string()))?
+                .with_kid(row.kid.clone());
+            if Algorithm::from_name(&row.alg) != Some(vk.algorithm()) {
+                return Err(bad("stored algorithm does not match the public key".into()));
+            }
+            keyset.insert(vk);
+            if row.state == KeyState::Active {
+                let der = master
+                    .open(&seal_context(&row.kid), &row.sealed)
+                    .map_err(|e| bad(e.to_string()))?;
+                let key = SigningKey::from_pkcs8_der(&der).map_err(|e| bad(e.to_string()))?;
+                active = Some(ActiveKey {
+                    kid: row.kid.clone(),
+                    key,
+                });
+            }
+        }
+        let active = active.ok_or(KeyRingError::NoActiveKey)?;
+        Ok(KeyRing {
+            active: Arc::new(active),
+            keyset,
+        })
+    }
+}

@@ -1,0 +1,18 @@
+//! The HTTP services of tally: issuer, gate decision endpoint, ledger API,
+//! health and metrics, wired to the pure core and the store.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod config;
+pub mod datadir;
+pub mod error;
+pub mod gate_http;
+pub mod issuer;
+pub mod keys;
+pub mod ledger_http;
+pub mod meta_http;
+pub mod metrics;
+
+pub use app::{App, router, serve};
+pub use config::{Config, Overrides};

@@ -1,0 +1,89 @@
+//! Health, readiness, metrics, JWKS and the OpenAPI document.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::app::App;
+use crate::error::ApiError;
+
+/// `GET /healthz`: the process is alive.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "alive"}))
+}
+
+/// `GET /readyz`: the store is reachable, the ledger verified, the registry loaded.
+pub async fn readyz(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, ApiError> {
+    if let Some(t) = app.ledger.tampered() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ledger_tampered",
+            format!("{t}"),
+        ));
+    }
+    if !app.ledger.is_healthy() {
+        return Err(ApiError::unavailable("store_unavailable"));
+    }
+    let a = app.clone();
+    let reachable = tokio::task::spawn_blocking(move || a.dir.state.data_version().is_ok())
+        .await
+        .unwrap_or(false);
+    if !reachable {
+        return Err(ApiError::unavailable("store_unavailable"));
+    }
+    Ok(Json(json!({
+        "status": "ready",
+        "ledger_size": app.ledger.size(),
+        "registry_live_tokens": app.gate.registry().len(),
+    })))
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let body = app.metrics.render(
+        app.ledger.size(),
+        app.gate.registry().len(),
+        app.ledger.is_healthy(),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /.well-known/jwks.json`: public keys that verify tally's tokens.
+pub async fn jwks(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        )],
+        Json(app.gate.keys().to_jwks()),
+    )
+        .into_response()
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
+/// Any other path.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see /openapi.json")
+}

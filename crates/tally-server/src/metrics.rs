@@ -1,0 +1,75 @@
+//! Prometheus counters, rendered by hand (text exposition format 0.0.4).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tally_core::verdict::Verdict;
+
+/// Process-wide counters.
+#[derive(Default)]
+pub struct Metrics {
+    verdicts: [AtomicU64; Verdict::ALL.len()],
+    issued: AtomicU64,
+    login_failures: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts one gate decision.
+    pub fn verdict(&self, v: Verdict) {
+        let i = Verdict::ALL.iter().position(|x| *x == v).unwrap_or(0);
+        self.verdicts[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one issued token.
+    pub fn issued(&self) {
+        self.issued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one failed login.
+    pub fn login_failed(&self) {
+        self.login_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many decisions had verdict `v`.
+    pub fn count(&self, v: Verdict) -> u64 {
+        let i = Verdict::ALL.iter().position(|x| *x == v).unwrap_or(0);
+        self.verdicts[i].load(Ordering::Relaxed)
+    }
+
+    /// The exposition text.
+    pub fn render(&self, ledger_size: u64, registry_len: usize, ledger_ok: bool) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP tally_gate_decisions_total Gate decisions by verdict.\n");
+        out.push_str("# TYPE tally_gate_decisions_total counter\n");
+        for (i, v) in Verdict::ALL.iter().enumerate() {
+            out.push_str(&format!(
+                "tally_gate_decisions_total{{verdict=\"{}\"}} {}\n",
+                v.code(),
+                self.verdicts[i].load(Ordering::Relaxed)
+            ));
+        }
+        out.push_str(
+            "# HELP tally_tokens_issued_total Tokens issued and recorded in the ledger.\n",
+        );
+        out.push_str("# TYPE tally_tokens_issued_total counter\n");
+        out.push_str(&format!(
+            "tally_tokens_issued_total {}\n",
+            self.issued.load(Ordering::Relaxed)
+        ));
+        out.push_str("# HELP tally_login_failures_total Failed logins.\n");
+        out.push_str("# TYPE tally_login_failures_total counter\n");
+        out.push_str(&format!(
+            "tally_login_failures_total {}\n",
+            self.login_failures.load(Ordering::Relaxed)
+        ));
+        out.push_str("# HELP tally_ledger_size Entries in the ledger.\n");
+        out.push_str("# TYPE tally_ledger_size gauge\n");
+        out.push_str(&format!("tally_ledger_size {ledger_size}\n"));
+        out.push_str("# HELP tally_registry_live_tokens Live tokens in the registry.\n");
+        out.push_str("# TYPE tally_registry_live_tokens gauge\n");
+        out.push_str(&format!("tally_registry_live_tokens {registry_len}\n"));
+        out.push_str("# HELP tally_ledger_healthy 1 if the ledger verified and accepts appends.\n");
+        out.push_str("# TYPE tally_ledger_healthy gauge\n");
+        out.push_str(&format!("tally_ledger_healthy {}\n", u8::from(ledger_ok)));
+        out
+    }
+}

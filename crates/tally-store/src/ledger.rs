@@ -1,0 +1,794 @@
+//! The ledger on SQLite: an append-only table of encoded issuance records, the
+//! signed checkpoints that commit to it, one writer thread doing group commit,
+//! and the verification that both the writer and `tally ledger verify` run.
+//!
+//! # Durability and checkpoints
+//! Appends travel over a channel to one writer thread. It takes every request
+//! waiting (up to [`MAX_BATCH`]), and in ONE transaction inserts the rows and a
+//! checkpoint signed over the new tree head, then commits (WAL, `synchronous =
+//! FULL`: one fsync per batch). Only then are the callers answered. Every row is
+//! therefore covered by a signed checkpoint committed with it, a checkpoint is
+//! signed whenever entries arrive (far more often than once a second), and the
+//! writer signs heads only of the tree it extends, so it never signs two
+//! inconsistent checkpoints.
+//!
+//! # Tamper evidence
+//! [`verify_ledger`] recomputes every leaf from the stored record bytes and every
+//! stored checkpoint's root and signature. The writer runs it when it opens the
+//! ledger and again whenever SQLite's `data_version` shows that another
+//! connection committed to the ledger file; on failure it refuses to extend the
+//! tree and answers `ledger_tampered`. Reads that feed decisions (a token-id
+//! lookup) are checked against the writer's in-memory tree, never trusted raw.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tally_core::merkle::{self, Hash, MerkleTree};
+use tally_core::note::{Checkpoint, NoteSigner, NoteVerifier, SignedCheckpoint};
+use tally_core::record::IssuanceRecord;
+use tokio::sync::oneshot;
+
+/// Most appends committed in one transaction.
+pub const MAX_BATCH: usize = 4096;
+
+/// Ledger failures. [`LedgerError::code`] gives stable codes.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// The stored ledger does not match what was signed or written.
+    #[error("ledger tampered at index {index}: {reason}")]
+    Tampered {
+        /// First index known to be bad.
+        index: u64,
+        /// What was found.
+        reason: String,
+    },
+    /// A record with this token id is already in the ledger.
+    #[error("token id already recorded")]
+    DuplicateTokenId,
+    /// The record is not valid (field limits).
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    /// A requested index or size is out of range.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// The store failed (disk, I/O, database).
+    #[error("ledger store error: {0}")]
+    Store(String),
+    /// The writer has stopped (shutdown).
+    #[error("ledger writer is not running")]
+    Closed,
+}
+
+impl LedgerError {
+    /// Stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LedgerError::Tampered { .. } => "ledger_tampered",
+            LedgerError::DuplicateTokenId => "duplicate_token_id",
+            LedgerError::InvalidRecord(_) => "invalid_record",
+            LedgerError::OutOfRange(_) => "out_of_range",
+            LedgerError::Store(_) => "store_unavailable",
+            LedgerError::Closed => "store_unavailable",
+        }
+    }
+}
+
+impl From<rusqlite::Error> for LedgerError {
+    fn from(e: rusqlite::Error) -> Self {
+        LedgerError::Store(e.to_string())
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS ledger (
+    idx        INTEGER PRIMARY KEY,
+    token_id   TEXT    NOT NULL UNIQUE,
+    record     BLOB    NOT NULL,
+    leaf_hash  BLOB    NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size      INTEGER PRIMARY KEY,
+    root      BLOB    NOT NULL,
+    note      TEXT    NOT NULL,
+    signed_at INTEGER NOT NULL
+);
+";
+
+fn open_conn(path: &Path, read_only: bool) -> Result<Connection, LedgerError> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
+    Ok(conn)
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Summary of a successful verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Entries in the ledger.
+    pub size: u64,
+    /// Stored checkpoints checked.
+    pub checkpoints: u64,
+    /// Root hash at `size`.
+    pub root: Hash,
+}
+
+/// Recomputes every leaf and checks every stored checkpoint on `conn`.
+///
+/// `progress(done, total)` is called every few thousand rows; `on_record` sees
+/// each record after its leaf hash checked out (used to rebuild the registry).
+pub fn verify_ledger(
+    conn: &Connection,
+    verifier: &NoteVerifier,
+    progress: &mut dyn FnMut(u64, u64),
+    on_record: &mut dyn FnMut(u64, &IssuanceRecord),
+) -> Result<(MerkleTree, VerifyReport), LedgerError> {
+    let total: i64 = conn.query_row("SELECT count(*) FROM ledger", [], |r| r.get(0))?;
+    let total = total.max(0) as u64;
+    let mut tree = MerkleTree::new();
+    let mut stmt =
+        conn.prepare("SELECT idx, token_id, record, leaf_hash FROM ledger ORDER BY idx")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let i = tree.len();
+        let idx: i64 = row.get(0)?;
+        if idx < 0 || idx as u64 != i {
+            return Err(LedgerError::Tampered {
+                index: i,
+                reason: format!("entry {i} is missing (next stored index is {idx})"),
+            });
+        }
+        let token_id: String = row.get(1)?;
+        let bytes: Vec<u8> = row.get(2)?;
+        let stored_leaf: Vec<u8> = row.get(3)?;
+        let record = IssuanceRecord::decode(&bytes).map_err(|e| LedgerError::Tampered {
+            index: i,
+            reason: format!("record does not decode: {e}"),
+        })?;
+        let leaf = merkle::leaf_hash(&bytes);
+        if stored_leaf.as_slice() != leaf.as_slice() {
+            return Err(LedgerError::Tampered {
+                index: i,
+                reason: "record bytes changed: leaf hash differs from the one written".into(),
+            });
+        }
+        if record.token_id != token_id {
+            return Err(LedgerError::Tampered {
+                index: i,
+                reason: "token_id column differs from the record".into(),
+            });
+        }
+        tree.push(leaf);
+        on_record(i, &record);
+        if (i + 1).is_multiple_of(8192) {
+            progress(i + 1, total);
+        }
+    }
+    drop(rows);
+    progress(tree.len(), total);
+
+    let mut stmt = conn.prepare("SELECT size, root, note FROM checkpoints ORDER BY size")?;
+    let mut rows = stmt.query([])?;
+    let mut checked = 0u64;
+    let mut prev_good = 0u64;
+    let mut head: Option<u64> = None;
+    while let Some(row) = rows.next()? {
+        let size: i64 = row.get(0)?;
+        let root: Vec<u8> = row.get(1)?;
+        let note: String = row.get(2)?;
+        let size = size.max(0) as u64;
+        let signed =
+            SignedCheckpoint::verify(&note, verifier).map_err(|e| LedgerError::Tampered {
+                index: prev_good,
+                reason: format!("checkpoint at size {size} does not verify: {e}"),
+            })?;
+        let cp = signed.checkpoint();
+        if cp.size != size || cp.root_hash.as_slice() != root.as_slice() {
+            return Err(LedgerError::Tampered {
+                index: prev_good,
+                reason: format!("checkpoint row at size {size} differs from its signed note"),
+            });
+        }
+        if size > tree.len() {
+            return Err(LedgerError::Tampered {
+                index: tree.len(),
+                reason: format!(
+                    "signed checkpoint covers {size} entries but the ledger holds {} (entries deleted)",
+                    tree.len()
+                ),
+            });
+        }
+        let recomputed = tree
+            .root_at(size)
+            .map_err(|e| LedgerError::Store(e.to_string()))?;
+        if recomputed != cp.root_hash {
+            return Err(LedgerError::Tampered {
+                index: prev_good,
+                reason: format!(
+                    "entries {prev_good}..{size} do not match the checkpoint signed at size {size}"
+                ),
+            });
+        }
+        prev_good = size;
+        head = Some(size);
+        checked += 1;
+    }
+    let covered = head.unwrap_or(0);
+    if tree.len() > covered {
+        return Err(LedgerError::Tampered {
+            index: covered,
+            reason: format!(
+                "entry {covered} is not covered by any signed checkpoint (inserted behind the writer's back)"
+            ),
+        });
+    }
+    let root = tree.root();
+    let size = tree.len();
+    Ok((
+        tree,
+        VerifyReport {
+            size,
+            checkpoints: checked,
+            root,
+        },
+    ))
+}
+
+type Reply = oneshot::Sender<Result<u64, LedgerError>>;
+
+struct Shared {
+    path: PathBuf,
+    tree: RwLock<MerkleTree>,
+    committed: AtomicU64,
+    head: RwLock<SignedCheckpoint>,
+    tampered: Mutex<Option<LedgerError>>,
+    failed: AtomicBool,
+    readers: Mutex<Vec<Connection>>,
+    verifier: NoteVerifier,
+}
+
+/// A proof that an entry is in the tree of a given size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InclusionProof {
+    /// Index of the entry.
+    pub leaf_index: u64,
+    /// Tree size the proof is for.
+    pub tree_size: u64,
+    /// Audit path, leaf to root.
+    pub hashes: Vec<Hash>,
+}
+
+/// A located, verified record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocatedRecord {
+    /// Leaf index.
+    pub index: u64,
+    /// The record.
+    pub record: IssuanceRecord,
+}
+
+/// The ledger: append (group commit), read, prove.
+pub struct Ledger {
+    shared: Arc<Shared>,
+    tx: Mutex<Option<mpsc::Sender<(IssuanceRecord, Reply)>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger at `path`, verifies all of it, and
+    /// starts the writer. `on_record` sees every verified record (registry rebuild).
+    pub fn open(
+        path: &Path,
+        signer: NoteSigner,
+        progress: &mut dyn FnMut(u64, u64),
+        on_record: &mut dyn FnMut(u64, &IssuanceRecord),
+    ) -> Result<Ledger, LedgerError> {
+        let conn = open_conn(path, false)?;
+        conn.execute_batch(SCHEMA)?;
+        let verifier = signer.verifier();
+        let (tree, report) = verify_ledger(&conn, &verifier, progress, on_record)?;
+        let head = if report.checkpoints == 0 {
+            // A new ledger: commit to the empty tree at once.
+            let signed = sign_head(&signer, &tree)?;
+            store_head(&conn, &signed)?;
+            signed
+        } else {
+            let note: String = conn.query_row(
+                "SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )?;
+            SignedCheckpoint::verify(&note, &verifier).map_err(|e| LedgerError::Tampered {
+                index: report.size,
+                reason: e.to_string(),
+            })?
+        };
+        let shared = Arc::new(Shared {
+            path: path.to_path_buf(),
+            committed: AtomicU64::new(tree.len()),
+            tree: RwLock::new(tree),
+            head: RwLock::new(head),
+            tampered: Mutex::new(None),
+            failed: AtomicBool::new(false),
+            readers: Mutex::new(Vec::new()),
+            verifier,
+        });
+        let (tx, rx) = mpsc::channel();
+        let writer_shared = shared.clone();
+        let version = data_version(&conn)?;
+        let handle = std::thread::Builder::new()
+            .name("tally-ledger-writer".into())
+            .spawn(move || {
+                Writer {
+                    shared: writer_shared,
+                    conn,
+                    signer,
+                    data_version: version,
+                }
+                .run(rx)
+            })
+            .map_err(|e| LedgerError::Store(e.to_string()))?;
+        Ok(Ledger {
+            shared,
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Appends a record; resolves once it is durable, with its leaf index.
+    pub async fn append(&self, record: IssuanceRecord) -> Result<u64, LedgerError> {
+        let rx = self.submit(record)?;
+        rx.await.unwrap_or(Err(LedgerError::Closed))
+    }
+
+    /// Blocking form of [`Ledger::append`] (not for async contexts).
+    pub fn append_blocking(&self, record: IssuanceRecord) -> Result<u64, LedgerError> {
+        let rx = self.submit(record)?;
+        rx.blocking_recv().unwrap_or(Err(LedgerError::Closed))
+    }
+
+    fn submit(
+        &self,
+        record: IssuanceRecord,
+    ) -> Result<oneshot::Receiver<Result<u64, LedgerError>>, LedgerError> {
+        if let Some(t) = self.tampered() {
+            return Err(t);
+        }
+        record
+            .validate()
+            .map_err(|e| LedgerError::InvalidRecord(e.to_string()))?;
+        let (reply, rx) = oneshot::channel();
+        let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = guard.as_ref().ok_or(LedgerError::Closed)?;
+        tx.send((record, reply)).map_err(|_| LedgerError::Closed)?;
+        Ok(rx)
+    }
+
+    /// The tamper finding, if the writer has refused to go on.
+    pub fn tampered(&self) -> Option<LedgerError> {
+        self.shared
+            .tampered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// True while the writer can accept appends.
+    pub fn is_healthy(&self) -> bool {
+        self.tampered().is_none() && !self.shared.failed.load(Ordering::SeqCst)
+    }
+
+    /// Number of committed entries.
+    pub fn size(&self) -> u64 {
+        self.shared.committed.load(Ordering::SeqCst)
+    }
+
+    /// The latest signed checkpoint.
+    pub fn checkpoint(&self) -> SignedCheckpoint {
+        self.shared
+            .head
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The key that verifies this ledger's checkpoints.
+    pub fn verifier(&self) -> &NoteVerifier {
+        &self.shared.verifier
+    }
+
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let conn = {
+            let mut pool = self
+                .shared
+                .readers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            pool.pop()
+        };
+        let conn = match conn {
+            Some(c) => c,
+            None => open_conn(&self.shared.path, true)?,
+        };
+        let out = f(&conn);
+        let mut pool = self
+            .shared
+            .readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        out
+    }
+
+    /// Finds the record for `token_id`, checked against the verified tree.
+    /// A row that does not match the tree is reported as tampering.
+    pub fn lookup(&self, token_id: &str) -> Result<Option<LocatedRecord>, LedgerError> {
+        let row: Option<(i64, Vec<u8>)> = self.with_reader(|c| {
+            Ok(c.query_row(
+                "SELECT idx, record FROM ledger WHERE token_id = ?1",
+                params![token_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+        })?;
+        let Some((idx, bytes)) = row else {
+            return Ok(None);
+        };
+        let index = idx.max(0) as u64;
+        let committed = self.size();
+        let trusted = index < committed && {
+            let tree = self.shared.tree.read().unwrap_or_else(|e| e.into_inner());
+            tree.leaf(index) == Some(merkle::leaf_hash(&bytes))
+        };
+        let record = IssuanceRecord::decode(&bytes)
+            .ok()
+            .filter(|r| r.token_id == token_id);
+        match (trusted, record) {
+            (true, Some(record)) => Ok(Some(LocatedRecord { index, record })),
+            _ => {
+                let err = LedgerError::Tampered {
+                    index,
+                    reason: "a row read for a decision does not match the verified tree".into(),
+                };
+                *self
+                    .shared
+                    .tampered
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(err.clone());
+                Err(err)
+            }
+        }
+    }
+
+    /// Encoded records `start..end` (end exclusive, at most 1000), for outsiders
+    /// to recompute leaf hashes.
+    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, LedgerError> {
+        let size = self.size();
+        if start >= end || end > size || end - start > 1000 {
+            return Err(LedgerError::OutOfRange(format!(
+                "need start < end <= {size} and at most 1000 entries"
+            )));
+        }
+        self.with_reader(|c| {
+            let mut stmt =
+                c.prepare("SELECT record FROM ledger WHERE idx >= ?1 AND idx < ?2 ORDER BY idx")?;
+            let rows = stmt.query_map(params![start as i64, end as i64], |r| r.get(0))?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(r?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Inclusion proof for `token_id` in the tree of `size` (None: current size).
+    pub fn inclusion_proof(
+        &self,
+        token_id: &str,
+        size: Option<u64>,
+    ) -> Result<Option<InclusionProof>, LedgerError> {
+        let Some(found) = self.lookup(token_id)? else {
+            return Ok(None);
+        };
+        let committed = self.size();
+        let size = size.unwrap_or(committed);
+        if size > committed || found.index >= size {
+            return Err(LedgerError::OutOfRange(format!(
+                "entry {} is not in a tree of size {size} (committed size {committed})",
+                found.index
+            )));
+        }
+        let tree = self.shared.tree.read().unwrap_or_else(|e| e.into_inner());
+        let hashes = tree
+            .inclusion_proof(found.index, size)
+            .map_err(|e| LedgerError::OutOfRange(e.to_string()))?;
+        Ok(Some(InclusionProof {
+            leaf_index: found.index,
+            tree_size: size,
+            hashes,
+        }))
+    }
+
+    /// Consistency proof between two committed sizes.
+    pub fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>, LedgerError> {
+        let committed = self.size();
+        if from == 0 || from > to || to > committed {
+            return Err(LedgerError::OutOfRange(format!(
+                "need 0 < from <= to <= {committed}"
+            )));
+        }
+        let tree = self.shared.tree.read().unwrap_or_else(|e| e.into_inner());
+        tree.consistency_proof(from, to)
+            .map_err(|e| LedgerError::OutOfRange(e.to_string()))
+    }
+
+    /// Root hash at a committed size.
+    pub fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
+        if size > self.size() {
+            return Err(LedgerError::OutOfRange(format!(
+                "size {size} is not committed"
+            )));
+        }
+        let tree = self.shared.tree.read().unwrap_or_else(|e| e.into_inner());
+        tree.root_at(size)
+            .map_err(|e| LedgerError::OutOfRange(e.to_string()))
+    }
+
+    /// Stops the writer after it has committed everything already submitted.
+    pub fn close(&self) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn data_version(conn: &Connection) -> Result<i64, LedgerError> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+}
+
+fn sign_head(signer: &NoteSigner, tree: &MerkleTree) -> Result<SignedCheckpoint, LedgerError> {
+    let cp = Checkpoint {
+        origin: signer.name().to_string(),
+        size: tree.len(),
+        root_hash: tree.root(),
+        extensions: Vec::new(),
+    };
+    SignedCheckpoint::sign(cp, signer).map_err(|e| LedgerError::Store(e.to_string()))
+}
+
+fn store_head(conn: &Connection, signed: &SignedCheckpoint) -> Result<(), LedgerError> {
+    let cp = signed.checkpoint();
+    conn.execute(
+        "INSERT OR REPLACE INTO checkpoints (size, root, note, signed_at) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            cp.size as i64,
+            cp.root_hash.as_slice(),
+            signed.note(),
+            now_secs()
+        ],
+    )?;
+    Ok(())
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    conn: Connection,
+    signer: NoteSigner,
+    data_version: i64,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<(IssuanceRecord, Reply)>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(batch);
+        }
+    }
+
+    fn refuse_all(batch: Vec<(IssuanceRecord, Reply)>, err: &LedgerError) {
+        for (_, reply) in batch {
+            let _ = reply.send(Err(err.clone()));
+        }
+    }
+
+    fn check_untouched(&mut self) -> Result<(), LedgerError> {
+        if let Some(t) = self
+            .shared
+            .tampered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Err(t);
+        }
+        let v = data_version(&self.conn)?;
+        if v == self.data_version && !self.shared.failed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        // Someone else committed to the ledger file (or our last commit failed):
+        // re-verify everything against what we hold before extending it.
+        let (tree, _report) = verify_ledger(
+            &self.conn,
+            &self.shared.verifier,
+            &mut |_, _| {},
+            &mut |_, _| {},
+        )
+        .inspect_err(|e| {
+            if matches!(e, LedgerError::Tampered { .. }) {
+                *self
+                    .shared
+                    .tampered
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+            }
+        })?;
+        let ours = self.shared.tree.read().unwrap_or_else(|e| e.into_inner());
+        let committed = self.shared.committed.load(Ordering::SeqCst);
+        let same = tree.len() == committed && ours.root_at(committed).ok() == Some(tree.root());
+        drop(ours);
+        if !same {
+            let err = LedgerError::Tampered {
+                index: tree.len().min(committed),
+                reason: format!(
+                    "the stored ledger ({} entries) is not the one this writer committed ({committed} entries)",
+                    tree.len()
+                ),
+            };
+            *self
+                .shared
+                .tampered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(err.clone());
+            return Err(err);
+        }
+        self.data_version = data_version(&self.conn)?;
+        self.shared.failed.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn commit_batch(&mut self, batch: Vec<(IssuanceRecord, Reply)>) {
+        if let Err(e) = self.check_untouched() {
+            Self::refuse_all(batch, &e);
+            return;
+        }
+        match self.try_commit(&batch) {
+            Ok(outcomes) => {
+                for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                // Nothing of this batch is committed; roll the tree back to disk.
+                self.shared.failed.store(true, Ordering::SeqCst);
+                let committed = self.shared.committed.load(Ordering::SeqCst);
+                let mut tree = self.shared.tree.write().unwrap_or_else(|p| p.into_inner());
+                let leaves: Vec<Hash> = (0..committed).filter_map(|i| tree.leaf(i)).collect();
+                *tree = MerkleTree::from_leaf_hashes(leaves);
+                drop(tree);
+                Self::refuse_all(batch, &e);
+            }
+        }
+    }
+
+    fn try_commit(
+        &mut self,
+        batch: &[(IssuanceRecord, Reply)],
+    ) -> Result<Vec<Result<u64, LedgerError>>, LedgerError> {
+        let tx = self.conn.transaction()?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut new_leaves = Vec::with_capacity(batch.len());
+        let mut next = self.shared.committed.load(Ordering::SeqCst);
+        {
+            let mut exists = tx.prepare_cached("SELECT 1 FROM ledger WHERE token_id = ?1")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO ledger (idx, token_id, record, leaf_hash, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut in_batch = std::collections::HashSet::new();
+            for (record, _) in batch {
+                let bytes = match record.encode() {
+                    Ok(b) => b,
+                    Err(e) => {
+                        outcomes.push(Err(LedgerError::InvalidRecord(e.to_string())));
+                        continue;
+                    }
+                };
+                if !in_batch.insert(record.token_id.as_str())
+                    || exists.exists(params![record.token_id])?
+                {
+                    outcomes.push(Err(LedgerError::DuplicateTokenId));
+                    continue;
+                }
+                let leaf = merkle::leaf_hash(&bytes);
+                insert.execute(params![
+                    next as i64,
+                    record.token_id,
+                    bytes,
+                    leaf.as_slice(),
+                    record.expires_at
+                ])?;
+                new_leaves.push(leaf);
+                outcomes.push(Ok(next));
+                next += 1;
+            }
+        }
+        if new_leaves.is_empty() {
+            tx.rollback()?;
+            return Ok(outcomes);
+        }
+        let signed = {
+            let mut tree = self.shared.tree.write().unwrap_or_else(|p| p.into_inner());
+            for leaf in &new_leaves {
+                tree.push(*leaf);
+            }
+            sign_head(&self.signer, &tree)?
+        };
+        store_head(&tx, &signed)?;
+        tx.commit()?;
+        self.shared.committed.store(next, Ordering::SeqCst);
+        *self.shared.head.write().unwrap_or_else(|p| p.into_inner()) = signed;
+        Ok(outcomes)
+    }
+}
+
+/// Opens an existing ledger file read-only (for `tally ledger verify`).
+pub fn open_read_only(path: &Path) -> Result<Connection, LedgerError> {
+    if !path.exists() {
+        return Err(LedgerError::Store(format!(
+            "no ledger at {} (run `tally init` or `tally serve` first)",
+            path.display()
+        )));
+    }
+    open_conn(path, true)
+}
+
+/// The note of the latest stored checkpoint.
+pub fn latest_checkpoint_note(conn: &Connection) -> Result<String, LedgerError> {
+    conn.query_row(
+        "SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1",
+        [],
+        |r| r.get(0),
+    )
+    .optional()?
+    .ok_or_else(|| LedgerError::Store("the ledger has no checkpoint yet".into()))
+}

@@ -1,0 +1,21 @@
+//! Persistence for tally: the issuance ledger and operational state.
+//!
+//! The embedded backend is SQLite, in two files under the data directory:
+//! `ledger.db` (written only by the ledger writer, so any other commit to it is
+//! a tamper signal) and `state.db` (users, sealed keys, settings, written by the
+//! server and by admin commands).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod ledger;
+pub mod state;
+
+pub use ledger::{InclusionProof, Ledger, LedgerError, LocatedRecord, VerifyReport, verify_ledger};
+pub use state::{KeyPurpose, KeyRow, KeyState, StateError, StateStore};
+
+/// File name of the ledger database inside a data directory.
+pub const LEDGER_FILE: &str = "ledger.db";
+/// File name of the state database inside a data directory.
+pub const STATE_FILE: &str = "state.db";
+/// File name of the master key inside a data directory.
+pub const MASTER_KEY_FILE: &str = "master.key";

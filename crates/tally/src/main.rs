@@ -1,0 +1,462 @@
+//! The `tally` command line.
+#![forbid(unsafe_code)]
+
+mod progress;
+mod timefmt;
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use clap::{Args, Parser, Subcommand};
+use tally_core::jose::SigningKey;
+use tally_core::merkle;
+use tally_core::note::NoteVerifier;
+use tally_server::datadir::DataDir;
+use tally_server::{App, Config, Overrides};
+use tally_store::{KeyPurpose, LEDGER_FILE, LedgerError};
+
+/// tally: every access token is tallied in a Merkle ledger when it is issued;
+/// a token the ledger cannot tally is refused, whatever its signature.
+#[derive(Parser)]
+#[command(name = "tally", version, about, long_about = None)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "TALLY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct DataArg {
+    /// Data directory (embedded storage).
+    #[arg(long, env = "TALLY_DATA")]
+    data: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the issuer, gate, and ledger API on one address.
+    Serve {
+        /// Listen address.
+        #[arg(long, env = "TALLY_LISTEN")]
+        listen: Option<String>,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Create a data directory (master key, signing key, ledger key) without serving.
+    Init {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCmd),
+    /// Manage token-signing keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Inspect and verify the issuance ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCmd),
+}
+
+#[derive(Subcommand)]
+enum UsersCmd {
+    /// Add a user; the password is read from standard input.
+    Add {
+        /// User name (1-64 of A-Z a-z 0-9 . _ @ -).
+        name: String,
+        /// Read the password from standard input (one line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// List token-signing keys: kid, algorithm, state, created.
+    List {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Import an existing Ed25519 / P-256 / RSA private key (PKCS#8 PEM) and
+    /// make it the active signing key.
+    Import {
+        /// Key id to publish (default: RFC 7638 thumbprint).
+        #[arg(long)]
+        kid: Option<String>,
+        /// PKCS#8 PEM file ("-----BEGIN PRIVATE KEY-----").
+        #[arg(long)]
+        pem: PathBuf,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCmd {
+    /// Recompute every leaf and check every stored checkpoint.
+    Verify {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Print the checkpoint verifier key (`<name>+<hash>+<base64>`).
+    Key {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Print the latest signed checkpoint.
+    Checkpoint {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Print (and check) an inclusion proof for a token id.
+    Prove {
+        /// The token's `jti`.
+        token_id: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+fn config(
+    cli_config: Option<&Path>,
+    data: &DataArg,
+    listen: Option<String>,
+) -> Result<Config, String> {
+    let over =
+        Overrides {
+            listen,
+            data: data.data.clone(),
+            issuer: std::env::var("TALLY_ISSUER").ok(),
+            audience: std::env::var("TALLY_AUDIENCE").ok(),
+            token_ttl_secs: match std::env::var("TALLY_TOKEN_TTL_SECS") {
+                Ok(v) => Some(v.parse().map_err(|_| {
+                    format!("TALLY_TOKEN_TTL_SECS={v:?} is not a number of seconds")
+                })?),
+                Err(_) => None,
+            },
+        };
+    Config::load(cli_config, over).map_err(|e| e.to_string())
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    let cfg_path = cli.config.clone();
+    let cfg_path = cfg_path.as_deref();
+    match cli.command {
+        Command::Serve { listen, data } => serve(config(cfg_path, &data, listen)?),
+        Command::Init { data } => {
+            let c = config(cfg_path, &data, None)?;
+            let dir = DataDir::open_or_init(&c.data).map_err(|e| e.to_string())?;
+            let signer = dir.ledger_signer().map_err(|e| e.to_string())?;
+            println!("data directory  {}", c.data.display());
+            println!("ledger key      {}", signer.verifier_key());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Users(cmd) => users(cfg_path, cmd),
+        Command::Keys(cmd) => keys(cfg_path, cmd),
+        Command::Ledger(cmd) => ledger(cfg_path, cmd),
+    }
+}
+
+fn serve(config: Config) -> Result<ExitCode, String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let mut bar = progress::Progress::new("verifying ledger");
+    let app = App::open(config.clone(), &mut |done, total| bar.update(done, total))
+        .map_err(|e| e.to_string())?;
+    bar.finish();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(
+            listen = %addr,
+            data = %config.data.display(),
+            ledger_size = app.ledger.size(),
+            live_tokens = app.gate.registry().len(),
+            ledger_key = %app.ledger.verifier().verifier_key(),
+            "tally serving"
+        );
+        eprintln!(
+            "tally listening on http://{addr} (data: {})",
+            config.data.display()
+        );
+        tally_server::serve(app, listener, shutdown_signal())
+            .await
+            .map_err(|e| format!("server error: {e}"))?;
+        tracing::info!("shut down cleanly; every acknowledged record is durable");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; draining requests");
+}
+
+fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
+    match cmd {
+        UsersCmd::Add { name, data, .. } => {
+            let c = config(cfg, &data, None)?;
+            if !tally_server::issuer::valid_username(&name) {
+                return Err("user names are 1-64 characters of A-Z a-z 0-9 . _ @ -".into());
+            }
+            let mut input = zeroize::Zeroizing::new(String::new());
+            std::io::stdin()
+                .take(tally_server::issuer::MAX_PASSWORD as u64 + 2)
+                .read_to_string(&mut input)
+                .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+            let password = input.strip_suffix('\n').unwrap_or(&input);
+            let password = password.strip_suffix('\r').unwrap_or(password);
+            if password.is_empty() || password.contains('\n') {
+                return Err("standard input must hold exactly one non-empty password line".into());
+            }
+            if password.len() > tally_server::issuer::MAX_PASSWORD {
+                return Err("password is longer than 1024 bytes".into());
+            }
+            let dir = DataDir::open_or_init(&c.data).map_err(|e| e.to_string())?;
+            let hash = tally_server::issuer::hash_password(password)
+                .map_err(|_| "password hashing failed".to_string())?;
+            dir.state
+                .add_user(&name, &hash, tally_server::keys::now_unix())
+                .map_err(|e| match e {
+                    tally_store::StateError::UserExists => format!("user {name} already exists"),
+                    other => other.to_string(),
+                })?;
+            println!("user {name} added");
+            Ok(ExitCode::SUCCESS)
+        }
+        UsersCmd::List { data } => {
+            let c = config(cfg, &data, None)?;
+            let dir = DataDir::open_existing(&c.data).map_err(|e| e.to_string())?;
+            for u in dir.state.users().map_err(|e| e.to_string())? {
+                println!("{u}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
+    match cmd {
+        KeysCmd::List { data } => {
+            let c = config(cfg, &data, None)?;
+            let dir = DataDir::open_existing(&c.data).map_err(|e| e.to_string())?;
+            let rows = dir
+                .state
+                .keys(KeyPurpose::Token)
+                .map_err(|e| e.to_string())?;
+            let now = tally_server::keys::now_unix();
+            let kid_w = rows.iter().map(|r| r.kid.len()).max().unwrap_or(3).max(3);
+            println!(
+                "{:<kid_w$}  {:<6}  {:<11}  {:<20}  {:>7}  SOURCE",
+                "KID", "ALG", "STATE", "CREATED", "AGE"
+            );
+            for r in rows {
+                println!(
+                    "{:<kid_w$}  {:<6}  {:<11}  {:<20}  {:>7}  {}",
+                    r.kid,
+                    r.alg,
+                    r.state.as_str(),
+                    timefmt::utc(r.created_at),
+                    timefmt::age(now - r.created_at),
+                    r.source
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCmd::Import { kid, pem, data } => {
+            let c = config(cfg, &data, None)?;
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(&pem)
+                    .map_err(|e| format!("cannot read {}: {e}", pem.display()))?,
+            );
+            let key =
+                SigningKey::from_pkcs8_pem(&text).map_err(|e| format!("{}: {e}", pem.display()))?;
+            if let Some(k) = &kid
+                && (k.is_empty()
+                    || k.len() > 128
+                    || k.chars().any(|ch| ch.is_control() || ch.is_whitespace()))
+            {
+                return Err("--kid must be 1-128 printable characters without spaces".into());
+            }
+            let dir = DataDir::open_or_init(&c.data).map_err(|e| e.to_string())?;
+            let kid = tally_server::keys::store_token_key(&dir, &key, kid.as_deref(), "imported")
+                .map_err(|e| e.to_string())?;
+            println!(
+                "imported {} key {kid}; it is now the active signing key",
+                key.algorithm().name()
+            );
+            println!(
+                "note: this key may already be in other hands. Tokens it signs outside tally's \
+                 issuance process are refused as not_issued."
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
+    let data = match &cmd {
+        LedgerCmd::Verify { data }
+        | LedgerCmd::Key { data }
+        | LedgerCmd::Checkpoint { data }
+        | LedgerCmd::Prove { data, .. } => data.clone(),
+    };
+    let c = config(cfg, &data, None)?;
+    let dir = DataDir::open_existing(&c.data).map_err(|e| e.to_string())?;
+    let verifier_key = dir
+        .state
+        .keys(KeyPurpose::Ledger)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .next()
+        .map(|r| r.public)
+        .ok_or("no ledger key in this data directory")?;
+    let verifier = NoteVerifier::from_verifier_key(&verifier_key).map_err(|e| e.to_string())?;
+    let ledger_path = c.data.join(LEDGER_FILE);
+    match cmd {
+        LedgerCmd::Key { .. } => {
+            println!("{verifier_key}");
+            Ok(ExitCode::SUCCESS)
+        }
+        LedgerCmd::Checkpoint { .. } => {
+            let conn =
+                tally_store::ledger::open_read_only(&ledger_path).map_err(|e| e.to_string())?;
+            let note =
+                tally_store::ledger::latest_checkpoint_note(&conn).map_err(|e| e.to_string())?;
+            tally_core::note::SignedCheckpoint::verify(&note, &verifier)
+                .map_err(|e| format!("the stored checkpoint does not verify: {e}"))?;
+            print!("{note}");
+            Ok(ExitCode::SUCCESS)
+        }
+        LedgerCmd::Verify { .. } => {
+            let conn =
+                tally_store::ledger::open_read_only(&ledger_path).map_err(|e| e.to_string())?;
+            let mut bar = progress::Progress::new("verifying");
+            let result = tally_store::verify_ledger(
+                &conn,
+                &verifier,
+                &mut |d, t| bar.update(d, t),
+                &mut |_, _| {},
+            );
+            bar.finish();
+            match result {
+                Ok((_, report)) => {
+                    println!("ledger       {}", ledger_path.display());
+                    println!("origin       {}", verifier.name());
+                    println!("entries      {}", report.size);
+                    println!("checkpoints  {}", report.checkpoints);
+                    println!("root         {}", STANDARD.encode(report.root));
+                    println!(
+                        "result       OK: every leaf recomputed; every checkpoint's signature and root verified"
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(LedgerError::Tampered { index, reason }) => {
+                    println!("ledger       {}", ledger_path.display());
+                    println!("result       TAMPERED");
+                    println!("first bad    index {index}");
+                    println!("finding      {reason}");
+                    eprintln!(
+                        "error: ledger_tampered at index {index}. Preserve this data directory as evidence; \
+                         restore the ledger from backup before serving again."
+                    );
+                    Ok(ExitCode::from(1))
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        LedgerCmd::Prove { token_id, .. } => {
+            let conn =
+                tally_store::ledger::open_read_only(&ledger_path).map_err(|e| e.to_string())?;
+            let mut found = None;
+            let (tree, report) =
+                tally_store::verify_ledger(&conn, &verifier, &mut |_, _| {}, &mut |i, r| {
+                    if r.token_id == token_id {
+                        found = Some((i, r.encode()));
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+            let Some((index, Ok(bytes))) = found else {
+                return Err(format!("no issuance record for token id {token_id}"));
+            };
+            let proof = tree
+                .inclusion_proof(index, report.size)
+                .map_err(|e| e.to_string())?;
+            merkle::verify_inclusion(
+                &merkle::leaf_hash(&bytes),
+                index,
+                report.size,
+                &proof,
+                &report.root,
+            )
+            .map_err(|e| format!("proof does not verify: {e}"))?;
+            println!("token_id    {token_id}");
+            println!("leaf_index  {index}");
+            println!("tree_size   {}", report.size);
+            println!("root        {}", STANDARD.encode(report.root));
+            for (i, h) in proof.iter().enumerate() {
+                println!("proof[{i}]    {}", STANDARD.encode(h));
+            }
+            println!("verified    yes");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn is_tty() -> bool {
+    std::io::stderr().is_terminal()
+}
