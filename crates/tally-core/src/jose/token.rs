@@ -106,6 +106,16 @@ pub(crate) fn split_compact(token: &[u8]) -> Result<Compact<'_>, Rejection> {
         return Err(Rejection::Malformed("empty payload segment"));
     }
     if signature.is_empty() {
+        // An unsecured JWS (RFC 7519 section 6) has an empty signature: name it
+        // for what it is, so `alg: none` always reads as `unsupported_alg`.
+        if let Ok(h) = b64::decode(header)
+            && let Ok(map) = json::parse_object(&h)
+            && matches!(map.get("alg"), Some(Value::String(a)) if a.eq_ignore_ascii_case("none"))
+        {
+            return Err(Rejection::UnsupportedAlg(
+                "alg none: unsecured tokens are never accepted",
+            ));
+        }
         return Err(Rejection::Malformed("empty signature segment"));
     }
     Ok(Compact {

@@ -15,26 +15,31 @@ type Build = fn(&Fixture) -> Vec<u8>;
 /// `(name, token builder, expected Rejection::code())`.
 const ATTACKS: &[(&str, Build, &str)] = &[
     // --- alg "none", every spelling --------------------------------------
-    // Unsigned "none" tokens have an empty third segment, which the shape
-    // check (step 2) refuses before the header is ever read.
+    // Unsigned "none" tokens have an empty third segment; the shape check
+    // names them for what they are (unsupported_alg) rather than malformed.
     (
         "alg none, unsigned",
         |_| with_sig_segment(r#"{"alg":"none","kid":"ed-key"}"#, CLAIMS, ""),
-        "malformed",
+        "unsupported_alg",
     ),
     (
         "alg None, unsigned",
         |_| with_sig_segment(r#"{"alg":"None","kid":"ed-key"}"#, CLAIMS, ""),
-        "malformed",
+        "unsupported_alg",
     ),
     (
         "alg NONE, unsigned",
         |_| with_sig_segment(r#"{"alg":"NONE","kid":"ed-key"}"#, CLAIMS, ""),
-        "malformed",
+        "unsupported_alg",
     ),
     (
         "alg none, unsigned, no kid",
         |_| with_sig_segment(r#"{"alg":"none"}"#, CLAIMS, ""),
+        "unsupported_alg",
+    ),
+    (
+        "empty signature, alg EdDSA",
+        |_| with_sig_segment(r#"{"alg":"EdDSA","kid":"ed-key"}"#, CLAIMS, ""),
         "malformed",
     ),
     (

@@ -1,0 +1,284 @@
+//! Shared helpers for the black-box tests of the `tally` binary: temp data
+//! directories, a server child process, and raw JWS construction for forgeries.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tally");
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!(
+            "tally-e2e-{tag}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `tally ARGS` with `stdin`, returning its output.
+pub fn tally(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("TALLY_LOG", "warn")
+        .env_remove("TALLY_MASTER_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+/// Runs `tally ARGS` and asserts success; returns stdout.
+pub fn tally_ok(args: &[&str], stdin: Option<&str>) -> String {
+    let out = tally(args, stdin);
+    assert!(
+        out.status.success(),
+        "tally {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A running `tally serve` child process.
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    pub fn start(data: &Path, config: Option<&Path>) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--data")
+            .arg(data)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("TALLY_LOG", "info")
+            .env_remove("TALLY_MASTER_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("tally listening on http://")
+                    && let Some(t) = tx.take()
+                {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = t.send(addr);
+                }
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        Server {
+            child: Some(child),
+            base: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        terminate(&child);
+        wait_with_deadline(&mut child, Duration::from_secs(30))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn terminate(child: &Child) {
+    let ok = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM failed");
+}
+
+pub fn wait_with_deadline(child: &mut Child, limit: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Logs in and returns the access token.
+pub fn login(server: &Server, user: &str, password: &str) -> String {
+    let resp = client()
+        .post(server.url("/v1/login"))
+        .json(&serde_json::json!({"username": user, "password": password}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "login failed: {:?}", resp.text());
+    let body: serde_json::Value = resp.json().unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    body["access_token"].as_str().unwrap().to_string()
+}
+
+/// The decoded JSON payload of a compact token.
+pub fn payload(token: &str) -> serde_json::Value {
+    let p = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap()
+}
+
+pub fn b64u(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// PKCS#8 DER as PEM.
+pub fn pem(der: &[u8]) -> String {
+    let b = STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for chunk in b.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap());
+        out.push('\n');
+    }
+    out.push_str("-----END PRIVATE KEY-----\n");
+    out
+}
+
+/// A private key held outside tally: the insider's copy.
+pub enum RawKey {
+    Ed(Ed25519KeyPair),
+    Es(EcdsaKeyPair),
+}
+
+impl RawKey {
+    pub fn from_pkcs8(der: &[u8]) -> RawKey {
+        if let Ok(k) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
+            return RawKey::Ed(k);
+        }
+        RawKey::Es(EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der).unwrap())
+    }
+
+    pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
+        match self {
+            RawKey::Ed(k) => k.sign(msg).as_ref().to_vec(),
+            RawKey::Es(k) => k.sign(&SystemRandom::new(), msg).unwrap().as_ref().to_vec(),
+        }
+    }
+}
+
+/// `b64u(header).b64u(payload).b64u(sig over the two)`.
+pub fn jws(key: &RawKey, header: &str, payload: &str) -> String {
+    let input = format!("{}.{}", b64u(header.as_bytes()), b64u(payload.as_bytes()));
+    let sig = key.sign(input.as_bytes());
+    format!("{input}.{}", b64u(&sig))
+}
+
+/// The ECDSA twin `(r, n - s)` of an ES256 token: a different token whose
+/// signature also verifies.
+pub fn es256_twin(token: &str) -> String {
+    // P-256 group order n, big-endian.
+    const N: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63,
+        0x25, 0x51,
+    ];
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+    assert_eq!(sig.len(), 64);
+    let s = &sig[32..];
+    let mut twin_s = [0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let d = N[i] as i16 - s[i] as i16 - borrow;
+        twin_s[i] = d.rem_euclid(256) as u8;
+        borrow = if d < 0 { 1 } else { 0 };
+    }
+    let mut out = sig[..32].to_vec();
+    out.extend_from_slice(&twin_s);
+    format!("{input}.{}", b64u(&out))
+}
