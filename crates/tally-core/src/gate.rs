@@ -376,3 +376,254 @@ impl Gate {
 pub fn verdict_of(r: &Rejection) -> Verdict {
     Verdict::from_code(r.code()).unwrap_or(Verdict::Malformed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jose::{Algorithm, SigningKey};
+    use serde_json::{Map, Value, json};
+
+    const NOW: i64 = 1_800_000_000;
+
+    struct Fixture {
+        key: SigningKey,
+        kid: String,
+        gate: Gate,
+    }
+
+    fn fixture() -> Fixture {
+        let key = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        let kid = "k1".to_string();
+        let mut keys = KeySet::new();
+        keys.insert(key.verifying_key().with_kid(kid.clone()));
+        let policy = ClaimsPolicy {
+            issuer: "https://iss".into(),
+            audience: "api".into(),
+            leeway_secs: 60,
+            require_exp: true,
+        };
+        Fixture {
+            gate: Gate::new(keys, policy, Arc::new(Registry::new())),
+            key,
+            kid,
+        }
+    }
+
+    fn claims(jti: &str, extra: Value) -> Map<String, Value> {
+        let mut c = json!({
+            "iss": "https://iss", "sub": "alice", "aud": "api",
+            "exp": NOW + 900, "iat": NOW, "jti": jti,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c.as_object().unwrap().clone()
+    }
+
+    impl Fixture {
+        fn sign(&self, jti: &str, extra: Value) -> String {
+            self.key
+                .sign_jwt(&self.kid, "at+jwt", &claims(jti, extra))
+                .unwrap()
+        }
+
+        /// Issues: signs and registers, as the issuer does after the ledger append.
+        fn issue(&self, jti: &str, extra: Value) -> String {
+            let t = self.sign(jti, extra);
+            let exp = crate::jose::verify(t.as_bytes(), &self.gate.keys())
+                .unwrap()
+                .claims()
+                .exp
+                .unwrap();
+            self.gate
+                .registry()
+                .insert(&TokenDigest::of(t.as_bytes()), exp);
+            t
+        }
+
+        fn decide(&self, token: &str, now: i64, ledger: LedgerAnswer) -> Result<String, Verdict> {
+            let d = match self.gate.check(token.as_bytes(), now) {
+                Step::Decided(d) => d,
+                Step::AskLedger(q) => self.gate.resolve(q, ledger, now),
+            };
+            d.map(|t| t.token_id().to_string()).map_err(|r| r.verdict())
+        }
+    }
+
+    #[test]
+    fn issued_token_passes_first_sight_and_hot_path() {
+        let f = fixture();
+        let t = f.issue("j1", json!({}));
+        for _ in 0..3 {
+            assert_eq!(
+                f.decide(&t, NOW, LedgerAnswer::Unavailable),
+                Ok("j1".into())
+            );
+        }
+        assert_eq!(f.gate.seen_len(), 1);
+    }
+
+    #[test]
+    fn claim_verdicts_for_issued_tokens() {
+        let f = fixture();
+        let nbf = f.issue("nbf", json!({"nbf": NOW + 3600, "exp": NOW + 7200}));
+        assert_eq!(
+            f.decide(&nbf, NOW, LedgerAnswer::Unavailable),
+            Err(Verdict::NotYetValid)
+        );
+        // Not remembered while refused: once nbf passes it is allowed.
+        assert_eq!(
+            f.decide(&nbf, NOW + 3600, LedgerAnswer::Unavailable),
+            Ok("nbf".into())
+        );
+        let aud = f.issue("aud", json!({"aud": "other"}));
+        assert_eq!(
+            f.decide(&aud, NOW, LedgerAnswer::Unavailable),
+            Err(Verdict::WrongAudience)
+        );
+        let iss = f.issue("iss", json!({"iss": "https://evil"}));
+        assert_eq!(
+            f.decide(&iss, NOW, LedgerAnswer::Unavailable),
+            Err(Verdict::WrongIssuer)
+        );
+        let t = f.issue("exp", json!({}));
+        assert!(f.decide(&t, NOW, LedgerAnswer::Unavailable).is_ok());
+        // Hot path: past exp + leeway is expired even though it was seen.
+        assert_eq!(
+            f.decide(&t, NOW + 900 + 61, LedgerAnswer::Unavailable),
+            Err(Verdict::Expired)
+        );
+        assert!(
+            f.decide(&t, NOW + 900 + 60, LedgerAnswer::Unavailable)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn forgeries_are_classified_by_the_ledger_before_claims() {
+        let f = fixture();
+        // Never issued: signature valid, expired and for another audience too.
+        let forged = f.sign("ghost", json!({"exp": NOW - 10_000, "aud": "x"}));
+        assert_eq!(
+            f.decide(&forged, NOW, LedgerAnswer::NotFound),
+            Err(Verdict::NotIssued)
+        );
+        // A record exists for this jti, but for other bytes.
+        let issued = f.issue("j2", json!({}));
+        let altered = f.sign("j2", json!({"sub": "admin"}));
+        let answer = LedgerAnswer::Found {
+            token_sha256: TokenDigest::of(issued.as_bytes()),
+            expires_at: NOW + 900,
+            revoked: false,
+        };
+        assert_eq!(f.decide(&altered, NOW, answer), Err(Verdict::Altered));
+        // The store cannot answer: fail closed.
+        assert_eq!(
+            f.decide(&forged, NOW, LedgerAnswer::Unavailable),
+            Err(Verdict::Unavailable)
+        );
+        // No jti at all: nothing to tally.
+        let mut c = claims("x", json!({}));
+        c.remove("jti");
+        let no_jti = f.key.sign_jwt(&f.kid, "at+jwt", &c).unwrap();
+        assert_eq!(
+            f.decide(&no_jti, NOW, LedgerAnswer::Unavailable),
+            Err(Verdict::NotIssued)
+        );
+    }
+
+    #[test]
+    fn really_issued_but_evicted_token_is_expired_not_forged() {
+        let f = fixture();
+        let t = f.sign("old", json!({"exp": NOW - 3600}));
+        let answer = LedgerAnswer::Found {
+            token_sha256: TokenDigest::of(t.as_bytes()),
+            expires_at: NOW - 3600,
+            revoked: false,
+        };
+        assert_eq!(f.decide(&t, NOW, answer), Err(Verdict::Expired));
+        // A registry that lags the store learns the token from the ledger.
+        let fresh = f.sign("lag", json!({}));
+        let answer = LedgerAnswer::Found {
+            token_sha256: TokenDigest::of(fresh.as_bytes()),
+            expires_at: NOW + 900,
+            revoked: false,
+        };
+        assert_eq!(f.decide(&fresh, NOW, answer), Ok("lag".into()));
+        assert!(
+            f.gate
+                .registry()
+                .lookup(&TokenDigest::of(fresh.as_bytes()))
+                .is_some()
+        );
+        let revoked = f.sign("rev", json!({}));
+        let answer = LedgerAnswer::Found {
+            token_sha256: TokenDigest::of(revoked.as_bytes()),
+            expires_at: NOW + 900,
+            revoked: true,
+        };
+        assert_eq!(f.decide(&revoked, NOW, answer), Err(Verdict::Revoked));
+    }
+
+    #[test]
+    fn revocation_and_key_removal_apply_to_remembered_tokens() {
+        let f = fixture();
+        let t = f.issue("r1", json!({}));
+        assert!(f.decide(&t, NOW, LedgerAnswer::Unavailable).is_ok());
+        assert!(f.gate.registry().revoke(&TokenDigest::of(t.as_bytes())));
+        assert_eq!(
+            f.decide(&t, NOW, LedgerAnswer::Unavailable),
+            Err(Verdict::Revoked)
+        );
+
+        let u = f.issue("r2", json!({}));
+        assert!(f.decide(&u, NOW, LedgerAnswer::Unavailable).is_ok());
+        f.gate.set_keys(KeySet::new());
+        assert_eq!(f.gate.seen_len(), 0);
+        assert_eq!(
+            f.decide(&u, NOW, LedgerAnswer::Unavailable),
+            Err(Verdict::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn empty_and_oversized_tokens() {
+        let f = fixture();
+        assert_eq!(
+            f.decide("", NOW, LedgerAnswer::Unavailable),
+            Err(Verdict::Missing)
+        );
+        let big = "a".repeat(MAX_TOKEN_BYTES + 1);
+        assert_eq!(
+            f.decide(&big, NOW, LedgerAnswer::Unavailable),
+            Err(Verdict::Malformed)
+        );
+    }
+
+    #[test]
+    fn refusal_never_carries_ok() {
+        assert_eq!(Refusal::new(Verdict::Ok).verdict(), Verdict::Unavailable);
+    }
+
+    #[test]
+    fn seen_cache_respects_its_capacity() {
+        let f = fixture();
+        let gate = Gate::new(
+            f.gate.keys().as_ref().clone(),
+            f.gate.policy().clone(),
+            Arc::new(Registry::new()),
+        )
+        .with_seen_capacity(0);
+        let t = f.sign("cap", json!({}));
+        gate.registry()
+            .insert(&TokenDigest::of(t.as_bytes()), NOW + 900);
+        for _ in 0..2 {
+            assert!(matches!(
+                gate.check(t.as_bytes(), NOW),
+                Step::Decided(Ok(_))
+            ));
+        }
+        assert_eq!(gate.seen_len(), 0);
+        assert_eq!(gate.evict_seen(NOW), 0);
+    }
+}
