@@ -840,3 +840,130 @@ fn checkpoint_verifies_with_go_sumdb_note() {
     let bad = run_go(vkey.trim(), &tampered);
     assert!(!bad.status.success(), "Go accepted a tampered checkpoint");
 }
+
+/// Migrating from an existing issuer: an RSA key (PKCS#8 PEM) is imported and
+/// signs RS256 tokens that pass; P-384 and RSA-1024 keys are refused with a
+/// clear error; `keys list` shows the table.
+#[test]
+fn import_rsa_and_refuse_weak_or_unsupported_keys() {
+    let tmp = TempDir::new("import");
+    let data = tmp.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let testdata = concat!(env!("CARGO_MANIFEST_DIR"), "/../tally-core/testdata/jose");
+    tally_ok(&["init", "--data", data_s], None);
+    for (file, needle) in [("rsa1024.pk8.pem", "2048"), ("p384.pk8.pem", "unsupported")] {
+        let out = tally(
+            &[
+                "keys",
+                "import",
+                "--kid",
+                "weak",
+                "--pem",
+                &format!("{testdata}/{file}"),
+                "--data",
+                data_s,
+            ],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(2), "{file} must be refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{file}: {err}");
+    }
+    tally_ok(
+        &[
+            "keys",
+            "import",
+            "--kid",
+            "legacy-rsa",
+            "--pem",
+            &format!("{testdata}/rsa2048.pk8.pem"),
+            "--data",
+            data_s,
+        ],
+        None,
+    );
+    // The same kid twice is refused.
+    let again = tally(
+        &[
+            "keys",
+            "import",
+            "--kid",
+            "legacy-rsa",
+            "--pem",
+            &format!("{testdata}/ed25519.pk8.pem"),
+            "--data",
+            data_s,
+        ],
+        None,
+    );
+    assert_eq!(again.status.code(), Some(2));
+    tally_ok(
+        &["users", "add", "dave", "--password-stdin", "--data", data_s],
+        Some("pw-dave\n"),
+    );
+    let list = tally_ok(&["keys", "list", "--data", data_s], None);
+    let header = list.lines().next().unwrap();
+    for col in ["KID", "ALG", "STATE", "CREATED"] {
+        assert!(header.contains(col), "{list}");
+    }
+    let rsa_line = list.lines().find(|l| l.starts_with("legacy-rsa")).unwrap();
+    assert!(
+        rsa_line.contains("RS256") && rsa_line.contains("active") && rsa_line.contains("imported"),
+        "{list}"
+    );
+    assert_eq!(
+        list.lines().filter(|l| l.contains(" active ")).count(),
+        1,
+        "{list}"
+    );
+
+    let server = Server::start(&data, None);
+    let t = login(&server, "dave", "pw-dave");
+    let header: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            t.split('.').next().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        header,
+        json!({"alg": "RS256", "kid": "legacy-rsa", "typ": "at+jwt"})
+    );
+    let c = check(&server, Some(&t));
+    assert_eq!(
+        (c.status, c.verdict.as_str(), c.subject.as_deref()),
+        (200, "ok", Some("dave"))
+    );
+    // The insider's copy of the RSA key mints a perfect RS256 token: refused.
+    let raw = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            std::fs::read_to_string(format!("{testdata}/rsa2048.pk8.pem"))
+                .unwrap()
+                .lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect::<String>(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let input = format!(
+        "{}.{}",
+        b64u(hdr("RS256", "legacy-rsa").as_bytes()),
+        b64u(good_claims("dave").to_string().as_bytes())
+    );
+    let mut sig = vec![0u8; raw.public_modulus_len()];
+    raw.sign(
+        &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+        &aws_lc_rs::rand::SystemRandom::new(),
+        input.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
+    let forged = format!("{input}.{}", b64u(&sig));
+    let c = check(&server, Some(&forged));
+    assert_eq!((c.status, c.verdict.as_str()), (403, "not_issued"));
+    server.stop();
+}
