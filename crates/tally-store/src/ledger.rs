@@ -464,7 +464,14 @@ impl Ledger {
         };
         let index = idx.max(0) as u64;
         let committed = self.size();
-        let trusted = index < committed && {
+        if index >= committed {
+            // Committed by SQLite but not yet published by the writer (a batch in
+            // flight, whose tokens no client holds yet), or a row the writer never
+            // wrote, which it will report at its next append. Neither is trusted:
+            // the gate refuses the token as not issued.
+            return Ok(None);
+        }
+        let trusted = {
             let tree = self.shared.tree.read().unwrap_or_else(|e| e.into_inner());
             tree.leaf(index) == Some(merkle::leaf_hash(&bytes))
         };
@@ -715,7 +722,12 @@ impl Writer {
         &mut self,
         batch: &[(IssuanceRecord, Reply)],
     ) -> Result<Vec<Result<u64, LedgerError>>, LedgerError> {
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: take the write lock up front, so that `busy_timeout` applies.
+        // A deferred transaction that has already read (the duplicate check)
+        // cannot wait for the lock: its upgrade fails at once with SQLITE_BUSY.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut new_leaves = Vec::with_capacity(batch.len());
         let mut next = self.shared.committed.load(Ordering::SeqCst);
@@ -724,7 +736,6 @@ impl Writer {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO ledger (idx, token_id, record, leaf_hash, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            let mut in_batch = std::collections::HashSet::new();
             for (record, _) in batch {
                 let bytes = match record.encode() {
                     Ok(b) => b,
@@ -733,9 +744,8 @@ impl Writer {
                         continue;
                     }
                 };
-                if !in_batch.insert(record.token_id.as_str())
-                    || exists.exists(params![record.token_id])?
-                {
+                // Also sees rows inserted earlier in this same transaction.
+                if exists.exists(params![record.token_id])? {
                     outcomes.push(Err(LedgerError::DuplicateTokenId));
                     continue;
                 }

@@ -122,7 +122,8 @@ enum LedgerCmd {
     },
     /// Print (and check) an inclusion proof for a token id.
     Prove {
-        /// The token's `jti`.
+        /// The token's `jti` (may begin with '-').
+        #[arg(allow_hyphen_values = true)]
         token_id: String,
         #[command(flatten)]
         data: DataArg,
@@ -459,4 +460,23 @@ fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
 #[allow(dead_code)]
 fn is_tty() -> bool {
     std::io::stderr().is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a base64url token id may begin with '-' and must not be
+    /// read as an option.
+    #[test]
+    fn prove_accepts_a_token_id_starting_with_a_hyphen() {
+        let cli = Cli::try_parse_from(["tally", "ledger", "prove", "-vX9", "--data", "d"]).unwrap();
+        match cli.command {
+            Command::Ledger(LedgerCmd::Prove { token_id, data }) => {
+                assert_eq!(token_id, "-vX9");
+                assert_eq!(data.data.as_deref(), Some(Path::new("d")));
+            }
+            _ => panic!("parsed as another command"),
+        }
+    }
 }
