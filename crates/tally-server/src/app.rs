@@ -155,6 +155,8 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/ledger/entries", get(ledger_http::entries))
         .fallback(meta_http::not_found)
+        // Every request body tally accepts is small JSON.
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(app)
 }
 

@@ -108,10 +108,10 @@ pub async fn check(State(app): State<Arc<App>>, headers: HeaderMap) -> Response 
                     event = "forged_token",
                     verdict = verdict.code(),
                     kid = r.kid.as_deref().unwrap_or(""),
-                    token_id = r.token_id.as_deref().unwrap_or(""),
-                    sub = r.subject.as_deref().unwrap_or(""),
-                    uri,
-                    method,
+                    token_id = ?r.token_id.as_deref().unwrap_or(""),
+                    sub = ?r.subject.as_deref().unwrap_or(""),
+                    uri = ?uri,
+                    method = ?method,
                     "validly signed token that the ledger cannot tally: refused"
                 );
             } else {
