@@ -24,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::hash::RandomState;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::digest::TokenDigest;
@@ -163,30 +164,37 @@ pub enum LedgerAnswer {
 
 #[derive(Debug)]
 struct SeenToken {
+    /// The key-set generation under which the signature was verified.
+    generation: u64,
     subject: Arc<str>,
     token_id: Arc<str>,
     kid: Arc<str>,
     expires_at: i64,
 }
 
+const SEEN_SHARDS: usize = 16;
+
+type SeenShard = HashMap<[u8; 32], Arc<SeenToken>, RandomState>;
+
 /// The decision procedure and its caches.
 pub struct Gate {
-    keys: RwLock<Arc<KeySet>>,
+    /// The key set in force and its generation.
+    keys: RwLock<(u64, Arc<KeySet>)>,
+    /// Bumped by every [`Gate::set_keys`]: a remembered verification from an
+    /// older generation is never trusted again.
+    generation: AtomicU64,
     policy: ClaimsPolicy,
     registry: Arc<Registry>,
     seen: Vec<RwLock<SeenShard>>,
     seen_capacity: usize,
 }
 
-const SEEN_SHARDS: usize = 16;
-
-type SeenShard = HashMap<[u8; 32], Arc<SeenToken>, RandomState>;
-
 impl Gate {
     /// A gate over `registry`, trusting `keys`, enforcing `policy`.
     pub fn new(keys: KeySet, policy: ClaimsPolicy, registry: Arc<Registry>) -> Gate {
         Gate {
-            keys: RwLock::new(Arc::new(keys)),
+            keys: RwLock::new((0, Arc::new(keys))),
+            generation: AtomicU64::new(0),
             policy,
             registry,
             seen: (0..SEEN_SHARDS)
@@ -215,19 +223,32 @@ impl Gate {
 
     /// The key set in force.
     pub fn keys(&self) -> Arc<KeySet> {
-        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.keys_and_generation().1
+    }
+
+    fn keys_and_generation(&self) -> (u64, Arc<KeySet>) {
+        let guard = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        (guard.0, guard.1.clone())
     }
 
     /// Replaces the key set. Every remembered verification is forgotten, so a
     /// key that left the set stops verifying on the very next request.
     pub fn set_keys(&self, keys: KeySet) {
-        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+        {
+            let mut guard = self.keys.write().unwrap_or_else(|e| e.into_inner());
+            let next = guard.0.wrapping_add(1);
+            *guard = (next, Arc::new(keys));
+            // A verification that started under the old keys and lands in the
+            // cache after the clear below carries the old generation, and the
+            // hot path ignores it.
+            self.generation.store(next, Ordering::SeqCst);
+        }
         for shard in &self.seen {
             shard.write().unwrap_or_else(|e| e.into_inner()).clear();
         }
     }
 
-    /// Forgets remembered tokens whose expiry is before `cutoff`.
+    /// Forgets remembered tokens that are expired at `cutoff` (`now - leeway`).
     pub fn evict_seen(&self, cutoff: i64) -> usize {
         let mut n = 0;
         for shard in &self.seen {
@@ -264,7 +285,7 @@ impl Gate {
         let digest = TokenDigest::of(token);
         let Some(entry) = self.registry.lookup(&digest) else {
             // A miss: verify, then the ledger decides between forged and real.
-            let keys = self.keys();
+            let (_, keys) = self.keys_and_generation();
             return match jose::verify(token, &keys) {
                 Err(rejection) => Step::Decided(Err(Refusal::of_rejection(&rejection))),
                 Ok(vt) => {
@@ -280,24 +301,22 @@ impl Gate {
             };
         };
         // The registry holds these bytes (by 128-bit digest prefix).
-        if let Some(seen) = self
+        let seen = self
             .seen_shard(&digest)
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(digest.as_bytes())
-            .cloned()
-        {
-            return Step::Decided(self.hot(seen, entry.state, now));
+            .cloned();
+        if let Some(decision) = seen.and_then(|s| self.hot(s, entry.state, now)) {
+            return Step::Decided(decision);
         }
-        let keys = self.keys();
+        let (generation, keys) = self.keys_and_generation();
         let vt = match jose::verify(token, &keys) {
             Ok(vt) => vt,
             Err(rejection) => return Step::Decided(Err(Refusal::of_rejection(&rejection))),
         };
-        if entry.state == TokenState::Revoked {
-            return Step::Decided(Err(Refusal::about(Verdict::Revoked, &vt)));
-        }
-        Step::Decided(self.admit(&vt, &digest, now))
+        let revoked = entry.state == TokenState::Revoked;
+        Step::Decided(self.admit(&vt, &digest, revoked, generation, now))
     }
 
     /// Second step: the ledger store's answer about a [`LedgerQuestion`].
@@ -314,43 +333,62 @@ impl Gate {
                     return Err(Refusal::about(Verdict::Altered, &q.token));
                 }
                 // Really issued, but not in the registry: normally because it
-                // expired and was evicted, or because this registry lags the store.
-                self.policy
-                    .check(q.token.claims(), now)
-                    .map_err(|rej| Refusal::about(verdict_of(&rej), &q.token))?;
-                if revoked {
-                    return Err(Refusal::about(Verdict::Revoked, &q.token));
+                // expired and was evicted, or because this registry lags the
+                // store. The signature was checked under the current key set or
+                // an older one; an older generation makes the remembered entry
+                // stale, never trusted.
+                let generation = self.generation.load(Ordering::SeqCst);
+                let decision = self.admit(&q.token, &q.digest, revoked, generation, now);
+                if decision.is_ok() {
+                    self.registry.insert(&q.digest, expires_at);
                 }
-                self.registry.insert(&q.digest, expires_at);
-                self.admit(&q.token, &q.digest, now)
+                decision
             }
         }
     }
 
-    fn hot(&self, seen: Arc<SeenToken>, state: TokenState, now: i64) -> Decision {
+    /// A registry hit whose signature this process verified before. `None`
+    /// when the remembered verification is from an older key set.
+    fn hot(&self, seen: Arc<SeenToken>, state: TokenState, now: i64) -> Option<Decision> {
+        if seen.generation != self.generation.load(Ordering::SeqCst) {
+            return None;
+        }
+        let refuse = |verdict| {
+            let mut r = Refusal::new(verdict);
+            r.kid = Some(seen.kid.to_string());
+            r.subject = Some(seen.subject.to_string());
+            r.token_id = Some(seen.token_id.to_string());
+            Some(Err(r))
+        };
+        // The boundary of `ClaimsPolicy::check`: expired once now - leeway >= exp.
+        if now.saturating_sub(self.policy.leeway_secs) >= seen.expires_at {
+            return refuse(Verdict::Expired);
+        }
         if state == TokenState::Revoked {
-            let mut r = Refusal::new(Verdict::Revoked);
-            r.kid = Some(seen.kid.to_string());
-            r.subject = Some(seen.subject.to_string());
-            r.token_id = Some(seen.token_id.to_string());
-            return Err(r);
+            return refuse(Verdict::Revoked);
         }
-        if now > seen.expires_at.saturating_add(self.policy.leeway_secs) {
-            let mut r = Refusal::new(Verdict::Expired);
-            r.kid = Some(seen.kid.to_string());
-            r.subject = Some(seen.subject.to_string());
-            r.token_id = Some(seen.token_id.to_string());
-            return Err(r);
-        }
-        Ok(TalliedToken { seen })
+        Some(Ok(TalliedToken { seen }))
     }
 
-    fn admit(&self, vt: &VerifiedToken, digest: &TokenDigest, now: i64) -> Decision {
+    /// Claim checks, then revocation (the order of DESIGN.md); an allowed token
+    /// is remembered, so its next request needs only a hash and two lookups.
+    fn admit(
+        &self,
+        vt: &VerifiedToken,
+        digest: &TokenDigest,
+        revoked: bool,
+        generation: u64,
+        now: i64,
+    ) -> Decision {
         self.policy
             .check(vt.claims(), now)
             .map_err(|rej| Refusal::about(verdict_of(&rej), vt))?;
+        if revoked {
+            return Err(Refusal::about(Verdict::Revoked, vt));
+        }
         let claims = vt.claims();
         let seen = Arc::new(SeenToken {
+            generation,
             subject: claims.sub.as_deref().unwrap_or("").into(),
             token_id: claims.jti.as_deref().unwrap_or("").into(),
             kid: vt.header().kid.as_str().into(),
@@ -488,15 +526,24 @@ mod tests {
         );
         let t = f.issue("exp", json!({}));
         assert!(f.decide(&t, NOW, LedgerAnswer::Unavailable).is_ok());
-        // Hot path: past exp + leeway is expired even though it was seen.
-        assert_eq!(
-            f.decide(&t, NOW + 900 + 61, LedgerAnswer::Unavailable),
-            Err(Verdict::Expired)
-        );
+        // Hot path: the same boundary as a first sight (now - leeway >= exp).
         assert!(
-            f.decide(&t, NOW + 900 + 60, LedgerAnswer::Unavailable)
+            f.decide(&t, NOW + 900 + 59, LedgerAnswer::Unavailable)
                 .is_ok()
         );
+        assert_eq!(
+            f.decide(&t, NOW + 900 + 60, LedgerAnswer::Unavailable),
+            Err(Verdict::Expired)
+        );
+        let fresh_gate = Gate::new(
+            f.gate.keys().as_ref().clone(),
+            f.gate.policy().clone(),
+            f.gate.registry().clone(),
+        );
+        assert!(matches!(
+            fresh_gate.check(t.as_bytes(), NOW + 900 + 60),
+            Step::Decided(Err(ref r)) if r.verdict() == Verdict::Expired
+        ));
     }
 
     #[test]
@@ -625,5 +672,33 @@ mod tests {
         }
         assert_eq!(gate.seen_len(), 0);
         assert_eq!(gate.evict_seen(NOW), 0);
+    }
+
+    /// Regression: a first-sight verification that races `set_keys` must not
+    /// leave a trusted entry for a key that is gone.
+    #[test]
+    fn a_key_change_racing_first_sights_never_leaves_a_trusted_entry() {
+        for trial in 0..10 {
+            let f = fixture();
+            let tokens: Vec<String> = (0..300)
+                .map(|i| f.issue(&format!("t{i}"), json!({})))
+                .collect();
+            let gate = Arc::new(f.gate);
+            let (g2, t2) = (gate.clone(), tokens.clone());
+            let h = std::thread::spawn(move || {
+                for t in &t2 {
+                    let _ = g2.check(t.as_bytes(), NOW);
+                }
+            });
+            std::thread::sleep(std::time::Duration::from_micros(200 * trial));
+            gate.set_keys(KeySet::new());
+            h.join().unwrap();
+            for t in &tokens {
+                assert!(
+                    !matches!(gate.check(t.as_bytes(), NOW), Step::Decided(Ok(_))),
+                    "trial {trial}: a token signed by a removed key was allowed"
+                );
+            }
+        }
     }
 }
