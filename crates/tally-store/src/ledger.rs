@@ -310,6 +310,7 @@ impl Ledger {
         conn.execute_batch(SCHEMA)?;
         let verifier = signer.verifier();
         let (tree, report) = verify_ledger(&conn, &verifier, progress, on_record)?;
+        check_witness(path, &tree, &verifier)?;
         let head = if report.checkpoints == 0 {
             // A new ledger: commit to the empty tree at once.
             let signed = sign_head(&signer, &tree)?;
@@ -326,6 +327,7 @@ impl Ledger {
                 reason: e.to_string(),
             })?
         };
+        write_witness(path, &head)?;
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
             committed: AtomicU64::new(tree.len()),
@@ -776,6 +778,10 @@ impl Writer {
         store_head(&tx, &signed)?;
         tx.commit()?;
         self.shared.committed.store(next, Ordering::SeqCst);
+        // After the commit, never before: the witness may lag the ledger after a
+        // crash, but is never ahead of it. A failure to write it is not a
+        // failure to append (the records are durable); the next batch rewrites it.
+        let _ = write_witness(&self.shared.path, &signed);
         *self.shared.head.write().unwrap_or_else(|p| p.into_inner()) = signed;
         Ok(outcomes)
     }
@@ -801,4 +807,69 @@ pub fn latest_checkpoint_note(conn: &Connection) -> Result<String, LedgerError> 
     )
     .optional()?
     .ok_or_else(|| LedgerError::Store("the ledger has no checkpoint yet".into()))
+}
+
+/// Where the head witness of the ledger at `ledger_path` lives (`ledger.head`).
+pub fn witness_path(ledger_path: &Path) -> PathBuf {
+    ledger_path.with_extension("head")
+}
+
+/// Replaces the head witness: the latest signed checkpoint, kept outside the
+/// ledger database so that rolling `ledger.db` back (deleting its newest rows
+/// together with their checkpoints) is noticed when the ledger is opened. It
+/// is written after each commit (rename over, no fsync): it may lag the ledger
+/// after a crash, but is never ahead of it.
+fn write_witness(ledger_path: &Path, head: &SignedCheckpoint) -> Result<(), LedgerError> {
+    let path = witness_path(ledger_path);
+    let tmp = path.with_extension("head.tmp");
+    std::fs::write(&tmp, head.note())
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| LedgerError::Store(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Checks the ledger against its head witness (see [`witness_path`]): the
+/// witness must verify, and the ledger must hold at least as many entries with
+/// the same root at the witness's size. A missing witness is accepted (a new
+/// or pre-witness data directory); it is recreated on open.
+pub fn check_witness(
+    ledger_path: &Path,
+    tree: &MerkleTree,
+    verifier: &NoteVerifier,
+) -> Result<(), LedgerError> {
+    let path = witness_path(ledger_path);
+    let note = match std::fs::read_to_string(&path) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(LedgerError::Store(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let witness = SignedCheckpoint::verify(&note, verifier).map_err(|e| LedgerError::Tampered {
+        index: tree.len(),
+        reason: format!("the head witness {} does not verify: {e}", path.display()),
+    })?;
+    let cp = witness.checkpoint();
+    if cp.size > tree.len() {
+        return Err(LedgerError::Tampered {
+            index: tree.len(),
+            reason: format!(
+                "the ledger was rolled back: a checkpoint was signed over {} entries, the ledger now holds {}",
+                cp.size,
+                tree.len()
+            ),
+        });
+    }
+    match tree.root_at(cp.size) {
+        Ok(root) if root == cp.root_hash => Ok(()),
+        _ => Err(LedgerError::Tampered {
+            index: 0,
+            reason: format!(
+                "the ledger's first {} entries differ from the checkpoint signed over them",
+                cp.size
+            ),
+        }),
+    }
 }

@@ -851,10 +851,10 @@ fn deleted_last_row_is_tampering() {
 }
 
 #[test]
-fn truncation_with_its_checkpoint_is_caught_by_the_running_writer() {
+fn truncation_with_its_checkpoint_is_caught_by_the_running_writer_and_the_witness() {
     // Rolling the file back to an earlier, validly signed state passes a
-    // stand-alone verify (nothing outside the file remembers the newer head),
-    // but the running writer knows what it committed.
+    // stand-alone verify of the file, but the running writer knows what it
+    // committed, and the head witness beside the file remembers it on reopen.
     let dir = TempDir::new("rollback");
     let path = dir.ledger();
     let (ledger, _) = populated(&path, "rb", N);
@@ -866,6 +866,46 @@ fn truncation_with_its_checkpoint_is_caught_by_the_running_writer() {
     assert_eq!(verify_file(&path).unwrap().size, N as u64 - 1);
     let finding = assert_running_writer_refuses(&ledger, &path, "rb");
     assert!(matches!(finding, LedgerError::Tampered { index, .. } if index == N as u64 - 1));
+    drop(ledger);
+    let (index, reason) = assert_reopen_refused(&path);
+    assert_eq!(index, N as u64 - 1);
+    assert!(reason.contains("rolled back"), "{reason}");
+}
+
+/// Regression: a rollback while no server runs must not be reopened and then
+/// extended, which would sign a second checkpoint at the same size with
+/// another root (a split view) and turn real tokens into false forgeries.
+#[test]
+fn rollback_while_stopped_is_refused_at_reopen() {
+    let dir = TempDir::new("rollback-stopped");
+    let path = dir.ledger();
+    let (ledger, records) = populated(&path, "rs", 5);
+    let published = ledger.checkpoint();
+    drop(ledger);
+    let c = raw(&path);
+    c.execute("DELETE FROM ledger WHERE idx = 4", []).unwrap();
+    c.execute("DELETE FROM checkpoints WHERE size = 5", [])
+        .unwrap();
+    drop(c);
+    let (index, _) = assert_reopen_refused(&path);
+    assert_eq!(index, 4);
+    // The witness is a signed note: a forged or foreign one is refused too.
+    let witness = tally_store::ledger::witness_path(&path);
+    let text = std::fs::read_to_string(&witness).unwrap();
+    assert_eq!(text, published.note());
+    std::fs::write(&witness, text.replacen("\n5\n", "\n4\n", 1)).unwrap();
+    let (_, reason) = assert_reopen_refused(&path);
+    assert!(reason.contains("does not verify"), "{reason}");
+    // Without a witness (a pre-witness data directory) the ledger opens, and
+    // the witness is written again.
+    std::fs::remove_file(&witness).unwrap();
+    let ledger = open(&path);
+    assert_eq!(ledger.size(), 4);
+    assert!(witness.exists());
+    assert_eq!(
+        ledger.lookup(&records[3].token_id).unwrap().unwrap().index,
+        3
+    );
 }
 
 /// A well-formed record with a correct leaf hash, inserted at idx = size.

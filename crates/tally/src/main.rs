@@ -107,6 +107,11 @@ enum KeysCmd {
 enum LedgerCmd {
     /// Recompute every leaf and check every stored checkpoint.
     Verify {
+        /// Verifier key to check checkpoints with (`<name>+<hash>+<base64>`),
+        /// e.g. one an auditor pinned earlier. Without it, the key is derived
+        /// from the sealed ledger key (needs the master key).
+        #[arg(long)]
+        key: Option<String>,
         #[command(flatten)]
         data: DataArg,
     },
@@ -350,23 +355,20 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
 
 fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
     let data = match &cmd {
-        LedgerCmd::Verify { data }
+        LedgerCmd::Verify { data, .. }
         | LedgerCmd::Key { data }
         | LedgerCmd::Checkpoint { data }
         | LedgerCmd::Prove { data, .. } => data.clone(),
     };
     let c = config(cfg, &data, None)?;
-    let dir = DataDir::open_existing(&c.data).map_err(|e| e.to_string())?;
-    let verifier_key = dir
-        .state
-        .keys(KeyPurpose::Ledger)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .next()
-        .map(|r| r.public)
-        .ok_or("no ledger key in this data directory")?;
-    let verifier = NoteVerifier::from_verifier_key(&verifier_key).map_err(|e| e.to_string())?;
     let ledger_path = c.data.join(LEDGER_FILE);
+    let verifier = match &cmd {
+        LedgerCmd::Verify { key: Some(k), .. } => {
+            NoteVerifier::from_verifier_key(k.trim()).map_err(|e| format!("--key: {e}"))?
+        }
+        _ => trusted_ledger_verifier(&c.data)?,
+    };
+    let verifier_key = verifier.verifier_key();
     match cmd {
         LedgerCmd::Key { .. } => {
             println!("{verifier_key}");
@@ -393,8 +395,12 @@ fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
                 &mut |_, _| {},
             );
             bar.finish();
+            let result = result.and_then(|(tree, report)| {
+                tally_store::ledger::check_witness(&ledger_path, &tree, &verifier)?;
+                Ok(report)
+            });
             match result {
-                Ok((_, report)) => {
+                Ok(report) => {
                     println!("ledger       {}", ledger_path.display());
                     println!("origin       {}", verifier.name());
                     println!("entries      {}", report.size);
@@ -457,9 +463,28 @@ fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
     }
 }
 
-#[allow(dead_code)]
-fn is_tty() -> bool {
-    std::io::stderr().is_terminal()
+/// The ledger's verifier key, derived from the sealed ledger key (so a state
+/// database whose stored public key was swapped cannot vouch for a rewritten
+/// ledger), and compared with the stored copy.
+fn trusted_ledger_verifier(data: &Path) -> Result<NoteVerifier, String> {
+    let dir = DataDir::open_existing(data).map_err(|e| e.to_string())?;
+    let verifier = dir.ledger_signer().map_err(|e| e.to_string())?.verifier();
+    let stored = dir
+        .state
+        .keys(KeyPurpose::Ledger)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .next()
+        .map(|r| r.public)
+        .ok_or("no ledger key in this data directory")?;
+    if stored != verifier.verifier_key() {
+        return Err(format!(
+            "ledger_tampered: the ledger verifier key stored in {} does not match the sealed ledger key; \
+             preserve this data directory as evidence",
+            data.display()
+        ));
+    }
+    Ok(verifier)
 }
 
 #[cfg(test)]

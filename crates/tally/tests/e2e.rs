@@ -967,3 +967,65 @@ fn import_rsa_and_refuse_weak_or_unsupported_keys() {
     assert_eq!((c.status, c.verdict.as_str()), (403, "not_issued"));
     server.stop();
 }
+
+/// `tally ledger verify` checks checkpoints with a key derived from the sealed
+/// ledger key (or one pinned with `--key`), never with a public key that the
+/// state database merely claims.
+#[test]
+fn ledger_verify_trusts_only_the_sealed_or_pinned_key() {
+    let tmp = TempDir::new("verify-key");
+    let data = tmp.path().join("data");
+    let data_s = data.to_str().unwrap();
+    tally_ok(
+        &["users", "add", "erin", "--password-stdin", "--data", data_s],
+        Some("pw-erin\n"),
+    );
+    let server = Server::start(&data, None);
+    login(&server, "erin", "pw-erin");
+    login(&server, "erin", "pw-erin");
+    server.stop();
+    let vkey = tally_ok(&["ledger", "key", "--data", data_s], None);
+    let vkey = vkey.trim();
+    let pinned = tally_ok(&["ledger", "verify", "--key", vkey, "--data", data_s], None);
+    assert!(
+        pinned.contains("OK") && pinned.contains("entries      2"),
+        "{pinned}"
+    );
+
+    let name = vkey.split('+').next().unwrap();
+    let (impostor, _) = tally_core::note::NoteSigner::generate(name).unwrap();
+    let out = tally(
+        &[
+            "ledger",
+            "verify",
+            "--key",
+            &impostor.verifier_key(),
+            "--data",
+            data_s,
+        ],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a checkpoint verified under another key"
+    );
+
+    // Swap the stored public key: verify must not be talked into trusting it.
+    let state = rusqlite::Connection::open(data.join("state.db")).unwrap();
+    let n = state
+        .execute(
+            "UPDATE keys SET public = ?1 WHERE purpose = 'ledger'",
+            [impostor.verifier_key()],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(state);
+    let out = tally(&["ledger", "verify", "--data", data_s], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not match the sealed ledger key"),
+        "{err}"
+    );
+}
