@@ -39,6 +39,9 @@ pub struct App {
     /// A real argon2id hash used when the user does not exist, so that unknown
     /// and known users take the same time.
     pub dummy_hash: String,
+    /// Bounds concurrent password hashing (argon2id takes 19 MiB and tens of
+    /// milliseconds each): one slot per core.
+    pub password_slots: tokio::sync::Semaphore,
     state_version: AtomicI64,
 }
 
@@ -86,6 +89,9 @@ impl App {
             active: RwLock::new(ring.active),
             metrics: Metrics::default(),
             dummy_hash,
+            password_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 16)),
+            ),
             state_version: AtomicI64::new(version),
         }))
     }
@@ -104,18 +110,21 @@ impl App {
         let Ok(v) = self.dir.state.data_version() else {
             return false;
         };
-        if v == self.state_version.swap(v, Ordering::SeqCst) {
+        if v == self.state_version.load(Ordering::SeqCst) {
             return false;
         }
         match KeyRing::load(&self.dir.state, &self.dir.master) {
             Ok(ring) => {
+                // Only a successful load moves the version on: a failed one is
+                // retried on the next tick.
+                self.state_version.store(v, Ordering::SeqCst);
                 *self.active.write().unwrap_or_else(|e| e.into_inner()) = ring.active;
                 self.gate.set_keys(ring.keyset);
                 tracing::info!(kid = %self.active_key().kid, "signing keys reloaded");
                 true
             }
             Err(e) => {
-                tracing::error!(error = %e, "key reload failed; keeping the previous keys");
+                tracing::error!(error = %e, "key reload failed; keeping the previous keys and retrying");
                 false
             }
         }
@@ -170,6 +179,29 @@ pub fn spawn_background(app: &Arc<App>) {
             tick.tick().await;
             let a2 = a.clone();
             let _ = tokio::task::spawn_blocking(move || a2.reload_keys_if_changed()).await;
+        }
+    });
+    let a = app.clone();
+    tokio::spawn(async move {
+        // The ledger writer re-verifies whenever another connection committed
+        // to ledger.db; asking every second reports tampering within a second
+        // even when no token is being issued.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut reported = false;
+        loop {
+            tick.tick().await;
+            match a.ledger.audit().await {
+                Err(e @ tally_store::LedgerError::Tampered { .. }) if !reported => {
+                    reported = true;
+                    tracing::error!(
+                        code = e.code(),
+                        finding = %e,
+                        "ledger tampered: issuance stopped; preserve the data directory as evidence"
+                    );
+                }
+                Err(tally_store::LedgerError::Closed) => break,
+                _ => {}
+            }
         }
     });
     let a = app.clone();

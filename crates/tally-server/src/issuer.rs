@@ -104,6 +104,18 @@ pub async fn login(
         ));
     }
     let username = req.username;
+    let Ok(Ok(_slot)) = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        app.password_slots.acquire(),
+    )
+    .await
+    else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many logins in progress; retry shortly",
+        ));
+    };
     let a = app.clone();
     let user = username.clone();
     let authenticated = tokio::task::spawn_blocking(move || {

@@ -259,6 +259,14 @@ pub fn verify_ledger(
 
 type Reply = oneshot::Sender<Result<u64, LedgerError>>;
 
+/// What the writer thread is asked to do.
+enum Command {
+    /// Append a record; answer with its leaf index once durable.
+    Append(IssuanceRecord, Reply),
+    /// Check now that nobody else changed the ledger file; answer with the finding.
+    Audit(oneshot::Sender<Result<(), LedgerError>>),
+}
+
 struct Shared {
     path: PathBuf,
     tree: RwLock<MerkleTree>,
@@ -293,7 +301,7 @@ pub struct LocatedRecord {
 /// The ledger: append (group commit), read, prove.
 pub struct Ledger {
     shared: Arc<Shared>,
-    tx: Mutex<Option<mpsc::Sender<(IssuanceRecord, Reply)>>>,
+    tx: Mutex<Option<mpsc::Sender<Command>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -385,8 +393,23 @@ impl Ledger {
         let (reply, rx) = oneshot::channel();
         let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         let tx = guard.as_ref().ok_or(LedgerError::Closed)?;
-        tx.send((record, reply)).map_err(|_| LedgerError::Closed)?;
+        tx.send(Command::Append(record, reply))
+            .map_err(|_| LedgerError::Closed)?;
         Ok(rx)
+    }
+
+    /// Asks the writer to check, now, that no other connection changed the
+    /// ledger file (cheap when nothing did). Servers call this every second so
+    /// tampering is reported even while no token is being issued.
+    pub async fn audit(&self) -> Result<(), LedgerError> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+            let tx = guard.as_ref().ok_or(LedgerError::Closed)?;
+            tx.send(Command::Audit(reply))
+                .map_err(|_| LedgerError::Closed)?;
+        }
+        rx.await.unwrap_or(Err(LedgerError::Closed))
     }
 
     /// The tamper finding, if the writer has refused to go on.
@@ -622,16 +645,29 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<(IssuanceRecord, Reply)>) {
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
         while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => break,
+            let mut batch = Vec::new();
+            let mut audits = Vec::new();
+            let mut next = Some(first);
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    Command::Append(record, reply) => batch.push((record, reply)),
+                    Command::Audit(reply) => audits.push(reply),
+                }
+                if batch.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
                 }
             }
-            self.commit_batch(batch);
+            if !audits.is_empty() {
+                let finding = self.check_untouched();
+                for reply in audits {
+                    let _ = reply.send(finding.clone());
+                }
+            }
+            if !batch.is_empty() {
+                self.commit_batch(batch);
+            }
         }
     }
 

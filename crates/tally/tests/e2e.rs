@@ -1029,3 +1029,70 @@ fn ledger_verify_trusts_only_the_sealed_or_pinned_key() {
         "{err}"
     );
 }
+
+/// Editing a ledger row under a running server is reported within seconds,
+/// even with no issuance going on: readiness fails with `ledger_tampered`,
+/// issuance stops (no token is handed out unrecorded), and the log says so.
+#[test]
+fn tampering_under_a_running_server_is_reported_and_stops_issuance() {
+    let tmp = TempDir::new("live-tamper");
+    let data = tmp.path().join("data");
+    let data_s = data.to_str().unwrap();
+    tally_ok(
+        &["users", "add", "fay", "--password-stdin", "--data", data_s],
+        Some("pw-fay\n"),
+    );
+    let server = Server::start(&data, None);
+    let t = login(&server, "fay", "pw-fay");
+    login(&server, "fay", "pw-fay");
+    let ready = client().get(server.url("/readyz")).send().unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let db = rusqlite::Connection::open(data.join("ledger.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let n = db
+        .execute(
+            "UPDATE ledger SET record = CAST(record || x'00' AS BLOB) WHERE idx = 0",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(db);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let resp = client().get(server.url("/readyz")).send().unwrap();
+        if resp.status() == 503 {
+            let body: Value = resp.json().unwrap();
+            assert_eq!(body["error"]["code"], "ledger_tampered");
+            assert!(
+                !body.to_string().contains("index"),
+                "finding leaked to callers: {body}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "tampering never reported");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let resp = client()
+        .post(server.url("/v1/login"))
+        .json(&json!({"username": "fay", "password": "pw-fay"}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["error"]["code"], "ledger_tampered");
+    assert!(body.get("access_token").is_none());
+    // Tokens already in the registry (verified records) still decide normally.
+    assert_eq!(check(&server, Some(&t)).verdict, "ok");
+    std::thread::sleep(Duration::from_millis(200));
+    let log = server.log_text();
+    assert!(
+        log.contains("ledger tampered") && log.contains("index 0"),
+        "{log}"
+    );
+    server.stop();
+    let out = tally(&["ledger", "verify", "--data", data_s], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("index 0"));
+}
