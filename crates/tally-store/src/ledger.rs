@@ -352,13 +352,20 @@ impl Ledger {
         let handle = std::thread::Builder::new()
             .name("tally-ledger-writer".into())
             .spawn(move || {
+                let (witness, witness_thread) = Witness::spawn(writer_shared.path.clone());
                 Writer {
                     shared: writer_shared,
                     conn,
                     signer,
                     data_version: version,
+                    witness: witness.clone(),
                 }
-                .run(rx)
+                .run(rx);
+                // Every head published so far reaches the file before close returns.
+                witness.close();
+                if let Some(t) = witness_thread {
+                    let _ = t.join();
+                }
             })
             .map_err(|e| LedgerError::Store(e.to_string()))?;
         Ok(Ledger {
@@ -637,7 +644,69 @@ fn store_head(conn: &Connection, signed: &SignedCheckpoint) -> Result<(), Ledger
     Ok(())
 }
 
+/// Writes the latest published head to `ledger.head` on its own thread; heads
+/// published while a write is in progress collapse into one write.
+struct Witness {
+    path: PathBuf,
+    slot: Mutex<(Option<SignedCheckpoint>, bool)>,
+    wake: std::sync::Condvar,
+}
+
+impl Witness {
+    fn spawn(ledger_path: PathBuf) -> (Arc<Witness>, Option<JoinHandle<()>>) {
+        let w = Arc::new(Witness {
+            path: ledger_path,
+            slot: Mutex::new((None, false)),
+            wake: std::sync::Condvar::new(),
+        });
+        let w2 = w.clone();
+        let t = std::thread::Builder::new()
+            .name("tally-ledger-witness".into())
+            .spawn(move || w2.run())
+            .ok();
+        (w, t)
+    }
+
+    fn publish(&self, head: SignedCheckpoint) {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner()).0 = Some(head);
+        self.wake.notify_one();
+    }
+
+    fn close(&self) {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.wake.notify_one();
+    }
+
+    fn run(&self) {
+        loop {
+            let (head, closed) = {
+                let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+                while slot.0.is_none() && !slot.1 {
+                    slot = self.wake.wait(slot).unwrap_or_else(|e| e.into_inner());
+                }
+                (slot.0.take(), slot.1)
+            };
+            if let Some(head) = head {
+                // A failed write is not a failed append (the records are
+                // durable); the next head rewrites the file.
+                let _ = write_witness(&self.path, &head);
+            }
+            if closed
+                && self
+                    .slot
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+                    .is_none()
+            {
+                return;
+            }
+        }
+    }
+}
+
 struct Writer {
+    witness: Arc<Witness>,
     shared: Arc<Shared>,
     conn: Connection,
     signer: NoteSigner,
@@ -815,9 +884,9 @@ impl Writer {
         tx.commit()?;
         self.shared.committed.store(next, Ordering::SeqCst);
         // After the commit, never before: the witness may lag the ledger after a
-        // crash, but is never ahead of it. A failure to write it is not a
-        // failure to append (the records are durable); the next batch rewrites it.
-        let _ = write_witness(&self.shared.path, &signed);
+        // crash, but is never ahead of it. It is written off this thread so the
+        // file system's work does not compete with the next commit's fsync.
+        self.witness.publish(signed.clone());
         *self.shared.head.write().unwrap_or_else(|p| p.into_inner()) = signed;
         Ok(outcomes)
     }
