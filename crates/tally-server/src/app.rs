@@ -43,6 +43,12 @@ pub struct App {
     /// milliseconds each): one slot per core.
     pub password_slots: tokio::sync::Semaphore,
     state_version: AtomicI64,
+    /// Highest revocation sequence number applied to the registry.
+    revocation_seq: AtomicI64,
+    /// Per key, the latest `exp` of a token it signed (from the ledger).
+    last_expiry: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// Forged tokens seen per key since the last flush: `(count, first, last)`.
+    sightings: std::sync::Mutex<std::collections::HashMap<String, (u64, i64, i64)>>,
 }
 
 impl App {
@@ -53,14 +59,16 @@ impl App {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Arc<App>, StartError> {
         let dir = DataDir::open_or_init(&config.data).map_err(|e| StartError(e.to_string()))?;
-        let ring = KeyRing::load(&dir.state, &dir.master).map_err(|e| StartError(e.to_string()))?;
         let signer = dir.ledger_signer().map_err(|e| StartError(e.to_string()))?;
         let registry = Arc::new(Registry::new());
         let cutoff = now_unix() - config.leeway_secs;
         let reg = registry.clone();
+        let mut last_expiry = std::collections::HashMap::<String, i64>::new();
         let ledger = Ledger::open(&dir.ledger_path(), signer, progress, &mut |_, rec| {
             if rec.expires_at > cutoff {
                 reg.insert(&rec.token_sha256, rec.expires_at);
+                let e = last_expiry.entry(rec.kid.clone()).or_insert(rec.expires_at);
+                *e = (*e).max(rec.expires_at);
             }
         })
         .map_err(|e| match &e {
@@ -71,6 +79,14 @@ impl App {
             )),
             _ => StartError(format!("cannot open the ledger: {e}")),
         })?;
+        let ring = KeyRing::load(
+            &dir.state,
+            &dir.master,
+            now_unix(),
+            config.leeway_secs,
+            &|kid| last_expiry.get(kid).copied(),
+        )
+        .map_err(|e| StartError(e.to_string()))?;
         let policy = ClaimsPolicy {
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
@@ -93,7 +109,109 @@ impl App {
                 std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 16)),
             ),
             state_version: AtomicI64::new(version),
+            revocation_seq: AtomicI64::new(0),
+            last_expiry: std::sync::Mutex::new(last_expiry),
+            sightings: std::sync::Mutex::new(std::collections::HashMap::new()),
         }))
+        .inspect(|app| {
+            if let Err(e) = app.apply_revocations() {
+                tracing::error!(error = %e, "revocations could not be loaded at start");
+            }
+        })
+    }
+
+    /// Applies revocations recorded since the last call to the registry.
+    /// Returns how many were applied.
+    pub fn apply_revocations(&self) -> Result<usize, tally_store::StateError> {
+        let after = self.revocation_seq.load(Ordering::SeqCst);
+        let new = self.dir.state.revocations_after(after)?;
+        let mut applied = 0;
+        for (seq, r) in &new {
+            let digest = tally_core::digest::TokenDigest::from_bytes(r.token_sha256);
+            if self.gate.registry().revoke(&digest) {
+                applied += 1;
+            }
+            self.revocation_seq.fetch_max(*seq, Ordering::SeqCst);
+        }
+        if !new.is_empty() {
+            tracing::info!(revoked = new.len(), live = applied, "revocations applied");
+        }
+        Ok(applied)
+    }
+
+    /// Records that `kid` signed a token valid until `expires_at`.
+    pub fn signed_until(&self, kid: &str, expires_at: i64) {
+        let mut m = self.last_expiry.lock().unwrap_or_else(|e| e.into_inner());
+        let e = m.entry(kid.to_string()).or_insert(expires_at);
+        *e = (*e).max(expires_at);
+    }
+
+    fn last_expiry_of(&self, kid: &str) -> Option<i64> {
+        self.last_expiry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(kid)
+            .copied()
+    }
+
+    /// Counts a forged token seen under `kid` (flushed to the state store every second).
+    pub fn saw_forgery(&self, kid: &str, now: i64) {
+        let mut m = self.sightings.lock().unwrap_or_else(|e| e.into_inner());
+        let e = m.entry(kid.to_string()).or_insert((0, now, now));
+        e.0 += 1;
+        e.1 = e.1.min(now);
+        e.2 = e.2.max(now);
+    }
+
+    /// Writes the pending forgery sightings to the state store.
+    pub fn flush_sightings(&self) {
+        let pending: Vec<(String, u64, i64, i64)> = {
+            let mut m = self.sightings.lock().unwrap_or_else(|e| e.into_inner());
+            m.drain().map(|(k, (c, f, l))| (k, c, f, l)).collect()
+        };
+        if pending.is_empty() {
+            return;
+        }
+        if let Err(e) = self.dir.state.add_forgery_sightings(&pending) {
+            tracing::error!(error = %e, "forgery sightings not recorded; keeping them for the next try");
+            let mut m = self.sightings.lock().unwrap_or_else(|e| e.into_inner());
+            for (k, c, f, l) in pending {
+                let e = m.entry(k).or_insert((0, f, l));
+                e.0 += c;
+                e.1 = e.1.min(f);
+                e.2 = e.2.max(l);
+            }
+        }
+    }
+
+    /// Rotation at maximum age and retirement of keys whose tokens have all
+    /// expired; reloads the keys when something changed.
+    pub fn maintain_keys(&self) {
+        let now = now_unix();
+        match crate::lifecycle::maintain(
+            &self.dir,
+            self.config.key_max_age_secs,
+            self.config.leeway_secs,
+            &|kid| self.last_expiry_of(kid),
+            now,
+        ) {
+            Ok(m) => {
+                if let Some(r) = &m.rotated {
+                    tracing::warn!(
+                        old = r.old.as_deref().unwrap_or(""),
+                        new = %r.new,
+                        "signing key reached its maximum age: rotated"
+                    );
+                }
+                for kid in &m.retired {
+                    tracing::info!(kid = %kid, "key retired: no token it signed can still be valid");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "key maintenance failed"),
+        }
+        // Our own writes do not move data_version, and a compromised key can
+        // stop verifying (its last token expired) without any write: reload.
+        self.reload_keys(true);
     }
 
     /// The key that signs new tokens.
@@ -107,20 +225,44 @@ impl App {
     /// Reloads keys if another process changed the state store. Returns true
     /// when a reload happened.
     pub fn reload_keys_if_changed(&self) -> bool {
+        self.reload_keys(false)
+    }
+
+    fn reload_keys(&self, force: bool) -> bool {
         let Ok(v) = self.dir.state.data_version() else {
             return false;
         };
-        if v == self.state_version.load(Ordering::SeqCst) {
+        if !force && v == self.state_version.load(Ordering::SeqCst) {
             return false;
         }
-        match KeyRing::load(&self.dir.state, &self.dir.master) {
+        if let Err(e) = self.apply_revocations() {
+            tracing::error!(error = %e, "revocations could not be read; retrying");
+            return false;
+        }
+        match KeyRing::load(
+            &self.dir.state,
+            &self.dir.master,
+            now_unix(),
+            self.config.leeway_secs,
+            &|kid| self.last_expiry_of(kid),
+        ) {
             Ok(ring) => {
                 // Only a successful load moves the version on: a failed one is
                 // retried on the next tick.
                 self.state_version.store(v, Ordering::SeqCst);
-                *self.active.write().unwrap_or_else(|e| e.into_inner()) = ring.active;
-                self.gate.set_keys(ring.keyset);
-                tracing::info!(kid = %self.active_key().kid, "signing keys reloaded");
+                let changed_active = self.active_key().kid != ring.active.kid;
+                if changed_active {
+                    *self.active.write().unwrap_or_else(|e| e.into_inner()) = ring.active;
+                }
+                // Replacing the key set forgets remembered verifications: only
+                // when it really changed.
+                let changed_keys = *self.gate.keys() != ring.keyset;
+                if changed_keys {
+                    self.gate.set_keys(ring.keyset);
+                }
+                if changed_active || changed_keys {
+                    tracing::info!(kid = %self.active_key().kid, "signing keys reloaded");
+                }
                 true
             }
             Err(e) => {
@@ -202,6 +344,24 @@ pub fn spawn_background(app: &Arc<App>) {
                 Err(tally_store::LedgerError::Closed) => break,
                 _ => {}
             }
+        }
+    });
+    let a = app.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut n = 0u64;
+        loop {
+            tick.tick().await;
+            let a2 = a.clone();
+            let every_other = n.is_multiple_of(2);
+            n += 1;
+            let _ = tokio::task::spawn_blocking(move || {
+                a2.flush_sightings();
+                if every_other {
+                    a2.maintain_keys();
+                }
+            })
+            .await;
         }
     });
     let a = app.clone();

@@ -24,6 +24,8 @@ pub struct FileConfig {
     pub token_ttl_secs: Option<i64>,
     /// Allowed clock skew in seconds for `exp` / `nbf`.
     pub leeway_secs: Option<i64>,
+    /// Maximum age of the active signing key before automatic rotation.
+    pub key_max_age_secs: Option<i64>,
 }
 
 /// Validated runtime configuration.
@@ -41,6 +43,8 @@ pub struct Config {
     pub token_ttl_secs: i64,
     /// Clock skew allowance.
     pub leeway_secs: i64,
+    /// Maximum age of the active signing key (default 30 days).
+    pub key_max_age_secs: i64,
 }
 
 /// A configuration problem, phrased for the operator.
@@ -115,6 +119,12 @@ impl Config {
                 "leeway_secs = {leeway_secs} must be between 0 and 600"
             )));
         }
+        let key_max_age_secs = fc.key_max_age_secs.unwrap_or(30 * 86_400);
+        if !(1..=366 * 86_400).contains(&key_max_age_secs) {
+            return Err(ConfigError(format!(
+                "key_max_age_secs = {key_max_age_secs} must be between 1 and 31622400 (366 days)"
+            )));
+        }
         if issuer.is_empty() || audience.is_empty() {
             return Err(ConfigError("issuer and audience must not be empty".into()));
         }
@@ -125,6 +135,7 @@ impl Config {
             audience,
             token_ttl_secs,
             leeway_secs,
+            key_max_age_secs,
         })
     }
 }

@@ -107,6 +107,7 @@ impl DataDir {
                     purpose: KeyPurpose::Ledger,
                     state: KeyState::Active,
                     created_at: now_unix(),
+                    state_changed_at: now_unix(),
                     public: signer.verifier_key(),
                     sealed,
                     source: "generated".into(),

@@ -47,11 +47,18 @@ pub async fn decide(app: &Arc<App>, headers: &HeaderMap) -> Decision {
             let jti = q.token_id().to_string();
             let found = tokio::task::spawn_blocking(move || a.ledger.lookup(&jti)).await;
             let answer = match found {
-                Ok(Ok(Some(loc))) => LedgerAnswer::Found {
-                    token_sha256: loc.record.token_sha256,
-                    expires_at: loc.record.expires_at,
-                    revoked: false,
-                },
+                Ok(Ok(Some(loc))) => {
+                    let a = app.clone();
+                    let jti = loc.record.token_id.clone();
+                    match tokio::task::spawn_blocking(move || a.dir.state.is_revoked(&jti)).await {
+                        Ok(Ok(revoked)) => LedgerAnswer::Found {
+                            token_sha256: loc.record.token_sha256,
+                            expires_at: loc.record.expires_at,
+                            revoked,
+                        },
+                        _ => LedgerAnswer::Unavailable,
+                    }
+                }
                 Ok(Ok(None)) => LedgerAnswer::NotFound,
                 Ok(Err(e)) => {
                     tracing::error!(code = e.code(), error = %e, "ledger lookup failed; failing closed");
@@ -104,6 +111,9 @@ pub async fn check(State(app): State<Arc<App>>, headers: HeaderMap) -> Response 
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             if verdict.is_forgery() {
+                if let Some(kid) = &r.kid {
+                    app.saw_forgery(kid, now_unix());
+                }
                 tracing::warn!(
                     event = "forged_token",
                     verdict = verdict.code(),

@@ -220,6 +220,7 @@ pub async fn issue(
         ApiError::unavailable(e.code())
     })?;
     app.gate.registry().insert(&digest, exp);
+    app.signed_until(&active.kid, exp);
     app.metrics.issued();
     tracing::info!(event = "token_issued", token_id = %jti, sub = %subject, kid = %active.kid, ledger_index, "token issued");
     Ok(Issued {

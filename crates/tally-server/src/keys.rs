@@ -78,6 +78,7 @@ pub fn store_token_key(
             purpose: KeyPurpose::Token,
             state: KeyState::Active,
             created_at: now_unix(),
+            state_changed_at: now_unix(),
             public: vk.to_jwk().to_string(),
             sealed,
             source: source.to_string(),
@@ -98,43 +99,87 @@ pub struct ActiveKey {
 pub struct KeyRing {
     /// Signs new tokens.
     pub active: Arc<ActiveKey>,
-    /// Verifies tokens (active and retiring keys).
+    /// Verifies tokens: the active key, and retiring or compromised keys while a
+    /// token they signed can still be unexpired.
     pub keyset: KeySet,
 }
 
+/// Seconds after a key stops signing during which it keeps verifying even
+/// with no recorded token: covers a token signed just before the change whose
+/// record is still being committed.
+pub const STOP_GRACE_SECS: i64 = 5;
+
+/// Whether a key in `state` (since `changed_at`) still verifies at `now`: the
+/// active key always; a retiring or compromised key until the last token it
+/// signed (`last_expiry`, from the ledger) has expired, allowing `leeway`.
+pub fn still_verifies(
+    state: KeyState,
+    changed_at: i64,
+    last_expiry: Option<i64>,
+    now: i64,
+    leeway: i64,
+) -> bool {
+    match state {
+        KeyState::Active => true,
+        KeyState::Retiring | KeyState::Compromised => {
+            now < changed_at
+                .saturating_add(leeway)
+                .saturating_add(STOP_GRACE_SECS)
+                || last_expiry.is_some_and(|e| now < e.saturating_add(leeway))
+        }
+        KeyState::Retired => false,
+    }
+}
+
 impl KeyRing {
-    /// Loads the key ring from the state store.
+    /// Loads the key ring from the state store at time `now`. Every verifying
+    /// key is unsealed and its public half re-derived: a public key the state
+    /// database merely claims (not sealed under the master key) is refused.
     pub fn load(
-        dir_state: &StateStore,
+        state: &StateStore,
         master: &tally_core::seal::MasterKey,
+        now: i64,
+        leeway: i64,
+        last_expiry: &dyn Fn(&str) -> Option<i64>,
     ) -> Result<KeyRing, KeyRingError> {
-        let rows = dir_state
+        let rows = state
             .keys(KeyPurpose::Token)
             .map_err(|e| KeyRingError::Store(e.to_string()))?;
         let mut keyset = KeySet::new();
         let mut active = None;
         for row in &rows {
-            if !row.state.verifies() {
+            if !still_verifies(
+                row.state,
+                row.state_changed_at,
+                last_expiry(&row.kid),
+                now,
+                leeway,
+            ) {
                 continue;
             }
             let bad = |reason: String| KeyRingError::BadKey {
                 kid: row.kid.clone(),
                 reason,
             };
-            let jwk: serde_json::Value =
+            let der = master
+                .open(&seal_context(&row.kid), &row.sealed)
+                .map_err(|e| bad(e.to_string()))?;
+            let key = SigningKey::from_pkcs8_der(&der).map_err(|e| bad(e.to_string()))?;
+            let vk = key.verifying_key().with_kid(row.kid.clone());
+            let stored: serde_json::Value =
                 serde_json::from_str(&row.public).map_err(|e| bad(e.to_string()))?;
-            let vk = VerifyingKey::from_jwk(&jwk)
+            let stored = VerifyingKey::from_jwk(&stored)
                 .map_err(|e| bad(e.to_string()))?
                 .with_kid(row.kid.clone());
-            if Algorithm::from_name(&row.alg) != Some(vk.algorithm()) {
-                return Err(bad("stored algorithm does not match the public key".into()));
+            if stored != vk || Algorithm::from_name(&row.alg) != Some(vk.algorithm()) {
+                return Err(bad(
+                    "the stored public key does not belong to the sealed private key \
+                     (state.db altered?)"
+                        .into(),
+                ));
             }
             keyset.insert(vk);
             if row.state == KeyState::Active {
-                let der = master
-                    .open(&seal_context(&row.kid), &row.sealed)
-                    .map_err(|e| bad(e.to_string()))?;
-                let key = SigningKey::from_pkcs8_der(&der).map_err(|e| bad(e.to_string()))?;
                 active = Some(ActiveKey {
                     kid: row.kid.clone(),
                     key,

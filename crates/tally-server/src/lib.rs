@@ -11,6 +11,7 @@ pub mod gate_http;
 pub mod issuer;
 pub mod keys;
 pub mod ledger_http;
+pub mod lifecycle;
 pub mod meta_http;
 pub mod metrics;
 

@@ -21,6 +21,14 @@ pub enum StateError {
     /// No such key.
     #[error("no such key")]
     NoSuchKey,
+    /// The database was written by a newer version of tally.
+    #[error("state.db has schema version {found}, this tally knows up to {known}: upgrade tally")]
+    NewerSchema {
+        /// Version in the file.
+        found: usize,
+        /// Highest version this code knows.
+        known: usize,
+    },
     /// Database failure.
     #[error("state store error: {0}")]
     Store(#[from] rusqlite::Error),
@@ -33,6 +41,7 @@ impl StateError {
             StateError::UserExists => "user_exists",
             StateError::KeyExists => "key_exists",
             StateError::NoSuchKey => "no_such_key",
+            StateError::NewerSchema { .. } => "schema_too_new",
             StateError::Store(_) => "store_unavailable",
         }
     }
@@ -110,6 +119,8 @@ pub struct KeyRow {
     pub state: KeyState,
     /// Unix seconds.
     pub created_at: i64,
+    /// When the key entered its current state (unix seconds).
+    pub state_changed_at: i64,
     /// Public part: a JWK (token keys) or a note verifier key (ledger key).
     pub public: String,
     /// Sealed private key.
@@ -126,31 +137,86 @@ impl std::fmt::Debug for KeyRow {
             .field("purpose", &self.purpose)
             .field("state", &self.state)
             .field("created_at", &self.created_at)
+            .field("state_changed_at", &self.state_changed_at)
             .finish_non_exhaustive()
     }
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (
+/// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS users (
+CREATE TABLE users (
     name          TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
     created_at    INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS keys (
-    kid        TEXT PRIMARY KEY,
-    alg        TEXT NOT NULL,
-    purpose    TEXT NOT NULL,
-    state      TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    public     TEXT NOT NULL,
-    sealed     BLOB NOT NULL,
-    source     TEXT NOT NULL
+CREATE TABLE keys (
+    kid              TEXT PRIMARY KEY,
+    alg              TEXT NOT NULL,
+    purpose          TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    state_changed_at INTEGER NOT NULL,
+    public           TEXT NOT NULL,
+    sealed           BLOB NOT NULL,
+    source           TEXT NOT NULL
 );
-";
+CREATE TABLE key_custodians (
+    kid        TEXT NOT NULL REFERENCES keys(kid),
+    person     TEXT NOT NULL,
+    added_at   INTEGER NOT NULL,
+    removed_at INTEGER,
+    PRIMARY KEY (kid, person)
+);
+CREATE TABLE key_events (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     INTEGER NOT NULL,
+    kid    TEXT,
+    event  TEXT NOT NULL,
+    actor  TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE revocations (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    token_id     TEXT    NOT NULL UNIQUE,
+    token_sha256 BLOB    NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    revoked_at   INTEGER NOT NULL,
+    reason       TEXT    NOT NULL
+);
+CREATE TABLE forgery_sightings (
+    kid        TEXT PRIMARY KEY,
+    count      INTEGER NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL
+);
+"];
+
+fn migrate(conn: &mut Connection) -> Result<(), StateError> {
+    let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let applied = usize::try_from(applied).unwrap_or(usize::MAX);
+    if applied > MIGRATIONS.len() {
+        return Err(StateError::NewerSchema {
+            found: applied,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Another process may have migrated while we waited for the lock.
+        let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if now as usize > i {
+            continue;
+        }
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
 
 /// The state database.
 pub struct StateStore {
@@ -164,7 +230,8 @@ impl StateStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
+        let mut conn = conn;
+        migrate(&mut conn)?;
         Ok(StateStore {
             conn: Mutex::new(conn),
         })
@@ -241,8 +308,8 @@ impl StateStore {
     /// Stores a new key.
     pub fn insert_key(&self, row: &KeyRow) -> Result<(), StateError> {
         match self.conn().execute(
-            "INSERT INTO keys (kid, alg, purpose, state, created_at, public, sealed, source)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO keys (kid, alg, purpose, state, created_at, state_changed_at, public, sealed, source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)",
             params![
                 row.kid,
                 row.alg,
@@ -264,11 +331,19 @@ impl StateStore {
         }
     }
 
-    /// Makes `row` the one active token key: any other active token key becomes
-    /// `retiring`, in the same transaction.
-    pub fn insert_active_token_key(&self, row: &KeyRow) -> Result<(), StateError> {
+    /// Makes `row` the one active token key, in one transaction: the previous
+    /// active token key (if any) becomes `old_state` (`retiring`, or
+    /// `compromised`), the old key's current custodians are copied to the new key
+    /// except `drop_custodian`, and `event` is recorded.
+    pub fn rotate_in(
+        &self,
+        row: &KeyRow,
+        old_state: KeyState,
+        drop_custodian: Option<&str>,
+        event: &KeyEvent,
+    ) -> Result<Option<String>, StateError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         if tx
             .query_row(
                 "SELECT 1 FROM keys WHERE kid = ?1",
@@ -280,13 +355,21 @@ impl StateStore {
         {
             return Err(StateError::KeyExists);
         }
+        let old: Option<String> = tx
+            .query_row(
+                "SELECT kid FROM keys WHERE purpose = 'token' AND state = 'active'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
         tx.execute(
-            "UPDATE keys SET state = 'retiring' WHERE purpose = 'token' AND state = 'active'",
-            [],
+            "UPDATE keys SET state = ?1, state_changed_at = ?2
+             WHERE purpose = 'token' AND state = 'active'",
+            params![old_state.as_str(), event.at],
         )?;
         tx.execute(
-            "INSERT INTO keys (kid, alg, purpose, state, created_at, public, sealed, source)
-             VALUES (?1, ?2, 'token', 'active', ?3, ?4, ?5, ?6)",
+            "INSERT INTO keys (kid, alg, purpose, state, created_at, state_changed_at, public, sealed, source)
+             VALUES (?1, ?2, 'token', 'active', ?3, ?3, ?4, ?5, ?6)",
             params![
                 row.kid,
                 row.alg,
@@ -296,15 +379,41 @@ impl StateStore {
                 row.source
             ],
         )?;
+        if let Some(old) = &old {
+            tx.execute(
+                "INSERT INTO key_custodians (kid, person, added_at)
+                 SELECT ?1, person, ?3 FROM key_custodians
+                 WHERE kid = ?2 AND removed_at IS NULL AND person IS NOT ?4",
+                params![row.kid, old, event.at, drop_custodian],
+            )?;
+        }
+        insert_event(&tx, event)?;
         tx.commit()?;
-        Ok(())
+        Ok(old)
+    }
+
+    /// Makes `row` the one active token key; the previous one becomes `retiring`.
+    pub fn insert_active_token_key(&self, row: &KeyRow) -> Result<(), StateError> {
+        self.rotate_in(
+            row,
+            KeyState::Retiring,
+            None,
+            &KeyEvent {
+                at: row.created_at,
+                kid: Some(row.kid.clone()),
+                event: "activated".into(),
+                actor: "tally".into(),
+                detail: format!("{} key ({})", row.alg, row.source),
+            },
+        )
+        .map(|_| ())
     }
 
     /// Every key with this purpose, oldest first.
     pub fn keys(&self, purpose: KeyPurpose) -> Result<Vec<KeyRow>, StateError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT kid, alg, state, created_at, public, sealed, source FROM keys
+            "SELECT kid, alg, state, created_at, state_changed_at, public, sealed, source FROM keys
              WHERE purpose = ?1 ORDER BY created_at, kid",
         )?;
         let rows = stmt.query_map(params![purpose.as_str()], |r| {
@@ -316,25 +425,270 @@ impl StateStore {
                 // Unknown states fail closed: treated as compromised (never used).
                 state: KeyState::parse(&state).unwrap_or(KeyState::Compromised),
                 created_at: r.get(3)?,
-                public: r.get(4)?,
-                sealed: r.get(5)?,
-                source: r.get(6)?,
+                state_changed_at: r.get(4)?,
+                public: r.get(5)?,
+                sealed: r.get(6)?,
+                source: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Changes a key's state.
-    pub fn set_key_state(&self, kid: &str, state: KeyState) -> Result<(), StateError> {
-        let n = self.conn().execute(
-            "UPDATE keys SET state = ?2 WHERE kid = ?1",
-            params![kid, state.as_str()],
+    /// Changes a key's state and records `event`, in one transaction.
+    pub fn set_key_state(
+        &self,
+        kid: &str,
+        state: KeyState,
+        event: &KeyEvent,
+    ) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE keys SET state = ?2, state_changed_at = ?3 WHERE kid = ?1",
+            params![kid, state.as_str(), event.at],
         )?;
         if n == 0 {
             return Err(StateError::NoSuchKey);
         }
+        insert_event(&tx, event)?;
+        tx.commit()?;
         Ok(())
     }
+
+    /// Adds `person` as a custodian of `kid`. Returns false if they already are.
+    pub fn add_custodian(
+        &self,
+        kid: &str,
+        person: &str,
+        event: &KeyEvent,
+    ) -> Result<bool, StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if tx
+            .query_row(
+                "SELECT 1 FROM keys WHERE kid = ?1",
+                params![kid],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_none()
+        {
+            return Err(StateError::NoSuchKey);
+        }
+        let n = tx.execute(
+            "INSERT INTO key_custodians (kid, person, added_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(kid, person) DO UPDATE SET removed_at = NULL, added_at = excluded.added_at
+             WHERE removed_at IS NOT NULL",
+            params![kid, person, event.at],
+        )?;
+        if n > 0 {
+            insert_event(&tx, event)?;
+        }
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    /// Current custodians of `kid`.
+    pub fn custodians(&self, kid: &str) -> Result<Vec<String>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT person FROM key_custodians WHERE kid = ?1 AND removed_at IS NULL ORDER BY person",
+        )?;
+        let rows = stmt.query_map(params![kid], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Token keys `person` is a current custodian of, with their states.
+    pub fn keys_of_custodian(&self, person: &str) -> Result<Vec<(String, KeyState)>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT k.kid, k.state FROM key_custodians c JOIN keys k ON k.kid = c.kid
+             WHERE c.person = ?1 AND c.removed_at IS NULL ORDER BY k.created_at",
+        )?;
+        let rows = stmt.query_map(params![person], |r| {
+            let state: String = r.get(1)?;
+            Ok((
+                r.get(0)?,
+                KeyState::parse(&state).unwrap_or(KeyState::Compromised),
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Ends `person`'s custody of every key and records `event`.
+    pub fn remove_custodian_everywhere(
+        &self,
+        person: &str,
+        event: &KeyEvent,
+    ) -> Result<usize, StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE key_custodians SET removed_at = ?2 WHERE person = ?1 AND removed_at IS NULL",
+            params![person, event.at],
+        )?;
+        insert_event(&tx, event)?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Records an event in the key audit log.
+    pub fn record_event(&self, event: &KeyEvent) -> Result<(), StateError> {
+        insert_event(&self.conn(), event)
+    }
+
+    /// The newest `limit` key events, oldest first.
+    pub fn events(&self, limit: usize) -> Result<Vec<KeyEvent>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT at, kid, event, actor, detail FROM
+               (SELECT * FROM key_events ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], |r| {
+            Ok(KeyEvent {
+                at: r.get(0)?,
+                kid: r.get(1)?,
+                event: r.get(2)?,
+                actor: r.get(3)?,
+                detail: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Revokes tokens (idempotent per token id). Returns how many were new.
+    pub fn revoke(
+        &self,
+        tokens: &[Revocation],
+        reason: &str,
+        now: i64,
+    ) -> Result<usize, StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut n = 0;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO revocations (token_id, token_sha256, expires_at, revoked_at, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(token_id) DO NOTHING",
+            )?;
+            for t in tokens {
+                n += stmt.execute(params![
+                    t.token_id,
+                    t.token_sha256.as_slice(),
+                    t.expires_at,
+                    now,
+                    reason
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Revocations recorded after sequence number `after`, in order.
+    pub fn revocations_after(&self, after: i64) -> Result<Vec<(i64, Revocation)>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT seq, token_id, token_sha256, expires_at FROM revocations WHERE seq > ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![after], |r| {
+            let digest: Vec<u8> = r.get(2)?;
+            let mut d = [0u8; 32];
+            if digest.len() == 32 {
+                d.copy_from_slice(&digest);
+            }
+            Ok((
+                r.get(0)?,
+                Revocation {
+                    token_id: r.get(1)?,
+                    token_sha256: d,
+                    expires_at: r.get(3)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether `token_id` is revoked.
+    pub fn is_revoked(&self, token_id: &str) -> Result<bool, StateError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM revocations WHERE token_id = ?1",
+                params![token_id],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Adds forged-token sightings per key (`(kid, count, first_seen, last_seen)`).
+    pub fn add_forgery_sightings(
+        &self,
+        sightings: &[(String, u64, i64, i64)],
+    ) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO forgery_sightings (kid, count, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(kid) DO UPDATE SET count = count + excluded.count,
+                   first_seen = min(first_seen, excluded.first_seen),
+                   last_seen = max(last_seen, excluded.last_seen)",
+            )?;
+            for (kid, count, first, last) in sightings {
+                stmt.execute(params![kid, *count as i64, first, last])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forged tokens seen under `kid`: `(count, first_seen, last_seen)`.
+    pub fn forgery_sightings(&self, kid: &str) -> Result<Option<(u64, i64, i64)>, StateError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT count, first_seen, last_seen FROM forgery_sightings WHERE kid = ?1",
+                params![kid],
+                |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?)
+    }
+}
+
+/// One entry of the key audit log: who did what to which key, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyEvent {
+    /// Unix seconds.
+    pub at: i64,
+    /// The key concerned, if one.
+    pub kid: Option<String>,
+    /// What happened (`activated`, `rotated`, `compromised`, `custodian_added`, `offboarded`, `retired`).
+    pub event: String,
+    /// Who did it (operator name, or `tally` for automatic actions).
+    pub actor: String,
+    /// Details for the record.
+    pub detail: String,
+}
+
+/// A revoked token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    /// Its `jti`.
+    pub token_id: String,
+    /// SHA-256 of its bytes (the registry key).
+    pub token_sha256: [u8; 32],
+    /// Its `exp`.
+    pub expires_at: i64,
+}
+
+fn insert_event(conn: &Connection, e: &KeyEvent) -> Result<(), StateError> {
+    conn.execute(
+        "INSERT INTO key_events (at, kid, event, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![e.at, e.kid, e.event, e.actor, e.detail],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -348,6 +702,7 @@ mod tests {
             purpose: KeyPurpose::Token,
             state: KeyState::Active,
             created_at: 1,
+            state_changed_at: 1,
             public: "{}".into(),
             sealed: vec![1, 2, 3],
             source: "generated".into(),
@@ -383,11 +738,100 @@ mod tests {
         );
         assert!(format!("{:?}", keys[0]).contains("k1"));
         assert!(!format!("{:?}", keys[0]).contains("sealed"));
-        s.set_key_state("k1", KeyState::Retired).unwrap();
+        let ev = |kid: &str, what: &str| KeyEvent {
+            at: 5,
+            kid: Some(kid.into()),
+            event: what.into(),
+            actor: "ops".into(),
+            detail: String::new(),
+        };
+        s.set_key_state("k1", KeyState::Retired, &ev("k1", "retired"))
+            .unwrap();
         assert!(matches!(
-            s.set_key_state("nope", KeyState::Retired),
+            s.set_key_state("nope", KeyState::Retired, &ev("nope", "retired")),
             Err(StateError::NoSuchKey)
         ));
+        let k1 = &s.keys(KeyPurpose::Token).unwrap()[0];
+        assert_eq!((k1.state, k1.state_changed_at), (KeyState::Retired, 5));
+
+        // Custodians follow a rotation, except the one who is leaving.
+        assert!(
+            s.add_custodian("k2", "ann", &ev("k2", "custodian_added"))
+                .unwrap()
+        );
+        assert!(
+            s.add_custodian("k2", "bob", &ev("k2", "custodian_added"))
+                .unwrap()
+        );
+        assert!(
+            !s.add_custodian("k2", "bob", &ev("k2", "custodian_added"))
+                .unwrap()
+        );
+        assert!(matches!(
+            s.add_custodian("nope", "bob", &ev("nope", "custodian_added")),
+            Err(StateError::NoSuchKey)
+        ));
+        let old = s
+            .rotate_in(
+                &row("k3"),
+                KeyState::Retiring,
+                Some("bob"),
+                &ev("k3", "rotated"),
+            )
+            .unwrap();
+        assert_eq!(old.as_deref(), Some("k2"));
+        assert_eq!(s.custodians("k3").unwrap(), vec!["ann".to_string()]);
+        assert_eq!(
+            s.keys_of_custodian("bob").unwrap(),
+            vec![("k2".to_string(), KeyState::Retiring)]
+        );
+        assert_eq!(
+            s.remove_custodian_everywhere("ann", &ev("k3", "offboarded"))
+                .unwrap(),
+            2
+        );
+        assert!(s.custodians("k3").unwrap().is_empty());
+        let events: Vec<String> = s
+            .events(100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event)
+            .collect();
+        assert_eq!(
+            events,
+            [
+                "activated",
+                "activated",
+                "retired",
+                "custodian_added",
+                "custodian_added",
+                "rotated",
+                "offboarded"
+            ]
+        );
+
+        // Revocations are idempotent and ordered.
+        let rev = |id: &str| Revocation {
+            token_id: id.into(),
+            token_sha256: [1; 32],
+            expires_at: 9,
+        };
+        assert_eq!(s.revoke(&[rev("a"), rev("b")], "test", 7).unwrap(), 2);
+        assert_eq!(s.revoke(&[rev("a")], "test", 8).unwrap(), 0);
+        assert!(s.is_revoked("a").unwrap() && !s.is_revoked("c").unwrap());
+        let after = s.revocations_after(0).unwrap();
+        assert_eq!(after.len(), 2);
+        assert_eq!(s.revocations_after(after[0].0).unwrap().len(), 1);
+
+        s.add_forgery_sightings(&[("k2".into(), 3, 100, 120)])
+            .unwrap();
+        s.add_forgery_sightings(&[("k2".into(), 2, 90, 130)])
+            .unwrap();
+        assert_eq!(s.forgery_sightings("k2").unwrap(), Some((5, 90, 130)));
+        assert_eq!(s.forgery_sightings("k9").unwrap(), None);
+        // Reopening applies no migration twice.
+        drop(s);
+        let s = StateStore::open(&dir.join("state.db")).unwrap();
         s.set_meta("origin", "a").unwrap();
         s.set_meta("origin", "b").unwrap();
         assert_eq!(s.meta("origin").unwrap().as_deref(), Some("b"));

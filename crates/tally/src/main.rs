@@ -15,6 +15,7 @@ use tally_core::jose::SigningKey;
 use tally_core::merkle;
 use tally_core::note::NoteVerifier;
 use tally_server::datadir::DataDir;
+use tally_server::lifecycle;
 use tally_server::{App, Config, Overrides};
 use tally_store::{KeyPurpose, LEDGER_FILE, LedgerError};
 
@@ -84,8 +85,55 @@ enum UsersCmd {
 
 #[derive(Subcommand)]
 enum KeysCmd {
-    /// List token-signing keys: kid, algorithm, state, created.
+    /// List token-signing keys: kid, algorithm, state, created, age, custodians.
     List {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Generate a new signing key and make it active; the old one retires once
+    /// the tokens it signed have expired.
+    Rotate {
+        /// Algorithm of the new key (default: that of the current active key).
+        #[arg(long, value_parser = ["EdDSA", "ES256", "RS256"])]
+        alg: Option<String>,
+        /// Who performs this (default: $SUDO_USER or $USER).
+        #[arg(long)]
+        actor: Option<String>,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Mark a key compromised: issuance with it stops at once, and the tokens
+    /// it signed since TIME (all of them without --since) are revoked.
+    Compromise {
+        /// The compromised key.
+        kid: String,
+        /// Revoke tokens signed at or after this time (RFC 3339 or unix seconds).
+        #[arg(long)]
+        since: Option<String>,
+        /// Who performs this (default: $SUDO_USER or $USER).
+        #[arg(long)]
+        actor: Option<String>,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Manage the people who guard a key.
+    #[command(subcommand)]
+    Custodian(CustodianCmd),
+    /// A person leaves: rotate every key they guarded and end their custody.
+    Offboard {
+        /// The person leaving.
+        person: String,
+        /// Who performs this (default: $SUDO_USER or $USER).
+        #[arg(long)]
+        actor: Option<String>,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Show the key audit log (who did what to which key, and when).
+    Log {
+        /// How many of the newest events.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
         #[command(flatten)]
         data: DataArg,
     },
@@ -98,6 +146,22 @@ enum KeysCmd {
         /// PKCS#8 PEM file ("-----BEGIN PRIVATE KEY-----").
         #[arg(long)]
         pem: PathBuf,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum CustodianCmd {
+    /// Record PERSON as a custodian of KID.
+    Add {
+        /// The key.
+        kid: String,
+        /// The person (name or e-mail).
+        person: String,
+        /// Who performs this (default: $SUDO_USER or $USER).
+        #[arg(long)]
+        actor: Option<String>,
         #[command(flatten)]
         data: DataArg,
     },
@@ -304,22 +368,194 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
                 .keys(KeyPurpose::Token)
                 .map_err(|e| e.to_string())?;
             let now = tally_server::keys::now_unix();
-            let kid_w = rows.iter().map(|r| r.kid.len()).max().unwrap_or(3).max(3);
-            println!(
-                "{:<kid_w$}  {:<6}  {:<11}  {:<20}  {:>7}  SOURCE",
-                "KID", "ALG", "STATE", "CREATED", "AGE"
-            );
+            let mut table = vec![[
+                "KID".to_string(),
+                "ALG".into(),
+                "STATE".into(),
+                "CREATED".into(),
+                "AGE".into(),
+                "SOURCE".into(),
+                "CUSTODIANS".into(),
+            ]];
             for r in rows {
-                println!(
-                    "{:<kid_w$}  {:<6}  {:<11}  {:<20}  {:>7}  {}",
-                    r.kid,
-                    r.alg,
-                    r.state.as_str(),
+                let custodians = dir.state.custodians(&r.kid).map_err(|e| e.to_string())?;
+                let mut state = r.state.as_str().to_string();
+                if r.state == tally_store::KeyState::Active
+                    && now - r.created_at >= c.key_max_age_secs
+                {
+                    state.push_str(" (over max age)");
+                }
+                table.push([
+                    r.kid.clone(),
+                    r.alg.clone(),
+                    state,
                     timefmt::utc(r.created_at),
                     timefmt::age(now - r.created_at),
-                    r.source
+                    r.source.clone(),
+                    if custodians.is_empty() {
+                        "-".into()
+                    } else {
+                        custodians.join(",")
+                    },
+                ]);
+            }
+            print_table(&table);
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCmd::Rotate { alg, actor, data } => {
+            let c = config(cfg, &data, None)?;
+            let dir = DataDir::open_existing(&c.data).map_err(|e| e.to_string())?;
+            let alg = alg
+                .as_deref()
+                .and_then(tally_core::jose::Algorithm::from_name);
+            let r = lifecycle::rotate(
+                &dir,
+                alg,
+                tally_store::KeyState::Retiring,
+                None,
+                "rotated",
+                &lifecycle::actor(actor.as_deref()),
+                tally_server::keys::now_unix(),
+            )
+            .map_err(|e| e.to_string())?;
+            println!("new active key  {}", r.new);
+            if let Some(old) = r.old {
+                println!(
+                    "retiring        {old} (verifies its tokens until they expire, then retires)"
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCmd::Compromise {
+            kid,
+            since,
+            actor,
+            data,
+        } => {
+            let c = config(cfg, &data, None)?;
+            let since = since.as_deref().map(timefmt::parse_time).transpose()?;
+            let dir = DataDir::open_existing(&c.data).map_err(|e| e.to_string())?;
+            let actor = lifecycle::actor(actor.as_deref());
+            let now = tally_server::keys::now_unix();
+            let rotated = lifecycle::mark_compromised(&dir, &kid, since, &actor, now)
+                .map_err(|e| e.to_string())?;
+            println!("key {kid} marked compromised: it signs nothing from now on");
+            if let Some(new) = &rotated {
+                println!("new active key  {new}");
+            }
+            // Running servers stop issuing with the key within a second; only
+            // then is the ledger read, so nothing they signed meanwhile escapes.
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            let ledger_path = c.data.join(LEDGER_FILE);
+            let records = if ledger_path.exists() {
+                lifecycle::verified_records(&dir, &ledger_path).map_err(|e| e.to_string())?
+            } else {
+                Vec::new()
+            };
+            let (revoked, kept) = lifecycle::revoke_signed_by(
+                &dir,
+                &records,
+                &kid,
+                since,
+                tally_server::keys::now_unix(),
+            )
+            .map_err(|e| e.to_string())?;
+            match since {
+                Some(s) => println!(
+                    "revoked         {revoked} unexpired token(s) it signed since {}; {kept} signed before stay valid",
+                    timefmt::utc(s)
+                ),
+                None => println!("revoked         {revoked} unexpired token(s) it signed"),
+            }
+            match dir
+                .state
+                .forgery_sightings(&kid)
+                .map_err(|e| e.to_string())?
+            {
+                Some((n, first, last)) => println!(
+                    "forged          {n} validly signed token(s) with this key that the ledger could not tally were already refused (first {}, last {})",
+                    timefmt::utc(first),
+                    timefmt::utc(last)
+                ),
+                None => println!(
+                    "forged          no validly signed forgery with this key has been seen"
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCmd::Custodian(CustodianCmd::Add {
+            kid,
+            person,
+            actor,
+            data,
+        }) => {
+            let c = config(cfg, &data, None)?;
+            let dir = DataDir::open_existing(&c.data).map_err(|e| e.to_string())?;
+            if person.is_empty() || person.len() > 128 || person.chars().any(char::is_control) {
+                return Err("PERSON must be 1-128 printable characters".into());
+            }
+            let added = lifecycle::add_custodian(
+                &dir,
+                &kid,
+                &person,
+                &lifecycle::actor(actor.as_deref()),
+                tally_server::keys::now_unix(),
+            )
+            .map_err(|e| e.to_string())?;
+            if added {
+                println!("{person} is now a custodian of {kid}");
+            } else {
+                println!("{person} already is a custodian of {kid}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCmd::Offboard {
+            person,
+            actor,
+            data,
+        } => {
+            let c = config(cfg, &data, None)?;
+            let dir = DataDir::open_existing(&c.data).map_err(|e| e.to_string())?;
+            let actor = lifecycle::actor(actor.as_deref());
+            let report = lifecycle::offboard(&dir, &person, &actor, tally_server::keys::now_unix())
+                .map_err(|e| e.to_string())?;
+            if report.keys.is_empty() {
+                println!("{person} guarded no key; offboarding recorded by {actor}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            for (kid, state) in &report.keys {
+                println!("custody ended   {kid} (was {})", state.as_str());
+            }
+            if let Some(r) = &report.rotation {
+                println!(
+                    "rotated         {} -> {} (the old key retires once its tokens expire)",
+                    r.old.as_deref().unwrap_or("-"),
+                    r.new
+                );
+            }
+            println!("recorded        offboarding of {person} by {actor}");
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCmd::Log { limit, data } => {
+            let c = config(cfg, &data, None)?;
+            let dir = DataDir::open_existing(&c.data).map_err(|e| e.to_string())?;
+            let mut table = vec![[
+                "TIME".to_string(),
+                "EVENT".into(),
+                "KID".into(),
+                "ACTOR".into(),
+                "DETAIL".into(),
+            ]];
+            for e in dir.state.events(limit).map_err(|e| e.to_string())? {
+                table.push([
+                    timefmt::utc(e.at),
+                    e.event,
+                    e.kid.unwrap_or_else(|| "-".into()),
+                    e.actor,
+                    e.detail,
+                ]);
+            }
+            print_table(&table);
             Ok(ExitCode::SUCCESS)
         }
         KeysCmd::Import { kid, pem, data } => {
@@ -460,6 +696,27 @@ fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
             println!("verified    yes");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Prints rows as aligned columns (the last column is not padded).
+fn print_table<const N: usize>(rows: &[[String; N]]) {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        println!("{}", line.trim_end());
     }
 }
 
