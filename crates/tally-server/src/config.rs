@@ -26,6 +26,8 @@ pub struct FileConfig {
     pub leeway_secs: Option<i64>,
     /// Maximum age of the active signing key before automatic rotation.
     pub key_max_age_secs: Option<i64>,
+    /// Lifetime of a refresh token (each use hands out a new one).
+    pub refresh_ttl_secs: Option<i64>,
 }
 
 /// Validated runtime configuration.
@@ -45,6 +47,8 @@ pub struct Config {
     pub leeway_secs: i64,
     /// Maximum age of the active signing key (default 30 days).
     pub key_max_age_secs: i64,
+    /// Lifetime of a refresh token (default 14 days).
+    pub refresh_ttl_secs: i64,
 }
 
 /// A configuration problem, phrased for the operator.
@@ -125,6 +129,12 @@ impl Config {
                 "key_max_age_secs = {key_max_age_secs} must be between 1 and 31622400 (366 days)"
             )));
         }
+        let refresh_ttl_secs = fc.refresh_ttl_secs.unwrap_or(14 * 86_400);
+        if !(60..=366 * 86_400).contains(&refresh_ttl_secs) {
+            return Err(ConfigError(format!(
+                "refresh_ttl_secs = {refresh_ttl_secs} must be between 60 and 31622400 (366 days)"
+            )));
+        }
         if issuer.is_empty() || audience.is_empty() {
             return Err(ConfigError("issuer and audience must not be empty".into()));
         }
@@ -136,6 +146,7 @@ impl Config {
             token_ttl_secs,
             leeway_secs,
             key_max_age_secs,
+            refresh_ttl_secs,
         })
     }
 }

@@ -35,11 +35,15 @@ pub fn bearer(headers: &HeaderMap) -> Result<&[u8], Verdict> {
 /// Runs a full decision for the token in `headers`, including the ledger
 /// lookup when the registry misses.
 pub async fn decide(app: &Arc<App>, headers: &HeaderMap) -> Decision {
+    match bearer(headers) {
+        Ok(t) => decide_token(app, t).await,
+        Err(v) => Err(Refusal::new(v)),
+    }
+}
+
+/// Runs a full decision for the compact token `token`.
+pub async fn decide_token(app: &Arc<App>, token: &[u8]) -> Decision {
     let now = now_unix();
-    let token = match bearer(headers) {
-        Ok(t) => t,
-        Err(v) => return Err(Refusal::new(v)),
-    };
     match app.gate.check(token, now) {
         Step::Decided(d) => d,
         Step::AskLedger(q) => {

@@ -8,12 +8,12 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tally_core::digest::TokenDigest;
 use tally_core::record::IssuanceRecord;
 
@@ -145,19 +145,9 @@ pub async fn login(
         tracing::info!(event = "login_failed", "login refused");
         return Err(invalid_credentials());
     }
-    let issued = issue(&app, &username, &client_id, "pwd").await?;
-    let mut headers = HeaderMap::new();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    Ok((
-        headers,
-        Json(json!({
-            "access_token": issued.token,
-            "token_type": "Bearer",
-            "expires_in": issued.expires_in,
-        })),
-    )
-        .into_response())
+    let (issued, refresh) =
+        crate::sessions::start_session(&app, &username, &client_id, "pwd").await?;
+    Ok(crate::sessions::token_response(&issued, &refresh))
 }
 
 /// A freshly issued, recorded token.

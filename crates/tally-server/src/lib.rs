@@ -14,6 +14,7 @@ pub mod ledger_http;
 pub mod lifecycle;
 pub mod meta_http;
 pub mod metrics;
+pub mod sessions;
 
 pub use app::{App, router, serve};
 pub use config::{Config, Overrides};

@@ -10,6 +10,7 @@ pub struct Metrics {
     verdicts: [AtomicU64; Verdict::ALL.len()],
     issued: AtomicU64,
     login_failures: AtomicU64,
+    refresh_reuse: AtomicU64,
 }
 
 impl Metrics {
@@ -27,6 +28,11 @@ impl Metrics {
     /// Counts one failed login.
     pub fn login_failed(&self) {
         self.login_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one reuse of a spent refresh token.
+    pub fn refresh_reuse(&self) {
+        self.refresh_reuse.fetch_add(1, Ordering::Relaxed);
     }
 
     /// How many decisions had verdict `v`.
@@ -60,6 +66,12 @@ impl Metrics {
         out.push_str(&format!(
             "tally_login_failures_total {}\n",
             self.login_failures.load(Ordering::Relaxed)
+        ));
+        out.push_str("# HELP tally_refresh_reuse_total Spent refresh tokens presented again (sessions revoked).\n");
+        out.push_str("# TYPE tally_refresh_reuse_total counter\n");
+        out.push_str(&format!(
+            "tally_refresh_reuse_total {}\n",
+            self.refresh_reuse.load(Ordering::Relaxed)
         ));
         out.push_str("# HELP tally_ledger_size Entries in the ledger.\n");
         out.push_str("# TYPE tally_ledger_size gauge\n");

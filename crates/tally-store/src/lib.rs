@@ -11,7 +11,9 @@ pub mod ledger;
 pub mod state;
 
 pub use ledger::{InclusionProof, Ledger, LedgerError, LocatedRecord, VerifyReport, verify_ledger};
-pub use state::{KeyEvent, KeyPurpose, KeyRow, KeyState, Revocation, StateError, StateStore};
+pub use state::{
+    KeyEvent, KeyPurpose, KeyRow, KeyState, RefreshUse, Revocation, Session, StateError, StateStore,
+};
 
 /// File name of the ledger database inside a data directory.
 pub const LEDGER_FILE: &str = "ledger.db";

@@ -21,6 +21,9 @@ pub enum StateError {
     /// No such key.
     #[error("no such key")]
     NoSuchKey,
+    /// The client id is already registered.
+    #[error("client already exists")]
+    ClientExists,
     /// The database was written by a newer version of tally.
     #[error("state.db has schema version {found}, this tally knows up to {known}: upgrade tally")]
     NewerSchema {
@@ -41,6 +44,7 @@ impl StateError {
             StateError::UserExists => "user_exists",
             StateError::KeyExists => "key_exists",
             StateError::NoSuchKey => "no_such_key",
+            StateError::ClientExists => "client_exists",
             StateError::NewerSchema { .. } => "schema_too_new",
             StateError::Store(_) => "store_unavailable",
         }
@@ -143,7 +147,8 @@ impl std::fmt::Debug for KeyRow {
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -193,7 +198,39 @@ CREATE TABLE forgery_sightings (
     first_seen INTEGER NOT NULL,
     last_seen  INTEGER NOT NULL
 );
-"];
+",
+    "
+CREATE TABLE sessions (
+    family         TEXT PRIMARY KEY,
+    subject        TEXT NOT NULL,
+    client_id      TEXT NOT NULL,
+    auth_context   TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    revoked_at     INTEGER,
+    revoked_reason TEXT
+);
+CREATE TABLE refresh_tokens (
+    hash       BLOB PRIMARY KEY,
+    family     TEXT NOT NULL REFERENCES sessions(family),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER
+);
+CREATE INDEX refresh_tokens_family ON refresh_tokens(family);
+CREATE TABLE session_tokens (
+    token_id     TEXT PRIMARY KEY,
+    family       TEXT NOT NULL REFERENCES sessions(family),
+    token_sha256 BLOB NOT NULL,
+    expires_at   INTEGER NOT NULL
+);
+CREATE INDEX session_tokens_family ON session_tokens(family);
+CREATE TABLE clients (
+    id          TEXT PRIMARY KEY,
+    secret_hash TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+",
+];
 
 fn migrate(conn: &mut Connection) -> Result<(), StateError> {
     let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -652,6 +689,228 @@ impl StateStore {
                 "SELECT count, first_seen, last_seen FROM forgery_sightings WHERE kid = ?1",
                 params![kid],
                 |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?)
+    }
+}
+
+/// A login session (a refresh-token family).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// Family id.
+    pub family: String,
+    /// Who logged in.
+    pub subject: String,
+    /// The client it was issued to.
+    pub client_id: String,
+    /// How the user authenticated.
+    pub auth_context: String,
+}
+
+/// What presenting a refresh token amounts to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// Valid and now spent: issue the next pair in this session.
+    Rotated(Session),
+    /// Already spent before: a copy is in someone else's hands. The caller
+    /// must revoke the whole family.
+    Reused(Session),
+    /// Unknown, expired, or its session ended.
+    Invalid,
+}
+
+impl StateStore {
+    /// Starts a session with its first refresh token (stored only as a hash).
+    pub fn create_session(
+        &self,
+        session: &Session,
+        refresh_hash: &[u8; 32],
+        refresh_expires_at: i64,
+        now: i64,
+    ) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO sessions (family, subject, client_id, auth_context, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                session.family,
+                session.subject,
+                session.client_id,
+                session.auth_context,
+                now
+            ],
+        )?;
+        tx.execute(
+            "INSERT INTO refresh_tokens (hash, family, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params![refresh_hash.as_slice(), session.family, now, refresh_expires_at],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Adds the next refresh token of a live session.
+    pub fn add_refresh_token(
+        &self,
+        family: &str,
+        refresh_hash: &[u8; 32],
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StateError> {
+        self.conn().execute(
+            "INSERT INTO refresh_tokens (hash, family, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params![refresh_hash.as_slice(), family, now, expires_at],
+        )?;
+        Ok(())
+    }
+
+    /// Records that access token `token_id` belongs to session `family`.
+    pub fn add_session_token(
+        &self,
+        family: &str,
+        token_id: &str,
+        token_sha256: &[u8; 32],
+        expires_at: i64,
+    ) -> Result<(), StateError> {
+        self.conn().execute(
+            "INSERT INTO session_tokens (token_id, family, token_sha256, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params![token_id, family, token_sha256.as_slice(), expires_at],
+        )?;
+        Ok(())
+    }
+
+    /// Spends a refresh token, atomically: of two concurrent uses of the same
+    /// token, exactly one is `Rotated` and the other is `Reused`.
+    pub fn use_refresh_token(&self, hash: &[u8; 32], now: i64) -> Result<RefreshUse, StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let row = tx
+            .query_row(
+                "SELECT r.family, r.expires_at, r.used_at, s.subject, s.client_id, s.auth_context, s.revoked_at
+                 FROM refresh_tokens r JOIN sessions s ON s.family = r.family WHERE r.hash = ?1",
+                params![hash.as_slice()],
+                |r| {
+                    let session = Session {
+                        family: r.get(0)?,
+                        subject: r.get(3)?,
+                        client_id: r.get(4)?,
+                        auth_context: r.get(5)?,
+                    };
+                    let expires_at: i64 = r.get(1)?;
+                    let used_at: Option<i64> = r.get(2)?;
+                    let revoked_at: Option<i64> = r.get(6)?;
+                    Ok((session, expires_at, used_at, revoked_at))
+                },
+            )
+            .optional()?;
+        let Some((session, expires_at, used_at, revoked_at)) = row else {
+            return Ok(RefreshUse::Invalid);
+        };
+        if used_at.is_some() {
+            return Ok(RefreshUse::Reused(session));
+        }
+        if revoked_at.is_some() || now >= expires_at {
+            return Ok(RefreshUse::Invalid);
+        }
+        tx.execute(
+            "UPDATE refresh_tokens SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL",
+            params![hash.as_slice(), now],
+        )?;
+        tx.commit()?;
+        Ok(RefreshUse::Rotated(session))
+    }
+
+    /// The session of a refresh token, whether it is still usable.
+    pub fn refresh_token_status(
+        &self,
+        hash: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<(Session, i64, bool)>, StateError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT r.family, s.subject, s.client_id, s.auth_context, r.expires_at,
+                        r.used_at IS NULL AND s.revoked_at IS NULL AND r.expires_at > ?2
+                 FROM refresh_tokens r JOIN sessions s ON s.family = r.family WHERE r.hash = ?1",
+                params![hash.as_slice(), now],
+                |r| {
+                    Ok((
+                        Session {
+                            family: r.get(0)?,
+                            subject: r.get(1)?,
+                            client_id: r.get(2)?,
+                            auth_context: r.get(3)?,
+                        },
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .optional()?)
+    }
+
+    /// The session an access token belongs to.
+    pub fn session_of_token(&self, token_id: &str) -> Result<Option<String>, StateError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT family FROM session_tokens WHERE token_id = ?1",
+                params![token_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Ends a session: its refresh tokens stop working and its unexpired
+    /// access tokens are revoked, in one transaction. Returns how many access
+    /// tokens were newly revoked (0 if it had already ended).
+    pub fn revoke_session(
+        &self,
+        family: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<usize, StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3 WHERE family = ?1 AND revoked_at IS NULL",
+            params![family, now, reason],
+        )?;
+        let n = tx.execute(
+            "INSERT INTO revocations (token_id, token_sha256, expires_at, revoked_at, reason)
+             SELECT token_id, token_sha256, expires_at, ?2, ?3 FROM session_tokens
+             WHERE family = ?1 AND expires_at > ?2
+             ON CONFLICT(token_id) DO NOTHING",
+            params![family, now, reason],
+        )?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Registers an API client (for introspection) with an argon2id secret hash.
+    pub fn add_client(&self, id: &str, secret_hash: &str, now: i64) -> Result<(), StateError> {
+        match self.conn().execute(
+            "INSERT INTO clients (id, secret_hash, created_at) VALUES (?1, ?2, ?3)",
+            params![id, secret_hash, now],
+        ) {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StateError::ClientExists)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The secret hash of a client.
+    pub fn client_secret_hash(&self, id: &str) -> Result<Option<String>, StateError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT secret_hash FROM clients WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
             )
             .optional()?)
     }

@@ -62,6 +62,24 @@ enum Command {
     /// Inspect and verify the issuance ledger.
     #[command(subcommand)]
     Ledger(LedgerCmd),
+    /// Manage API clients (for token introspection).
+    #[command(subcommand)]
+    Clients(ClientsCmd),
+}
+
+#[derive(Subcommand)]
+enum ClientsCmd {
+    /// Register a client; its secret is read from standard input. It
+    /// authenticates to /v1/introspect with HTTP Basic.
+    Add {
+        /// Client id (1-64 of A-Z a-z 0-9 . _ @ -).
+        id: String,
+        /// Read the secret from standard input (one line).
+        #[arg(long, required = true)]
+        secret_stdin: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -259,6 +277,24 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Users(cmd) => users(cfg_path, cmd),
         Command::Keys(cmd) => keys(cfg_path, cmd),
         Command::Ledger(cmd) => ledger(cfg_path, cmd),
+        Command::Clients(ClientsCmd::Add { id, data, .. }) => {
+            let c = config(cfg_path, &data, None)?;
+            if !tally_server::issuer::valid_username(&id) {
+                return Err("client ids are 1-64 characters of A-Z a-z 0-9 . _ @ -".into());
+            }
+            let secret = read_secret_line("secret")?;
+            let dir = DataDir::open_or_init(&c.data).map_err(|e| e.to_string())?;
+            let hash = tally_server::issuer::hash_password(&secret)
+                .map_err(|_| "secret hashing failed".to_string())?;
+            dir.state
+                .add_client(&id, &hash, tally_server::keys::now_unix())
+                .map_err(|e| match e {
+                    tally_store::StateError::ClientExists => format!("client {id} already exists"),
+                    other => other.to_string(),
+                })?;
+            println!("client {id} added");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -322,19 +358,8 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
             if !tally_server::issuer::valid_username(&name) {
                 return Err("user names are 1-64 characters of A-Z a-z 0-9 . _ @ -".into());
             }
-            let mut input = zeroize::Zeroizing::new(String::new());
-            std::io::stdin()
-                .take(tally_server::issuer::MAX_PASSWORD as u64 + 2)
-                .read_to_string(&mut input)
-                .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
-            let password = input.strip_suffix('\n').unwrap_or(&input);
-            let password = password.strip_suffix('\r').unwrap_or(password);
-            if password.is_empty() || password.contains('\n') {
-                return Err("standard input must hold exactly one non-empty password line".into());
-            }
-            if password.len() > tally_server::issuer::MAX_PASSWORD {
-                return Err("password is longer than 1024 bytes".into());
-            }
+            let password = read_secret_line("password")?;
+            let password = password.as_str();
             let dir = DataDir::open_or_init(&c.data).map_err(|e| e.to_string())?;
             let hash = tally_server::issuer::hash_password(password)
                 .map_err(|_| "password hashing failed".to_string())?;
@@ -697,6 +722,26 @@ fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Reads one non-empty line (a password or secret) from standard input.
+fn read_secret_line(what: &str) -> Result<zeroize::Zeroizing<String>, String> {
+    let mut input = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .take(tally_server::issuer::MAX_PASSWORD as u64 + 2)
+        .read_to_string(&mut input)
+        .map_err(|e| format!("cannot read the {what} from standard input: {e}"))?;
+    let line = input.strip_suffix('\n').unwrap_or(&input);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.is_empty() || line.contains('\n') {
+        return Err(format!(
+            "standard input must hold exactly one non-empty {what} line"
+        ));
+    }
+    if line.len() > tally_server::issuer::MAX_PASSWORD {
+        return Err(format!("the {what} is longer than 1024 bytes"));
+    }
+    Ok(zeroize::Zeroizing::new(line.to_string()))
 }
 
 /// Prints rows as aligned columns (the last column is not padded).

@@ -1,0 +1,434 @@
+//! Sessions: refresh tokens rotated on every use, reuse detection, RFC 7009
+//! revocation, RFC 7662 introspection, and logout.
+//!
+//! A login starts a session (a refresh-token *family*). Each refresh spends the
+//! presented refresh token and hands out a new access token and a new refresh
+//! token of the same family. Presenting a spent refresh token again means a
+//! copy is in someone else's hands: the whole family is revoked, with every
+//! unexpired access token it produced (`refresh_reuse`). Refresh tokens are
+//! opaque (`tally_rt_` + 256 random bits) and stored only as SHA-256 hashes.
+
+use std::sync::Arc;
+
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde::Deserialize;
+use serde_json::json;
+use tally_core::digest::TokenDigest;
+use tally_store::{RefreshUse, Session};
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::issuer::{self, Issued};
+use crate::keys::now_unix;
+
+/// Prefix of every refresh token.
+pub const REFRESH_PREFIX: &str = "tally_rt_";
+
+/// A new refresh token and the hash that is stored.
+pub fn new_refresh_token() -> Result<(String, [u8; 32]), ApiError> {
+    let mut raw = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| ApiError::unavailable("internal"))?;
+    let token = format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
+    let hash = *TokenDigest::of(token.as_bytes()).as_bytes();
+    Ok((token, hash))
+}
+
+fn refresh_hash(token: &str) -> Option<[u8; 32]> {
+    let rest = token.strip_prefix(REFRESH_PREFIX)?;
+    if rest.len() != 43
+        || !rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return None;
+    }
+    Some(*TokenDigest::of(token.as_bytes()).as_bytes())
+}
+
+/// Issues an access token inside `session` and records it as the session's.
+pub async fn issue_in_session(app: &Arc<App>, session: &Session) -> Result<Issued, ApiError> {
+    let issued = issuer::issue(
+        app,
+        &session.subject,
+        &session.client_id,
+        &session.auth_context,
+    )
+    .await?;
+    let a = app.clone();
+    let family = session.family.clone();
+    let (jti, digest, exp) = (
+        issued.token_id.clone(),
+        *TokenDigest::of(issued.token.as_bytes()).as_bytes(),
+        now_unix() + issued.expires_in,
+    );
+    blocking(move || a.dir.state.add_session_token(&family, &jti, &digest, exp)).await?;
+    Ok(issued)
+}
+
+/// Starts a session for an authenticated subject: access and refresh token.
+pub async fn start_session(
+    app: &Arc<App>,
+    subject: &str,
+    client_id: &str,
+    auth_context: &str,
+) -> Result<(Issued, String), ApiError> {
+    let mut fam = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut fam)
+        .map_err(|_| ApiError::unavailable("internal"))?;
+    let session = Session {
+        family: URL_SAFE_NO_PAD.encode(fam),
+        subject: subject.to_string(),
+        client_id: client_id.to_string(),
+        auth_context: auth_context.to_string(),
+    };
+    let (refresh, hash) = new_refresh_token()?;
+    let now = now_unix();
+    let exp = now + app.config.refresh_ttl_secs;
+    let a = app.clone();
+    let s2 = session.clone();
+    blocking(move || a.dir.state.create_session(&s2, &hash, exp, now)).await?;
+    let issued = issue_in_session(app, &session).await?;
+    Ok((issued, refresh))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, tally_store::StateError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::unavailable("internal"))?
+        .map_err(|e| {
+            tracing::error!(code = e.code(), error = %e, "state store failed");
+            ApiError::unavailable(e.code())
+        })
+}
+
+/// The JSON answer carrying a token pair.
+pub fn token_response(issued: &Issued, refresh: &str) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    (
+        headers,
+        Json(json!({
+            "access_token": issued.token,
+            "token_type": "Bearer",
+            "expires_in": issued.expires_in,
+            "refresh_token": refresh,
+        })),
+    )
+        .into_response()
+}
+
+fn invalid_grant() -> ApiError {
+    ApiError::bad_request(
+        "invalid_grant",
+        "the refresh token is invalid, expired, already used or its session ended; log in again",
+    )
+}
+
+/// Body of `/v1/refresh`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// `POST /v1/refresh` `{"refresh_token"}` → a new access and refresh token.
+pub async fn refresh(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: RefreshRequest = parse_body(&headers, &body)?;
+    let Some(hash) = refresh_hash(&req.refresh_token) else {
+        return Err(invalid_grant());
+    };
+    let now = now_unix();
+    let a = app.clone();
+    match blocking(move || a.dir.state.use_refresh_token(&hash, now)).await? {
+        RefreshUse::Invalid => Err(invalid_grant()),
+        RefreshUse::Reused(session) => {
+            let a = app.clone();
+            let fam = session.family.clone();
+            let revoked =
+                blocking(move || a.dir.state.revoke_session(&fam, "refresh_reuse", now)).await?;
+            let _ = app.apply_revocations();
+            tracing::warn!(
+                event = "refresh_reuse",
+                sub = ?session.subject,
+                client_id = ?session.client_id,
+                session = %session.family,
+                revoked_access_tokens = revoked,
+                "a spent refresh token was presented again: the whole session is revoked"
+            );
+            app.metrics.refresh_reuse();
+            Err(invalid_grant())
+        }
+        RefreshUse::Rotated(session) => {
+            let (refresh, hash) = new_refresh_token()?;
+            let a = app.clone();
+            let fam = session.family.clone();
+            let exp = now + app.config.refresh_ttl_secs;
+            blocking(move || a.dir.state.add_refresh_token(&fam, &hash, exp, now)).await?;
+            let issued = issue_in_session(&app, &session).await?;
+            Ok(token_response(&issued, &refresh))
+        }
+    }
+}
+
+/// A request naming a token (`token=…` form or `{"token": …}` JSON).
+#[derive(Deserialize)]
+pub struct TokenParam {
+    token: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    token_type_hint: Option<String>,
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, ApiError> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ctype.starts_with("application/json") {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request("invalid_request", format!("bad JSON body: {e}")))
+    } else if ctype.starts_with("application/x-www-form-urlencoded") {
+        serde_urlencoded::from_bytes(body)
+            .map_err(|e| ApiError::bad_request("invalid_request", format!("bad form body: {e}")))
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_request",
+            "send application/x-www-form-urlencoded or application/json",
+        ))
+    }
+}
+
+/// Revokes what `token` is: a refresh token ends its session; an access
+/// token issued by tally is revoked (with its session, if it has one).
+/// Returns how many access tokens were newly revoked.
+async fn revoke_token(
+    app: &Arc<App>,
+    token: &str,
+    reason: &'static str,
+) -> Result<usize, ApiError> {
+    let now = now_unix();
+    if token.starts_with(REFRESH_PREFIX) {
+        let Some(hash) = refresh_hash(token) else {
+            return Ok(0);
+        };
+        let a = app.clone();
+        let status = blocking(move || a.dir.state.refresh_token_status(&hash, now)).await?;
+        let Some((session, _, _)) = status else {
+            return Ok(0);
+        };
+        let a = app.clone();
+        let n = blocking(move || a.dir.state.revoke_session(&session.family, reason, now)).await?;
+        let _ = app.apply_revocations();
+        return Ok(n);
+    }
+    // An access token: only one tally really issued (these exact bytes, in the
+    // ledger) can be revoked; anything else is ignored, as RFC 7009 allows.
+    let Ok(tallied) = crate::gate_http::decide_token(app, token.as_bytes()).await else {
+        return Ok(0);
+    };
+    let jti = tallied.token_id().to_string();
+    let digest = *TokenDigest::of(token.as_bytes()).as_bytes();
+    let exp = tallied.expires_at();
+    let a = app.clone();
+    let n = blocking(move || {
+        let mut n = a.dir.state.revoke(
+            &[tally_store::Revocation {
+                token_id: jti.clone(),
+                token_sha256: digest,
+                expires_at: exp,
+            }],
+            reason,
+            now,
+        )?;
+        if let Some(family) = a.dir.state.session_of_token(&jti)? {
+            n += a.dir.state.revoke_session(&family, reason, now)?;
+        }
+        Ok(n)
+    })
+    .await?;
+    let _ = app.apply_revocations();
+    Ok(n)
+}
+
+/// `POST /v1/revoke` (RFC 7009). Always `200` for a well-formed request, whether
+/// or not the token was valid, so the endpoint tells an attacker nothing.
+pub async fn revoke(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: TokenParam = parse_body(&headers, &body)?;
+    let n = revoke_token(&app, &req.token, "revoked").await?;
+    if n > 0 {
+        tracing::info!(
+            event = "token_revoked",
+            access_tokens = n,
+            "revocation requested"
+        );
+    }
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `POST /v1/logout` with `Authorization: Bearer <access token>`: ends the
+/// session the token belongs to (its refresh tokens and access tokens).
+pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let token = crate::gate_http::bearer(&headers).map_err(|_| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "send the access token as Authorization: Bearer",
+        )
+    })?;
+    let token = std::str::from_utf8(token)
+        .map_err(|_| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "token refused"))?;
+    let tallied = crate::gate_http::decide_token(&app, token.as_bytes())
+        .await
+        .map_err(|r| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                format!("token refused: {}", r.verdict()),
+            )
+        })?;
+    let n = revoke_token(&app, token, "logout").await?;
+    tracing::info!(event = "logout", sub = ?tallied.subject(), access_tokens = n, "session ended");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn invalid_client() -> Response {
+    let mut r = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "client authentication failed",
+    )
+    .into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"tally\""),
+    );
+    r
+}
+
+/// Checks HTTP Basic client credentials against the registered clients, with
+/// the same argon2 work for unknown clients.
+async fn authenticate_client(app: &Arc<App>, headers: &HeaderMap) -> Result<bool, ApiError> {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(false);
+    };
+    let Some(b64) = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+    else {
+        return Ok(false);
+    };
+    let Ok(decoded) = STANDARD.decode(b64.trim()) else {
+        return Ok(false);
+    };
+    let Ok(decoded) = String::from_utf8(decoded) else {
+        return Ok(false);
+    };
+    let Some((id, secret)) = decoded.split_once(':') else {
+        return Ok(false);
+    };
+    if secret.len() > issuer::MAX_PASSWORD {
+        return Ok(false);
+    }
+    let Ok(Ok(_slot)) = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        app.password_slots.acquire(),
+    )
+    .await
+    else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many requests in progress; retry shortly",
+        ));
+    };
+    let a = app.clone();
+    let (id, secret) = (id.to_string(), zeroize::Zeroizing::new(secret.to_string()));
+    blocking(move || {
+        Ok(match a.dir.state.client_secret_hash(&id)? {
+            Some(h) => issuer::verify_password(&h, &secret),
+            None => {
+                let _ = issuer::verify_password(&a.dummy_hash, &secret);
+                false
+            }
+        })
+    })
+    .await
+}
+
+/// `POST /v1/introspect` (RFC 7662), for clients registered with
+/// `tally clients add` and authenticated with HTTP Basic.
+pub async fn introspect(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if !authenticate_client(&app, &headers).await? {
+        return Ok(invalid_client());
+    }
+    let req: TokenParam = parse_body(&headers, &body)?;
+    let inactive = || Json(json!({"active": false})).into_response();
+    if req.token.starts_with(REFRESH_PREFIX) {
+        let Some(hash) = refresh_hash(&req.token) else {
+            return Ok(inactive());
+        };
+        let now = now_unix();
+        let a = app.clone();
+        return Ok(
+            match blocking(move || a.dir.state.refresh_token_status(&hash, now)).await? {
+                Some((s, exp, true)) => Json(json!({
+                    "active": true,
+                    "token_type": "refresh_token",
+                    "sub": s.subject,
+                    "client_id": s.client_id,
+                    "exp": exp,
+                    "iss": app.config.issuer,
+                }))
+                .into_response(),
+                _ => inactive(),
+            },
+        );
+    }
+    Ok(
+        match crate::gate_http::decide_token(&app, req.token.as_bytes()).await {
+            Ok(t) => Json(json!({
+                "active": true,
+                "token_type": "access_token",
+                "sub": t.subject(),
+                "jti": t.token_id(),
+                "exp": t.expires_at(),
+                "iss": app.config.issuer,
+                "aud": app.config.audience,
+            }))
+            .into_response(),
+            Err(_) => inactive(),
+        },
+    )
+}
