@@ -163,13 +163,34 @@ pub struct Issued {
 }
 
 /// Mints a token for `subject`, records it in the ledger (durably), adds it to
-/// the registry, and only then returns it.
+/// the registry, and only then returns it. A subject that is not in the
+/// directory gets no token (`unknown_subject`): in the breach DESIGN.md
+/// describes, millions of tokens were minted for members who did not exist.
 pub async fn issue(
     app: &Arc<App>,
     subject: &str,
     client_id: &str,
     auth_context: &str,
 ) -> Result<Issued, ApiError> {
+    let a = app.clone();
+    let who = subject.to_string();
+    let known = tokio::task::spawn_blocking(move || a.dir.state.password_hash(&who))
+        .await
+        .map_err(|_| ApiError::unavailable("internal"))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "state store unavailable during issuance");
+            ApiError::unavailable("store_unavailable")
+        })?
+        .is_some();
+    if !known {
+        tracing::warn!(event = "unknown_subject", sub = ?subject, client_id = ?client_id, "issuance refused: the subject is not in the directory");
+        app.metrics.unknown_subject();
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "unknown_subject",
+            "no token is issued for a subject that is not in the directory",
+        ));
+    }
     let now = now_unix();
     let ttl = app.config.token_ttl_secs;
     let exp = now + ttl;

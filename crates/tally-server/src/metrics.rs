@@ -11,6 +11,7 @@ pub struct Metrics {
     issued: AtomicU64,
     login_failures: AtomicU64,
     refresh_reuse: AtomicU64,
+    unknown_subject: AtomicU64,
 }
 
 impl Metrics {
@@ -33,6 +34,11 @@ impl Metrics {
     /// Counts one reuse of a spent refresh token.
     pub fn refresh_reuse(&self) {
         self.refresh_reuse.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one issuance refused for a subject not in the directory.
+    pub fn unknown_subject(&self) {
+        self.unknown_subject.fetch_add(1, Ordering::Relaxed);
     }
 
     /// How many decisions had verdict `v`.
@@ -72,6 +78,12 @@ impl Metrics {
         out.push_str(&format!(
             "tally_refresh_reuse_total {}\n",
             self.refresh_reuse.load(Ordering::Relaxed)
+        ));
+        out.push_str("# HELP tally_unknown_subject_total Issuances refused for subjects not in the directory.\n");
+        out.push_str("# TYPE tally_unknown_subject_total counter\n");
+        out.push_str(&format!(
+            "tally_unknown_subject_total {}\n",
+            self.unknown_subject.load(Ordering::Relaxed)
         ));
         out.push_str("# HELP tally_ledger_size Entries in the ledger.\n");
         out.push_str("# TYPE tally_ledger_size gauge\n");

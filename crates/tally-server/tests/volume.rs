@@ -36,6 +36,14 @@ fn open_app(dir: &std::path::Path) -> Arc<App> {
 }
 
 async fn issue_many(app: &Arc<App>, n: usize) -> Vec<(String, String)> {
+    // Tokens are issued only for subjects in the directory.
+    let users: Vec<(String, String)> = (0..n.div_ceil(1000))
+        .flat_map(|chunk| {
+            (0..1000.min(n - chunk * 1000))
+                .map(move |i| (format!("user-{chunk}-{i}"), "$argon2id$unused".to_string()))
+        })
+        .collect();
+    app.dir.state.add_users(&users, 0).unwrap();
     let mut out = Vec::with_capacity(n);
     let mut handles = Vec::new();
     for chunk in 0..n.div_ceil(1000) {
@@ -72,6 +80,10 @@ async fn hundred_thousand_issued_tokens_all_pass_in_process() {
     let app = open_app(&dir);
     let tokens = issue_many(&app, 100_000).await;
     assert_eq!(tokens.len(), 100_000);
+    assert_eq!(app.ledger.size(), 100_000);
+    // And never for one that is not.
+    let refused = tally_server::issuer::issue(&app, "ghost-member", "volume-test", "pwd").await;
+    assert_eq!(refused.err().map(|e| e.code()), Some("unknown_subject"));
     assert_eq!(app.ledger.size(), 100_000);
     let now = now_unix();
     let mut ids = std::collections::HashSet::new();

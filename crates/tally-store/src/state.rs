@@ -322,6 +322,30 @@ impl StateStore {
         }
     }
 
+    /// Adds many users in one transaction (bulk import); all or none.
+    pub fn add_users(&self, users: &[(String, String)], now: i64) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO users (name, password_hash, created_at) VALUES (?1, ?2, ?3)",
+            )?;
+            for (name, hash) in users {
+                match stmt.execute(params![name, hash, now]) {
+                    Ok(_) => {}
+                    Err(rusqlite::Error::SqliteFailure(e, _))
+                        if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        return Err(StateError::UserExists);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The stored password hash of a user.
     pub fn password_hash(&self, name: &str) -> Result<Option<String>, StateError> {
         Ok(self
