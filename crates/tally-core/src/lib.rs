@@ -7,7 +7,8 @@
 //! * [`registry`]: the in-memory index of live tokens;
 //! * [`gate`]: the decision procedure ([`gate::TalliedToken`]);
 //! * [`verdict`]: stable reason codes;
-//! * [`seal`]: sealing secrets at rest under the master key.
+//! * [`seal`]: sealing secrets at rest under the master key;
+//! * [`totp`]: RFC 6238 one-time passwords; [`throttle`]: login backoff.
 //!
 //! ```
 //! use tally_core::merkle::{MerkleTree, leaf_hash, verify_inclusion};
@@ -29,4 +30,6 @@ pub mod note;
 pub mod record;
 pub mod registry;
 pub mod seal;
+pub mod throttle;
+pub mod totp;
 pub mod verdict;

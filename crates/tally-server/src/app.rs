@@ -43,6 +43,11 @@ pub struct App {
     /// milliseconds each): one slot per core.
     pub password_slots: tokio::sync::Semaphore,
     state_version: AtomicI64,
+    /// Login backoff per user (5 free failures, then exponential).
+    pub throttle_user: tally_core::throttle::Throttle,
+    /// Login backoff per client address: more free failures, since many
+    /// users may share an address (a proxy, an office).
+    pub throttle_ip: tally_core::throttle::Throttle,
     /// Highest revocation sequence number applied to the registry.
     revocation_seq: AtomicI64,
     /// Per key, the latest `exp` of a token it signed (from the ledger).
@@ -109,6 +114,13 @@ impl App {
                 std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 16)),
             ),
             state_version: AtomicI64::new(version),
+            throttle_user: tally_core::throttle::Throttle::new(Default::default()),
+            throttle_ip: tally_core::throttle::Throttle::new(
+                tally_core::throttle::ThrottlePolicy {
+                    free_failures: 50,
+                    ..Default::default()
+                },
+            ),
             revocation_seq: AtomicI64::new(0),
             last_expiry: std::sync::Mutex::new(last_expiry),
             sightings: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -374,6 +386,9 @@ pub fn spawn_background(app: &Arc<App>) {
         loop {
             tick.tick().await;
             a.evict();
+            let now = now_unix().max(0) as u64;
+            a.throttle_user.forget_stale(now);
+            a.throttle_ip.forget_stale(now);
         }
     });
 }
@@ -386,9 +401,12 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     spawn_background(&app);
-    let result = axum::serve(listener, router(app.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = axum::serve(
+        listener,
+        router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     let ledger = app.ledger.clone();
     let _ = tokio::task::spawn_blocking(move || ledger.close()).await;
     result

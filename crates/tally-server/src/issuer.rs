@@ -67,6 +67,9 @@ pub struct LoginRequest {
     password: String,
     #[serde(default)]
     client_id: Option<String>,
+    /// The current one-time code, for users enrolled in TOTP.
+    #[serde(default)]
+    totp: Option<String>,
 }
 
 fn invalid_credentials() -> ApiError {
@@ -82,6 +85,7 @@ fn invalid_credentials() -> ApiError {
 /// record is durable in the ledger before this answer is written.
 pub async fn login(
     State(app): State<Arc<App>>,
+    ext: axum::http::Extensions,
     body: Result<Json<LoginRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body.map_err(|e| {
@@ -104,6 +108,32 @@ pub async fn login(
         ));
     }
     let username = req.username;
+    let now = now_unix().max(0) as u64;
+    let user_key = format!("user:{username}");
+    // The peer address (behind a proxy: the proxy's, so the per-IP limit then
+    // applies to the proxy as a whole; the per-user limit still applies).
+    let ip_key = ext
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "ip:unknown".to_string(), |c| format!("ip:{}", c.0.ip()));
+    let (user_keys, ip_keys) = ([user_key.as_str()], [ip_key.as_str()]);
+    let throttled = app
+        .throttle_user
+        .check(&user_keys, now)
+        .and_then(|()| app.throttle_ip.check(&ip_keys, now));
+    if let Err(retry) = throttled {
+        app.metrics.login_failed();
+        tracing::info!(
+            event = "login_throttled",
+            retry_after = retry,
+            "login refused: too many failures"
+        );
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!("too many failed attempts; retry in {retry} s"),
+        )
+        .with_retry_after(retry));
+    }
     let Ok(Ok(_slot)) = tokio::time::timeout(
         std::time::Duration::from_secs(5),
         app.password_slots.acquire(),
@@ -141,13 +171,95 @@ pub async fn login(
         ApiError::unavailable("store_unavailable")
     })?;
     if !authenticated {
+        app.throttle_user.failure(&user_keys, now);
+        app.throttle_ip.failure(&ip_keys, now);
         app.metrics.login_failed();
         tracing::info!(event = "login_failed", "login refused");
         return Err(invalid_credentials());
     }
+    let auth_context = match second_factor(&app, &username, req.totp.as_deref(), now).await? {
+        SecondFactor::NotEnrolled => "pwd",
+        SecondFactor::Passed => "pwd+otp",
+        SecondFactor::Missing => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "totp_required",
+                "this account needs a one-time code: send it as \"totp\"",
+            ));
+        }
+        SecondFactor::Failed => {
+            app.throttle_user.failure(&user_keys, now);
+            app.throttle_ip.failure(&ip_keys, now);
+            app.metrics.login_failed();
+            tracing::info!(event = "login_failed", factor = "totp", "login refused");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_totp",
+                "the one-time code is wrong or was already used",
+            ));
+        }
+    };
+    app.throttle_user.success(&user_key);
     let (issued, refresh) =
-        crate::sessions::start_session(&app, &username, &client_id, "pwd").await?;
+        crate::sessions::start_session(&app, &username, &client_id, auth_context).await?;
     Ok(crate::sessions::token_response(&issued, &refresh))
+}
+
+enum SecondFactor {
+    NotEnrolled,
+    Missing,
+    Passed,
+    Failed,
+}
+
+/// Sealing context of a user's TOTP secret.
+pub fn totp_context(user: &str) -> String {
+    format!("tally/totp/{user}")
+}
+
+async fn second_factor(
+    app: &Arc<App>,
+    user: &str,
+    code: Option<&str>,
+    now: u64,
+) -> Result<SecondFactor, ApiError> {
+    let a = app.clone();
+    let (user, code) = (user.to_string(), code.map(str::to_string));
+    tokio::task::spawn_blocking(move || {
+        let Some((sealed, last)) = a.dir.state.totp(&user)? else {
+            return Ok(SecondFactor::NotEnrolled);
+        };
+        let Some(code) = code else {
+            return Ok(SecondFactor::Missing);
+        };
+        let Ok(secret) = a.dir.master.open(&totp_context(&user), &sealed) else {
+            tracing::error!("a TOTP secret does not open with the master key; refusing the login");
+            return Ok(SecondFactor::Failed);
+        };
+        let Ok(secret) = tally_core::totp::TotpSecret::from_bytes(&secret) else {
+            return Ok(SecondFactor::Failed);
+        };
+        let totp = tally_core::totp::Totp::default();
+        let last = last.and_then(|l| u64::try_from(l).ok());
+        match totp.verify(&secret, code.trim(), now, last) {
+            Ok(step) => {
+                // Atomic: of two logins with the same code, one wins.
+                let step = i64::try_from(step).unwrap_or(i64::MAX);
+                Ok(if a.dir.state.use_totp_step(&user, step)? {
+                    SecondFactor::Passed
+                } else {
+                    SecondFactor::Failed
+                })
+            }
+            Err(_) => Ok(SecondFactor::Failed),
+        }
+    })
+    .await
+    .map_err(|_| ApiError::unavailable("internal"))?
+    .map_err(|e: tally_store::StateError| {
+        tracing::error!(error = %e, "state store unavailable during login");
+        ApiError::unavailable("store_unavailable")
+    })
 }
 
 /// A freshly issued, recorded token.

@@ -229,6 +229,8 @@ CREATE TABLE clients (
     secret_hash TEXT NOT NULL,
     created_at  INTEGER NOT NULL
 );
+ALTER TABLE users ADD COLUMN totp_sealed BLOB;
+ALTER TABLE users ADD COLUMN totp_last_step INTEGER;
 ",
 ];
 
@@ -344,6 +346,38 @@ impl StateStore {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Enrols (or re-enrols) a user in TOTP with a sealed secret.
+    pub fn set_totp(&self, name: &str, sealed: &[u8]) -> Result<bool, StateError> {
+        let n = self.conn().execute(
+            "UPDATE users SET totp_sealed = ?2, totp_last_step = NULL WHERE name = ?1",
+            params![name, sealed],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// A user's sealed TOTP secret and the last time step accepted, if enrolled.
+    pub fn totp(&self, name: &str) -> Result<Option<TotpEnrolment>, StateError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT totp_sealed, totp_last_step FROM users WHERE name = ?1 AND totp_sealed IS NOT NULL",
+                params![name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Records that time step `step` was used, only if it is later than the
+    /// last one (so one code is accepted once, even by concurrent logins).
+    pub fn use_totp_step(&self, name: &str, step: i64) -> Result<bool, StateError> {
+        let n = self.conn().execute(
+            "UPDATE users SET totp_last_step = ?2
+             WHERE name = ?1 AND (totp_last_step IS NULL OR totp_last_step < ?2)",
+            params![name, step],
+        )?;
+        Ok(n == 1)
     }
 
     /// The stored password hash of a user.
@@ -717,6 +751,9 @@ impl StateStore {
             .optional()?)
     }
 }
+
+/// A user's sealed TOTP secret and the last accepted time step.
+pub type TotpEnrolment = (Vec<u8>, Option<i64>);
 
 /// A login session (a refresh-token family).
 #[derive(Clone, Debug, PartialEq, Eq)]

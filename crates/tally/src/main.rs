@@ -99,6 +99,17 @@ enum UsersCmd {
         #[command(flatten)]
         data: DataArg,
     },
+    /// Enrol a user in one-time passwords (RFC 6238): prints the otpauth://
+    /// URI and a QR code for an authenticator app. Re-running replaces the secret.
+    Totp {
+        /// The user.
+        name: String,
+        /// Issuer label shown in the authenticator app.
+        #[arg(long, default_value = "tally")]
+        label: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -370,6 +381,38 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
                     other => other.to_string(),
                 })?;
             println!("user {name} added");
+            Ok(ExitCode::SUCCESS)
+        }
+        UsersCmd::Totp { name, label, data } => {
+            let c = config(cfg, &data, None)?;
+            let dir = DataDir::open_existing(&c.data).map_err(|e| e.to_string())?;
+            let secret = tally_core::totp::TotpSecret::generate().map_err(|e| e.to_string())?;
+            let sealed = dir
+                .master
+                .seal(
+                    &tally_server::issuer::totp_context(&name),
+                    secret.as_bytes(),
+                )
+                .map_err(|e| e.to_string())?;
+            if !dir
+                .state
+                .set_totp(&name, &sealed)
+                .map_err(|e| e.to_string())?
+            {
+                return Err(format!("no user {name}"));
+            }
+            let uri = tally_core::totp::Totp::default().otpauth_uri(&secret, &label, &name);
+            println!("{}", uri.as_str());
+            match qrcode::QrCode::new(uri.as_bytes()) {
+                Ok(code) => println!(
+                    "{}",
+                    code.render::<qrcode::render::unicode::Dense1x2>()
+                        .quiet_zone(true)
+                        .build()
+                ),
+                Err(e) => eprintln!("(no QR code: {e})"),
+            }
+            println!("{name} must now send the current code as \"totp\" when logging in.");
             Ok(ExitCode::SUCCESS)
         }
         UsersCmd::List { data } => {

@@ -1,0 +1,157 @@
+//! Authentication: TOTP enrolment and login (RFC 6238, replay refused), and
+//! login throttling with backoff per user.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::*;
+
+fn try_login(
+    server: &Server,
+    user: &str,
+    password: &str,
+    totp: Option<&str>,
+) -> (u16, Value, Option<String>) {
+    let mut body = json!({"username": user, "password": password});
+    if let Some(code) = totp {
+        body["totp"] = json!(code);
+    }
+    let resp = client()
+        .post(server.url("/v1/login"))
+        .json(&body)
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, resp.json().unwrap(), retry)
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn totp_login_and_replay() {
+    let tmp = TempDir::new("totp");
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    tally_ok(
+        &["users", "add", "alice", "--password-stdin", "--data", d],
+        Some("pw-alice\n"),
+    );
+    let out = tally_ok(
+        &["users", "totp", "alice", "--label", "Shop", "--data", d],
+        None,
+    );
+    let uri = out.lines().next().unwrap();
+    assert!(
+        uri.starts_with("otpauth://totp/Shop:alice?secret="),
+        "{out}"
+    );
+    assert!(out.contains('█'), "no QR code printed");
+    let b32 = uri
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let secret = tally_core::totp::TotpSecret::from_base32(b32).unwrap();
+    let totp = tally_core::totp::Totp::default();
+    assert_eq!(
+        tally(&["users", "totp", "nobody", "--data", d], None)
+            .status
+            .code(),
+        Some(2)
+    );
+
+    let server = Server::start(&data, None);
+    let (s, b, _) = try_login(&server, "alice", "pw-alice", None);
+    assert_eq!((s, code(&b)), (401, "totp_required"));
+    let wrong = format!(
+        "{:06}",
+        (totp.code_at(&secret, now()).parse::<u32>().unwrap() + 1) % 1_000_000
+    );
+    let (s, b, _) = try_login(&server, "alice", "pw-alice", Some(&wrong));
+    assert_eq!((s, code(&b)), (401, "invalid_totp"));
+    // A right code with a wrong password reads like any wrong password.
+    let (s, b, _) = try_login(
+        &server,
+        "alice",
+        "nope",
+        Some(&totp.code_at(&secret, now())),
+    );
+    assert_eq!((s, code(&b)), (401, "invalid_credentials"));
+
+    let good = totp.code_at(&secret, now());
+    let (s, b, _) = try_login(&server, "alice", "pw-alice", Some(&good));
+    assert_eq!(s, 200, "{b}");
+    let token = b["access_token"].as_str().unwrap().to_string();
+    // The same code again is refused (one use per time step).
+    let (s, b, _) = try_login(&server, "alice", "pw-alice", Some(&good));
+    assert_eq!((s, code(&b)), (401, "invalid_totp"));
+    for garbage in ["", "12345", "1234567", "abcdef", "１２３４５６"] {
+        let (s, b, _) = try_login(&server, "alice", "pw-alice", Some(garbage));
+        assert_eq!((s, code(&b)), (401, "invalid_totp"), "{garbage:?}");
+    }
+    server.stop();
+    // The ledger records how the user authenticated.
+    let jti = payload(&token)["jti"].as_str().unwrap().to_string();
+    let conn = rusqlite::Connection::open(data.join("ledger.db")).unwrap();
+    let record: Vec<u8> = conn
+        .query_row(
+            "SELECT record FROM ledger WHERE token_id = ?1",
+            [&jti],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let record = tally_core::record::IssuanceRecord::decode(&record).unwrap();
+    assert_eq!(record.auth_context, "pwd+otp");
+}
+
+#[test]
+fn repeated_failures_are_throttled_per_user() {
+    let tmp = TempDir::new("throttle");
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    tally_ok(
+        &["users", "add", "bob", "--password-stdin", "--data", d],
+        Some("pw-bob\n"),
+    );
+    tally_ok(
+        &["users", "add", "carol", "--password-stdin", "--data", d],
+        Some("pw-carol\n"),
+    );
+    let server = Server::start(&data, None);
+    for _ in 0..6 {
+        let (s, b, _) = try_login(&server, "bob", "guess", None);
+        assert_eq!((s, code(&b)), (401, "invalid_credentials"));
+    }
+    // Locked: even the right password waits, and the answer says how long.
+    let (s, b, retry) = try_login(&server, "bob", "pw-bob", None);
+    assert_eq!((s, code(&b)), (429, "too_many_attempts"));
+    let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    // Another user from the same address is not locked out.
+    assert_eq!(try_login(&server, "carol", "pw-carol", None).0, 200);
+    std::thread::sleep(Duration::from_secs(retry) + Duration::from_millis(200));
+    assert_eq!(try_login(&server, "bob", "pw-bob", None).0, 200);
+    // An unknown user is throttled exactly like a known one.
+    for _ in 0..6 {
+        assert_eq!(try_login(&server, "nobody", "guess", None).0, 401);
+    }
+    assert_eq!(try_login(&server, "nobody", "guess", None).0, 429);
+    server.stop();
+}
