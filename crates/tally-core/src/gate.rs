@@ -176,10 +176,14 @@ const SEEN_SHARDS: usize = 16;
 
 type SeenShard = HashMap<[u8; 32], Arc<SeenToken>, RandomState>;
 
+/// Generation, key set, and external issuer bindings (`kid` → `iss`).
+type Trust = (u64, Arc<KeySet>, Arc<HashMap<String, String>>);
+
 /// The decision procedure and its caches.
 pub struct Gate {
-    /// The key set in force and its generation.
-    keys: RwLock<(u64, Arc<KeySet>)>,
+    /// The key set in force and its generation, with the issuer each
+    /// external key is bound to (`kid` → `iss`).
+    keys: RwLock<Trust>,
     /// Bumped by every [`Gate::set_keys`]: a remembered verification from an
     /// older generation is never trusted again.
     generation: AtomicU64,
@@ -193,7 +197,7 @@ impl Gate {
     /// A gate over `registry`, trusting `keys`, enforcing `policy`.
     pub fn new(keys: KeySet, policy: ClaimsPolicy, registry: Arc<Registry>) -> Gate {
         Gate {
-            keys: RwLock::new((0, Arc::new(keys))),
+            keys: RwLock::new((0, Arc::new(keys), Arc::new(HashMap::new()))),
             generation: AtomicU64::new(0),
             policy,
             registry,
@@ -231,13 +235,27 @@ impl Gate {
         (guard.0, guard.1.clone())
     }
 
+    /// The issuer a key is bound to: an external issuer's `iss` for its keys,
+    /// the policy's issuer for tally's own.
+    fn issuer_of(&self, kid: &str) -> Option<String> {
+        let guard = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        guard.2.get(kid).cloned()
+    }
+
     /// Replaces the key set. Every remembered verification is forgotten, so a
     /// key that left the set stops verifying on the very next request.
     pub fn set_keys(&self, keys: KeySet) {
+        self.set_trust(keys, HashMap::new());
+    }
+
+    /// Replaces the key set, binding some keys to external issuers: a token
+    /// signed by a key in `issuers` must carry that `iss` (instead of the
+    /// policy's issuer). Forgets remembered verifications, like `set_keys`.
+    pub fn set_trust(&self, keys: KeySet, issuers: HashMap<String, String>) {
         {
             let mut guard = self.keys.write().unwrap_or_else(|e| e.into_inner());
             let next = guard.0.wrapping_add(1);
-            *guard = (next, Arc::new(keys));
+            *guard = (next, Arc::new(keys), Arc::new(issuers));
             // A verification that started under the old keys and lands in the
             // cache after the clear below carries the old generation, and the
             // hot path ignores it.
@@ -380,9 +398,15 @@ impl Gate {
         generation: u64,
         now: i64,
     ) -> Decision {
-        self.policy
-            .check(vt.claims(), now)
-            .map_err(|rej| Refusal::about(verdict_of(&rej), vt))?;
+        let checked = match self.issuer_of(&vt.header().kid) {
+            None => self.policy.check(vt.claims(), now),
+            Some(iss) => ClaimsPolicy {
+                issuer: iss,
+                ..self.policy.clone()
+            }
+            .check(vt.claims(), now),
+        };
+        checked.map_err(|rej| Refusal::about(verdict_of(&rej), vt))?;
         if revoked {
             return Err(Refusal::about(Verdict::Revoked, vt));
         }
@@ -700,5 +724,41 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn external_keys_are_bound_to_their_issuer() {
+        let f = fixture();
+        let idp = SigningKey::generate(Algorithm::ES256).unwrap();
+        let mut keys = f.gate.keys().as_ref().clone();
+        keys.insert(idp.verifying_key().with_kid("idp-1".into()));
+        let mut issuers = HashMap::new();
+        issuers.insert("idp-1".to_string(), "https://idp".to_string());
+        f.gate.set_trust(keys, issuers);
+        let sign = |iss: &str, jti: &str| {
+            let t = idp
+                .sign_jwt("idp-1", "JWT", &claims(jti, json!({"iss": iss})))
+                .unwrap();
+            f.gate
+                .registry()
+                .insert(&TokenDigest::of(t.as_bytes()), NOW + 900);
+            t
+        };
+        let ok = sign("https://idp", "e1");
+        assert_eq!(
+            f.decide(&ok, NOW, LedgerAnswer::Unavailable),
+            Ok("e1".into())
+        );
+        // The IdP's key cannot vouch for tally's issuer, nor tally's for the IdP.
+        let spoof = sign("https://iss", "e2");
+        assert_eq!(
+            f.decide(&spoof, NOW, LedgerAnswer::Unavailable),
+            Err(Verdict::WrongIssuer)
+        );
+        let own = f.issue("own", json!({"iss": "https://idp"}));
+        assert_eq!(
+            f.decide(&own, NOW, LedgerAnswer::Unavailable),
+            Err(Verdict::WrongIssuer)
+        );
     }
 }

@@ -43,6 +43,10 @@ pub struct App {
     /// milliseconds each): one slot per core.
     pub password_slots: tokio::sync::Semaphore,
     state_version: AtomicI64,
+    /// External issuers (identity providers registering their tokens).
+    pub externals: crate::external::Externals,
+    /// tally's own verifying keys (what the JWKS publishes).
+    pub own_keys: RwLock<tally_core::jose::KeySet>,
     /// Login backoff per user (5 free failures, then exponential).
     pub throttle_user: tally_core::throttle::Throttle,
     /// Login backoff per client address: more free failures, since many
@@ -98,7 +102,11 @@ impl App {
             leeway_secs: config.leeway_secs,
             require_exp: true,
         };
-        let gate = Arc::new(Gate::new(ring.keyset, policy, registry));
+        let externals = crate::external::Externals::load(&config.issuers).map_err(StartError)?;
+        let gate = Arc::new(Gate::new(tally_core::jose::KeySet::new(), policy, registry));
+        let (merged, bound) = externals.merge_into(&ring.keyset);
+        gate.set_trust(merged, bound);
+        let own_keys = RwLock::new(ring.keyset);
         let version = dir.state.data_version().unwrap_or(0);
         let dummy_hash = issuer::hash_password(&keys_dummy_password())
             .map_err(|e| StartError(format!("password hashing failed: {}", e.code())))?;
@@ -114,6 +122,8 @@ impl App {
                 std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 16)),
             ),
             state_version: AtomicI64::new(version),
+            externals,
+            own_keys,
             throttle_user: tally_core::throttle::Throttle::new(Default::default()),
             throttle_ip: tally_core::throttle::Throttle::new(
                 tally_core::throttle::ThrottlePolicy {
@@ -221,8 +231,10 @@ impl App {
             }
             Err(e) => tracing::error!(error = %e, "key maintenance failed"),
         }
-        // Our own writes do not move data_version, and a compromised key can
-        // stop verifying (its last token expired) without any write: reload.
+        self.externals.refresh();
+        // Our own writes do not move data_version, a compromised key can stop
+        // verifying (its last token expired) without any write, and an
+        // external issuer's JWKS may have changed: reload.
         self.reload_keys(true);
     }
 
@@ -268,10 +280,12 @@ impl App {
                 }
                 // Replacing the key set forgets remembered verifications: only
                 // when it really changed.
-                let changed_keys = *self.gate.keys() != ring.keyset;
+                let (merged, bound) = self.externals.merge_into(&ring.keyset);
+                let changed_keys = *self.gate.keys() != merged;
                 if changed_keys {
-                    self.gate.set_keys(ring.keyset);
+                    self.gate.set_trust(merged, bound);
                 }
+                *self.own_keys.write().unwrap_or_else(|e| e.into_inner()) = ring.keyset;
                 if changed_active || changed_keys {
                     tracing::info!(kid = %self.active_key().kid, "signing keys reloaded");
                 }
@@ -312,6 +326,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/revoke", post(crate::sessions::revoke))
         .route("/v1/introspect", post(crate::sessions::introspect))
         .route("/v1/logout", post(crate::sessions::logout))
+        .route("/v1/issuances", post(crate::external::register))
         .route("/v1/check", get(gate_http::check))
         .route("/v1/ledger/checkpoint", get(ledger_http::checkpoint))
         .route("/v1/ledger/key", get(ledger_http::key))

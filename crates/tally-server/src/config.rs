@@ -28,6 +28,27 @@ pub struct FileConfig {
     pub key_max_age_secs: Option<i64>,
     /// Lifetime of a refresh token (each use hands out a new one).
     pub refresh_ttl_secs: Option<i64>,
+    /// External identity providers whose tokens tally guards too.
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+}
+
+/// One `[[issuers]]` entry: an identity provider that registers every token it
+/// mints with `POST /v1/issuances` before handing it out.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Short name (used in `auth_context` as `external:<name>` and in logs).
+    pub name: String,
+    /// The `iss` its tokens carry.
+    pub iss: String,
+    /// Its public keys, a JWK Set file (reloaded when it changes).
+    pub jwks_file: PathBuf,
+    /// Environment variable holding the credential it authenticates with.
+    pub credential_env: String,
+    /// Optional file of valid subjects, one per line; without it, the
+    /// directory is tally's own users.
+    pub subjects_file: Option<PathBuf>,
 }
 
 /// Validated runtime configuration.
@@ -49,6 +70,8 @@ pub struct Config {
     pub key_max_age_secs: i64,
     /// Lifetime of a refresh token (default 14 days).
     pub refresh_ttl_secs: i64,
+    /// External issuers.
+    pub issuers: Vec<IssuerConfig>,
 }
 
 /// A configuration problem, phrased for the operator.
@@ -135,6 +158,32 @@ impl Config {
                 "refresh_ttl_secs = {refresh_ttl_secs} must be between 60 and 31622400 (366 days)"
             )));
         }
+        let mut seen = std::collections::HashSet::new();
+        for i in &fc.issuers {
+            if i.name.is_empty()
+                || !i
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError(format!(
+                    "[[issuers]] name = {:?}: use letters, digits, - and _",
+                    i.name
+                )));
+            }
+            if !seen.insert(i.name.clone()) || !seen.insert(format!("iss:{}", i.iss)) {
+                return Err(ConfigError(format!(
+                    "[[issuers]] {:?}: names and iss values must be unique",
+                    i.name
+                )));
+            }
+            if i.iss.is_empty() || i.iss == issuer {
+                return Err(ConfigError(format!(
+                    "[[issuers]] {:?}: iss must be non-empty and differ from tally's own issuer",
+                    i.name
+                )));
+            }
+        }
         if issuer.is_empty() || audience.is_empty() {
             return Err(ConfigError("issuer and audience must not be empty".into()));
         }
@@ -147,6 +196,7 @@ impl Config {
             leeway_secs,
             key_max_age_secs,
             refresh_ttl_secs,
+            issuers: fc.issuers,
         })
     }
 }

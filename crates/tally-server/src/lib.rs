@@ -7,6 +7,7 @@ pub mod app;
 pub mod config;
 pub mod datadir;
 pub mod error;
+pub mod external;
 pub mod gate_http;
 pub mod issuer;
 pub mod keys;

@@ -67,7 +67,12 @@ pub async fn jwks(State(app): State<Arc<App>>) -> Response {
             header::CACHE_CONTROL,
             HeaderValue::from_static("max-age=60"),
         )],
-        Json(app.gate.keys().to_jwks()),
+        Json(
+            app.own_keys
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .to_jwks(),
+        ),
     )
         .into_response()
 }

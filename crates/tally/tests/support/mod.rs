@@ -86,7 +86,14 @@ pub struct Server {
 
 impl Server {
     pub fn start(data: &Path, config: Option<&Path>) -> Server {
+        Server::start_with_env(data, config, &[])
+    }
+
+    pub fn start_with_env(data: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(BIN);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         cmd.arg("serve")
             .arg("--data")
             .arg(data)

@@ -1,0 +1,343 @@
+//! External issuers: identity providers a company already runs, guarded by the
+//! same ledger.
+//!
+//! Each configured issuer registers every token it mints with
+//! `POST /v1/issuances` (authenticating with its credential) before handing it
+//! out. tally verifies the token against that issuer's JWKS, checks its claims
+//! and its subject against the directory, records it in the ledger, and from
+//! then on the gate allows it. A token from a configured issuer that was never
+//! registered has a valid signature and no record: `not_issued`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tally_core::digest::TokenDigest;
+use tally_core::jose::{self, ClaimsPolicy, KeySet};
+use tally_core::record::IssuanceRecord;
+
+use crate::app::App;
+use crate::config::IssuerConfig;
+use crate::error::ApiError;
+use crate::keys::now_unix;
+
+/// An external issuer as loaded.
+pub struct ExternalIssuer {
+    /// Its configuration.
+    pub config: IssuerConfig,
+    /// Its public keys.
+    pub keys: KeySet,
+    /// Valid subjects, when a subjects file is configured.
+    pub subjects: Option<HashSet<String>>,
+    credential: [u8; 32],
+    loaded_from: (Option<SystemTime>, Option<SystemTime>),
+}
+
+impl std::fmt::Debug for ExternalIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalIssuer")
+            .field("name", &self.config.name)
+            .field("iss", &self.config.iss)
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn mtime(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+impl ExternalIssuer {
+    /// Loads the JWKS, the subjects list and the credential of one issuer.
+    pub fn load(config: &IssuerConfig) -> Result<ExternalIssuer, String> {
+        let name = &config.name;
+        let credential = std::env::var(&config.credential_env).map_err(|_| {
+            format!(
+                "issuer {name}: environment variable {} (its credential) is not set",
+                config.credential_env
+            )
+        })?;
+        if credential.len() < 16 {
+            return Err(format!(
+                "issuer {name}: the credential in {} must be at least 16 characters",
+                config.credential_env
+            ));
+        }
+        let text = std::fs::read_to_string(&config.jwks_file).map_err(|e| {
+            format!(
+                "issuer {name}: cannot read JWKS {}: {e}",
+                config.jwks_file.display()
+            )
+        })?;
+        let jwks: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "issuer {name}: {} is not JSON: {e}",
+                config.jwks_file.display()
+            )
+        })?;
+        let keys = KeySet::from_jwks(&jwks).map_err(|e| {
+            format!(
+                "issuer {name}: {} is not a usable JWK Set: {e} (every key needs a kid)",
+                config.jwks_file.display()
+            )
+        })?;
+        if keys.is_empty() {
+            return Err(format!("issuer {name}: the JWKS holds no key"));
+        }
+        let subjects = match &config.subjects_file {
+            None => None,
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| {
+                        format!("issuer {name}: cannot read subjects {}: {e}", p.display())
+                    })?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_string)
+                    .collect(),
+            ),
+        };
+        Ok(ExternalIssuer {
+            config: config.clone(),
+            keys,
+            subjects,
+            credential: *TokenDigest::of(credential.as_bytes()).as_bytes(),
+            loaded_from: (
+                mtime(&config.jwks_file),
+                config.subjects_file.as_deref().and_then(mtime),
+            ),
+        })
+    }
+
+    fn changed_on_disk(&self) -> bool {
+        (
+            mtime(&self.config.jwks_file),
+            self.config.subjects_file.as_deref().and_then(mtime),
+        ) != self.loaded_from
+    }
+}
+
+/// Every configured external issuer.
+#[derive(Default)]
+pub struct Externals {
+    issuers: RwLock<Vec<Arc<ExternalIssuer>>>,
+}
+
+impl Externals {
+    /// Loads every issuer; any failure is an error naming the issuer.
+    pub fn load(configs: &[IssuerConfig]) -> Result<Externals, String> {
+        let issuers = configs
+            .iter()
+            .map(|c| ExternalIssuer::load(c).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Externals {
+            issuers: RwLock::new(issuers),
+        })
+    }
+
+    /// The loaded issuers.
+    pub fn all(&self) -> Vec<Arc<ExternalIssuer>> {
+        self.issuers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reloads issuers whose JWKS or subjects file changed. A file that fails
+    /// to load keeps the previous version in force (and is reported).
+    /// Returns true when something changed.
+    pub fn refresh(&self) -> bool {
+        let mut changed = false;
+        let mut issuers = self.issuers.write().unwrap_or_else(|e| e.into_inner());
+        for slot in issuers.iter_mut() {
+            if !slot.changed_on_disk() {
+                continue;
+            }
+            match ExternalIssuer::load(&slot.config) {
+                Ok(fresh) => {
+                    tracing::info!(issuer = %fresh.config.name, keys = fresh.keys.len(), "external issuer reloaded");
+                    *slot = Arc::new(fresh);
+                    changed = true;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "external issuer reload failed; keeping the previous keys")
+                }
+            }
+        }
+        changed
+    }
+
+    /// The issuer whose credential this is (constant-time comparison of digests).
+    pub fn authenticate(&self, credential: &str) -> Option<Arc<ExternalIssuer>> {
+        let presented = TokenDigest::of(credential.as_bytes());
+        let mut found = None;
+        for i in self.all() {
+            if bool::from(i.credential.ct_eq(presented.as_bytes())) {
+                found = Some(i);
+            }
+        }
+        found
+    }
+
+    /// Keys of every issuer merged into `own`, with their issuer bindings. A kid
+    /// that collides with one of tally's own keys (or another issuer's) is
+    /// left out and reported: it could otherwise vouch for the wrong issuer.
+    pub fn merge_into(&self, own: &KeySet) -> (KeySet, HashMap<String, String>) {
+        let mut keys = own.clone();
+        let mut bound = HashMap::new();
+        for i in self.all() {
+            for k in &i.keys {
+                if keys.get(k.kid()).is_some() {
+                    tracing::error!(issuer = %i.config.name, kid = %k.kid(), "external key id collides with a trusted key; ignored");
+                    continue;
+                }
+                bound.insert(k.kid().to_string(), i.config.iss.clone());
+                keys.insert(k.clone());
+            }
+        }
+        (keys, bound)
+    }
+}
+
+/// Body of `POST /v1/issuances`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    token: String,
+}
+
+fn issuer_unauthorized() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_issuer_credential",
+        "send the issuer's credential as Authorization: Bearer",
+    )
+}
+
+/// `POST /v1/issuances` `{"token"}`: an external issuer registers a token it is
+/// about to hand out. Answers `201` once the record is durable in the ledger.
+pub async fn register(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Json<Registration>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let credential = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .ok_or_else(issuer_unauthorized)?;
+    let issuer = app.externals.authenticate(credential).ok_or_else(|| {
+        tracing::warn!(
+            event = "issuer_auth_failed",
+            "registration refused: unknown issuer credential"
+        );
+        issuer_unauthorized()
+    })?;
+    let Json(reg) = body.map_err(|e| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("expected JSON {{\"token\"}}: {}", e.body_text()),
+        )
+    })?;
+    let name = issuer.config.name.clone();
+    let refuse = |code: &'static str, message: String| {
+        tracing::warn!(event = "registration_refused", issuer = %name, code, "{message}");
+        ApiError::bad_request(code, message)
+    };
+    let vt = jose::verify(reg.token.as_bytes(), &issuer.keys).map_err(|r| {
+        refuse(
+            "invalid_token",
+            format!(
+                "the token does not verify against {}'s keys: {}",
+                issuer.config.name,
+                r.code()
+            ),
+        )
+    })?;
+    let now = now_unix();
+    let policy = ClaimsPolicy {
+        issuer: issuer.config.iss.clone(),
+        ..app.gate.policy().clone()
+    };
+    policy.check(vt.claims(), now).map_err(|r| {
+        refuse(
+            "invalid_token",
+            format!("the token's claims are not acceptable here: {}", r.code()),
+        )
+    })?;
+    let claims = vt.claims();
+    let Some(jti) = claims.jti.clone().filter(|j| !j.is_empty()) else {
+        return Err(refuse(
+            "missing_jti",
+            "the token has no jti; tally records every token by id".into(),
+        ));
+    };
+    let Some(exp) = claims.exp else {
+        return Err(refuse("invalid_token", "the token has no exp".into()));
+    };
+    let subject = claims.sub.clone().unwrap_or_default();
+    let known = match &issuer.subjects {
+        Some(list) => list.contains(&subject),
+        None => {
+            let a = app.clone();
+            let s = subject.clone();
+            tokio::task::spawn_blocking(move || a.dir.state.password_hash(&s))
+                .await
+                .map_err(|_| ApiError::unavailable("internal"))?
+                .map_err(|_| ApiError::unavailable("store_unavailable"))?
+                .is_some()
+        }
+    };
+    if !known {
+        tracing::warn!(event = "unknown_subject", issuer = %issuer.config.name, sub = ?subject, "registration refused: the subject is not in the directory");
+        app.metrics.unknown_subject();
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "unknown_subject",
+            "no token is registered for a subject that is not in the directory",
+        ));
+    }
+    let digest = TokenDigest::of(reg.token.as_bytes());
+    let record = IssuanceRecord {
+        token_id: jti.clone(),
+        token_sha256: digest,
+        subject: subject.clone(),
+        kid: vt.header().kid.clone(),
+        issuer: issuer.config.iss.clone(),
+        issued_at: claims.iat.unwrap_or(now),
+        expires_at: exp,
+        auth_context: format!("external:{}", issuer.config.name),
+    };
+    let index = app.ledger.append(record).await.map_err(|e| match e {
+        tally_store::LedgerError::DuplicateTokenId => ApiError::new(
+            StatusCode::CONFLICT,
+            "duplicate_token_id",
+            "a token with this jti is already recorded",
+        ),
+        tally_store::LedgerError::InvalidRecord(m) => ApiError::bad_request("invalid_token", m),
+        other => {
+            tracing::error!(code = other.code(), error = %other, "registration not recorded");
+            ApiError::unavailable(other.code())
+        }
+    })?;
+    app.gate.registry().insert(&digest, exp);
+    app.signed_until(&vt.header().kid, exp);
+    app.metrics.issued();
+    tracing::info!(event = "token_registered", issuer = %issuer.config.name, token_id = ?jti, sub = ?subject, ledger_index = index, "external token recorded");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"token_id": jti, "ledger_index": index})),
+    ))
+}
