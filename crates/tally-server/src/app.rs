@@ -45,6 +45,8 @@ pub struct App {
     state_version: AtomicI64,
     /// External issuers (identity providers registering their tokens).
     pub externals: crate::external::Externals,
+    /// Signature accounts per key (signed vs recorded).
+    pub accounts: crate::accounting::Accounts,
     /// tally's own verifying keys (what the JWKS publishes).
     pub own_keys: RwLock<tally_core::jose::KeySet>,
     /// Login backoff per user (5 free failures, then exponential).
@@ -73,7 +75,11 @@ impl App {
         let cutoff = now_unix() - config.leeway_secs;
         let reg = registry.clone();
         let mut last_expiry = std::collections::HashMap::<String, i64>::new();
+        let mut recorded = std::collections::HashMap::<String, u64>::new();
         let ledger = Ledger::open(&dir.ledger_path(), signer, progress, &mut |_, rec| {
+            if !rec.auth_context.starts_with("external:") {
+                *recorded.entry(rec.kid.clone()).or_default() += 1;
+            }
             if rec.expires_at > cutoff {
                 reg.insert(&rec.token_sha256, rec.expires_at);
                 let e = last_expiry.entry(rec.kid.clone()).or_insert(rec.expires_at);
@@ -88,12 +94,15 @@ impl App {
             )),
             _ => StartError(format!("cannot open the ledger: {e}")),
         })?;
+        let accounts = crate::accounting::Accounts::load(&dir.state, &recorded)
+            .map_err(|e| StartError(format!("signature counts: {e}")))?;
         let ring = KeyRing::load(
             &dir.state,
             &dir.master,
             now_unix(),
             config.leeway_secs,
             &|kid| last_expiry.get(kid).copied(),
+            &accounts,
         )
         .map_err(|e| StartError(e.to_string()))?;
         let policy = ClaimsPolicy {
@@ -124,6 +133,7 @@ impl App {
             state_version: AtomicI64::new(version),
             externals,
             own_keys,
+            accounts,
             throttle_user: tally_core::throttle::Throttle::new(Default::default()),
             throttle_ip: tally_core::throttle::Throttle::new(
                 tally_core::throttle::ThrottlePolicy {
@@ -269,6 +279,7 @@ impl App {
             now_unix(),
             self.config.leeway_secs,
             &|kid| self.last_expiry_of(kid),
+            &self.accounts,
         ) {
             Ok(ring) => {
                 // Only a successful load moves the version on: a failed one is
@@ -388,8 +399,12 @@ pub fn spawn_background(app: &Arc<App>) {
             n += 1;
             let _ = tokio::task::spawn_blocking(move || {
                 a2.flush_sightings();
+                if let Err(e) = a2.accounts.flush(&a2.dir.state) {
+                    tracing::error!(error = %e, "signature counts not flushed; retrying");
+                }
                 if every_other {
                     a2.maintain_keys();
+                    a2.accounts.reconcile(&a2.dir.state, now_unix());
                 }
             })
             .await;
@@ -422,7 +437,12 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await;
-    let ledger = app.ledger.clone();
-    let _ = tokio::task::spawn_blocking(move || ledger.close()).await;
+    let a = app.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        a.ledger.close();
+        let _ = a.accounts.flush(&a.dir.state);
+        a.flush_sightings();
+    })
+    .await;
     result
 }

@@ -320,32 +320,52 @@ pub async fn issue(
     claims.insert("jti".into(), Value::from(jti.clone()));
     claims.insert("client_id".into(), Value::from(client_id));
     let active = app.active_key();
-    let token = active
-        .key
-        .sign_jwt(&active.kid, "at+jwt", &claims)
-        .map_err(|e| {
-            tracing::error!(error = %e, kid = %active.kid, "signing failed");
-            ApiError::unavailable("signing_failed")
-        })?;
-    let digest = TokenDigest::of(token.as_bytes());
-    let record = IssuanceRecord {
-        token_id: jti.clone(),
-        token_sha256: digest,
-        subject: subject.to_string(),
-        kid: active.kid.clone(),
-        issuer: app.config.issuer.clone(),
-        issued_at: now,
-        expires_at: exp,
-        auth_context: auth_context.to_string(),
-    };
-    let ledger_index = app.ledger.append(record).await.map_err(|e| {
-        tracing::error!(code = e.code(), error = %e, "issuance not recorded; token withheld");
-        ApiError::unavailable(e.code())
-    })?;
-    app.gate.registry().insert(&digest, exp);
-    app.signed_until(&active.kid, exp);
+    let kid = active.kid.clone();
+    // Signing, recording and registering run as their own task: if the client
+    // goes away meanwhile, the issuance still completes (or is withheld) and
+    // the key's account stays exact.
+    let a = app.clone();
+    let (subject_s, auth_s, jti_s) = (subject.to_string(), auth_context.to_string(), jti.clone());
+    let (token, ledger_index) = tokio::spawn(async move {
+        let account = active.account().clone();
+        account.begin();
+        let token = match active.sign_jwt("at+jwt", &claims) {
+            Ok(t) => t,
+            Err(e) => {
+                account.abandon();
+                tracing::error!(error = %e, kid = %active.kid, "signing failed");
+                return Err(ApiError::unavailable("signing_failed"));
+            }
+        };
+        let digest = TokenDigest::of(token.as_bytes());
+        let record = IssuanceRecord {
+            token_id: jti_s,
+            token_sha256: digest,
+            subject: subject_s,
+            kid: active.kid.clone(),
+            issuer: a.config.issuer.clone(),
+            issued_at: now,
+            expires_at: exp,
+            auth_context: auth_s,
+        };
+        match a.ledger.append(record).await {
+            Ok(index) => {
+                account.end(true);
+                a.gate.registry().insert(&digest, exp);
+                a.signed_until(&active.kid, exp);
+                Ok((token, index))
+            }
+            Err(e) => {
+                account.end(false);
+                tracing::error!(code = e.code(), error = %e, "issuance not recorded; token withheld");
+                Err(ApiError::unavailable(e.code()))
+            }
+        }
+    })
+    .await
+    .map_err(|_| ApiError::unavailable("internal"))??;
     app.metrics.issued();
-    tracing::info!(event = "token_issued", token_id = %jti, sub = %subject, kid = %active.kid, ledger_index, "token issued");
+    tracing::info!(event = "token_issued", token_id = %jti, sub = ?subject, kid = %kid, ledger_index, "token issued");
     Ok(Issued {
         token,
         expires_in: ttl,

@@ -91,8 +91,28 @@ pub fn store_token_key(
 pub struct ActiveKey {
     /// Key id.
     pub kid: String,
-    /// The private key (zeroized on drop).
-    pub key: SigningKey,
+    /// The private key (zeroized on drop); it signs only through
+    /// [`ActiveKey::sign_jwt`], which counts every signature.
+    key: SigningKey,
+    account: Arc<crate::accounting::KeyAccount>,
+}
+
+impl ActiveKey {
+    /// The key's signature account.
+    pub fn account(&self) -> &Arc<crate::accounting::KeyAccount> {
+        &self.account
+    }
+
+    /// Signs a JWT and counts the signature in the key's account.
+    pub fn sign_jwt(
+        &self,
+        typ: &str,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, tally_core::jose::KeyError> {
+        let token = self.key.sign_jwt(&self.kid, typ, claims)?;
+        self.account.signed();
+        Ok(token)
+    }
 }
 
 /// What the server loads from the state store.
@@ -141,6 +161,7 @@ impl KeyRing {
         now: i64,
         leeway: i64,
         last_expiry: &dyn Fn(&str) -> Option<i64>,
+        accounts: &crate::accounting::Accounts,
     ) -> Result<KeyRing, KeyRingError> {
         let rows = state
             .keys(KeyPurpose::Token)
@@ -183,6 +204,7 @@ impl KeyRing {
                 active = Some(ActiveKey {
                     kid: row.kid.clone(),
                     key,
+                    account: accounts.account(&row.kid),
                 });
             }
         }

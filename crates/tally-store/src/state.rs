@@ -3,6 +3,7 @@
 //! Private key material is stored only sealed under the master key (see
 //! `tally_core::seal`); this module never sees it in the clear.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -228,6 +229,11 @@ CREATE TABLE clients (
     id          TEXT PRIMARY KEY,
     secret_hash TEXT NOT NULL,
     created_at  INTEGER NOT NULL
+);
+CREATE TABLE signature_counts (
+    kid      TEXT PRIMARY KEY,
+    signed   INTEGER NOT NULL,
+    withheld INTEGER NOT NULL
 );
 ALTER TABLE users ADD COLUMN totp_sealed BLOB;
 ALTER TABLE users ADD COLUMN totp_last_step INTEGER;
@@ -715,6 +721,40 @@ impl StateStore {
             )
             .optional()?
             .is_some())
+    }
+
+    /// Adds to the durable signature counts: `(kid, signed, withheld)` deltas.
+    pub fn add_signature_counts(&self, deltas: &[(String, u64, u64)]) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO signature_counts (kid, signed, withheld) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(kid) DO UPDATE SET signed = signed + excluded.signed,
+                   withheld = withheld + excluded.withheld",
+            )?;
+            for (kid, s, w) in deltas {
+                stmt.execute(params![kid, *s as i64, *w as i64])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Durable signature counts per key: `kid -> (signed, withheld)`.
+    pub fn signature_counts(&self) -> Result<HashMap<String, (u64, u64)>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT kid, signed, withheld FROM signature_counts")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                (
+                    r.get::<_, i64>(1)?.max(0) as u64,
+                    r.get::<_, i64>(2)?.max(0) as u64,
+                ),
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Adds forged-token sightings per key (`(kid, count, first_seen, last_seen)`).
