@@ -77,6 +77,21 @@ impl DataDir {
 
     fn ensure_keys(&self) -> Result<(), DataDirError> {
         let err = |e: tally_store::StateError| DataDirError(format!("state database: {e}"));
+        // Before anything is sealed, prove this master key is the one the data
+        // directory's keys were sealed under: a wrong TALLY_MASTER_KEY must not
+        // seal new keys that the real one cannot open.
+        if let Some(row) = self.state.keys(KeyPurpose::Ledger).map_err(err)?.first()
+            && self
+                .master
+                .open(&keys::seal_context(&row.kid), &row.sealed)
+                .is_err()
+        {
+            return Err(DataDirError(format!(
+                "the master key does not open the keys in {} (wrong TALLY_MASTER_KEY, or a master.key \
+                 from another data directory?); nothing was changed",
+                self.path.display()
+            )));
+        }
         let token_keys = self.state.keys(KeyPurpose::Token).map_err(err)?;
         if !token_keys.iter().any(|k| k.state == KeyState::Active) {
             let key = SigningKey::generate(Algorithm::EdDSA)

@@ -56,6 +56,34 @@ impl ApiError {
     }
 }
 
+/// Describes why a request body was refused without repeating any of it: serde's
+/// messages quote the offending values, which may be passwords or tokens.
+pub fn body_problem(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Io => "unreadable body",
+        Category::Syntax => "not valid JSON",
+        Category::Data => "JSON of the wrong shape (a missing, unknown or mistyped field)",
+        Category::Eof => "truncated JSON",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
+/// The same for a rejected JSON body, in axum's terms.
+pub fn json_rejection_problem(e: &axum::extract::rejection::JsonRejection) -> String {
+    use axum::extract::rejection::JsonRejection;
+    match e {
+        JsonRejection::JsonDataError(_) => {
+            "JSON of the wrong shape (a missing, unknown or mistyped field)".into()
+        }
+        JsonRejection::JsonSyntaxError(_) => "not valid JSON".into(),
+        JsonRejection::MissingJsonContentType(_) => {
+            "send the body as Content-Type: application/json".into()
+        }
+        _ => "unreadable body".into(),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (

@@ -248,7 +248,10 @@ pub async fn register(
     let Json(reg) = body.map_err(|e| {
         ApiError::bad_request(
             "invalid_request",
-            format!("expected JSON {{\"token\"}}: {}", e.body_text()),
+            format!(
+                "expected JSON {{\"token\"}}: {}",
+                crate::error::json_rejection_problem(&e)
+            ),
         )
     })?;
     let name = issuer.config.name.clone();

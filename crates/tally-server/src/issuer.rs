@@ -93,7 +93,7 @@ pub async fn login(
             "invalid_request",
             format!(
                 "expected JSON {{\"username\", \"password\"}}: {}",
-                e.body_text()
+                crate::error::json_rejection_problem(&e)
             ),
         )
     })?;

@@ -16,6 +16,7 @@ pub mod ledger_http;
 pub mod lifecycle;
 pub mod meta_http;
 pub mod metrics;
+pub mod pkcs11;
 pub mod sessions;
 
 pub use app::{App, router, serve};

@@ -207,10 +207,14 @@ fn parse_body<T: serde::de::DeserializeOwned>(
         .to_ascii_lowercase();
     if ctype.starts_with("application/json") {
         serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request("invalid_request", format!("bad JSON body: {e}")))
+            .map_err(|e| ApiError::bad_request("invalid_request", crate::error::body_problem(&e)))
     } else if ctype.starts_with("application/x-www-form-urlencoded") {
-        serde_urlencoded::from_bytes(body)
-            .map_err(|e| ApiError::bad_request("invalid_request", format!("bad form body: {e}")))
+        serde_urlencoded::from_bytes(body).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_request",
+                "a form body with the expected fields (token, optional token_type_hint)",
+            )
+        })
     } else {
         Err(ApiError::bad_request(
             "invalid_request",

@@ -1096,3 +1096,25 @@ fn tampering_under_a_running_server_is_reported_and_stops_issuance() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("index 0"));
 }
+
+/// Regression: a wrong (but well-formed) TALLY_MASTER_KEY must not seal new
+/// keys the real master key cannot open; the command refuses and changes nothing.
+#[test]
+fn a_wrong_master_key_changes_nothing() {
+    let tmp = TempDir::new("wrong-master");
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    tally_ok(&["init", "--data", d], None);
+    let before = tally_ok(&["keys", "list", "--data", d], None);
+    let out = std::process::Command::new(BIN)
+        .args(["keys", "rotate", "--data", d])
+        .env("TALLY_MASTER_KEY", "11".repeat(32))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not open the keys"), "{err}");
+    assert_eq!(tally_ok(&["keys", "list", "--data", d], None), before);
+    let server = Server::start(&data, None);
+    server.stop();
+}
