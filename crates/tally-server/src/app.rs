@@ -69,7 +69,7 @@ impl App {
         config: Config,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Arc<App>, StartError> {
-        let dir = DataDir::open_or_init(&config.data).map_err(|e| StartError(e.to_string()))?;
+        let dir = DataDir::open_or_init(&config).map_err(|e| StartError(e.to_string()))?;
         let signer = dir.ledger_signer().map_err(|e| StartError(e.to_string()))?;
         let registry = Arc::new(Registry::new());
         let cutoff = now_unix() - config.leeway_secs;
@@ -97,8 +97,7 @@ impl App {
         let accounts = crate::accounting::Accounts::load(&dir.state, &recorded)
             .map_err(|e| StartError(format!("signature counts: {e}")))?;
         let ring = KeyRing::load(
-            &dir.state,
-            &dir.master,
+            &dir,
             now_unix(),
             config.leeway_secs,
             &|kid| last_expiry.get(kid).copied(),
@@ -274,8 +273,7 @@ impl App {
             return false;
         }
         match KeyRing::load(
-            &self.dir.state,
-            &self.dir.master,
+            &self.dir,
             now_unix(),
             self.config.leeway_secs,
             &|kid| self.last_expiry_of(kid),

@@ -31,6 +31,10 @@ pub struct FileConfig {
     /// External identity providers whose tokens tally guards too.
     #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
+    /// Where token-signing keys live: `software` (sealed in state.db) or `pkcs11`.
+    pub signer: Option<String>,
+    /// The PKCS#11 token, when `signer = "pkcs11"`.
+    pub pkcs11: Option<crate::pkcs11::Pkcs11Config>,
 }
 
 /// One `[[issuers]]` entry: an identity provider that registers every token it
@@ -72,6 +76,9 @@ pub struct Config {
     pub refresh_ttl_secs: i64,
     /// External issuers.
     pub issuers: Vec<IssuerConfig>,
+    /// The PKCS#11 token new signing keys are generated in (`signer = "pkcs11"`),
+    /// or `None` for software keys sealed under the master key.
+    pub pkcs11: Option<crate::pkcs11::Pkcs11Config>,
 }
 
 /// A configuration problem, phrased for the operator.
@@ -158,6 +165,20 @@ impl Config {
                 "refresh_ttl_secs = {refresh_ttl_secs} must be between 60 and 31622400 (366 days)"
             )));
         }
+        let pkcs11 = match fc.signer.as_deref().unwrap_or("software") {
+            "software" => None,
+            "pkcs11" => Some(fc.pkcs11.clone().ok_or_else(|| {
+                ConfigError(
+                    "signer = \"pkcs11\" needs a [pkcs11] table (module, token_label or slot, pin_env)"
+                        .into(),
+                )
+            })?),
+            other => {
+                return Err(ConfigError(format!(
+                    "signer = {other:?}: use \"software\" or \"pkcs11\""
+                )));
+            }
+        };
         let mut seen = std::collections::HashSet::new();
         for i in &fc.issuers {
             if i.name.is_empty()
@@ -197,6 +218,7 @@ impl Config {
             key_max_age_secs,
             refresh_ttl_secs,
             issuers: fc.issuers,
+            pkcs11,
         })
     }
 }

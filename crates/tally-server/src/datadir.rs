@@ -12,7 +12,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use tally_core::jose::{Algorithm, SigningKey};
+use tally_core::jose::Algorithm;
 use tally_core::note::NoteSigner;
 use tally_core::seal::MasterKey;
 use tally_store::{KeyPurpose, KeyRow, KeyState, MASTER_KEY_FILE, STATE_FILE, StateStore};
@@ -32,6 +32,9 @@ pub struct DataDir {
     pub master: MasterKey,
     /// The state database.
     pub state: StateStore,
+    /// The PKCS#11 token new signing keys are generated in, if configured.
+    pub pkcs11: Option<crate::pkcs11::Pkcs11Config>,
+    hsm: std::sync::Mutex<Option<std::sync::Arc<crate::pkcs11::Hsm>>>,
 }
 
 impl DataDir {
@@ -40,9 +43,12 @@ impl DataDir {
         self.path.join(tally_store::LEDGER_FILE)
     }
 
-    /// Opens `path`, creating it on first use with a master key, a token-signing
-    /// key (EdDSA) and a ledger key. `TALLY_MASTER_KEY` (64 hex) overrides the file.
-    pub fn open_or_init(path: &Path) -> Result<DataDir, DataDirError> {
+    /// Opens the data directory of `config`, creating it on first use with a
+    /// master key, a token-signing key (EdDSA; inside the PKCS#11 token when
+    /// `signer = "pkcs11"`) and a ledger key. `TALLY_MASTER_KEY` (64 hex)
+    /// overrides the master key file.
+    pub fn open_or_init(config: &crate::config::Config) -> Result<DataDir, DataDirError> {
+        let path = config.data.as_path();
         let fresh = !path.join(STATE_FILE).exists();
         fs::create_dir_all(path).map_err(|e| {
             DataDirError(format!(
@@ -58,13 +64,16 @@ impl DataDir {
             path: path.to_path_buf(),
             master,
             state,
+            pkcs11: config.pkcs11.clone(),
+            hsm: std::sync::Mutex::new(None),
         };
         dir.ensure_keys()?;
         Ok(dir)
     }
 
     /// Opens an existing data directory (admin commands); never creates one.
-    pub fn open_existing(path: &Path) -> Result<DataDir, DataDirError> {
+    pub fn open_existing(config: &crate::config::Config) -> Result<DataDir, DataDirError> {
+        let path = config.data.as_path();
         if !path.join(STATE_FILE).exists() {
             return Err(DataDirError(format!(
                 "{} is not a tally data directory (run `tally init --data {}` first)",
@@ -72,7 +81,27 @@ impl DataDir {
                 path.display()
             )));
         }
-        DataDir::open_or_init(path)
+        DataDir::open_or_init(config)
+    }
+
+    /// The PKCS#11 token, opened (and logged in to) on first use.
+    pub fn hsm(&self) -> Result<std::sync::Arc<crate::pkcs11::Hsm>, DataDirError> {
+        let mut slot = self.hsm.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = slot.as_ref() {
+            return Ok(h.clone());
+        }
+        let cfg = self.pkcs11.as_ref().ok_or_else(|| {
+            DataDirError(
+                "this key lives in a PKCS#11 token, but no signer = \"pkcs11\" is configured"
+                    .into(),
+            )
+        })?;
+        let hsm = std::sync::Arc::new(
+            crate::pkcs11::Hsm::open(cfg)
+                .map_err(|e| DataDirError(format!("PKCS#11 token ({}): {e}", e.code())))?,
+        );
+        *slot = Some(hsm.clone());
+        Ok(hsm)
     }
 
     fn ensure_keys(&self) -> Result<(), DataDirError> {
@@ -94,10 +123,11 @@ impl DataDir {
         }
         let token_keys = self.state.keys(KeyPurpose::Token).map_err(err)?;
         if !token_keys.iter().any(|k| k.state == KeyState::Active) {
-            let key = SigningKey::generate(Algorithm::EdDSA)
-                .map_err(|e| DataDirError(format!("key generation failed: {e}")))?;
-            keys::store_token_key(self, &key, None, "generated")
+            let row = keys::new_token_key(self, Algorithm::EdDSA, now_unix())
                 .map_err(|e| DataDirError(e.to_string()))?;
+            self.state
+                .insert_active_token_key(&row)
+                .map_err(|e| DataDirError(format!("state database: {e}")))?;
         }
         let ledger_keys = self.state.keys(KeyPurpose::Ledger).map_err(err)?;
         if ledger_keys.is_empty() {

@@ -329,12 +329,19 @@ pub async fn issue(
     let (token, ledger_index) = tokio::spawn(async move {
         let account = active.account().clone();
         account.begin();
-        let token = match active.sign_jwt("at+jwt", &claims) {
-            Ok(t) => t,
-            Err(e) => {
+        // Signing may talk to a PKCS#11 token: off the async workers.
+        let signer = active.clone();
+        let signed = tokio::task::spawn_blocking(move || signer.sign_jwt("at+jwt", &claims)).await;
+        let token = match signed {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
                 account.abandon();
                 tracing::error!(error = %e, kid = %active.kid, "signing failed");
                 return Err(ApiError::unavailable("signing_failed"));
+            }
+            Err(_) => {
+                account.abandon();
+                return Err(ApiError::unavailable("internal"));
             }
         };
         let digest = TokenDigest::of(token.as_bytes());

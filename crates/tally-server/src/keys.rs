@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use tally_core::jose::{Algorithm, KeySet, SigningKey, VerifyingKey};
-use tally_store::{KeyPurpose, KeyRow, KeyState, StateStore};
+use tally_store::{KeyPurpose, KeyRow, KeyState};
 
 use crate::datadir::DataDir;
 
@@ -91,10 +91,75 @@ pub fn store_token_key(
 pub struct ActiveKey {
     /// Key id.
     pub kid: String,
-    /// The private key (zeroized on drop); it signs only through
-    /// [`ActiveKey::sign_jwt`], which counts every signature.
-    key: SigningKey,
+    /// The private key; it signs only through [`ActiveKey::sign_jwt`], which
+    /// counts every signature.
+    key: Material,
     account: Arc<crate::accounting::KeyAccount>,
+}
+
+/// Where a signing key's private half is.
+enum Material {
+    /// In memory, unsealed from state.db (zeroized on drop).
+    Software(SigningKey),
+    /// Inside a PKCS#11 token, non-extractable.
+    Hsm(Arc<crate::pkcs11::Hsm>, crate::pkcs11::HsmKey),
+}
+
+/// `source` of keys generated inside a PKCS#11 token; their `sealed` column
+/// holds the key's `CKA_ID` (not a secret).
+pub const PKCS11_SOURCE: &str = "pkcs11";
+
+/// Generates a new token-signing key (inside the PKCS#11 token when one is
+/// configured, else in software, sealed under the master key) and returns its
+/// row, not yet stored. The kid is the RFC 7638 thumbprint.
+pub fn new_token_key(dir: &DataDir, alg: Algorithm, now: i64) -> Result<KeyRow, KeyRingError> {
+    if dir.pkcs11.is_some() {
+        let hsm = dir.hsm().map_err(|e| KeyRingError::Store(e.to_string()))?;
+        let label = format!("tally-token-{}", random_hex(6));
+        let key = hsm
+            .generate(alg, &label)
+            .map_err(|e| KeyRingError::BadKey {
+                kid: "(new)".into(),
+                reason: format!("{} ({})", e, e.code()),
+            })?;
+        let kid = key.public.thumbprint();
+        return Ok(KeyRow {
+            kid: kid.clone(),
+            alg: alg.name().to_string(),
+            purpose: KeyPurpose::Token,
+            state: KeyState::Active,
+            created_at: now,
+            state_changed_at: now,
+            public: key.public.clone().with_kid(kid).to_jwk().to_string(),
+            sealed: key.id.clone(),
+            source: PKCS11_SOURCE.into(),
+        });
+    }
+    let key = SigningKey::generate(alg).map_err(|e| KeyRingError::BadKey {
+        kid: "(new)".into(),
+        reason: e.to_string(),
+    })?;
+    let vk = key.verifying_key();
+    let kid = vk.thumbprint();
+    let der = key.to_pkcs8_der().map_err(|e| KeyRingError::BadKey {
+        kid: kid.clone(),
+        reason: e.to_string(),
+    })?;
+    let sealed = dir
+        .master
+        .seal(&seal_context(&kid), &der)
+        .map_err(|e| KeyRingError::Store(e.to_string()))?;
+    Ok(KeyRow {
+        kid: kid.clone(),
+        alg: alg.name().to_string(),
+        purpose: KeyPurpose::Token,
+        state: KeyState::Active,
+        created_at: now,
+        state_changed_at: now,
+        public: vk.with_kid(kid).to_jwk().to_string(),
+        sealed,
+        source: "generated".into(),
+    })
 }
 
 impl ActiveKey {
@@ -109,7 +174,15 @@ impl ActiveKey {
         typ: &str,
         claims: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<String, tally_core::jose::KeyError> {
-        let token = self.key.sign_jwt(&self.kid, typ, claims)?;
+        let token = match &self.key {
+            Material::Software(key) => key.sign_jwt(&self.kid, typ, claims)?,
+            Material::Hsm(hsm, key) => {
+                crate::pkcs11::sign_jwt(hsm, key, &self.kid, typ, claims).map_err(|e| {
+                    tracing::error!(code = e.code(), error = %e, kid = %self.kid, "PKCS#11 signing failed");
+                    tally_core::jose::KeyError::Crypto
+                })?
+            }
+        };
         self.account.signed();
         Ok(token)
     }
@@ -156,14 +229,14 @@ impl KeyRing {
     /// key is unsealed and its public half re-derived: a public key the state
     /// database merely claims (not sealed under the master key) is refused.
     pub fn load(
-        state: &StateStore,
-        master: &tally_core::seal::MasterKey,
+        dir: &DataDir,
         now: i64,
         leeway: i64,
         last_expiry: &dyn Fn(&str) -> Option<i64>,
         accounts: &crate::accounting::Accounts,
     ) -> Result<KeyRing, KeyRingError> {
-        let rows = state
+        let rows = dir
+            .state
             .keys(KeyPurpose::Token)
             .map_err(|e| KeyRingError::Store(e.to_string()))?;
         let mut keyset = KeySet::new();
@@ -182,11 +255,22 @@ impl KeyRing {
                 kid: row.kid.clone(),
                 reason,
             };
-            let der = master
-                .open(&seal_context(&row.kid), &row.sealed)
-                .map_err(|e| bad(e.to_string()))?;
-            let key = SigningKey::from_pkcs8_der(&der).map_err(|e| bad(e.to_string()))?;
-            let vk = key.verifying_key().with_kid(row.kid.clone());
+            let (key, vk) = if row.source == PKCS11_SOURCE {
+                let hsm = dir.hsm().map_err(|e| bad(e.to_string()))?;
+                let key = hsm
+                    .find(&row.sealed)
+                    .map_err(|e| bad(format!("{e} ({})", e.code())))?;
+                let vk = key.public.clone().with_kid(row.kid.clone());
+                (Material::Hsm(hsm, key), vk)
+            } else {
+                let der = dir
+                    .master
+                    .open(&seal_context(&row.kid), &row.sealed)
+                    .map_err(|e| bad(e.to_string()))?;
+                let key = SigningKey::from_pkcs8_der(&der).map_err(|e| bad(e.to_string()))?;
+                let vk = key.verifying_key().with_kid(row.kid.clone());
+                (Material::Software(key), vk)
+            };
             let stored: serde_json::Value =
                 serde_json::from_str(&row.public).map_err(|e| bad(e.to_string()))?;
             let stored = VerifyingKey::from_jwk(&stored)
@@ -194,7 +278,7 @@ impl KeyRing {
                 .with_kid(row.kid.clone());
             if stored != vk || Algorithm::from_name(&row.alg) != Some(vk.algorithm()) {
                 return Err(bad(
-                    "the stored public key does not belong to the sealed private key \
+                    "the stored public key does not belong to the private key \
                      (state.db altered?)"
                         .into(),
                 ));

@@ -16,12 +16,12 @@
 
 use std::path::Path;
 
-use tally_core::jose::{Algorithm, SigningKey};
+use tally_core::jose::Algorithm;
 use tally_core::record::IssuanceRecord;
 use tally_store::{KeyEvent, KeyPurpose, KeyRow, KeyState, Revocation};
 
 use crate::datadir::DataDir;
-use crate::keys::{self, KeyRingError, seal_context};
+use crate::keys::{self, KeyRingError};
 
 /// Lifecycle failures, phrased for operators.
 #[derive(Debug, thiserror::Error)]
@@ -109,32 +109,8 @@ pub fn rotate(
             .and_then(|k| Algorithm::from_name(&k.alg))
             .unwrap_or(Algorithm::EdDSA),
     };
-    let key = SigningKey::generate(alg).map_err(|e| KeyRingError::BadKey {
-        kid: "(new)".into(),
-        reason: e.to_string(),
-    })?;
-    let vk = key.verifying_key();
-    let kid = vk.thumbprint();
-    let vk = vk.with_kid(kid.clone());
-    let der = key.to_pkcs8_der().map_err(|e| KeyRingError::BadKey {
-        kid: kid.clone(),
-        reason: e.to_string(),
-    })?;
-    let sealed = dir
-        .master
-        .seal(&seal_context(&kid), &der)
-        .map_err(|e| KeyRingError::Store(e.to_string()))?;
-    let row = KeyRow {
-        kid: kid.clone(),
-        alg: alg.name().to_string(),
-        purpose: KeyPurpose::Token,
-        state: KeyState::Active,
-        created_at: now,
-        state_changed_at: now,
-        public: vk.to_jwk().to_string(),
-        sealed,
-        source: "generated".into(),
-    };
+    let row = keys::new_token_key(dir, alg, now)?;
+    let kid = row.kid.clone();
     let ev = event(
         now,
         Some(&kid),

@@ -279,7 +279,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Serve { listen, data } => serve(config(cfg_path, &data, listen)?),
         Command::Init { data } => {
             let c = config(cfg_path, &data, None)?;
-            let dir = DataDir::open_or_init(&c.data).map_err(|e| e.to_string())?;
+            let dir = DataDir::open_or_init(&c).map_err(|e| e.to_string())?;
             let signer = dir.ledger_signer().map_err(|e| e.to_string())?;
             println!("data directory  {}", c.data.display());
             println!("ledger key      {}", signer.verifier_key());
@@ -294,7 +294,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 return Err("client ids are 1-64 characters of A-Z a-z 0-9 . _ @ -".into());
             }
             let secret = read_secret_line("secret")?;
-            let dir = DataDir::open_or_init(&c.data).map_err(|e| e.to_string())?;
+            let dir = DataDir::open_or_init(&c).map_err(|e| e.to_string())?;
             let hash = tally_server::issuer::hash_password(&secret)
                 .map_err(|_| "secret hashing failed".to_string())?;
             dir.state
@@ -371,7 +371,7 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
             }
             let password = read_secret_line("password")?;
             let password = password.as_str();
-            let dir = DataDir::open_or_init(&c.data).map_err(|e| e.to_string())?;
+            let dir = DataDir::open_or_init(&c).map_err(|e| e.to_string())?;
             let hash = tally_server::issuer::hash_password(password)
                 .map_err(|_| "password hashing failed".to_string())?;
             dir.state
@@ -385,7 +385,7 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
         }
         UsersCmd::Totp { name, label, data } => {
             let c = config(cfg, &data, None)?;
-            let dir = DataDir::open_existing(&c.data).map_err(|e| e.to_string())?;
+            let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             let secret = tally_core::totp::TotpSecret::generate().map_err(|e| e.to_string())?;
             let sealed = dir
                 .master
@@ -417,7 +417,7 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
         }
         UsersCmd::List { data } => {
             let c = config(cfg, &data, None)?;
-            let dir = DataDir::open_existing(&c.data).map_err(|e| e.to_string())?;
+            let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             for u in dir.state.users().map_err(|e| e.to_string())? {
                 println!("{u}");
             }
@@ -430,7 +430,7 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
     match cmd {
         KeysCmd::List { data } => {
             let c = config(cfg, &data, None)?;
-            let dir = DataDir::open_existing(&c.data).map_err(|e| e.to_string())?;
+            let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             let rows = dir
                 .state
                 .keys(KeyPurpose::Token)
@@ -472,7 +472,7 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
         }
         KeysCmd::Rotate { alg, actor, data } => {
             let c = config(cfg, &data, None)?;
-            let dir = DataDir::open_existing(&c.data).map_err(|e| e.to_string())?;
+            let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             let alg = alg
                 .as_deref()
                 .and_then(tally_core::jose::Algorithm::from_name);
@@ -502,7 +502,7 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
         } => {
             let c = config(cfg, &data, None)?;
             let since = since.as_deref().map(timefmt::parse_time).transpose()?;
-            let dir = DataDir::open_existing(&c.data).map_err(|e| e.to_string())?;
+            let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             let actor = lifecycle::actor(actor.as_deref());
             let now = tally_server::keys::now_unix();
             let rotated = lifecycle::mark_compromised(&dir, &kid, since, &actor, now)
@@ -558,7 +558,7 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
             data,
         }) => {
             let c = config(cfg, &data, None)?;
-            let dir = DataDir::open_existing(&c.data).map_err(|e| e.to_string())?;
+            let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             if person.is_empty() || person.len() > 128 || person.chars().any(char::is_control) {
                 return Err("PERSON must be 1-128 printable characters".into());
             }
@@ -583,7 +583,7 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
             data,
         } => {
             let c = config(cfg, &data, None)?;
-            let dir = DataDir::open_existing(&c.data).map_err(|e| e.to_string())?;
+            let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             let actor = lifecycle::actor(actor.as_deref());
             let report = lifecycle::offboard(&dir, &person, &actor, tally_server::keys::now_unix())
                 .map_err(|e| e.to_string())?;
@@ -606,7 +606,7 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
         }
         KeysCmd::Log { limit, data } => {
             let c = config(cfg, &data, None)?;
-            let dir = DataDir::open_existing(&c.data).map_err(|e| e.to_string())?;
+            let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             let mut table = vec![[
                 "TIME".to_string(),
                 "EVENT".into(),
@@ -641,7 +641,7 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
             {
                 return Err("--kid must be 1-128 printable characters without spaces".into());
             }
-            let dir = DataDir::open_or_init(&c.data).map_err(|e| e.to_string())?;
+            let dir = DataDir::open_or_init(&c).map_err(|e| e.to_string())?;
             let kid = tally_server::keys::store_token_key(&dir, &key, kid.as_deref(), "imported")
                 .map_err(|e| e.to_string())?;
             println!(
@@ -670,7 +670,7 @@ fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
         LedgerCmd::Verify { key: Some(k), .. } => {
             NoteVerifier::from_verifier_key(k.trim()).map_err(|e| format!("--key: {e}"))?
         }
-        _ => trusted_ledger_verifier(&c.data)?,
+        _ => trusted_ledger_verifier(&c)?,
     };
     let verifier_key = verifier.verifier_key();
     match cmd {
@@ -811,8 +811,9 @@ fn print_table<const N: usize>(rows: &[[String; N]]) {
 /// The ledger's verifier key, derived from the sealed ledger key (so a state
 /// database whose stored public key was swapped cannot vouch for a rewritten
 /// ledger), and compared with the stored copy.
-fn trusted_ledger_verifier(data: &Path) -> Result<NoteVerifier, String> {
-    let dir = DataDir::open_existing(data).map_err(|e| e.to_string())?;
+fn trusted_ledger_verifier(c: &Config) -> Result<NoteVerifier, String> {
+    let data = c.data.as_path();
+    let dir = DataDir::open_existing(c).map_err(|e| e.to_string())?;
     let verifier = dir.ledger_signer().map_err(|e| e.to_string())?.verifier();
     let stored = dir
         .state
