@@ -110,6 +110,8 @@ impl App {
             leeway_secs: config.leeway_secs,
             require_exp: true,
         };
+        // Outbound HTTPS (JWKS URLs) uses rustls with AWS-LC, like everything else.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let externals = crate::external::Externals::load(&config.issuers).map_err(StartError)?;
         let gate = Arc::new(Gate::new(tally_core::jose::KeySet::new(), policy, registry));
         let (merged, bound) = externals.merge_into(&ring.keyset);

@@ -46,8 +46,13 @@ pub struct IssuerConfig {
     pub name: String,
     /// The `iss` its tokens carry.
     pub iss: String,
-    /// Its public keys, a JWK Set file (reloaded when it changes).
-    pub jwks_file: PathBuf,
+    /// Its public keys, a JWK Set file (reloaded when it changes)...
+    pub jwks_file: Option<PathBuf>,
+    /// ...or URL (`https://`, or `http://` on a loopback address only),
+    /// fetched at start and every `jwks_refresh_secs`.
+    pub jwks_url: Option<String>,
+    /// How often a `jwks_url` is fetched again (default 300 s).
+    pub jwks_refresh_secs: Option<u64>,
     /// Environment variable holding the credential it authenticates with.
     pub credential_env: String,
     /// Optional file of valid subjects, one per line; without it, the
@@ -198,6 +203,20 @@ impl Config {
                     i.name
                 )));
             }
+            if i.jwks_file.is_some() == i.jwks_url.is_some() {
+                return Err(ConfigError(format!(
+                    "[[issuers]] {:?}: give exactly one of jwks_file and jwks_url",
+                    i.name
+                )));
+            }
+            if let Some(url) = &i.jwks_url
+                && !jwks_url_allowed(url)
+            {
+                return Err(ConfigError(format!(
+                    "[[issuers]] {:?}: jwks_url must be https:// (http:// only on 127.0.0.1, [::1] or localhost)",
+                    i.name
+                )));
+            }
             if i.iss.is_empty() || i.iss == issuer {
                 return Err(ConfigError(format!(
                     "[[issuers]] {:?}: iss must be non-empty and differ from tally's own issuer",
@@ -223,9 +242,38 @@ impl Config {
     }
 }
 
+/// Keys fetched in clear text could be swapped on the way: https only, except
+/// on the loopback interface.
+pub fn jwks_url_allowed(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if !h.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    matches!(host, "127.0.0.1" | "[::1]" | "localhost")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jwks_urls() {
+        assert!(jwks_url_allowed("https://idp.example/jwks.json"));
+        assert!(jwks_url_allowed("http://127.0.0.1:8081/jwks"));
+        assert!(jwks_url_allowed("http://localhost/jwks"));
+        assert!(jwks_url_allowed("http://[::1]:9/k"));
+        assert!(!jwks_url_allowed("http://idp.example/jwks.json"));
+        assert!(!jwks_url_allowed("http://127.0.0.1.evil.example/jwks"));
+        assert!(!jwks_url_allowed("http://localhost@evil.example/"));
+        assert!(!jwks_url_allowed("ftp://127.0.0.1/jwks"));
+    }
 
     #[test]
     fn defaults() {

@@ -39,6 +39,7 @@ pub struct ExternalIssuer {
     pub subjects: Option<HashSet<String>>,
     credential: [u8; 32],
     loaded_from: (Option<SystemTime>, Option<SystemTime>),
+    fetched_at: std::time::Instant,
 }
 
 impl std::fmt::Debug for ExternalIssuer {
@@ -71,23 +72,23 @@ impl ExternalIssuer {
                 config.credential_env
             ));
         }
-        let text = std::fs::read_to_string(&config.jwks_file).map_err(|e| {
-            format!(
-                "issuer {name}: cannot read JWKS {}: {e}",
-                config.jwks_file.display()
-            )
-        })?;
-        let jwks: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "issuer {name}: {} is not JSON: {e}",
-                config.jwks_file.display()
-            )
-        })?;
+        let (text, source) = match (&config.jwks_file, &config.jwks_url) {
+            (Some(file), _) => (
+                std::fs::read_to_string(file).map_err(|e| {
+                    format!("issuer {name}: cannot read JWKS {}: {e}", file.display())
+                })?,
+                file.display().to_string(),
+            ),
+            (None, Some(url)) => (
+                fetch_jwks(url).map_err(|e| format!("issuer {name}: {e}"))?,
+                url.clone(),
+            ),
+            (None, None) => return Err(format!("issuer {name}: no jwks_file or jwks_url")),
+        };
+        let jwks: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("issuer {name}: the JWKS from {source} is not JSON: {e}"))?;
         let keys = KeySet::from_jwks(&jwks).map_err(|e| {
-            format!(
-                "issuer {name}: {} is not a usable JWK Set: {e} (every key needs a kid)",
-                config.jwks_file.display()
-            )
+            format!("issuer {name}: {source} is not a usable JWK Set: {e} (every key needs a kid)")
         })?;
         if keys.is_empty() {
             return Err(format!("issuer {name}: the JWKS holds no key"));
@@ -111,19 +112,55 @@ impl ExternalIssuer {
             keys,
             subjects,
             credential: *TokenDigest::of(credential.as_bytes()).as_bytes(),
-            loaded_from: (
-                mtime(&config.jwks_file),
-                config.subjects_file.as_deref().and_then(mtime),
-            ),
+            loaded_from: files_mtime(config),
+            fetched_at: std::time::Instant::now(),
         })
     }
 
-    fn changed_on_disk(&self) -> bool {
-        (
-            mtime(&self.config.jwks_file),
-            self.config.subjects_file.as_deref().and_then(mtime),
-        ) != self.loaded_from
+    /// Whether the JWKS or the subjects should be loaded again: a file
+    /// changed, or a URL's refresh interval passed.
+    fn due(&self) -> bool {
+        let url_due = self.config.jwks_url.is_some()
+            && self.fetched_at.elapsed().as_secs() >= self.config.jwks_refresh_secs.unwrap_or(300);
+        files_mtime(&self.config) != self.loaded_from || url_due
     }
+}
+
+fn files_mtime(config: &IssuerConfig) -> (Option<SystemTime>, Option<SystemTime>) {
+    (
+        config.jwks_file.as_deref().and_then(mtime),
+        config.subjects_file.as_deref().and_then(mtime),
+    )
+}
+
+/// Fetches a JWKS (at most 1 MiB, 10 s, no redirects) over https, or http on
+/// loopback, which the configuration already enforced.
+fn fetch_jwks(url: &str) -> Result<String, String> {
+    // rustls needs a process-wide crypto provider: AWS-LC, like the rest of tally.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    let resp = client
+        .get(url)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .map_err(|e| format!("cannot fetch JWKS {url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!(
+            "JWKS {url} answered HTTP {}",
+            resp.status().as_u16()
+        ));
+    }
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(resp, (1 << 20) + 1), &mut body)
+        .map_err(|e| format!("cannot read JWKS {url}: {e}"))?;
+    if body.len() > 1 << 20 {
+        return Err(format!("JWKS {url} is larger than 1 MiB"));
+    }
+    String::from_utf8(body).map_err(|_| format!("JWKS {url} is not UTF-8"))
 }
 
 /// Every configured external issuer.
@@ -159,17 +196,28 @@ impl Externals {
         let mut changed = false;
         let mut issuers = self.issuers.write().unwrap_or_else(|e| e.into_inner());
         for slot in issuers.iter_mut() {
-            if !slot.changed_on_disk() {
+            if !slot.due() {
                 continue;
             }
             match ExternalIssuer::load(&slot.config) {
                 Ok(fresh) => {
-                    tracing::info!(issuer = %fresh.config.name, keys = fresh.keys.len(), "external issuer reloaded");
+                    if fresh.keys != slot.keys || fresh.subjects != slot.subjects {
+                        tracing::info!(issuer = %fresh.config.name, keys = fresh.keys.len(), "external issuer reloaded");
+                        changed = true;
+                    }
                     *slot = Arc::new(fresh);
-                    changed = true;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "external issuer reload failed; keeping the previous keys")
+                    tracing::error!(error = %e, "external issuer reload failed; keeping the previous keys");
+                    // Keep what is in force; try again after the interval.
+                    *slot = Arc::new(ExternalIssuer {
+                        config: slot.config.clone(),
+                        keys: slot.keys.clone(),
+                        subjects: slot.subjects.clone(),
+                        credential: slot.credential,
+                        loaded_from: files_mtime(&slot.config),
+                        fetched_at: std::time::Instant::now(),
+                    });
                 }
             }
         }

@@ -113,6 +113,7 @@ async fn ten_thousand_issued_tokens_all_pass_over_http() {
         let _ = stopped.await;
     }));
     let tokens = issue_many(&app, 10_000).await;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/v1/check");
     let tokens = Arc::new(tokens);

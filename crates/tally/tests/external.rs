@@ -21,10 +21,15 @@ fn have_pyjwt() -> bool {
 }
 
 fn idp(args: &[&str]) -> String {
+    idp_with_prefix("", args)
+}
+
+fn idp_with_prefix(prefix: &str, args: &[&str]) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/pyjwt_idp.py");
     let out = Command::new("python3")
         .arg(script)
         .args(args)
+        .env("KID_PREFIX", prefix)
         .output()
         .unwrap();
     assert!(
@@ -245,4 +250,112 @@ fn pyjwt_tokens_are_guarded_once_registered() {
         None,
     );
     assert!(verify.contains("entries      2"), "{verify}");
+}
+
+/// Serves `body()` over HTTP/1.1 on a loopback port, one connection at a time.
+fn serve_jwks(body: std::sync::Arc<std::sync::Mutex<String>>) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let mut head = Vec::new();
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = body.lock().unwrap().clone();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// An issuer whose JWKS is fetched from a URL: keys it publishes later are
+/// picked up at the next refresh.
+#[test]
+fn jwks_from_a_url_is_fetched_and_refreshed() {
+    let required = std::env::var("TALLY_REQUIRE_PYJWT").is_ok_and(|v| v == "1");
+    if !have_pyjwt() {
+        assert!(
+            !required,
+            "TALLY_REQUIRE_PYJWT=1 but python3 with PyJWT and cryptography is missing"
+        );
+        return;
+    }
+    let tmp = TempDir::new("external-url");
+    let idp_dir = tmp.path().join("idp2");
+    std::fs::create_dir_all(&idp_dir).unwrap();
+    let idp_s = idp_dir.to_str().unwrap();
+    idp_with_prefix("url-", &["keys", idp_s]);
+    let full: Value =
+        serde_json::from_str(&std::fs::read_to_string(idp_dir.join("jwks.json")).unwrap()).unwrap();
+    // At first the provider publishes only its RSA key.
+    let rs_only = json!({"keys": full["keys"].as_array().unwrap().iter().filter(|k| k["kid"] == "url-idp-rs").cloned().collect::<Vec<_>>()});
+    let served = std::sync::Arc::new(std::sync::Mutex::new(rs_only.to_string()));
+    let port = serve_jwks(served.clone());
+    let iss2 = "https://idp2.shop.test";
+    let data = tmp.path().join("data");
+    tally_ok(
+        &[
+            "users",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+        Some("pw\n"),
+    );
+    let cfg = tmp.path().join("tally.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "audience = \"api\"\n\n[[issuers]]\nname = \"url-idp\"\niss = \"{iss2}\"\njwks_url = \"http://127.0.0.1:{port}/jwks.json\"\njwks_refresh_secs = 1\ncredential_env = \"TALLY_TEST_IDP_CREDENTIAL\"\n"
+        ),
+    )
+    .unwrap();
+    let n = now();
+    let specs = json!([
+        {"key": "idp-rs", "claims": {"iss": iss2, "sub": "alice", "aud": "api", "iat": n, "exp": n + 600, "jti": "url-rs"}},
+        {"key": "idp-es", "claims": {"iss": iss2, "sub": "alice", "aud": "api", "iat": n, "exp": n + 600, "jti": "url-es"}},
+    ]);
+    let minted = idp_with_prefix("url-", &["mint", idp_s, &specs.to_string()]);
+    let t: Vec<&str> = minted.lines().collect();
+    let server = Server::start_with_env(
+        &data,
+        Some(&cfg),
+        &[("TALLY_TEST_IDP_CREDENTIAL", CREDENTIAL)],
+    );
+    assert_eq!(register(&server, Some(CREDENTIAL), t[0]).0, 201);
+    assert_eq!(check(&server, t[0]).1, "ok");
+    // The ES256 key is not published yet: its token does not verify.
+    assert_eq!(
+        register(&server, Some(CREDENTIAL), t[1]).1["error"]["code"],
+        "invalid_token"
+    );
+    *served.lock().unwrap() = full.to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (s, b) = register(&server, Some(CREDENTIAL), t[1]);
+        if s == 201 {
+            break;
+        }
+        assert_eq!(b["error"]["code"], "invalid_token");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new key was never fetched"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(check(&server, t[1]).1, "ok");
+    server.stop();
 }

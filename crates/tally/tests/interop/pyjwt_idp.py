@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 ALGS = {"idp-es": "ES256", "idp-rs": "RS256", "rogue": "ES256"}
+# A second provider publishes its keys under other kids (KID_PREFIX=...).
+PREFIX = os.environ.get("KID_PREFIX", "")
 
 
 def keys(out):
@@ -35,7 +37,7 @@ def keys(out):
             continue  # never published: its tokens must not verify
         algo = ECAlgorithm if ALGS[kid] == "ES256" else RSAAlgorithm
         jwk = json.loads(algo.to_jwk(key.public_key()))
-        jwk.update({"kid": kid, "alg": ALGS[kid], "use": "sig"})
+        jwk.update({"kid": PREFIX + kid, "alg": ALGS[kid], "use": "sig"})
         published.append(jwk)
     with open(os.path.join(out, "jwks.json"), "w") as f:
         json.dump({"keys": published}, f)
@@ -46,7 +48,7 @@ def mint(out, specs):
         kid = spec["key"]
         with open(os.path.join(out, kid + ".pem"), "rb") as f:
             key = serialization.load_pem_private_key(f.read(), password=None)
-        headers = {"kid": "idp-es" if kid == "rogue" else kid, "typ": "JWT"}
+        headers = {"kid": PREFIX + ("idp-es" if kid == "rogue" else kid), "typ": "JWT"}
         print(jwt.encode(spec["claims"], key, algorithm=ALGS[kid], headers=headers))
 
 

@@ -195,6 +195,9 @@ pub fn wait_with_deadline(child: &mut Child, limit: Duration) -> ExitStatus {
 }
 
 pub fn client() -> reqwest::blocking::Client {
+    // reqwest is built with rustls (for tally's JWKS fetching), which needs a
+    // process-wide crypto provider.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
