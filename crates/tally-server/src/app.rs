@@ -430,13 +430,50 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with_gate(app, listener, None, shutdown).await
+}
+
+/// Like [`serve`], and also runs the reverse proxy (`[gate]`) on `gate_listener`.
+pub async fn serve_with_gate(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    gate_listener: Option<tokio::net::TcpListener>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     spawn_background(&app);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let gate = match (gate_listener, app.config.gate.as_ref()) {
+        (Some(l), Some(cfg)) => {
+            let proxy = Arc::new(crate::proxy::Proxy::new(app.clone(), cfg));
+            let rx = stop_rx.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(
+                    l,
+                    crate::proxy::router(proxy)
+                        .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(stopped(rx))
+                .await
+            }))
+        }
+        _ => None,
+    };
     let result = axum::serve(
         listener,
         router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(stopped(stop_rx))
     .await;
+    if let Some(g) = gate {
+        let _ = g.await;
+    }
     let a = app.clone();
     let _ = tokio::task::spawn_blocking(move || {
         a.ledger.close();

@@ -35,6 +35,58 @@ pub struct FileConfig {
     pub signer: Option<String>,
     /// The PKCS#11 token, when `signer = "pkcs11"`.
     pub pkcs11: Option<crate::pkcs11::Pkcs11Config>,
+    /// The gate as a reverse proxy in front of upstream APIs.
+    pub gate: Option<GateConfig>,
+}
+
+/// `[gate]`: the reverse proxy.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GateConfig {
+    /// The proxy's own listen address.
+    pub listen: String,
+    /// `enforce` (refused requests never reach an upstream) or `monitor`
+    /// (every verdict is decided and recorded, traffic passes).
+    #[serde(default)]
+    pub mode: Option<GateMode>,
+    /// Seconds to wait for an upstream's response head (default 30).
+    pub upstream_timeout_secs: Option<u64>,
+    /// Routes, matched by longest path prefix.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Enforce or only observe.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GateMode {
+    /// Refused requests are answered by the gate.
+    #[default]
+    Enforce,
+    /// Every request passes; verdicts are only recorded.
+    Monitor,
+}
+
+/// `[[gate.routes]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path prefix, starting with `/`.
+    pub prefix: String,
+    /// Upstream base URL (`http://host:port`); the request path is kept.
+    pub upstream: String,
+    /// Whether a tallied token is required (default true).
+    #[serde(default = "yes")]
+    pub require_token: bool,
+    /// Data categories this route returns (`name`, `email`, `address`, `orders`, ...).
+    #[serde(default)]
+    pub data: Vec<String>,
+    /// Overrides the gate's mode for this route.
+    pub mode: Option<GateMode>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One `[[issuers]]` entry: an identity provider that registers every token it
@@ -84,6 +136,8 @@ pub struct Config {
     /// The PKCS#11 token new signing keys are generated in (`signer = "pkcs11"`),
     /// or `None` for software keys sealed under the master key.
     pub pkcs11: Option<crate::pkcs11::Pkcs11Config>,
+    /// The reverse proxy, if configured.
+    pub gate: Option<GateConfig>,
 }
 
 /// A configuration problem, phrased for the operator.
@@ -184,6 +238,34 @@ impl Config {
                 )));
             }
         };
+        if let Some(g) = &fc.gate {
+            g.listen.parse::<SocketAddr>().map_err(|_| {
+                ConfigError(format!(
+                    "[gate] listen = {:?} is not an address like 127.0.0.1:8443",
+                    g.listen
+                ))
+            })?;
+            for r in &g.routes {
+                if !r.prefix.starts_with('/') {
+                    return Err(ConfigError(format!(
+                        "[[gate.routes]] prefix = {:?} must start with /",
+                        r.prefix
+                    )));
+                }
+                let ok = r.upstream.parse::<axum::http::Uri>().ok().is_some_and(|u| {
+                    u.scheme_str() == Some("http")
+                        && u.authority().is_some()
+                        && (u.path() == "/" || u.path().is_empty())
+                        && u.query().is_none()
+                });
+                if !ok {
+                    return Err(ConfigError(format!(
+                        "[[gate.routes]] upstream = {:?} must be a base URL like http://127.0.0.1:9000",
+                        r.upstream
+                    )));
+                }
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for i in &fc.issuers {
             if i.name.is_empty()
@@ -238,6 +320,7 @@ impl Config {
             refresh_ttl_secs,
             issuers: fc.issuers,
             pkcs11,
+            gate: fc.gate,
         })
     }
 }

@@ -76,7 +76,7 @@ pub async fn decide_token(app: &Arc<App>, token: &[u8]) -> Decision {
 }
 
 /// Header-safe rendering: visible ASCII kept, everything else percent-encoded.
-fn header_value(s: &str) -> HeaderValue {
+pub fn header_value(s: &str) -> HeaderValue {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if (0x21..0x7f).contains(&b) && b != b'%' {
@@ -132,36 +132,44 @@ pub async fn check(State(app): State<Arc<App>>, headers: HeaderMap) -> Response 
                 tracing::debug!(
                     verdict = verdict.code(),
                     detail = r.detail.unwrap_or(""),
-                    uri,
-                    method,
+                    uri = ?uri,
+                    method = ?method,
                     "refused"
                 );
             }
-            let status =
-                StatusCode::from_u16(verdict.http_status()).unwrap_or(StatusCode::FORBIDDEN);
-            if status == StatusCode::UNAUTHORIZED {
-                let challenge = if verdict == Verdict::Missing {
-                    "Bearer"
-                } else {
-                    "Bearer error=\"invalid_token\""
-                };
-                out.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(challenge),
-                );
-            }
-            let message = match r.detail {
-                Some(d) => format!("token refused: {} ({d})", verdict.code()),
-                None => format!("token refused: {}", verdict.code()),
-            };
-            (
-                status,
-                out,
-                axum::Json(json!({"error": {"code": verdict.code(), "message": message}})),
-            )
-                .into_response()
+            refusal_response(&r, verdict)
         }
     }
+}
+
+/// The answer to a refused request: `401` (with a Bearer challenge), `403`
+/// or `503`, `X-Tally-Verdict`, and a JSON error naming the verdict.
+pub fn refusal_response(r: &Refusal, verdict: Verdict) -> Response {
+    let mut out = HeaderMap::new();
+    out.insert("x-tally-verdict", HeaderValue::from_static(verdict.code()));
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let status = StatusCode::from_u16(verdict.http_status()).unwrap_or(StatusCode::FORBIDDEN);
+    if status == StatusCode::UNAUTHORIZED {
+        let challenge = if verdict == Verdict::Missing {
+            "Bearer"
+        } else {
+            "Bearer error=\"invalid_token\""
+        };
+        out.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+    }
+    let message = match r.detail {
+        Some(d) => format!("token refused: {} ({d})", verdict.code()),
+        None => format!("token refused: {}", verdict.code()),
+    };
+    (
+        status,
+        out,
+        axum::Json(json!({"error": {"code": verdict.code(), "message": message}})),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -109,6 +109,9 @@ pub async fn login(
     }
     let username = req.username;
     let now = now_unix().max(0) as u64;
+    // Clock seconds are whole: a failure is booked at the end of its second,
+    // so a lock of N seconds never lasts less than N seconds.
+    let failed_at = now + 1;
     let user_key = format!("user:{username}");
     // The peer address (behind a proxy: the proxy's, so the per-IP limit then
     // applies to the proxy as a whole; the per-user limit still applies).
@@ -171,8 +174,8 @@ pub async fn login(
         ApiError::unavailable("store_unavailable")
     })?;
     if !authenticated {
-        app.throttle_user.failure(&user_keys, now);
-        app.throttle_ip.failure(&ip_keys, now);
+        app.throttle_user.failure(&user_keys, failed_at);
+        app.throttle_ip.failure(&ip_keys, failed_at);
         app.metrics.login_failed();
         tracing::info!(event = "login_failed", "login refused");
         return Err(invalid_credentials());
@@ -188,8 +191,8 @@ pub async fn login(
             ));
         }
         SecondFactor::Failed => {
-            app.throttle_user.failure(&user_keys, now);
-            app.throttle_ip.failure(&ip_keys, now);
+            app.throttle_user.failure(&user_keys, failed_at);
+            app.throttle_ip.failure(&ip_keys, failed_at);
             app.metrics.login_failed();
             tracing::info!(event = "login_failed", factor = "totp", "login refused");
             return Err(ApiError::new(

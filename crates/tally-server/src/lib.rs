@@ -17,7 +17,8 @@ pub mod lifecycle;
 pub mod meta_http;
 pub mod metrics;
 pub mod pkcs11;
+pub mod proxy;
 pub mod sessions;
 
-pub use app::{App, router, serve};
+pub use app::{App, router, serve, serve_with_gate};
 pub use config::{Config, Overrides};

@@ -331,11 +331,27 @@ fn serve(config: Config) -> Result<ExitCode, String> {
             ledger_key = %app.ledger.verifier().verifier_key(),
             "tally serving"
         );
+        // The gate's line comes first: tools wait for the "tally listening" line.
+        let gate_listener = match &config.gate {
+            Some(g) => {
+                let l = tokio::net::TcpListener::bind(&g.listen)
+                    .await
+                    .map_err(|e| format!("cannot listen on {} (gate): {e}", g.listen))?;
+                let gaddr = l.local_addr().map_err(|e| e.to_string())?;
+                eprintln!(
+                    "tally gate listening on http://{gaddr} ({} route(s), {:?} mode)",
+                    g.routes.len(),
+                    g.mode.unwrap_or_default()
+                );
+                Some(l)
+            }
+            None => None,
+        };
         eprintln!(
             "tally listening on http://{addr} (data: {})",
             config.data.display()
         );
-        tally_server::serve(app, listener, shutdown_signal())
+        tally_server::serve_with_gate(app, listener, gate_listener, shutdown_signal())
             .await
             .map_err(|e| format!("server error: {e}"))?;
         tracing::info!("shut down cleanly; every acknowledged record is durable");

@@ -1,0 +1,214 @@
+//! The gate as a reverse proxy: every request to a route is decided before it
+//! can reach the upstream.
+//!
+//! * Routes are matched by longest path prefix; the path is forwarded as is.
+//! * Any `X-Tally-*` header a client sends is dropped before anything else:
+//!   nobody can claim an identity by header.
+//! * With a token required, the request gets the same decision as
+//!   `/v1/check`. In `enforce` mode a refusal is answered here and the upstream
+//!   never sees the request; in `monitor` mode it passes, carrying
+//!   `X-Tally-Verdict` so the upstream can see what would have happened.
+//! * Allowed requests carry `X-Tally-Subject` and `X-Tally-Token-Id`.
+//! * Hop-by-hop headers (RFC 9110 section 7.6.1) are removed both ways; bodies
+//!   stream in both directions; upstream connections are pooled and kept alive.
+//! * An unreachable upstream is a JSON `502`, a slow one a JSON `504`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tally_core::verdict::Verdict;
+
+use crate::app::App;
+use crate::config::{GateConfig, GateMode, RouteConfig};
+use crate::error::ApiError;
+
+/// The proxy's state: the application, the routes and the upstream client.
+pub struct Proxy {
+    app: Arc<App>,
+    routes: Vec<RouteConfig>,
+    mode: GateMode,
+    timeout: Duration,
+    client: Client<HttpConnector, Body>,
+}
+
+impl Proxy {
+    /// A proxy for `gate` in front of the upstreams it names.
+    pub fn new(app: Arc<App>, gate: &GateConfig) -> Proxy {
+        let mut routes = gate.routes.clone();
+        // Longest prefix first.
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Proxy {
+            app,
+            routes,
+            mode: gate.mode.unwrap_or_default(),
+            timeout: Duration::from_secs(gate.upstream_timeout_secs.unwrap_or(30)),
+            client,
+        }
+    }
+
+    fn route(&self, path: &str) -> Option<&RouteConfig> {
+        self.routes.iter().find(|r| path.starts_with(&r.prefix))
+    }
+}
+
+/// The proxy's router: everything goes through [`handle`].
+pub fn router(proxy: Arc<Proxy>) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(proxy)
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn strip_tally_headers(headers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-tally-"))
+        .cloned()
+        .collect();
+    for n in names {
+        headers.remove(n);
+    }
+}
+
+fn upstream_error(status: StatusCode, code: &'static str, message: &str) -> Response {
+    ApiError::new(status, code, message).into_response()
+}
+
+/// Decides, then forwards (or refuses) one request.
+pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
+    let (mut parts, body) = req.into_parts();
+    strip_tally_headers(&mut parts.headers);
+    let path = parts.uri.path().to_string();
+    let Some(route) = proxy.route(&path) else {
+        return ApiError::not_found("no gate route for this path").into_response();
+    };
+    let mode = route.mode.unwrap_or(proxy.mode);
+    let mut upstream_headers = parts.headers.clone();
+    if route.require_token {
+        let decision = crate::gate_http::decide(&proxy.app, &parts.headers).await;
+        let verdict = match &decision {
+            Ok(_) => Verdict::Ok,
+            Err(r) => r.verdict(),
+        };
+        proxy.app.metrics.verdict(verdict);
+        match decision {
+            Ok(t) => {
+                upstream_headers.insert(
+                    "x-tally-subject",
+                    crate::gate_http::header_value(t.subject()),
+                );
+                upstream_headers.insert(
+                    "x-tally-token-id",
+                    crate::gate_http::header_value(t.token_id()),
+                );
+                upstream_headers.insert("x-tally-verdict", HeaderValue::from_static("ok"));
+            }
+            Err(refusal) => {
+                if verdict.is_forgery() {
+                    if let Some(kid) = &refusal.kid {
+                        proxy.app.saw_forgery(kid, crate::keys::now_unix());
+                    }
+                    tracing::warn!(
+                        event = "forged_token",
+                        verdict = verdict.code(),
+                        kid = refusal.kid.as_deref().unwrap_or(""),
+                        token_id = ?refusal.token_id.as_deref().unwrap_or(""),
+                        route = %route.prefix,
+                        path = ?path,
+                        mode = ?mode,
+                        "validly signed token that the ledger cannot tally"
+                    );
+                }
+                if mode == GateMode::Enforce {
+                    return crate::gate_http::refusal_response(&refusal, verdict);
+                }
+                // Monitor mode: recorded, and the request goes on, marked.
+                upstream_headers
+                    .insert("x-tally-verdict", HeaderValue::from_static(verdict.code()));
+            }
+        }
+    }
+    strip_hop_by_hop(&mut upstream_headers);
+    upstream_headers.remove(header::HOST);
+    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let Ok(uri) = format!("{}{pq}", route.upstream.trim_end_matches('/')).parse::<Uri>() else {
+        return upstream_error(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unavailable",
+            "bad upstream address",
+        );
+    };
+    let mut out = axum::http::Request::builder()
+        .method(parts.method.clone())
+        .uri(uri)
+        .version(axum::http::Version::HTTP_11);
+    if let Some(h) = out.headers_mut() {
+        *h = upstream_headers;
+    }
+    let Ok(out) = out.body(body) else {
+        return upstream_error(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unavailable",
+            "request could not be forwarded",
+        );
+    };
+    match tokio::time::timeout(proxy.timeout, proxy.client.request(out)).await {
+        Err(_) => upstream_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            "the upstream did not answer in time",
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(route = %route.prefix, error = %e, "upstream unreachable");
+            upstream_error(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                "the upstream could not be reached",
+            )
+        }
+        Ok(Ok(resp)) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, Body::new(body))
+        }
+    }
+}
