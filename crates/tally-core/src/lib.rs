@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod containment;
 pub mod digest;
 pub mod gate;
 pub mod jose;

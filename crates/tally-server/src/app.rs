@@ -49,6 +49,8 @@ pub struct App {
     pub accounts: crate::accounting::Accounts,
     /// tally's own verifying keys (what the JWKS publishes).
     pub own_keys: RwLock<tally_core::jose::KeySet>,
+    /// Containment: the blocks in force.
+    pub blocks: RwLock<Arc<tally_core::containment::BlockList>>,
     /// Login backoff per user (5 free failures, then exponential).
     pub throttle_user: tally_core::throttle::Throttle,
     /// Login backoff per client address: more free failures, since many
@@ -135,6 +137,7 @@ impl App {
             externals,
             own_keys,
             accounts,
+            blocks: RwLock::new(Arc::new(tally_core::containment::BlockList::default())),
             throttle_user: tally_core::throttle::Throttle::new(Default::default()),
             throttle_ip: tally_core::throttle::Throttle::new(
                 tally_core::throttle::ThrottlePolicy {
@@ -147,6 +150,7 @@ impl App {
             sightings: std::sync::Mutex::new(std::collections::HashMap::new()),
         }))
         .inspect(|app| {
+            app.reload_blocks();
             if let Err(e) = app.apply_revocations() {
                 tracing::error!(error = %e, "revocations could not be loaded at start");
             }
@@ -170,6 +174,58 @@ impl App {
             tracing::info!(revoked = new.len(), live = applied, "revocations applied");
         }
         Ok(applied)
+    }
+
+    /// The blocks in force.
+    pub fn blocks(&self) -> Arc<tally_core::containment::BlockList> {
+        self.blocks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reloads the block list from the state store (a malformed row is
+    /// skipped and reported; the rest stay in force).
+    pub fn reload_blocks(&self) {
+        use tally_core::containment::{Block, BlockList, BlockTarget, Cidr};
+        let rows = match self.dir.state.blocks(now_unix()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "blocks could not be read; keeping the previous list");
+                return;
+            }
+        };
+        let mut blocks = Vec::with_capacity(rows.len());
+        for r in rows {
+            let target = match r.kind.as_str() {
+                "ip" => match Cidr::parse(&r.value) {
+                    Ok(c) => BlockTarget::Cidr(c),
+                    Err(e) => {
+                        tracing::error!(id = r.id, error = %e, "unusable block skipped");
+                        continue;
+                    }
+                },
+                "device" => BlockTarget::Device(r.value),
+                "subject" => BlockTarget::Subject(r.value),
+                "token" => BlockTarget::Token(r.value),
+                other => {
+                    tracing::error!(id = r.id, kind = other, "unknown block kind skipped");
+                    continue;
+                }
+            };
+            blocks.push(Block {
+                id: r.id,
+                target,
+                reason: r.reason,
+                expires_at: r.expires_at,
+            });
+        }
+        let list = BlockList::new(blocks);
+        let mut cur = self.blocks.write().unwrap_or_else(|e| e.into_inner());
+        if **cur != list {
+            tracing::info!(blocks = list.len(), "block list reloaded");
+            *cur = Arc::new(list);
+        }
     }
 
     /// Records that `kid` signed a token valid until `expires_at`.
@@ -274,6 +330,7 @@ impl App {
             tracing::error!(error = %e, "revocations could not be read; retrying");
             return false;
         }
+        self.reload_blocks();
         match KeyRing::load(
             &self.dir,
             now_unix(),

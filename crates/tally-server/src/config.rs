@@ -37,6 +37,11 @@ pub struct FileConfig {
     pub pkcs11: Option<crate::pkcs11::Pkcs11Config>,
     /// The gate as a reverse proxy in front of upstream APIs.
     pub gate: Option<GateConfig>,
+    /// Proxies (IP or CIDR) whose `X-Forwarded-For` is believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Header carrying a device id, for device blocks (default `X-Device-Id`).
+    pub device_header: Option<String>,
 }
 
 /// `[gate]`: the reverse proxy.
@@ -138,6 +143,10 @@ pub struct Config {
     pub pkcs11: Option<crate::pkcs11::Pkcs11Config>,
     /// The reverse proxy, if configured.
     pub gate: Option<GateConfig>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<tally_core::containment::Cidr>,
+    /// Header carrying a device id (lower case).
+    pub device_header: String,
 }
 
 /// A configuration problem, phrased for the operator.
@@ -266,6 +275,24 @@ impl Config {
                 }
             }
         }
+        let trusted_proxies = fc
+            .trusted_proxies
+            .iter()
+            .map(|c| {
+                tally_core::containment::Cidr::parse(c)
+                    .map_err(|e| ConfigError(format!("trusted_proxies: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let device_header = fc
+            .device_header
+            .clone()
+            .unwrap_or_else(|| "x-device-id".into())
+            .to_ascii_lowercase();
+        if axum::http::HeaderName::from_bytes(device_header.as_bytes()).is_err() {
+            return Err(ConfigError(format!(
+                "device_header = {device_header:?} is not a header name"
+            )));
+        }
         let mut seen = std::collections::HashSet::new();
         for i in &fc.issuers {
             if i.name.is_empty()
@@ -321,6 +348,8 @@ impl Config {
             issuers: fc.issuers,
             pkcs11,
             gate: fc.gate,
+            trusted_proxies,
+            device_header,
         })
     }
 }

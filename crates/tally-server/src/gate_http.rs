@@ -1,5 +1,6 @@
 //! `GET /v1/check`: the decision endpoint for nginx `auth_request` and the like.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -30,6 +31,78 @@ pub fn bearer(headers: &HeaderMap) -> Result<&[u8], Verdict> {
         return Err(Verdict::Malformed);
     }
     Ok(token)
+}
+
+/// The client's address: the socket peer, or, when the peer is a trusted proxy,
+/// the last address in `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip(app: &App, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    let peer = peer?.ip();
+    let trusted = |ip: IpAddr| app.config.trusted_proxies.iter().any(|c| c.contains(ip));
+    if !trusted(peer) {
+        return Some(peer);
+    }
+    let chain: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .collect();
+    Some(
+        chain
+            .into_iter()
+            .rev()
+            .find(|ip| !trusted(*ip))
+            .unwrap_or(peer),
+    )
+}
+
+fn blocked(app: &App, block: &tally_core::containment::Block, mut r: Refusal) -> Refusal {
+    tracing::warn!(event = "blocked_actor", block = block.id, reason = ?block.reason, sub = ?r.subject, token_id = ?r.token_id, "request refused by containment");
+    r.detail = Some("blocked by containment");
+    let _ = app;
+    r
+}
+
+/// A full decision with containment: blocks on the client address and device
+/// first, then the token, then blocks on its subject and id.
+pub async fn decide_for(app: &Arc<App>, headers: &HeaderMap, peer: Option<SocketAddr>) -> Decision {
+    use tally_core::containment::Actor;
+    let blocks = app.blocks();
+    let now = now_unix();
+    let ip = client_ip(app, peer, headers);
+    let device = headers
+        .get(app.config.device_header.as_str())
+        .and_then(|v| v.to_str().ok());
+    if !blocks.is_empty()
+        && let Some(b) = blocks.matching(
+            &Actor {
+                ip,
+                device,
+                ..Default::default()
+            },
+            now,
+        )
+    {
+        return Err(blocked(app, b, Refusal::new(Verdict::BlockedActor)));
+    }
+    let decision = decide(app, headers).await?;
+    if !blocks.is_empty() {
+        let actor = Actor {
+            ip,
+            device,
+            subject: Some(decision.subject()),
+            token_id: Some(decision.token_id()),
+        };
+        if let Some(b) = blocks.matching(&actor, now) {
+            let mut r = Refusal::new(Verdict::BlockedActor);
+            r.kid = Some(decision.kid().to_string());
+            r.subject = Some(decision.subject().to_string());
+            r.token_id = Some(decision.token_id().to_string());
+            return Err(blocked(app, b, r));
+        }
+    }
+    Ok(decision)
 }
 
 /// Runs a full decision for the token in `headers`, including the ledger
@@ -89,8 +162,15 @@ pub fn header_value(s: &str) -> HeaderValue {
 }
 
 /// `GET /v1/check`.
-pub async fn check(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let decision = decide(&app, &headers).await;
+pub async fn check(
+    State(app): State<Arc<App>>,
+    ext: axum::http::Extensions,
+    headers: HeaderMap,
+) -> Response {
+    let peer = ext
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let decision = decide_for(&app, &headers, peer).await;
     let verdict = match &decision {
         Ok(_) => Verdict::Ok,
         Err(r) => r.verdict(),

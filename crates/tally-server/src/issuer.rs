@@ -86,6 +86,7 @@ fn invalid_credentials() -> ApiError {
 pub async fn login(
     State(app): State<Arc<App>>,
     ext: axum::http::Extensions,
+    headers: axum::http::HeaderMap,
     body: Result<Json<LoginRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body.map_err(|e| {
@@ -113,11 +114,13 @@ pub async fn login(
     // so a lock of N seconds never lasts less than N seconds.
     let failed_at = now + 1;
     let user_key = format!("user:{username}");
-    // The peer address (behind a proxy: the proxy's, so the per-IP limit then
-    // applies to the proxy as a whole; the per-user limit still applies).
-    let ip_key = ext
+    // The client address: the peer, or behind a trusted proxy the address it
+    // reports (see `trusted_proxies`).
+    let peer = ext
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map_or_else(|| "ip:unknown".to_string(), |c| format!("ip:{}", c.0.ip()));
+        .map(|c| c.0);
+    let ip_key = crate::gate_http::client_ip(&app, peer, &headers)
+        .map_or_else(|| "ip:unknown".to_string(), |ip| format!("ip:{ip}"));
     let (user_keys, ip_keys) = ([user_key.as_str()], [ip_key.as_str()]);
     let throttled = app
         .throttle_user

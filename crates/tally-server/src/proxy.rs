@@ -124,7 +124,11 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     let mode = route.mode.unwrap_or(proxy.mode);
     let mut upstream_headers = parts.headers.clone();
     if route.require_token {
-        let decision = crate::gate_http::decide(&proxy.app, &parts.headers).await;
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0);
+        let decision = crate::gate_http::decide_for(&proxy.app, &parts.headers, peer).await;
         let verdict = match &decision {
             Ok(_) => Verdict::Ok,
             Err(r) => r.verdict(),

@@ -12,7 +12,8 @@ pub mod state;
 
 pub use ledger::{InclusionProof, Ledger, LedgerError, LocatedRecord, VerifyReport, verify_ledger};
 pub use state::{
-    KeyEvent, KeyPurpose, KeyRow, KeyState, RefreshUse, Revocation, Session, StateError, StateStore,
+    BlockRow, KeyEvent, KeyPurpose, KeyRow, KeyState, RefreshUse, Revocation, Session, StateError,
+    StateStore,
 };
 
 /// File name of the ledger database inside a data directory.

@@ -235,6 +235,16 @@ CREATE TABLE signature_counts (
     signed   INTEGER NOT NULL,
     withheld INTEGER NOT NULL
 );
+CREATE TABLE blocks (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind       TEXT    NOT NULL,
+    value      TEXT    NOT NULL,
+    reason     TEXT    NOT NULL,
+    actor      TEXT    NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    removed_at INTEGER
+);
 ALTER TABLE users ADD COLUMN totp_sealed BLOB;
 ALTER TABLE users ADD COLUMN totp_last_step INTEGER;
 ",
@@ -757,6 +767,54 @@ impl StateStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Adds a block (`kind`: `ip`, `device`, `subject` or `token`); returns its id.
+    pub fn add_block(
+        &self,
+        kind: &str,
+        value: &str,
+        reason: &str,
+        actor: &str,
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> Result<i64, StateError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO blocks (kind, value, reason, actor, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![kind, value, reason, actor, now, expires_at],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Lifts a block. Returns false if there is no such block in force.
+    pub fn remove_block(&self, id: i64, now: i64) -> Result<bool, StateError> {
+        Ok(self.conn().execute(
+            "UPDATE blocks SET removed_at = ?2 WHERE id = ?1 AND removed_at IS NULL",
+            params![id, now],
+        )? == 1)
+    }
+
+    /// Blocks not lifted and not expired at `now`.
+    pub fn blocks(&self, now: i64) -> Result<Vec<BlockRow>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, kind, value, reason, actor, created_at, expires_at FROM blocks
+             WHERE removed_at IS NULL AND (expires_at IS NULL OR expires_at > ?1) ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![now], |r| {
+            Ok(BlockRow {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                value: r.get(2)?,
+                reason: r.get(3)?,
+                actor: r.get(4)?,
+                created_at: r.get(5)?,
+                expires_at: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Adds forged-token sightings per key (`(kid, count, first_seen, last_seen)`).
     pub fn add_forgery_sightings(
         &self,
@@ -790,6 +848,25 @@ impl StateStore {
             )
             .optional()?)
     }
+}
+
+/// A stored block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockRow {
+    /// Id.
+    pub id: i64,
+    /// `ip`, `device`, `subject` or `token`.
+    pub kind: String,
+    /// What it matches.
+    pub value: String,
+    /// Why.
+    pub reason: String,
+    /// Who set it.
+    pub actor: String,
+    /// When.
+    pub created_at: i64,
+    /// Until when, if not forever.
+    pub expires_at: Option<i64>,
 }
 
 /// A user's sealed TOTP secret and the last accepted time step.

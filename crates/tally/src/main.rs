@@ -65,6 +65,52 @@ enum Command {
     /// Manage API clients (for token introspection).
     #[command(subcommand)]
     Clients(ClientsCmd),
+    /// Containment: block a client address, device, subject or token
+    /// (refused as blocked_actor on every server within a second).
+    #[command(subcommand)]
+    Block(BlockCmd),
+}
+
+#[derive(Subcommand)]
+enum BlockCmd {
+    /// Add a block; exactly one of --ip, --device, --subject, --token.
+    Add {
+        /// Client address or CIDR range.
+        #[arg(long, group = "what")]
+        ip: Option<String>,
+        /// Device id (the configured device header).
+        #[arg(long, group = "what")]
+        device: Option<String>,
+        /// Token subject.
+        #[arg(long, group = "what")]
+        subject: Option<String>,
+        /// Token id (jti).
+        #[arg(long, group = "what", allow_hyphen_values = true)]
+        token: Option<String>,
+        /// Why (kept with the block).
+        #[arg(long)]
+        reason: String,
+        /// For how long: 90s, 15m, 2h, 7d (default: until removed).
+        #[arg(long = "for")]
+        duration: Option<String>,
+        /// Who performs this (default: $SUDO_USER or $USER).
+        #[arg(long)]
+        actor: Option<String>,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// List the blocks in force.
+    List {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Lift a block.
+    Remove {
+        /// Block id (see `tally block list`).
+        id: i64,
+        #[command(flatten)]
+        data: DataArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -288,6 +334,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Users(cmd) => users(cfg_path, cmd),
         Command::Keys(cmd) => keys(cfg_path, cmd),
         Command::Ledger(cmd) => ledger(cfg_path, cmd),
+        Command::Block(cmd) => block(cfg_path, cmd),
         Command::Clients(ClientsCmd::Add { id, data, .. }) => {
             let c = config(cfg_path, &data, None)?;
             if !tally_server::issuer::valid_username(&id) {
@@ -779,6 +826,113 @@ fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
             }
             println!("verified    yes");
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn parse_duration(s: &str) -> Result<i64, String> {
+    let bad = || format!("--for {s:?}: use a number with s, m, h or d (e.g. 15m)");
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    if n <= 0 {
+        return Err(bad());
+    }
+    n.checked_mul(mult).ok_or_else(bad)
+}
+
+fn block(cfg: Option<&Path>, cmd: BlockCmd) -> Result<ExitCode, String> {
+    let now = tally_server::keys::now_unix();
+    match cmd {
+        BlockCmd::Add {
+            ip,
+            device,
+            subject,
+            token,
+            reason,
+            duration,
+            actor,
+            data,
+        } => {
+            let c = config(cfg, &data, None)?;
+            let (kind, value) = match (ip, device, subject, token) {
+                (Some(ip), None, None, None) => {
+                    let cidr = tally_core::containment::Cidr::parse(&ip)?;
+                    ("ip", cidr.to_string())
+                }
+                (None, Some(d), None, None) => ("device", d),
+                (None, None, Some(s), None) => ("subject", s),
+                (None, None, None, Some(t)) => ("token", t),
+                _ => return Err("give exactly one of --ip, --device, --subject, --token".into()),
+            };
+            if value.is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
+                return Err("the blocked value must be 1-256 printable characters".into());
+            }
+            if reason.trim().is_empty() {
+                return Err("--reason must say why".into());
+            }
+            let expires_at = duration
+                .as_deref()
+                .map(parse_duration)
+                .transpose()?
+                .map(|d| now + d);
+            let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
+            let id = dir
+                .state
+                .add_block(
+                    kind,
+                    &value,
+                    &reason,
+                    &lifecycle::actor(actor.as_deref()),
+                    now,
+                    expires_at,
+                )
+                .map_err(|e| e.to_string())?;
+            match expires_at {
+                Some(e) => println!("block {id}: {kind} {value} until {}", timefmt::utc(e)),
+                None => println!("block {id}: {kind} {value} until removed"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BlockCmd::List { data } => {
+            let c = config(cfg, &data, None)?;
+            let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
+            let mut table = vec![[
+                "ID".to_string(),
+                "KIND".into(),
+                "VALUE".into(),
+                "UNTIL".into(),
+                "BY".into(),
+                "REASON".into(),
+            ]];
+            for b in dir.state.blocks(now).map_err(|e| e.to_string())? {
+                table.push([
+                    b.id.to_string(),
+                    b.kind,
+                    b.value,
+                    b.expires_at.map_or("(until lifted)".into(), timefmt::utc),
+                    b.actor,
+                    b.reason,
+                ]);
+            }
+            print_table(&table);
+            Ok(ExitCode::SUCCESS)
+        }
+        BlockCmd::Remove { id, data } => {
+            let c = config(cfg, &data, None)?;
+            let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
+            if dir.state.remove_block(id, now).map_err(|e| e.to_string())? {
+                println!("block {id} lifted");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(format!("no block {id} in force"))
+            }
         }
     }
 }
