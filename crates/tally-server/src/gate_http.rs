@@ -170,7 +170,9 @@ pub async fn check(
     let peer = ext
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
+    let started = std::time::Instant::now();
     let decision = decide_for(&app, &headers, peer).await;
+    app.metrics.decision_latency(started.elapsed());
     let verdict = match &decision {
         Ok(_) => Verdict::Ok,
         Err(r) => r.verdict(),

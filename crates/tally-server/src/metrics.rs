@@ -4,9 +4,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tally_core::verdict::Verdict;
 
+/// Upper bounds (seconds) of the decision latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+];
+
+/// A Prometheus histogram of decision latencies.
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
 /// Process-wide counters.
 #[derive(Default)]
 pub struct Metrics {
+    latency: Histogram,
+    by_route: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
     verdicts: [AtomicU64; Verdict::ALL.len()],
     issued: AtomicU64,
     login_failures: AtomicU64,
@@ -19,6 +34,26 @@ impl Metrics {
     pub fn verdict(&self, v: Verdict) {
         let i = Verdict::ALL.iter().position(|x| *x == v).unwrap_or(0);
         self.verdicts[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records how long one gate decision took.
+    pub fn decision_latency(&self, elapsed: std::time::Duration) {
+        let secs = elapsed.as_secs_f64();
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.latency.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.latency.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Counts one proxied decision on `route` (a configured prefix, so the
+    /// label set stays bounded).
+    pub fn route_verdict(&self, route: &str, v: Verdict) {
+        let mut m = self.by_route.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry((route.to_string(), v.code())).or_default() += 1;
     }
 
     /// Counts one issued token.
@@ -59,6 +94,38 @@ impl Metrics {
                 self.verdicts[i].load(Ordering::Relaxed)
             ));
         }
+        out.push_str(
+            "# HELP tally_gate_route_decisions_total Reverse-proxy decisions by route and verdict.\n",
+        );
+        out.push_str("# TYPE tally_gate_route_decisions_total counter\n");
+        for ((route, verdict), n) in self
+            .by_route
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let route = route.replace('\\', "\\\\").replace('"', "\\\"");
+            out.push_str(&format!(
+                "tally_gate_route_decisions_total{{route=\"{route}\",verdict=\"{verdict}\"}} {n}\n"
+            ));
+        }
+        out.push_str("# HELP tally_gate_decision_seconds Time to decide one request.\n");
+        out.push_str("# TYPE tally_gate_decision_seconds histogram\n");
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            out.push_str(&format!(
+                "tally_gate_decision_seconds_bucket{{le=\"{bound}\"}} {}\n",
+                self.latency.buckets[i].load(Ordering::Relaxed)
+            ));
+        }
+        let count = self.latency.count.load(Ordering::Relaxed);
+        out.push_str(&format!(
+            "tally_gate_decision_seconds_bucket{{le=\"+Inf\"}} {count}\n"
+        ));
+        out.push_str(&format!(
+            "tally_gate_decision_seconds_sum {}\n",
+            self.latency.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        ));
+        out.push_str(&format!("tally_gate_decision_seconds_count {count}\n"));
         out.push_str(
             "# HELP tally_tokens_issued_total Tokens issued and recorded in the ledger.\n",
         );

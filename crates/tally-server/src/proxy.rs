@@ -128,12 +128,15 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0);
+        let started = std::time::Instant::now();
         let decision = crate::gate_http::decide_for(&proxy.app, &parts.headers, peer).await;
+        proxy.app.metrics.decision_latency(started.elapsed());
         let verdict = match &decision {
             Ok(_) => Verdict::Ok,
             Err(r) => r.verdict(),
         };
         proxy.app.metrics.verdict(verdict);
+        proxy.app.metrics.route_verdict(&route.prefix, verdict);
         match decision {
             Ok(t) => {
                 upstream_headers.insert(

@@ -334,5 +334,19 @@ upstream = "http://127.0.0.1:{closed}"
         metrics.contains("tally_gate_decisions_total{verdict=\"not_issued\"} 2"),
         "{metrics}"
     );
+    for line in [
+        "tally_gate_route_decisions_total{route=\"/api/\",verdict=\"not_issued\"} 1",
+        "tally_gate_route_decisions_total{route=\"/watch/\",verdict=\"not_issued\"} 1",
+        "tally_gate_route_decisions_total{route=\"/api/\",verdict=\"revoked\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    let decided: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tally_gate_decision_seconds_count "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(decided >= 8, "{metrics}");
     server.stop();
 }
