@@ -52,17 +52,17 @@ pub enum KeyRingError {
     Store(String),
 }
 
-/// Seals and stores `key` as the new active token key (the previous active key
-/// becomes `retiring`). `kid` defaults to the RFC 7638 thumbprint.
-pub fn store_token_key(
+/// The row of a software key: sealed under the master key, `kid` defaulting
+/// to the RFC 7638 thumbprint.
+fn software_row(
     dir: &DataDir,
     key: &SigningKey,
     kid: Option<&str>,
     source: &str,
-) -> Result<String, KeyRingError> {
+    now: i64,
+) -> Result<KeyRow, KeyRingError> {
     let vk = key.verifying_key();
     let kid = kid.map(str::to_string).unwrap_or_else(|| vk.thumbprint());
-    let vk = vk.with_kid(kid.clone());
     let der = key.to_pkcs8_der().map_err(|e| KeyRingError::BadKey {
         kid: kid.clone(),
         reason: e.to_string(),
@@ -71,20 +71,32 @@ pub fn store_token_key(
         .master
         .seal(&seal_context(&kid), &der)
         .map_err(|e| KeyRingError::Store(e.to_string()))?;
+    Ok(KeyRow {
+        kid: kid.clone(),
+        alg: key.algorithm().name().to_string(),
+        purpose: KeyPurpose::Token,
+        state: KeyState::Active,
+        created_at: now,
+        state_changed_at: now,
+        public: vk.with_kid(kid).to_jwk().to_string(),
+        sealed,
+        source: source.to_string(),
+    })
+}
+
+/// Seals and stores `key` as the new active token key (the previous active key
+/// becomes `retiring`). `kid` defaults to the RFC 7638 thumbprint.
+pub fn store_token_key(
+    dir: &DataDir,
+    key: &SigningKey,
+    kid: Option<&str>,
+    source: &str,
+) -> Result<String, KeyRingError> {
+    let row = software_row(dir, key, kid, source, now_unix())?;
     dir.state
-        .insert_active_token_key(&KeyRow {
-            kid: kid.clone(),
-            alg: key.algorithm().name().to_string(),
-            purpose: KeyPurpose::Token,
-            state: KeyState::Active,
-            created_at: now_unix(),
-            state_changed_at: now_unix(),
-            public: vk.to_jwk().to_string(),
-            sealed,
-            source: source.to_string(),
-        })
+        .insert_active_token_key(&row)
         .map_err(|e| KeyRingError::Store(e.to_string()))?;
-    Ok(kid)
+    Ok(row.kid)
 }
 
 /// The active signing key with its id.
@@ -139,27 +151,7 @@ pub fn new_token_key(dir: &DataDir, alg: Algorithm, now: i64) -> Result<KeyRow, 
         kid: "(new)".into(),
         reason: e.to_string(),
     })?;
-    let vk = key.verifying_key();
-    let kid = vk.thumbprint();
-    let der = key.to_pkcs8_der().map_err(|e| KeyRingError::BadKey {
-        kid: kid.clone(),
-        reason: e.to_string(),
-    })?;
-    let sealed = dir
-        .master
-        .seal(&seal_context(&kid), &der)
-        .map_err(|e| KeyRingError::Store(e.to_string()))?;
-    Ok(KeyRow {
-        kid: kid.clone(),
-        alg: alg.name().to_string(),
-        purpose: KeyPurpose::Token,
-        state: KeyState::Active,
-        created_at: now,
-        state_changed_at: now,
-        public: vk.with_kid(kid).to_jwk().to_string(),
-        sealed,
-        source: "generated".into(),
-    })
+    software_row(dir, &key, None, "generated", now)
 }
 
 impl ActiveKey {

@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
 use support::*;
 
 fn verdict(server: &Server, token: &str, headers: &[(&str, &str)]) -> String {
@@ -22,14 +20,6 @@ fn verdict(server: &Server, token: &str, headers: &[(&str, &str)]) -> String {
         assert_eq!(resp.status(), 403);
     }
     v
-}
-
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -14,13 +14,6 @@ const ISSUER: &str = "https://tally.test";
 const AUDIENCE: &str = "api";
 const PASSWORD: &str = "correct horse battery staple";
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 /// Claims that pass every claim check, with a fresh `jti`.
 fn good_claims(sub: &str) -> Value {
     let n = now();

@@ -40,13 +40,6 @@ fn idp_with_prefix(prefix: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 fn register(server: &Server, credential: Option<&str>, token: &str) -> (u16, Value) {
     let mut req = client()
         .post(server.url("/v1/issuances"))

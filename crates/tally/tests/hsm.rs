@@ -35,18 +35,6 @@ fn ok(args: &[&str], env: &[(&str, &str)]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn kid_of(token: &str) -> String {
-    let h: Value = serde_json::from_slice(
-        &base64::Engine::decode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            token.split('.').next().unwrap(),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    h["kid"].as_str().unwrap().to_string()
-}
-
 fn verdict(server: &Server, token: &str) -> String {
     client()
         .get(server.url("/v1/check"))

@@ -4,18 +4,9 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
 use serde_json::{Value, json};
 use support::*;
 use tally_core::jose::{Algorithm, SigningKey};
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 fn verdict(server: &Server, token: &str) -> (u16, String) {
     let resp = client()
@@ -30,27 +21,6 @@ fn verdict(server: &Server, token: &str) -> (u16, String) {
             .unwrap()
             .to_string(),
     )
-}
-
-fn kid_of(token: &str) -> String {
-    let h: Value = serde_json::from_slice(
-        &base64::Engine::decode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            token.split('.').next().unwrap(),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    h["kid"].as_str().unwrap().to_string()
-}
-
-/// Polls until `f` holds (changes reach a running server within a second).
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn state_of(list: &str, kid: &str) -> String {

@@ -30,13 +30,6 @@ const ISSUER: &str = "https://tally.test";
 const AUDIENCE: &str = "api";
 const PASSWORD: &str = "correct horse battery staple";
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 /// An nginx binary built with `auth_request`, if there is one.
 fn nginx_binary() -> Option<PathBuf> {
     ["nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx"]

@@ -54,12 +54,10 @@ pub fn tally(args: &[&str], stdin: Option<&str>) -> Output {
         .spawn()
         .unwrap();
     if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
+        // A command that refuses early may exit before reading its input.
+        if let Err(e) = child.stdin.take().unwrap().write_all(input.as_bytes()) {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        }
     }
     drop(child.stdin.take());
     child.wait_with_output().unwrap()
@@ -291,4 +289,33 @@ pub fn es256_twin(token: &str) -> String {
     let mut out = sig[..32].to_vec();
     out.extend_from_slice(&twin_s);
     format!("{input}.{}", b64u(&out))
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The `kid` in a compact token's header.
+pub fn kid_of(token: &str) -> String {
+    let h: serde_json::Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    h["kid"].as_str().unwrap_or("").to_string()
+}
+
+/// Polls until `f` holds (changes reach a running server within a second);
+/// fails after 15 seconds.
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
