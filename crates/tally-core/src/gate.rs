@@ -62,6 +62,12 @@ impl TalliedToken {
     pub fn expires_at(&self) -> i64 {
         self.seen.expires_at
     }
+    /// The DPoP key thumbprint the token is bound to (`cnf.jkt`, RFC 9449),
+    /// if it is bound: then only a request with a valid proof by that key may
+    /// use it.
+    pub fn jkt(&self) -> Option<&str> {
+        self.seen.jkt.as_deref()
+    }
 }
 
 /// A refused request, with what is known about the token for evidence.
@@ -170,6 +176,7 @@ struct SeenToken {
     token_id: Arc<str>,
     kid: Arc<str>,
     expires_at: i64,
+    jkt: Option<Arc<str>>,
 }
 
 const SEEN_SHARDS: usize = 16;
@@ -418,6 +425,12 @@ impl Gate {
             kid: vt.header().kid.as_str().into(),
             // ClaimsPolicy requires exp; i64::MAX only if a policy allows none.
             expires_at: claims.exp.unwrap_or(i64::MAX),
+            // A `cnf` without a usable `jkt` binds the token to no key at all
+            // (fail closed): no proof can ever match the empty thumbprint.
+            jkt: claims
+                .other
+                .get("cnf")
+                .map(|c| Arc::from(c.get("jkt").and_then(|j| j.as_str()).unwrap_or(""))),
         });
         if self.seen_len_hint() < self.seen_capacity {
             self.seen_shard(digest)

@@ -24,6 +24,7 @@
 
 pub mod containment;
 pub mod digest;
+pub mod dpop;
 pub mod gate;
 pub mod jose;
 pub mod merkle;

@@ -49,6 +49,8 @@ pub struct App {
     pub accounts: crate::accounting::Accounts,
     /// tally's own verifying keys (what the JWKS publishes).
     pub own_keys: RwLock<tally_core::jose::KeySet>,
+    /// DPoP proofs already used (RFC 9449 replay protection).
+    pub dpop_replay: tally_core::dpop::ReplayCache,
     /// Containment: the blocks in force.
     pub blocks: RwLock<Arc<tally_core::containment::BlockList>>,
     /// Login backoff per user (5 free failures, then exponential).
@@ -138,6 +140,7 @@ impl App {
             own_keys,
             accounts,
             blocks: RwLock::new(Arc::new(tally_core::containment::BlockList::default())),
+            dpop_replay: tally_core::dpop::ReplayCache::new(1 << 20),
             throttle_user: tally_core::throttle::Throttle::new(Default::default()),
             throttle_ip: tally_core::throttle::Throttle::new(
                 tally_core::throttle::ThrottlePolicy {

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tally_core::gate::{Decision, LedgerAnswer, Refusal, Step};
+use tally_core::gate::{Decision, LedgerAnswer, Refusal, Step, TalliedToken};
 use tally_core::verdict::Verdict;
 
 use crate::app::App;
@@ -15,6 +15,20 @@ use crate::keys::now_unix;
 
 /// Extracts the bearer token from `Authorization`, or the verdict for its absence.
 pub fn bearer(headers: &HeaderMap) -> Result<&[u8], Verdict> {
+    credentials(headers).map(|(_, t)| t)
+}
+
+/// How the client presented its token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// `Authorization: Bearer`.
+    Bearer,
+    /// `Authorization: DPoP` (RFC 9449), with a `DPoP` proof header.
+    Dpop,
+}
+
+/// The scheme and token of the `Authorization` header.
+pub fn credentials(headers: &HeaderMap) -> Result<(Scheme, &[u8]), Verdict> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(Verdict::Missing);
@@ -23,14 +37,124 @@ pub fn bearer(headers: &HeaderMap) -> Result<&[u8], Verdict> {
         return Err(Verdict::Malformed);
     }
     let bytes = value.as_bytes();
-    if bytes.len() < 7 || !bytes[..7].eq_ignore_ascii_case(b"bearer ") {
+    let (scheme, token) = if bytes.len() > 7 && bytes[..7].eq_ignore_ascii_case(b"bearer ") {
+        (Scheme::Bearer, &bytes[7..])
+    } else if bytes.len() > 5 && bytes[..5].eq_ignore_ascii_case(b"dpop ") {
+        (Scheme::Dpop, &bytes[5..])
+    } else {
         return Err(Verdict::Malformed);
-    }
-    let token = &bytes[7..];
+    };
     if token.is_empty() || token.iter().any(|b| b.is_ascii_whitespace()) {
         return Err(Verdict::Malformed);
     }
-    Ok(token)
+    Ok((scheme, token))
+}
+
+/// The request a token is used for: what a DPoP proof must name.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// HTTP method.
+    pub method: String,
+    /// Full URL (scheme, host, path; a query is ignored by the comparison).
+    pub url: String,
+}
+
+impl Target {
+    /// The target described by a request's headers: `X-Forwarded-Proto`
+    /// (default `http`), `X-Forwarded-Host` or `Host`, and `path`.
+    pub fn from_headers(headers: &HeaderMap, method: &str, path: &str) -> Target {
+        let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+        let scheme = h("x-forwarded-proto").unwrap_or("http");
+        let host = h("x-forwarded-host")
+            .or_else(|| h("host"))
+            .unwrap_or("localhost");
+        Target {
+            method: method.to_string(),
+            url: format!("{scheme}://{host}{path}"),
+        }
+    }
+
+    /// The original request as nginx `auth_request` describes it
+    /// (`X-Original-Method`, `X-Original-URI`).
+    pub fn original(headers: &HeaderMap) -> Target {
+        let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+        Target::from_headers(
+            headers,
+            h("x-original-method").unwrap_or("GET"),
+            h("x-original-uri").unwrap_or("/"),
+        )
+    }
+}
+
+fn binding_mismatch(t: &TalliedToken, detail: &'static str) -> Refusal {
+    let mut r = Refusal::new(Verdict::BindingMismatch);
+    r.detail = Some(detail);
+    r.kid = Some(t.kid().to_string());
+    r.subject = Some(t.subject().to_string());
+    r.token_id = Some(t.token_id().to_string());
+    r
+}
+
+/// Sender binding (RFC 9449): a token bound to a key (`cnf.jkt`) needs the
+/// `DPoP` scheme and a fresh, unreplayed proof by that key for this request;
+/// the `DPoP` scheme with an unbound token is refused too.
+pub fn check_binding(
+    app: &App,
+    t: &TalliedToken,
+    headers: &HeaderMap,
+    target: &Target,
+) -> Result<(), Refusal> {
+    let Ok((scheme, token)) = credentials(headers) else {
+        return Err(binding_mismatch(t, "no credentials"));
+    };
+    let Some(jkt) = t.jkt() else {
+        return match scheme {
+            Scheme::Bearer => Ok(()),
+            Scheme::Dpop => Err(binding_mismatch(t, "DPoP scheme with an unbound token")),
+        };
+    };
+    if scheme != Scheme::Dpop {
+        return Err(binding_mismatch(
+            t,
+            "a DPoP-bound token needs the DPoP scheme",
+        ));
+    }
+    let mut proofs = headers.get_all("dpop").iter();
+    let (Some(proof), None) = (proofs.next(), proofs.next()) else {
+        return Err(binding_mismatch(
+            t,
+            "exactly one DPoP proof header is required",
+        ));
+    };
+    let proof = proof
+        .to_str()
+        .map_err(|_| binding_mismatch(t, "DPoP proof is not ASCII"))?;
+    let token = std::str::from_utf8(token).map_err(|_| binding_mismatch(t, "token not ASCII"))?;
+    let now = now_unix();
+    let policy = tally_core::dpop::DpopPolicy::default();
+    let p = tally_core::dpop::verify_proof(
+        proof,
+        &target.method,
+        &target.url,
+        Some(token),
+        None,
+        now,
+        &policy,
+    )
+    .map_err(|e| binding_mismatch(t, e.detail()))?;
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        p.jkt.as_bytes(),
+        jkt.as_bytes(),
+    )) {
+        return Err(binding_mismatch(t, "the proof is signed by another key"));
+    }
+    if !app
+        .dpop_replay
+        .check_and_insert(&p.jkt, &p.jti, policy.replay_expires_at(p.iat), now)
+    {
+        return Err(binding_mismatch(t, "DPoP proof replayed"));
+    }
+    Ok(())
 }
 
 /// The client's address: the socket peer, or, when the peer is a trusted proxy,
@@ -66,7 +190,12 @@ fn blocked(app: &App, block: &tally_core::containment::Block, mut r: Refusal) ->
 
 /// A full decision with containment: blocks on the client address and device
 /// first, then the token, then blocks on its subject and id.
-pub async fn decide_for(app: &Arc<App>, headers: &HeaderMap, peer: Option<SocketAddr>) -> Decision {
+pub async fn decide_for(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    target: &Target,
+) -> Decision {
     use tally_core::containment::Actor;
     let blocks = app.blocks();
     let now = now_unix();
@@ -87,6 +216,7 @@ pub async fn decide_for(app: &Arc<App>, headers: &HeaderMap, peer: Option<Socket
         return Err(blocked(app, b, Refusal::new(Verdict::BlockedActor)));
     }
     let decision = decide(app, headers).await?;
+    check_binding(app, &decision, headers, target)?;
     if !blocks.is_empty() {
         let actor = Actor {
             ip,
@@ -171,7 +301,7 @@ pub async fn check(
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let started = std::time::Instant::now();
-    let decision = decide_for(&app, &headers, peer).await;
+    let decision = decide_for(&app, &headers, peer, &Target::original(&headers)).await;
     app.metrics.decision_latency(started.elapsed());
     let verdict = match &decision {
         Ok(_) => Verdict::Ok,

@@ -206,8 +206,10 @@ pub async fn login(
         }
     };
     app.throttle_user.success(&user_key);
+    let jkt = crate::sessions::dpop_key(&headers, "/v1/login")?;
     let (issued, refresh) =
-        crate::sessions::start_session(&app, &username, &client_id, auth_context).await?;
+        crate::sessions::start_session(&app, &username, &client_id, auth_context, jkt.as_deref())
+            .await?;
     Ok(crate::sessions::token_response(&issued, &refresh))
 }
 
@@ -270,6 +272,8 @@ async fn second_factor(
 
 /// A freshly issued, recorded token.
 pub struct Issued {
+    /// Bound to a DPoP key (`token_type` DPoP).
+    pub bound: bool,
     /// The compact JWT.
     pub token: String,
     /// Seconds until expiry.
@@ -289,6 +293,17 @@ pub async fn issue(
     subject: &str,
     client_id: &str,
     auth_context: &str,
+) -> Result<Issued, ApiError> {
+    issue_bound(app, subject, client_id, auth_context, None).await
+}
+
+/// [`issue`], optionally binding the token to a DPoP key (`cnf.jkt`, RFC 9449).
+pub async fn issue_bound(
+    app: &Arc<App>,
+    subject: &str,
+    client_id: &str,
+    auth_context: &str,
+    jkt: Option<&str>,
 ) -> Result<Issued, ApiError> {
     let a = app.clone();
     let who = subject.to_string();
@@ -325,6 +340,9 @@ pub async fn issue(
     claims.insert("iat".into(), Value::from(now));
     claims.insert("jti".into(), Value::from(jti.clone()));
     claims.insert("client_id".into(), Value::from(client_id));
+    if let Some(jkt) = jkt {
+        claims.insert("cnf".into(), serde_json::json!({ "jkt": jkt }));
+    }
     let active = app.active_key();
     let kid = active.kid.clone();
     // Signing, recording and registering run as their own task: if the client
@@ -380,6 +398,7 @@ pub async fn issue(
     app.metrics.issued();
     tracing::info!(event = "token_issued", token_id = %jti, sub = ?subject, kid = %kid, ledger_index, "token issued");
     Ok(Issued {
+        bound: jkt.is_some(),
         token,
         expires_in: ttl,
         token_id: jti,

@@ -129,7 +129,15 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0);
         let started = std::time::Instant::now();
-        let decision = crate::gate_http::decide_for(&proxy.app, &parts.headers, peer).await;
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let target =
+            crate::gate_http::Target::from_headers(&parts.headers, parts.method.as_str(), &pq);
+        let decision =
+            crate::gate_http::decide_for(&proxy.app, &parts.headers, peer, &target).await;
         proxy.app.metrics.decision_latency(started.elapsed());
         let verdict = match &decision {
             Ok(_) => Verdict::Ok,

@@ -55,12 +55,17 @@ fn refresh_hash(token: &str) -> Option<[u8; 32]> {
 }
 
 /// Issues an access token inside `session` and records it as the session's.
-pub async fn issue_in_session(app: &Arc<App>, session: &Session) -> Result<Issued, ApiError> {
-    let issued = issuer::issue(
+pub async fn issue_in_session(
+    app: &Arc<App>,
+    session: &Session,
+    jkt: Option<&str>,
+) -> Result<Issued, ApiError> {
+    let issued = issuer::issue_bound(
         app,
         &session.subject,
         &session.client_id,
         &session.auth_context,
+        jkt,
     )
     .await?;
     let a = app.clone();
@@ -80,6 +85,7 @@ pub async fn start_session(
     subject: &str,
     client_id: &str,
     auth_context: &str,
+    jkt: Option<&str>,
 ) -> Result<(Issued, String), ApiError> {
     let mut fam = [0u8; 16];
     SystemRandom::new()
@@ -97,7 +103,7 @@ pub async fn start_session(
     let a = app.clone();
     let s2 = session.clone();
     blocking(move || a.dir.state.create_session(&s2, &hash, exp, now)).await?;
-    let issued = issue_in_session(app, &session).await?;
+    let issued = issue_in_session(app, &session, jkt).await?;
     Ok((issued, refresh))
 }
 
@@ -122,7 +128,7 @@ pub fn token_response(issued: &Issued, refresh: &str) -> Response {
         headers,
         Json(json!({
             "access_token": issued.token,
-            "token_type": "Bearer",
+            "token_type": if issued.bound { "DPoP" } else { "Bearer" },
             "expires_in": issued.expires_in,
             "refresh_token": refresh,
         })),
@@ -135,6 +141,37 @@ fn invalid_grant() -> ApiError {
         "invalid_grant",
         "the refresh token is invalid, expired, already used or its session ended; log in again",
     )
+}
+
+/// The key a token request proves possession of with a `DPoP` header
+/// (RFC 9449), if it carries one; a present but invalid proof is an error.
+pub fn dpop_key(headers: &HeaderMap, path: &str) -> Result<Option<String>, ApiError> {
+    let mut proofs = headers.get_all("dpop").iter();
+    let Some(proof) = proofs.next() else {
+        return Ok(None);
+    };
+    let bad = |detail: &str| {
+        ApiError::bad_request(
+            "invalid_dpop_proof",
+            format!("the DPoP proof is not acceptable: {detail}"),
+        )
+    };
+    if proofs.next().is_some() {
+        return Err(bad("more than one DPoP header"));
+    }
+    let proof = proof.to_str().map_err(|_| bad("not ASCII"))?;
+    let target = crate::gate_http::Target::from_headers(headers, "POST", path);
+    let p = tally_core::dpop::verify_proof(
+        proof,
+        &target.method,
+        &target.url,
+        None,
+        None,
+        now_unix(),
+        &tally_core::dpop::DpopPolicy::default(),
+    )
+    .map_err(|e| bad(e.detail()))?;
+    Ok(Some(p.jkt))
 }
 
 /// Body of `/v1/refresh`.
@@ -151,6 +188,7 @@ pub async fn refresh(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: RefreshRequest = parse_body(&headers, &body)?;
+    let jkt = dpop_key(&headers, "/v1/refresh")?;
     let Some(hash) = refresh_hash(&req.refresh_token) else {
         return Err(invalid_grant());
     };
@@ -181,7 +219,7 @@ pub async fn refresh(
             let fam = session.family.clone();
             let exp = now + app.config.refresh_ttl_secs;
             blocking(move || a.dir.state.add_refresh_token(&fam, &hash, exp, now)).await?;
-            let issued = issue_in_session(&app, &session).await?;
+            let issued = issue_in_session(&app, &session, jkt.as_deref()).await?;
             Ok(token_response(&issued, &refresh))
         }
     }

@@ -55,14 +55,14 @@
 //! * Tokens are taken as bytes exactly as received: surrounding whitespace or a
 //!   trailing newline make a token malformed; trimming belongs to the transport.
 
-mod b64;
+pub(crate) mod b64;
 mod claims;
 mod der;
-mod json;
+pub(crate) mod json;
 mod jwk;
 mod key;
 mod pem;
-mod token;
+pub(crate) mod token;
 
 #[cfg(test)]
 mod tests;

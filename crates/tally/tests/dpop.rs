@@ -1,0 +1,173 @@
+//! DPoP (RFC 9449) end to end, with proofs made by PyJWT (an implementation
+//! independent of tally's): a login with a proof yields a bound token, which
+//! then passes only with a fresh proof by the same key for the same request.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+use support::*;
+
+fn have_pyjwt() -> bool {
+    Command::new("python3")
+        .args(["-c", "import jwt, cryptography"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn client_py(args: &[&str]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/dpop_client.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn proof(dir: &Path, method: &str, url: &str, token: Option<&str>) -> String {
+    client_py(&[
+        "proof",
+        dir.to_str().unwrap(),
+        method,
+        url,
+        token.unwrap_or("-"),
+    ])
+}
+
+fn check(server: &Server, auth: &str, proof: Option<&str>, path: &str) -> (u16, String) {
+    let mut req = client()
+        .get(server.url("/v1/check"))
+        .header("Authorization", auth)
+        .header("X-Original-URI", path)
+        .header("X-Original-Method", "GET");
+    if let Some(p) = proof {
+        req = req.header("DPoP", p);
+    }
+    let r = req.send().unwrap();
+    (
+        r.status().as_u16(),
+        r.headers()["x-tally-verdict"].to_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn dpop_bound_tokens_need_a_fresh_proof_by_their_key() {
+    let required = std::env::var("TALLY_REQUIRE_PYJWT").is_ok_and(|v| v == "1");
+    if !have_pyjwt() {
+        assert!(!required, "TALLY_REQUIRE_PYJWT=1 but PyJWT is missing");
+        return;
+    }
+    let tmp = TempDir::new("dpop");
+    let (k1, k2) = (tmp.path().join("k1"), tmp.path().join("k2"));
+    std::fs::create_dir_all(&k1).unwrap();
+    std::fs::create_dir_all(&k2).unwrap();
+    let jwk: Value = serde_json::from_str(&client_py(&["keygen", k1.to_str().unwrap()])).unwrap();
+    client_py(&["keygen", k2.to_str().unwrap()]);
+    let thumbprint = tally_core::jose::VerifyingKey::from_jwk(&jwk)
+        .unwrap()
+        .thumbprint();
+
+    let data = tmp.path().join("data");
+    tally_ok(
+        &[
+            "users",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+        Some("pw\n"),
+    );
+    let server = Server::start(&data, None);
+    let base = server.base.clone();
+
+    // Login with a proof: a DPoP-bound token.
+    let login_proof = proof(&k1, "POST", &format!("{base}/v1/login"), None);
+    let resp = client()
+        .post(server.url("/v1/login"))
+        .header("DPoP", &login_proof)
+        .json(&json!({"username": "alice", "password": "pw"}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["token_type"], "DPoP");
+    let token = body["access_token"].as_str().unwrap().to_string();
+    assert_eq!(payload(&token)["cnf"]["jkt"], thumbprint.as_str());
+    let dpop = format!("DPoP {token}");
+    let url = format!("{base}/orders");
+
+    // A fresh proof by the key, for this request, with the token's hash.
+    let good = proof(&k1, "GET", &url, Some(&token));
+    assert_eq!(
+        check(&server, &dpop, Some(&good), "/orders"),
+        (200, "ok".into())
+    );
+    // The same proof again: replay.
+    assert_eq!(
+        check(&server, &dpop, Some(&good), "/orders"),
+        (403, "binding_mismatch".into())
+    );
+    // Stolen token without the key: as a bearer token, with no proof, with
+    // another key's proof, or with a proof for another request.
+    assert_eq!(
+        check(&server, &format!("Bearer {token}"), None, "/orders").1,
+        "binding_mismatch"
+    );
+    assert_eq!(check(&server, &dpop, None, "/orders").1, "binding_mismatch");
+    let other = proof(&k2, "GET", &url, Some(&token));
+    assert_eq!(
+        check(&server, &dpop, Some(&other), "/orders").1,
+        "binding_mismatch"
+    );
+    let elsewhere = proof(&k1, "GET", &format!("{base}/admin"), Some(&token));
+    assert_eq!(
+        check(&server, &dpop, Some(&elsewhere), "/orders").1,
+        "binding_mismatch"
+    );
+    let no_ath = proof(&k1, "GET", &url, None);
+    assert_eq!(
+        check(&server, &dpop, Some(&no_ath), "/orders").1,
+        "binding_mismatch"
+    );
+    let login_again = proof(&k1, "POST", &format!("{base}/v1/login"), None);
+    assert_eq!(
+        check(&server, &dpop, Some(&login_again), "/orders").1,
+        "binding_mismatch"
+    );
+
+    // An unbound token stays a bearer token, and the DPoP scheme cannot dress it up.
+    let plain = login(&server, "alice", "pw");
+    assert_eq!(
+        check(&server, &format!("Bearer {plain}"), None, "/orders"),
+        (200, "ok".into())
+    );
+    let p = proof(&k1, "GET", &url, Some(&plain));
+    assert_eq!(
+        check(&server, &format!("DPoP {plain}"), Some(&p), "/orders").1,
+        "binding_mismatch"
+    );
+
+    // A bad proof at login is refused, not ignored.
+    let resp = client()
+        .post(server.url("/v1/login"))
+        .header("DPoP", "garbage")
+        .json(&json!({"username": "alice", "password": "pw"}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.json::<Value>().unwrap()["error"]["code"],
+        "invalid_dpop_proof"
+    );
+    server.stop();
+}
