@@ -49,6 +49,10 @@ pub struct App {
     pub accounts: crate::accounting::Accounts,
     /// tally's own verifying keys (what the JWKS publishes).
     pub own_keys: RwLock<tally_core::jose::KeySet>,
+    /// The hash-chained access log (`access.db`).
+    pub access_log: Arc<tally_store::access::AccessLog>,
+    /// The queue to it (started with the server's runtime).
+    pub access_events: std::sync::OnceLock<crate::access::AccessEvents>,
     /// DPoP proofs already used (RFC 9449 replay protection).
     pub dpop_replay: tally_core::dpop::ReplayCache,
     /// Containment: the blocks in force.
@@ -117,6 +121,10 @@ impl App {
         // Outbound HTTPS (JWKS URLs) uses rustls with AWS-LC, like everything else.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let externals = crate::external::Externals::load(&config.issuers).map_err(StartError)?;
+        let access_log = Arc::new(
+            tally_store::access::AccessLog::open(&dir.path.join("access.db"))
+                .map_err(|e| StartError(format!("cannot open the access log: {e}")))?,
+        );
         let gate = Arc::new(Gate::new(tally_core::jose::KeySet::new(), policy, registry));
         let (merged, bound) = externals.merge_into(&ring.keyset);
         gate.set_trust(merged, bound);
@@ -141,6 +149,8 @@ impl App {
             accounts,
             blocks: RwLock::new(Arc::new(tally_core::containment::BlockList::default())),
             dpop_replay: tally_core::dpop::ReplayCache::new(1 << 20),
+            access_log,
+            access_events: std::sync::OnceLock::new(),
             throttle_user: tally_core::throttle::Throttle::new(Default::default()),
             throttle_ip: tally_core::throttle::Throttle::new(
                 tally_core::throttle::ThrottlePolicy {
@@ -416,6 +426,8 @@ pub fn router(app: Arc<App>) -> Router {
 /// Starts the background tasks: key reload (every 250 ms, so admin changes
 /// reach the server within a second) and expiry eviction.
 pub fn spawn_background(app: &Arc<App>) {
+    app.access_events
+        .get_or_init(|| crate::access::AccessEvents::start(app.access_log.clone()));
     let a = app.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -479,6 +491,16 @@ pub fn spawn_background(app: &Arc<App>) {
             let now = now_unix().max(0) as u64;
             a.throttle_user.forget_stale(now);
             a.throttle_ip.forget_stale(now);
+            // Retention: events older than the configured age go, unless a
+            // legal hold covers them.
+            let log = a.access_log.clone();
+            let before = crate::access::now_ms() - a.config.access_retention_days * 86_400_000;
+            let _ = tokio::task::spawn_blocking(move || match log.purge(before) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, "access events past retention removed"),
+                Err(e) => tracing::info!(code = e.code(), reason = %e, "retention deferred"),
+            })
+            .await;
         }
     });
 }

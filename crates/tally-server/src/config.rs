@@ -42,6 +42,8 @@ pub struct FileConfig {
     pub trusted_proxies: Vec<String>,
     /// Header carrying a device id, for device blocks (default `X-Device-Id`).
     pub device_header: Option<String>,
+    /// Days access events are kept (default 180), legal holds permitting.
+    pub access_retention_days: Option<i64>,
 }
 
 /// `[gate]`: the reverse proxy.
@@ -147,6 +149,8 @@ pub struct Config {
     pub trusted_proxies: Vec<tally_core::containment::Cidr>,
     /// Header carrying a device id (lower case).
     pub device_header: String,
+    /// Days access events are kept, legal holds permitting.
+    pub access_retention_days: i64,
 }
 
 /// A configuration problem, phrased for the operator.
@@ -350,6 +354,15 @@ impl Config {
             gate: fc.gate,
             trusted_proxies,
             device_header,
+            access_retention_days: {
+                let d = fc.access_retention_days.unwrap_or(180);
+                if !(1..=3650).contains(&d) {
+                    return Err(ConfigError(format!(
+                        "access_retention_days = {d} must be between 1 and 3650"
+                    )));
+                }
+                d
+            },
         })
     }
 }

@@ -303,6 +303,22 @@ pub async fn check(
     let started = std::time::Instant::now();
     let decision = decide_for(&app, &headers, peer, &Target::original(&headers)).await;
     app.metrics.decision_latency(started.elapsed());
+    if let Some(events) = app.access_events.get() {
+        let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+        events.record(crate::access::event(
+            &decision,
+            client_ip(&app, peer, &headers),
+            headers
+                .get(app.config.device_header.as_str())
+                .and_then(|v| v.to_str().ok()),
+            "check",
+            h("x-original-method"),
+            h("x-original-uri"),
+            &[],
+            decision.is_ok(),
+            started.elapsed(),
+        ));
+    }
     let verdict = match &decision {
         Ok(_) => Verdict::Ok,
         Err(r) => r.verdict(),

@@ -45,11 +45,27 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Result<Json<serde_json::Valu
 
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let body = app.metrics.render(
+    let mut body = app.metrics.render(
         app.ledger.size(),
         app.gate.registry().len(),
         app.ledger.is_healthy(),
     );
+    if let Some(e) = app.access_events.get() {
+        body.push_str("# HELP tally_access_events_dropped_total Access events dropped because the queue was full.\n");
+        body.push_str("# TYPE tally_access_events_dropped_total counter\n");
+        body.push_str(&format!(
+            "tally_access_events_dropped_total {}\n",
+            e.dropped()
+        ));
+        body.push_str(
+            "# HELP tally_access_events_written_total Access events written to the access log.\n",
+        );
+        body.push_str("# TYPE tally_access_events_written_total counter\n");
+        body.push_str(&format!(
+            "tally_access_events_written_total {}\n",
+            e.written()
+        ));
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -139,6 +139,22 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         let decision =
             crate::gate_http::decide_for(&proxy.app, &parts.headers, peer, &target).await;
         proxy.app.metrics.decision_latency(started.elapsed());
+        if let Some(events) = proxy.app.access_events.get() {
+            events.record(crate::access::event(
+                &decision,
+                crate::gate_http::client_ip(&proxy.app, peer, &parts.headers),
+                parts
+                    .headers
+                    .get(proxy.app.config.device_header.as_str())
+                    .and_then(|v| v.to_str().ok()),
+                &route.prefix,
+                parts.method.as_str(),
+                &pq,
+                &route.data,
+                decision.is_ok() || mode == GateMode::Monitor,
+                started.elapsed(),
+            ));
+        }
         let verdict = match &decision {
             Ok(_) => Verdict::Ok,
             Err(r) => r.verdict(),

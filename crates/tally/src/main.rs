@@ -65,10 +65,67 @@ enum Command {
     /// Manage API clients (for token introspection).
     #[command(subcommand)]
     Clients(ClientsCmd),
+    /// The access log: verify it, read it, place legal holds, apply retention.
+    #[command(subcommand)]
+    Access(AccessCmd),
     /// Containment: block a client address, device, subject or token
     /// (refused as blocked_actor on every server within a second).
     #[command(subcommand)]
     Block(BlockCmd),
+}
+
+#[derive(Subcommand)]
+enum AccessCmd {
+    /// Recompute the hash chain of the access log (edits, deletions, cuts).
+    Verify {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Print the newest events (JSON lines).
+    Tail {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Place a legal hold: nothing in [FROM, UNTIL] can be deleted until released.
+    Hold {
+        /// Start (RFC 3339 or unix seconds).
+        #[arg(long)]
+        from: String,
+        /// End (RFC 3339 or unix seconds).
+        #[arg(long)]
+        until: String,
+        /// Why (case number, preservation order).
+        #[arg(long)]
+        reason: String,
+        /// Who performs this (default: $SUDO_USER or $USER).
+        #[arg(long)]
+        actor: Option<String>,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// List the legal holds in force.
+    Holds {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Release a legal hold.
+    Release {
+        /// Hold id.
+        id: i64,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Delete events older than TIME (refused while a legal hold covers any).
+    Purge {
+        /// RFC 3339 or unix seconds.
+        #[arg(long)]
+        before: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -335,6 +392,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Keys(cmd) => keys(cfg_path, cmd),
         Command::Ledger(cmd) => ledger(cfg_path, cmd),
         Command::Block(cmd) => block(cfg_path, cmd),
+        Command::Access(cmd) => access(cfg_path, cmd),
         Command::Clients(ClientsCmd::Add { id, data, .. }) => {
             let c = config(cfg_path, &data, None)?;
             if !tally_server::issuer::valid_username(&id) {
@@ -825,6 +883,116 @@ fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
                 println!("proof[{i}]    {}", STANDARD.encode(h));
             }
             println!("verified    yes");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn access(cfg: Option<&Path>, cmd: AccessCmd) -> Result<ExitCode, String> {
+    let data = match &cmd {
+        AccessCmd::Verify { data }
+        | AccessCmd::Tail { data, .. }
+        | AccessCmd::Hold { data, .. }
+        | AccessCmd::Holds { data }
+        | AccessCmd::Release { data, .. }
+        | AccessCmd::Purge { data, .. } => data.clone(),
+    };
+    let c = config(cfg, &data, None)?;
+    let path = c.data.join("access.db");
+    if !c.data.join(tally_store::STATE_FILE).exists() {
+        return Err(format!(
+            "{} is not a tally data directory",
+            c.data.display()
+        ));
+    }
+    let log = tally_store::access::AccessLog::open(&path).map_err(|e| e.to_string())?;
+    let now = tally_server::keys::now_unix();
+    match cmd {
+        AccessCmd::Verify { .. } => match log.verify() {
+            Ok(r) => {
+                println!("access log   {}", path.display());
+                println!(
+                    "events       {} (seq {}..={})",
+                    r.events, r.first_seq, r.last_seq
+                );
+                println!("result       OK: the hash chain is intact");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(tally_store::access::AccessError::Tampered { seq, reason }) => {
+                println!("result       TAMPERED");
+                println!("first bad    event {seq}");
+                println!("finding      {reason}");
+                Ok(ExitCode::from(1))
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        AccessCmd::Tail { limit, .. } => {
+            for (_, _, body) in log.tail(limit).map_err(|e| e.to_string())? {
+                println!("{}", String::from_utf8_lossy(&body));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AccessCmd::Hold {
+            from,
+            until,
+            reason,
+            actor,
+            ..
+        } => {
+            let (from, until) = (timefmt::parse_time(&from)?, timefmt::parse_time(&until)?);
+            if until < from || reason.trim().is_empty() {
+                return Err("need --from <= --until and a --reason".into());
+            }
+            let id = log
+                .hold(
+                    from * 1000,
+                    until * 1000 + 999,
+                    &reason,
+                    &lifecycle::actor(actor.as_deref()),
+                    now,
+                )
+                .map_err(|e| e.to_string())?;
+            println!(
+                "hold {id}: {} .. {} ({reason})",
+                timefmt::utc(from),
+                timefmt::utc(until)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AccessCmd::Holds { .. } => {
+            let mut table = vec![[
+                "ID".to_string(),
+                "FROM".into(),
+                "UNTIL".into(),
+                "BY".into(),
+                "REASON".into(),
+            ]];
+            for h in log.holds().map_err(|e| e.to_string())? {
+                table.push([
+                    h.id.to_string(),
+                    timefmt::utc(h.from_ms / 1000),
+                    timefmt::utc(h.until_ms / 1000),
+                    h.actor,
+                    h.reason,
+                ]);
+            }
+            print_table(&table);
+            Ok(ExitCode::SUCCESS)
+        }
+        AccessCmd::Release { id, .. } => {
+            if log.release(id, now).map_err(|e| e.to_string())? {
+                println!("hold {id} released");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(format!("no hold {id} in force"))
+            }
+        }
+        AccessCmd::Purge { before, .. } => {
+            let before = timefmt::parse_time(&before)?;
+            let n = log
+                .purge(before * 1000)
+                .map_err(|e| format!("{} ({})", e, e.code()))?;
+            println!("{n} event(s) removed; the chain still verifies from the first one kept");
             Ok(ExitCode::SUCCESS)
         }
     }

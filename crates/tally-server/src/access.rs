@@ -1,0 +1,154 @@
+//! Access events: every gate decision becomes one, sent over a bounded channel
+//! that never blocks a request (drops are counted), and written in batches to
+//! the hash-chained access log (`access.db`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+use tally_core::verdict::Verdict;
+use tally_store::access::AccessLog;
+
+/// One decision, as investigators will read it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AccessEvent {
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// Client address.
+    pub client_ip: Option<String>,
+    /// Device id.
+    pub device: Option<String>,
+    /// Token subject, when known.
+    pub subject: Option<String>,
+    /// Token id, when known.
+    pub token_id: Option<String>,
+    /// Signing key id, when known.
+    pub kid: Option<String>,
+    /// Route (proxy prefix), or `check` for the decision endpoint.
+    pub route: String,
+    /// HTTP method of the original request.
+    pub method: String,
+    /// Path of the original request.
+    pub path: String,
+    /// Data categories the route returns.
+    pub data: Vec<String>,
+    /// The verdict code.
+    pub verdict: &'static str,
+    /// Whether the request went on (monitor mode lets refusals through).
+    pub passed: bool,
+    /// Decision time in microseconds.
+    pub latency_us: u64,
+}
+
+/// The sending side of the access log.
+pub struct AccessEvents {
+    tx: tokio::sync::mpsc::Sender<AccessEvent>,
+    dropped: AtomicU64,
+    written: Arc<AtomicU64>,
+}
+
+/// Channel capacity: events beyond it are dropped (and counted), never waited for.
+pub const CHANNEL_CAPACITY: usize = 65_536;
+
+impl AccessEvents {
+    /// Starts the writer task over `log`.
+    pub fn start(log: Arc<AccessLog>) -> AccessEvents {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<AccessEvent>(CHANNEL_CAPACITY);
+        let written = Arc::new(AtomicU64::new(0));
+        let w = written.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while rx.recv_many(&mut batch, 4096).await > 0 {
+                let rows: Vec<(i64, Vec<u8>)> = batch
+                    .drain(..)
+                    .map(|e: AccessEvent| (e.at_ms, serde_json::to_vec(&e).unwrap_or_default()))
+                    .collect();
+                let n = rows.len() as u64;
+                let log = log.clone();
+                match tokio::task::spawn_blocking(move || log.append(&rows)).await {
+                    Ok(Ok(_)) => {
+                        w.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(code = e.code(), error = %e, events = n, "access events not written")
+                    }
+                    Err(_) => tracing::error!(events = n, "access log writer failed"),
+                }
+            }
+        });
+        AccessEvents {
+            tx,
+            dropped: AtomicU64::new(0),
+            written,
+        }
+    }
+
+    /// Queues an event without ever waiting; a full queue drops it (counted).
+    pub fn record(&self, e: AccessEvent) {
+        if self.tx.try_send(e).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Events dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Events written to the log.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Builds an event from a decision.
+#[allow(clippy::too_many_arguments)]
+pub fn event(
+    decision: &tally_core::gate::Decision,
+    client_ip: Option<std::net::IpAddr>,
+    device: Option<&str>,
+    route: &str,
+    method: &str,
+    path: &str,
+    data: &[String],
+    passed: bool,
+    latency: std::time::Duration,
+) -> AccessEvent {
+    let (verdict, subject, token_id, kid) = match decision {
+        Ok(t) => (
+            Verdict::Ok,
+            Some(t.subject().to_string()),
+            Some(t.token_id().to_string()),
+            Some(t.kid().to_string()),
+        ),
+        Err(r) => (
+            r.verdict(),
+            r.subject.clone(),
+            r.token_id.clone(),
+            r.kid.clone(),
+        ),
+    };
+    AccessEvent {
+        at_ms: now_ms(),
+        client_ip: client_ip.map(|i| i.to_string()),
+        device: device.map(str::to_string),
+        subject,
+        token_id,
+        kid,
+        route: route.to_string(),
+        method: method.to_string(),
+        path: path.to_string(),
+        data: data.to_vec(),
+        verdict: verdict.code(),
+        passed,
+        latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+    }
+}
