@@ -299,6 +299,13 @@ impl Gate {
 
     /// First step of a decision for the compact token `token` at time `now`.
     pub fn check(&self, token: &[u8], now: i64) -> Step {
+        self.check_guarded(token, now, &|| true)
+    }
+
+    /// [`Gate::check`], asking `allow_miss` before the expensive part of a
+    /// registry miss (a signature verification): when it says no, the request
+    /// is refused as `unavailable` without any cryptography.
+    pub fn check_guarded(&self, token: &[u8], now: i64, allow_miss: &dyn Fn() -> bool) -> Step {
         if token.is_empty() {
             return Step::Decided(Err(Refusal::new(Verdict::Missing)));
         }
@@ -310,6 +317,11 @@ impl Gate {
         let digest = TokenDigest::of(token);
         let Some(entry) = self.registry.lookup(&digest) else {
             // A miss: verify, then the ledger decides between forged and real.
+            if !allow_miss() {
+                let mut r = Refusal::new(Verdict::Unavailable);
+                r.detail = Some("too many unknown tokens from this client; slow down");
+                return Step::Decided(Err(r));
+            }
             let (_, keys) = self.keys_and_generation();
             return match jose::verify(token, &keys) {
                 Err(rejection) => Step::Decided(Err(Refusal::of_rejection(&rejection))),

@@ -29,6 +29,7 @@ pub mod gate;
 pub mod jose;
 pub mod merkle;
 pub mod note;
+pub mod ratelimit;
 pub mod record;
 pub mod registry;
 pub mod seal;

@@ -53,6 +53,8 @@ pub struct App {
     pub access_log: Arc<tally_store::access::AccessLog>,
     /// The queue to it (started with the server's runtime).
     pub access_events: std::sync::OnceLock<crate::access::AccessEvents>,
+    /// Registry misses (each a signature verification) per client address.
+    pub miss_limiter: tally_core::ratelimit::RateLimiter<std::net::IpAddr>,
     /// DPoP proofs already used (RFC 9449 replay protection).
     pub dpop_replay: tally_core::dpop::ReplayCache,
     /// Containment: the blocks in force.
@@ -121,6 +123,11 @@ impl App {
         // Outbound HTTPS (JWKS URLs) uses rustls with AWS-LC, like everything else.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let externals = crate::external::Externals::load(&config.issuers).map_err(StartError)?;
+        let miss_limiter = tally_core::ratelimit::RateLimiter::new(
+            config.miss_rate_per_sec,
+            config.miss_burst,
+            100_000,
+        );
         let access_log = Arc::new(
             tally_store::access::AccessLog::open(&dir.path.join("access.db"))
                 .map_err(|e| StartError(format!("cannot open the access log: {e}")))?,
@@ -151,6 +158,7 @@ impl App {
             dpop_replay: tally_core::dpop::ReplayCache::new(1 << 20),
             access_log,
             access_events: std::sync::OnceLock::new(),
+            miss_limiter,
             throttle_user: tally_core::throttle::Throttle::new(Default::default()),
             throttle_ip: tally_core::throttle::Throttle::new(
                 tally_core::throttle::ThrottlePolicy {

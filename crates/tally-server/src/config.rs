@@ -44,6 +44,11 @@ pub struct FileConfig {
     pub device_header: Option<String>,
     /// Days access events are kept (default 180), legal holds permitting.
     pub access_retention_days: Option<i64>,
+    /// Unknown tokens (registry misses, each a signature verification) allowed
+    /// per client address per second (default 50)...
+    pub miss_rate_per_sec: Option<f64>,
+    /// ...and at once (default 200).
+    pub miss_burst: Option<f64>,
 }
 
 /// `[gate]`: the reverse proxy.
@@ -151,6 +156,10 @@ pub struct Config {
     pub device_header: String,
     /// Days access events are kept, legal holds permitting.
     pub access_retention_days: i64,
+    /// Registry misses allowed per client per second.
+    pub miss_rate_per_sec: f64,
+    /// Registry misses allowed per client at once.
+    pub miss_burst: f64,
 }
 
 /// A configuration problem, phrased for the operator.
@@ -354,6 +363,8 @@ impl Config {
             gate: fc.gate,
             trusted_proxies,
             device_header,
+            miss_rate_per_sec: fc.miss_rate_per_sec.unwrap_or(50.0).max(0.0),
+            miss_burst: fc.miss_burst.unwrap_or(200.0).max(1.0),
             access_retention_days: {
                 let d = fc.access_retention_days.unwrap_or(180);
                 if !(1..=3650).contains(&d) {

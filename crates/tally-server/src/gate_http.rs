@@ -215,7 +215,10 @@ pub async fn decide_for(
     {
         return Err(blocked(app, b, Refusal::new(Verdict::BlockedActor)));
     }
-    let decision = decide(app, headers).await?;
+    let decision = match bearer(headers) {
+        Ok(t) => decide_token_for(app, t, ip).await,
+        Err(v) => Err(Refusal::new(v)),
+    }?;
     check_binding(app, &decision, headers, target)?;
     if !blocks.is_empty() {
         let actor = Actor {
@@ -246,8 +249,16 @@ pub async fn decide(app: &Arc<App>, headers: &HeaderMap) -> Decision {
 
 /// Runs a full decision for the compact token `token`.
 pub async fn decide_token(app: &Arc<App>, token: &[u8]) -> Decision {
+    decide_token_for(app, token, None).await
+}
+
+/// [`decide_token`] for a request from `client`: its registry misses (each a
+/// signature verification) are rate-limited per address.
+pub async fn decide_token_for(app: &Arc<App>, token: &[u8], client: Option<IpAddr>) -> Decision {
     let now = now_unix();
-    match app.gate.check(token, now) {
+    let allow_miss =
+        || client.is_none_or(|ip| app.miss_limiter.allow(&ip, crate::access::now_ms()));
+    match app.gate.check_guarded(token, now, &allow_miss) {
         Step::Decided(d) => d,
         Step::AskLedger(q) => {
             let a = app.clone();
