@@ -60,12 +60,15 @@ pub struct Target {
 }
 
 impl Target {
-    /// The target described by a request's headers: `X-Forwarded-Proto`
-    /// (default `http`), `X-Forwarded-Host` or `Host`, and `path`.
-    pub fn from_headers(headers: &HeaderMap, method: &str, path: &str) -> Target {
+    /// The target described by a request's headers: `Host` and `path`, and,
+    /// only when the request comes through a trusted proxy (`via_proxy`),
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host` (a client could otherwise
+    /// make a proof stolen from another site look like one for this one).
+    pub fn from_headers(headers: &HeaderMap, method: &str, path: &str, via_proxy: bool) -> Target {
         let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-        let scheme = h("x-forwarded-proto").unwrap_or("http");
-        let host = h("x-forwarded-host")
+        let fwd = |n: &str| if via_proxy { h(n) } else { None };
+        let scheme = fwd("x-forwarded-proto").unwrap_or("http");
+        let host = fwd("x-forwarded-host")
             .or_else(|| h("host"))
             .unwrap_or("localhost");
         Target {
@@ -76,12 +79,13 @@ impl Target {
 
     /// The original request as nginx `auth_request` describes it
     /// (`X-Original-Method`, `X-Original-URI`).
-    pub fn original(headers: &HeaderMap) -> Target {
+    pub fn original(headers: &HeaderMap, via_proxy: bool) -> Target {
         let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
         Target::from_headers(
             headers,
             h("x-original-method").unwrap_or("GET"),
             h("x-original-uri").unwrap_or("/"),
+            via_proxy,
         )
     }
 }
@@ -179,6 +183,16 @@ pub fn client_ip(app: &App, peer: Option<SocketAddr>, headers: &HeaderMap) -> Op
             .find(|ip| !trusted(*ip))
             .unwrap_or(peer),
     )
+}
+
+/// Whether the peer is one of the configured trusted proxies.
+pub fn from_trusted_proxy(app: &App, peer: Option<SocketAddr>) -> bool {
+    peer.is_some_and(|p| {
+        app.config
+            .trusted_proxies
+            .iter()
+            .any(|c| c.contains(p.ip()))
+    })
 }
 
 fn blocked(app: &App, block: &tally_core::containment::Block, mut r: Refusal) -> Refusal {
@@ -312,7 +326,8 @@ pub async fn check(
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let started = std::time::Instant::now();
-    let decision = decide_for(&app, &headers, peer, &Target::original(&headers)).await;
+    let target = Target::original(&headers, from_trusted_proxy(&app, peer));
+    let decision = decide_for(&app, &headers, peer, &target).await;
     app.metrics.decision_latency(started.elapsed());
     if let Some(events) = app.access_events.get() {
         let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");

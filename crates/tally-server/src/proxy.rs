@@ -134,8 +134,12 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        let target =
-            crate::gate_http::Target::from_headers(&parts.headers, parts.method.as_str(), &pq);
+        let target = crate::gate_http::Target::from_headers(
+            &parts.headers,
+            parts.method.as_str(),
+            &pq,
+            crate::gate_http::from_trusted_proxy(&proxy.app, peer),
+        );
         let decision =
             crate::gate_http::decide_for(&proxy.app, &parts.headers, peer, &target).await;
         proxy.app.metrics.decision_latency(started.elapsed());

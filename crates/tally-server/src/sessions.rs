@@ -160,7 +160,8 @@ pub fn dpop_key(headers: &HeaderMap, path: &str) -> Result<Option<String>, ApiEr
         return Err(bad("more than one DPoP header"));
     }
     let proof = proof.to_str().map_err(|_| bad("not ASCII"))?;
-    let target = crate::gate_http::Target::from_headers(headers, "POST", path);
+    // Token requests reach tally directly or through a proxy that keeps Host.
+    let target = crate::gate_http::Target::from_headers(headers, "POST", path, false);
     let p = tally_core::dpop::verify_proof(
         proof,
         &target.method,

@@ -134,6 +134,19 @@ fn dpop_bound_tokens_need_a_fresh_proof_by_their_key() {
         check(&server, &dpop, Some(&elsewhere), "/orders").1,
         "binding_mismatch"
     );
+    // A proof made for another site, with the host claimed by an untrusted
+    // client header: still not a proof for this request.
+    let other_site = proof(&k1, "GET", "http://shop.example/orders", Some(&token));
+    let r = client()
+        .get(server.url("/v1/check"))
+        .header("Authorization", &dpop)
+        .header("DPoP", &other_site)
+        .header("X-Forwarded-Host", "shop.example")
+        .header("X-Original-URI", "/orders")
+        .header("X-Original-Method", "GET")
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["x-tally-verdict"], "binding_mismatch");
     let no_ath = proof(&k1, "GET", &url, None);
     assert_eq!(
         check(&server, &dpop, Some(&no_ath), "/orders").1,
