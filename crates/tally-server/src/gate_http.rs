@@ -195,11 +195,31 @@ pub fn from_trusted_proxy(app: &App, peer: Option<SocketAddr>) -> bool {
     })
 }
 
-fn blocked(app: &App, block: &tally_core::containment::Block, mut r: Refusal) -> Refusal {
+fn blocked(block: &tally_core::containment::Block, mut r: Refusal) -> Refusal {
     tracing::warn!(event = "blocked_actor", block = block.id, reason = ?block.reason, sub = ?r.subject, token_id = ?r.token_id, "request refused by containment");
     r.detail = Some("blocked by containment");
-    let _ = app;
     r
+}
+
+/// A validly signed token the ledger cannot tally proves a signing key is in
+/// the wrong hands: count it against the key and log it, once per decision.
+fn report_forgery(app: &App, r: &Refusal, target: &Target) {
+    if !r.verdict().is_forgery() {
+        return;
+    }
+    if let Some(kid) = &r.kid {
+        app.saw_forgery(kid, now_unix());
+    }
+    tracing::warn!(
+        event = "forged_token",
+        verdict = r.verdict().code(),
+        kid = r.kid.as_deref().unwrap_or(""),
+        token_id = ?r.token_id.as_deref().unwrap_or(""),
+        sub = ?r.subject.as_deref().unwrap_or(""),
+        method = ?target.method,
+        url = ?target.url,
+        "validly signed token that the ledger cannot tally: refused"
+    );
 }
 
 /// A full decision with containment: blocks on the client address and device
@@ -227,12 +247,13 @@ pub async fn decide_for(
             now,
         )
     {
-        return Err(blocked(app, b, Refusal::new(Verdict::BlockedActor)));
+        return Err(blocked(b, Refusal::new(Verdict::BlockedActor)));
     }
     let decision = match bearer(headers) {
         Ok(t) => decide_token_for(app, t, ip).await,
         Err(v) => Err(Refusal::new(v)),
-    }?;
+    }
+    .inspect_err(|r| report_forgery(app, r, target))?;
     check_binding(app, &decision, headers, target)?;
     if !blocks.is_empty() {
         let actor = Actor {
@@ -246,7 +267,7 @@ pub async fn decide_for(
             r.kid = Some(decision.kid().to_string());
             r.subject = Some(decision.subject().to_string());
             r.token_id = Some(decision.token_id().to_string());
-            return Err(blocked(app, b, r));
+            return Err(blocked(b, r));
         }
     }
     Ok(decision)
@@ -368,21 +389,7 @@ pub async fn check(
                 .get("x-original-method")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            if verdict.is_forgery() {
-                if let Some(kid) = &r.kid {
-                    app.saw_forgery(kid, now_unix());
-                }
-                tracing::warn!(
-                    event = "forged_token",
-                    verdict = verdict.code(),
-                    kid = r.kid.as_deref().unwrap_or(""),
-                    token_id = ?r.token_id.as_deref().unwrap_or(""),
-                    sub = ?r.subject.as_deref().unwrap_or(""),
-                    uri = ?uri,
-                    method = ?method,
-                    "validly signed token that the ledger cannot tally: refused"
-                );
-            } else {
+            if !verdict.is_forgery() {
                 tracing::debug!(
                     verdict = verdict.code(),
                     detail = r.detail.unwrap_or(""),

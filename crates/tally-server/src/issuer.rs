@@ -50,6 +50,24 @@ pub fn verify_password(phc: &str, password: &str) -> bool {
     }
 }
 
+/// One of the few slots for password hashing (argon2id, 19 MiB each): waits
+/// up to five seconds, then answers `503 busy` rather than queue without bound.
+pub async fn password_slot(app: &App) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        app.password_slots.acquire(),
+    )
+    .await
+    {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many password checks in progress; retry shortly",
+        )),
+    }
+}
+
 /// A valid user name: 1..=64 of `A-Z a-z 0-9 . _ @ -`.
 pub fn valid_username(name: &str) -> bool {
     !name.is_empty()
@@ -140,18 +158,7 @@ pub async fn login(
         )
         .with_retry_after(retry));
     }
-    let Ok(Ok(_slot)) = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        app.password_slots.acquire(),
-    )
-    .await
-    else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "too many logins in progress; retry shortly",
-        ));
-    };
+    let _slot = password_slot(&app).await?;
     let a = app.clone();
     let user = username.clone();
     let authenticated = tokio::task::spawn_blocking(move || {

@@ -178,21 +178,6 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
                 upstream_headers.insert("x-tally-verdict", HeaderValue::from_static("ok"));
             }
             Err(refusal) => {
-                if verdict.is_forgery() {
-                    if let Some(kid) = &refusal.kid {
-                        proxy.app.saw_forgery(kid, crate::keys::now_unix());
-                    }
-                    tracing::warn!(
-                        event = "forged_token",
-                        verdict = verdict.code(),
-                        kid = refusal.kid.as_deref().unwrap_or(""),
-                        token_id = ?refusal.token_id.as_deref().unwrap_or(""),
-                        route = %route.prefix,
-                        path = ?path,
-                        mode = ?mode,
-                        "validly signed token that the ledger cannot tally"
-                    );
-                }
                 if mode == GateMode::Enforce {
                     return crate::gate_http::refusal_response(&refusal, verdict);
                 }

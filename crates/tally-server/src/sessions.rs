@@ -400,18 +400,7 @@ async fn authenticate_client(app: &Arc<App>, headers: &HeaderMap) -> Result<bool
     if secret.len() > issuer::MAX_PASSWORD {
         return Ok(false);
     }
-    let Ok(Ok(_slot)) = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        app.password_slots.acquire(),
-    )
-    .await
-    else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "too many requests in progress; retry shortly",
-        ));
-    };
+    let _slot = issuer::password_slot(app).await?;
     let a = app.clone();
     let (id, secret) = (id.to_string(), zeroize::Zeroizing::new(secret.to_string()));
     blocking(move || {
