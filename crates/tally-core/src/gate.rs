@@ -68,6 +68,10 @@ impl TalliedToken {
     pub fn jkt(&self) -> Option<&str> {
         self.seen.jkt.as_deref()
     }
+    /// Whether the token's `aud` contains `audience`.
+    pub fn has_audience(&self, audience: &str) -> bool {
+        self.seen.audiences.iter().any(|a| &**a == audience)
+    }
 }
 
 /// A refused request, with what is known about the token for evidence.
@@ -177,6 +181,7 @@ struct SeenToken {
     kid: Arc<str>,
     expires_at: i64,
     jkt: Option<Arc<str>>,
+    audiences: Box<[Box<str>]>,
 }
 
 const SEEN_SHARDS: usize = 16;
@@ -443,6 +448,7 @@ impl Gate {
                 .other
                 .get("cnf")
                 .map(|c| Arc::from(c.get("jkt").and_then(|j| j.as_str()).unwrap_or(""))),
+            audiences: claims.aud.iter().map(|a| a.as_str().into()).collect(),
         });
         if self.seen_len_hint() < self.seen_capacity {
             self.seen_shard(digest)
@@ -486,6 +492,7 @@ mod tests {
         let policy = ClaimsPolicy {
             issuer: "https://iss".into(),
             audience: "api".into(),
+            also_audiences: vec!["orders".into()],
             leeway_secs: 60,
             require_exp: true,
         };

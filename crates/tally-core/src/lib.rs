@@ -25,6 +25,7 @@
 pub mod containment;
 pub mod digest;
 pub mod dpop;
+pub mod dpop_nonce;
 pub mod gate;
 pub mod jose;
 pub mod merkle;

@@ -57,6 +57,9 @@ pub struct App {
     pub miss_limiter: tally_core::ratelimit::RateLimiter<std::net::IpAddr>,
     /// DPoP proofs already used (RFC 9449 replay protection).
     pub dpop_replay: tally_core::dpop::ReplayCache,
+    /// DPoP server nonces, when `dpop_nonce = true`. Keyed per process: a
+    /// client that moves to another node is asked for a new nonce once.
+    pub dpop_nonces: Option<tally_core::dpop_nonce::NonceSource>,
     /// Containment: the blocks in force.
     pub blocks: RwLock<Arc<tally_core::containment::BlockList>>,
     /// Login backoff per user (5 free failures, then exponential).
@@ -117,6 +120,7 @@ impl App {
         let policy = ClaimsPolicy {
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
+            also_audiences: config.route_audiences(),
             leeway_secs: config.leeway_secs,
             require_exp: true,
         };
@@ -139,6 +143,17 @@ impl App {
         let version = dir.state.data_version().unwrap_or(0);
         let dummy_hash = issuer::hash_password(&keys_dummy_password())
             .map_err(|e| StartError(format!("password hashing failed: {}", e.code())))?;
+        let dpop_nonces = if config.dpop_nonce {
+            let mut secret = [0u8; 32];
+            aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut secret)
+                .map_err(|_| StartError("no randomness for DPoP nonces".into()))?;
+            Some(tally_core::dpop_nonce::NonceSource::new(
+                &secret,
+                DPOP_NONCE_WINDOW_SECS,
+            ))
+        } else {
+            None
+        };
         Ok(Arc::new(App {
             config,
             dir,
@@ -156,6 +171,7 @@ impl App {
             accounts,
             blocks: RwLock::new(Arc::new(tally_core::containment::BlockList::default())),
             dpop_replay: tally_core::dpop::ReplayCache::new(1 << 20),
+            dpop_nonces,
             access_log,
             access_events: std::sync::OnceLock::new(),
             miss_limiter,
@@ -430,6 +446,9 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(app)
 }
+
+/// How long a DPoP nonce is current; it is accepted for one more window.
+pub const DPOP_NONCE_WINDOW_SECS: i64 = 120;
 
 /// Starts the background tasks: key reload (every 250 ms, so admin changes
 /// reach the server within a second) and expiry eviction.

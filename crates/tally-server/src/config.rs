@@ -49,6 +49,9 @@ pub struct FileConfig {
     pub miss_rate_per_sec: Option<f64>,
     /// ...and at once (default 200).
     pub miss_burst: Option<f64>,
+    /// Require DPoP server nonces (RFC 9449 section 8/9) in every proof.
+    #[serde(default)]
+    pub dpop_nonce: bool,
 }
 
 /// `[gate]`: the reverse proxy.
@@ -95,6 +98,9 @@ pub struct RouteConfig {
     pub data: Vec<String>,
     /// Overrides the gate's mode for this route.
     pub mode: Option<GateMode>,
+    /// The audience tokens must carry (`aud`) to use this route; without it,
+    /// the server's `audience`.
+    pub audience: Option<String>,
 }
 
 fn yes() -> bool {
@@ -160,6 +166,8 @@ pub struct Config {
     pub miss_rate_per_sec: f64,
     /// Registry misses allowed per client at once.
     pub miss_burst: f64,
+    /// Whether DPoP proofs must carry a server nonce.
+    pub dpop_nonce: bool,
 }
 
 /// A configuration problem, phrased for the operator.
@@ -183,6 +191,26 @@ pub struct Overrides {
 }
 
 impl Config {
+    /// Audiences of individual routes, besides the server's own.
+    pub fn route_audiences(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .gate
+            .iter()
+            .flat_map(|g| g.routes.iter())
+            .filter_map(|r| r.audience.clone())
+            .filter(|a| *a != self.audience)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Whether tokens may be issued for `audience`: the server's own or a
+    /// route's.
+    pub fn accepts_audience(&self, audience: &str) -> bool {
+        audience == self.audience || self.route_audiences().iter().any(|a| a == audience)
+    }
+
     /// Reads `file` (if any) and applies `over`.
     pub fn load(file: Option<&Path>, over: Overrides) -> Result<Config, ConfigError> {
         let fc = match file {
@@ -365,6 +393,7 @@ impl Config {
             device_header,
             miss_rate_per_sec: fc.miss_rate_per_sec.unwrap_or(50.0).max(0.0),
             miss_burst: fc.miss_burst.unwrap_or(200.0).max(1.0),
+            dpop_nonce: fc.dpop_nonce,
             access_retention_days: {
                 let d = fc.access_retention_days.unwrap_or(180);
                 if !(1..=3650).contains(&d) {

@@ -12,6 +12,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     retry_after: Option<u64>,
+    extra: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
 }
 
 impl ApiError {
@@ -22,7 +23,18 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            extra: Vec::new(),
         }
+    }
+
+    /// Adds a response header (never one carrying a secret).
+    pub fn with_header(
+        mut self,
+        name: axum::http::HeaderName,
+        value: axum::http::HeaderValue,
+    ) -> ApiError {
+        self.extra.push((name, value));
+        self
     }
 
     /// Adds a `Retry-After` header (seconds).
@@ -96,6 +108,9 @@ impl IntoResponse for ApiError {
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from(secs),
             );
+        }
+        for (name, value) in self.extra {
+            r.headers_mut().insert(name, value);
         }
         r
     }

@@ -90,6 +90,9 @@ impl Target {
     }
 }
 
+/// The refusal detail of a proof without a current server nonce.
+pub const USE_DPOP_NONCE: &str = "use_dpop_nonce: retry with the nonce in the DPoP-Nonce header";
+
 fn binding_mismatch(t: &TalliedToken, detail: &'static str) -> Refusal {
     let mut r = Refusal::new(Verdict::BindingMismatch);
     r.detail = Some(detail);
@@ -146,6 +149,11 @@ pub fn check_binding(
         &policy,
     )
     .map_err(|e| binding_mismatch(t, e.detail()))?;
+    if let Some(nonces) = &app.dpop_nonces
+        && !p.nonce.as_deref().is_some_and(|n| nonces.accepts(n, now))
+    {
+        return Err(binding_mismatch(t, USE_DPOP_NONCE));
+    }
     if !bool::from(subtle::ConstantTimeEq::ct_eq(
         p.jkt.as_bytes(),
         jkt.as_bytes(),
@@ -273,6 +281,38 @@ pub async fn decide_for(
     Ok(decision)
 }
 
+/// Narrows an allowed decision to one audience: a token whose `aud` does not
+/// contain `audience` is refused `wrong_audience` (a token minted for one API
+/// must not open another, even though both are tally's).
+pub fn for_audience(decision: Decision, audience: &str) -> Decision {
+    decision.and_then(|t| {
+        if t.has_audience(audience) {
+            return Ok(t);
+        }
+        let mut r = Refusal::new(Verdict::WrongAudience);
+        r.detail = Some("the token is for another audience than this route's");
+        r.kid = Some(t.kid().to_string());
+        r.subject = Some(t.subject().to_string());
+        r.token_id = Some(t.token_id().to_string());
+        Err(r)
+    })
+}
+
+/// The audience a `/v1/check` request is decided for: the server's, or the
+/// one a trusted proxy names in `X-Tally-Audience` (nginx sets it per
+/// location) if it is one tally accepts.
+pub fn check_audience<'a>(app: &'a App, headers: &'a HeaderMap, via_proxy: bool) -> &'a str {
+    if via_proxy
+        && let Some(a) = headers
+            .get("x-tally-audience")
+            .and_then(|v| v.to_str().ok())
+        && app.config.accepts_audience(a)
+    {
+        return a;
+    }
+    &app.config.audience
+}
+
 /// Runs a full decision for the token in `headers`, including the ledger
 /// lookup when the registry misses.
 pub async fn decide(app: &Arc<App>, headers: &HeaderMap) -> Decision {
@@ -347,8 +387,12 @@ pub async fn check(
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let started = std::time::Instant::now();
-    let target = Target::original(&headers, from_trusted_proxy(&app, peer));
-    let decision = decide_for(&app, &headers, peer, &target).await;
+    let via_proxy = from_trusted_proxy(&app, peer);
+    let target = Target::original(&headers, via_proxy);
+    let decision = for_audience(
+        decide_for(&app, &headers, peer, &target).await,
+        check_audience(&app, &headers, via_proxy),
+    );
     app.metrics.decision_latency(started.elapsed());
     if let Some(events) = app.access_events.get() {
         let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -378,6 +422,11 @@ pub async fn check(
         Ok(t) => {
             out.insert("x-tally-subject", header_value(t.subject()));
             out.insert("x-tally-token-id", header_value(t.token_id()));
+            if t.jkt().is_some()
+                && let Some(nonces) = &app.dpop_nonces
+            {
+                out.insert("dpop-nonce", header_value(&nonces.current(now_unix())));
+            }
             (StatusCode::OK, out).into_response()
         }
         Err(r) => {
@@ -398,9 +447,33 @@ pub async fn check(
                     "refused"
                 );
             }
-            refusal_response(&r, verdict)
+            refuse(&app, &r, verdict)
         }
     }
+}
+
+/// [`refusal_response`], plus what a DPoP client needs to retry when server
+/// nonces are on: a fresh `DPoP-Nonce` on every `binding_mismatch`, and the
+/// `use_dpop_nonce` challenge when that was the problem (RFC 9449 section 9).
+pub fn refuse(app: &App, r: &Refusal, verdict: Verdict) -> Response {
+    let mut resp = refusal_response(r, verdict);
+    if verdict == Verdict::BindingMismatch
+        && let Some(nonces) = &app.dpop_nonces
+    {
+        let h = resp.headers_mut();
+        h.insert("dpop-nonce", header_value(&nonces.current(now_unix())));
+        if r.detail == Some(USE_DPOP_NONCE) {
+            *resp.status_mut() = StatusCode::UNAUTHORIZED;
+            let h = resp.headers_mut();
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(
+                    "DPoP error=\"use_dpop_nonce\", error_description=\"Resource server requires nonce in DPoP proof\"",
+                ),
+            );
+        }
+    }
+    resp
 }
 
 /// The answer to a refused request: `401` (with a Bearer challenge), `403`

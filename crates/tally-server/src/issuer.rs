@@ -20,6 +20,7 @@ use tally_core::record::IssuanceRecord;
 use crate::app::App;
 use crate::error::ApiError;
 use crate::keys::now_unix;
+use tally_store::Session;
 
 /// Longest accepted user name.
 pub const MAX_USERNAME: usize = 64;
@@ -88,6 +89,17 @@ pub struct LoginRequest {
     /// The current one-time code, for users enrolled in TOTP.
     #[serde(default)]
     totp: Option<String>,
+    /// The audience to issue for (a gate route's); default: the server's.
+    #[serde(default)]
+    audience: Option<String>,
+}
+
+/// RFC 8707's code for a resource (audience) this server does not serve.
+pub fn invalid_target() -> ApiError {
+    ApiError::bad_request(
+        "invalid_target",
+        "no token is issued for this audience: use the server's audience or a gate route's",
+    )
 }
 
 fn invalid_credentials() -> ApiError {
@@ -120,6 +132,12 @@ pub async fn login(
         return Err(invalid_credentials());
     }
     let client_id = req.client_id.unwrap_or_else(|| "tally".into());
+    if let Some(a) = &req.audience
+        && !app.config.accepts_audience(a)
+    {
+        return Err(invalid_target());
+    }
+    let audience = req.audience;
     if client_id.is_empty() || client_id.len() > 128 || client_id.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "invalid_request",
@@ -213,10 +231,19 @@ pub async fn login(
         }
     };
     app.throttle_user.success(&user_key);
-    let jkt = crate::sessions::dpop_key(&headers, "/v1/login")?;
-    let (issued, refresh) =
-        crate::sessions::start_session(&app, &username, &client_id, auth_context, jkt.as_deref())
-            .await?;
+    let jkt = crate::sessions::dpop_key(&app, &headers, "/v1/login")?;
+    let (issued, refresh) = crate::sessions::start_session(
+        &app,
+        &Session {
+            family: String::new(),
+            subject: username,
+            client_id,
+            auth_context: auth_context.to_string(),
+            jkt,
+            audience,
+        },
+    )
+    .await?;
     Ok(crate::sessions::token_response(&issued, &refresh))
 }
 
@@ -301,17 +328,44 @@ pub async fn issue(
     client_id: &str,
     auth_context: &str,
 ) -> Result<Issued, ApiError> {
-    issue_bound(app, subject, client_id, auth_context, None).await
+    issue_for(
+        app,
+        &TokenRequest {
+            subject,
+            client_id,
+            auth_context,
+            jkt: None,
+            audience: None,
+        },
+    )
+    .await
 }
 
-/// [`issue`], optionally binding the token to a DPoP key (`cnf.jkt`, RFC 9449).
-pub async fn issue_bound(
-    app: &Arc<App>,
-    subject: &str,
-    client_id: &str,
-    auth_context: &str,
-    jkt: Option<&str>,
-) -> Result<Issued, ApiError> {
+/// What a token is minted for.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenRequest<'a> {
+    /// `sub`: must be in the directory.
+    pub subject: &'a str,
+    /// `client_id`.
+    pub client_id: &'a str,
+    /// How the subject authenticated (recorded in the ledger).
+    pub auth_context: &'a str,
+    /// The DPoP key to bind the token to (`cnf.jkt`, RFC 9449), if any.
+    pub jkt: Option<&'a str>,
+    /// `aud`: the server's audience unless a route's is asked for (the
+    /// caller checks it is one tally accepts).
+    pub audience: Option<&'a str>,
+}
+
+/// [`issue`] with every option.
+pub async fn issue_for(app: &Arc<App>, req: &TokenRequest<'_>) -> Result<Issued, ApiError> {
+    let TokenRequest {
+        subject,
+        client_id,
+        auth_context,
+        jkt,
+        audience,
+    } = *req;
     let a = app.clone();
     let who = subject.to_string();
     let known = tokio::task::spawn_blocking(move || a.dir.state.password_hash(&who))
@@ -342,7 +396,11 @@ pub async fn issue_bound(
     let mut claims = Map::new();
     claims.insert("iss".into(), Value::from(app.config.issuer.clone()));
     claims.insert("sub".into(), Value::from(subject));
-    claims.insert("aud".into(), Value::from(app.config.audience.clone()));
+    let audience = audience.unwrap_or(&app.config.audience);
+    if !app.config.accepts_audience(audience) {
+        return Err(invalid_target());
+    }
+    claims.insert("aud".into(), Value::from(audience));
     claims.insert("exp".into(), Value::from(exp));
     claims.insert("iat".into(), Value::from(now));
     claims.insert("jti".into(), Value::from(jti.clone()));

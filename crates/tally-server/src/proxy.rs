@@ -123,6 +123,8 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     };
     let mode = route.mode.unwrap_or(proxy.mode);
     let mut upstream_headers = parts.headers.clone();
+    // A bound token's client gets the next DPoP nonce with every answer.
+    let mut next_nonce = None;
     if route.require_token {
         let peer = parts
             .extensions
@@ -140,8 +142,13 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
             &pq,
             crate::gate_http::from_trusted_proxy(&proxy.app, peer),
         );
-        let decision =
-            crate::gate_http::decide_for(&proxy.app, &parts.headers, peer, &target).await;
+        let decision = crate::gate_http::for_audience(
+            crate::gate_http::decide_for(&proxy.app, &parts.headers, peer, &target).await,
+            route
+                .audience
+                .as_deref()
+                .unwrap_or(&proxy.app.config.audience),
+        );
         proxy.app.metrics.decision_latency(started.elapsed());
         if let Some(events) = proxy.app.access_events.get() {
             events.record(crate::access::event(
@@ -167,6 +174,13 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         proxy.app.metrics.route_verdict(&route.prefix, verdict);
         match decision {
             Ok(t) => {
+                if t.jkt().is_some()
+                    && let Some(nonces) = &proxy.app.dpop_nonces
+                {
+                    next_nonce = Some(crate::gate_http::header_value(
+                        &nonces.current(crate::keys::now_unix()),
+                    ));
+                }
                 upstream_headers.insert(
                     "x-tally-subject",
                     crate::gate_http::header_value(t.subject()),
@@ -179,7 +193,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
             }
             Err(refusal) => {
                 if mode == GateMode::Enforce {
-                    return crate::gate_http::refusal_response(&refusal, verdict);
+                    return crate::gate_http::refuse(&proxy.app, &refusal, verdict);
                 }
                 // Monitor mode: recorded, and the request goes on, marked.
                 upstream_headers
@@ -228,6 +242,9 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            if let Some(n) = next_nonce {
+                parts.headers.insert("dpop-nonce", n);
+            }
             Response::from_parts(parts, Body::new(body))
         }
     }

@@ -60,12 +60,15 @@ pub async fn issue_in_session(
     session: &Session,
     jkt: Option<&str>,
 ) -> Result<Issued, ApiError> {
-    let issued = issuer::issue_bound(
+    let issued = issuer::issue_for(
         app,
-        &session.subject,
-        &session.client_id,
-        &session.auth_context,
-        jkt,
+        &issuer::TokenRequest {
+            subject: &session.subject,
+            client_id: &session.client_id,
+            auth_context: &session.auth_context,
+            jkt,
+            audience: session.audience.as_deref(),
+        },
     )
     .await?;
     let a = app.clone();
@@ -79,13 +82,11 @@ pub async fn issue_in_session(
     Ok(issued)
 }
 
-/// Starts a session for an authenticated subject: access and refresh token.
+/// Starts a session for an authenticated subject (`template` minus its
+/// family, which is drawn here): access and refresh token.
 pub async fn start_session(
     app: &Arc<App>,
-    subject: &str,
-    client_id: &str,
-    auth_context: &str,
-    jkt: Option<&str>,
+    template: &Session,
 ) -> Result<(Issued, String), ApiError> {
     let mut fam = [0u8; 16];
     SystemRandom::new()
@@ -93,9 +94,7 @@ pub async fn start_session(
         .map_err(|_| ApiError::unavailable("internal"))?;
     let session = Session {
         family: URL_SAFE_NO_PAD.encode(fam),
-        subject: subject.to_string(),
-        client_id: client_id.to_string(),
-        auth_context: auth_context.to_string(),
+        ..template.clone()
     };
     let (refresh, hash) = new_refresh_token()?;
     let now = now_unix();
@@ -103,7 +102,7 @@ pub async fn start_session(
     let a = app.clone();
     let s2 = session.clone();
     blocking(move || a.dir.state.create_session(&s2, &hash, exp, now)).await?;
-    let issued = issue_in_session(app, &session, jkt).await?;
+    let issued = issue_in_session(app, &session, session.jkt.as_deref()).await?;
     Ok((issued, refresh))
 }
 
@@ -145,7 +144,9 @@ fn invalid_grant() -> ApiError {
 
 /// The key a token request proves possession of with a `DPoP` header
 /// (RFC 9449), if it carries one; a present but invalid proof is an error.
-pub fn dpop_key(headers: &HeaderMap, path: &str) -> Result<Option<String>, ApiError> {
+/// With server nonces on (`dpop_nonce`), a proof without a current nonce is
+/// answered `400 use_dpop_nonce` with a fresh `DPoP-Nonce` (RFC 9449 section 8).
+pub fn dpop_key(app: &App, headers: &HeaderMap, path: &str) -> Result<Option<String>, ApiError> {
     let mut proofs = headers.get_all("dpop").iter();
     let Some(proof) = proofs.next() else {
         return Ok(None);
@@ -162,16 +163,29 @@ pub fn dpop_key(headers: &HeaderMap, path: &str) -> Result<Option<String>, ApiEr
     let proof = proof.to_str().map_err(|_| bad("not ASCII"))?;
     // Token requests reach tally directly or through a proxy that keeps Host.
     let target = crate::gate_http::Target::from_headers(headers, "POST", path, false);
+    let now = now_unix();
     let p = tally_core::dpop::verify_proof(
         proof,
         &target.method,
         &target.url,
         None,
         None,
-        now_unix(),
+        now,
         &tally_core::dpop::DpopPolicy::default(),
     )
     .map_err(|e| bad(e.detail()))?;
+    if let Some(nonces) = &app.dpop_nonces
+        && !p.nonce.as_deref().is_some_and(|n| nonces.accepts(n, now))
+    {
+        return Err(ApiError::bad_request(
+            "use_dpop_nonce",
+            "this server requires a DPoP nonce: retry with the one in the DPoP-Nonce header",
+        )
+        .with_header(
+            axum::http::HeaderName::from_static("dpop-nonce"),
+            crate::gate_http::header_value(&nonces.current(now)),
+        ));
+    }
     Ok(Some(p.jkt))
 }
 
@@ -189,14 +203,28 @@ pub async fn refresh(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: RefreshRequest = parse_body(&headers, &body)?;
-    let jkt = dpop_key(&headers, "/v1/refresh")?;
+    let jkt = dpop_key(&app, &headers, "/v1/refresh")?;
     let Some(hash) = refresh_hash(&req.refresh_token) else {
         return Err(invalid_grant());
     };
     let now = now_unix();
     let a = app.clone();
-    match blocking(move || a.dir.state.use_refresh_token(&hash, now)).await? {
+    let proven = jkt.clone();
+    match blocking(move || a.dir.state.use_refresh_token(&hash, proven.as_deref(), now)).await? {
         RefreshUse::Invalid => Err(invalid_grant()),
+        RefreshUse::WrongKey(session) => {
+            tracing::warn!(
+                event = "refresh_wrong_key",
+                sub = ?session.subject,
+                client_id = ?session.client_id,
+                session = %session.family,
+                "a DPoP-bound refresh token was presented without a proof by its key: refused, not spent"
+            );
+            Err(ApiError::bad_request(
+                "invalid_dpop_proof",
+                "this refresh token is bound to a DPoP key: send a DPoP proof signed by that key",
+            ))
+        }
         RefreshUse::Reused(session) => {
             let a = app.clone();
             let fam = session.family.clone();
@@ -220,7 +248,10 @@ pub async fn refresh(
             let fam = session.family.clone();
             let exp = now + app.config.refresh_ttl_secs;
             blocking(move || a.dir.state.add_refresh_token(&fam, &hash, exp, now)).await?;
-            let issued = issue_in_session(&app, &session, jkt.as_deref()).await?;
+            // A bound session stays bound to its key; an unbound one gets a
+            // bound access token when the request proves a key.
+            let bind = session.jkt.clone().or(jkt);
+            let issued = issue_in_session(&app, &session, bind.as_deref()).await?;
             Ok(token_response(&issued, &refresh))
         }
     }

@@ -248,6 +248,12 @@ CREATE TABLE blocks (
 ALTER TABLE users ADD COLUMN totp_sealed BLOB;
 ALTER TABLE users ADD COLUMN totp_last_step INTEGER;
 ",
+    // v3: sessions bound to a DPoP key; administrators.
+    "
+ALTER TABLE sessions ADD COLUMN jkt TEXT;
+ALTER TABLE sessions ADD COLUMN audience TEXT;
+ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'user';
+",
 ];
 
 fn migrate(conn: &mut Connection) -> Result<(), StateError> {
@@ -883,6 +889,11 @@ pub struct Session {
     pub client_id: String,
     /// How the user authenticated.
     pub auth_context: String,
+    /// The DPoP key (RFC 7638 thumbprint) the session is bound to, if any:
+    /// its refresh tokens are then usable only with a proof by that key.
+    pub jkt: Option<String>,
+    /// The audience its access tokens are issued for (`None`: the server's).
+    pub audience: Option<String>,
 }
 
 /// What presenting a refresh token amounts to.
@@ -895,6 +906,10 @@ pub enum RefreshUse {
     Reused(Session),
     /// Unknown, expired, or its session ended.
     Invalid,
+    /// The session is bound to a DPoP key and the request proved another
+    /// one, or none. The refresh token is not spent: whoever holds the key
+    /// can still use it.
+    WrongKey(Session),
 }
 
 impl StateStore {
@@ -909,14 +924,16 @@ impl StateStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
-            "INSERT INTO sessions (family, subject, client_id, auth_context, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO sessions (family, subject, client_id, auth_context, created_at, jkt, audience)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 session.family,
                 session.subject,
                 session.client_id,
                 session.auth_context,
-                now
+                now,
+                session.jkt,
+                session.audience
             ],
         )?;
         tx.execute(
@@ -959,12 +976,17 @@ impl StateStore {
 
     /// Spends a refresh token, atomically: of two concurrent uses of the same
     /// token, exactly one is `Rotated` and the other is `Reused`.
-    pub fn use_refresh_token(&self, hash: &[u8; 32], now: i64) -> Result<RefreshUse, StateError> {
+    pub fn use_refresh_token(
+        &self,
+        hash: &[u8; 32],
+        proven_jkt: Option<&str>,
+        now: i64,
+    ) -> Result<RefreshUse, StateError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let row = tx
             .query_row(
-                "SELECT r.family, r.expires_at, r.used_at, s.subject, s.client_id, s.auth_context, s.revoked_at
+                "SELECT r.family, r.expires_at, r.used_at, s.subject, s.client_id, s.auth_context, s.revoked_at, s.jkt, s.audience
                  FROM refresh_tokens r JOIN sessions s ON s.family = r.family WHERE r.hash = ?1",
                 params![hash.as_slice()],
                 |r| {
@@ -973,6 +995,8 @@ impl StateStore {
                         subject: r.get(3)?,
                         client_id: r.get(4)?,
                         auth_context: r.get(5)?,
+                        jkt: r.get(7)?,
+                        audience: r.get(8)?,
                     };
                     let expires_at: i64 = r.get(1)?;
                     let used_at: Option<i64> = r.get(2)?;
@@ -989,6 +1013,12 @@ impl StateStore {
         }
         if revoked_at.is_some() || now >= expires_at {
             return Ok(RefreshUse::Invalid);
+        }
+        if let Some(bound) = session.jkt.as_deref() {
+            // A thumbprint of a public key: nothing secret to time.
+            if proven_jkt != Some(bound) {
+                return Ok(RefreshUse::WrongKey(session));
+            }
         }
         tx.execute(
             "UPDATE refresh_tokens SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL",
@@ -1008,7 +1038,7 @@ impl StateStore {
             .conn()
             .query_row(
                 "SELECT r.family, s.subject, s.client_id, s.auth_context, r.expires_at,
-                        r.used_at IS NULL AND s.revoked_at IS NULL AND r.expires_at > ?2
+                        r.used_at IS NULL AND s.revoked_at IS NULL AND r.expires_at > ?2, s.jkt, s.audience
                  FROM refresh_tokens r JOIN sessions s ON s.family = r.family WHERE r.hash = ?1",
                 params![hash.as_slice(), now],
                 |r| {
@@ -1018,6 +1048,8 @@ impl StateStore {
                             subject: r.get(1)?,
                             client_id: r.get(2)?,
                             auth_context: r.get(3)?,
+                            jkt: r.get(6)?,
+                            audience: r.get(7)?,
                         },
                         r.get(4)?,
                         r.get(5)?,

@@ -184,3 +184,188 @@ fn dpop_bound_tokens_need_a_fresh_proof_by_their_key() {
     );
     server.stop();
 }
+
+fn proof_with_nonce(
+    dir: &Path,
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    nonce: &str,
+) -> String {
+    client_py(&[
+        "proof",
+        dir.to_str().unwrap(),
+        method,
+        url,
+        token.unwrap_or("-"),
+        "0",
+        nonce,
+    ])
+}
+
+/// With `dpop_nonce = true` every proof needs a current server nonce (RFC
+/// 9449 sections 8 and 9), and a session started with a proof keeps its
+/// refresh tokens bound to that key (section 5).
+#[test]
+fn server_nonces_and_key_bound_refresh_tokens() {
+    let required = std::env::var("TALLY_REQUIRE_PYJWT").is_ok_and(|v| v == "1");
+    if !have_pyjwt() {
+        assert!(!required, "TALLY_REQUIRE_PYJWT=1 but PyJWT is missing");
+        return;
+    }
+    let tmp = TempDir::new("dpop-nonce");
+    let (k1, k2) = (tmp.path().join("k1"), tmp.path().join("k2"));
+    std::fs::create_dir_all(&k1).unwrap();
+    std::fs::create_dir_all(&k2).unwrap();
+    client_py(&["keygen", k1.to_str().unwrap()]);
+    client_py(&["keygen", k2.to_str().unwrap()]);
+    let data = tmp.path().join("data");
+    tally_ok(
+        &[
+            "users",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+        Some("pw\n"),
+    );
+    let config = tmp.path().join("tally.toml");
+    std::fs::write(&config, "dpop_nonce = true\n").unwrap();
+    let server = Server::start(&data, Some(&config));
+    let base = server.base.clone();
+    let login_url = format!("{base}/v1/login");
+    let login_body = json!({"username": "alice", "password": "pw"});
+
+    // A login proof without a nonce: 400 use_dpop_nonce, with the nonce to use.
+    let r = client()
+        .post(server.url("/v1/login"))
+        .header("DPoP", proof(&k1, "POST", &login_url, None))
+        .json(&login_body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let nonce = r.headers()["dpop-nonce"].to_str().unwrap().to_string();
+    assert_eq!(
+        r.json::<Value>().unwrap()["error"]["code"],
+        "use_dpop_nonce"
+    );
+    // A made-up nonce is no better.
+    let r = client()
+        .post(server.url("/v1/login"))
+        .header(
+            "DPoP",
+            proof_with_nonce(&k1, "POST", &login_url, None, "bm9uY2U"),
+        )
+        .json(&login_body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().unwrap()["error"]["code"],
+        "use_dpop_nonce"
+    );
+    // With the server's nonce: a bound token and a refresh token.
+    let r = client()
+        .post(server.url("/v1/login"))
+        .header(
+            "DPoP",
+            proof_with_nonce(&k1, "POST", &login_url, None, &nonce),
+        )
+        .json(&login_body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["token_type"], "DPoP");
+    let token = body["access_token"].as_str().unwrap().to_string();
+    let refresh = body["refresh_token"].as_str().unwrap().to_string();
+    let dpop = format!("DPoP {token}");
+    let url = format!("{base}/orders");
+
+    // At the gate: a proof without a nonce is answered with the challenge.
+    let r = client()
+        .get(server.url("/v1/check"))
+        .header("Authorization", &dpop)
+        .header("DPoP", proof(&k1, "GET", &url, Some(&token)))
+        .header("X-Original-URI", "/orders")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["x-tally-verdict"], "binding_mismatch");
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.starts_with("DPoP error=\"use_dpop_nonce\""),
+        "{challenge}"
+    );
+    let gate_nonce = r.headers()["dpop-nonce"].to_str().unwrap().to_string();
+    // With it: allowed, and the answer carries the next nonce.
+    let r = client()
+        .get(server.url("/v1/check"))
+        .header("Authorization", &dpop)
+        .header(
+            "DPoP",
+            proof_with_nonce(&k1, "GET", &url, Some(&token), &gate_nonce),
+        )
+        .header("X-Original-URI", "/orders")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-tally-verdict"], "ok");
+    assert!(r.headers().contains_key("dpop-nonce"));
+
+    // The refresh token is bound to k1: without a proof, or with k2's proof,
+    // it is refused and stays unspent.
+    let refresh_url = format!("{base}/v1/refresh");
+    let refresh_with = |proof: Option<String>| {
+        let mut req = client()
+            .post(server.url("/v1/refresh"))
+            .json(&json!({"refresh_token": refresh}));
+        if let Some(p) = proof {
+            req = req.header("DPoP", p);
+        }
+        let r = req.send().unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    };
+    let (status, body) = refresh_with(None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_dpop_proof"))
+    );
+    let (status, body) = refresh_with(Some(proof_with_nonce(
+        &k2,
+        "POST",
+        &refresh_url,
+        None,
+        &nonce,
+    )));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_dpop_proof"))
+    );
+    // The key holder can still use it (it was not spent, so this is no reuse),
+    // and the new access token is bound to the same key.
+    let (status, body) = refresh_with(Some(proof_with_nonce(
+        &k1,
+        "POST",
+        &refresh_url,
+        None,
+        &nonce,
+    )));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "DPoP");
+    let token2 = body["access_token"].as_str().unwrap().to_string();
+    assert_eq!(payload(&token2)["cnf"], payload(&token)["cnf"]);
+    let r = client()
+        .get(server.url("/v1/check"))
+        .header("Authorization", format!("DPoP {token2}"))
+        .header(
+            "DPoP",
+            proof_with_nonce(&k1, "GET", &url, Some(&token2), &gate_nonce),
+        )
+        .header("X-Original-URI", "/orders")
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["x-tally-verdict"], "ok");
+}

@@ -350,3 +350,123 @@ upstream = "http://127.0.0.1:{closed}"
     assert!(decided >= 8, "{metrics}");
     server.stop();
 }
+
+/// A route with its own audience admits only tokens minted for it, and the
+/// server's audience only tokens minted for that: one API's token does not
+/// open another's, though tally issued both. Refresh keeps the audience.
+#[test]
+fn routes_with_their_own_audience() {
+    let tmp = TempDir::new("proxy-aud");
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let (up, seen) = recording_upstream();
+    let cfg = tmp.path().join("tally.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[gate]
+listen = "127.0.0.1:0"
+
+[[gate.routes]]
+prefix = "/profile/"
+upstream = "http://127.0.0.1:{up}"
+data = ["name", "email"]
+
+[[gate.routes]]
+prefix = "/orders/"
+upstream = "http://127.0.0.1:{up}"
+data = ["orders"]
+audience = "orders-api"
+"#
+        ),
+    )
+    .unwrap();
+    tally_ok(
+        &["users", "add", "alice", "--password-stdin", "--data", d],
+        Some("pw-alice\n"),
+    );
+    let server = Server::start(&data, Some(&cfg));
+    let gate = gate_base(&server);
+    let c = client();
+    let login_for = |audience: Option<&str>| {
+        let mut body = json!({"username": "alice", "password": "pw-alice"});
+        if let Some(a) = audience {
+            body["audience"] = json!(a);
+        }
+        c.post(server.url("/v1/login")).json(&body).send().unwrap()
+    };
+    let verdict = |path: &str, token: &str| {
+        let r = c
+            .get(format!("{gate}{path}"))
+            .bearer_auth(token)
+            .send()
+            .unwrap();
+        (
+            r.status().as_u16(),
+            // Refusals carry the verdict; allowed requests the upstream's answer.
+            r.headers()
+                .get("x-tally-verdict")
+                .map_or("upstream".to_string(), |v| v.to_str().unwrap().to_string()),
+        )
+    };
+
+    let plain = login_for(None).json::<Value>().unwrap();
+    let plain_token = plain["access_token"].as_str().unwrap();
+    assert_eq!(payload(plain_token)["aud"], "tally");
+    let r = login_for(Some("orders-api"));
+    assert_eq!(r.status(), 200);
+    let orders = r.json::<Value>().unwrap();
+    let orders_token = orders["access_token"].as_str().unwrap();
+    assert_eq!(payload(orders_token)["aud"], "orders-api");
+
+    assert_eq!(
+        verdict("/profile/me", plain_token),
+        (200, "upstream".into())
+    );
+    assert_eq!(
+        verdict("/orders/1", plain_token),
+        (401, "wrong_audience".into())
+    );
+    assert_eq!(verdict("/orders/1", orders_token), (200, "upstream".into()));
+    assert_eq!(
+        verdict("/profile/me", orders_token),
+        (401, "wrong_audience".into())
+    );
+    // /v1/check decides for the server's audience (no trusted proxy named
+    // another): the orders token is refused there too.
+    let r = c
+        .get(server.url("/v1/check"))
+        .bearer_auth(orders_token)
+        .header("X-Tally-Audience", "orders-api")
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["x-tally-verdict"], "wrong_audience");
+    let upstream_paths: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.path.clone())
+        .collect();
+    assert_eq!(upstream_paths, ["/profile/me", "/orders/1"]);
+
+    // An audience tally does not serve gets no token.
+    let r = login_for(Some("payments"));
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().unwrap()["error"]["code"],
+        "invalid_target"
+    );
+
+    // Refresh keeps the session's audience.
+    let r = c
+        .post(server.url("/v1/refresh"))
+        .json(&json!({"refresh_token": orders["refresh_token"]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let next = r.json::<Value>().unwrap();
+    let next_token = next["access_token"].as_str().unwrap();
+    assert_eq!(payload(next_token)["aud"], "orders-api");
+    assert_eq!(verdict("/orders/2", next_token), (200, "upstream".into()));
+}

@@ -140,8 +140,11 @@ fn take_audience(map: &mut Map<String, Value>) -> Result<Vec<String>, &'static s
 pub struct ClaimsPolicy {
     /// Required exact `iss`.
     pub issuer: String,
-    /// An audience `aud` must contain.
+    /// An audience `aud` must contain...
     pub audience: String,
+    /// ...or one of these (audiences of individual gate routes, which then
+    /// require their own audience of the tokens they admit).
+    pub also_audiences: Vec<String>,
     /// Clock-skew allowance in seconds for `exp` and `nbf` (default
     /// [`DEFAULT_LEEWAY_SECS`]); negative values count as zero.
     pub leeway_secs: i64,
@@ -157,6 +160,7 @@ impl ClaimsPolicy {
         Self {
             issuer: issuer.into(),
             audience: audience.into(),
+            also_audiences: Vec::new(),
             leeway_secs: DEFAULT_LEEWAY_SECS,
             require_exp: true,
         }
@@ -170,7 +174,8 @@ impl ClaimsPolicy {
     /// 2. `nbf`: refused with [`Rejection::NotYetValid`] when
     ///    `now + leeway < nbf`;
     /// 3. `iss` must equal the issuer, else [`Rejection::WrongIssuer`];
-    /// 4. `aud` must contain the audience, else [`Rejection::WrongAudience`].
+    /// 4. `aud` must contain the audience or one of `also_audiences`, else
+    ///    [`Rejection::WrongAudience`].
     ///
     /// `iat` is not checked. Arithmetic saturates, so extreme values cannot
     /// overflow.
@@ -192,7 +197,9 @@ impl ClaimsPolicy {
         if claims.iss.as_deref() != Some(self.issuer.as_str()) {
             return Err(Rejection::WrongIssuer);
         }
-        if !claims.aud.contains(&self.audience) {
+        if !claims.aud.contains(&self.audience)
+            && !self.also_audiences.iter().any(|a| claims.aud.contains(a))
+        {
             return Err(Rejection::WrongAudience);
         }
         Ok(())

@@ -1,7 +1,7 @@
 """A DPoP client (RFC 9449) built on PyJWT, independent of tally's code.
 
     dpop_client.py keygen DIR              -> DIR/dpop.pem, prints the public JWK (JSON)
-    dpop_client.py proof DIR METHOD URL [ACCESS_TOKEN] [IAT_OFFSET]
+    dpop_client.py proof DIR METHOD URL [ACCESS_TOKEN|-] [IAT_OFFSET] [NONCE]
                                            -> prints one DPoP proof JWT
 """
 import base64
@@ -25,11 +25,13 @@ def keygen(out):
     print(ECAlgorithm.to_jwk(key.public_key()))
 
 
-def proof(out, method, url, token=None, iat_offset=0):
+def proof(out, method, url, token=None, iat_offset=0, nonce=None):
     with open(os.path.join(out, "dpop.pem"), "rb") as f:
         key = serialization.load_pem_private_key(f.read(), password=None)
     jwk = json.loads(ECAlgorithm.to_jwk(key.public_key()))
     claims = {"jti": str(uuid.uuid4()), "htm": method, "htu": url, "iat": int(time.time()) + iat_offset}
+    if nonce:
+        claims["nonce"] = nonce
     if token:
         digest = hashlib.sha256(token.encode("ascii")).digest()
         claims["ath"] = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
@@ -42,4 +44,5 @@ if __name__ == "__main__":
     else:
         token = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] != "-" else None
         offset = int(sys.argv[6]) if len(sys.argv) > 6 else 0
-        proof(sys.argv[2], sys.argv[3], sys.argv[4], token, offset)
+        nonce = sys.argv[7] if len(sys.argv) > 7 else None
+        proof(sys.argv[2], sys.argv[3], sys.argv[4], token, offset, nonce)
