@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod accounting;
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod datadir;

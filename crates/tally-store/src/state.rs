@@ -414,6 +414,26 @@ impl StateStore {
             .optional()?)
     }
 
+    /// A user's role (`user` or `admin`), if the user exists.
+    pub fn user_role(&self, name: &str) -> Result<Option<String>, StateError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT role FROM users WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Sets a user's role (`user` or `admin`); false if there is no such user.
+    pub fn set_role(&self, name: &str, role: &str) -> Result<bool, StateError> {
+        Ok(self.conn().execute(
+            "UPDATE users SET role = ?2 WHERE name = ?1",
+            params![name, role],
+        )? == 1)
+    }
+
     /// Names of all users.
     pub fn users(&self) -> Result<Vec<String>, StateError> {
         let conn = self.conn();

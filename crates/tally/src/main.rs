@@ -202,6 +202,17 @@ enum UsersCmd {
         #[command(flatten)]
         data: DataArg,
     },
+    /// Set a user's role: `admin` may use the admin API (/v1/admin/...) and
+    /// the dashboard; `user` may not. Takes effect on the next request.
+    Role {
+        /// The user.
+        name: String,
+        /// The role.
+        #[arg(value_parser = ["admin", "user"])]
+        role: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
     /// Enrol a user in one-time passwords (RFC 6238): prints the otpauth://
     /// URI and a QR code for an authenticator app. Re-running replaces the secret.
     Totp {
@@ -535,6 +546,22 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
             }
             println!("{name} must now send the current code as \"totp\" when logging in.");
             Ok(ExitCode::SUCCESS)
+        }
+        UsersCmd::Role { name, role, data } => {
+            let c = config(cfg, &data, None)?;
+            let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
+            if dir
+                .state
+                .set_role(&name, &role)
+                .map_err(|e| e.to_string())?
+            {
+                println!("user {name} is now {role}");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(format!(
+                    "no user {name:?}: add it first with tally users add"
+                ))
+            }
         }
         UsersCmd::List { data } => {
             let c = config(cfg, &data, None)?;
@@ -1030,21 +1057,16 @@ fn block(cfg: Option<&Path>, cmd: BlockCmd) -> Result<ExitCode, String> {
         } => {
             let c = config(cfg, &data, None)?;
             let (kind, value) = match (ip, device, subject, token) {
-                (Some(ip), None, None, None) => {
-                    let cidr = tally_core::containment::Cidr::parse(&ip)?;
-                    ("ip", cidr.to_string())
-                }
+                (Some(ip), None, None, None) => ("ip", ip),
                 (None, Some(d), None, None) => ("device", d),
                 (None, None, Some(s), None) => ("subject", s),
                 (None, None, None, Some(t)) => ("token", t),
                 _ => return Err("give exactly one of --ip, --device, --subject, --token".into()),
             };
-            if value.is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
-                return Err("the blocked value must be 1-256 printable characters".into());
-            }
-            if reason.trim().is_empty() {
-                return Err("--reason must say why".into());
-            }
+            let (kind, value) = tally_server::admin::block_target(kind, &value)?;
+            let reason = tally_server::admin::reason(&reason)
+                .map_err(|_| "--reason must say why (1-256 printable characters)".to_string())?
+                .to_string();
             let expires_at = duration
                 .as_deref()
                 .map(parse_duration)

@@ -216,3 +216,181 @@ fn blocks_apply_within_a_second_and_expire() {
     );
     server.stop();
 }
+
+/// The admin API: blocks and legal holds over HTTP, only for a tallied token
+/// whose subject has the admin role right now; a forged admin token is
+/// refused like any forgery.
+#[test]
+fn admin_api_manages_blocks_and_holds() {
+    use serde_json::{Value, json};
+    use tally_core::jose::{Algorithm, SigningKey};
+
+    let tmp = TempDir::new("admin-api");
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    // A signing key an insider kept a copy of.
+    let insider = SigningKey::generate(Algorithm::EdDSA).unwrap();
+    let der = insider.to_pkcs8_der().unwrap();
+    let pem_path = tmp.path().join("k.pem");
+    std::fs::write(&pem_path, pem(&der)).unwrap();
+    let insider = RawKey::from_pkcs8(&der);
+    tally_ok(
+        &[
+            "keys",
+            "import",
+            "--kid",
+            "k1",
+            "--pem",
+            pem_path.to_str().unwrap(),
+            "--data",
+            d,
+        ],
+        None,
+    );
+    tally_ok(
+        &["users", "add", "alice", "--password-stdin", "--data", d],
+        Some("pw-a\n"),
+    );
+    tally_ok(
+        &["users", "add", "root", "--password-stdin", "--data", d],
+        Some("pw-r\n"),
+    );
+    let out = tally(&["users", "role", "ghost", "admin", "--data", d], None);
+    assert!(
+        !out.status.success(),
+        "no role for a user that does not exist"
+    );
+    tally_ok(&["users", "role", "root", "admin", "--data", d], None);
+    let server = Server::start(&data, None);
+    let c = client();
+    let alice = login(&server, "alice", "pw-a");
+    let root = login(&server, "root", "pw-r");
+    let mut forged_claims = payload(&root);
+    forged_claims["jti"] = json!("forged-admin");
+    let forged = jws(
+        &insider,
+        &json!({"alg": "EdDSA", "kid": "k1", "typ": "at+jwt"}).to_string(),
+        &forged_claims.to_string(),
+    );
+    let status_and_code = |r: reqwest::blocking::Response| {
+        let status = r.status().as_u16();
+        let verdict = r
+            .headers()
+            .get("x-tally-verdict")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body: Value = r.json().unwrap_or(Value::Null);
+        let code = body["error"]["code"].as_str().map(str::to_string);
+        (status, verdict.or(code).unwrap_or_default())
+    };
+    let blocks = server.url("/v1/admin/blocks");
+
+    // Who may not: nobody, a user, a forger holding the real key.
+    assert_eq!(
+        status_and_code(c.get(&blocks).send().unwrap()),
+        (401, "missing".into())
+    );
+    assert_eq!(
+        status_and_code(c.get(&blocks).bearer_auth(&alice).send().unwrap()),
+        (403, "forbidden".into())
+    );
+    assert_eq!(
+        status_and_code(c.get(&blocks).bearer_auth(&forged).send().unwrap()),
+        (403, "not_issued".into())
+    );
+
+    // An administrator blocks alice: in force on this node at once.
+    assert_eq!(verdict(&server, &alice, &[]), "ok");
+    let r = c
+        .post(&blocks)
+        .bearer_auth(&root)
+        .json(&json!({"kind": "subject", "value": "alice", "reason": "INC-7 scraping", "expires_in_secs": 3600}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let block: Value = r.json().unwrap();
+    assert_eq!(block["actor"], "admin:root");
+    assert_eq!(block["kind"], "subject");
+    assert_eq!(verdict(&server, &alice, &[]), "blocked_actor");
+    let listed: Value = c
+        .get(&blocks)
+        .bearer_auth(&root)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(listed["blocks"].as_array().unwrap().len(), 1);
+    assert!(tally_ok(&["block", "list", "--data", d], None).contains("INC-7 scraping"));
+    // Bad requests name the problem.
+    for bad in [
+        json!({"kind": "planet", "value": "x", "reason": "r"}),
+        json!({"kind": "ip", "value": "not-an-ip", "reason": "r"}),
+        json!({"kind": "subject", "value": "bob", "reason": " "}),
+        json!({"kind": "subject", "value": "bob", "reason": "r", "expires_in_secs": 0}),
+        json!({"kind": "subject", "value": "bob", "reason": "r", "colour": "red"}),
+    ] {
+        let r = c
+            .post(&blocks)
+            .bearer_auth(&root)
+            .json(&bad)
+            .send()
+            .unwrap();
+        assert_eq!(status_and_code(r), (400, "invalid_request".into()), "{bad}");
+    }
+    // Lifting it.
+    let one = format!("{blocks}/{}", block["id"]);
+    assert_eq!(
+        c.delete(&one).bearer_auth(&root).send().unwrap().status(),
+        204
+    );
+    assert_eq!(
+        c.delete(&one).bearer_auth(&root).send().unwrap().status(),
+        404
+    );
+    assert_eq!(verdict(&server, &alice, &[]), "ok");
+
+    // Legal holds.
+    let holds = server.url("/v1/admin/holds");
+    let now_ms = now() * 1000;
+    let r = c
+        .post(&holds)
+        .bearer_auth(&root)
+        .json(&json!({"from_ms": now_ms - 86_400_000, "until_ms": now_ms + 86_400_000, "reason": "preservation order 2026-17"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let hold: Value = r.json().unwrap();
+    assert!(
+        tally_ok(&["access", "holds", "--data", d], None).contains("preservation order 2026-17")
+    );
+    let r = c
+        .post(&holds)
+        .bearer_auth(&root)
+        .json(&json!({"from_ms": 10, "until_ms": 5, "reason": "x"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let one = format!("{holds}/{}", hold["id"]);
+    assert_eq!(
+        c.delete(&one).bearer_auth(&alice).send().unwrap().status(),
+        403
+    );
+    assert_eq!(
+        c.delete(&one).bearer_auth(&root).send().unwrap().status(),
+        204
+    );
+    let listed: Value = c
+        .get(&holds)
+        .bearer_auth(&root)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(listed["holds"], json!([]));
+
+    // The role is read on every request: taking it away works at once.
+    tally_ok(&["users", "role", "root", "user", "--data", d], None);
+    assert_eq!(
+        status_and_code(c.get(&blocks).bearer_auth(&root).send().unwrap()),
+        (403, "forbidden".into())
+    );
+}

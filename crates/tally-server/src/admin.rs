@@ -1,0 +1,381 @@
+//! The admin API (`/v1/admin/...`): containment blocks and legal holds over
+//! HTTP, for responders and for automation.
+//!
+//! An admin request carries an access token like any other request and goes
+//! through the full gate decision (ledger tally, DPoP binding, blocks): a
+//! forged admin token is refused and reported like every forgery. The token's
+//! subject must then have the `admin` role *now* (`tally users role NAME
+//! admin`); the role is read on every request, so taking it away takes effect
+//! at once. Every admin call is an access event on route `admin`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tally_core::verdict::Verdict;
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::keys::now_unix;
+
+/// The subject of an authenticated administrator.
+pub struct Admin(pub String);
+
+/// The longest block value or reason accepted, in characters.
+pub const MAX_TEXT: usize = 256;
+
+/// Checks and normalises a block target: `ip` (an address or CIDR, written in
+/// canonical form), `device`, `subject` or `token`, with a printable value.
+pub fn block_target(kind: &str, value: &str) -> Result<(&'static str, String), String> {
+    let kind = match kind {
+        "ip" => "ip",
+        "device" => "device",
+        "subject" => "subject",
+        "token" => "token",
+        other => {
+            return Err(format!(
+                "unknown block kind {other:?}: use ip, device, subject or token"
+            ));
+        }
+    };
+    if value.is_empty() || value.chars().count() > MAX_TEXT || value.chars().any(char::is_control) {
+        return Err(format!(
+            "the blocked value must be 1-{MAX_TEXT} printable characters"
+        ));
+    }
+    let value = if kind == "ip" {
+        tally_core::containment::Cidr::parse(value)?.to_string()
+    } else {
+        value.to_string()
+    };
+    Ok((kind, value))
+}
+
+/// Checks a reason: required, printable, bounded.
+pub fn reason(text: &str) -> Result<&str, String> {
+    let t = text.trim();
+    if t.is_empty() || t.chars().count() > MAX_TEXT || t.chars().any(char::is_control) {
+        return Err(format!(
+            "a reason is required: 1-{MAX_TEXT} printable characters saying why"
+        ));
+    }
+    Ok(t)
+}
+
+async fn authenticate(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    method: &Method,
+    uri: &Uri,
+) -> Result<Admin, Response> {
+    let started = std::time::Instant::now();
+    let via_proxy = crate::gate_http::from_trusted_proxy(app, peer);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let target = crate::gate_http::Target::from_headers(headers, method.as_str(), path, via_proxy);
+    let decision = crate::gate_http::for_audience(
+        crate::gate_http::decide_for(app, headers, peer, &target).await,
+        &app.config.audience,
+    );
+    if let Some(events) = app.access_events.get() {
+        events.record(crate::access::event(
+            &decision,
+            crate::gate_http::client_ip(app, peer, headers),
+            headers
+                .get(app.config.device_header.as_str())
+                .and_then(|v| v.to_str().ok()),
+            "admin",
+            method.as_str(),
+            path,
+            &[],
+            decision.is_ok(),
+            started.elapsed(),
+        ));
+    }
+    let verdict = match &decision {
+        Ok(_) => Verdict::Ok,
+        Err(r) => r.verdict(),
+    };
+    app.metrics.verdict(verdict);
+    let token = match decision {
+        Ok(t) => t,
+        Err(r) => return Err(crate::gate_http::refuse(app, &r, verdict)),
+    };
+    let a = app.clone();
+    let sub = token.subject().to_string();
+    let role = tokio::task::spawn_blocking(move || a.dir.state.user_role(&sub))
+        .await
+        .map_err(|_| ApiError::unavailable("internal").into_response())?
+        .map_err(|e| {
+            tracing::error!(error = %e, "state store unavailable during admin check");
+            ApiError::unavailable("store_unavailable").into_response()
+        })?;
+    if role.as_deref() != Some("admin") {
+        tracing::warn!(event = "admin_denied", sub = ?token.subject(), method = %method, path = ?path, "admin API refused: not an administrator");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this needs the admin role (tally users role NAME admin)",
+        )
+        .into_response());
+    }
+    Ok(Admin(token.subject().to_string()))
+}
+
+/// Runs `f` for an authenticated administrator.
+macro_rules! admin_only {
+    ($app:expr, $ext:expr, $headers:expr, $method:expr, $uri:expr) => {{
+        let peer = $ext
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        match authenticate(&$app, &$headers, peer, &$method, &$uri).await {
+            Ok(a) => a,
+            Err(resp) => return resp,
+        }
+    }};
+}
+
+async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::unavailable("internal"))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "store failed during an admin call");
+            ApiError::unavailable("store_unavailable")
+        })
+}
+
+fn block_json(b: &tally_store::BlockRow) -> Value {
+    json!({
+        "id": b.id,
+        "kind": b.kind,
+        "value": b.value,
+        "reason": b.reason,
+        "actor": b.actor,
+        "created_at": b.created_at,
+        "expires_at": b.expires_at,
+    })
+}
+
+/// `GET /v1/admin/blocks`: the blocks in force.
+pub async fn list_blocks(
+    State(app): State<Arc<App>>,
+    ext: axum::http::Extensions,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let _admin = admin_only!(app, ext, headers, method, uri);
+    let a = app.clone();
+    match blocking(move || a.dir.state.blocks(now_unix())).await {
+        Ok(rows) => {
+            Json(json!({"blocks": rows.iter().map(block_json).collect::<Vec<_>>()})).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Body of `POST /v1/admin/blocks`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewBlock {
+    kind: String,
+    value: String,
+    reason: String,
+    /// Lifetime in seconds; without it the block stays until removed.
+    #[serde(default)]
+    expires_in_secs: Option<i64>,
+}
+
+fn bad(message: String) -> Response {
+    ApiError::bad_request("invalid_request", message).into_response()
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| crate::error::body_problem(&e))
+}
+
+/// `POST /v1/admin/blocks` `{kind, value, reason, expires_in_secs?}` → `201`
+/// with the block; in force on this node at once, on every node within a
+/// second.
+pub async fn add_block(
+    State(app): State<Arc<App>>,
+    ext: axum::http::Extensions,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Admin(actor) = admin_only!(app, ext, headers, method, uri);
+    let req: NewBlock = match parse(&body) {
+        Ok(r) => r,
+        Err(m) => return bad(m),
+    };
+    let (kind, value) = match block_target(&req.kind, &req.value) {
+        Ok(t) => t,
+        Err(m) => return bad(m),
+    };
+    let why = match reason(&req.reason) {
+        Ok(r) => r.to_string(),
+        Err(m) => return bad(m),
+    };
+    let now = now_unix();
+    let expires_at = match req.expires_in_secs {
+        None => None,
+        Some(s) if (1..=10 * 365 * 86_400).contains(&s) => Some(now + s),
+        Some(_) => return bad("expires_in_secs must be between 1 and ten years".into()),
+    };
+    let a = app.clone();
+    let (v, by) = (value.clone(), format!("admin:{actor}"));
+    let stored = blocking(move || {
+        let id = a
+            .dir
+            .state
+            .add_block(kind, &v, &why, &by, now, expires_at)?;
+        a.dir
+            .state
+            .blocks(now)
+            .map(|rows| rows.into_iter().find(|b| b.id == id))
+    })
+    .await;
+    match stored {
+        Ok(Some(b)) => {
+            app.reload_blocks();
+            tracing::warn!(event = "block_added", id = b.id, kind, value = ?value, actor = ?actor, "containment block added");
+            (StatusCode::CREATED, Json(block_json(&b))).into_response()
+        }
+        Ok(None) => ApiError::unavailable("internal").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `DELETE /v1/admin/blocks/{id}` → `204`, or `404` if no such block is in force.
+pub async fn remove_block(
+    State(app): State<Arc<App>>,
+    ext: axum::http::Extensions,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Response {
+    let Admin(actor) = admin_only!(app, ext, headers, method, uri);
+    let a = app.clone();
+    match blocking(move || a.dir.state.remove_block(id, now_unix())).await {
+        Ok(true) => {
+            app.reload_blocks();
+            tracing::warn!(event = "block_removed", id, actor = ?actor, "containment block lifted");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(false) => ApiError::not_found(format!("no block {id} in force")).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn hold_json(h: &tally_store::access::Hold) -> Value {
+    json!({
+        "id": h.id,
+        "from_ms": h.from_ms,
+        "until_ms": h.until_ms,
+        "reason": h.reason,
+        "actor": h.actor,
+    })
+}
+
+/// `GET /v1/admin/holds`: the legal holds in force.
+pub async fn list_holds(
+    State(app): State<Arc<App>>,
+    ext: axum::http::Extensions,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let _admin = admin_only!(app, ext, headers, method, uri);
+    let a = app.clone();
+    match blocking(move || a.access_log.holds()).await {
+        Ok(rows) => {
+            Json(json!({"holds": rows.iter().map(hold_json).collect::<Vec<_>>()})).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Body of `POST /v1/admin/holds`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewHold {
+    /// Start of the held range, unix milliseconds.
+    from_ms: i64,
+    /// End of the held range, unix milliseconds (inclusive).
+    until_ms: i64,
+    reason: String,
+}
+
+/// `POST /v1/admin/holds` `{from_ms, until_ms, reason}` → `201` with the hold:
+/// from then on no access event in the range can be deleted.
+pub async fn add_hold(
+    State(app): State<Arc<App>>,
+    ext: axum::http::Extensions,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Admin(actor) = admin_only!(app, ext, headers, method, uri);
+    let req: NewHold = match parse(&body) {
+        Ok(r) => r,
+        Err(m) => return bad(m),
+    };
+    if req.from_ms > req.until_ms || req.from_ms < 0 {
+        return bad("need 0 <= from_ms <= until_ms".into());
+    }
+    let why = match reason(&req.reason) {
+        Ok(r) => r.to_string(),
+        Err(m) => return bad(m),
+    };
+    let a = app.clone();
+    let by = format!("admin:{actor}");
+    let (from, until) = (req.from_ms, req.until_ms);
+    let stored = blocking(move || {
+        let id = a.access_log.hold(from, until, &why, &by, now_unix())?;
+        a.access_log
+            .holds()
+            .map(|rows| rows.into_iter().find(|h| h.id == id))
+    })
+    .await;
+    match stored {
+        Ok(Some(h)) => {
+            tracing::warn!(event = "legal_hold_placed", id = h.id, from_ms = from, until_ms = until, actor = ?actor, "legal hold placed on the access log");
+            (StatusCode::CREATED, Json(hold_json(&h))).into_response()
+        }
+        Ok(None) => ApiError::unavailable("internal").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `DELETE /v1/admin/holds/{id}` → `204`, or `404` if no such hold is in force.
+pub async fn release_hold(
+    State(app): State<Arc<App>>,
+    ext: axum::http::Extensions,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Response {
+    let Admin(actor) = admin_only!(app, ext, headers, method, uri);
+    let a = app.clone();
+    match blocking(move || a.access_log.release(id, now_unix())).await {
+        Ok(true) => {
+            tracing::warn!(event = "legal_hold_released", id, actor = ?actor, "legal hold released");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(false) => ApiError::not_found(format!("no hold {id} in force")).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
