@@ -22,7 +22,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod clocks;
 pub mod containment;
+pub mod detect;
 pub mod digest;
 pub mod dpop;
 pub mod dpop_nonce;
@@ -34,6 +36,7 @@ pub mod ratelimit;
 pub mod record;
 pub mod registry;
 pub mod seal;
+pub mod sketch;
 pub mod throttle;
 pub mod totp;
 pub mod verdict;

@@ -52,13 +52,17 @@ pub const CHANNEL_CAPACITY: usize = 65_536;
 
 impl AccessEvents {
     /// Starts the writer task over `log`.
-    pub fn start(log: Arc<AccessLog>) -> AccessEvents {
+    /// Each batch is shown to `watch` (the detector) before it is written.
+    pub fn start(log: Arc<AccessLog>, watch: Option<Arc<crate::watch::Watch>>) -> AccessEvents {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<AccessEvent>(CHANNEL_CAPACITY);
         let written = Arc::new(AtomicU64::new(0));
         let w = written.clone();
         tokio::spawn(async move {
             let mut batch = Vec::new();
             while rx.recv_many(&mut batch, 4096).await > 0 {
+                if let Some(w) = &watch {
+                    w.observe(&batch);
+                }
                 let rows: Vec<(i64, Vec<u8>)> = batch
                     .drain(..)
                     .map(|e: AccessEvent| (e.at_ms, serde_json::to_vec(&e).unwrap_or_default()))

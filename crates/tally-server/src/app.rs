@@ -53,6 +53,10 @@ pub struct App {
     pub access_log: Arc<tally_store::access::AccessLog>,
     /// The queue to it (started with the server's runtime).
     pub access_events: std::sync::OnceLock<crate::access::AccessEvents>,
+    /// The detector, detections and incidents.
+    pub watch: Arc<crate::watch::Watch>,
+    /// Webhooks and the SET receiver.
+    pub alerts: Arc<crate::alerts::Alerts>,
     /// Registry misses (each a signature verification) per client address.
     pub miss_limiter: tally_core::ratelimit::RateLimiter<std::net::IpAddr>,
     /// DPoP proofs already used (RFC 9449 replay protection).
@@ -143,6 +147,17 @@ impl App {
         let version = dir.state.data_version().unwrap_or(0);
         let dummy_hash = issuer::hash_password(&keys_dummy_password())
             .map_err(|e| StartError(format!("password hashing failed: {}", e.code())))?;
+        let incidents = Arc::new(
+            tally_store::incidents::IncidentStore::open(&dir.path)
+                .map_err(|e| StartError(format!("incidents.db: {e}")))?,
+        );
+        let watch = Arc::new(crate::watch::Watch::new(
+            incidents,
+            config.detector.clone(),
+            config.actions.clone(),
+            config.regimes.clone(),
+        ));
+        let alerts = Arc::new(crate::alerts::Alerts::from_config(&config).map_err(StartError)?);
         let dpop_nonces = if config.dpop_nonce {
             let mut secret = [0u8; 32];
             aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut secret)
@@ -174,6 +189,8 @@ impl App {
             dpop_nonces,
             access_log,
             access_events: std::sync::OnceLock::new(),
+            watch,
+            alerts,
             miss_limiter,
             throttle_user: tally_core::throttle::Throttle::new(Default::default()),
             throttle_ip: tally_core::throttle::Throttle::new(
@@ -356,7 +373,8 @@ impl App {
         self.reload_keys(false)
     }
 
-    fn reload_keys(&self, force: bool) -> bool {
+    /// Reloads keys (always with `force`, else only if state.db changed).
+    pub fn reload_keys(&self, force: bool) -> bool {
         let Ok(v) = self.dir.state.data_version() else {
             return false;
         };
@@ -426,6 +444,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(meta_http::metrics))
         .route("/openapi.json", get(meta_http::openapi))
         .route("/.well-known/jwks.json", get(meta_http::jwks))
+        .route(
+            "/.well-known/tally-events-jwks.json",
+            get(meta_http::events_jwks),
+        )
         .route("/v1/login", post(issuer::login))
         .route("/v1/refresh", post(crate::sessions::refresh))
         .route("/v1/revoke", post(crate::sessions::revoke))
@@ -469,8 +491,39 @@ pub const DPOP_NONCE_WINDOW_SECS: i64 = 120;
 /// Starts the background tasks: key reload (every 250 ms, so admin changes
 /// reach the server within a second) and expiry eviction.
 pub fn spawn_background(app: &Arc<App>) {
-    app.access_events
-        .get_or_init(|| crate::access::AccessEvents::start(app.access_log.clone()));
+    app.access_events.get_or_init(|| {
+        crate::access::AccessEvents::start(app.access_log.clone(), Some(app.watch.clone()))
+    });
+    let a = app.clone();
+    tokio::spawn(async move {
+        // The alert outbox: due deliveries every second, across restarts.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if !a.alerts.is_empty() {
+                a.alerts.deliver_due(&a.watch.store).await;
+            }
+        }
+    });
+    let a = app.clone();
+    tokio::spawn(async move {
+        // Detections reach the incident store within a second of the request.
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut n = 0u64;
+        loop {
+            tick.tick().await;
+            let a2 = a.clone();
+            n += 1;
+            let expire = n.is_multiple_of(60);
+            let _ = tokio::task::spawn_blocking(move || {
+                a2.watch.flush(&a2);
+                if expire {
+                    a2.watch.expire();
+                }
+            })
+            .await;
+        }
+    });
     let a = app.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -492,6 +545,9 @@ pub fn spawn_background(app: &Arc<App>) {
             match a.ledger.audit().await {
                 Err(e @ tally_store::LedgerError::Tampered { .. }) if !reported => {
                     reported = true;
+                    a.watch.signal(tally_core::detect::Signal::LedgerTampered {
+                        detail: e.to_string(),
+                    });
                     tracing::error!(
                         code = e.code(),
                         finding = %e,
@@ -519,7 +575,14 @@ pub fn spawn_background(app: &Arc<App>) {
                 }
                 if every_other {
                     a2.maintain_keys();
-                    a2.accounts.reconcile(&a2.dir.state, now_unix());
+                    for m in a2.accounts.reconcile(&a2.dir.state, now_unix()) {
+                        a2.watch
+                            .signal(tally_core::detect::Signal::SignerLedgerMismatch {
+                                kid: m.kid.clone(),
+                                signed: m.counts.signed,
+                                recorded: m.counts.recorded,
+                            });
+                    }
                 }
             })
             .await;

@@ -52,6 +52,47 @@ pub struct FileConfig {
     /// Require DPoP server nonces (RFC 9449 section 8/9) in every proof.
     #[serde(default)]
     pub dpop_nonce: bool,
+    /// Detection thresholds.
+    #[serde(default)]
+    pub detector: tally_core::detect::DetectorConfig,
+    /// Automatic containment per rule: `forged_token = ["compromise_key"]`.
+    pub actions: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// Reporting regimes: entries override the defaults with the same `id`
+    /// (e.g. to enable `sec_8k_105`), new ids are added.
+    #[serde(default)]
+    pub regimes: Vec<tally_core::clocks::RegimeOverride>,
+    /// Contacts printed in incident reports (`name`, `email`, `phone`, `dpo`, ...).
+    #[serde(default)]
+    pub contacts: std::collections::BTreeMap<String, String>,
+    /// Webhooks that receive signed alerts.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+    /// A receiver of Security Event Tokens (RFC 8417, pushed as in RFC 8935).
+    pub set_receiver: Option<SetReceiverConfig>,
+}
+
+/// `[[webhooks]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Short name (in logs and the outbox).
+    pub name: String,
+    /// `https://…`, or `http://` on a loopback address.
+    pub url: String,
+    /// Environment variable holding the HMAC secret (at least 16 characters).
+    pub secret_env: String,
+}
+
+/// `[set_receiver]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SetReceiverConfig {
+    /// Push endpoint.
+    pub url: String,
+    /// `aud` of the SETs.
+    pub audience: String,
+    /// Environment variable holding a bearer token for the receiver, if it wants one.
+    pub token_env: Option<String>,
 }
 
 /// `[gate]`: the reverse proxy.
@@ -168,6 +209,18 @@ pub struct Config {
     pub miss_burst: f64,
     /// Whether DPoP proofs must carry a server nonce.
     pub dpop_nonce: bool,
+    /// Detection thresholds.
+    pub detector: tally_core::detect::DetectorConfig,
+    /// Automatic containment per rule.
+    pub actions: std::collections::HashMap<tally_core::detect::Rule, Vec<crate::watch::Action>>,
+    /// Reporting regimes (defaults merged with the file's).
+    pub regimes: Vec<tally_core::clocks::Regime>,
+    /// Contacts for reports.
+    pub contacts: std::collections::BTreeMap<String, String>,
+    /// Webhooks.
+    pub webhooks: Vec<WebhookConfig>,
+    /// SET receiver.
+    pub set_receiver: Option<SetReceiverConfig>,
 }
 
 /// A configuration problem, phrased for the operator.
@@ -394,6 +447,59 @@ impl Config {
             miss_rate_per_sec: fc.miss_rate_per_sec.unwrap_or(50.0).max(0.0),
             miss_burst: fc.miss_burst.unwrap_or(200.0).max(1.0),
             dpop_nonce: fc.dpop_nonce,
+            actions: {
+                // No automatic action unless configured: each detection lists
+                // the containment it suggests, for a responder to take.
+                let given = fc.actions.unwrap_or_default();
+                let mut out = std::collections::HashMap::new();
+                for (rule, acts) in given {
+                    let r = tally_core::detect::Rule::parse(&rule).ok_or_else(|| {
+                        ConfigError(format!("[actions] {rule}: no such detection rule"))
+                    })?;
+                    let mut parsed = Vec::new();
+                    for a in acts {
+                        parsed.push(crate::watch::Action::parse(&a).ok_or_else(|| {
+                            ConfigError(format!(
+                                "[actions] {rule}: unknown action {a:?} (block_actor, revoke_subject, compromise_key)"
+                            ))
+                        })?);
+                    }
+                    out.insert(r, parsed);
+                }
+                out
+            },
+            regimes: tally_core::clocks::merge_regimes(
+                tally_core::clocks::default_regimes(),
+                &fc.regimes,
+            )
+            .map_err(|e| ConfigError(format!("[[regimes]]: {e}")))?,
+            contacts: fc.contacts,
+            webhooks: {
+                let mut names = std::collections::HashSet::new();
+                for w in &fc.webhooks {
+                    if !names.insert(w.name.clone()) || w.name.is_empty() {
+                        return Err(ConfigError(format!(
+                            "[[webhooks]] names must be unique and non-empty ({:?})",
+                            w.name
+                        )));
+                    }
+                }
+                fc.webhooks
+            },
+            set_receiver: fc.set_receiver,
+            detector: {
+                let d = fc.detector;
+                if d.mass_access_threshold == 0
+                    || d.mass_access_window_secs <= 0
+                    || d.replay_window_secs <= 0
+                    || d.replay_min_sources < 2
+                {
+                    return Err(ConfigError(
+                        "[detector] thresholds and windows must be positive, replay_min_sources at least 2".into(),
+                    ));
+                }
+                d
+            },
             access_retention_days: {
                 let d = fc.access_retention_days.unwrap_or(180);
                 if !(1..=3650).contains(&d) {

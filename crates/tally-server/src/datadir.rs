@@ -162,6 +162,53 @@ impl DataDir {
         Ok(())
     }
 
+    /// The key that signs Security Event Tokens (RFC 8417), created on first
+    /// use: an Ed25519 key of its own, sealed like every other, published at
+    /// `/.well-known/tally-events-jwks.json` and never in the token JWKS (a
+    /// relying party must not accept an access token signed with it).
+    pub fn events_signer(&self) -> Result<(String, tally_core::jose::SigningKey), DataDirError> {
+        use tally_core::jose::{Algorithm, SigningKey};
+        let err = |e: tally_store::StateError| DataDirError(format!("state database: {e}"));
+        for attempt in 0..2 {
+            let rows = self.state.keys(KeyPurpose::Events).map_err(err)?;
+            if let Some(row) = rows.iter().find(|r| r.state == KeyState::Active) {
+                let der = self
+                    .master
+                    .open(&keys::seal_context(&row.kid), &row.sealed)
+                    .map_err(|e| DataDirError(format!("events key: {e}")))?;
+                return SigningKey::from_pkcs8_der(&der)
+                    .map(|k| (row.kid.clone(), k))
+                    .map_err(|e| DataDirError(format!("events key: {e}")));
+            }
+            if attempt == 1 {
+                break;
+            }
+            let key = SigningKey::generate(Algorithm::EdDSA)
+                .map_err(|e| DataDirError(format!("events key generation failed: {e}")))?;
+            let kid = format!("events-{}", key.verifying_key().thumbprint());
+            let der = key
+                .to_pkcs8_der()
+                .map_err(|e| DataDirError(format!("events key: {e}")))?;
+            let sealed = self
+                .master
+                .seal(&keys::seal_context(&kid), &der)
+                .map_err(|e| DataDirError(e.to_string()))?;
+            // Another process may have created one meanwhile: then it wins.
+            let _ = self.state.insert_key(&KeyRow {
+                kid: kid.clone(),
+                alg: "EdDSA".into(),
+                purpose: KeyPurpose::Events,
+                state: KeyState::Active,
+                created_at: now_unix(),
+                state_changed_at: now_unix(),
+                public: key.verifying_key().with_kid(kid).to_jwk().to_string(),
+                sealed,
+                source: "generated".into(),
+            });
+        }
+        Err(DataDirError("no events key could be created".into()))
+    }
+
     /// The ledger's checkpoint signer, unsealed.
     pub fn ledger_signer(&self) -> Result<NoteSigner, DataDirError> {
         let rows = self

@@ -354,6 +354,11 @@ pub async fn register(
     if !known {
         tracing::warn!(event = "unknown_subject", issuer = %issuer.config.name, sub = ?subject, "registration refused: the subject is not in the directory");
         app.metrics.unknown_subject();
+        app.watch
+            .signal(tally_core::detect::Signal::UnknownSubject {
+                subject: subject.to_string(),
+                requested_by: format!("issuer:{}", issuer.config.name),
+            });
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "unknown_subject",

@@ -6,6 +6,7 @@
 pub mod access;
 pub mod accounting;
 pub mod admin;
+pub mod alerts;
 pub mod app;
 pub mod config;
 pub mod datadir;
@@ -20,7 +21,10 @@ pub mod meta_http;
 pub mod metrics;
 pub mod pkcs11;
 pub mod proxy;
+pub mod report;
 pub mod sessions;
+pub mod timefmt;
+pub mod watch;
 
 pub use app::{App, router, serve, serve_with_gate};
 pub use config::{Config, Overrides};

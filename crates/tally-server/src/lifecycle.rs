@@ -208,6 +208,27 @@ pub fn revoke_signed_by(
     Ok((revoked, kept))
 }
 
+/// Revokes every unexpired token issued to `subject`, from the verified
+/// ledger `records`. Returns how many were newly revoked.
+pub fn revoke_subject(
+    dir: &DataDir,
+    records: &[IssuanceRecord],
+    subject: &str,
+    reason: &str,
+    now: i64,
+) -> Result<usize, LifecycleError> {
+    let revoke: Vec<Revocation> = records
+        .iter()
+        .filter(|r| r.subject == subject && r.expires_at > now)
+        .map(|r| Revocation {
+            token_id: r.token_id.clone(),
+            token_sha256: *r.token_sha256.as_bytes(),
+            expires_at: r.expires_at,
+        })
+        .collect();
+    Ok(dir.state.revoke(&revoke, reason, now)?)
+}
+
 /// Records `person` as a custodian of `kid`.
 pub fn add_custodian(
     dir: &DataDir,

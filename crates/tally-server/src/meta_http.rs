@@ -93,6 +93,35 @@ pub async fn jwks(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
+/// `GET /.well-known/tally-events-jwks.json`: the key that signs Security
+/// Event Tokens (created on first use), kept apart from the token JWKS.
+pub async fn events_jwks(State(app): State<Arc<App>>) -> Response {
+    let a = app.clone();
+    let keys = tokio::task::spawn_blocking(move || {
+        a.dir
+            .state
+            .keys(tally_store::KeyPurpose::Events)
+            .map(|rows| {
+                rows.into_iter()
+                    .filter(|r| r.state == tally_store::KeyState::Active)
+                    .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r.public).ok())
+                    .collect::<Vec<_>>()
+            })
+    })
+    .await;
+    match keys {
+        Ok(Ok(keys)) => (
+            [(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("max-age=60"),
+            )],
+            Json(serde_json::json!({ "keys": keys })),
+        )
+            .into_response(),
+        _ => crate::error::ApiError::unavailable("store_unavailable").into_response(),
+    }
+}
+
 /// `GET /openapi.json`.
 pub async fn openapi() -> Response {
     (

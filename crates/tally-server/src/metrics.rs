@@ -27,6 +27,7 @@ pub struct Metrics {
     login_failures: AtomicU64,
     refresh_reuse: AtomicU64,
     unknown_subject: AtomicU64,
+    incidents_opened: AtomicU64,
 }
 
 impl Metrics {
@@ -74,6 +75,11 @@ impl Metrics {
     /// Counts one issuance refused for a subject not in the directory.
     pub fn unknown_subject(&self) {
         self.unknown_subject.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one incident opened.
+    pub fn incident_opened(&self) {
+        self.incidents_opened.fetch_add(1, Ordering::Relaxed);
     }
 
     /// How many decisions had verdict `v`.
@@ -151,6 +157,12 @@ impl Metrics {
         out.push_str(&format!(
             "tally_unknown_subject_total {}\n",
             self.unknown_subject.load(Ordering::Relaxed)
+        ));
+        out.push_str("# HELP tally_incidents_opened_total Incidents opened by this process.\n");
+        out.push_str("# TYPE tally_incidents_opened_total counter\n");
+        out.push_str(&format!(
+            "tally_incidents_opened_total {}\n",
+            self.incidents_opened.load(Ordering::Relaxed)
         ));
         out.push_str("# HELP tally_ledger_size Entries in the ledger.\n");
         out.push_str("# TYPE tally_ledger_size gauge\n");

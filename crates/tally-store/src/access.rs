@@ -344,6 +344,56 @@ impl AccessLog {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The body of event `seq`, if it is stored.
+    pub fn get(&self, seq: i64) -> Result<Option<Vec<u8>>, AccessError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT body FROM events WHERE seq = ?1",
+                params![seq],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Calls `f` with every event (`seq`, `at_ms`, body) with `from_ms <= at_ms
+    /// < until_ms`, in sequence order, reading in pages so that memory stays
+    /// flat however long the range; `f` returning false stops the scan.
+    pub fn scan(
+        &self,
+        from_ms: i64,
+        until_ms: i64,
+        mut f: impl FnMut(i64, i64, &[u8]) -> bool,
+    ) -> Result<u64, AccessError> {
+        const PAGE: i64 = 10_000;
+        let mut after = i64::MIN;
+        let mut seen = 0u64;
+        loop {
+            let page: Vec<(i64, i64, Vec<u8>)> = {
+                let conn = self.conn();
+                let mut stmt = conn.prepare_cached(
+                    "SELECT seq, at_ms, body FROM events
+                     WHERE seq > ?1 AND at_ms >= ?2 AND at_ms < ?3 ORDER BY seq LIMIT ?4",
+                )?;
+                let rows = stmt.query_map(params![after, from_ms, until_ms, PAGE], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let n = page.len() as i64;
+            for (seq, at, body) in page {
+                after = seq;
+                seen += 1;
+                if !f(seq, at, &body) {
+                    return Ok(seen);
+                }
+            }
+            if n < PAGE {
+                return Ok(seen);
+            }
+        }
+    }
+
     /// The newest `n` events (`seq`, `at_ms`, JSON body), oldest first.
     pub fn tail(&self, n: usize) -> Result<Vec<(i64, i64, Vec<u8>)>, AccessError> {
         let conn = self.conn();

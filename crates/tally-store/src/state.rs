@@ -59,6 +59,8 @@ pub enum KeyPurpose {
     Token,
     /// Signs ledger checkpoints.
     Ledger,
+    /// Signs Security Event Tokens (RFC 8417) sent to receivers.
+    Events,
 }
 
 impl KeyPurpose {
@@ -66,6 +68,7 @@ impl KeyPurpose {
         match self {
             KeyPurpose::Token => "token",
             KeyPurpose::Ledger => "ledger",
+            KeyPurpose::Events => "events",
         }
     }
 }

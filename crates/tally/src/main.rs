@@ -2,7 +2,6 @@
 #![forbid(unsafe_code)]
 
 mod progress;
-mod timefmt;
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -15,6 +14,9 @@ use tally_core::jose::SigningKey;
 use tally_core::merkle;
 use tally_core::note::NoteVerifier;
 use tally_server::datadir::DataDir;
+use tally_server::timefmt;
+
+mod incident_cmd;
 use tally_server::lifecycle;
 use tally_server::{App, Config, Overrides};
 use tally_store::{KeyPurpose, LEDGER_FILE, LedgerError};
@@ -32,10 +34,10 @@ struct Cli {
 }
 
 #[derive(Args, Clone)]
-struct DataArg {
+pub(crate) struct DataArg {
     /// Data directory (embedded storage).
     #[arg(long, env = "TALLY_DATA")]
-    data: Option<PathBuf>,
+    pub(crate) data: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -72,6 +74,9 @@ enum Command {
     /// (refused as blocked_actor on every server within a second).
     #[command(subcommand)]
     Block(BlockCmd),
+    /// Incidents: list, show, act, report to authorities, affected customers.
+    #[command(subcommand)]
+    Incident(incident_cmd::IncidentCmd),
 }
 
 #[derive(Subcommand)]
@@ -365,7 +370,7 @@ fn init_logging() {
         .try_init();
 }
 
-fn config(
+pub(crate) fn config(
     cli_config: Option<&Path>,
     data: &DataArg,
     listen: Option<String>,
@@ -404,6 +409,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Ledger(cmd) => ledger(cfg_path, cmd),
         Command::Block(cmd) => block(cfg_path, cmd),
         Command::Access(cmd) => access(cfg_path, cmd),
+        Command::Incident(cmd) => incident_cmd::run(cfg_path, cmd),
         Command::Clients(ClientsCmd::Add { id, data, .. }) => {
             let c = config(cfg_path, &data, None)?;
             if !tally_server::issuer::valid_username(&id) {
@@ -1148,7 +1154,7 @@ fn read_secret_line(what: &str) -> Result<zeroize::Zeroizing<String>, String> {
 }
 
 /// Prints rows as aligned columns (the last column is not padded).
-fn print_table<const N: usize>(rows: &[[String; N]]) {
+pub(crate) fn print_table<const N: usize>(rows: &[[String; N]]) {
     let mut widths = [0usize; N];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -1,0 +1,993 @@
+//! The detector: access events and signals in, [`Finding`]s out.
+//!
+//! Pure and bounded: the caller feeds every access decision as an
+//! [`Observation`] and every fact raised elsewhere (issuance of a token for a
+//! subject that does not exist, refresh-token reuse, a tampered ledger, a key
+//! too old, ...) as a [`Signal`], with the time as a parameter. Memory is
+//! bounded by `max_actors` per counting rule, whatever the traffic.
+//!
+//! Rules (stable codes, as in [`Rule::code`]):
+//!
+//! | rule | raised when | severity |
+//! | --- | --- | --- |
+//! | `forged_token` | a validly signed token the ledger cannot tally (`not_issued`, `altered`) | critical |
+//! | `mass_access` | an actor (client address, device, token, signing key) touches more than `mass_access_threshold` distinct subjects within `mass_access_window_secs` | high |
+//! | `canary_account` | any access to a configured honey account | critical |
+//! | `token_replay` | one token used from at least `replay_min_sources` client addresses or devices within `replay_window_secs` | high |
+//! | `unknown_subject` | issuance was asked for a subject that is not in the directory | high |
+//! | `refresh_reuse` | a spent refresh token was presented again | high |
+//! | `signer_ledger_mismatch` | a key's signature count and the ledger disagree | critical |
+//! | `ledger_tampered` | the ledger's stored history no longer verifies | critical |
+//! | `key_too_old` | the active key is older than its maximum age | medium |
+//! | `departed_custodian_key` | a key guarded by an offboarded custodian still signs | high |
+//!
+//! A finding carries a `key` that names what it is about (`forged_token:kid=K`,
+//! `mass_access:ip=203.0.113.7`): a [`DetectionBook`] merges findings with the
+//! same key into one [`Detection`] with first and last sighting and a count.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::sketch::{WindowedDistinct, subject_hash};
+use crate::verdict::Verdict;
+
+/// How bad.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth a look.
+    Low,
+    /// Needs attention this week.
+    Medium,
+    /// An incident: opens one or joins the open one.
+    High,
+    /// An incident, now.
+    Critical,
+}
+
+impl Severity {
+    /// Stable lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// Parses [`Severity::as_str`].
+    pub fn parse(s: &str) -> Option<Severity> {
+        Some(match s {
+            "low" => Severity::Low,
+            "medium" => Severity::Medium,
+            "high" => Severity::High,
+            "critical" => Severity::Critical,
+            _ => return None,
+        })
+    }
+}
+
+/// A detection rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// A validly signed token the ledger cannot tally.
+    ForgedToken,
+    /// Too many distinct subjects per actor.
+    MassAccess,
+    /// Access to a honey account.
+    CanaryAccount,
+    /// One token from many places.
+    TokenReplay,
+    /// Issuance for a subject not in the directory.
+    UnknownSubject,
+    /// A spent refresh token presented again.
+    RefreshReuse,
+    /// Signature count and ledger disagree.
+    SignerLedgerMismatch,
+    /// The ledger no longer verifies.
+    LedgerTampered,
+    /// The active key is past its maximum age.
+    KeyTooOld,
+    /// A key of an offboarded custodian still signs.
+    DepartedCustodianKey,
+}
+
+impl Rule {
+    /// Every rule.
+    pub const ALL: [Rule; 10] = [
+        Rule::ForgedToken,
+        Rule::MassAccess,
+        Rule::CanaryAccount,
+        Rule::TokenReplay,
+        Rule::UnknownSubject,
+        Rule::RefreshReuse,
+        Rule::SignerLedgerMismatch,
+        Rule::LedgerTampered,
+        Rule::KeyTooOld,
+        Rule::DepartedCustodianKey,
+    ];
+
+    /// Stable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Rule::ForgedToken => "forged_token",
+            Rule::MassAccess => "mass_access",
+            Rule::CanaryAccount => "canary_account",
+            Rule::TokenReplay => "token_replay",
+            Rule::UnknownSubject => "unknown_subject",
+            Rule::RefreshReuse => "refresh_reuse",
+            Rule::SignerLedgerMismatch => "signer_ledger_mismatch",
+            Rule::LedgerTampered => "ledger_tampered",
+            Rule::KeyTooOld => "key_too_old",
+            Rule::DepartedCustodianKey => "departed_custodian_key",
+        }
+    }
+
+    /// Parses [`Rule::code`].
+    pub fn parse(code: &str) -> Option<Rule> {
+        Rule::ALL.into_iter().find(|r| r.code() == code)
+    }
+
+    /// The severity findings of this rule carry.
+    pub fn severity(self) -> Severity {
+        match self {
+            Rule::ForgedToken
+            | Rule::CanaryAccount
+            | Rule::SignerLedgerMismatch
+            | Rule::LedgerTampered => Severity::Critical,
+            Rule::MassAccess
+            | Rule::TokenReplay
+            | Rule::UnknownSubject
+            | Rule::RefreshReuse
+            | Rule::DepartedCustodianKey => Severity::High,
+            Rule::KeyTooOld => Severity::Medium,
+        }
+    }
+}
+
+/// Who did something: the kinds of actor tally can block or count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActorKind {
+    /// Client address.
+    Ip,
+    /// Device id.
+    Device,
+    /// Token id (`jti`).
+    Token,
+    /// Signing key id.
+    Key,
+    /// Token subject.
+    Subject,
+}
+
+impl ActorKind {
+    /// Stable lower-case name (also the block kind, except `key`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::Ip => "ip",
+            ActorKind::Device => "device",
+            ActorKind::Token => "token",
+            ActorKind::Key => "key",
+            ActorKind::Subject => "subject",
+        }
+    }
+}
+
+/// One actor.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Actor {
+    /// What kind.
+    pub kind: ActorKind,
+    /// Its value.
+    pub value: String,
+}
+
+/// A containment step a finding suggests (and a rule may take automatically).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Containment {
+    /// Block the actor at the gate.
+    BlockActor {
+        /// The actor.
+        actor: Actor,
+    },
+    /// Revoke every live token of a subject.
+    RevokeSubject {
+        /// The subject.
+        subject: String,
+    },
+    /// Declare the key compromised (and rotate if it is the active one).
+    CompromiseKey {
+        /// The key id.
+        kid: String,
+    },
+}
+
+/// One access decision as the detector sees it.
+#[derive(Clone, Debug, Default)]
+pub struct Observation<'a> {
+    /// Unix seconds.
+    pub at: i64,
+    /// Client address.
+    pub client_ip: Option<&'a str>,
+    /// Device id.
+    pub device: Option<&'a str>,
+    /// Token subject (for refused tokens only when the signature verified).
+    pub subject: Option<&'a str>,
+    /// Token id.
+    pub token_id: Option<&'a str>,
+    /// Signing key id.
+    pub kid: Option<&'a str>,
+    /// Route.
+    pub route: &'a str,
+    /// The verdict's stable code.
+    pub verdict: &'a str,
+}
+
+/// A fact raised outside the gate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// Issuance asked for a subject that is not in the directory.
+    UnknownSubject {
+        /// The subject asked for.
+        subject: String,
+        /// Who asked (client id or issuer).
+        requested_by: String,
+    },
+    /// A spent refresh token was presented again; the session was revoked.
+    RefreshReuse {
+        /// The session's subject.
+        subject: String,
+        /// The session (family) id.
+        session: String,
+    },
+    /// A key's signature count and the ledger disagree.
+    SignerLedgerMismatch {
+        /// The key.
+        kid: String,
+        /// Signatures counted.
+        signed: u64,
+        /// Records in the ledger.
+        recorded: u64,
+    },
+    /// The ledger's stored history no longer verifies.
+    LedgerTampered {
+        /// What was found.
+        detail: String,
+    },
+    /// The active key is past its maximum age.
+    KeyTooOld {
+        /// The key.
+        kid: String,
+        /// Its age in seconds.
+        age_secs: i64,
+    },
+    /// A key guarded by an offboarded custodian still signs.
+    DepartedCustodianKey {
+        /// The key.
+        kid: String,
+        /// The custodian.
+        custodian: String,
+    },
+}
+
+/// What a rule found, once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    /// The rule.
+    pub rule: Rule,
+    /// Its severity.
+    pub severity: Severity,
+    /// What it is about: findings with the same key are one detection.
+    pub key: String,
+    /// Unix seconds.
+    pub at: i64,
+    /// The actors involved.
+    pub actors: Vec<Actor>,
+    /// A sample of the evidence (never secret material).
+    pub evidence: Value,
+    /// What to do about it.
+    pub suggested: Vec<Containment>,
+    /// A one-line summary for people.
+    pub summary: String,
+}
+
+/// Thresholds, from `[detector]` in `tally.toml`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// `mass_access`: window length, seconds.
+    pub mass_access_window_secs: i64,
+    /// `mass_access`: distinct subjects per actor in the window above which it fires.
+    pub mass_access_threshold: u64,
+    /// `token_replay`: window length, seconds.
+    pub replay_window_secs: i64,
+    /// `token_replay`: distinct client addresses or devices per token that fire it.
+    pub replay_min_sources: u64,
+    /// Honey accounts: any access to one is critical.
+    pub canary_accounts: Vec<String>,
+    /// Actors tracked per counting rule (least recently seen evicted beyond).
+    pub max_actors: usize,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            mass_access_window_secs: 600,
+            mass_access_threshold: 100,
+            replay_window_secs: 300,
+            replay_min_sources: 3,
+            canary_accounts: Vec::new(),
+            max_actors: 1_000_000,
+        }
+    }
+}
+
+/// The detector's state.
+pub struct Detector {
+    cfg: DetectorConfig,
+    canaries: HashSet<String>,
+    /// Distinct subjects per (actor kind, value).
+    subjects: WindowedDistinct<(ActorKind, String)>,
+    /// Distinct sources (addresses, devices) per token id.
+    sources: WindowedDistinct<String>,
+    /// Actors that crossed a counting threshold, and when (not raised again
+    /// within the window).
+    raised: HashMap<String, i64>,
+}
+
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detector")
+            .field("cfg", &self.cfg)
+            .field("actors", &self.subjects.len())
+            .finish_non_exhaustive()
+    }
+}
+
+const SLICES: usize = 6;
+
+impl Detector {
+    /// A detector with `cfg`.
+    pub fn new(cfg: DetectorConfig) -> Detector {
+        let max = cfg.max_actors.max(16);
+        Detector {
+            canaries: cfg.canary_accounts.iter().cloned().collect(),
+            subjects: WindowedDistinct::new(cfg.mass_access_window_secs.max(1), SLICES, max),
+            sources: WindowedDistinct::new(cfg.replay_window_secs.max(1), SLICES, max),
+            raised: HashMap::new(),
+            cfg,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DetectorConfig {
+        &self.cfg
+    }
+
+    /// Approximate heap bytes held by the counting state.
+    pub fn heap_bytes(&self) -> usize {
+        self.subjects.heap_bytes() + self.sources.heap_bytes() + self.raised.len() * 64
+    }
+
+    /// Forgets actors with nothing left in their windows; call periodically.
+    pub fn expire(&mut self, now: i64) {
+        self.subjects.expire(now);
+        self.sources.expire(now);
+        let keep = self
+            .cfg
+            .mass_access_window_secs
+            .max(self.cfg.replay_window_secs);
+        self.raised.retain(|_, at| now - *at < keep);
+    }
+
+    fn first_in_window(&mut self, key: &str, now: i64, window: i64) -> bool {
+        match self.raised.get(key) {
+            Some(at) if now - *at < window => false,
+            _ => {
+                self.raised.insert(key.to_string(), now);
+                true
+            }
+        }
+    }
+
+    /// Feeds one access decision; returns what it proves.
+    pub fn observe(&mut self, o: &Observation<'_>) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let actors_of = |o: &Observation<'_>| {
+            let mut a = Vec::new();
+            if let Some(v) = o.client_ip {
+                a.push(Actor {
+                    kind: ActorKind::Ip,
+                    value: v.to_string(),
+                });
+            }
+            if let Some(v) = o.device {
+                a.push(Actor {
+                    kind: ActorKind::Device,
+                    value: v.to_string(),
+                });
+            }
+            if let Some(v) = o.token_id {
+                a.push(Actor {
+                    kind: ActorKind::Token,
+                    value: v.to_string(),
+                });
+            }
+            if let Some(v) = o.kid {
+                a.push(Actor {
+                    kind: ActorKind::Key,
+                    value: v.to_string(),
+                });
+            }
+            a
+        };
+        let forged = o.verdict == Verdict::NotIssued.code() || o.verdict == Verdict::Altered.code();
+        if forged {
+            let kid = o.kid.unwrap_or("");
+            let mut suggested = vec![Containment::CompromiseKey {
+                kid: kid.to_string(),
+            }];
+            if let Some(ip) = o.client_ip {
+                suggested.push(Containment::BlockActor {
+                    actor: Actor {
+                        kind: ActorKind::Ip,
+                        value: ip.to_string(),
+                    },
+                });
+            }
+            out.push(Finding {
+                rule: Rule::ForgedToken,
+                severity: Severity::Critical,
+                key: format!("forged_token:kid={kid}"),
+                at: o.at,
+                actors: actors_of(o),
+                evidence: json!({
+                    "verdict": o.verdict,
+                    "kid": o.kid,
+                    "token_id": o.token_id,
+                    "subject": o.subject,
+                    "client_ip": o.client_ip,
+                    "route": o.route,
+                }),
+                suggested,
+                summary: format!(
+                    "a token signed with key {kid} that the ledger cannot tally ({}): the key is in the wrong hands",
+                    o.verdict
+                ),
+            });
+        }
+        let Some(subject) = o.subject.filter(|s| !s.is_empty()) else {
+            return out;
+        };
+        if self.canaries.contains(subject) {
+            let mut suggested = Vec::new();
+            if let Some(ip) = o.client_ip {
+                suggested.push(Containment::BlockActor {
+                    actor: Actor {
+                        kind: ActorKind::Ip,
+                        value: ip.to_string(),
+                    },
+                });
+            }
+            if let Some(kid) = o.kid.filter(|_| forged) {
+                suggested.push(Containment::CompromiseKey {
+                    kid: kid.to_string(),
+                });
+            }
+            out.push(Finding {
+                rule: Rule::CanaryAccount,
+                severity: Severity::Critical,
+                key: format!("canary_account:sub={subject}"),
+                at: o.at,
+                actors: actors_of(o),
+                evidence: json!({
+                    "subject": subject, "verdict": o.verdict, "route": o.route,
+                    "client_ip": o.client_ip, "token_id": o.token_id,
+                }),
+                suggested,
+                summary: format!("access to honey account {subject}: nobody legitimate uses it"),
+            });
+        }
+        // mass_access: distinct subjects per actor. Refusals count too: an
+        // attacker who tries 10,000 accounts has shown what they are after.
+        let h = subject_hash(subject);
+        let window = self.cfg.mass_access_window_secs;
+        for actor in actors_of(o) {
+            let n = self
+                .subjects
+                .observe(&(actor.kind, actor.value.clone()), h, o.at);
+            if n > self.cfg.mass_access_threshold {
+                let key = format!("mass_access:{}={}", actor.kind.as_str(), actor.value);
+                if self.first_in_window(&key, o.at, window) {
+                    let suggested = match actor.kind {
+                        ActorKind::Key => vec![Containment::CompromiseKey {
+                            kid: actor.value.clone(),
+                        }],
+                        _ => vec![Containment::BlockActor {
+                            actor: actor.clone(),
+                        }],
+                    };
+                    out.push(Finding {
+                        rule: Rule::MassAccess,
+                        severity: Severity::High,
+                        key,
+                        at: o.at,
+                        evidence: json!({
+                            "actor": actor, "distinct_subjects": n,
+                            "window_secs": window, "threshold": self.cfg.mass_access_threshold,
+                            "route": o.route,
+                        }),
+                        summary: format!(
+                            "{} {} touched about {n} distinct accounts in {}",
+                            actor.kind.as_str(),
+                            actor.value,
+                            crate::clocks::format_duration(window)
+                        ),
+                        actors: vec![actor],
+                        suggested,
+                    });
+                }
+            }
+        }
+        // token_replay: distinct sources per token.
+        if let Some(tid) = o.token_id {
+            let mut n = 0;
+            for src in [
+                o.client_ip.map(|v| ("ip", v)),
+                o.device.map(|v| ("device", v)),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let hs = subject_hash(&format!("{}={}", src.0, src.1));
+                n = n.max(self.sources.observe(&tid.to_string(), hs, o.at));
+            }
+            if n >= self.cfg.replay_min_sources {
+                let key = format!("token_replay:token={tid}");
+                if self.first_in_window(&key, o.at, self.cfg.replay_window_secs) {
+                    out.push(Finding {
+                        rule: Rule::TokenReplay,
+                        severity: Severity::High,
+                        key,
+                        at: o.at,
+                        actors: actors_of(o),
+                        evidence: json!({
+                            "token_id": tid, "subject": subject, "distinct_sources": n,
+                            "window_secs": self.cfg.replay_window_secs,
+                        }),
+                        suggested: vec![
+                            Containment::BlockActor {
+                                actor: Actor {
+                                    kind: ActorKind::Token,
+                                    value: tid.to_string(),
+                                },
+                            },
+                            Containment::RevokeSubject {
+                                subject: subject.to_string(),
+                            },
+                        ],
+                        summary: format!("token {tid} of {subject} used from {n} places"),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Turns a signal raised elsewhere into a finding.
+    pub fn signal(&mut self, s: &Signal, now: i64) -> Finding {
+        let f =
+            |rule: Rule, key: String, actors: Vec<Actor>, evidence: Value, suggested, summary| {
+                Finding {
+                    rule,
+                    severity: rule.severity(),
+                    key,
+                    at: now,
+                    actors,
+                    evidence,
+                    suggested,
+                    summary,
+                }
+            };
+        let key_actor = |kid: &str| Actor {
+            kind: ActorKind::Key,
+            value: kid.to_string(),
+        };
+        match s {
+            Signal::UnknownSubject {
+                subject,
+                requested_by,
+            } => f(
+                Rule::UnknownSubject,
+                format!("unknown_subject:by={requested_by}"),
+                vec![Actor {
+                    kind: ActorKind::Subject,
+                    value: subject.clone(),
+                }],
+                json!({"subject": subject, "requested_by": requested_by}),
+                vec![],
+                format!(
+                    "{requested_by} asked for a token for {subject}, who is not in the directory"
+                ),
+            ),
+            Signal::RefreshReuse { subject, session } => f(
+                Rule::RefreshReuse,
+                format!("refresh_reuse:session={session}"),
+                vec![Actor {
+                    kind: ActorKind::Subject,
+                    value: subject.clone(),
+                }],
+                json!({"subject": subject, "session": session}),
+                vec![Containment::RevokeSubject {
+                    subject: subject.clone(),
+                }],
+                format!(
+                    "a spent refresh token of {subject} was presented again: a copy is in someone else's hands"
+                ),
+            ),
+            Signal::SignerLedgerMismatch {
+                kid,
+                signed,
+                recorded,
+            } => f(
+                Rule::SignerLedgerMismatch,
+                format!("signer_ledger_mismatch:kid={kid}"),
+                vec![key_actor(kid)],
+                json!({"kid": kid, "signed": signed, "recorded": recorded}),
+                vec![Containment::CompromiseKey { kid: kid.clone() }],
+                format!("key {kid} made {signed} signatures but the ledger records {recorded}"),
+            ),
+            Signal::LedgerTampered { detail } => f(
+                Rule::LedgerTampered,
+                "ledger_tampered".to_string(),
+                vec![],
+                json!({"detail": detail}),
+                vec![],
+                format!("the ledger no longer verifies: {detail}"),
+            ),
+            Signal::KeyTooOld { kid, age_secs } => f(
+                Rule::KeyTooOld,
+                format!("key_too_old:kid={kid}"),
+                vec![key_actor(kid)],
+                json!({"kid": kid, "age_secs": age_secs}),
+                vec![],
+                format!(
+                    "key {kid} is {} old",
+                    crate::clocks::format_duration(*age_secs)
+                ),
+            ),
+            Signal::DepartedCustodianKey { kid, custodian } => f(
+                Rule::DepartedCustodianKey,
+                format!("departed_custodian_key:kid={kid}"),
+                vec![key_actor(kid)],
+                json!({"kid": kid, "custodian": custodian}),
+                vec![Containment::CompromiseKey { kid: kid.clone() }],
+                format!("key {kid} still signs though its custodian {custodian} has left"),
+            ),
+        }
+    }
+}
+
+/// Findings merged by key: what the detections feed shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    /// The finding key (stable id of what it is about).
+    pub key: String,
+    /// Rule code.
+    pub rule: Rule,
+    /// Severity.
+    pub severity: Severity,
+    /// First sighting, unix seconds.
+    pub first_seen: i64,
+    /// Last sighting, unix seconds.
+    pub last_seen: i64,
+    /// Findings merged.
+    pub count: u64,
+    /// Actors (at most [`MAX_ACTORS_PER_DETECTION`], first seen first).
+    pub actors: Vec<Actor>,
+    /// Samples of evidence (at most [`MAX_SAMPLES`]: the first ones).
+    pub samples: Vec<Value>,
+    /// Suggested containment (union, in order).
+    pub suggested: Vec<Containment>,
+    /// Summary of the first finding.
+    pub summary: String,
+}
+
+/// Actors kept per detection.
+pub const MAX_ACTORS_PER_DETECTION: usize = 50;
+/// Evidence samples kept per detection.
+pub const MAX_SAMPLES: usize = 5;
+
+impl Detection {
+    /// A detection made of one finding.
+    pub fn from_finding(f: &Finding) -> Detection {
+        let mut d = Detection {
+            key: f.key.clone(),
+            rule: f.rule,
+            severity: f.severity,
+            first_seen: f.at,
+            last_seen: f.at,
+            count: 0,
+            actors: Vec::new(),
+            samples: Vec::new(),
+            suggested: Vec::new(),
+            summary: f.summary.clone(),
+        };
+        d.merge(f);
+        d
+    }
+
+    /// Adds a finding with the same key.
+    pub fn merge(&mut self, f: &Finding) {
+        self.count += 1;
+        self.first_seen = self.first_seen.min(f.at);
+        self.last_seen = self.last_seen.max(f.at);
+        self.severity = self.severity.max(f.severity);
+        for a in &f.actors {
+            if self.actors.len() < MAX_ACTORS_PER_DETECTION && !self.actors.contains(a) {
+                self.actors.push(a.clone());
+            }
+        }
+        if self.samples.len() < MAX_SAMPLES {
+            self.samples.push(f.evidence.clone());
+        }
+        for s in &f.suggested {
+            if self.suggested.len() < MAX_ACTORS_PER_DETECTION && !self.suggested.contains(s) {
+                self.suggested.push(s.clone());
+            }
+        }
+    }
+}
+
+/// Detections by key, with the set changed since the last [`DetectionBook::take_dirty`].
+#[derive(Debug, Default)]
+pub struct DetectionBook {
+    by_key: HashMap<String, Detection>,
+    dirty: HashSet<String>,
+    fresh: HashSet<String>,
+}
+
+impl DetectionBook {
+    /// An empty book.
+    pub fn new() -> DetectionBook {
+        DetectionBook::default()
+    }
+
+    /// Puts back a stored detection (at start).
+    pub fn restore(&mut self, d: Detection) {
+        self.by_key.insert(d.key.clone(), d);
+    }
+
+    /// Records a finding.
+    pub fn add(&mut self, f: &Finding) {
+        match self.by_key.get_mut(&f.key) {
+            Some(d) => d.merge(f),
+            None => {
+                self.by_key
+                    .insert(f.key.clone(), Detection::from_finding(f));
+                self.fresh.insert(f.key.clone());
+            }
+        }
+        self.dirty.insert(f.key.clone());
+    }
+
+    /// Detections changed since the last call, each with whether it is new.
+    pub fn take_dirty(&mut self) -> Vec<(Detection, bool)> {
+        let mut out: Vec<(Detection, bool)> = self
+            .dirty
+            .drain()
+            .filter_map(|k| {
+                let new = self.fresh.remove(&k);
+                self.by_key.get(&k).map(|d| (d.clone(), new))
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            a.0.first_seen
+                .cmp(&b.0.first_seen)
+                .then(a.0.key.cmp(&b.0.key))
+        });
+        out
+    }
+
+    /// Marks a detection changed again (its store write failed).
+    pub fn requeue(&mut self, key: &str, new: bool) {
+        if self.by_key.contains_key(key) {
+            self.dirty.insert(key.to_string());
+            if new {
+                self.fresh.insert(key.to_string());
+            }
+        }
+    }
+
+    /// Forgets detections last seen before `cutoff` (they stay stored).
+    pub fn forget_before(&mut self, cutoff: i64) {
+        self.by_key
+            .retain(|k, d| d.last_seen >= cutoff || self.dirty.contains(k));
+    }
+
+    /// How many are held.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Whether none are held.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs<'a>(at: i64, ip: &'a str, sub: &'a str, verdict: &'a str) -> Observation<'a> {
+        Observation {
+            at,
+            client_ip: Some(ip),
+            device: None,
+            subject: Some(sub),
+            token_id: Some("t1"),
+            kid: Some("k1"),
+            route: "/api/",
+            verdict,
+        }
+    }
+
+    #[test]
+    fn a_forged_token_is_critical_and_names_the_key() {
+        let mut d = Detector::new(DetectorConfig::default());
+        let f = d.observe(&obs(100, "203.0.113.7", "alice", "not_issued"));
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].rule, Rule::ForgedToken);
+        assert_eq!(f[0].severity, Severity::Critical);
+        assert_eq!(f[0].key, "forged_token:kid=k1");
+        assert!(
+            f[0].suggested
+                .contains(&Containment::CompromiseKey { kid: "k1".into() })
+        );
+        let f = d.observe(&obs(100, "203.0.113.7", "alice", "altered"));
+        assert_eq!(f[0].rule, Rule::ForgedToken);
+        // Ordinary refusals and allowed requests are not forgeries.
+        for v in ["ok", "expired", "bad_signature", "revoked", "unknown_key"] {
+            assert!(
+                d.observe(&obs(101, "198.51.100.1", "bob", v)).is_empty(),
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn mass_access_fires_once_per_window_above_the_threshold() {
+        let cfg = DetectorConfig {
+            mass_access_threshold: 50,
+            mass_access_window_secs: 60,
+            ..Default::default()
+        };
+        let mut d = Detector::new(cfg);
+        let mut fired = Vec::new();
+        for i in 0..200 {
+            let sub = format!("member-{i}");
+            let mut o = obs(1000 + i / 10, "203.0.113.9", &sub, "ok");
+            o.token_id = None;
+            o.kid = None;
+            fired.extend(d.observe(&o));
+        }
+        let mass: Vec<_> = fired
+            .iter()
+            .filter(|f| f.rule == Rule::MassAccess)
+            .collect();
+        assert_eq!(mass.len(), 1, "{mass:?}");
+        assert_eq!(mass[0].key, "mass_access:ip=203.0.113.9");
+        assert_eq!(mass[0].actors[0].kind, ActorKind::Ip);
+        // Crossed at the 51st distinct subject.
+        assert_eq!(mass[0].evidence["distinct_subjects"], 51);
+        // The same subject again and again is not mass access.
+        let mut d = Detector::new(DetectorConfig {
+            mass_access_threshold: 5,
+            ..Default::default()
+        });
+        for i in 0..1000 {
+            assert!(d.observe(&obs(i, "198.51.100.2", "alice", "ok")).is_empty());
+        }
+    }
+
+    #[test]
+    fn canary_and_replay() {
+        let cfg = DetectorConfig {
+            canary_accounts: vec!["honey-1".into()],
+            replay_min_sources: 3,
+            ..Default::default()
+        };
+        let mut d = Detector::new(cfg);
+        let mut honey = obs(5, "192.0.2.1", "honey-1", "ok");
+        honey.token_id = Some("t-honey");
+        let f = d.observe(&honey);
+        assert_eq!(f[0].rule, Rule::CanaryAccount);
+        assert_eq!(f[0].severity, Severity::Critical);
+        // One token from three addresses.
+        assert!(d.observe(&obs(10, "192.0.2.10", "bob", "ok")).is_empty());
+        assert!(d.observe(&obs(11, "192.0.2.11", "bob", "ok")).is_empty());
+        let f = d.observe(&obs(12, "192.0.2.12", "bob", "ok"));
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].rule, Rule::TokenReplay);
+        assert!(
+            d.observe(&obs(13, "192.0.2.13", "bob", "ok")).is_empty(),
+            "once per window"
+        );
+    }
+
+    #[test]
+    fn signals_become_findings_and_the_book_merges_by_key() {
+        let mut d = Detector::new(DetectorConfig::default());
+        let s = Signal::UnknownSubject {
+            subject: "ghost".into(),
+            requested_by: "shop".into(),
+        };
+        let f = d.signal(&s, 50);
+        assert_eq!(f.rule, Rule::UnknownSubject);
+        assert_eq!(f.severity, Severity::High);
+        let mut book = DetectionBook::new();
+        book.add(&f);
+        book.add(&d.signal(
+            &Signal::UnknownSubject {
+                subject: "ghost-2".into(),
+                requested_by: "shop".into(),
+            },
+            60,
+        ));
+        let dirty = book.take_dirty();
+        assert_eq!(dirty.len(), 1);
+        assert!(dirty[0].1, "new");
+        assert_eq!(dirty[0].0.count, 2);
+        assert_eq!((dirty[0].0.first_seen, dirty[0].0.last_seen), (50, 60));
+        assert_eq!(dirty[0].0.actors.len(), 2);
+        assert!(book.take_dirty().is_empty());
+        book.add(&f);
+        let again = book.take_dirty();
+        assert!(!again[0].1, "not new the second time");
+        assert_eq!(again[0].0.count, 3);
+        for rule in Rule::ALL {
+            assert_eq!(Rule::parse(rule.code()), Some(rule));
+        }
+        assert_eq!(
+            d.signal(&Signal::LedgerTampered { detail: "x".into() }, 1)
+                .severity,
+            Severity::Critical
+        );
+        assert_eq!(
+            d.signal(
+                &Signal::KeyTooOld {
+                    kid: "k".into(),
+                    age_secs: 1
+                },
+                1
+            )
+            .severity,
+            Severity::Medium
+        );
+    }
+
+    #[test]
+    fn memory_stays_bounded_with_many_actors() {
+        let cfg = DetectorConfig {
+            max_actors: 1000,
+            ..Default::default()
+        };
+        let mut d = Detector::new(cfg);
+        for i in 0..20_000 {
+            let ip = format!("10.0.{}.{}", i / 256, i % 256);
+            let sub = format!("m{i}");
+            let mut o = obs(i, &ip, &sub, "ok");
+            o.token_id = None;
+            o.kid = None;
+            d.observe(&o);
+        }
+        assert!(d.subjects.len() <= 1000);
+    }
+}
