@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::sketch::{WindowedDistinct, subject_hash};
+use crate::sketch::{BuildPreHashed, WindowedDistinct};
 use crate::verdict::Verdict;
 
 /// How bad.
@@ -329,16 +329,23 @@ impl Default for DetectorConfig {
 }
 
 /// The detector's state.
+///
+/// Actors and subjects are counted under 64-bit SipHash values keyed per
+/// process, so that nobody, not even an attacker who picks the subjects of
+/// forged tokens, can aim collisions at the counts; the common path (an
+/// ordinary request under every threshold) allocates nothing. Counts merged
+/// across processes need one shared key (or [`crate::sketch::subject_hash`]).
 pub struct Detector {
     cfg: DetectorConfig,
     canaries: HashSet<String>,
-    /// Distinct subjects per (actor kind, value).
-    subjects: WindowedDistinct<(ActorKind, String)>,
+    hasher: std::collections::hash_map::RandomState,
+    /// Distinct subjects per actor.
+    subjects: WindowedDistinct<u64, BuildPreHashed>,
     /// Distinct sources (addresses, devices) per token id.
-    sources: WindowedDistinct<String>,
-    /// Actors that crossed a counting threshold, and when (not raised again
-    /// within the window).
-    raised: HashMap<String, i64>,
+    sources: WindowedDistinct<u64, BuildPreHashed>,
+    /// Counting findings already raised (by actor key), and when: not raised
+    /// again within the window.
+    raised: HashMap<u64, i64, BuildPreHashed>,
 }
 
 impl std::fmt::Debug for Detector {
@@ -352,15 +359,25 @@ impl std::fmt::Debug for Detector {
 
 const SLICES: usize = 6;
 
+/// Moves a token's actor key into the replay rule's namespace.
+const REPLAY_SALT: u64 = 0x5bd1_e995_9e37_79b9;
+/// Tag of subject hashes.
+const SUBJECT_TAG: u8 = 201;
+
 impl Detector {
     /// A detector with `cfg`.
     pub fn new(cfg: DetectorConfig) -> Detector {
         let max = cfg.max_actors.max(16);
         Detector {
             canaries: cfg.canary_accounts.iter().cloned().collect(),
-            subjects: WindowedDistinct::new(cfg.mass_access_window_secs.max(1), SLICES, max),
-            sources: WindowedDistinct::new(cfg.replay_window_secs.max(1), SLICES, max),
-            raised: HashMap::new(),
+            hasher: std::collections::hash_map::RandomState::new(),
+            subjects: WindowedDistinct::with_hasher(
+                cfg.mass_access_window_secs.max(1),
+                SLICES,
+                max,
+            ),
+            sources: WindowedDistinct::with_hasher(cfg.replay_window_secs.max(1), SLICES, max),
+            raised: HashMap::default(),
             cfg,
         }
     }
@@ -372,7 +389,12 @@ impl Detector {
 
     /// Approximate heap bytes held by the counting state.
     pub fn heap_bytes(&self) -> usize {
-        self.subjects.heap_bytes() + self.sources.heap_bytes() + self.raised.len() * 64
+        self.subjects.heap_bytes() + self.sources.heap_bytes() + self.raised.capacity() * 24
+    }
+
+    /// Actors tracked by `mass_access`.
+    pub fn tracked_actors(&self) -> usize {
+        self.subjects.len()
     }
 
     /// Forgets actors with nothing left in their windows; call periodically.
@@ -386,11 +408,19 @@ impl Detector {
         self.raised.retain(|_, at| now - *at < keep);
     }
 
-    fn first_in_window(&mut self, key: &str, now: i64, window: i64) -> bool {
-        match self.raised.get(key) {
+    fn key(&self, tag: u8, value: &str) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = self.hasher.build_hasher();
+        h.write_u8(tag);
+        h.write(value.as_bytes());
+        h.finish()
+    }
+
+    fn first_in_window(&mut self, key: u64, now: i64, window: i64) -> bool {
+        match self.raised.get(&key) {
             Some(at) if now - *at < window => false,
             _ => {
-                self.raised.insert(key.to_string(), now);
+                self.raised.insert(key, now);
                 true
             }
         }
@@ -401,29 +431,18 @@ impl Detector {
         let mut out = Vec::new();
         let actors_of = |o: &Observation<'_>| {
             let mut a = Vec::new();
-            if let Some(v) = o.client_ip {
-                a.push(Actor {
-                    kind: ActorKind::Ip,
-                    value: v.to_string(),
-                });
-            }
-            if let Some(v) = o.device {
-                a.push(Actor {
-                    kind: ActorKind::Device,
-                    value: v.to_string(),
-                });
-            }
-            if let Some(v) = o.token_id {
-                a.push(Actor {
-                    kind: ActorKind::Token,
-                    value: v.to_string(),
-                });
-            }
-            if let Some(v) = o.kid {
-                a.push(Actor {
-                    kind: ActorKind::Key,
-                    value: v.to_string(),
-                });
+            for (kind, v) in [
+                (ActorKind::Ip, o.client_ip),
+                (ActorKind::Device, o.device),
+                (ActorKind::Token, o.token_id),
+                (ActorKind::Key, o.kid),
+            ] {
+                if let Some(v) = v {
+                    a.push(Actor {
+                        kind,
+                        value: v.to_string(),
+                    });
+                }
             }
             a
         };
@@ -465,7 +484,7 @@ impl Detector {
         let Some(subject) = o.subject.filter(|s| !s.is_empty()) else {
             return out;
         };
-        if self.canaries.contains(subject) {
+        if !self.canaries.is_empty() && self.canaries.contains(subject) {
             let mut suggested = Vec::new();
             if let Some(ip) = o.client_ip {
                 suggested.push(Containment::BlockActor {
@@ -496,85 +515,104 @@ impl Detector {
         }
         // mass_access: distinct subjects per actor. Refusals count too: an
         // attacker who tries 10,000 accounts has shown what they are after.
-        let h = subject_hash(subject);
+        let h = self.key(SUBJECT_TAG, subject);
         let window = self.cfg.mass_access_window_secs;
-        for actor in actors_of(o) {
-            let n = self
-                .subjects
-                .observe(&(actor.kind, actor.value.clone()), h, o.at);
-            if n > self.cfg.mass_access_threshold {
-                let key = format!("mass_access:{}={}", actor.kind.as_str(), actor.value);
-                if self.first_in_window(&key, o.at, window) {
-                    let suggested = match actor.kind {
-                        ActorKind::Key => vec![Containment::CompromiseKey {
-                            kid: actor.value.clone(),
-                        }],
-                        _ => vec![Containment::BlockActor {
-                            actor: actor.clone(),
-                        }],
-                    };
-                    out.push(Finding {
-                        rule: Rule::MassAccess,
-                        severity: Severity::High,
-                        key,
-                        at: o.at,
-                        evidence: json!({
-                            "actor": actor, "distinct_subjects": n,
-                            "window_secs": window, "threshold": self.cfg.mass_access_threshold,
-                            "route": o.route,
-                        }),
-                        summary: format!(
-                            "{} {} touched about {n} distinct accounts in {}",
-                            actor.kind.as_str(),
-                            actor.value,
-                            crate::clocks::format_duration(window)
-                        ),
-                        actors: vec![actor],
-                        suggested,
-                    });
-                }
+        // Each actor's key is computed once and reused by token_replay.
+        let ip_key = o.client_ip.map(|v| self.key(ActorKind::Ip as u8, v));
+        let device_key = o.device.map(|v| self.key(ActorKind::Device as u8, v));
+        let token_key = o.token_id.map(|v| self.key(ActorKind::Token as u8, v));
+        for (kind, value, key) in [
+            (ActorKind::Ip, o.client_ip, ip_key),
+            (ActorKind::Device, o.device, device_key),
+            (ActorKind::Token, o.token_id, token_key),
+            (ActorKind::Key, o.kid, None),
+        ] {
+            let Some(value) = value else { continue };
+            // A signing key legitimately touches every customer: what counts
+            // against a key is the accounts its untallied tokens reach.
+            if kind == ActorKind::Key && !forged {
+                continue;
             }
+            let k = key.unwrap_or_else(|| self.key(kind as u8, value));
+            let raised = self.raised.get(&k).is_some_and(|at| o.at - *at < window);
+            let n = self.subjects.observe_with(&k, h, o.at, !raised);
+            if raised
+                || n <= self.cfg.mass_access_threshold
+                || !self.first_in_window(k, o.at, window)
+            {
+                continue;
+            }
+            let actor = Actor {
+                kind,
+                value: value.to_string(),
+            };
+            let suggested = match kind {
+                ActorKind::Key => vec![Containment::CompromiseKey {
+                    kid: value.to_string(),
+                }],
+                _ => vec![Containment::BlockActor {
+                    actor: actor.clone(),
+                }],
+            };
+            out.push(Finding {
+                rule: Rule::MassAccess,
+                severity: Severity::High,
+                key: format!("mass_access:{}={value}", kind.as_str()),
+                at: o.at,
+                evidence: json!({
+                    "actor": actor, "distinct_subjects": n,
+                    "window_secs": window, "threshold": self.cfg.mass_access_threshold,
+                    "route": o.route,
+                }),
+                summary: format!(
+                    "{} {value} touched about {n} distinct accounts in {}",
+                    kind.as_str(),
+                    crate::clocks::format_duration(window)
+                ),
+                actors: vec![actor],
+                suggested,
+            });
         }
         // token_replay: distinct sources per token.
         if let Some(tid) = o.token_id {
+            // The replay rule's key for a token: its actor key, moved into
+            // another namespace (keys are uniform, so a constant xor suffices).
+            let tk =
+                token_key.unwrap_or_else(|| self.key(ActorKind::Token as u8, tid)) ^ REPLAY_SALT;
+            let raised = self
+                .raised
+                .get(&tk)
+                .is_some_and(|at| o.at - *at < self.cfg.replay_window_secs);
             let mut n = 0;
-            for src in [
-                o.client_ip.map(|v| ("ip", v)),
-                o.device.map(|v| ("device", v)),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                let hs = subject_hash(&format!("{}={}", src.0, src.1));
-                n = n.max(self.sources.observe(&tid.to_string(), hs, o.at));
+            for hs in [ip_key, device_key].into_iter().flatten() {
+                n = n.max(self.sources.observe_with(&tk, hs, o.at, !raised));
             }
-            if n >= self.cfg.replay_min_sources {
-                let key = format!("token_replay:token={tid}");
-                if self.first_in_window(&key, o.at, self.cfg.replay_window_secs) {
-                    out.push(Finding {
-                        rule: Rule::TokenReplay,
-                        severity: Severity::High,
-                        key,
-                        at: o.at,
-                        actors: actors_of(o),
-                        evidence: json!({
-                            "token_id": tid, "subject": subject, "distinct_sources": n,
-                            "window_secs": self.cfg.replay_window_secs,
-                        }),
-                        suggested: vec![
-                            Containment::BlockActor {
-                                actor: Actor {
-                                    kind: ActorKind::Token,
-                                    value: tid.to_string(),
-                                },
+            if n >= self.cfg.replay_min_sources
+                && self.first_in_window(tk, o.at, self.cfg.replay_window_secs)
+            {
+                out.push(Finding {
+                    rule: Rule::TokenReplay,
+                    severity: Severity::High,
+                    key: format!("token_replay:token={tid}"),
+                    at: o.at,
+                    actors: actors_of(o),
+                    evidence: json!({
+                        "token_id": tid, "subject": subject, "distinct_sources": n,
+                        "window_secs": self.cfg.replay_window_secs,
+                    }),
+                    suggested: vec![
+                        Containment::BlockActor {
+                            actor: Actor {
+                                kind: ActorKind::Token,
+                                value: tid.to_string(),
                             },
-                            Containment::RevokeSubject {
-                                subject: subject.to_string(),
-                            },
-                        ],
-                        summary: format!("token {tid} of {subject} used from {n} places"),
-                    });
-                }
+                        },
+                        Containment::RevokeSubject {
+                            subject: subject.to_string(),
+                        },
+                    ],
+                    summary: format!("token {tid} of {subject} used from {n} places"),
+                });
             }
         }
         out

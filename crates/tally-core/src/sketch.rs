@@ -471,12 +471,12 @@ const NIL: u32 = u32::MAX;
 /// actor and removal are all O(1). Per actor, what is kept grows with what it did:
 /// one subject, a list of up to [`EXACT_LIMIT`] subjects with the slice each was last
 /// seen in, or one [`DistinctSketch`] per slice. See the module documentation.
-pub struct WindowedDistinct<K: Hash + Eq + Clone> {
+pub struct WindowedDistinct<K: Hash + Eq + Clone, S = std::collections::hash_map::RandomState> {
     slice_secs: i64,
     slices: usize,
     max_actors: usize,
     /// Actor → position in `nodes`.
-    index: HashMap<K, u32>,
+    index: HashMap<K, u32, S>,
     /// Invariants: `index` maps each node's key to its position and nothing else;
     /// `head`, `tail` and each `prev`/`next` are `NIL` or positions in `nodes`, and
     /// walking `next` from `head` visits every node once, most recent first.
@@ -489,6 +489,10 @@ struct Node<K> {
     key: K,
     prev: u32,
     next: u32,
+    /// Slice of the last move to the front (truncated): an actor seen again in
+    /// the same slice is not moved again, which keeps the hot path free of
+    /// pointer chasing; eviction is least-recently-seen at slice granularity.
+    moved: u32,
     track: Track,
 }
 
@@ -578,8 +582,9 @@ impl Ring {
 
 impl Track {
     /// Records `seen` (whose slice is the current one, `>= floor`) and returns the
-    /// distinct count over the live slices.
-    fn observe(&mut self, seen: Seen, floor: i64, slices: usize) -> u64 {
+    /// distinct count over the live slices (with `want` false, a large set
+    /// skips computing it and returns 0).
+    fn observe(&mut self, seen: Seen, floor: i64, slices: usize, want: bool) -> u64 {
         match self {
             Track::One(old) => {
                 if old.slice < floor {
@@ -624,6 +629,12 @@ impl Track {
                     return 1;
                 }
                 let changed = ring.insert(seen);
+                if !want {
+                    if changed {
+                        ring.cache = None;
+                    }
+                    return 0;
+                }
                 match ring.cache {
                     Some((f, est)) if f == floor && !changed => est,
                     _ => {
@@ -745,6 +756,13 @@ impl Track {
 }
 
 impl<K: Hash + Eq + Clone> WindowedDistinct<K> {
+    /// A counter with the standard (randomly keyed) hasher; see [`Self::with_hasher`].
+    pub fn new(window_secs: i64, slices: usize, max_actors: usize) -> Self {
+        Self::with_hasher(window_secs, slices, max_actors)
+    }
+}
+
+impl<K: Hash + Eq + Clone, S: std::hash::BuildHasher + Default> WindowedDistinct<K, S> {
     /// A counter over windows of `window_secs` seconds cut into `slices` slices,
     /// tracking at most `max_actors` actors.
     ///
@@ -752,7 +770,7 @@ impl<K: Hash + Eq + Clone> WindowedDistinct<K> {
     /// `1..=min(MAX_SLICES, window_secs)`, `max_actors` to `1..u32::MAX`. The slice
     /// length is `window_secs / slices` rounded down, so the effective window
     /// ([`Self::window_secs`]) may be a little shorter than asked.
-    pub fn new(window_secs: i64, slices: usize, max_actors: usize) -> Self {
+    pub fn with_hasher(window_secs: i64, slices: usize, max_actors: usize) -> Self {
         let window = window_secs.max(1);
         let slices = slices
             .clamp(1, MAX_SLICES)
@@ -761,7 +779,7 @@ impl<K: Hash + Eq + Clone> WindowedDistinct<K> {
             slice_secs: window / slices as i64,
             slices,
             max_actors: max_actors.clamp(1, NIL as usize - 1),
-            index: HashMap::new(),
+            index: HashMap::with_hasher(S::default()),
             nodes: Vec::new(),
             head: NIL,
             tail: NIL,
@@ -795,16 +813,35 @@ impl<K: Hash + Eq + Clone> WindowedDistinct<K> {
     /// A new actor arriving when [`Self::max_actors`] are tracked evicts the least
     /// recently observed one, whose count is forgotten.
     pub fn observe(&mut self, actor: &K, subject_hash: u64, now: i64) -> u64 {
+        self.observe_with(actor, subject_hash, now, true)
+    }
+
+    /// [`Self::observe`] that may skip the estimate: with `want_estimate`
+    /// false, an actor with many subjects is recorded without recomputing its
+    /// HyperLogLog union, and 0 is returned (small sets still return their
+    /// exact count). For callers that already know what they need to know
+    /// about the actor, e.g. that it crossed a threshold in this window.
+    pub fn observe_with(
+        &mut self,
+        actor: &K,
+        subject_hash: u64,
+        now: i64,
+        want_estimate: bool,
+    ) -> u64 {
         let floor = self.floor(now);
         let seen = Seen {
             hash: subject_hash,
             slice: now.div_euclid(self.slice_secs),
         };
         if let Some(&i) = self.index.get(actor) {
-            self.touch(i);
+            let slice = seen.slice as u32;
+            if self.nodes[i as usize].moved != slice {
+                self.nodes[i as usize].moved = slice;
+                self.touch(i);
+            }
             return self.nodes[i as usize]
                 .track
-                .observe(seen, floor, self.slices);
+                .observe(seen, floor, self.slices, want_estimate);
         }
         if self.nodes.len() >= self.max_actors && self.tail != NIL {
             self.remove_at(self.tail);
@@ -824,6 +861,7 @@ impl<K: Hash + Eq + Clone> WindowedDistinct<K> {
             key: actor.clone(),
             prev: NIL,
             next: NIL,
+            moved: seen.slice as u32,
             track: Track::One(seen),
         });
         self.index.insert(actor.clone(), i);
@@ -962,6 +1000,31 @@ impl<K: Hash + Eq + Clone> WindowedDistinct<K> {
         }
     }
 }
+
+/// A hasher for keys that are already uniformly distributed 64-bit hashes
+/// (such as [`subject_hash`] values or keyed actor hashes): it passes the
+/// value through, saving a second round of hashing on the hot path. Only for
+/// `u64` keys whose values an outsider cannot choose.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PreHashed(u64);
+
+impl std::hash::Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used for u64 keys; fold anything else in, order-sensitively.
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// [`std::hash::BuildHasher`] for [`PreHashed`].
+pub type BuildPreHashed = std::hash::BuildHasherDefault<PreHashed>;
 
 /// Heap bytes of a std `HashMap<K, V>` of the given capacity: a power-of-two number of
 /// buckets, kept at most 7/8 full, each holding one `(K, V)` and one control byte,
@@ -1390,24 +1453,25 @@ mod tests {
 
     #[test]
     fn eviction_keeps_the_most_recently_seen() {
+        // Recency counts per slice (600 s here): each step is a new slice.
         let mut w = WindowedDistinct::new(3600, 6, 3);
         w.observe(&"a", 1, 0);
         w.observe(&"b", 1, 0);
         w.observe(&"c", 1, 0);
-        w.observe(&"a", 2, 1);
-        w.observe(&"d", 1, 2);
+        w.observe(&"a", 2, 600);
+        w.observe(&"d", 1, 1200);
         assert_eq!(w.len(), 3);
-        assert_eq!(w.estimate(&"b", 2), 0, "b was least recently seen");
-        assert_eq!(w.estimate(&"a", 2), 2);
-        assert_eq!(w.estimate(&"c", 2), 1);
-        w.observe(&"e", 1, 3);
-        assert_eq!(w.estimate(&"c", 3), 0);
-        assert_eq!(w.estimate(&"a", 3), 2);
-        w.observe(&"f", 1, 4);
-        assert_eq!(w.estimate(&"a", 4), 0);
-        assert_eq!(w.estimate(&"d", 4), 1);
+        assert_eq!(w.estimate(&"b", 1200), 0, "b was least recently seen");
+        assert_eq!(w.estimate(&"a", 1200), 2);
+        assert_eq!(w.estimate(&"c", 1200), 1);
+        w.observe(&"e", 1, 1800);
+        assert_eq!(w.estimate(&"c", 1800), 0);
+        assert_eq!(w.estimate(&"a", 1800), 2);
+        w.observe(&"f", 1, 2400);
+        assert_eq!(w.estimate(&"a", 2400), 0);
+        assert_eq!(w.estimate(&"d", 2400), 1);
         // Evicted actors start again from nothing.
-        assert_eq!(w.observe(&"a", 9, 5), 1);
+        assert_eq!(w.observe(&"a", 9, 3000), 1);
         assert_eq!(w.len(), 3);
     }
 

@@ -379,3 +379,58 @@ pub async fn release_hold(
         Err(e) => e.into_response(),
     }
 }
+
+/// `GET /v1/admin/incidents`: every incident, newest first, with its legal
+/// clocks and the nearest deadline.
+pub async fn list_incidents(
+    State(app): State<Arc<App>>,
+    ext: axum::http::Extensions,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let _admin = admin_only!(app, ext, headers, method, uri);
+    let a = app.clone();
+    let listed = blocking(move || {
+        let now = now_unix();
+        a.watch.store.incidents().map(|list| {
+            list.iter()
+                .map(|i| {
+                    crate::report::incident_json(&a.watch.store, i, a.watch.regimes(), now, false)
+                })
+                .collect::<Vec<_>>()
+        })
+    })
+    .await;
+    match listed {
+        Ok(list) => Json(json!({"incidents": list})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /v1/admin/incidents/{id}`: one incident with detections and timeline.
+pub async fn show_incident(
+    State(app): State<Arc<App>>,
+    ext: axum::http::Extensions,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Response {
+    let _admin = admin_only!(app, ext, headers, method, uri);
+    let a = app.clone();
+    let shown = blocking(move || {
+        let now = now_unix();
+        a.watch.store.incident(id).map(|inc| {
+            inc.map(|i| {
+                crate::report::incident_json(&a.watch.store, &i, a.watch.regimes(), now, true)
+            })
+        })
+    })
+    .await;
+    match shown {
+        Ok(Some(doc)) => Json(doc).into_response(),
+        Ok(None) => ApiError::not_found(format!("no incident {id}")).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

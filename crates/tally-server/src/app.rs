@@ -463,6 +463,8 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/admin/blocks/{id}",
             axum::routing::delete(crate::admin::remove_block),
         )
+        .route("/v1/admin/incidents", get(crate::admin::list_incidents))
+        .route("/v1/admin/incidents/{id}", get(crate::admin::show_incident))
         .route(
             "/v1/admin/holds",
             get(crate::admin::list_holds).post(crate::admin::add_hold),
@@ -511,10 +513,13 @@ pub fn spawn_background(app: &Arc<App>) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut n = 0u64;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = a.watch.urgent.notified() => {}
+            }
             let a2 = a.clone();
             n += 1;
-            let expire = n.is_multiple_of(60);
+            let expire = n.is_multiple_of(120);
             let _ = tokio::task::spawn_blocking(move || {
                 a2.watch.flush(&a2);
                 if expire {

@@ -828,3 +828,67 @@ pub fn report_for(
     let impact = impact_of(log, &case.detections, progress)?;
     Ok((build(&case, &impact, regimes, contacts, now), impact))
 }
+
+/// An incident's legal clocks at `now`, as JSON (`regime`, `name`,
+/// `starts_at`, `due_at`, `status`, `remaining`).
+pub fn clocks_json(
+    store: &IncidentStore,
+    inc: &Incident,
+    regimes: &[Regime],
+    now: i64,
+) -> Vec<Value> {
+    let facts = crate::watch::facts_of(store, inc);
+    let subs = store.submissions(inc.id).unwrap_or_default();
+    let all = clocks::clocks(regimes, &facts);
+    let sent = crate::watch::submitted_at(&all, &subs);
+    all.into_iter()
+        .zip(sent)
+        .map(|(c, submitted)| {
+            json!({
+                "regime": c.regime_id, "name": c.name, "starts_at": c.starts_at, "due_at": c.due_at,
+                "status": clocks::status(&c, now, submitted),
+                "remaining": clocks::format_duration(c.due_at - now),
+            })
+        })
+        .collect()
+}
+
+/// One incident as JSON: the summary (`id`, `state`, `severity`, `title`,
+/// times, `clocks`, `next_deadline`) and, with `detail`, its detections and
+/// timeline.
+pub fn incident_json(
+    store: &IncidentStore,
+    inc: &Incident,
+    regimes: &[Regime],
+    now: i64,
+    detail: bool,
+) -> Value {
+    let clocks = clocks_json(store, inc, regimes, now);
+    let next = clocks
+        .iter()
+        .filter(|k| k["status"]["state"] == "running" || k["status"]["state"] == "overdue")
+        .min_by_key(|k| k["due_at"].as_i64().unwrap_or(i64::MAX))
+        .cloned();
+    let mut doc = json!({
+        "id": inc.id, "state": inc.state.as_str(), "severity": inc.severity.as_str(),
+        "title": inc.title, "opened_at": inc.opened_at, "aware_at": inc.aware_at,
+        "materiality_at": inc.materiality_at, "updated_at": inc.updated_at,
+        "clocks": clocks, "next_deadline": next,
+    });
+    if detail {
+        let dets = store.detections(inc.id).unwrap_or_default();
+        let timeline = store.timeline(inc.id).unwrap_or_default();
+        doc["detections"] = Value::from(
+            dets.iter()
+                .map(|d| json!({"id": d.id, "detection": d.detection}))
+                .collect::<Vec<_>>(),
+        );
+        doc["timeline"] = Value::from(
+            timeline
+                .iter()
+                .map(|t| json!({"at": t.at, "actor": t.actor, "kind": t.kind, "body": t.body}))
+                .collect::<Vec<_>>(),
+        );
+    }
+    doc
+}

@@ -63,6 +63,9 @@ pub struct Watch {
     actions: HashMap<Rule, Vec<Action>>,
     regimes: Vec<Regime>,
     last_reminder_check: Mutex<i64>,
+    /// Woken when a finding of severity high or above arrives, so that it is
+    /// stored (and its incident opened) at once rather than at the next tick.
+    pub urgent: tokio::sync::Notify,
 }
 
 impl Watch {
@@ -88,6 +91,7 @@ impl Watch {
             actions,
             regimes,
             last_reminder_check: Mutex::new(now_unix()),
+            urgent: tokio::sync::Notify::new(),
         }
     }
 
@@ -120,6 +124,9 @@ impl Watch {
             for f in &findings {
                 book.add(f);
             }
+            if findings.iter().any(|f| f.severity >= Severity::High) {
+                self.urgent.notify_one();
+            }
         }
     }
 
@@ -130,7 +137,11 @@ impl Watch {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .signal(&s, now_unix());
+        let urgent = f.severity >= Severity::High;
         self.book.lock().unwrap_or_else(|e| e.into_inner()).add(&f);
+        if urgent {
+            self.urgent.notify_one();
+        }
     }
 
     /// Stores what changed, opens or joins incidents, takes the automatic

@@ -314,9 +314,33 @@ impl IncidentStore {
                     (tx.last_insert_rowid(), None)
                 }
             };
-            if incident.is_some() || d.severity < Severity::High {
+            // A detection stays with its incident; once that incident is
+            // closed, new sightings belong to a new one.
+            let closed = match incident {
+                Some(id) => tx
+                    .query_row(
+                        "SELECT state = 'closed' FROM incidents WHERE id = ?1",
+                        params![id],
+                        |r| r.get::<_, bool>(0),
+                    )
+                    .optional()?
+                    .unwrap_or(true),
+                None => true,
+            };
+            if (incident.is_some() && !closed) || d.severity < Severity::High {
                 continue;
             }
+            if incident.is_some() && d.last_seen <= self.closed_at(&tx, incident)? {
+                // Nothing seen since the incident was closed.
+                continue;
+            }
+            // Awareness: the first sighting, or for a detection whose earlier
+            // incident is closed, the sighting that brought it back.
+            let aware = if incident.is_some() {
+                d.last_seen
+            } else {
+                d.first_seen
+            };
             // Join the incident that is not closed, or open one.
             let open: Option<(i64, String)> = tx
                 .query_row(
@@ -330,14 +354,14 @@ impl IncidentStore {
                     let sev = severity_of(&sev)?.max(d.severity);
                     tx.execute(
                         "UPDATE incidents SET severity = ?2, aware_at = MIN(aware_at, ?3), updated_at = ?4 WHERE id = ?1",
-                        params![id, sev.as_str(), d.first_seen, now],
+                        params![id, sev.as_str(), aware, now],
                     )?;
                     id
                 }
                 None => {
                     tx.execute(
                         "INSERT INTO incidents (opened_at, aware_at, state, severity, title, updated_at) VALUES (?1, ?2, 'open', ?3, ?4, ?1)",
-                        params![now, d.first_seen, d.severity.as_str(), d.summary],
+                        params![now, aware, d.severity.as_str(), d.summary],
                     )?;
                     let id = tx.last_insert_rowid();
                     out.opened.push(id);
@@ -348,7 +372,7 @@ impl IncidentStore {
                         "tally",
                         "opened",
                         &json!({
-                            "aware_at": d.first_seen, "by_detection": d.key, "severity": d.severity,
+                            "aware_at": aware, "by_detection": d.key, "severity": d.severity,
                         }),
                     )?;
                     id
@@ -373,6 +397,24 @@ impl IncidentStore {
         }
         tx.commit()?;
         Ok(out)
+    }
+
+    fn closed_at(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        incident: Option<i64>,
+    ) -> Result<i64, IncidentError> {
+        let Some(id) = incident else {
+            return Ok(i64::MIN);
+        };
+        Ok(tx
+            .query_row(
+                "SELECT MAX(at) FROM timeline WHERE incident_id = ?1 AND kind = 'state'
+                 AND json_extract(body, '$.to') = 'closed'",
+                params![id],
+                |r| r.get::<_, Option<i64>>(0),
+            )?
+            .unwrap_or(i64::MIN))
     }
 
     /// Adds a timeline entry (`note`, `action`, `reminder`, ...).

@@ -211,20 +211,7 @@ fn clocks_of(
     regimes: &[clocks::Regime],
     now: i64,
 ) -> Vec<Value> {
-    let facts = tally_server::watch::facts_of(store, inc);
-    let subs = store.submissions(inc.id).unwrap_or_default();
-    let all = clocks::clocks(regimes, &facts);
-    let sent = tally_server::watch::submitted_at(&all, &subs);
-    all.into_iter()
-        .zip(sent)
-        .map(|(c, submitted)| {
-            json!({
-                "regime": c.regime_id, "name": c.name, "starts_at": c.starts_at, "due_at": c.due_at,
-                "status": clocks::status(&c, now, submitted),
-                "remaining": clocks::format_duration(c.due_at - now),
-            })
-        })
-        .collect()
+    tally_server::report::clocks_json(store, inc, regimes, now)
 }
 
 pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
@@ -239,21 +226,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
             let list = store.incidents().map_err(e)?;
             let rows: Vec<Value> = list
                 .iter()
-                .map(|i| {
-                    let clocks = clocks_of(&store, i, &c.regimes, now);
-                    let next = clocks
-                        .iter()
-                        .filter(|k| {
-                            k["status"]["state"] == "running" || k["status"]["state"] == "overdue"
-                        })
-                        .min_by_key(|k| k["due_at"].as_i64().unwrap_or(i64::MAX))
-                        .cloned();
-                    json!({
-                        "id": i.id, "state": i.state.as_str(), "severity": i.severity.as_str(),
-                        "aware_at": i.aware_at, "opened_at": i.opened_at, "title": i.title,
-                        "next_deadline": next,
-                    })
-                })
+                .map(|i| tally_server::report::incident_json(&store, i, &c.regimes, now, false))
                 .collect();
             if format == "json" {
                 println!(
@@ -301,14 +274,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
             let timeline = store.timeline(id).map_err(e)?;
             let clocks = clocks_of(&store, &inc, &c.regimes, now);
             if format == "json" {
-                let doc = json!({
-                    "id": inc.id, "state": inc.state.as_str(), "severity": inc.severity.as_str(),
-                    "title": inc.title, "opened_at": inc.opened_at, "aware_at": inc.aware_at,
-                    "materiality_at": inc.materiality_at,
-                    "detections": dets.iter().map(|d| json!({"id": d.id, "detection": d.detection})).collect::<Vec<_>>(),
-                    "clocks": clocks,
-                    "timeline": timeline.iter().map(|t| json!({"at": t.at, "actor": t.actor, "kind": t.kind, "body": t.body})).collect::<Vec<_>>(),
-                });
+                let doc = tally_server::report::incident_json(&store, &inc, &c.regimes, now, true);
                 println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
                 return Ok(ExitCode::SUCCESS);
             }
