@@ -52,7 +52,8 @@ pub const CHANNEL_CAPACITY: usize = 65_536;
 
 impl AccessEvents {
     /// Starts the writer task over `log`.
-    /// Each batch is shown to `watch` (the detector) before it is written.
+    /// Each batch is shown to `watch` (the detector) once it is written, so
+    /// that a detection never names an event the log does not hold yet.
     pub fn start(log: Arc<AccessLog>, watch: Option<Arc<crate::watch::Watch>>) -> AccessEvents {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<AccessEvent>(CHANNEL_CAPACITY);
         let written = Arc::new(AtomicU64::new(0));
@@ -60,12 +61,9 @@ impl AccessEvents {
         tokio::spawn(async move {
             let mut batch = Vec::new();
             while rx.recv_many(&mut batch, 4096).await > 0 {
-                if let Some(w) = &watch {
-                    w.observe(&batch);
-                }
                 let rows: Vec<(i64, Vec<u8>)> = batch
-                    .drain(..)
-                    .map(|e: AccessEvent| (e.at_ms, serde_json::to_vec(&e).unwrap_or_default()))
+                    .iter()
+                    .map(|e: &AccessEvent| (e.at_ms, serde_json::to_vec(e).unwrap_or_default()))
                     .collect();
                 let n = rows.len() as u64;
                 let log = log.clone();
@@ -78,6 +76,11 @@ impl AccessEvents {
                     }
                     Err(_) => tracing::error!(events = n, "access log writer failed"),
                 }
+                // Detection runs even when the write failed: it matters more.
+                if let Some(w) = &watch {
+                    w.observe(&batch);
+                }
+                batch.clear();
             }
         });
         AccessEvents {

@@ -250,7 +250,14 @@ dpo = "dpo@shop.example"
             .iter()
             .filter_map(|x| x["detection"]["rule"].as_str())
             .collect();
-        (rules.contains(&"canary_account")).then_some(s)
+        let forged_count = s["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["detection"]["rule"] == "forged_token")
+            .and_then(|x| x["detection"]["count"].as_u64())
+            .unwrap_or(0);
+        (rules.contains(&"canary_account") && forged_count >= 4).then_some(s)
     });
     assert_eq!(incidents(d).len(), 1, "one attack, one incident");
     let forged = shown["detections"]
@@ -708,7 +715,11 @@ audience = "https://rp.example"
     }
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert!((8..=10).contains(&rows.len()), "{csv}");
-    assert!(rows.iter().all(|r| r.starts_with("member-") && r.contains(",exposed,")), "{csv}");
+    assert!(
+        rows.iter()
+            .all(|r| r.starts_with("member-") && r.contains(",exposed,")),
+        "{csv}"
+    );
 
     // The receiver was down: alerts wait in the outbox. Kill the server hard.
     std::thread::sleep(Duration::from_millis(1500));
