@@ -38,6 +38,10 @@ pub struct AccessEvent {
     pub passed: bool,
     /// Decision time in microseconds.
     pub latency_us: u64,
+    /// The upstream's response status, for requests the gate forwarded
+    /// (`None` for `/v1/check`, where nginx forwards, and for refusals).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
 }
 
 /// The sending side of the access log.
@@ -157,5 +161,6 @@ pub fn event(
         verdict: verdict.code(),
         passed,
         latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+        upstream_status: None,
     }
 }

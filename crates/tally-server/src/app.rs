@@ -352,6 +352,29 @@ impl App {
             }
             Err(e) => tracing::error!(error = %e, "key maintenance failed"),
         }
+        // What maintenance should have prevented: the key that signs now is
+        // past its maximum age, or guarded by someone who has left.
+        if let Ok(Some(active)) = crate::lifecycle::active_key(&self.dir) {
+            let age = now - active.created_at;
+            if age > self.config.key_max_age_secs + 3600 {
+                self.watch.signal(tally_core::detect::Signal::KeyTooOld {
+                    kid: active.kid.clone(),
+                    age_secs: age,
+                });
+            }
+            for person in self
+                .dir
+                .state
+                .former_custodians(&active.kid)
+                .unwrap_or_default()
+            {
+                self.watch
+                    .signal(tally_core::detect::Signal::DepartedCustodianKey {
+                        kid: active.kid.clone(),
+                        custodian: person,
+                    });
+            }
+        }
         self.externals.refresh();
         // Our own writes do not move data_version, a compromised key can stop
         // verifying (its last token expired) without any write, and an

@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod app;
 pub mod config;
 pub mod datadir;
+pub mod demo;
 pub mod error;
 pub mod external;
 pub mod gate_http;

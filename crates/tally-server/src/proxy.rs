@@ -125,6 +125,14 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     let mut upstream_headers = parts.headers.clone();
     // A bound token's client gets the next DPoP nonce with every answer.
     let mut next_nonce = None;
+    // The access event, recorded once the upstream's status is known.
+    let mut pending: Option<crate::access::AccessEvent> = None;
+    let record = |pending: Option<crate::access::AccessEvent>, status: Option<u16>| {
+        if let (Some(mut e), Some(events)) = (pending, proxy.app.access_events.get()) {
+            e.upstream_status = status;
+            events.record(e);
+        }
+    };
     if route.require_token {
         let peer = parts
             .extensions
@@ -150,22 +158,20 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
                 .unwrap_or(&proxy.app.config.audience),
         );
         proxy.app.metrics.decision_latency(started.elapsed());
-        if let Some(events) = proxy.app.access_events.get() {
-            events.record(crate::access::event(
-                &decision,
-                crate::gate_http::client_ip(&proxy.app, peer, &parts.headers),
-                parts
-                    .headers
-                    .get(proxy.app.config.device_header.as_str())
-                    .and_then(|v| v.to_str().ok()),
-                &route.prefix,
-                parts.method.as_str(),
-                &pq,
-                &route.data,
-                decision.is_ok() || mode == GateMode::Monitor,
-                started.elapsed(),
-            ));
-        }
+        pending = Some(crate::access::event(
+            &decision,
+            crate::gate_http::client_ip(&proxy.app, peer, &parts.headers),
+            parts
+                .headers
+                .get(proxy.app.config.device_header.as_str())
+                .and_then(|v| v.to_str().ok()),
+            &route.prefix,
+            parts.method.as_str(),
+            &pq,
+            &route.data,
+            decision.is_ok() || mode == GateMode::Monitor,
+            started.elapsed(),
+        ));
         let verdict = match &decision {
             Ok(_) => Verdict::Ok,
             Err(r) => r.verdict(),
@@ -193,6 +199,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
             }
             Err(refusal) => {
                 if mode == GateMode::Enforce {
+                    record(pending, None);
                     return crate::gate_http::refuse(&proxy.app, &refusal, verdict);
                 }
                 // Monitor mode: recorded, and the request goes on, marked.
@@ -205,6 +212,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     upstream_headers.remove(header::HOST);
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let Ok(uri) = format!("{}{pq}", route.upstream.trim_end_matches('/')).parse::<Uri>() else {
+        record(pending, Some(502));
         return upstream_error(
             StatusCode::BAD_GATEWAY,
             "upstream_unavailable",
@@ -219,6 +227,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         *h = upstream_headers;
     }
     let Ok(out) = out.body(body) else {
+        record(pending, Some(502));
         return upstream_error(
             StatusCode::BAD_GATEWAY,
             "upstream_unavailable",
@@ -226,12 +235,16 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         );
     };
     match tokio::time::timeout(proxy.timeout, proxy.client.request(out)).await {
-        Err(_) => upstream_error(
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream_timeout",
-            "the upstream did not answer in time",
-        ),
+        Err(_) => {
+            record(pending, Some(504));
+            upstream_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "the upstream did not answer in time",
+            )
+        }
         Ok(Err(e)) => {
+            record(pending, Some(502));
             tracing::warn!(route = %route.prefix, error = %e, "upstream unreachable");
             upstream_error(
                 StatusCode::BAD_GATEWAY,
@@ -240,6 +253,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
             )
         }
         Ok(Ok(resp)) => {
+            record(pending, Some(resp.status().as_u16()));
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             if let Some(n) = next_nonce {

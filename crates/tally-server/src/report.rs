@@ -3,6 +3,11 @@
 //! requests per minute by verdict, and the regulator-ready report in JSON,
 //! Markdown and self-contained HTML.
 //!
+//! A request *exposed* data when the gate let it through and the upstream
+//! answered with success (behind nginx, where tally does not see the answer,
+//! every request let through counts as exposed); every other attack request
+//! is *attempted*.
+//!
 //! An access event belongs to the attack when it carries a forged token
 //! (`not_issued`, `altered`), or when its client address, device or token id
 //! is one the incident's detections name (a scraper, a replayed token, a
@@ -39,8 +44,20 @@ pub struct StoredEvent {
     pub data: Vec<String>,
     /// Verdict code.
     pub verdict: String,
-    /// Whether it went through.
+    /// Whether it went through the gate.
     pub passed: bool,
+    /// The upstream's status, when the gate forwarded it.
+    #[serde(default)]
+    pub upstream_status: Option<u16>,
+}
+
+impl StoredEvent {
+    /// Whether data reached the client: the gate let the request through and
+    /// the upstream answered it with success (or tally cannot know the
+    /// answer, as behind nginx: then it counts as exposed, to be safe).
+    pub fn exposed(&self) -> bool {
+        self.passed && self.upstream_status.is_none_or(|s| s < 400)
+    }
 }
 
 /// What marks an event as part of the attack.
@@ -173,7 +190,8 @@ impl Impact {
         if is_forgery(&ev.verdict) {
             self.forged_requests += 1;
         }
-        if ev.passed {
+        let exposed = ev.exposed();
+        if exposed {
             self.requests_exposed += 1;
         } else {
             self.requests_attempted += 1;
@@ -203,7 +221,7 @@ impl Impact {
             });
         s.first_ms = s.first_ms.min(ev.at_ms);
         s.last_ms = s.last_ms.max(ev.at_ms);
-        if ev.passed {
+        if exposed {
             if s.status == "attempted" {
                 // Categories of refused attempts no longer describe an exposure.
                 s.categories.clear();

@@ -638,6 +638,16 @@ impl StateStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Former custodians of `kid` (offboarded from it).
+    pub fn former_custodians(&self, kid: &str) -> Result<Vec<String>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT person FROM key_custodians WHERE kid = ?1 AND removed_at IS NOT NULL ORDER BY person",
+        )?;
+        let rows = stmt.query_map(params![kid], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Token keys `person` is a current custodian of, with their states.
     pub fn keys_of_custodian(&self, person: &str) -> Result<Vec<(String, KeyState)>, StateError> {
         let conn = self.conn();

@@ -16,6 +16,7 @@ use tally_core::note::NoteVerifier;
 use tally_server::datadir::DataDir;
 use tally_server::timefmt;
 
+mod demo_cmd;
 mod incident_cmd;
 use tally_server::lifecycle;
 use tally_server::{App, Config, Overrides};
@@ -49,6 +50,26 @@ enum Command {
         listen: Option<String>,
         #[command(flatten)]
         data: DataArg,
+    },
+    /// Replay the breach tally exists to prevent: a shop with synthetic
+    /// customers, an insider with a copy of the signing key, first against
+    /// signature-only verification, then against tally. Prints the comparison.
+    Demo {
+        /// Synthetic customers.
+        #[arg(long, default_value_t = 20_000)]
+        customers: usize,
+        /// Seed of the synthetic data and of the request order.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Keep the data directories here (a new or empty directory).
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// Where the reports and affected-customer lists go.
+        #[arg(long, default_value = "tally-demo-output")]
+        out: PathBuf,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
     },
     /// Create a data directory (master key, signing key, ledger key) without serving.
     Init {
@@ -360,8 +381,14 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
+    // The demo prints its own table; its servers log only when asked to.
+    let default = if std::env::args().nth(1).as_deref() == Some("demo") {
+        "off"
+    } else {
+        "info"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -396,6 +423,19 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     let cfg_path = cfg_path.as_deref();
     match cli.command {
         Command::Serve { listen, data } => serve(config(cfg_path, &data, listen)?),
+        Command::Demo {
+            customers,
+            seed,
+            keep,
+            out,
+            format,
+        } => demo_cmd::run(demo_cmd::DemoArgs {
+            customers,
+            seed,
+            keep,
+            out,
+            format,
+        }),
         Command::Init { data } => {
             let c = config(cfg_path, &data, None)?;
             let dir = DataDir::open_or_init(&c).map_err(|e| e.to_string())?;

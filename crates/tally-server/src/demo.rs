@@ -1,0 +1,644 @@
+//! `tally demo`: the breach replayed against a small shop, twice.
+//!
+//! A shop API (profiles, addresses, order histories of N synthetic customers)
+//! verifies tokens the way the breached company did: by signature only. It
+//! sits behind tally's gate. Customers log in through tally's issuer and
+//! browse; then an insider who kept a copy of the signing key mints tokens for
+//! real customer ids and for member ids that do not exist, and scrapes every
+//! record as fast as the machine allows.
+//!
+//! * (a) the gate in `monitor` mode: tally decides and records every request
+//!   but lets it through, so the shop's signature check is all that stands in
+//!   the way (what the breached company had);
+//! * (b) the gate in `enforce` mode.
+//!
+//! Every figure comes from the real code paths: verdict counters of the gate
+//! (`/metrics`), detections and incidents from the incident store, exposed
+//! records from the incident's report over the access log (a request exposed
+//! data when the gate let it through and the shop answered 200). The demo
+//! keeps no tally of its own beyond what it sent and how long it waited.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use tally_core::jose::{Algorithm, ClaimsPolicy, SigningKey};
+use tally_core::verdict::Verdict;
+
+use crate::app::App;
+use crate::config::{Config, GateMode, Overrides};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Synthetic customers.
+    pub customers: usize,
+    /// Customers who log in and browse before the attack.
+    pub browsing: usize,
+    /// Member ids that do not exist, minted by the attacker too.
+    pub ghosts: usize,
+    /// Seed of the synthetic data and of the order of requests.
+    pub seed: u64,
+    /// Where the two data directories go.
+    pub dir: PathBuf,
+    /// Where the reports go.
+    pub out: PathBuf,
+    /// Attack requests in flight at once.
+    pub concurrency: usize,
+}
+
+/// One run's figures.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Phase {
+    /// `monitor` or `enforce`.
+    pub mode: String,
+    /// Requests of ordinary customers, and how many the gate allowed.
+    pub legit_requests: u64,
+    /// Allowed (verdict `ok`).
+    pub legit_allowed: u64,
+    /// Attack requests sent.
+    pub attack_requests: u64,
+    /// Attack requests let through by the gate.
+    pub attack_let_through: u64,
+    /// Attack requests refused by the gate, by verdict.
+    pub attack_refused: BTreeMap<String, u64>,
+    /// Forged tokens minted (one per member id).
+    pub forged_tokens: u64,
+    /// Of which for member ids that do not exist.
+    pub ghost_tokens: u64,
+    /// Requests with those tokens that the gate refused.
+    pub ghost_requests_refused: u64,
+    /// Records the attack obtained (requests let through that the shop answered with data).
+    pub records_exposed: u64,
+    /// Customers whose data the attack obtained.
+    pub customers_exposed: u64,
+    /// Customers the attack tried and did not get.
+    pub customers_attempted_only: u64,
+    /// First forged request to the first `forged_token` detection, ms.
+    pub detection_ms: Option<f64>,
+    /// First forged request to the incident, ms.
+    pub incident_ms: Option<f64>,
+    /// The incident.
+    pub incident: Option<i64>,
+    /// Its reporting deadlines: (regime, due at, UTC).
+    pub deadlines: Vec<(String, String)>,
+    /// The HTML report.
+    pub report: Option<PathBuf>,
+    /// The affected-customer CSV.
+    pub affected: Option<PathBuf>,
+    /// Wall time of the attack, seconds.
+    pub attack_secs: f64,
+}
+
+/// Progress: (what, done, total).
+pub type Progress<'a> = &'a (dyn Fn(&str, u64, u64) + Send + Sync);
+
+fn rng(state: &mut u64) -> u64 {
+    // splitmix64: deterministic synthetic data from the seed.
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+const FIRST: [&str; 12] = [
+    "Minjun", "Seoyeon", "Jiho", "Haeun", "Doyun", "Jiwoo", "Ana", "Lukas", "Emma", "Noah",
+    "Sofia", "Mateo",
+];
+const LAST: [&str; 10] = [
+    "Kim", "Lee", "Park", "Choi", "Jung", "Kang", "Silva", "Muller", "Rossi", "Novak",
+];
+const STREETS: [&str; 6] = [
+    "Teheran-ro",
+    "Sejong-daero",
+    "Gangnam-daero",
+    "Olympic-ro",
+    "Hauptstrasse",
+    "Via Roma",
+];
+
+/// The customer id of number `i`.
+pub fn customer_id(i: usize) -> String {
+    format!("c{i:06}")
+}
+
+struct Shop {
+    app: Arc<App>,
+    seed: u64,
+    customers: usize,
+}
+
+impl Shop {
+    fn record(&self, id: &str, kind: &str) -> Option<Value> {
+        let n: usize = id.strip_prefix('c')?.parse().ok()?;
+        if n == 0 || n > self.customers {
+            return None;
+        }
+        let mut s = self.seed ^ (n as u64).wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let first = FIRST[(rng(&mut s) % FIRST.len() as u64) as usize];
+        let last = LAST[(rng(&mut s) % LAST.len() as u64) as usize];
+        Some(match kind {
+            "profile" => json!({
+                "id": id, "name": format!("{first} {last}"),
+                "email": format!("{}.{}{}@example.com", first.to_lowercase(), last.to_lowercase(), n),
+            }),
+            "addresses" => json!({
+                "id": id,
+                "address": format!("{} {}, Seoul {:05}", rng(&mut s) % 300 + 1,
+                    STREETS[(rng(&mut s) % STREETS.len() as u64) as usize], rng(&mut s) % 100_000),
+            }),
+            _ => json!({
+                "id": id,
+                "orders": (0..(rng(&mut s) % 4 + 1)).map(|k| json!({
+                    "order": format!("o{n}-{k}"), "total_krw": (rng(&mut s) % 500 + 5) * 1000,
+                })).collect::<Vec<_>>(),
+            }),
+        })
+    }
+}
+
+/// The shop's own check, as the breached company had it: the signature and
+/// the claims, nothing else (no ledger).
+async fn shop_handler(
+    State(shop): State<Arc<Shop>>,
+    UrlPath((kind, id)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = token else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let keys = shop.app.gate.keys();
+    let Ok(vt) = tally_core::jose::verify(token.as_bytes(), &keys) else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let policy = ClaimsPolicy::new(
+        shop.app.config.issuer.clone(),
+        shop.app.config.audience.clone(),
+    );
+    if policy.check(vt.claims(), crate::keys::now_unix()).is_err() {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if vt.claims().sub.as_deref() != Some(id.as_str()) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    match shop.record(&id, &kind) {
+        Some(v) => axum::Json(v).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn write_config(dir: &Path, shop: u16, mode: GateMode) -> Result<PathBuf, String> {
+    let mode = match mode {
+        GateMode::Monitor => "monitor",
+        GateMode::Enforce => "enforce",
+    };
+    let actions = if mode == "enforce" {
+        "[actions]\nforged_token = [\"compromise_key\", \"block_actor\"]\nmass_access = [\"block_actor\"]\n"
+    } else {
+        ""
+    };
+    let text = format!(
+        r#"listen = "127.0.0.1:0"
+trusted_proxies = ["127.0.0.1"]
+miss_rate_per_sec = 1000
+miss_burst = 1000
+{actions}
+[contacts]
+dpo = "privacy@shop.example"
+security = "soc@shop.example"
+
+[gate]
+listen = "127.0.0.1:0"
+mode = "{mode}"
+
+[[gate.routes]]
+prefix = "/profile/"
+upstream = "http://127.0.0.1:{shop}"
+data = ["name", "email"]
+
+[[gate.routes]]
+prefix = "/addresses/"
+upstream = "http://127.0.0.1:{shop}"
+data = ["address"]
+
+[[gate.routes]]
+prefix = "/orders/"
+upstream = "http://127.0.0.1:{shop}"
+data = ["orders"]
+"#
+    );
+    let path = dir.join("tally.toml");
+    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// An incident's report, written: id, document, impact, HTML and CSV paths.
+type Written = (i64, Value, crate::report::Impact, PathBuf, PathBuf);
+
+/// Runs one phase in `dir` and returns its figures.
+pub async fn phase(
+    opts: &Options,
+    mode: GateMode,
+    progress: Progress<'_>,
+) -> Result<Phase, String> {
+    let label = match mode {
+        GateMode::Monitor => "a",
+        GateMode::Enforce => "b",
+    };
+    let dir = opts.dir.join(label);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // The shop, on its own port; its state is filled in once tally is open.
+    let shop_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("shop: {e}"))?;
+    let shop_port = shop_listener
+        .local_addr()
+        .map_err(|e| e.to_string())?
+        .port();
+    let cfg_path = write_config(&dir, shop_port, mode)?;
+    let config = Config::load(
+        Some(&cfg_path),
+        Overrides {
+            data: Some(dir.join("data")),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+
+    // The company's data directory: its signing key (of which the insider
+    // keeps a copy) and its customers.
+    progress("preparing customers", 0, opts.customers as u64);
+    let insider = {
+        let c = config.clone();
+        let customers = opts.customers;
+        tokio::task::spawn_blocking(move || -> Result<SigningKey, String> {
+            let dir = crate::datadir::DataDir::open_or_init(&c).map_err(|e| e.to_string())?;
+            let key = SigningKey::generate(Algorithm::EdDSA).map_err(|e| e.to_string())?;
+            crate::keys::store_token_key(&dir, &key, Some("shop-2026-1"), "imported")
+                .map_err(|e| e.to_string())?;
+            // One password for every synthetic customer: hashed once.
+            let hash = crate::issuer::hash_password("demo-customer-password")
+                .map_err(|e| e.code().to_string())?;
+            let users: Vec<(String, String)> = (1..=customers)
+                .map(|i| (customer_id(i), hash.clone()))
+                .collect();
+            dir.state
+                .add_users(&users, crate::keys::now_unix())
+                .map_err(|e| e.to_string())?;
+            Ok(key)
+        })
+        .await
+        .map_err(|e| e.to_string())??
+    };
+    progress(
+        "preparing customers",
+        opts.customers as u64,
+        opts.customers as u64,
+    );
+    let app = {
+        let c = config.clone();
+        tokio::task::spawn_blocking(move || App::open(c, &mut |_, _| {}))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    let shop = Arc::new(Shop {
+        app: app.clone(),
+        seed: opts.seed,
+        customers: opts.customers,
+    });
+    let shop_router = axum::Router::new()
+        .route("/{kind}/{id}", axum::routing::get(shop_handler))
+        .with_state(shop);
+    tokio::spawn(async move {
+        let _ = axum::serve(shop_listener, shop_router).await;
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let gate_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let api = format!(
+        "http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let gate = format!(
+        "http://{}",
+        gate_listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::app::serve_with_gate(
+        app.clone(),
+        listener,
+        Some(gate_listener),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(opts.concurrency.max(8))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let routes = ["profile", "addresses", "orders"];
+    let mut out = Phase {
+        mode: if mode == GateMode::Monitor {
+            "monitor"
+        } else {
+            "enforce"
+        }
+        .into(),
+        ..Default::default()
+    };
+
+    // Ordinary customers log in and browse, each from their own address.
+    let mut s = opts.seed;
+    let browsing: Vec<usize> = (0..opts.browsing.min(opts.customers))
+        .map(|_| (rng(&mut s) % opts.customers as u64) as usize + 1)
+        .collect();
+    let ok_before = app.metrics.count(Verdict::Ok);
+    let total = browsing.len() as u64;
+    let browsing = Arc::new(browsing);
+    let next = Arc::new(AtomicUsize::new(0));
+    let legit_sent = Arc::new(AtomicU64::new(0));
+    let mut set = tokio::task::JoinSet::new();
+    // Four customers at a time: each login is an argon2id verification.
+    for _ in 0..4 {
+        let (browsing, next, legit_sent) = (browsing.clone(), next.clone(), legit_sent.clone());
+        let (client, api, gate) = (client.clone(), api.clone(), gate.clone());
+        set.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&n) = browsing.get(i) else { break };
+                let id = customer_id(n);
+                let ip = format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255);
+                let Ok(r) = client
+                    .post(format!("{api}/v1/login"))
+                    .header("x-forwarded-for", &ip)
+                    .json(&json!({"username": id, "password": "demo-customer-password"}))
+                    .send()
+                    .await
+                else {
+                    continue;
+                };
+                let Ok(body) = r.json::<Value>().await else {
+                    continue;
+                };
+                let Some(token) = body["access_token"].as_str() else {
+                    continue;
+                };
+                for route in routes {
+                    if client
+                        .get(format!("{gate}/{route}/{id}"))
+                        .bearer_auth(token)
+                        .header("x-forwarded-for", &ip)
+                        .send()
+                        .await
+                        .is_ok()
+                    {
+                        legit_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+    while !set.is_empty() {
+        tokio::select! {
+            _ = set.join_next() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+        }
+        progress(
+            "customers browsing",
+            next.load(Ordering::Relaxed).min(total as usize) as u64,
+            total,
+        );
+    }
+    out.legit_requests = legit_sent.load(Ordering::Relaxed);
+    out.legit_allowed = app.metrics.count(Verdict::Ok) - ok_before;
+
+    // The insider: a token for every customer id and for member ids that do
+    // not exist, each used on every route, from one address.
+    let template = {
+        let mut m = Map::new();
+        m.insert("iss".into(), Value::from(config.issuer.clone()));
+        m.insert("aud".into(), Value::from(config.audience.clone()));
+        m.insert("client_id".into(), Value::from("tally"));
+        m
+    };
+    let mut ids: Vec<(String, bool)> = (1..=opts.customers)
+        .map(|i| (customer_id(i), false))
+        .chain((1..=opts.ghosts).map(|i| (format!("m{:07}", 9_000_000 + i), true)))
+        .collect();
+    // A deterministic shuffle: real and invented ids interleaved.
+    for i in (1..ids.len()).rev() {
+        let j = (rng(&mut s) % (i as u64 + 1)) as usize;
+        ids.swap(i, j);
+    }
+    out.forged_tokens = ids.len() as u64;
+    out.ghost_tokens = opts.ghosts as u64;
+    let before: Vec<(Verdict, u64)> = Verdict::ALL
+        .iter()
+        .map(|v| (*v, app.metrics.count(*v)))
+        .collect();
+    let jobs: Arc<Vec<(String, bool)>> = Arc::new(ids);
+    let insider = Arc::new(insider);
+    let cursor = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let through = Arc::new(AtomicU64::new(0));
+    let ghost_refused = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let first_sent: Arc<std::sync::OnceLock<Instant>> = Arc::new(std::sync::OnceLock::new());
+    // Watch the incident store from the moment the attack starts.
+    let watcher = {
+        let store = app.watch.store.clone();
+        let first = first_sent.clone();
+        tokio::spawn(async move {
+            let (mut detection, mut incident) = (None, None);
+            loop {
+                if let Some(t0) = first.get() {
+                    if detection.is_none()
+                        && store
+                            .recent_detections(20)
+                            .unwrap_or_default()
+                            .iter()
+                            .any(|d| d.detection.rule == tally_core::detect::Rule::ForgedToken)
+                    {
+                        detection = Some(t0.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    if incident.is_none() && !store.incidents().unwrap_or_default().is_empty() {
+                        incident = Some(t0.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    if detection.is_some() && incident.is_some() {
+                        return (detection, incident);
+                    }
+                    if t0.elapsed().as_secs() > 30 {
+                        return (detection, incident);
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..opts.concurrency.max(1) {
+        let (jobs, cursor, sent, through, ghost_refused, first) = (
+            jobs.clone(),
+            cursor.clone(),
+            sent.clone(),
+            through.clone(),
+            ghost_refused.clone(),
+            first_sent.clone(),
+        );
+        let (client, gate, key, template) = (
+            client.clone(),
+            gate.clone(),
+            insider.clone(),
+            template.clone(),
+        );
+        set.spawn(async move {
+            loop {
+                let i = cursor.fetch_add(1, Ordering::Relaxed);
+                let Some((id, ghost)) = jobs.get(i) else {
+                    break;
+                };
+                let now = crate::keys::now_unix();
+                let mut claims = template.clone();
+                claims.insert("sub".into(), Value::from(id.as_str()));
+                claims.insert("jti".into(), Value::from(format!("forged-{i}")));
+                claims.insert("iat".into(), Value::from(now));
+                claims.insert("exp".into(), Value::from(now + 3600));
+                let Ok(token) = key.sign_jwt("shop-2026-1", "at+jwt", &claims) else {
+                    continue;
+                };
+                for route in routes {
+                    let _ = first.set(Instant::now());
+                    let r = client
+                        .get(format!("{gate}/{route}/{id}"))
+                        .bearer_auth(&token)
+                        .header("x-forwarded-for", "203.0.113.66")
+                        .send()
+                        .await;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(r) = r {
+                        // The gate marks what it refused; the shop's answers carry no verdict.
+                        if r.headers().contains_key("x-tally-verdict") && r.status().as_u16() >= 400
+                        {
+                            if *ghost {
+                                ghost_refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                        } else {
+                            through.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let total = (jobs.len() * routes.len()) as u64;
+    while !set.is_empty() {
+        tokio::select! {
+            _ = set.join_next() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+        }
+        progress("(insider scraping)", sent.load(Ordering::Relaxed), total);
+    }
+    out.attack_secs = started.elapsed().as_secs_f64();
+    out.attack_requests = sent.load(Ordering::Relaxed);
+    out.attack_let_through = through.load(Ordering::Relaxed);
+    out.ghost_requests_refused = ghost_refused.load(Ordering::Relaxed);
+    for (v, n) in before {
+        let d = app.metrics.count(v) - n;
+        if v != Verdict::Ok && d > 0 {
+            out.attack_refused.insert(v.code().to_string(), d);
+        }
+    }
+    if mode == GateMode::Monitor {
+        // Monitor mode refuses nothing: the counters are what it would have refused.
+        out.attack_refused.clear();
+    }
+    let (detection, incident) = watcher.await.unwrap_or((None, None));
+    out.detection_ms = detection;
+    out.incident_ms = incident;
+
+    // Let the last events reach the access log and the incident store.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let store = app.watch.store.clone();
+    let log = app.access_log.clone();
+    let regimes = app.config.regimes.clone();
+    let contacts = app.config.contacts.clone();
+    let outdir = opts.out.clone();
+    let report = tokio::task::spawn_blocking(
+        move || -> Result<Option<Written>, String> {
+            let Some(inc) = store
+                .incidents()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .next()
+            else {
+                return Ok(None);
+            };
+            let now = crate::keys::now_unix();
+            let (doc, impact) = crate::report::report_for(
+                &store,
+                &log,
+                inc.id,
+                &regimes,
+                &contacts,
+                now,
+                &mut |_| {},
+            )?;
+            std::fs::create_dir_all(&outdir)
+                .map_err(|e| format!("cannot create {}: {e}", outdir.display()))?;
+            let html = outdir.join(format!("report-{label}.html"));
+            let csv = outdir.join(format!("affected-{label}.csv"));
+            std::fs::write(&html, crate::report::html(&doc, &impact.per_minute))
+                .map_err(|e| e.to_string())?;
+            std::fs::write(&csv, crate::report::affected_csv(&impact))
+                .map_err(|e| e.to_string())?;
+            Ok(Some((inc.id, doc, impact, html, csv)))
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())??;
+    if let Some((id, doc, impact, html, csv)) = report {
+        out.incident = Some(id);
+        out.records_exposed = impact.requests_exposed;
+        out.customers_exposed = impact.exposed_subjects() as u64;
+        out.customers_attempted_only = impact.attempted_subjects() as u64;
+        out.deadlines = doc["regimes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap_or("").to_string(),
+                    r["due_at"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        out.report = Some(html);
+        out.affected = Some(csv);
+    }
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    Ok(out)
+}
+
+/// Both phases: (a) monitor, then (b) enforce, on identical data.
+pub async fn run(opts: &Options, progress: Progress<'_>) -> Result<(Phase, Phase), String> {
+    let a = phase(opts, GateMode::Monitor, progress).await?;
+    let b = phase(opts, GateMode::Enforce, progress).await?;
+    Ok((a, b))
+}

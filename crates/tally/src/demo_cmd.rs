@@ -1,0 +1,225 @@
+//! `tally demo`: the breach replayed, against signature-only verification and
+//! against tally; prints the comparison.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::json;
+use tally_server::demo::{Options, Phase};
+
+pub struct DemoArgs {
+    pub customers: usize,
+    pub seed: u64,
+    pub keep: Option<PathBuf>,
+    pub out: PathBuf,
+    pub format: String,
+}
+
+fn fmt_n(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("not detected".into(), |m| {
+        if m < 1000.0 {
+            format!("{m:.0} ms")
+        } else {
+            format!("{:.1} s", m / 1000.0)
+        }
+    })
+}
+
+fn refused(p: &Phase) -> u64 {
+    p.attack_refused.values().sum()
+}
+
+pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
+    if args.customers == 0 || args.customers > 1_000_000 {
+        return Err("--customers must be between 1 and 1,000,000".into());
+    }
+    let (dir, _cleanup) = match &args.keep {
+        Some(d) => {
+            std::fs::create_dir_all(d)
+                .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+            if std::fs::read_dir(d)
+                .map(|mut r| r.next().is_some())
+                .unwrap_or(false)
+            {
+                return Err(format!(
+                    "{} is not empty: --keep needs a new or empty directory",
+                    d.display()
+                ));
+            }
+            (d.clone(), None)
+        }
+        None => {
+            let d = std::env::temp_dir().join(format!("tally-demo-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            (d.clone(), Some(TempDir(d)))
+        }
+    };
+    let opts = Options {
+        customers: args.customers,
+        browsing: 200.min(args.customers / 10).max(1),
+        ghosts: (args.customers / 10).max(1),
+        seed: args.seed,
+        dir,
+        out: args.out.clone(),
+        concurrency: 32,
+    };
+    let tty = std::io::stderr().is_terminal() && args.format != "json";
+    let phase_label = std::sync::Mutex::new(String::new());
+    let progress = move |what: &str, done: u64, total: u64| {
+        if !tty {
+            return;
+        }
+        let mut last = phase_label.lock().unwrap_or_else(|e| e.into_inner());
+        if *last != what {
+            if !last.is_empty() {
+                eprintln!();
+            }
+            *last = what.to_string();
+        }
+        let width = 30u64;
+        let filled = (done.min(total) * width / total.max(1)) as usize;
+        let _ = write!(
+            std::io::stderr(),
+            "\r{what:<22} [{}{}] {done}/{total}",
+            "#".repeat(filled),
+            " ".repeat(width as usize - filled)
+        );
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let started = std::time::Instant::now();
+    if tty {
+        eprintln!(
+            "(a) the gate in monitor mode: the shop checks signatures only, as the breached company did"
+        );
+    }
+    let (a, b) = rt.block_on(async {
+        let a =
+            tally_server::demo::phase(&opts, tally_server::config::GateMode::Monitor, &progress)
+                .await?;
+        if tty {
+            eprintln!("\n(b) tally enforcing");
+        }
+        let b =
+            tally_server::demo::phase(&opts, tally_server::config::GateMode::Enforce, &progress)
+                .await?;
+        Ok::<_, String>((a, b))
+    })?;
+    if tty {
+        eprintln!();
+    }
+    let total = started.elapsed().as_secs_f64();
+    if args.format == "json" {
+        let doc = json!({
+            "customers": args.customers, "seed": args.seed, "seconds": total,
+            "signature_only": a, "tally": b,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<[String; 3]> = vec![
+        ["".into(), "(a) signature only".into(), "(b) tally".into()],
+        [
+            "customer records exposed".into(),
+            fmt_n(a.records_exposed),
+            fmt_n(b.records_exposed),
+        ],
+        [
+            "customers exposed".into(),
+            fmt_n(a.customers_exposed),
+            fmt_n(b.customers_exposed),
+        ],
+        [
+            "forged tokens minted (ghost members)".into(),
+            format!("{} ({})", fmt_n(a.forged_tokens), fmt_n(a.ghost_tokens)),
+            format!("{} ({})", fmt_n(b.forged_tokens), fmt_n(b.ghost_tokens)),
+        ],
+        [
+            "attack requests let through / refused".into(),
+            format!("{} / {}", fmt_n(a.attack_let_through), fmt_n(refused(&a))),
+            format!("{} / {}", fmt_n(b.attack_let_through), fmt_n(refused(&b))),
+        ],
+        [
+            "  requests for ghost members refused".into(),
+            fmt_n(a.ghost_requests_refused),
+            fmt_n(b.ghost_requests_refused),
+        ],
+        [
+            "first forged request -> detection".into(),
+            ms(a.detection_ms),
+            ms(b.detection_ms),
+        ],
+        [
+            "first forged request -> incident".into(),
+            ms(a.incident_ms),
+            ms(b.incident_ms),
+        ],
+        [
+            "ordinary requests allowed".into(),
+            format!("{}/{}", fmt_n(a.legit_allowed), fmt_n(a.legit_requests)),
+            format!("{}/{}", fmt_n(b.legit_allowed), fmt_n(b.legit_requests)),
+        ],
+    ];
+    crate::print_table(&rows);
+    if !b.attack_refused.is_empty() {
+        let parts: Vec<String> = b
+            .attack_refused
+            .iter()
+            .map(|(v, n)| format!("{v} {}", fmt_n(*n)))
+            .collect();
+        println!("\n(b) refusals by verdict: {}", parts.join(", "));
+    }
+    if !b.deadlines.is_empty() {
+        println!(
+            "\nreporting deadlines of incident {} (b):",
+            b.incident.unwrap_or(0)
+        );
+        for (name, due) in &b.deadlines {
+            println!("  {name:<45} due {due}");
+        }
+    }
+    for (label, p) in [("(a)", &a), ("(b)", &b)] {
+        if let (Some(r), Some(c)) = (&p.report, &p.affected) {
+            println!(
+                "{label} report {}  affected customers {}",
+                r.display(),
+                c.display()
+            );
+        }
+    }
+    println!(
+        "\n{} customers, seed {}, {:.1} s; data in {}",
+        fmt_n(args.customers as u64),
+        args.seed,
+        total,
+        if args.keep.is_some() {
+            opts.dir.display().to_string()
+        } else {
+            "a temporary directory (removed; --keep DIR keeps it)".into()
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
