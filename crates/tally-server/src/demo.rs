@@ -204,6 +204,10 @@ fn write_config(dir: &Path, shop: u16, mode: GateMode) -> Result<PathBuf, String
         GateMode::Monitor => "monitor",
         GateMode::Enforce => "enforce",
     };
+    // (a) models what the breached company had: no limit on unknown tokens
+    // either (a refused-unverified request would also carry no subject, and
+    // the affected list could not name whose data went out).
+    let misses = if mode == "enforce" { 1000.0 } else { 1e9 };
     let actions = if mode == "enforce" {
         "[actions]\nforged_token = [\"compromise_key\", \"block_actor\"]\nmass_access = [\"block_actor\"]\n"
     } else {
@@ -212,8 +216,8 @@ fn write_config(dir: &Path, shop: u16, mode: GateMode) -> Result<PathBuf, String
     let text = format!(
         r#"listen = "127.0.0.1:0"
 trusted_proxies = ["127.0.0.1"]
-miss_rate_per_sec = 1000
-miss_burst = 1000
+miss_rate_per_sec = {misses}
+miss_burst = {misses}
 {actions}
 [contacts]
 dpo = "privacy@shop.example"
