@@ -141,7 +141,7 @@ fn main() {
     }
     let median = rates[rates.len() / 2];
     println!(
-        "detector throughput: {events} events, 4 actors each (ip, token, key; subject hashed), {rounds} rounds: median {:.0} events/s (min {:.0}, max {:.0}); findings {findings}",
+        "detector throughput: {events} events (address, token, key, subject each), {rounds} rounds: median {:.0} events/s (min {:.0}, max {:.0}); findings {findings}",
         median,
         rates[0],
         rates[rates.len() - 1]

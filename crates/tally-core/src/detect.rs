@@ -529,8 +529,10 @@ impl Detector {
         ] {
             let Some(value) = value else { continue };
             // A signing key legitimately touches every customer: what counts
-            // against a key is the accounts its untallied tokens reach.
-            if kind == ActorKind::Key && !forged {
+            // against a key is the accounts its untallied tokens reach. A
+            // tallied token has the one subject the ledger recorded, so only
+            // an untallied one (a jti reused for many subjects) can spread.
+            if matches!(kind, ActorKind::Key | ActorKind::Token) && !forged {
                 continue;
             }
             let k = key.unwrap_or_else(|| self.key(kind as u8, value));

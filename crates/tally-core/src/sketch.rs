@@ -600,10 +600,29 @@ impl Track {
                 }
             }
             Track::Exact(list) => {
-                list.retain(|e| e.slice >= floor);
-                if let Some(e) = list.iter_mut().find(|e| e.hash == seen.hash) {
+                // One read-only pass finds the subject and any stale entry;
+                // the list is rewritten only when something expired.
+                let mut found = None;
+                let mut stale = false;
+                for (i, e) in list.iter().enumerate() {
+                    stale |= e.slice < floor;
+                    if e.hash == seen.hash {
+                        found = Some(i);
+                    }
+                }
+                if let Some(i) = found
+                    && !stale
+                {
+                    let e = &mut list[i];
                     e.slice = e.slice.max(seen.slice);
                     return list.len() as u64;
+                }
+                if stale {
+                    list.retain(|e| e.slice >= floor);
+                    if let Some(e) = list.iter_mut().find(|e| e.hash == seen.hash) {
+                        e.slice = e.slice.max(seen.slice);
+                        return list.len() as u64;
+                    }
                 }
                 if list.is_empty() {
                     *self = Track::One(seen);

@@ -583,37 +583,27 @@ pub async fn phase(
     let regimes = app.config.regimes.clone();
     let contacts = app.config.contacts.clone();
     let outdir = opts.out.clone();
-    let report = tokio::task::spawn_blocking(
-        move || -> Result<Option<Written>, String> {
-            let Some(inc) = store
-                .incidents()
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .next()
-            else {
-                return Ok(None);
-            };
-            let now = crate::keys::now_unix();
-            let (doc, impact) = crate::report::report_for(
-                &store,
-                &log,
-                inc.id,
-                &regimes,
-                &contacts,
-                now,
-                &mut |_| {},
-            )?;
-            std::fs::create_dir_all(&outdir)
-                .map_err(|e| format!("cannot create {}: {e}", outdir.display()))?;
-            let html = outdir.join(format!("report-{label}.html"));
-            let csv = outdir.join(format!("affected-{label}.csv"));
-            std::fs::write(&html, crate::report::html(&doc, &impact.per_minute))
-                .map_err(|e| e.to_string())?;
-            std::fs::write(&csv, crate::report::affected_csv(&impact))
-                .map_err(|e| e.to_string())?;
-            Ok(Some((inc.id, doc, impact, html, csv)))
-        },
-    )
+    let report = tokio::task::spawn_blocking(move || -> Result<Option<Written>, String> {
+        let Some(inc) = store
+            .incidents()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        let now = crate::keys::now_unix();
+        let (doc, impact) =
+            crate::report::report_for(&store, &log, inc.id, &regimes, &contacts, now, &mut |_| {})?;
+        std::fs::create_dir_all(&outdir)
+            .map_err(|e| format!("cannot create {}: {e}", outdir.display()))?;
+        let html = outdir.join(format!("report-{label}.html"));
+        let csv = outdir.join(format!("affected-{label}.csv"));
+        std::fs::write(&html, crate::report::html(&doc, &impact.per_minute))
+            .map_err(|e| e.to_string())?;
+        std::fs::write(&csv, crate::report::affected_csv(&impact)).map_err(|e| e.to_string())?;
+        Ok(Some((inc.id, doc, impact, html, csv)))
+    })
     .await
     .map_err(|e| e.to_string())??;
     if let Some((id, doc, impact, html, csv)) = report {
