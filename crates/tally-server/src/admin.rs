@@ -67,7 +67,8 @@ pub fn reason(text: &str) -> Result<&str, String> {
     Ok(t)
 }
 
-async fn authenticate(
+/// The full gate decision for the request's token, then the `admin` role.
+pub async fn authenticate(
     app: &Arc<App>,
     headers: &HeaderMap,
     peer: Option<SocketAddr>,

@@ -57,6 +57,9 @@ pub struct App {
     pub watch: Arc<crate::watch::Watch>,
     /// Webhooks and the SET receiver.
     pub alerts: Arc<crate::alerts::Alerts>,
+    /// Ledger size last seen and since when (unix seconds): the age of the
+    /// latest checkpoint, which is signed with every committed batch.
+    ledger_seen: std::sync::Mutex<(u64, i64)>,
     /// Registry misses (each a signature verification) per client address.
     pub miss_limiter: tally_core::ratelimit::RateLimiter<std::net::IpAddr>,
     /// DPoP proofs already used (RFC 9449 replay protection).
@@ -191,6 +194,7 @@ impl App {
             access_events: std::sync::OnceLock::new(),
             watch,
             alerts,
+            ledger_seen: std::sync::Mutex::new((0, now_unix())),
             miss_limiter,
             throttle_user: tally_core::throttle::Throttle::new(Default::default()),
             throttle_ip: tally_core::throttle::Throttle::new(
@@ -382,6 +386,16 @@ impl App {
         self.reload_keys(true);
     }
 
+    /// The ledger's size and when it last changed (as seen by this process).
+    pub fn ledger_progress(&self) -> (u64, i64) {
+        let size = self.ledger.size();
+        let mut seen = self.ledger_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.0 != size {
+            *seen = (size, now_unix());
+        }
+        *seen
+    }
+
     /// The key that signs new tokens.
     pub fn active_key(&self) -> Arc<ActiveKey> {
         self.active
@@ -486,6 +500,13 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/admin/blocks/{id}",
             axum::routing::delete(crate::admin::remove_block),
         )
+        .route("/ui", get(crate::ui::dashboard))
+        .route(
+            "/ui/login",
+            get(crate::ui::login_page).post(crate::ui::login),
+        )
+        .route("/ui/logout", post(crate::ui::logout))
+        .route("/ui/events", get(crate::ui::events))
         .route("/v1/admin/incidents", get(crate::admin::list_incidents))
         .route("/v1/admin/incidents/{id}", get(crate::admin::show_incident))
         .route(

@@ -102,6 +102,19 @@ pub fn invalid_target() -> ApiError {
     )
 }
 
+impl LoginRequest {
+    /// A login for `username` (the dashboard's form posts these).
+    pub fn new(username: String, password: String, totp: Option<String>) -> LoginRequest {
+        LoginRequest {
+            username,
+            password,
+            client_id: Some("tally-ui".into()),
+            totp,
+            audience: None,
+        }
+    }
+}
+
 fn invalid_credentials() -> ApiError {
     // One message for unknown user and wrong password: no user enumeration.
     ApiError::new(

@@ -25,6 +25,7 @@ pub mod proxy;
 pub mod report;
 pub mod sessions;
 pub mod timefmt;
+pub mod ui;
 pub mod watch;
 
 pub use app::{App, router, serve, serve_with_gate};

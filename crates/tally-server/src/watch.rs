@@ -21,6 +21,7 @@ use tally_store::incidents::IncidentStore;
 use crate::access::AccessEvent;
 use crate::app::App;
 use crate::keys::now_unix;
+use tally_core::verdict::Verdict;
 
 /// An automatic action a rule may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -66,6 +67,8 @@ pub struct Watch {
     /// Woken when a finding of severity high or above arrives, so that it is
     /// stored (and its incident opened) at once rather than at the next tick.
     pub urgent: tokio::sync::Notify,
+    /// Decisions per minute by verdict, the last hour (for the dashboard).
+    minutes: Mutex<std::collections::VecDeque<(i64, [u64; Verdict::ALL.len()])>>,
 }
 
 impl Watch {
@@ -92,6 +95,7 @@ impl Watch {
             regimes,
             last_reminder_check: Mutex::new(now_unix()),
             urgent: tokio::sync::Notify::new(),
+            minutes: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -100,8 +104,55 @@ impl Watch {
         &self.regimes
     }
 
+    /// Decisions per minute (unix minute) by verdict code, oldest first, at
+    /// most the last 60 minutes that saw traffic.
+    pub fn minutes(&self) -> Vec<(i64, Vec<(&'static str, u64)>)> {
+        self.minutes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(m, counts)| {
+                (
+                    *m,
+                    Verdict::ALL
+                        .iter()
+                        .zip(counts)
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(v, n)| (v.code(), *n))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
     /// Feeds a batch of access events.
     pub fn observe(&self, events: &[AccessEvent]) {
+        {
+            let mut minutes = self.minutes.lock().unwrap_or_else(|e| e.into_inner());
+            for e in events {
+                let m = e.at_ms.div_euclid(60_000);
+                let i = Verdict::ALL
+                    .iter()
+                    .position(|v| v.code() == e.verdict)
+                    .unwrap_or(0);
+                match minutes.back_mut() {
+                    Some((last, counts)) if *last == m => counts[i] += 1,
+                    Some((last, _)) if *last > m => {
+                        if let Some((_, counts)) = minutes.iter_mut().find(|(x, _)| *x == m) {
+                            counts[i] += 1;
+                        }
+                    }
+                    _ => {
+                        let mut counts = [0u64; Verdict::ALL.len()];
+                        counts[i] = 1;
+                        minutes.push_back((m, counts));
+                        while minutes.front().is_some_and(|(x, _)| *x <= m - 60) {
+                            minutes.pop_front();
+                        }
+                    }
+                }
+            }
+        }
         let mut findings = Vec::new();
         {
             let mut d = self.detector.lock().unwrap_or_else(|e| e.into_inner());

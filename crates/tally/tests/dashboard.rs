@@ -1,0 +1,149 @@
+//! The dashboard in a real browser (Debian's chromium, driven by
+//! playwright-core from npm): sign-in, then a forged-token attack while the
+//! page is open; the incident and its reporting countdowns must appear live.
+//! Screenshots go to `target/tmp/dashboard.png` and `dashboard-phone.png`.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+use support::*;
+use tally_core::jose::{Algorithm, SigningKey};
+
+fn ui_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ui"))
+}
+
+fn browser_available() -> bool {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    Path::new(&chromium).exists()
+        && ui_dir().join("node_modules/playwright-core").exists()
+        && Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn the_dashboard_shows_an_attack_live() {
+    let required = std::env::var("TALLY_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
+    if !browser_available() {
+        assert!(
+            !required,
+            "TALLY_REQUIRE_BROWSER=1 but chromium, node or playwright-core (npm ci in {}) is missing",
+            ui_dir().display()
+        );
+        eprintln!("skipping: no chromium/node/playwright-core");
+        return;
+    }
+    let tmp = TempDir::new("dashboard");
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let insider = SigningKey::generate(Algorithm::EdDSA).unwrap();
+    let der = insider.to_pkcs8_der().unwrap();
+    let pem_path = tmp.path().join("k.pem");
+    std::fs::write(&pem_path, pem(&der)).unwrap();
+    let insider = RawKey::from_pkcs8(&der);
+    tally_ok(
+        &[
+            "keys",
+            "import",
+            "--kid",
+            "k1",
+            "--pem",
+            pem_path.to_str().unwrap(),
+            "--data",
+            d,
+        ],
+        None,
+    );
+    tally_ok(
+        &["users", "add", "root", "--password-stdin", "--data", d],
+        Some("root-pw\n"),
+    );
+    tally_ok(&["users", "role", "root", "admin", "--data", d], None);
+    tally_ok(
+        &["users", "add", "alice", "--password-stdin", "--data", d],
+        Some("alice-pw\n"),
+    );
+    let server = Server::start(&data, None);
+
+    // A user who is not an administrator gets no dashboard.
+    let _ = client(); // installs the TLS provider reqwest needs
+    let c = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = c
+        .post(server.url("/ui/login"))
+        .form(&[("username", "alice"), ("password", "alice-pw")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("set-cookie").is_none());
+    assert!(r.text().unwrap().contains("not an administrator"));
+    assert_eq!(c.get(server.url("/ui")).send().unwrap().status(), 303);
+    assert_eq!(
+        c.get(server.url("/ui/events")).send().unwrap().status(),
+        303
+    );
+
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let mut node = Command::new("node")
+        .arg(ui_dir().join("dashboard.mjs"))
+        .args([
+            server.base.as_str(),
+            "root",
+            "root-pw",
+            shots.to_str().unwrap(),
+        ])
+        .current_dir(ui_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(node.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    if line.trim() != "READY" {
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(&mut node.stderr.take().unwrap(), &mut err);
+        panic!("browser not ready: {line}\n{err}");
+    }
+
+    // The insider's forged tokens, while the dashboard is open.
+    let alice = login(&server, "alice", "alice-pw");
+    let mut claims = payload(&alice);
+    for i in 0..3 {
+        claims["sub"] = json!(format!("member-{i}"));
+        claims["jti"] = json!(format!("forged-{i}"));
+        let forged = jws(
+            &insider,
+            &json!({"alg": "EdDSA", "kid": "k1", "typ": "at+jwt"}).to_string(),
+            &claims.to_string(),
+        );
+        let r = client()
+            .get(server.url("/v1/check"))
+            .bearer_auth(&forged)
+            .send()
+            .unwrap();
+        assert_eq!(r.headers()["x-tally-verdict"], "not_issued");
+    }
+    let mut stdin = node.stdin.take().unwrap();
+    let _ = writeln!(stdin, "ATTACKED");
+    drop(stdin);
+    let status = node.wait().unwrap();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut node.stderr.take().unwrap(), &mut err);
+    assert!(status.success(), "browser run failed:\n{rest}\n{err}");
+    assert!(rest.contains("OK countdown"), "{rest}");
+    let png = shots.join("dashboard.png");
+    assert!(std::fs::metadata(&png).unwrap().len() > 10_000);
+    eprintln!("screenshots: {} and dashboard-phone.png", png.display());
+}
