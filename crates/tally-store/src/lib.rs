@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod access;
+pub mod fleet;
 pub mod incidents;
 pub mod ledger;
 pub mod state;
