@@ -107,6 +107,24 @@ pub async fn authenticate(
         Ok(t) => t,
         Err(r) => return Err(crate::gate_http::refuse(app, &r, verdict)),
     };
+    // Only tokens tally itself issued (password, and one-time code where
+    // enrolled): an external identity provider's token for a subject of the
+    // same name must not carry tally's admin role.
+    let own = app
+        .own_keys
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(token.kid())
+        .is_some();
+    if !own {
+        tracing::warn!(event = "admin_denied", sub = ?token.subject(), kid = %token.kid(), "admin API refused: token from an external issuer");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the admin API takes only tokens issued by tally itself",
+        )
+        .into_response());
+    }
     let a = app.clone();
     let sub = token.subject().to_string();
     let role = tokio::task::spawn_blocking(move || a.dir.state.user_role(&sub))

@@ -298,17 +298,25 @@ pub fn for_audience(decision: Decision, audience: &str) -> Decision {
     })
 }
 
-/// The audience a `/v1/check` request is decided for: the server's, or the
-/// one a trusted proxy names in `X-Tally-Audience` (nginx sets it per
-/// location) if it is one tally accepts.
+/// The audience a `/v1/check` request is decided for: the audience of the
+/// `[[gate.routes]]` entry whose prefix (longest first) matches the original
+/// URI that a trusted proxy reports (`X-Original-URI`, which nginx sets), or
+/// the server's. Never a value the client names: a header such as
+/// `X-Tally-Audience` could be forwarded from the client by the proxy.
 pub fn check_audience<'a>(app: &'a App, headers: &'a HeaderMap, via_proxy: bool) -> &'a str {
     if via_proxy
-        && let Some(a) = headers
-            .get("x-tally-audience")
-            .and_then(|v| v.to_str().ok())
-        && app.config.accepts_audience(a)
+        && let Some(uri) = headers.get("x-original-uri").and_then(|v| v.to_str().ok())
+        && let Some(gate) = &app.config.gate
     {
-        return a;
+        let path = uri.split('?').next().unwrap_or("");
+        if let Some(route) = gate
+            .routes
+            .iter()
+            .filter(|r| path.starts_with(&r.prefix))
+            .max_by_key(|r| r.prefix.len())
+        {
+            return route.audience.as_deref().unwrap_or(&app.config.audience);
+        }
     }
     &app.config.audience
 }

@@ -478,12 +478,29 @@ pub fn build(
     })
 }
 
+/// A value for the Markdown report: control characters (a forged `sub` may
+/// carry newlines to fake a heading) become spaces, and `<`, `>`, `|`, `*`,
+/// `_`, `` ` ``, `[`, `]`, `#` are escaped.
 fn s(v: &Value) -> String {
-    match v {
+    let raw = match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
+    };
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        match c {
+            c if c.is_control() => out.push(' '),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '|' | '*' | '_' | '`' | '[' | ']' | '#' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
     }
+    out
 }
 
 /// The report as Markdown.
@@ -571,7 +588,7 @@ pub fn markdown(r: &Value) -> String {
         o.push_str("None outstanding.\n");
     }
     for m in &proposed {
-        o.push_str(&format!("- {}\n", m));
+        o.push_str(&format!("- {}\n", s(m)));
     }
     o.push_str("\n## Contacts\n\n");
     let contacts = r["contacts"].as_object().cloned().unwrap_or_default();
@@ -602,7 +619,7 @@ pub fn markdown(r: &Value) -> String {
             s(&d["first_seen"]),
             s(&d["last_seen"]),
             s(&d["count"]),
-            s(&d["summary"]).replace('|', "\\|")
+            s(&d["summary"])
         ));
     }
     o.push_str("\n## Timeline\n\n");
@@ -616,6 +633,25 @@ pub fn markdown(r: &Value) -> String {
         ));
     }
     o
+}
+
+/// Undoes the Markdown escaping of [`s`] (for the HTML rendering, which
+/// escapes for HTML itself).
+fn unmd(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\'
+            && let Some(&n) = chars.peek()
+            && "|*_`[]#\\".contains(n)
+        {
+            out.push(n);
+            chars.next();
+            continue;
+        }
+        out.push(c);
+    }
+    out.replace("&lt;", "<").replace("&gt;", ">")
 }
 
 fn esc(text: &str) -> String {
@@ -735,14 +771,14 @@ pub fn html(r: &Value, per_minute: &BTreeMap<i64, BTreeMap<String, u64>>) -> Str
             if !in_table {
                 body.push_str("<table>\n<tr>");
                 for c in &cells {
-                    body.push_str(&format!("<th>{}</th>", esc(c)));
+                    body.push_str(&format!("<th>{}</th>", esc(&unmd(c))));
                 }
                 body.push_str("</tr>\n");
                 in_table = true;
             } else {
                 body.push_str("<tr>");
                 for c in &cells {
-                    body.push_str(&format!("<td>{}</td>", esc(&c.replace("\\|", "|"))));
+                    body.push_str(&format!("<td>{}</td>", esc(&unmd(c))));
                 }
                 body.push_str("</tr>\n");
             }
@@ -757,30 +793,30 @@ pub fn html(r: &Value, per_minute: &BTreeMap<i64, BTreeMap<String, u64>>) -> Str
                 body.push_str("<ul>\n");
                 in_list = true;
             }
-            body.push_str(&format!("<li>{}</li>\n", esc(item)));
+            body.push_str(&format!("<li>{}</li>\n", esc(&unmd(item))));
             continue;
         }
         close_list(&mut body, &mut in_list);
         if let Some(t) = line.strip_prefix("### ") {
-            body.push_str(&format!("<h3>{}</h3>\n", esc(t)));
+            body.push_str(&format!("<h3>{}</h3>\n", esc(&unmd(t))));
         } else if let Some(t) = line.strip_prefix("## ") {
-            body.push_str(&format!("<h2>{}</h2>\n", esc(t)));
+            body.push_str(&format!("<h2>{}</h2>\n", esc(&unmd(t))));
             if t == "Affected subjects and records" {
                 body.push_str("<figure>");
                 body.push_str(&chart_svg(per_minute));
                 body.push_str("<figcaption>Attack requests per minute, by verdict (from the access log).</figcaption></figure>\n");
             }
         } else if let Some(t) = line.strip_prefix("# ") {
-            body.push_str(&format!("<h1>{}</h1>\n", esc(t)));
+            body.push_str(&format!("<h1>{}</h1>\n", esc(&unmd(t))));
         } else if !line.trim().is_empty() {
-            let t = esc(line);
-            // **bold**
+            // **bold** (the report's own markup; values are escaped by `s`).
+            let t = line.to_string();
             let mut out = String::new();
             for (i, part) in t.split("**").enumerate() {
                 if i % 2 == 1 {
-                    out.push_str(&format!("<strong>{part}</strong>"));
+                    out.push_str(&format!("<strong>{}</strong>", esc(&unmd(part))));
                 } else {
-                    out.push_str(part);
+                    out.push_str(&esc(&unmd(part)));
                 }
             }
             body.push_str(&format!("<p>{out}</p>\n"));
@@ -804,18 +840,15 @@ pub fn affected_csv(impact: &Impact) -> String {
     let mut o = String::from(
         "subject,categories,first_access,last_access,status,exposed_requests,attempted_requests\n",
     );
+    // Every field quoted (a `;` must not split a cell in semicolon locales),
+    // and a value a spreadsheet would take for a formula defused with `'`.
     let field = |s: &str| {
-        if s.contains([',', '"', '\n', '\r']) || s.starts_with(['=', '+', '-', '@']) {
-            // Quoted, and formula-looking values defused for spreadsheets.
-            let s = if s.starts_with(['=', '+', '-', '@']) {
-                format!("'{s}")
-            } else {
-                s.to_string()
-            };
-            format!("\"{}\"", s.replace('"', "\"\""))
+        let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+            format!("'{s}")
         } else {
             s.to_string()
-        }
+        };
+        format!("\"{}\"", s.replace('"', "\"\""))
     };
     for a in impact.subjects.values() {
         o.push_str(&format!(

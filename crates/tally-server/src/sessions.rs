@@ -174,6 +174,14 @@ pub fn dpop_key(app: &App, headers: &HeaderMap, path: &str) -> Result<Option<Str
         &tally_core::dpop::DpopPolicy::default(),
     )
     .map_err(|e| bad(e.detail()))?;
+    // Each proof is accepted once, here as at the gate.
+    let policy = tally_core::dpop::DpopPolicy::default();
+    if !app
+        .dpop_replay
+        .check_and_insert(&p.jkt, &p.jti, policy.replay_expires_at(p.iat), now)
+    {
+        return Err(bad("the proof was already used"));
+    }
     if let Some(nonces) = &app.dpop_nonces
         && !p.nonce.as_deref().is_some_and(|n| nonces.accepts(n, now))
     {

@@ -543,10 +543,11 @@ pub async fn events(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = admin(&app, &headers, peer_of(&ext), &uri).await {
+    let peer = peer_of(&ext);
+    if let Err(r) = admin(&app, &headers, peer, &uri).await {
         return r;
     }
-    let stream = futures_stream(app);
+    let stream = futures_stream(app, headers, peer, uri);
     let mut r = axum::response::sse::Sse::new(stream)
         .keep_alive(axum::response::sse::KeepAlive::default())
         .into_response();
@@ -557,13 +558,24 @@ pub async fn events(
 
 fn futures_stream(
     app: Arc<App>,
+    headers: HeaderMap,
+    peer: Option<SocketAddr>,
+    uri: Uri,
 ) -> impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>
 {
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut n = 0u64;
         loop {
             tick.tick().await;
+            n += 1;
+            // The stream outlives its request: the token, blocks and the
+            // admin role are checked again every few seconds, and the stream
+            // ends when they no longer hold.
+            if n.is_multiple_of(5) && admin(&app, &headers, peer, &uri).await.is_err() {
+                break;
+            }
             let a = app.clone();
             let Ok(snap) = tokio::task::spawn_blocking(move || snapshot(&a)).await else {
                 break;

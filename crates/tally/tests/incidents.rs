@@ -711,13 +711,13 @@ audience = "https://rp.example"
         None,
     );
     for u in &users[..8] {
-        assert!(csv.contains(&format!("\n{u},")), "{u} missing:\n{csv}");
+        assert!(csv.contains(&format!("\n\"{u}\",")), "{u} missing:\n{csv}");
     }
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert!((8..=10).contains(&rows.len()), "{csv}");
     assert!(
         rows.iter()
-            .all(|r| r.starts_with("member-") && r.contains(",exposed,")),
+            .all(|r| r.starts_with("\"member-") && r.contains(",exposed,")),
         "{csv}"
     );
 

@@ -365,6 +365,8 @@ fn routes_with_their_own_audience() {
         &cfg,
         format!(
             r#"
+trusted_proxies = ["127.0.0.1"]
+
 [gate]
 listen = "127.0.0.1:0"
 
@@ -433,15 +435,23 @@ audience = "orders-api"
         verdict("/profile/me", orders_token),
         (401, "wrong_audience".into())
     );
-    // /v1/check decides for the server's audience (no trusted proxy named
-    // another): the orders token is refused there too.
-    let r = c
-        .get(server.url("/v1/check"))
-        .bearer_auth(orders_token)
-        .header("X-Tally-Audience", "orders-api")
-        .send()
-        .unwrap();
-    assert_eq!(r.headers()["x-tally-verdict"], "wrong_audience");
+    // /v1/check (nginx): the audience comes from the route the original URI
+    // falls under, never from a header a client could send along.
+    let check = |token: &str, uri: &str| {
+        let r = c
+            .get(server.url("/v1/check"))
+            .bearer_auth(token)
+            .header("X-Original-URI", uri)
+            .header("X-Tally-Audience", "orders-api")
+            .send()
+            .unwrap();
+        r.headers()["x-tally-verdict"].to_str().unwrap().to_string()
+    };
+    assert_eq!(check(orders_token, "/orders/7?page=2"), "ok");
+    assert_eq!(check(orders_token, "/profile/me"), "wrong_audience");
+    assert_eq!(check(orders_token, "/elsewhere"), "wrong_audience");
+    assert_eq!(check(plain_token, "/orders/7"), "wrong_audience");
+    assert_eq!(check(plain_token, "/profile/me"), "ok");
     let upstream_paths: Vec<String> = seen
         .lock()
         .unwrap()
