@@ -106,6 +106,7 @@ fn main() {
                 kid: Some(e.kid),
                 route: "/profile/",
                 verdict: "ok",
+                detail: None,
             };
             findings += d.observe(&o).len();
         }

@@ -227,6 +227,8 @@ pub struct Observation<'a> {
     pub route: &'a str,
     /// The verdict's stable code.
     pub verdict: &'a str,
+    /// The refusal's detail, if any (e.g. [`crate::gate::ECDSA_TWIN`]).
+    pub detail: Option<&'a str>,
 }
 
 /// A fact raised outside the gate.
@@ -446,7 +448,11 @@ impl Detector {
             }
             a
         };
-        let forged = o.verdict == Verdict::NotIssued.code() || o.verdict == Verdict::Altered.code();
+        // An ECDSA twin of an issued token is refused, but anyone holding the
+        // token can make one: it proves nothing about the key.
+        let forged = (o.verdict == Verdict::NotIssued.code()
+            || o.verdict == Verdict::Altered.code())
+            && o.detail != Some(crate::gate::ECDSA_TWIN);
         if forged {
             let kid = o.kid.unwrap_or("");
             let mut suggested = vec![Containment::CompromiseKey {
@@ -876,6 +882,7 @@ mod tests {
             kid: Some("k1"),
             route: "/api/",
             verdict,
+            detail: None,
         }
     }
 
@@ -893,6 +900,10 @@ mod tests {
         );
         let f = d.observe(&obs(100, "203.0.113.7", "alice", "altered"));
         assert_eq!(f[0].rule, Rule::ForgedToken);
+        // An ECDSA twin of an issued token is no evidence against the key.
+        let mut twin = obs(100, "203.0.113.7", "alice", "altered");
+        twin.detail = Some(crate::gate::ECDSA_TWIN);
+        assert!(d.observe(&twin).iter().all(|f| f.rule != Rule::ForgedToken));
         // Ordinary refusals and allowed requests are not forgeries.
         for v in ["ok", "expired", "bad_signature", "revoked", "unknown_key"] {
             assert!(

@@ -32,6 +32,44 @@ use crate::jose::{self, ClaimsPolicy, KeySet, Rejection, VerifiedToken};
 use crate::registry::{Registry, TokenState};
 use crate::verdict::Verdict;
 
+/// Refusal detail of an `altered` token that is the ECDSA twin `(r, n - s)` of
+/// an issued ES256 token: refused, but anyone who holds the issued token can
+/// make it, so it proves nothing about the signing key.
+pub const ECDSA_TWIN: &str = "ECDSA twin of an issued token (signature malleability)";
+
+/// P-256 group order n, big-endian.
+const P256_N: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+
+/// The digest of the ES256 token whose signature is `(r, n - s)` for this
+/// token's `(r, s)`, or `None` if the signature is not 64 bytes of base64url
+/// with `0 < s < n`.
+pub fn ecdsa_twin_digest(token: &[u8]) -> Option<TokenDigest> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let dot = token.iter().rposition(|b| *b == b'.')?;
+    let (input, sig) = (token.get(..=dot)?, token.get(dot + 1..)?);
+    let sig = URL_SAFE_NO_PAD.decode(sig).ok()?;
+    let s: [u8; 32] = sig.get(32..64)?.try_into().ok()?;
+    if sig.len() != 64 || s == [0u8; 32] || s >= P256_N {
+        return None;
+    }
+    let mut twin = [0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let d = i16::from(P256_N[i]) - i16::from(s[i]) - borrow;
+        twin[i] = d.rem_euclid(256) as u8;
+        borrow = i16::from(d < 0);
+    }
+    let mut out = sig[..32].to_vec();
+    out.extend_from_slice(&twin);
+    let mut bytes = input.to_vec();
+    bytes.extend_from_slice(URL_SAFE_NO_PAD.encode(out).as_bytes());
+    Some(TokenDigest::of(&bytes))
+}
+
 /// Largest token the gate will even hash, in bytes (RFC-style limit; larger is `malformed`).
 pub const MAX_TOKEN_BYTES: usize = 8192;
 
@@ -144,6 +182,8 @@ pub enum Step {
 pub struct LedgerQuestion {
     token: VerifiedToken,
     digest: TokenDigest,
+    /// For ES256: the digest of the token's ECDSA twin `(r, n - s)`.
+    twin: Option<TokenDigest>,
 }
 
 impl LedgerQuestion {
@@ -337,7 +377,16 @@ impl Gate {
                         r.detail = Some("validly signed token without jti");
                         Step::Decided(Err(r))
                     } else {
-                        Step::AskLedger(Box::new(LedgerQuestion { token: vt, digest }))
+                        let twin = if vt.header().alg == jose::Algorithm::ES256 {
+                            ecdsa_twin_digest(token)
+                        } else {
+                            None
+                        };
+                        Step::AskLedger(Box::new(LedgerQuestion {
+                            token: vt,
+                            digest,
+                            twin,
+                        }))
                     }
                 }
             };
@@ -372,7 +421,13 @@ impl Gate {
                 revoked,
             } => {
                 if !token_sha256.ct_eq(&q.digest) {
-                    return Err(Refusal::about(Verdict::Altered, &q.token));
+                    let mut r = Refusal::about(Verdict::Altered, &q.token);
+                    // Anyone holding an issued ES256 token can make its twin
+                    // without any key: refused, but no proof of a stolen key.
+                    if q.twin.is_some_and(|t| token_sha256.ct_eq(&t)) {
+                        r.detail = Some(ECDSA_TWIN);
+                    }
+                    return Err(r);
                 }
                 // Really issued, but not in the registry: normally because it
                 // expired and was evicted, or because this registry lags the

@@ -38,6 +38,10 @@ pub struct AccessEvent {
     pub passed: bool,
     /// Decision time in microseconds.
     pub latency_us: u64,
+    /// Why a refusal was made, when it says more than the verdict (never
+    /// secret material).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<&'static str>,
     /// The upstream's response status, for requests the gate forwarded
     /// (`None` for `/v1/check`, where nginx forwards, and for refusals).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -162,5 +166,6 @@ pub fn event(
         passed,
         latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         upstream_status: None,
+        detail: decision.as_ref().err().and_then(|r| r.detail),
     }
 }

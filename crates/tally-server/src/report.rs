@@ -49,6 +49,9 @@ pub struct StoredEvent {
     /// The upstream's status, when the gate forwarded it.
     #[serde(default)]
     pub upstream_status: Option<u16>,
+    /// The refusal's detail.
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 impl StoredEvent {
@@ -99,7 +102,7 @@ impl Evidence {
 
     /// Whether `ev` is part of the attack.
     pub fn matches(&self, ev: &StoredEvent) -> bool {
-        if is_forgery(&ev.verdict) {
+        if is_forgery(&ev.verdict) && ev.detail.as_deref() != Some(tally_core::gate::ECDSA_TWIN) {
             return true;
         }
         let hit = |kind, v: &Option<String>| {

@@ -166,6 +166,7 @@ impl Watch {
                     kid: e.kid.as_deref(),
                     route: &e.route,
                     verdict: e.verdict,
+                    detail: e.detail,
                 };
                 findings.extend(d.observe(&o));
             }

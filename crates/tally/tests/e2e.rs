@@ -637,6 +637,17 @@ fn attack_table_over_http() {
     let server = Server::start(&data, Some(&short));
     assert_eq!(check(&server, Some(&t_ed)).verdict, "ok");
     assert_eq!(check(&server, Some(&es256_twin(&t_es))).verdict, "altered");
+    // Refused, but named for what it is: anyone holding the issued token can
+    // make its twin, so it is no evidence of a stolen key.
+    let body: serde_json::Value = client()
+        .get(server.url("/v1/check"))
+        .bearer_auth(es256_twin(&t_es))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("signature malleability"), "{message}");
     assert_eq!(check(&server, Some(&t_short)).verdict, "expired");
     server.stop();
     let verify = tally_ok(&["ledger", "verify", "--data", data_s], None);
