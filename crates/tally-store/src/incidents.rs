@@ -1,7 +1,11 @@
 //! Detections and incidents (`incidents.db`), with every incident action also
-//! written to a hash-chained audit log (`audit.db`, the same chain as the
-//! access log: editing, deleting or inserting an entry is detected by
-//! [`IncidentStore::verify_audit`]).
+//! written, in the same transaction, to a hash-chained audit table
+//! (`hash = SHA-256(prev || seq || at || body)`), whose head is also kept
+//! beside the database (`incidents.head`). [`IncidentStore::verify_audit`]
+//! recomputes the chain, checks that timeline and audit entries correspond one
+//! to one, and that every incident's state, awareness time, materiality and
+//! reports to authorities are what its audited timeline says: editing,
+//! deleting or inserting any of them is detected.
 //!
 //! Detections of severity high or critical open an incident, or join the one
 //! that is not yet closed: one attack is one incident, however many rules it
@@ -16,7 +20,7 @@ use serde_json::{Value, json};
 use tally_core::clocks::IncidentState;
 use tally_core::detect::{Detection, Severity};
 
-use crate::access::{AccessError, AccessLog};
+use crate::access::AccessError;
 
 /// Incident store failures, with stable codes.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +101,18 @@ CREATE TRIGGER IF NOT EXISTS timeline_append_only BEFORE UPDATE ON timeline
 BEGIN SELECT RAISE(ABORT, 'the incident timeline is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS timeline_no_delete BEFORE DELETE ON timeline
 BEGIN SELECT RAISE(ABORT, 'the incident timeline is append-only'); END;
+CREATE TABLE IF NOT EXISTS audit (
+    seq  INTEGER PRIMARY KEY,
+    at   INTEGER NOT NULL,
+    body BLOB    NOT NULL,
+    prev BLOB    NOT NULL,
+    hash BLOB    NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_append_only BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the incident audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the incident audit log is append-only'); END;
+CREATE UNIQUE INDEX IF NOT EXISTS timeline_audit ON timeline(audit_seq);
 CREATE TABLE IF NOT EXISTS submissions (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     incident_id  INTEGER NOT NULL REFERENCES incidents(id),
@@ -219,10 +235,29 @@ pub struct Recorded {
 /// An `incidents` row as read.
 type IncidentRow = (i64, i64, i64, String, String, String, Option<i64>, i64);
 
-/// `incidents.db` and `audit.db`.
+/// `incidents.db` and its audit head witness.
 pub struct IncidentStore {
     conn: Mutex<Connection>,
-    audit: AccessLog,
+    head: std::path::PathBuf,
+}
+
+fn chain_hash(prev: &[u8], seq: i64, at: i64, body: &[u8]) -> [u8; 32] {
+    let mut c = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    c.update(prev);
+    c.update(&seq.to_be_bytes());
+    c.update(&at.to_be_bytes());
+    c.update(body);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(c.finish().as_ref());
+    out
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn tampered(seq: i64, reason: String) -> IncidentError {
+    IncidentError::Audit(AccessError::Tampered { seq, reason })
 }
 
 fn state_of(s: &str) -> Result<IncidentState, IncidentError> {
@@ -235,7 +270,7 @@ fn severity_of(s: &str) -> Result<Severity, IncidentError> {
 }
 
 impl IncidentStore {
-    /// Opens (creating if needed) `incidents.db` and `audit.db` in `dir`.
+    /// Opens (creating if needed) `incidents.db` in `dir`.
     pub fn open(dir: &Path) -> Result<IncidentStore, IncidentError> {
         let conn = Connection::open(dir.join("incidents.db"))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -243,10 +278,9 @@ impl IncidentStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
-        let audit = AccessLog::open(&dir.join("audit.db"))?;
         Ok(IncidentStore {
             conn: Mutex::new(conn),
-            audit,
+            head: dir.join("incidents.head"),
         })
     }
 
@@ -254,7 +288,7 @@ impl IncidentStore {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends a timeline entry inside `tx`, after writing it to the audit log.
+    /// Appends a timeline entry and its audit entry inside `tx`.
     fn log(
         &self,
         tx: &rusqlite::Transaction<'_>,
@@ -266,15 +300,47 @@ impl IncidentStore {
     ) -> Result<(), IncidentError> {
         let doc = json!({
             "incident": incident_id, "at": at, "actor": actor, "kind": kind, "body": body,
-        });
-        let seq = self
-            .audit
-            .append(&[(at * 1000, doc.to_string().into_bytes())])?;
+        })
+        .to_string()
+        .into_bytes();
+        let (seq, prev): (i64, Vec<u8>) = tx
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .unwrap_or((0, vec![0u8; 32]));
+        let seq = seq + 1;
+        let hash = chain_hash(&prev, seq, at, &doc);
+        tx.execute(
+            "INSERT INTO audit (seq, at, body, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![seq, at, doc, prev, hash.as_slice()],
+        )?;
         tx.execute(
             "INSERT INTO timeline (incident_id, at, actor, kind, body, audit_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![incident_id, at, actor, kind, body.to_string(), seq],
         )?;
         Ok(())
+    }
+
+    /// Writes the audit head beside the database (after a commit): cutting
+    /// off the newest entries then shows.
+    fn write_head(&self, conn: &Connection) {
+        let head: Option<(i64, Vec<u8>)> = conn
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .ok()
+            .flatten();
+        if let Some((seq, hash)) = head {
+            let tmp = self.head.with_extension("head.tmp");
+            let _ = std::fs::write(&tmp, format!("{seq} {}\n", hex(&hash)))
+                .and_then(|_| std::fs::rename(&tmp, &self.head));
+        }
     }
 
     /// Stores detections (`(detection, is_new)`), opening or joining an
@@ -342,19 +408,21 @@ impl IncidentStore {
                 d.first_seen
             };
             // Join the incident that is not closed, or open one.
-            let open: Option<(i64, String)> = tx
+            let open: Option<(i64, String, i64)> = tx
                 .query_row(
-                    "SELECT id, severity FROM incidents WHERE state != 'closed' ORDER BY id DESC LIMIT 1",
+                    "SELECT id, severity, aware_at FROM incidents WHERE state != 'closed' ORDER BY id DESC LIMIT 1",
                     [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?;
+            let mut aware_now = aware;
             let inc = match open {
-                Some((id, sev)) => {
+                Some((id, sev, current)) => {
                     let sev = severity_of(&sev)?.max(d.severity);
+                    aware_now = current.min(aware);
                     tx.execute(
-                        "UPDATE incidents SET severity = ?2, aware_at = MIN(aware_at, ?3), updated_at = ?4 WHERE id = ?1",
-                        params![id, sev.as_str(), aware, now],
+                        "UPDATE incidents SET severity = ?2, aware_at = ?3, updated_at = ?4 WHERE id = ?1",
+                        params![id, sev.as_str(), aware_now, now],
                     )?;
                     id
                 }
@@ -391,11 +459,12 @@ impl IncidentStore {
                 "detection",
                 &json!({
                     "detection": det_id, "key": d.key, "rule": d.rule, "severity": d.severity,
-                    "first_seen": d.first_seen, "summary": d.summary,
+                    "first_seen": d.first_seen, "summary": d.summary, "aware_at": aware_now,
                 }),
             )?;
         }
         tx.commit()?;
+        self.write_head(&conn);
         Ok(out)
     }
 
@@ -445,6 +514,7 @@ impl IncidentStore {
             params![incident_id, at],
         )?;
         tx.commit()?;
+        self.write_head(&conn);
         Ok(())
     }
 
@@ -488,6 +558,7 @@ impl IncidentStore {
             &json!({"from": cur.as_str(), "to": next.as_str(), "note": note}),
         )?;
         tx.commit()?;
+        self.write_head(&conn);
         drop(conn);
         self.incident(id)?.ok_or(IncidentError::NotFound(id))
     }
@@ -512,6 +583,7 @@ impl IncidentStore {
             &json!({"materiality_at": at}),
         )?;
         tx.commit()?;
+        self.write_head(&conn);
         Ok(())
     }
 
@@ -548,6 +620,7 @@ impl IncidentStore {
             &json!({"regime": regime, "reference": reference}),
         )?;
         tx.commit()?;
+        self.write_head(&conn);
         Ok(())
     }
 
@@ -792,11 +865,71 @@ impl IncidentStore {
         Ok(out)
     }
 
-    /// Verifies the audit chain, and that every timeline entry is the one the
-    /// chain holds at its sequence number. Returns the number of entries.
+    /// Verifies the incident audit trail. Returns the number of entries.
+    ///
+    /// 1. The chain: sequence numbers contiguous from 1, every hash recomputed,
+    ///    and the head no shorter than, and consistent with, `incidents.head`.
+    /// 2. Timeline and audit correspond one to one, entry for entry.
+    /// 3. Every incident is what its audited timeline says: state (the last
+    ///    state change, `open` without one), awareness time (the last one
+    ///    recorded when it was opened or joined), materiality, and the reports
+    ///    to authorities (exactly the audited submissions).
     pub fn verify_audit(&self) -> Result<u64, IncidentError> {
-        let report = self.audit.verify()?;
         let conn = self.conn();
+        // 1. The chain.
+        let mut stmt = conn.prepare("SELECT seq, at, body, prev, hash FROM audit ORDER BY seq")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
+            ))
+        })?;
+        let mut audited: std::collections::HashMap<i64, Value> = std::collections::HashMap::new();
+        let mut prev = vec![0u8; 32];
+        let mut hashes: std::collections::HashMap<i64, Vec<u8>> = std::collections::HashMap::new();
+        for (expected, row) in (1i64..).zip(rows) {
+            let (seq, at, body, stored_prev, hash) = row?;
+            if seq != expected {
+                return Err(tampered(
+                    expected,
+                    format!("audit entry {expected} is missing"),
+                ));
+            }
+            if stored_prev != prev
+                || chain_hash(&prev, seq, at, &body).as_slice() != hash.as_slice()
+            {
+                return Err(tampered(seq, format!("audit entry {seq} was edited")));
+            }
+            audited.insert(seq, serde_json::from_slice(&body).unwrap_or(Value::Null));
+            hashes.insert(seq, hash.clone());
+            prev = hash;
+        }
+        if let Ok(text) = std::fs::read_to_string(&self.head) {
+            let mut parts = text.split_whitespace();
+            let seq: i64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let hash = parts.next().unwrap_or("");
+            match hashes.get(&seq) {
+                Some(h) if hex(h) == hash => {}
+                Some(_) => {
+                    return Err(tampered(
+                        seq,
+                        format!("audit entry {seq} differs from incidents.head"),
+                    ));
+                }
+                None => {
+                    return Err(tampered(
+                        seq,
+                        format!(
+                            "the audit log ends before entry {seq}, which incidents.head records"
+                        ),
+                    ));
+                }
+            }
+        }
+        // 2. Timeline <-> audit.
         let mut stmt = conn.prepare(
             "SELECT id, incident_id, at, actor, kind, body, audit_seq FROM timeline ORDER BY id",
         )?;
@@ -811,30 +944,125 @@ impl IncidentStore {
                 r.get::<_, i64>(6)?,
             ))
         })?;
-        let mut checked = 0u64;
+        let mut seen = std::collections::HashSet::new();
+        let mut by_incident: std::collections::BTreeMap<i64, Vec<(String, Value)>> =
+            Default::default();
         for row in rows {
             let (id, incident, at, actor, kind, body, seq) = row?;
-            let Some(stored) = self.audit.get(seq)? else {
-                return Err(AccessError::Tampered {
-                    seq,
-                    reason: format!("timeline entry {id} has no audit entry"),
-                }
-                .into());
-            };
             let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
             let expected =
                 json!({"incident": incident, "at": at, "actor": actor, "kind": kind, "body": body});
-            let got: Value = serde_json::from_slice(&stored).unwrap_or(Value::Null);
-            if got != expected {
-                return Err(AccessError::Tampered {
-                    seq,
-                    reason: format!("timeline entry {id} differs from the audit log"),
+            match audited.get(&seq) {
+                Some(doc) if *doc == expected => {}
+                Some(_) => {
+                    return Err(tampered(
+                        seq,
+                        format!("timeline entry {id} differs from the audit log"),
+                    ));
                 }
-                .into());
+                None => {
+                    return Err(tampered(
+                        seq,
+                        format!("timeline entry {id} has no audit entry"),
+                    ));
+                }
             }
-            checked += 1;
+            seen.insert(seq);
+            by_incident
+                .entry(incident)
+                .or_default()
+                .push((kind, json!({"at": at, "body": body})));
         }
-        let _ = report;
-        Ok(checked)
+        if let Some(seq) = audited.keys().copied().filter(|s| !seen.contains(s)).min() {
+            return Err(tampered(
+                seq,
+                format!("the timeline entry of audit entry {seq} was deleted"),
+            ));
+        }
+        // 3. Incidents and submissions against their audited timelines.
+        for inc in Self::all_incidents(&conn)? {
+            let entries = by_incident.get(&inc.id).cloned().unwrap_or_default();
+            let state = entries
+                .iter()
+                .rfind(|(k, _)| k == "state")
+                .and_then(|(_, e)| e["body"]["to"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "open".into());
+            let aware = entries
+                .iter()
+                .filter(|(k, _)| k == "opened" || k == "detection")
+                .filter_map(|(_, e)| e["body"]["aware_at"].as_i64())
+                .next_back();
+            let material = entries
+                .iter()
+                .filter(|(k, _)| k == "materiality")
+                .filter_map(|(_, e)| e["body"]["materiality_at"].as_i64())
+                .next_back();
+            if state != inc.state.as_str() {
+                return Err(tampered(
+                    0,
+                    format!(
+                        "incident {} is {} but its audited timeline says {state}",
+                        inc.id,
+                        inc.state.as_str()
+                    ),
+                ));
+            }
+            if aware != Some(inc.aware_at) {
+                return Err(tampered(
+                    0,
+                    format!(
+                        "incident {}: aware_at differs from its audited timeline",
+                        inc.id
+                    ),
+                ));
+            }
+            if material != inc.materiality_at {
+                return Err(tampered(
+                    0,
+                    format!(
+                        "incident {}: materiality differs from its audited timeline",
+                        inc.id
+                    ),
+                ));
+            }
+            let mut audited_subs: Vec<(String, i64, String)> = entries
+                .iter()
+                .filter(|(k, _)| k == "submission")
+                .map(|(_, e)| {
+                    (
+                        e["body"]["regime"].as_str().unwrap_or("").to_string(),
+                        e["at"].as_i64().unwrap_or(0),
+                        e["body"]["reference"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect();
+            let mut stmt = conn.prepare(
+                "SELECT regime, submitted_at, reference FROM submissions WHERE incident_id = ?1",
+            )?;
+            let mut stored: Vec<(String, i64, String)> = stmt
+                .query_map(params![inc.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            audited_subs.sort();
+            stored.sort();
+            if audited_subs != stored {
+                return Err(tampered(
+                    0,
+                    format!(
+                        "incident {}: reports to authorities differ from its audited timeline",
+                        inc.id
+                    ),
+                ));
+            }
+        }
+        Ok(audited.len() as u64)
+    }
+
+    fn all_incidents(conn: &Connection) -> Result<Vec<Incident>, IncidentError> {
+        let mut stmt = conn.prepare(
+            "SELECT id, opened_at, aware_at, state, severity, title, materiality_at, updated_at FROM incidents ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], Self::row_incident)?;
+        rows.map(|r| r.map_err(IncidentError::from).and_then(Self::to_incident))
+            .collect()
     }
 }

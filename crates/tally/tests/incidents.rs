@@ -490,18 +490,73 @@ dpo = "dpo@shop.example"
     );
     assert!(tally_ok(&["incident", "verify", "--data", d], None).contains("chain intact"));
 
-    // Editing the audit trail is detected.
+    // Every edit of the trail is detected, and undoing it makes it verify
+    // again: each row is (tampering, undo, what verify must say).
     drop(server);
     let raw = rusqlite::Connection::open(data.join("incidents.db")).unwrap();
     raw.execute_batch(
-        "DROP TRIGGER timeline_append_only;
-         UPDATE timeline SET actor = 'nobody' WHERE actor = 'soc-1';",
+        "DROP TRIGGER timeline_append_only; DROP TRIGGER timeline_no_delete;
+         CREATE TABLE saved AS SELECT * FROM timeline WHERE kind = 'note';",
     )
     .unwrap();
-    drop(raw);
+    let cases: [(&str, &str, &str); 5] = [
+        (
+            "UPDATE timeline SET actor = 'nobody' WHERE actor = 'soc-1'",
+            "UPDATE timeline SET actor = 'soc-1' WHERE actor = 'nobody'",
+            "differs from the audit log",
+        ),
+        (
+            "DELETE FROM timeline WHERE kind = 'note'",
+            "INSERT INTO timeline SELECT * FROM saved",
+            "was deleted",
+        ),
+        (
+            "UPDATE incidents SET aware_at = aware_at + 86400",
+            "UPDATE incidents SET aware_at = aware_at - 86400",
+            "aware_at differs",
+        ),
+        (
+            "UPDATE incidents SET state = 'open'",
+            "UPDATE incidents SET state = 'closed'",
+            "audited timeline says closed",
+        ),
+        (
+            "INSERT INTO submissions (incident_id, regime, submitted_at, actor, reference) VALUES (1, 'gdpr_art33', 1, 'x', 'backdated')",
+            "DELETE FROM submissions WHERE reference = 'backdated'",
+            "reports to authorities differ",
+        ),
+    ];
+    // Opening the store puts its triggers back: someone with write access
+    // drops them first, every time.
+    let unguarded = |sql: &str| {
+        raw.execute_batch(&format!(
+            "DROP TRIGGER IF EXISTS timeline_append_only; DROP TRIGGER IF EXISTS timeline_no_delete; {sql}"
+        ))
+        .unwrap()
+    };
+    for (tamper, undo, says) in cases {
+        unguarded(tamper);
+        let out = tally(&["incident", "verify", "--data", d], None);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{tamper}: {err}"
+        );
+        unguarded(undo);
+        assert!(
+            tally_ok(&["incident", "verify", "--data", d], None).contains("chain intact"),
+            "after undoing {tamper}"
+        );
+    }
+    // The audit table itself refuses edits; forcing one breaks the chain.
+    assert!(
+        raw.execute_batch("UPDATE audit SET at = at + 1 WHERE seq = 1")
+            .is_err()
+    );
+    raw.execute_batch("DROP TRIGGER audit_append_only; UPDATE audit SET at = at + 1 WHERE seq = 1")
+        .unwrap();
     let out = tally(&["incident", "verify", "--data", d], None);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("differs from the audit log"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("audit entry 1 was edited"));
 }
 
 /// What the alert receiver saw: (path, headers, body).
