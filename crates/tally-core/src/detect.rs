@@ -581,8 +581,10 @@ impl Detector {
                 suggested,
             });
         }
-        // token_replay: distinct sources per token.
-        if let Some(tid) = o.token_id {
+        // token_replay: distinct sources per token, for tokens the gate
+        // allowed (a refused token, e.g. an expired one, must not let its
+        // holder set off containment against its subject).
+        if let Some(tid) = o.token_id.filter(|_| o.verdict == Verdict::Ok.code()) {
             // The replay rule's key for a token: its actor key, moved into
             // another namespace (keys are uniform, so a constant xor suffices).
             let tk =
