@@ -61,8 +61,9 @@ pub struct Alerts {
 
 fn checked_url(url: &str, what: &str) -> Result<String, String> {
     let u = url.trim();
-    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"];
-    if u.starts_with("https://") || loopback.iter().any(|p| u.starts_with(p)) {
+    // The host is parsed, not prefix-matched: http://localhost.evil.example
+    // and http://127.0.0.1@evil.example are refused.
+    if crate::config::jwks_url_allowed(u) {
         Ok(u.to_string())
     } else {
         Err(format!(
