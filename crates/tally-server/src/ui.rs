@@ -152,6 +152,9 @@ pub async fn login(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
     let Ok(form) = serde_urlencoded::from_bytes::<LoginForm>(&body) else {
         return login_form(Some("Fill in user and password."));
     };
@@ -215,8 +218,54 @@ pub async fn login(
     r
 }
 
-/// `POST /ui/logout`.
-pub async fn logout() -> Response {
+/// Whether a form post comes from the dashboard itself: browsers send
+/// `Sec-Fetch-Site` and `Origin`; a cross-site post (login CSRF, forced
+/// sign-out) is refused.
+fn same_origin(headers: &HeaderMap) -> bool {
+    if headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "cross-site" || v == "same-site")
+    {
+        return false;
+    }
+    match (
+        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+        headers.get(header::HOST).and_then(|v| v.to_str().ok()),
+    ) {
+        (Some(origin), Some(host)) => {
+            let o = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"))
+                .unwrap_or("");
+            o == host
+                || headers
+                    .get("x-forwarded-host")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|fh| fh == o)
+        }
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
+}
+
+fn cross_site() -> Response {
+    (StatusCode::FORBIDDEN, "cross-site form posts are refused").into_response()
+}
+
+/// `POST /ui/logout`: ends the session (the token is revoked, not only the
+/// cookie cleared).
+pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
+    if let Some(token) = cookie_token(&headers)
+        && let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}"))
+    {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, v);
+        let _ = crate::sessions::logout(State(app), h).await;
+    }
     let mut r = (
         StatusCode::SEE_OTHER,
         [(header::LOCATION, HeaderValue::from_static("/ui/login"))],

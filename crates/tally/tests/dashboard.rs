@@ -90,6 +90,52 @@ fn the_dashboard_shows_an_attack_live() {
         c.get(server.url("/ui/events")).send().unwrap().status(),
         303
     );
+    // A sign-in posted from another site is refused (login CSRF).
+    let r = c
+        .post(server.url("/ui/login"))
+        .header("Origin", "http://evil.example")
+        .form(&[("username", "root"), ("password", "root-pw")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().get("set-cookie").is_none());
+    // Signing out revokes the dashboard's token, not only its cookie.
+    let r = c
+        .post(server.url("/ui/login"))
+        .form(&[("username", "root"), ("password", "root-pw")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let token = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("tally_ui=")
+        .to_string();
+    let verdict = |t: &str| {
+        client()
+            .get(server.url("/v1/check"))
+            .bearer_auth(t)
+            .send()
+            .unwrap()
+            .headers()["x-tally-verdict"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(verdict(&token), "ok");
+    let r = c
+        .post(server.url("/ui/logout"))
+        .header("Cookie", format!("tally_ui={token}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(verdict(&token), "revoked");
 
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let mut node = Command::new("node")
