@@ -106,6 +106,10 @@ impl TalliedToken {
     pub fn jkt(&self) -> Option<&str> {
         self.seen.jkt.as_deref()
     }
+    /// The token's audiences (`aud`).
+    pub fn audiences(&self) -> impl Iterator<Item = &str> {
+        self.seen.audiences.iter().map(|a| &**a)
+    }
     /// Whether the token's `aud` contains `audience`.
     pub fn has_audience(&self, audience: &str) -> bool {
         self.seen.audiences.iter().any(|a| &**a == audience)

@@ -500,7 +500,7 @@ pub async fn introspect(
                 "jti": t.token_id(),
                 "exp": t.expires_at(),
                 "iss": app.config.issuer,
-                "aud": app.config.audience,
+                "aud": t.audiences().collect::<Vec<_>>(),
             }))
             .into_response(),
             Err(_) => inactive(),
