@@ -378,7 +378,15 @@ pub async fn add_hold(
     }
 }
 
-/// `DELETE /v1/admin/holds/{id}` → `204`, or `404` if no such hold is in force.
+/// Query of `DELETE /v1/admin/holds/{id}`.
+#[derive(Deserialize)]
+pub struct ReleaseQuery {
+    #[serde(default)]
+    reason: String,
+}
+
+/// `DELETE /v1/admin/holds/{id}?reason=…` → `204`, or `404` if no such hold is
+/// in force. The reason and the administrator are kept with the hold.
 pub async fn release_hold(
     State(app): State<Arc<App>>,
     ext: axum::http::Extensions,
@@ -386,12 +394,19 @@ pub async fn release_hold(
     uri: Uri,
     headers: HeaderMap,
     Path(id): Path<i64>,
+    axum::extract::Query(q): axum::extract::Query<ReleaseQuery>,
 ) -> Response {
     let Admin(actor) = admin_only!(app, ext, headers, method, uri);
+    let why = match reason(&q.reason) {
+        Ok(r) => r.to_string(),
+        Err(_) => return bad("releasing a legal hold needs ?reason= saying why it may end".into()),
+    };
     let a = app.clone();
-    match blocking(move || a.access_log.release(id, now_unix())).await {
+    let by = format!("admin:{actor}");
+    let w = why.clone();
+    match blocking(move || a.access_log.release(id, now_unix(), &by, &w)).await {
         Ok(true) => {
-            tracing::warn!(event = "legal_hold_released", id, actor = ?actor, "legal hold released");
+            tracing::warn!(event = "legal_hold_released", id, actor = ?actor, reason = ?why, "legal hold released");
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(false) => ApiError::not_found(format!("no hold {id} in force")).into_response(),

@@ -133,6 +133,16 @@ impl AccessLog {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        // Who released a hold and why (added after the first schema).
+        let has: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('holds') WHERE name = 'release_reason'")?
+            .exists([])?;
+        if !has {
+            conn.execute_batch(
+                "ALTER TABLE holds ADD COLUMN released_by TEXT;
+                 ALTER TABLE holds ADD COLUMN release_reason TEXT;",
+            )?;
+        }
         Ok(AccessLog {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
@@ -319,10 +329,11 @@ impl AccessLog {
     }
 
     /// Releases a hold. Returns false if no such hold is in force.
-    pub fn release(&self, id: i64, now: i64) -> Result<bool, AccessError> {
+    pub fn release(&self, id: i64, now: i64, by: &str, reason: &str) -> Result<bool, AccessError> {
         Ok(self.conn().execute(
-            "UPDATE holds SET released_at = ?2 WHERE id = ?1 AND released_at IS NULL",
-            params![id, now],
+            "UPDATE holds SET released_at = ?2, released_by = ?3, release_reason = ?4
+             WHERE id = ?1 AND released_at IS NULL",
+            params![id, now, by, reason],
         )? == 1)
     }
 
@@ -496,7 +507,7 @@ mod tests {
             raw.execute("DELETE FROM events WHERE at_ms = 2000", [])
                 .is_err()
         );
-        assert!(log.release(hold, 1).unwrap());
+        assert!(log.release(hold, 1, "test", "case closed").unwrap());
         assert_eq!(log.purge(5000).unwrap(), 3);
         log.append(&[(20_000, b"{}".to_vec())]).unwrap();
         let report = log.verify().unwrap();

@@ -141,6 +141,12 @@ enum AccessCmd {
     Release {
         /// Hold id.
         id: i64,
+        /// Why the hold may end (kept with the hold).
+        #[arg(long)]
+        reason: String,
+        /// Who releases it (default: $USER).
+        #[arg(long)]
+        actor: Option<String>,
         #[command(flatten)]
         data: DataArg,
     },
@@ -1052,8 +1058,16 @@ fn access(cfg: Option<&Path>, cmd: AccessCmd) -> Result<ExitCode, String> {
             print_table(&table);
             Ok(ExitCode::SUCCESS)
         }
-        AccessCmd::Release { id, .. } => {
-            if log.release(id, now).map_err(|e| e.to_string())? {
+        AccessCmd::Release {
+            id, reason, actor, ..
+        } => {
+            let reason = tally_server::admin::reason(&reason)
+                .map_err(|_| "--reason must say why the hold may end".to_string())?;
+            let by = lifecycle::actor(actor.as_deref());
+            if log
+                .release(id, now, &by, reason)
+                .map_err(|e| e.to_string())?
+            {
                 println!("hold {id} released");
                 Ok(ExitCode::SUCCESS)
             } else {

@@ -374,9 +374,30 @@ fn admin_api_manages_blocks_and_holds() {
         c.delete(&one).bearer_auth(&alice).send().unwrap().status(),
         403
     );
+    // Ending a preservation order needs a reason, kept with the hold.
     assert_eq!(
         c.delete(&one).bearer_auth(&root).send().unwrap().status(),
+        400
+    );
+    assert_eq!(
+        c.delete(format!("{one}?reason=court%20order%20lifted"))
+            .bearer_auth(&root)
+            .send()
+            .unwrap()
+            .status(),
         204
+    );
+    let raw = rusqlite::Connection::open(data.join("access.db")).unwrap();
+    let (by, why): (String, String) = raw
+        .query_row(
+            "SELECT released_by, release_reason FROM holds WHERE id = ?1",
+            [hold["id"].as_i64().unwrap()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (by.as_str(), why.as_str()),
+        ("admin:root", "court order lifted")
     );
     let listed: Value = c
         .get(&holds)
