@@ -142,8 +142,8 @@ pub enum IncidentCmd {
     /// Re-evaluate the stored access log for tokens signed with KID that the
     /// ledger cannot tally, and list every account they touched.
     Scan {
-        /// The signing key.
-        #[arg(long)]
+        /// The signing key (a thumbprint may start with '-').
+        #[arg(long, allow_hyphen_values = true)]
         kid: String,
         /// Only events at or after this time (RFC 3339).
         #[arg(long)]

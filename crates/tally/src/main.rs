@@ -280,7 +280,8 @@ enum KeysCmd {
     /// Mark a key compromised: issuance with it stops at once, and the tokens
     /// it signed since TIME (all of them without --since) are revoked.
     Compromise {
-        /// The compromised key.
+        /// The compromised key (a thumbprint may start with '-').
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// Revoke tokens signed at or after this time (RFC 3339 or unix seconds).
         #[arg(long)]
@@ -316,7 +317,7 @@ enum KeysCmd {
     /// make it the active signing key.
     Import {
         /// Key id to publish (default: RFC 7638 thumbprint).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         kid: Option<String>,
         /// PKCS#8 PEM file ("-----BEGIN PRIVATE KEY-----").
         #[arg(long)]
@@ -330,7 +331,8 @@ enum KeysCmd {
 enum CustodianCmd {
     /// Record PERSON as a custodian of KID.
     Add {
-        /// The key.
+        /// The key (a thumbprint may start with '-').
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// The person (name or e-mail).
         person: String,
@@ -1256,6 +1258,30 @@ fn trusted_ledger_verifier(c: &Config) -> Result<NoteVerifier, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a key id is an RFC 7638 thumbprint (base64url) and may
+    /// begin with '-' too, one key in 64.
+    #[test]
+    fn key_commands_accept_a_kid_starting_with_a_hyphen() {
+        for args in [
+            &[
+                "tally",
+                "keys",
+                "custodian",
+                "add",
+                "-iBrJv",
+                "olivia",
+                "--data",
+                "d",
+            ][..],
+            &["tally", "keys", "compromise", "-iBrJv", "--data", "d"][..],
+            &[
+                "tally", "incident", "scan", "--kid", "-iBrJv", "--data", "d",
+            ][..],
+        ] {
+            assert!(Cli::try_parse_from(args).is_ok(), "{args:?}");
+        }
+    }
 
     /// Regression: a base64url token id may begin with '-' and must not be
     /// read as an option.
