@@ -217,30 +217,53 @@ impl Alerts {
             }
             Err(_) => return,
         };
+        // One task per sink, so that an unreachable receiver delays only its
+        // own alerts; within a sink, alerts go in order and the round stops at
+        // the first failure (the rest wait for their backoff).
+        let mut by_sink: std::collections::BTreeMap<String, Vec<OutboxItem>> = Default::default();
         for item in due {
-            let outcome = self.deliver(&item).await;
-            let s = store.clone();
-            let now = crate::keys::now_unix();
-            let id = item.id;
-            let attempts = item.attempts + 1;
-            let sink = item.sink.clone();
-            let _ = tokio::task::spawn_blocking(move || match outcome {
-                Ok(()) => {
-                    tracing::info!(event = "alert_delivered", id, sink = %sink, attempts, "alert delivered");
-                    s.delivered(id, now)
-                }
-                Err(e) if attempts >= MAX_ATTEMPTS => {
-                    tracing::error!(event = "alert_failed", id, sink = %sink, attempts, error = %e, "alert given up");
-                    s.attempt_failed(id, now, None, &e)
-                }
-                Err(e) => {
-                    let wait = 1i64 << attempts.clamp(0, 12);
-                    tracing::warn!(event = "alert_retry", id, sink = %sink, attempts, retry_in = wait.min(3600), error = %e, "alert not delivered; retrying");
-                    s.attempt_failed(id, now, Some(now + wait.min(3600)), &e)
-                }
-            })
-            .await;
+            by_sink.entry(item.sink.clone()).or_default().push(item);
         }
+        let mut set = tokio::task::JoinSet::new();
+        for (_, items) in by_sink {
+            let (me, store) = (self.clone(), store.clone());
+            set.spawn(async move {
+                for item in items {
+                    if !me.settle(&store, item).await {
+                        break;
+                    }
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+    }
+
+    /// One delivery attempt and its bookkeeping; true if it was delivered.
+    async fn settle(&self, store: &Arc<IncidentStore>, item: OutboxItem) -> bool {
+        let outcome = self.deliver(&item).await;
+        let delivered = outcome.is_ok();
+        let s = store.clone();
+        let now = crate::keys::now_unix();
+        let id = item.id;
+        let attempts = item.attempts + 1;
+        let sink = item.sink.clone();
+        let _ = tokio::task::spawn_blocking(move || match outcome {
+            Ok(()) => {
+                tracing::info!(event = "alert_delivered", id, sink = %sink, attempts, "alert delivered");
+                s.delivered(id, now)
+            }
+            Err(e) if attempts >= MAX_ATTEMPTS => {
+                tracing::error!(event = "alert_failed", id, sink = %sink, attempts, error = %e, "alert given up");
+                s.attempt_failed(id, now, None, &e)
+            }
+            Err(e) => {
+                let wait = 1i64 << attempts.clamp(0, 12);
+                tracing::warn!(event = "alert_retry", id, sink = %sink, attempts, retry_in = wait.min(3600), error = %e, "alert not delivered; retrying");
+                s.attempt_failed(id, now, Some(now + wait.min(3600)), &e)
+            }
+        })
+        .await;
+        delivered
     }
 
     async fn deliver(&self, item: &OutboxItem) -> Result<(), String> {
