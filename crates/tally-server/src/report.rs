@@ -657,7 +657,8 @@ fn unmd(text: &str) -> String {
     out.replace("&lt;", "<").replace("&gt;", ">")
 }
 
-fn esc(text: &str) -> String {
+/// Escapes text for HTML (element content and quoted attributes).
+pub fn esc(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -18,16 +18,9 @@ use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::keys::now_unix;
+use crate::report::esc;
 
 const COOKIE: &str = "tally_ui";
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
 
 fn cookie_token(headers: &HeaderMap) -> Option<String> {
     headers

@@ -82,7 +82,9 @@ WHEN EXISTS (SELECT 1 FROM holds WHERE released_at IS NULL
 BEGIN SELECT RAISE(ABORT, 'a legal hold covers this event'); END;
 ";
 
-fn chain_hash(prev: &[u8], seq: i64, at_ms: i64, body: &[u8]) -> [u8; 32] {
+/// `SHA-256(prev || seq || at || body)`: one link of the hash chains of the
+/// access log and of the incident audit trail.
+pub(crate) fn chain_hash(prev: &[u8], seq: i64, at_ms: i64, body: &[u8]) -> [u8; 32] {
     let mut c = Context::new(&SHA256);
     c.update(prev);
     c.update(&seq.to_be_bytes());
@@ -416,7 +418,7 @@ impl AccessLog {
     }
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tally_core::clocks::IncidentState;
 use tally_core::detect::{Detection, Severity};
 
-use crate::access::AccessError;
+use crate::access::{AccessError, chain_hash, hex};
 
 /// Incident store failures, with stable codes.
 #[derive(Debug, thiserror::Error)]
@@ -239,21 +239,6 @@ type IncidentRow = (i64, i64, i64, String, String, String, Option<i64>, i64);
 pub struct IncidentStore {
     conn: Mutex<Connection>,
     head: std::path::PathBuf,
-}
-
-fn chain_hash(prev: &[u8], seq: i64, at: i64, body: &[u8]) -> [u8; 32] {
-    let mut c = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    c.update(prev);
-    c.update(&seq.to_be_bytes());
-    c.update(&at.to_be_bytes());
-    c.update(body);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(c.finish().as_ref());
-    out
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn tampered(seq: i64, reason: String) -> IncidentError {
