@@ -448,11 +448,7 @@ impl Detector {
             }
             a
         };
-        // An ECDSA twin of an issued token is refused, but anyone holding the
-        // token can make one: it proves nothing about the key.
-        let forged = (o.verdict == Verdict::NotIssued.code()
-            || o.verdict == Verdict::Altered.code())
-            && o.detail != Some(crate::gate::ECDSA_TWIN);
+        let forged = crate::gate::proves_stolen_key(o.verdict, o.detail);
         if forged {
             let kid = o.kid.unwrap_or("");
             let mut suggested = vec![Containment::CompromiseKey {

@@ -37,6 +37,22 @@ use crate::verdict::Verdict;
 /// make it, so it proves nothing about the signing key.
 pub const ECDSA_TWIN: &str = "ECDSA twin of an issued token (signature malleability)";
 
+/// Whether a decision (its verdict code and refusal detail, as access events
+/// record them) proves that a signing key is in the wrong hands: a validly
+/// signed token the ledger cannot tally, except the ECDSA twin of an issued
+/// token, which any holder of that token can make. The one rule the gate's
+/// forgery report, the detector and the incident evidence all use.
+pub fn proves_stolen_key(verdict: &str, detail: Option<&str>) -> bool {
+    Verdict::from_code(verdict).is_some_and(Verdict::is_forgery) && detail != Some(ECDSA_TWIN)
+}
+
+impl Refusal {
+    /// [`proves_stolen_key`] for this refusal.
+    pub fn proves_stolen_key(&self) -> bool {
+        proves_stolen_key(self.verdict.code(), self.detail)
+    }
+}
+
 /// P-256 group order n, big-endian.
 const P256_N: [u8; 32] = [
     0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
@@ -851,5 +867,22 @@ mod tests {
             f.decide(&own, NOW, LedgerAnswer::Unavailable),
             Err(Verdict::WrongIssuer)
         );
+    }
+
+    #[test]
+    fn only_untallied_tokens_prove_a_stolen_key() {
+        assert!(proves_stolen_key("not_issued", None));
+        assert!(proves_stolen_key("altered", None));
+        assert!(!proves_stolen_key("altered", Some(ECDSA_TWIN)));
+        for v in [
+            "ok",
+            "expired",
+            "revoked",
+            "bad_signature",
+            "unknown_key",
+            "nonsense",
+        ] {
+            assert!(!proves_stolen_key(v, None), "{v}");
+        }
     }
 }

@@ -212,7 +212,7 @@ fn blocked(block: &tally_core::containment::Block, mut r: Refusal) -> Refusal {
 /// A validly signed token the ledger cannot tally proves a signing key is in
 /// the wrong hands: count it against the key and log it, once per decision.
 fn report_forgery(app: &App, r: &Refusal, target: &Target) {
-    if !r.verdict().is_forgery() || r.detail == Some(tally_core::gate::ECDSA_TWIN) {
+    if !r.proves_stolen_key() {
         return;
     }
     if let Some(kid) = &r.kid {

@@ -55,6 +55,12 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
+    /// Whether this event proves a signing key is in the wrong hands
+    /// ([`tally_core::gate::proves_stolen_key`]).
+    pub fn proves_stolen_key(&self) -> bool {
+        tally_core::gate::proves_stolen_key(&self.verdict, self.detail.as_deref())
+    }
+
     /// Whether data reached the client: the gate let the request through and
     /// the upstream answered it with success (or tally cannot know the
     /// answer, as behind nginx: then it counts as exposed, to be safe).
@@ -102,7 +108,7 @@ impl Evidence {
 
     /// Whether `ev` is part of the attack.
     pub fn matches(&self, ev: &StoredEvent) -> bool {
-        if is_forgery(&ev.verdict) && ev.detail.as_deref() != Some(tally_core::gate::ECDSA_TWIN) {
+        if ev.proves_stolen_key() {
             return true;
         }
         let hit = |kind, v: &Option<String>| {
@@ -113,10 +119,6 @@ impl Evidence {
             || hit(ActorKind::Device, &ev.device)
             || hit(ActorKind::Token, &ev.token_id)
     }
-}
-
-fn is_forgery(verdict: &str) -> bool {
-    verdict == "not_issued" || verdict == "altered"
 }
 
 /// One affected customer.
@@ -190,7 +192,7 @@ impl Impact {
     }
 
     fn add(&mut self, ev: &StoredEvent) {
-        if is_forgery(&ev.verdict) {
+        if ev.proves_stolen_key() {
             self.forged_requests += 1;
         }
         let exposed = ev.exposed();

@@ -530,7 +530,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
                 if ev.kid.as_deref() != Some(kid.as_str()) {
                     return false;
                 }
-                if ev.verdict == "not_issued" || ev.verdict == "altered" {
+                if ev.proves_stolen_key() {
                     return true;
                 }
                 ev.token_id
