@@ -252,25 +252,24 @@ pub async fn add_block(
         Some(_) => return bad("expires_in_secs must be between 1 and ten years".into()),
     };
     let a = app.clone();
-    let (v, by) = (value.clone(), format!("admin:{actor}"));
-    let stored = blocking(move || {
-        let id = a
-            .dir
-            .state
-            .add_block(kind, &v, &why, &by, now, expires_at)?;
-        a.dir
-            .state
-            .blocks(now)
-            .map(|rows| rows.into_iter().find(|b| b.id == id))
-    })
-    .await;
-    match stored {
-        Ok(Some(b)) => {
+    let by = format!("admin:{actor}");
+    // The answer is built from what was stored, not read back.
+    let row = |id| tally_store::BlockRow {
+        id,
+        kind: kind.to_string(),
+        value: value.clone(),
+        reason: why.clone(),
+        actor: by.clone(),
+        created_at: now,
+        expires_at,
+    };
+    let (v, w, b) = (value.clone(), why.clone(), by.clone());
+    match blocking(move || a.dir.state.add_block(kind, &v, &w, &b, now, expires_at)).await {
+        Ok(id) => {
             app.reload_blocks();
-            tracing::warn!(event = "block_added", id = b.id, kind, value = ?value, actor = ?actor, "containment block added");
-            (StatusCode::CREATED, Json(block_json(&b))).into_response()
+            tracing::warn!(event = "block_added", id, kind, value = ?value, actor = ?actor, "containment block added");
+            (StatusCode::CREATED, Json(block_json(&row(id)))).into_response()
         }
-        Ok(None) => ApiError::unavailable("internal").into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -361,19 +360,19 @@ pub async fn add_hold(
     let a = app.clone();
     let by = format!("admin:{actor}");
     let (from, until) = (req.from_ms, req.until_ms);
-    let stored = blocking(move || {
-        let id = a.access_log.hold(from, until, &why, &by, now_unix())?;
-        a.access_log
-            .holds()
-            .map(|rows| rows.into_iter().find(|h| h.id == id))
-    })
-    .await;
-    match stored {
-        Ok(Some(h)) => {
-            tracing::warn!(event = "legal_hold_placed", id = h.id, from_ms = from, until_ms = until, actor = ?actor, "legal hold placed on the access log");
-            (StatusCode::CREATED, Json(hold_json(&h))).into_response()
+    let (w, b) = (why.clone(), by.clone());
+    match blocking(move || a.access_log.hold(from, until, &w, &b, now_unix())).await {
+        Ok(id) => {
+            tracing::warn!(event = "legal_hold_placed", id, from_ms = from, until_ms = until, actor = ?actor, "legal hold placed on the access log");
+            let hold = tally_store::access::Hold {
+                id,
+                from_ms: from,
+                until_ms: until,
+                reason: why,
+                actor: by,
+            };
+            (StatusCode::CREATED, Json(hold_json(&hold))).into_response()
         }
-        Ok(None) => ApiError::unavailable("internal").into_response(),
         Err(e) => e.into_response(),
     }
 }

@@ -629,10 +629,3 @@ pub async fn phase(
     let _ = server.await;
     Ok(out)
 }
-
-/// Both phases: (a) monitor, then (b) enforce, on identical data.
-pub async fn run(opts: &Options, progress: Progress<'_>) -> Result<(Phase, Phase), String> {
-    let a = phase(opts, GateMode::Monitor, progress).await?;
-    let b = phase(opts, GateMode::Enforce, progress).await?;
-    Ok((a, b))
-}

@@ -393,12 +393,9 @@ pub fn build(
             .filter(|t| *t > inc.aware_at)
             .collect(),
     };
-    let all_clocks = clocks::clocks(regimes, &facts);
-    let sent = crate::watch::submitted_at(&all_clocks, submissions);
-    let regimes_json: Vec<Value> = all_clocks
+    let regimes_json: Vec<Value> = clock_states(regimes, &facts, submissions, now)
         .into_iter()
-        .zip(sent)
-        .map(|(c, submitted)| {
+        .map(|(c, status)| {
             let regime = regimes.iter().find(|r| r.id == c.regime_id);
             json!({
                 "regime": c.regime_id,
@@ -407,7 +404,7 @@ pub fn build(
                 "clock_starts_at": utc(c.starts_at),
                 "due_at": utc(c.due_at),
                 "due_at_unix": c.due_at,
-                "status": clocks::status(&c, now, submitted),
+                "status": status,
                 "remaining": clocks::format_duration(c.due_at - now),
                 "required_fields": regime.map(|r| r.required_fields.clone()).unwrap_or_default(),
             })
@@ -896,16 +893,33 @@ pub fn clocks_json(
 ) -> Vec<Value> {
     let facts = crate::watch::facts_of(store, inc);
     let subs = store.submissions(inc.id).unwrap_or_default();
-    let all = clocks::clocks(regimes, &facts);
-    let sent = crate::watch::submitted_at(&all, &subs);
+    clock_states(regimes, &facts, &subs, now)
+        .into_iter()
+        .map(|(c, status)| {
+            json!({
+                "regime": c.regime_id, "name": c.name, "starts_at": c.starts_at, "due_at": c.due_at,
+                "status": status,
+                "remaining": clocks::format_duration(c.due_at - now),
+            })
+        })
+        .collect()
+}
+
+/// Every clock that runs for `facts`, with where it stands at `now` given
+/// the reports made (matched to clocks by [`crate::watch::submitted_at`]).
+pub fn clock_states(
+    regimes: &[Regime],
+    facts: &IncidentFacts,
+    submissions: &[tally_store::incidents::Submission],
+    now: i64,
+) -> Vec<(clocks::Clock, clocks::ClockStatus)> {
+    let all = clocks::clocks(regimes, facts);
+    let sent = crate::watch::submitted_at(&all, submissions);
     all.into_iter()
         .zip(sent)
         .map(|(c, submitted)| {
-            json!({
-                "regime": c.regime_id, "name": c.name, "starts_at": c.starts_at, "due_at": c.due_at,
-                "status": clocks::status(&c, now, submitted),
-                "remaining": clocks::format_duration(c.due_at - now),
-            })
+            let status = clocks::status(&c, now, submitted);
+            (c, status)
         })
         .collect()
 }

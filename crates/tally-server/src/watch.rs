@@ -340,13 +340,12 @@ impl Watch {
         {
             let facts = facts_of(&self.store, &inc);
             let subs = self.store.submissions(inc.id).unwrap_or_default();
-            let clocks = tally_core::clocks::clocks(&self.regimes, &facts);
-            let submitted = submitted_at(&clocks, &subs);
-            for (clock, sent) in clocks.iter().zip(submitted) {
-                if sent.is_some() {
+            for (clock, status) in crate::report::clock_states(&self.regimes, &facts, &subs, now) {
+                use tally_core::clocks::ClockStatus;
+                if matches!(status, ClockStatus::Met { .. } | ClockStatus::Late { .. }) {
                     continue;
                 }
-                for r in tally_core::clocks::due_reminders(clock, since, now) {
+                for r in tally_core::clocks::due_reminders(&clock, since, now) {
                     let label = r.label.as_str().to_string();
                     let clock_id = format!("{}@{}", clock.regime_id, clock.starts_at);
                     if self

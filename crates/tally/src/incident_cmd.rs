@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use serde_json::{Value, json};
-use tally_core::clocks::{self, IncidentState};
+use tally_core::clocks::IncidentState;
 use tally_server::datadir::DataDir;
 use tally_server::timefmt;
 use tally_store::access::AccessLog;
@@ -205,15 +205,6 @@ fn done_progress() {
     }
 }
 
-fn clocks_of(
-    store: &IncidentStore,
-    inc: &tally_store::incidents::Incident,
-    regimes: &[clocks::Regime],
-    now: i64,
-) -> Vec<Value> {
-    tally_server::report::clocks_json(store, inc, regimes, now)
-}
-
 pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
     let c = crate::config(cfg, data_of(&cmd), None)?;
     let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
@@ -272,7 +263,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
                 .ok_or(format!("no incident {id}"))?;
             let dets = store.detections(id).map_err(e)?;
             let timeline = store.timeline(id).map_err(e)?;
-            let clocks = clocks_of(&store, &inc, &c.regimes, now);
+            let clocks = tally_server::report::clocks_json(&store, &inc, &c.regimes, now);
             if format == "json" {
                 let doc = tally_server::report::incident_json(&store, &inc, &c.regimes, now, true);
                 println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
