@@ -98,7 +98,7 @@ pub struct Phase {
 }
 
 /// Progress: (what, done, total).
-pub type Progress<'a> = &'a (dyn Fn(&str, u64, u64) + Send + Sync);
+pub type Progress<'a> = &'a (dyn Fn(&'static str, u64, u64) + Send + Sync);
 
 fn rng(state: &mut u64) -> u64 {
     // splitmix64: deterministic synthetic data from the seed.
@@ -556,7 +556,7 @@ pub async fn phase(
             _ = set.join_next() => {}
             _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
         }
-        progress("(insider scraping)", sent.load(Ordering::Relaxed), total);
+        progress("insider scraping", sent.load(Ordering::Relaxed), total);
     }
     out.attack_secs = started.elapsed().as_secs_f64();
     out.attack_requests = sent.load(Ordering::Relaxed);

@@ -1,7 +1,7 @@
 //! `tally demo`: the breach replayed, against signature-only verification and
 //! against tally; prints the comparison.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -77,26 +77,23 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
         concurrency: 32,
     };
     let tty = std::io::stderr().is_terminal() && args.format != "json";
-    let phase_label = std::sync::Mutex::new(String::new());
-    let progress = move |what: &str, done: u64, total: u64| {
+    // The CLI's progress bar, one per step, shown whatever the size.
+    let bar: std::sync::Mutex<Option<(&'static str, crate::progress::Progress)>> =
+        std::sync::Mutex::new(None);
+    let progress = move |what: &'static str, done: u64, total: u64| {
         if !tty {
             return;
         }
-        let mut last = phase_label.lock().unwrap_or_else(|e| e.into_inner());
-        if *last != what {
-            if !last.is_empty() {
-                eprintln!();
+        let mut bar = bar.lock().unwrap_or_else(|e| e.into_inner());
+        if bar.as_ref().is_none_or(|(label, _)| *label != what) {
+            if let Some((_, mut old)) = bar.take() {
+                old.finish();
             }
-            *last = what.to_string();
+            *bar = Some((what, crate::progress::Progress::always(what)));
         }
-        let width = 30u64;
-        let filled = (done.min(total) * width / total.max(1)) as usize;
-        let _ = write!(
-            std::io::stderr(),
-            "\r{what:<22} [{}{}] {done}/{total}",
-            "#".repeat(filled),
-            " ".repeat(width as usize - filled)
-        );
+        if let Some((_, b)) = bar.as_mut() {
+            b.update(done, total);
+        }
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

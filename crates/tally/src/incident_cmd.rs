@@ -1,7 +1,6 @@
 //! `tally incident …`: list, inspect, act on and report incidents, against
 //! the data directory of a running or stopped server.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -190,19 +189,18 @@ fn write_out(output: Option<&Path>, text: &str) -> Result<(), String> {
     }
 }
 
-fn progress(label: &'static str) -> impl FnMut(u64) {
-    let tty = std::io::stderr().is_terminal();
-    move |n| {
-        if tty {
-            eprint!("\r{label}: {n} access events examined");
-        }
-    }
-}
-
-fn done_progress() {
-    if std::io::stderr().is_terminal() {
-        eprintln!();
-    }
+/// Runs `f` with a progress callback over the access log's events: the
+/// CLI's usual bar (shown from 100,000 events), finished afterwards.
+fn with_progress<T>(
+    label: &'static str,
+    log: &AccessLog,
+    f: impl FnOnce(&mut dyn FnMut(u64)) -> T,
+) -> T {
+    let total = log.len().unwrap_or(0);
+    let mut bar = crate::progress::Progress::new(label);
+    let out = f(&mut |n| bar.update(n, total));
+    bar.finish();
+    out
 }
 
 pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
@@ -446,16 +444,9 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
             id, format, output, ..
         } => {
             let log = AccessLog::open(&c.data.join("access.db")).map_err(|e| e.to_string())?;
-            let (report, impact) = tally_server::report::report_for(
-                &store,
-                &log,
-                id,
-                &c.regimes,
-                &c.contacts,
-                now,
-                &mut progress("report"),
-            )?;
-            done_progress();
+            let (report, impact) = with_progress("report", &log, |p| {
+                tally_server::report::report_for(&store, &log, id, &c.regimes, &c.contacts, now, p)
+            })?;
             let text = match format.as_str() {
                 "json" => format!(
                     "{}\n",
@@ -475,8 +466,9 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
                 return Err(format!("no incident {id} (tally incident list)"));
             }
             let dets = store.detections(id).map_err(e)?;
-            let impact = tally_server::report::impact_of(&log, &dets, &mut progress("affected"))?;
-            done_progress();
+            let impact = with_progress("affected", &log, |p| {
+                tally_server::report::impact_of(&log, &dets, p)
+            })?;
             let text = if format == "json" {
                 format!(
                     "{}\n",
@@ -528,14 +520,9 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
                     .as_ref()
                     .is_some_and(|jti| !tallied.contains(jti))
             };
-            let impact = tally_server::report::scan(
-                &log,
-                since_ms,
-                i64::MAX,
-                &mut select,
-                &mut progress("scan"),
-            )?;
-            done_progress();
+            let impact = with_progress("scan", &log, |p| {
+                tally_server::report::scan(&log, since_ms, i64::MAX, &mut select, p)
+            })?;
             let text = if format == "json" {
                 format!(
                     "{}\n",

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 pub struct Progress {
     label: &'static str,
+    min_total: u64,
     started: Instant,
     tty: bool,
     shown: bool,
@@ -18,6 +19,7 @@ impl Progress {
     pub fn new(label: &'static str) -> Progress {
         Progress {
             label,
+            min_total: MIN_TOTAL,
             started: Instant::now(),
             tty: std::io::stderr().is_terminal(),
             shown: false,
@@ -25,8 +27,16 @@ impl Progress {
         }
     }
 
+    /// A bar shown however small the work (for work that is slow per item).
+    pub fn always(label: &'static str) -> Progress {
+        Progress {
+            min_total: 0,
+            ..Progress::new(label)
+        }
+    }
+
     pub fn update(&mut self, done: u64, total: u64) {
-        if total < MIN_TOTAL {
+        if total < self.min_total {
             return;
         }
         let pct = (done.min(total) * 100) / total.max(1);
