@@ -30,14 +30,8 @@ fn blocks_apply_within_a_second_and_expire() {
     let cfg = tmp.path().join("tally.toml");
     std::fs::write(&cfg, "trusted_proxies = [\"127.0.0.1\"]\n").unwrap();
     let c = cfg.to_str().unwrap();
-    tally_ok(
-        &["users", "add", "alice", "--password-stdin", "--data", d],
-        Some("pw-a\n"),
-    );
-    tally_ok(
-        &["users", "add", "bob", "--password-stdin", "--data", d],
-        Some("pw-b\n"),
-    );
+    add_user(d, "alice", "pw-a");
+    add_user(d, "bob", "pw-b");
     let server = Server::start(&data, Some(&cfg));
     let ta = login(&server, "alice", "pw-a");
     let tb = login(&server, "bob", "pw-b");
@@ -223,38 +217,14 @@ fn blocks_apply_within_a_second_and_expire() {
 #[test]
 fn admin_api_manages_blocks_and_holds() {
     use serde_json::{Value, json};
-    use tally_core::jose::{Algorithm, SigningKey};
 
     let tmp = TempDir::new("admin-api");
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
     // A signing key an insider kept a copy of.
-    let insider = SigningKey::generate(Algorithm::EdDSA).unwrap();
-    let der = insider.to_pkcs8_der().unwrap();
-    let pem_path = tmp.path().join("k.pem");
-    std::fs::write(&pem_path, pem(&der)).unwrap();
-    let insider = RawKey::from_pkcs8(&der);
-    tally_ok(
-        &[
-            "keys",
-            "import",
-            "--kid",
-            "k1",
-            "--pem",
-            pem_path.to_str().unwrap(),
-            "--data",
-            d,
-        ],
-        None,
-    );
-    tally_ok(
-        &["users", "add", "alice", "--password-stdin", "--data", d],
-        Some("pw-a\n"),
-    );
-    tally_ok(
-        &["users", "add", "root", "--password-stdin", "--data", d],
-        Some("pw-r\n"),
-    );
+    let insider = import_insider_key(tmp.path(), d, "k1");
+    add_user(d, "alice", "pw-a");
+    add_user(d, "root", "pw-r");
     let out = tally(&["users", "role", "ghost", "admin", "--data", d], None);
     assert!(
         !out.status.success(),

@@ -11,7 +11,6 @@ use std::process::{Command, Stdio};
 
 use serde_json::json;
 use support::*;
-use tally_core::jose::{Algorithm, SigningKey};
 
 fn ui_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ui"))
@@ -42,33 +41,10 @@ fn the_dashboard_shows_an_attack_live() {
     let tmp = TempDir::new("dashboard");
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
-    let insider = SigningKey::generate(Algorithm::EdDSA).unwrap();
-    let der = insider.to_pkcs8_der().unwrap();
-    let pem_path = tmp.path().join("k.pem");
-    std::fs::write(&pem_path, pem(&der)).unwrap();
-    let insider = RawKey::from_pkcs8(&der);
-    tally_ok(
-        &[
-            "keys",
-            "import",
-            "--kid",
-            "k1",
-            "--pem",
-            pem_path.to_str().unwrap(),
-            "--data",
-            d,
-        ],
-        None,
-    );
-    tally_ok(
-        &["users", "add", "root", "--password-stdin", "--data", d],
-        Some("root-pw\n"),
-    );
+    let insider = import_insider_key(tmp.path(), d, "k1");
+    add_user(d, "root", "root-pw");
     tally_ok(&["users", "role", "root", "admin", "--data", d], None);
-    tally_ok(
-        &["users", "add", "alice", "--password-stdin", "--data", d],
-        Some("alice-pw\n"),
-    );
+    add_user(d, "alice", "alice-pw");
     let server = Server::start(&data, None);
 
     // A user who is not an administrator gets no dashboard.

@@ -11,7 +11,23 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::*;
-use tally_core::jose::{Algorithm, SigningKey};
+
+/// `tally incident show ID --format json`.
+fn show(d: &str, id: i64) -> Value {
+    serde_json::from_str(&tally_ok(
+        &[
+            "incident",
+            "show",
+            &id.to_string(),
+            "--format",
+            "json",
+            "--data",
+            d,
+        ],
+        None,
+    ))
+    .unwrap()
+}
 
 fn incidents(d: &str) -> Vec<Value> {
     serde_json::from_str(&tally_ok(
@@ -117,29 +133,9 @@ dpo = "dpo@shop.example"
         ),
     )
     .unwrap();
-    let insider = SigningKey::generate(Algorithm::EdDSA).unwrap();
-    let der = insider.to_pkcs8_der().unwrap();
-    let pem_path = tmp.path().join("k.pem");
-    std::fs::write(&pem_path, pem(&der)).unwrap();
-    let insider = RawKey::from_pkcs8(&der);
-    tally_ok(
-        &[
-            "keys",
-            "import",
-            "--kid",
-            "k1",
-            "--pem",
-            pem_path.to_str().unwrap(),
-            "--data",
-            d,
-        ],
-        None,
-    );
+    let insider = import_insider_key(tmp.path(), d, "k1");
     for u in ["alice", "cust-1", "cust-2"] {
-        tally_ok(
-            &["users", "add", u, "--password-stdin", "--data", d],
-            Some("pw\n"),
-        );
+        add_user(d, u, "pw");
     }
     let server = Server::start(&data, Some(&cfg));
     let gate = {
@@ -231,19 +227,7 @@ dpo = "dpo@shop.example"
             .unwrap();
     }
     let shown: Value = wait_for(|| {
-        let s: Value = serde_json::from_str(&tally_ok(
-            &[
-                "incident",
-                "show",
-                &id.to_string(),
-                "--format",
-                "json",
-                "--data",
-                d,
-            ],
-            None,
-        ))
-        .unwrap();
+        let s: Value = show(d, id);
         let rules: Vec<&str> = s["detections"]
             .as_array()
             .unwrap()
@@ -369,6 +353,14 @@ dpo = "dpo@shop.example"
     );
     let html = std::fs::read_to_string(&html_path).unwrap();
     assert!(html.contains("<svg") && html.contains("</html>"));
+    // Every format names the key and the counts (1 exposed, 3 attempted).
+    for needle in [
+        "key k1 that the ledger cannot tally",
+        "<tr><td>subjects</td><td>1</td><td>3</td></tr>",
+        "KR Network Act",
+    ] {
+        assert!(html.contains(needle), "HTML report lacks {needle:?}");
+    }
     assert!(
         !html.contains("http://") && !html.contains("https://"),
         "the report must open offline"
@@ -387,7 +379,17 @@ dpo = "dpo@shop.example"
     ))
     .unwrap();
     assert_eq!(report["affected"]["subjects_exposed"], 1);
+    assert_eq!(report["affected"]["subjects_attempted_only"], 3);
     assert_eq!(report["affected"]["records_exposed"], 1);
+    assert_eq!(report["affected"]["records_attempted"], 3);
+    assert!(
+        report["attack_vector"][0]
+            .as_str()
+            .unwrap()
+            .contains("key k1 that the ledger cannot tally"),
+        "{}",
+        report["attack_vector"]
+    );
 
     // Retro-scan by key: every account the untallied tokens of k1 touched.
     let scan = tally_ok(&["incident", "scan", "--kid", "k1", "--data", d], None);
@@ -450,19 +452,7 @@ dpo = "dpo@shop.example"
         None,
     );
     assert!(!out.status.success());
-    let s: Value = serde_json::from_str(&tally_ok(
-        &[
-            "incident",
-            "show",
-            &id.to_string(),
-            "--format",
-            "json",
-            "--data",
-            d,
-        ],
-        None,
-    ))
-    .unwrap();
+    let s: Value = show(d, id);
     assert_eq!(s["state"], "reported");
     let kr = s["clocks"]
         .as_array()
@@ -667,10 +657,7 @@ audience = "https://rp.example"
     let env = [("TALLY_TEST_HOOK_SECRET", SECRET)];
     let users: Vec<String> = (0..10).map(|i| format!("member-{i}")).collect();
     for u in &users {
-        tally_ok(
-            &["users", "add", u, "--password-stdin", "--data", d],
-            Some("pw\n"),
-        );
+        add_user(d, u, "pw");
     }
     let server = Server::start_with_env(&data, Some(&cfg), &env);
     let c = client();
@@ -729,19 +716,7 @@ audience = "https://rp.example"
     assert_eq!(list.len(), 1, "{list:?}");
     let id = list[0]["id"].as_i64().unwrap();
     let shown: Value = wait_for(|| {
-        let s: Value = serde_json::from_str(&tally_ok(
-            &[
-                "incident",
-                "show",
-                &id.to_string(),
-                "--format",
-                "json",
-                "--data",
-                d,
-            ],
-            None,
-        ))
-        .unwrap();
+        let s: Value = show(d, id);
         let rules: Vec<String> = s["detections"]
             .as_array()
             .unwrap()

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::*;
-use tally_core::jose::{Algorithm, SigningKey};
 
 #[derive(Clone, Debug)]
 struct Seen {
@@ -155,28 +154,8 @@ upstream = "http://127.0.0.1:{closed}"
         ),
     )
     .unwrap();
-    let insider = SigningKey::generate(Algorithm::EdDSA).unwrap();
-    let der = insider.to_pkcs8_der().unwrap();
-    let pem_path = tmp.path().join("k.pem");
-    std::fs::write(&pem_path, pem(&der)).unwrap();
-    let insider = RawKey::from_pkcs8(&der);
-    tally_ok(
-        &[
-            "keys",
-            "import",
-            "--kid",
-            "k1",
-            "--pem",
-            pem_path.to_str().unwrap(),
-            "--data",
-            d,
-        ],
-        None,
-    );
-    tally_ok(
-        &["users", "add", "alice", "--password-stdin", "--data", d],
-        Some("pw-alice\n"),
-    );
+    let insider = import_insider_key(tmp.path(), d, "k1");
+    add_user(d, "alice", "pw-alice");
     let server = Server::start(&data, Some(&cfg));
     let gate = gate_base(&server);
     let token = login(&server, "alice", "pw-alice");
@@ -384,10 +363,7 @@ audience = "orders-api"
         ),
     )
     .unwrap();
-    tally_ok(
-        &["users", "add", "alice", "--password-stdin", "--data", d],
-        Some("pw-alice\n"),
-    );
+    add_user(d, "alice", "pw-alice");
     let server = Server::start(&data, Some(&cfg));
     let gate = gate_base(&server);
     let c = client();

@@ -319,3 +319,35 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Imports a fresh Ed25519 key into the data directory `data` as the active
+/// token key `kid` (writing its PEM into `dir`), and returns the copy an
+/// insider kept: whatever it signs has a valid signature.
+pub fn import_insider_key(dir: &Path, data: &str, kid: &str) -> RawKey {
+    let key = tally_core::jose::SigningKey::generate(tally_core::jose::Algorithm::EdDSA).unwrap();
+    let der = key.to_pkcs8_der().unwrap();
+    let pem_path = dir.join(format!("{kid}.pem"));
+    std::fs::write(&pem_path, pem(&der)).unwrap();
+    tally_ok(
+        &[
+            "keys",
+            "import",
+            "--kid",
+            kid,
+            "--pem",
+            pem_path.to_str().unwrap(),
+            "--data",
+            data,
+        ],
+        None,
+    );
+    RawKey::from_pkcs8(&der)
+}
+
+/// Adds user `name` with `password` to the data directory `data`.
+pub fn add_user(data: &str, name: &str, password: &str) {
+    tally_ok(
+        &["users", "add", name, "--password-stdin", "--data", data],
+        Some(&format!("{password}\n")),
+    );
+}
