@@ -101,6 +101,17 @@ impl MasterKey {
         Ok(out)
     }
 
+    /// A 32-byte key for one `purpose`, derived from the master key
+    /// (HMAC-SHA256 keyed by the master key over `"tally/derive/" || purpose`),
+    /// so that no two uses share key material.
+    pub fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.bytes[..]);
+        let tag = aws_lc_rs::hmac::sign(&key, format!("tally/derive/{purpose}").as_bytes());
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
     /// Opens a blob made by [`MasterKey::seal`] with the same `context`.
     pub fn open(&self, context: &str, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
         if blob.len() < 1 + NONCE_LEN + AES_256_GCM.tag_len() || blob[0] != VERSION {
@@ -128,6 +139,16 @@ impl MasterKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_keys_differ_by_purpose_and_master() {
+        let m = MasterKey::from_hex(&"11".repeat(32)).unwrap();
+        let other = MasterKey::from_hex(&"12".repeat(32)).unwrap();
+        assert_eq!(*m.derive("a"), *m.derive("a"));
+        assert_ne!(*m.derive("a"), *m.derive("b"));
+        assert_ne!(*m.derive("a"), *other.derive("a"));
+        assert_ne!(&m.derive("a")[..], &m.bytes[..]);
+    }
 
     #[test]
     fn seal_open_round_trip_and_binding() {

@@ -387,10 +387,9 @@ impl Ledger {
         rx.blocking_recv().unwrap_or(Err(LedgerError::Closed))
     }
 
-    fn submit(
-        &self,
-        record: IssuanceRecord,
-    ) -> Result<oneshot::Receiver<Result<u64, LedgerError>>, LedgerError> {
+    /// Queues `record` for the writer; the receiver answers once it is
+    /// durable (with its leaf index).
+    pub fn submit(&self, record: IssuanceRecord) -> Result<crate::store::Pending, LedgerError> {
         if let Some(t) = self.tampered() {
             return Err(t);
         }
@@ -409,14 +408,19 @@ impl Ledger {
     /// ledger file (cheap when nothing did). Servers call this every second so
     /// tampering is reported even while no token is being issued.
     pub async fn audit(&self) -> Result<(), LedgerError> {
+        self.submit_audit()?
+            .await
+            .unwrap_or(Err(LedgerError::Closed))
+    }
+
+    /// [`Ledger::audit`], answered through the returned receiver.
+    pub fn submit_audit(&self) -> Result<crate::store::AuditPending, LedgerError> {
         let (reply, rx) = oneshot::channel();
-        {
-            let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-            let tx = guard.as_ref().ok_or(LedgerError::Closed)?;
-            tx.send(Command::Audit(reply))
-                .map_err(|_| LedgerError::Closed)?;
-        }
-        rx.await.unwrap_or(Err(LedgerError::Closed))
+        let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = guard.as_ref().ok_or(LedgerError::Closed)?;
+        tx.send(Command::Audit(reply))
+            .map_err(|_| LedgerError::Closed)?;
+        Ok(rx)
     }
 
     /// The tamper finding, if the writer has refused to go on.

@@ -12,12 +12,14 @@ pub mod fleet;
 pub mod incidents;
 pub mod ledger;
 pub mod state;
+pub mod store;
 
 pub use ledger::{InclusionProof, Ledger, LedgerError, LocatedRecord, VerifyReport, verify_ledger};
 pub use state::{
     BlockRow, KeyEvent, KeyPurpose, KeyRow, KeyState, RefreshUse, Revocation, Session, StateError,
     StateStore,
 };
+pub use store::LedgerStore;
 
 /// File name of the ledger database inside a data directory.
 pub const LEDGER_FILE: &str = "ledger.db";

@@ -3,13 +3,16 @@
 //! its own and drops it afterwards. Without a reachable server the tests say
 //! they are skipped; with `CI=true` they must run.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tally_core::digest::TokenDigest;
 use tally_core::merkle;
 use tally_core::note::{NoteSigner, SignedCheckpoint};
 use tally_core::record::IssuanceRecord;
-use tally_store::fleet::{self, FleetError, Queue, Sequencer, Step};
+use tally_store::fleet::node::{FleetConfig, FleetLedger};
+use tally_store::fleet::{self, FleetError, RecordMac, Sequencer, Step};
+use tally_store::{LedgerError, LedgerStore};
 
 fn url() -> String {
     std::env::var("TALLY_TEST_PG_URL")
@@ -62,6 +65,16 @@ fn signer() -> NoteSigner {
     NoteSigner::from_seed("tally.example/fleet", &[7u8; 32]).unwrap()
 }
 
+fn mac() -> RecordMac {
+    RecordMac::new(&[9u8; 32])
+}
+
+fn enqueue(c: &mut postgres::Client, s: &str, r: &IssuanceRecord) -> Result<i64, FleetError> {
+    fleet::enqueue(c, s, &mac(), "test", std::slice::from_ref(r), 1_800_000_000)?
+        .pop()
+        .unwrap()
+}
+
 fn drain(s: &mut Sequencer) -> u64 {
     let mut size = 0;
     loop {
@@ -84,9 +97,9 @@ fn records_queued_on_many_nodes_are_honoured_at_once_and_sequenced_contiguously(
         .map(|n| {
             let s = s.clone();
             std::thread::spawn(move || {
-                let mut q = Queue::new(fleet::connect(&url()).unwrap(), &s).unwrap();
+                let mut c = fleet::migrate_with(fleet::connect(&url()).unwrap(), &s).unwrap();
                 for i in 0..100 {
-                    q.enqueue(&record(n * 1000 + i), 1_800_000_000).unwrap();
+                    enqueue(&mut c, &s, &record(n * 1000 + i)).unwrap();
                 }
             })
         })
@@ -95,19 +108,38 @@ fn records_queued_on_many_nodes_are_honoured_at_once_and_sequenced_contiguously(
         n.join().unwrap();
     }
     // Durable and visible before any sequencing: a node's registry miss finds it.
-    let mut q = Queue::new(fleet::connect(&url()).unwrap(), &s).unwrap();
-    assert_eq!(q.lookup("jti-2042").unwrap().unwrap(), record(2042));
-    assert!(q.lookup("jti-never").unwrap().is_none());
-    let caught_up = q.since(0, 10_000).unwrap();
+    let mut q = fleet::connect(&url()).unwrap();
+    assert_eq!(
+        fleet::lookup(&mut q, &s, &mac(), "jti-2042")
+            .unwrap()
+            .unwrap()
+            .record,
+        record(2042)
+    );
+    assert!(
+        fleet::lookup(&mut q, &s, &mac(), "jti-never")
+            .unwrap()
+            .is_none()
+    );
+    let caught_up: Vec<_> = fleet::since(&mut q, &s, &mac(), 0, &[], 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|(seq, r)| (seq, r.unwrap().record))
+        .collect();
     assert_eq!(caught_up.len(), 300);
     assert!(caught_up.windows(2).all(|w| w[0].0 < w[1].0));
     // A token id is queued once.
-    assert!(q.enqueue(&record(0), 1_800_000_000).is_err());
+    assert!(matches!(
+        enqueue(&mut q, &s, &record(0)),
+        Err(FleetError::Duplicate)
+    ));
+    assert_eq!(fleet::backlog(&mut q, &s).unwrap(), 300);
 
-    let mut seq = Sequencer::new(fleet::connect(&url()).unwrap(), &s, signer()).unwrap();
+    let mut seq = Sequencer::new(fleet::connect(&url()).unwrap(), &s, signer(), mac()).unwrap();
     assert_eq!(drain(&mut seq), 300);
+    assert_eq!(fleet::backlog(&mut q, &s).unwrap(), 0);
     let mut c = fleet::connect(&url()).unwrap();
-    let report = fleet::verify(&mut c, &s, &signer().verifier()).unwrap();
+    let report = fleet::verify(&mut c, &s, &signer().verifier(), &mac()).unwrap();
     assert_eq!(report.tree.len(), 300);
     assert!(report.checkpoints >= 5, "one checkpoint per batch of 64");
     // The latest checkpoint commits to exactly the queued records.
@@ -128,10 +160,132 @@ fn records_queued_on_many_nodes_are_honoured_at_once_and_sequenced_contiguously(
         "UPDATE {s}.queue SET record = set_byte(record, 10, get_byte(record, 10) # 1) WHERE token_id = 'jti-1007'"
     ))
     .unwrap();
-    match fleet::verify(&mut c, &s, &signer().verifier()) {
+    match fleet::verify(&mut c, &s, &signer().verifier(), &mac()) {
         Err(FleetError::Tampered { .. }) => {}
         other => panic!("tampering not found: {:?}", other.map(|r| r.tree.len())),
     }
+}
+
+#[test]
+fn a_record_slipped_into_the_database_is_refused_and_never_sequenced() {
+    let Some(schema) = Schema::new("slipped") else {
+        return;
+    };
+    let s = schema.0.clone();
+    let mut c = fleet::migrate_with(fleet::connect(&url()).unwrap(), &s).unwrap();
+    enqueue(&mut c, &s, &record(1)).unwrap();
+    // Someone with write access to PostgreSQL, but not the master key, queues
+    // a record for a token they minted: with a made-up MAC, or one copied
+    // from a genuine row.
+    let forged = record(666).encode().unwrap();
+    for (jti, tag) in [
+        ("jti-666", vec![0u8; 32]),
+        ("jti-667", mac().tag(&record(1).encode().unwrap())),
+    ] {
+        c.execute(
+            &format!(
+                "WITH q AS (INSERT INTO {s}.queue (token_id, record, token_sha256, expires_at, queued_at, mac)
+                 VALUES ($1, $2, $3, 0, 0, $4) RETURNING seq) INSERT INTO {s}.pending SELECT seq FROM q"
+            ),
+            &[&jti, &forged, &vec![0u8; 32], &tag],
+        )
+        .unwrap();
+    }
+    enqueue(&mut c, &s, &record(2)).unwrap();
+    assert!(matches!(
+        fleet::lookup(&mut c, &s, &mac(), "jti-666"),
+        Err(FleetError::Tampered { .. })
+    ));
+    // The sequencer sets both aside, says so, and goes on.
+    let mut seq = Sequencer::new(fleet::connect(&url()).unwrap(), &s, signer(), mac()).unwrap();
+    assert_eq!(drain(&mut seq), 2);
+    let rejected = seq.take_rejected();
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert!(rejected[0].reason.contains("MAC"), "{rejected:?}");
+    let report = fleet::verify(&mut c, &s, &signer().verifier(), &mac()).unwrap();
+    assert_eq!(report.tree.len(), 2);
+    assert_eq!(fleet::backlog(&mut c, &s).unwrap(), 0);
+    // Under another MAC key (another master key) nothing verifies.
+    assert!(
+        fleet::verify(
+            &mut c,
+            &s,
+            &signer().verifier(),
+            &RecordMac::new(&[8u8; 32])
+        )
+        .is_err()
+    );
+}
+
+fn open_node(s: &str, name: &str, seen: Arc<Mutex<Vec<String>>>) -> FleetLedger {
+    let mut cfg = FleetConfig::new(&url(), s, name);
+    cfg.readers = 2;
+    FleetLedger::open(
+        cfg,
+        signer(),
+        mac(),
+        &mut |_, _| {},
+        Arc::new(move |r: &IssuanceRecord| seen.lock().unwrap().push(r.token_id.clone())),
+        Arc::new(|e: &FleetError| panic!("unexpected tamper finding: {e}")),
+    )
+    .unwrap()
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn nodes_follow_each_others_records_and_checkpoints() {
+    let Some(schema) = Schema::new("nodes") else {
+        return;
+    };
+    let s = schema.0.clone();
+    let seen_a = Arc::new(Mutex::new(Vec::new()));
+    let seen_b = Arc::new(Mutex::new(Vec::new()));
+    let a = open_node(&s, "a", seen_a.clone());
+    let b = open_node(&s, "b", seen_b.clone());
+    assert_eq!(a.size(), 0);
+    assert_eq!(LedgerStore::backend(&a), "postgres");
+    for i in 0..40 {
+        tally_store::store::append_blocking(&a, record(i)).unwrap();
+    }
+    // Durable means visible to every node at once, sequenced or not.
+    assert_eq!(b.record_of("jti-39").unwrap().unwrap(), record(39));
+    assert!(b.record_of("jti-40").unwrap().is_none());
+    assert!(matches!(
+        tally_store::store::append_blocking(&b, record(3)),
+        Err(LedgerError::DuplicateTokenId)
+    ));
+    // B's follower hands every record to its registry, exactly once.
+    wait_for("b follows a", || seen_b.lock().unwrap().len() == 40);
+    let mut ids = seen_b.lock().unwrap().clone();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40);
+    // Exactly one sequencer; both nodes reach the same verified checkpoint.
+    wait_for("sequenced", || a.size() == 40 && b.size() == 40);
+    assert!(a.is_sequencer() ^ b.is_sequencer(), "exactly one leader");
+    assert_eq!(a.checkpoint().note(), b.checkpoint().note());
+    let proof = b.inclusion_proof("jti-7", None).unwrap().unwrap();
+    merkle::verify_inclusion(
+        &merkle::leaf_hash(&record(7).encode().unwrap()),
+        proof.leaf_index,
+        proof.tree_size,
+        &proof.hashes,
+        &b.checkpoint().checkpoint().root_hash,
+    )
+    .unwrap();
+    assert_eq!(b.entries(0, 40).unwrap().len(), 40);
+    a.close();
+    b.close();
 }
 
 #[test]
@@ -140,12 +294,12 @@ fn the_sequencer_fails_over_and_the_ledger_stays_consistent() {
         return;
     };
     let s = schema.0.clone();
-    let mut q = Queue::new(fleet::connect(&url()).unwrap(), &s).unwrap();
+    let mut q = fleet::migrate_with(fleet::connect(&url()).unwrap(), &s).unwrap();
     for i in 0..50 {
-        q.enqueue(&record(i), 1_800_000_000).unwrap();
+        enqueue(&mut q, &s, &record(i)).unwrap();
     }
-    let mut a = Sequencer::new(fleet::connect(&url()).unwrap(), &s, signer()).unwrap();
-    let mut b = Sequencer::new(fleet::connect(&url()).unwrap(), &s, signer()).unwrap();
+    let mut a = Sequencer::new(fleet::connect(&url()).unwrap(), &s, signer(), mac()).unwrap();
+    let mut b = Sequencer::new(fleet::connect(&url()).unwrap(), &s, signer(), mac()).unwrap();
     assert_eq!(drain(&mut a), 50);
     assert!(a.is_leader());
     assert_eq!(
@@ -160,7 +314,7 @@ fn the_sequencer_fails_over_and_the_ledger_stays_consistent() {
     drop(a);
     let died = Instant::now();
     for i in 50..120 {
-        q.enqueue(&record(i), 1_800_000_000).unwrap();
+        enqueue(&mut q, &s, &record(i)).unwrap();
     }
     let mut took_over = None;
     while died.elapsed() < Duration::from_secs(5) {
@@ -178,7 +332,7 @@ fn the_sequencer_fails_over_and_the_ledger_stays_consistent() {
 
     // The checkpoints before and after are consistent (RFC 6962 proof).
     let mut c = fleet::connect(&url()).unwrap();
-    let report = fleet::verify(&mut c, &s, &signer().verifier()).unwrap();
+    let report = fleet::verify(&mut c, &s, &signer().verifier(), &mac()).unwrap();
     let proof = report
         .tree
         .consistency_proof(before.checkpoint().size, after.checkpoint().size)

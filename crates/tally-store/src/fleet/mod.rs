@@ -14,11 +14,20 @@
 //! * [`verify`] recomputes the whole tree from the stored records and checks
 //!   every checkpoint's signature and root.
 //!
+//! Every queued record carries an HMAC under a key derived from the master
+//! key ([`RecordMac`]), which the database never sees: someone with write
+//! access to PostgreSQL but not to the master key cannot slip a record into
+//! the queue. Nodes refuse such a row at lookup, the follower reports it, and
+//! the sequencer sets it aside in `rejected` instead of sequencing it.
+//!
 //! Tables live in one schema (default `tally`), so that tests and separate
 //! deployments can share a database.
 
+pub mod node;
+
 use std::time::Duration;
 
+use aws_lc_rs::hmac;
 use postgres::{Client, NoTls};
 use tally_core::merkle::{self, MerkleTree};
 use tally_core::note::{Checkpoint, NoteSigner, NoteVerifier, SignedCheckpoint};
@@ -38,6 +47,41 @@ pub fn lock_key(schema: &str) -> i64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     (h as i64) ^ SEQUENCER_LOCK
+}
+
+/// The record MAC: HMAC-SHA256 under a key derived from the master key.
+#[derive(Clone)]
+pub struct RecordMac(hmac::Key);
+
+impl std::fmt::Debug for RecordMac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordMac(<redacted>)")
+    }
+}
+
+impl RecordMac {
+    /// The purpose string under which the key is derived from the master key.
+    pub const PURPOSE: &'static str = "fleet/record-mac/v1";
+
+    /// A MAC keyed by `key` (32 bytes derived from the master key).
+    pub fn new(key: &[u8; 32]) -> RecordMac {
+        RecordMac(hmac::Key::new(hmac::HMAC_SHA256, key))
+    }
+
+    /// The tag of an encoded record.
+    pub fn tag(&self, record: &[u8]) -> Vec<u8> {
+        hmac::sign(&self.0, record).as_ref().to_vec()
+    }
+
+    /// Whether `tag` is this key's tag of `record` (constant time).
+    pub fn verify(&self, record: &[u8], tag: &[u8]) -> bool {
+        hmac::verify(&self.0, record, tag).is_ok()
+    }
+}
+
+/// The NOTIFY channel on which new queue rows and checkpoints are announced.
+pub fn channel(schema: &str) -> String {
+    format!("tally_ledger_{schema}")
 }
 
 /// Fleet store failures, with stable codes.
@@ -64,6 +108,12 @@ pub enum FleetError {
     /// Signing failed.
     #[error("checkpoint signing failed: {0}")]
     Signing(String),
+    /// A record with this token id is already queued.
+    #[error("token id already recorded")]
+    Duplicate,
+    /// The node is shutting down.
+    #[error("the fleet ledger is closed")]
+    Closed,
 }
 
 impl FleetError {
@@ -75,6 +125,8 @@ impl FleetError {
             FleetError::Record(_) => "bad_record",
             FleetError::Tampered { .. } => "ledger_tampered",
             FleetError::Signing(_) => "signing_failed",
+            FleetError::Duplicate => "duplicate_token_id",
+            FleetError::Closed => "store_unavailable",
         }
     }
 }
@@ -110,8 +162,11 @@ pub fn migrate(client: &mut Client, schema: &str) -> Result<(), FleetError> {
              record       BYTEA  NOT NULL,
              token_sha256 BYTEA  NOT NULL,
              expires_at   BIGINT NOT NULL,
-             queued_at    BIGINT NOT NULL
+             queued_at    BIGINT NOT NULL,
+             mac          BYTEA  NOT NULL,
+             node         TEXT   NOT NULL DEFAULT ''
          );
+         CREATE INDEX IF NOT EXISTS queue_expires ON {schema}.queue (expires_at);
          CREATE TABLE IF NOT EXISTS {schema}.leaves (
              idx       BIGINT PRIMARY KEY,
              seq       BIGINT NOT NULL UNIQUE REFERENCES {schema}.queue(seq),
@@ -121,99 +176,195 @@ pub fn migrate(client: &mut Client, schema: &str) -> Result<(), FleetError> {
              size      BIGINT PRIMARY KEY,
              note      TEXT   NOT NULL,
              signed_at BIGINT NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS {schema}.pending (
+             seq BIGINT PRIMARY KEY REFERENCES {schema}.queue(seq)
+         );
+         CREATE TABLE IF NOT EXISTS {schema}.rejected (
+             seq    BIGINT PRIMARY KEY REFERENCES {schema}.queue(seq),
+             reason TEXT   NOT NULL,
+             at     BIGINT NOT NULL
          );"
     ))?;
     tx.commit()?;
     Ok(())
 }
 
-/// Connects to `url` (`postgres://…`).
+/// [`migrate`], handing the client back.
+pub fn migrate_with(mut client: Client, schema: &str) -> Result<Client, FleetError> {
+    migrate(&mut client, schema)?;
+    Ok(client)
+}
+
+/// Connects to `url` (`postgres://…`). A dead or unreachable server is
+/// noticed within seconds: connect timeout, TCP keepalives and a TCP user
+/// timeout, so that a node fails closed instead of hanging.
 pub fn connect(url: &str) -> Result<Client, FleetError> {
     let mut config: postgres::Config = url.parse()?;
-    config.connect_timeout(Duration::from_secs(5));
+    config
+        .connect_timeout(Duration::from_secs(3))
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(5))
+        .keepalives_interval(Duration::from_secs(1))
+        .keepalives_retries(3)
+        .tcp_user_timeout(Duration::from_secs(5));
+    if config.get_application_name().is_none() {
+        config.application_name("tally");
+    }
     Ok(config.connect(NoTls)?)
 }
 
-/// A node's side of the ledger: queueing and lookups.
-pub struct Queue {
-    client: Client,
-    schema: String,
-}
-
-impl Queue {
-    /// A queue in `schema` over `client` (migrated first).
-    pub fn new(mut client: Client, schema: &str) -> Result<Queue, FleetError> {
-        migrate(&mut client, schema)?;
-        Ok(Queue {
-            client,
-            schema: schema.to_string(),
-        })
-    }
-
-    /// Durably queues `record`; returns its queue sequence number. When this
-    /// returns, the token may be handed out.
-    pub fn enqueue(&mut self, record: &IssuanceRecord, now: i64) -> Result<i64, FleetError> {
+/// Queues `records` in one transaction and announces them; returns, per
+/// record, its queue sequence number or `Duplicate`. When this returns `Ok`,
+/// every record given a number is durable and its token may be handed out.
+pub fn enqueue(
+    client: &mut Client,
+    schema: &str,
+    mac: &RecordMac,
+    node: &str,
+    records: &[IssuanceRecord],
+    now: i64,
+) -> Result<Vec<Result<i64, FleetError>>, FleetError> {
+    check_schema(schema)?;
+    let mut tx = client.transaction()?;
+    // The queue row and its place in the sequencer's to-do list, at once.
+    let stmt = tx.prepare(&format!(
+        "WITH q AS (
+             INSERT INTO {schema}.queue (token_id, record, token_sha256, expires_at, queued_at, mac, node)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (token_id) DO NOTHING RETURNING seq)
+         INSERT INTO {schema}.pending (seq) SELECT seq FROM q RETURNING seq"
+    ))?;
+    let mut out = Vec::with_capacity(records.len());
+    for record in records {
         let bytes = record
             .encode()
             .map_err(|e| FleetError::Record(e.to_string()))?;
-        let row = self.client.query_one(
-            &format!(
-                "INSERT INTO {}.queue (token_id, record, token_sha256, expires_at, queued_at)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING seq",
-                self.schema
-            ),
+        let tag = mac.tag(&bytes);
+        let row = tx.query_opt(
+            &stmt,
             &[
                 &record.token_id,
                 &bytes,
                 &record.token_sha256.as_bytes().as_slice(),
                 &record.expires_at,
                 &now,
+                &tag,
+                &node,
             ],
         )?;
-        Ok(row.get(0))
+        out.push(row.map(|r| r.get(0)).ok_or(FleetError::Duplicate));
     }
+    tx.execute("SELECT pg_notify($1, '')", &[&channel(schema)])?;
+    tx.commit()?;
+    Ok(out)
+}
 
-    /// The record queued for `token_id`, sequenced or not.
-    pub fn lookup(&mut self, token_id: &str) -> Result<Option<IssuanceRecord>, FleetError> {
-        let row = self.client.query_opt(
-            &format!(
-                "SELECT record FROM {}.queue WHERE token_id = $1",
-                self.schema
-            ),
-            &[&token_id],
-        )?;
-        row.map(|r| {
-            let bytes: Vec<u8> = r.get(0);
-            IssuanceRecord::decode(&bytes).map_err(|e| FleetError::Record(e.to_string()))
+/// A queued record as read back: checked against its MAC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedRecord {
+    /// Queue sequence number.
+    pub seq: i64,
+    /// The record.
+    pub record: IssuanceRecord,
+}
+
+/// Decodes a queue row's record and checks its MAC and token id.
+fn authentic(
+    mac: &RecordMac,
+    seq: i64,
+    bytes: &[u8],
+    tag: &[u8],
+    token_id: Option<&str>,
+) -> Result<QueuedRecord, FleetError> {
+    let forged = |reason: &str| FleetError::Tampered {
+        index: seq.max(0) as u64,
+        reason: format!("queue row {seq}: {reason}"),
+    };
+    if !mac.verify(bytes, tag) {
+        return Err(forged(
+            "its MAC does not verify: it was not queued by a node holding the master key",
+        ));
+    }
+    let record = IssuanceRecord::decode(bytes).map_err(|e| forged(&e.to_string()))?;
+    if token_id.is_some_and(|t| t != record.token_id) {
+        return Err(forged("the record is filed under another token id"));
+    }
+    Ok(QueuedRecord { seq, record })
+}
+
+/// The record queued for `token_id`, sequenced or not, if its MAC verifies.
+pub fn lookup(
+    client: &mut Client,
+    schema: &str,
+    mac: &RecordMac,
+    token_id: &str,
+) -> Result<Option<QueuedRecord>, FleetError> {
+    check_schema(schema)?;
+    let row = client.query_opt(
+        &format!("SELECT seq, record, mac FROM {schema}.queue WHERE token_id = $1"),
+        &[&token_id],
+    )?;
+    row.map(|r| {
+        authentic(
+            mac,
+            r.get(0),
+            &r.get::<_, Vec<u8>>(1),
+            &r.get::<_, Vec<u8>>(2),
+            Some(token_id),
+        )
+    })
+    .transpose()
+}
+
+/// A queue row as the follower sees it: its number and the outcome of its
+/// MAC check.
+pub type FollowedRow = (i64, Result<QueuedRecord, FleetError>);
+
+/// Queue rows with the given sequence numbers, or after `after` (at most
+/// `limit`), oldest first: how a node's registry follows the fleet. Each row
+/// is returned with its MAC check's outcome.
+pub fn since(
+    client: &mut Client,
+    schema: &str,
+    mac: &RecordMac,
+    after: i64,
+    also: &[i64],
+    limit: i64,
+) -> Result<Vec<FollowedRow>, FleetError> {
+    check_schema(schema)?;
+    let rows = client.query(
+        &format!(
+            "(SELECT seq, record, mac FROM {schema}.queue WHERE seq > $1 ORDER BY seq LIMIT $2)
+             UNION ALL
+             (SELECT seq, record, mac FROM {schema}.queue WHERE seq = ANY($3))
+             ORDER BY seq"
+        ),
+        &[&after, &limit, &also],
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let seq: i64 = r.get(0);
+            (
+                seq,
+                authentic(
+                    mac,
+                    seq,
+                    &r.get::<_, Vec<u8>>(1),
+                    &r.get::<_, Vec<u8>>(2),
+                    None,
+                ),
+            )
         })
-        .transpose()
-    }
+        .collect())
+}
 
-    /// Records queued after sequence number `after`, oldest first (at most
-    /// `limit`): how a node's registry catches up.
-    pub fn since(
-        &mut self,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<(i64, IssuanceRecord)>, FleetError> {
-        let rows = self.client.query(
-            &format!(
-                "SELECT seq, record FROM {}.queue WHERE seq > $1 ORDER BY seq LIMIT $2",
-                self.schema
-            ),
-            &[&after, &limit],
-        )?;
-        rows.into_iter()
-            .map(|r| {
-                let bytes: Vec<u8> = r.get(1);
-                Ok((
-                    r.get(0),
-                    IssuanceRecord::decode(&bytes)
-                        .map_err(|e| FleetError::Record(e.to_string()))?,
-                ))
-            })
-            .collect()
-    }
+/// Queue rows waiting for the sequencer.
+pub fn backlog(client: &mut Client, schema: &str) -> Result<i64, FleetError> {
+    check_schema(schema)?;
+    Ok(client
+        .query_one(&format!("SELECT count(*) FROM {schema}.pending"), &[])?
+        .get(0))
 }
 
 /// What one sequencing step did.
@@ -232,30 +383,65 @@ pub enum Step {
     },
 }
 
+/// A queue row the sequencer refused to sequence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    /// Queue sequence number.
+    pub seq: i64,
+    /// Why.
+    pub reason: String,
+}
+
 /// The sequencer: at most one in the fleet holds the lock at a time.
 pub struct Sequencer {
     client: Client,
     schema: String,
     signer: NoteSigner,
+    mac: RecordMac,
     tree: Option<MerkleTree>,
     leader: bool,
+    rejected: Vec<Rejected>,
 }
 
 impl Sequencer {
-    /// A sequencer in `schema` (migrated first), signing with `signer`.
+    /// A sequencer in `schema` (migrated first), signing with `signer` and
+    /// sequencing only records whose MAC verifies under `mac`.
     pub fn new(
-        mut client: Client,
+        client: Client,
         schema: &str,
         signer: NoteSigner,
+        mac: RecordMac,
     ) -> Result<Sequencer, FleetError> {
-        migrate(&mut client, schema)?;
-        Ok(Sequencer {
+        let client = migrate_with(client, schema)?;
+        Ok(Sequencer::with_client(client, schema, signer, mac))
+    }
+
+    /// A sequencer over an already migrated `client`.
+    pub fn with_client(
+        client: Client,
+        schema: &str,
+        signer: NoteSigner,
+        mac: RecordMac,
+    ) -> Sequencer {
+        Sequencer {
             client,
             schema: schema.to_string(),
             signer,
+            mac,
             tree: None,
             leader: false,
-        })
+            rejected: Vec::new(),
+        }
+    }
+
+    /// Gives the signing key back (to start over on a new connection).
+    pub fn into_signer(self) -> NoteSigner {
+        self.signer
+    }
+
+    /// Rows set aside since the last call (each is evidence of tampering).
+    pub fn take_rejected(&mut self) -> Vec<Rejected> {
+        std::mem::take(&mut self.rejected)
     }
 
     /// Whether this sequencer holds the lock.
@@ -279,11 +465,15 @@ impl Sequencer {
             }
             self.leader = true;
             // A new leader trusts nothing it did not check.
-            self.tree = Some(load_tree(
-                &mut self.client,
-                &self.schema,
-                &self.signer.verifier(),
-            )?);
+            self.tree = Some(
+                verify(
+                    &mut self.client,
+                    &self.schema,
+                    &self.signer.verifier(),
+                    &self.mac,
+                )?
+                .tree,
+            );
         }
         Ok(true)
     }
@@ -299,9 +489,9 @@ impl Sequencer {
             let mut tx = self.client.transaction()?;
             let rows = tx.query(
                 &format!(
-                    "SELECT q.seq, q.record FROM {schema}.queue q
-                     LEFT JOIN {schema}.leaves l ON l.seq = q.seq
-                     WHERE l.seq IS NULL ORDER BY q.seq LIMIT $1"
+                    "SELECT p.seq, q.record, q.mac FROM {schema}.pending p
+                     JOIN {schema}.queue q ON q.seq = p.seq
+                     ORDER BY p.seq LIMIT $1"
                 ),
                 &[&batch],
             )?;
@@ -311,14 +501,35 @@ impl Sequencer {
             let stmt = tx.prepare(&format!(
                 "INSERT INTO {schema}.leaves (idx, seq, leaf_hash) VALUES ($1, $2, $3)"
             ))?;
+            let reject = tx.prepare(&format!(
+                "INSERT INTO {schema}.rejected (seq, reason, at) VALUES ($1, $2, $3)"
+            ))?;
             let mut next = tree.clone();
+            let mut rejected = Vec::new();
             for r in &rows {
                 let seq: i64 = r.get(0);
                 let bytes: Vec<u8> = r.get(1);
+                let tag: Vec<u8> = r.get(2);
+                if let Err(e) = authentic(&self.mac, seq, &bytes, &tag, None) {
+                    let reason = e.to_string();
+                    tx.execute(&reject, &[&seq, &reason, &now])?;
+                    rejected.push(Rejected { seq, reason });
+                    continue;
+                }
                 let h = merkle::leaf_hash(&bytes);
                 let idx = next.len() as i64;
                 tx.execute(&stmt, &[&idx, &seq, &h.as_slice()])?;
                 next.push(h);
+            }
+            let done: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+            tx.execute(
+                &format!("DELETE FROM {schema}.pending WHERE seq = ANY($1)"),
+                &[&done],
+            )?;
+            if next.len() == tree.len() {
+                tx.commit()?;
+                self.rejected.extend(rejected);
+                return Ok(Step::Idle);
             }
             let cp = SignedCheckpoint::sign(
                 Checkpoint {
@@ -336,8 +547,10 @@ impl Sequencer {
                 ),
                 &[&(next.len() as i64), &cp.note(), &now],
             )?;
+            tx.execute("SELECT pg_notify($1, '')", &[&channel(&schema)])?;
             tx.commit()?;
-            let added = rows.len();
+            self.rejected.extend(rejected);
+            let added = (next.len() - tree.len()) as usize;
             tree = next;
             Ok(Step::Sequenced {
                 added,
@@ -376,17 +589,6 @@ pub fn latest_checkpoint(client: &mut Client, schema: &str) -> Result<Option<Str
         .map(|r| r.get(0)))
 }
 
-/// Rebuilds the tree from `leaves`, checking every leaf hash against its
-/// record and the latest checkpoint against the tree.
-fn load_tree(
-    client: &mut Client,
-    schema: &str,
-    verifier: &NoteVerifier,
-) -> Result<MerkleTree, FleetError> {
-    let report = verify(client, schema, verifier)?;
-    Ok(report.tree)
-}
-
 /// What [`verify`] found.
 pub struct FleetReport {
     /// The verified tree.
@@ -396,17 +598,18 @@ pub struct FleetReport {
 }
 
 /// Verifies the whole fleet ledger: leaves contiguous from 0, each leaf hash
-/// the hash of its queued record, every checkpoint signed by `verifier` and
-/// equal to the tree's root at its size.
+/// the hash of its queued record, each record's MAC, every checkpoint signed
+/// by `verifier` and equal to the tree's root at its size.
 pub fn verify(
     client: &mut Client,
     schema: &str,
     verifier: &NoteVerifier,
+    mac: &RecordMac,
 ) -> Result<FleetReport, FleetError> {
     check_schema(schema)?;
     let rows = client.query(
         &format!(
-            "SELECT l.idx, l.leaf_hash, q.record FROM {schema}.leaves l
+            "SELECT l.idx, l.leaf_hash, q.record, q.mac, q.seq FROM {schema}.leaves l
              JOIN {schema}.queue q ON q.seq = l.seq ORDER BY l.idx"
         ),
         &[],
@@ -429,6 +632,12 @@ pub fn verify(
                 index: at,
                 reason: "the stored record does not hash to the stored leaf".into(),
             });
+        }
+        let tag: Vec<u8> = r.get(3);
+        if let Err(FleetError::Tampered { reason, .. }) =
+            authentic(mac, r.get(4), &record, &tag, None)
+        {
+            return Err(FleetError::Tampered { index: at, reason });
         }
         tree.push(h);
     }

@@ -1,0 +1,870 @@
+//! One node's view of the fleet ledger: [`FleetLedger`].
+//!
+//! A node runs four kinds of threads, each with its own PostgreSQL
+//! connection (the sync client must never run on an async runtime's worker):
+//!
+//! * the **writer** drains appends into one transaction per batch (group
+//!   commit) and answers each caller once its record is durable;
+//! * **readers** answer lookups (a registry miss asks PostgreSQL before a
+//!   token is called forged);
+//! * the **follower** LISTENs for new rows, catches up by queue sequence
+//!   number (and re-asks for numbers it saw skipped, which a transaction
+//!   committing late leaves behind), hands every authentic record to the
+//!   node's registry, and extends a verified copy of the Merkle tree to the
+//!   latest signed checkpoint;
+//! * the **sequencer** competes for the advisory lock; the leader sequences.
+//!
+//! Reachability is tracked from every round trip: [`FleetLedger::is_reachable`]
+//! turns false at the first failure and true again at the next success, with
+//! no restart.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use postgres::Client;
+use tally_core::merkle::{self, Hash, MerkleTree};
+use tally_core::note::{Checkpoint, NoteSigner, NoteVerifier, SignedCheckpoint};
+use tally_core::record::IssuanceRecord;
+use tokio::sync::oneshot;
+
+use super::{FleetError, QueuedRecord, RecordMac, Sequencer, Step};
+use crate::ledger::{InclusionProof, LedgerError};
+
+/// How a fleet node connects and behaves.
+#[derive(Clone, Debug)]
+pub struct FleetConfig {
+    /// `postgres://…`
+    pub url: String,
+    /// Schema holding the fleet's tables.
+    pub schema: String,
+    /// This node's name (recorded with each queued record).
+    pub node: String,
+    /// Reader connections for lookups.
+    pub readers: usize,
+    /// Whether this node competes to sequence.
+    pub sequence: bool,
+}
+
+impl FleetConfig {
+    /// Defaults for `url` and `schema`: four readers, sequencing on.
+    pub fn new(url: &str, schema: &str, node: &str) -> FleetConfig {
+        FleetConfig {
+            url: url.to_string(),
+            schema: schema.to_string(),
+            node: node.to_string(),
+            readers: 4,
+            sequence: true,
+        }
+    }
+}
+
+/// Called with every authentic record the node learns of (at start and
+/// while following), exactly once per record.
+pub type OnRecord = Arc<dyn Fn(&IssuanceRecord) + Send + Sync>;
+
+/// Called when the follower or sequencer finds evidence of tampering.
+pub type OnTamper = Arc<dyn Fn(&FleetError) + Send + Sync>;
+
+fn store_err(e: FleetError) -> LedgerError {
+    match e {
+        FleetError::Tampered { index, reason } => LedgerError::Tampered { index, reason },
+        FleetError::Duplicate => LedgerError::DuplicateTokenId,
+        FleetError::Record(r) => LedgerError::InvalidRecord(r),
+        FleetError::Closed => LedgerError::Closed,
+        other => LedgerError::Store(other.to_string()),
+    }
+}
+
+struct Shared {
+    cfg: FleetConfig,
+    mac: RecordMac,
+    verifier: NoteVerifier,
+    /// Verified tree up to the published checkpoint.
+    tree: RwLock<MerkleTree>,
+    head: RwLock<SignedCheckpoint>,
+    published: AtomicU64,
+    tampered: Mutex<Option<LedgerError>>,
+    reachable: AtomicBool,
+    /// Milliseconds since the epoch of the last successful round trip.
+    last_ok_ms: AtomicI64,
+    leader: AtomicBool,
+    stop: AtomicBool,
+    on_record: OnRecord,
+    on_tamper: OnTamper,
+}
+
+impl Shared {
+    fn ok(&self) {
+        self.reachable.store(true, Ordering::SeqCst);
+        self.last_ok_ms.store(now_ms(), Ordering::SeqCst);
+    }
+
+    fn failed(&self, e: &FleetError) {
+        if matches!(e, FleetError::Db(_)) {
+            self.reachable.store(false, Ordering::SeqCst);
+        }
+    }
+
+    fn tamper(&self, e: FleetError) {
+        let err = match &e {
+            FleetError::Tampered { index, reason } => LedgerError::Tampered {
+                index: *index,
+                reason: reason.clone(),
+            },
+            other => LedgerError::Tampered {
+                index: 0,
+                reason: other.to_string(),
+            },
+        };
+        let first = {
+            let mut t = self.tampered.lock().unwrap_or_else(|p| p.into_inner());
+            let first = t.is_none();
+            if first {
+                *t = Some(err);
+            }
+            first
+        };
+        if first {
+            (self.on_tamper)(&e);
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn now_secs() -> i64 {
+    now_ms() / 1000
+}
+
+type Job = Box<dyn FnOnce(&mut Option<Client>) + Send>;
+
+struct Append {
+    record: IssuanceRecord,
+    reply: oneshot::Sender<Result<u64, LedgerError>>,
+}
+
+/// A node's handle on the fleet ledger.
+pub struct FleetLedger {
+    shared: Arc<Shared>,
+    appends: Mutex<Option<mpsc::Sender<Append>>>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Connects (or reconnects) the client in `slot`.
+fn ensure<'a>(slot: &'a mut Option<Client>, url: &str) -> Result<&'a mut Client, FleetError> {
+    if slot.as_ref().is_none_or(|c| c.is_closed()) {
+        *slot = None;
+        *slot = Some(super::connect(url)?);
+    }
+    slot.as_mut().ok_or(FleetError::Closed)
+}
+
+/// Runs `f` on the client in `slot`, dropping the client if the connection
+/// broke so that the next call reconnects.
+fn with_client<T>(
+    slot: &mut Option<Client>,
+    shared: &Shared,
+    f: impl FnOnce(&mut Client) -> Result<T, FleetError>,
+) -> Result<T, FleetError> {
+    let result = ensure(slot, &shared.cfg.url).and_then(f);
+    match &result {
+        Ok(_) => shared.ok(),
+        Err(e @ FleetError::Db(_)) => {
+            if slot.as_ref().is_none_or(|c| c.is_closed()) || is_connection_error(e) {
+                *slot = None;
+            }
+            shared.failed(e);
+        }
+        Err(_) => {}
+    }
+    result
+}
+
+fn is_connection_error(e: &FleetError) -> bool {
+    match e {
+        FleetError::Db(db) => db.is_closed() || db.code().is_none(),
+        _ => false,
+    }
+}
+
+impl FleetLedger {
+    /// Connects, migrates, verifies the whole sequenced ledger, hands every
+    /// authentic queued record to `on_record` (`progress(done, total)` as it
+    /// goes), and starts the node's threads.
+    pub fn open(
+        cfg: FleetConfig,
+        signer: NoteSigner,
+        mac: RecordMac,
+        progress: &mut dyn FnMut(u64, u64),
+        on_record: OnRecord,
+        on_tamper: OnTamper,
+    ) -> Result<FleetLedger, LedgerError> {
+        let mut client = super::connect(&cfg.url).map_err(store_err)?;
+        super::migrate(&mut client, &cfg.schema).map_err(store_err)?;
+        let verifier = signer.verifier();
+        let schema = cfg.schema.clone();
+        // A new fleet ledger commits to the empty tree at once, like an
+        // embedded one.
+        let empty = SignedCheckpoint::sign(
+            Checkpoint {
+                origin: signer.name().to_string(),
+                size: 0,
+                root_hash: MerkleTree::new().root(),
+                extensions: Vec::new(),
+            },
+            &signer,
+        )
+        .map_err(|e| LedgerError::Store(e.to_string()))?;
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {schema}.checkpoints (size, note, signed_at) VALUES (0, $1, $2)
+                     ON CONFLICT (size) DO NOTHING"
+                ),
+                &[&empty.note(), &now_secs()],
+            )
+            .map_err(|e| store_err(e.into()))?;
+        let report = super::verify(&mut client, &schema, &verifier, &mac).map_err(store_err)?;
+        let head_note = super::latest_checkpoint(&mut client, &schema)
+            .map_err(store_err)?
+            .ok_or_else(|| LedgerError::Store("no checkpoint".into()))?;
+        let head =
+            SignedCheckpoint::verify(&head_note, &verifier).map_err(|e| LedgerError::Tampered {
+                index: report.tree.len(),
+                reason: e.to_string(),
+            })?;
+        let published = head.checkpoint().size;
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            mac,
+            verifier,
+            tree: RwLock::new(report.tree),
+            head: RwLock::new(head),
+            published: AtomicU64::new(published),
+            tampered: Mutex::new(None),
+            reachable: AtomicBool::new(true),
+            last_ok_ms: AtomicI64::new(now_ms()),
+            leader: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            on_record,
+            on_tamper,
+        });
+        // Every queued record, sequenced or not, reaches the registry.
+        let total: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {schema}.queue"), &[])
+            .map_err(|e| store_err(e.into()))?
+            .get(0);
+        let mut follow = Follow::default();
+        let mut done = 0u64;
+        loop {
+            let batch = super::since(
+                &mut client,
+                &schema,
+                &shared.mac,
+                follow.max_seen,
+                &[],
+                5000,
+            )
+            .map_err(store_err)?;
+            if batch.is_empty() {
+                break;
+            }
+            done += batch.len() as u64;
+            follow.absorb(&shared, batch);
+            progress(done, total.max(0) as u64);
+        }
+        let mut threads = Vec::new();
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.to_string())
+                .spawn(f)
+                .map_err(|e| LedgerError::Store(e.to_string()))
+        };
+        let (append_tx, append_rx) = mpsc::channel::<Append>();
+        let s = shared.clone();
+        threads.push(spawn(
+            "tally-fleet-writer",
+            Box::new(move || writer(s, append_rx)),
+        )?);
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        for i in 0..cfg.readers.max(1) {
+            let rx = job_rx.clone();
+            threads.push(spawn(
+                &format!("tally-fleet-reader-{i}"),
+                Box::new(move || reader(rx)),
+            )?);
+        }
+        let s = shared.clone();
+        threads.push(spawn(
+            "tally-fleet-follower",
+            Box::new(move || follower(s, client, follow)),
+        )?);
+        if cfg.sequence {
+            let s = shared.clone();
+            threads.push(spawn(
+                "tally-fleet-sequencer",
+                Box::new(move || sequencer(s, signer)),
+            )?);
+        }
+        Ok(FleetLedger {
+            shared,
+            appends: Mutex::new(Some(append_tx)),
+            jobs: Mutex::new(Some(job_tx)),
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// Queues `record`; the receiver answers once it is durable (with its
+    /// queue sequence number) or not recorded (an error: hand nothing out).
+    pub fn submit(
+        &self,
+        record: IssuanceRecord,
+    ) -> Result<oneshot::Receiver<Result<u64, LedgerError>>, LedgerError> {
+        if let Some(t) = self.tampered() {
+            return Err(t);
+        }
+        record
+            .validate()
+            .map_err(|e| LedgerError::InvalidRecord(e.to_string()))?;
+        let (reply, rx) = oneshot::channel();
+        let guard = self.appends.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = guard.as_ref().ok_or(LedgerError::Closed)?;
+        tx.send(Append { record, reply })
+            .map_err(|_| LedgerError::Closed)?;
+        Ok(rx)
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client, &Shared) -> Result<T, FleetError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let (reply, rx) = mpsc::channel();
+        let shared = self.shared.clone();
+        let job: Job = Box::new(move |slot| {
+            let out = with_client(slot, &shared, |c| f(c, &shared));
+            let _ = reply.send(out);
+        });
+        {
+            let guard = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            let tx = guard.as_ref().ok_or(LedgerError::Closed)?;
+            tx.send(job).map_err(|_| LedgerError::Closed)?;
+        }
+        rx.recv()
+            .map_err(|_| LedgerError::Closed)?
+            .map_err(store_err)
+    }
+
+    /// The durable record for `token_id` (sequenced or not), checked against
+    /// its MAC. A row that fails the check is reported as tampering.
+    pub fn lookup(&self, token_id: &str) -> Result<Option<QueuedRecord>, LedgerError> {
+        let t = token_id.to_string();
+        let out = self.run(move |c, s| super::lookup(c, &s.cfg.schema, &s.mac, &t));
+        if let Err(e @ LedgerError::Tampered { .. }) = &out {
+            self.shared.tamper(FleetError::Tampered {
+                index: 0,
+                reason: e.to_string(),
+            });
+        }
+        out
+    }
+
+    /// Whether the last round trip to PostgreSQL succeeded.
+    pub fn is_reachable(&self) -> bool {
+        self.shared.reachable.load(Ordering::SeqCst)
+    }
+
+    /// Whether this node holds the sequencer lock.
+    pub fn is_sequencer(&self) -> bool {
+        self.shared.leader.load(Ordering::SeqCst)
+    }
+
+    /// The tamper finding, if any.
+    pub fn tampered(&self) -> Option<LedgerError> {
+        self.shared
+            .tampered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// True while appends can be made durable.
+    pub fn is_healthy(&self) -> bool {
+        self.tampered().is_none() && self.is_reachable()
+    }
+
+    /// Entries in the latest verified checkpoint.
+    pub fn size(&self) -> u64 {
+        self.shared.published.load(Ordering::SeqCst)
+    }
+
+    /// The latest verified checkpoint.
+    pub fn checkpoint(&self) -> SignedCheckpoint {
+        self.shared
+            .head
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The key that verifies the checkpoints.
+    pub fn verifier(&self) -> &NoteVerifier {
+        &self.shared.verifier
+    }
+
+    /// Encoded records `start..end` (at most 1000) of the published tree.
+    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, LedgerError> {
+        let size = self.size();
+        if start >= end || end > size || end - start > 1000 {
+            return Err(LedgerError::OutOfRange(format!(
+                "need start < end <= {size} and at most 1000 entries"
+            )));
+        }
+        let rows = self.run(move |c, s| {
+            let schema = &s.cfg.schema;
+            Ok(c.query(
+                &format!(
+                    "SELECT l.idx, q.record FROM {schema}.leaves l JOIN {schema}.queue q
+                     ON q.seq = l.seq WHERE l.idx >= $1 AND l.idx < $2 ORDER BY l.idx"
+                ),
+                &[&(start as i64), &(end as i64)],
+            )?
+            .into_iter()
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, Vec<u8>>(1)))
+            .collect::<Vec<_>>())
+        })?;
+        let tree = self.shared.tree.read().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, (idx, bytes)) in rows.into_iter().enumerate() {
+            let at = start + i as u64;
+            if idx != at as i64 || tree.leaf(at) != Some(merkle::leaf_hash(&bytes)) {
+                let err = FleetError::Tampered {
+                    index: at,
+                    reason: "an entry read for an outsider does not match the verified tree".into(),
+                };
+                drop(tree);
+                self.shared.tamper(err);
+                return Err(self.tampered().unwrap_or(LedgerError::Closed));
+            }
+            out.push(bytes);
+        }
+        Ok(out)
+    }
+
+    /// Leaf index of `token_id`, if sequenced and in the published tree.
+    fn index_of(&self, token_id: &str) -> Result<Option<u64>, LedgerError> {
+        let Some(q) = self.lookup(token_id)? else {
+            return Ok(None);
+        };
+        let seq = q.seq;
+        let idx: Option<i64> = self.run(move |c, s| {
+            Ok(c.query_opt(
+                &format!("SELECT idx FROM {}.leaves WHERE seq = $1", s.cfg.schema),
+                &[&seq],
+            )?
+            .map(|r| r.get(0)))
+        })?;
+        let Some(idx) = idx.map(|i| i.max(0) as u64) else {
+            return Err(LedgerError::OutOfRange(
+                "the record is durable but not sequenced yet: ask again in a second".into(),
+            ));
+        };
+        let bytes = q
+            .record
+            .encode()
+            .map_err(|e| LedgerError::InvalidRecord(e.to_string()))?;
+        let tree = self.shared.tree.read().unwrap_or_else(|e| e.into_inner());
+        match tree.leaf(idx) {
+            Some(h) if h == merkle::leaf_hash(&bytes) => Ok(Some(idx)),
+            Some(_) => {
+                drop(tree);
+                self.shared.tamper(FleetError::Tampered {
+                    index: idx,
+                    reason: "a record's leaf differs from the verified tree".into(),
+                });
+                Err(self.tampered().unwrap_or(LedgerError::Closed))
+            }
+            None => Err(LedgerError::OutOfRange(
+                "the record is sequenced but not in a published checkpoint yet".into(),
+            )),
+        }
+    }
+
+    /// Inclusion proof for `token_id` in the tree of `size` (None: current).
+    pub fn inclusion_proof(
+        &self,
+        token_id: &str,
+        size: Option<u64>,
+    ) -> Result<Option<InclusionProof>, LedgerError> {
+        let Some(index) = self.index_of(token_id)? else {
+            return Ok(None);
+        };
+        let committed = self.size();
+        let size = size.unwrap_or(committed);
+        if size > committed || index >= size {
+            return Err(LedgerError::OutOfRange(format!(
+                "entry {index} is not in a tree of size {size} (committed size {committed})"
+            )));
+        }
+        let tree = self.shared.tree.read().unwrap_or_else(|e| e.into_inner());
+        let hashes = tree
+            .inclusion_proof(index, size)
+            .map_err(|e| LedgerError::OutOfRange(e.to_string()))?;
+        Ok(Some(InclusionProof {
+            leaf_index: index,
+            tree_size: size,
+            hashes,
+        }))
+    }
+
+    /// Consistency proof between two published sizes.
+    pub fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>, LedgerError> {
+        let committed = self.size();
+        if from == 0 || from > to || to > committed {
+            return Err(LedgerError::OutOfRange(format!(
+                "need 0 < from <= to <= {committed}"
+            )));
+        }
+        let tree = self.shared.tree.read().unwrap_or_else(|e| e.into_inner());
+        tree.consistency_proof(from, to)
+            .map_err(|e| LedgerError::OutOfRange(e.to_string()))
+    }
+
+    /// Root hash at a published size.
+    pub fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
+        if size > self.size() {
+            return Err(LedgerError::OutOfRange(format!(
+                "size {size} is not committed"
+            )));
+        }
+        let tree = self.shared.tree.read().unwrap_or_else(|e| e.into_inner());
+        tree.root_at(size)
+            .map_err(|e| LedgerError::OutOfRange(e.to_string()))
+    }
+
+    /// Stops the threads after the writer has answered everything submitted;
+    /// the sequencer's connection closes, releasing its lock.
+    pub fn close(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.appends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for FleetLedger {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Most records queued in one transaction.
+const WRITE_BATCH: usize = 512;
+
+fn writer(shared: Arc<Shared>, rx: mpsc::Receiver<Append>) {
+    let mut slot: Option<Client> = None;
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(a) => batch.push(a),
+                Err(_) => break,
+            }
+        }
+        let records: Vec<IssuanceRecord> = batch.iter().map(|a| a.record.clone()).collect();
+        let out = with_client(&mut slot, &shared, |c| {
+            super::enqueue(
+                c,
+                &shared.cfg.schema,
+                &shared.mac,
+                &shared.cfg.node,
+                &records,
+                now_secs(),
+            )
+        });
+        match out {
+            Ok(results) => {
+                for (a, r) in batch.into_iter().zip(results) {
+                    let _ = a
+                        .reply
+                        .send(r.map(|seq| seq.max(0) as u64).map_err(store_err));
+                }
+            }
+            Err(e) => {
+                // Nothing of this batch may be handed out: a commit whose
+                // outcome is unknown leaves at most records of tokens that
+                // no client ever received.
+                let err = store_err(e);
+                for a in batch {
+                    let _ = a.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn reader(rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    let mut slot: Option<Client> = None;
+    loop {
+        let job = {
+            let guard = rx.lock().unwrap_or_else(|e| e.into_inner());
+            guard.recv()
+        };
+        match job {
+            Ok(job) => job(&mut slot),
+            Err(_) => return,
+        }
+    }
+}
+
+/// How long a skipped queue number is asked for again before it is taken
+/// for a rolled-back insert.
+const GAP_PATIENCE: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct Follow {
+    /// Highest queue number seen.
+    max_seen: i64,
+    /// Numbers skipped below `max_seen`, and since when.
+    gaps: BTreeMap<i64, Instant>,
+}
+
+impl Follow {
+    fn absorb(&mut self, shared: &Shared, rows: Vec<super::FollowedRow>) {
+        for (seq, row) in rows {
+            if seq > self.max_seen {
+                let now = Instant::now();
+                // Cap the bookkeeping: a huge jump is a sequence reset or a
+                // bulk rollback, and misses still ask PostgreSQL.
+                for missing in (self.max_seen + 1).max(seq - 10_000)..seq {
+                    self.gaps.insert(missing, now);
+                }
+                self.max_seen = seq;
+            } else if self.gaps.remove(&seq).is_none() {
+                continue;
+            }
+            match row {
+                Ok(q) => (shared.on_record)(&q.record),
+                Err(e) => shared.tamper(e),
+            }
+        }
+        self.gaps.retain(|_, since| since.elapsed() < GAP_PATIENCE);
+    }
+
+    fn gaps(&self) -> Vec<i64> {
+        self.gaps.keys().copied().take(1000).collect()
+    }
+}
+
+fn follower(shared: Arc<Shared>, client: Client, mut follow: Follow) {
+    let mut slot = Some(client);
+    let mut listening = false;
+    while !shared.stop.load(Ordering::SeqCst) {
+        let round = with_client(&mut slot, &shared, |c| {
+            if !listening {
+                c.batch_execute(&format!("LISTEN {}", super::channel(&shared.cfg.schema)))?;
+                listening = true;
+            }
+            loop {
+                let gaps = follow.gaps();
+                let rows = super::since(
+                    c,
+                    &shared.cfg.schema,
+                    &shared.mac,
+                    follow.max_seen,
+                    &gaps,
+                    5000,
+                )?;
+                let full = rows.len() >= 5000;
+                follow.absorb(&shared, rows);
+                if !full {
+                    break;
+                }
+            }
+            extend_tree(c, &shared)
+        });
+        if round.is_err() {
+            listening = false;
+            sleep_unless_stopped(&shared, Duration::from_millis(250));
+            continue;
+        }
+        // Wake on NOTIFY, or look again after a short while regardless:
+        // catching up by number makes a lost notification harmless.
+        if let Some(c) = slot.as_mut() {
+            use postgres::fallible_iterator::FallibleIterator;
+            let mut n = c.notifications();
+            let mut it = n.timeout_iter(Duration::from_millis(200));
+            if it.next().is_err() {
+                listening = false;
+            }
+        }
+    }
+}
+
+/// Extends the verified tree to the latest checkpoint: every new leaf must
+/// hash its authentic record, and the checkpoint must sign the new root.
+fn extend_tree(c: &mut Client, shared: &Shared) -> Result<(), FleetError> {
+    let schema = &shared.cfg.schema;
+    let Some(note) = super::latest_checkpoint(c, schema)? else {
+        return Ok(());
+    };
+    let cp = match SignedCheckpoint::verify(&note, &shared.verifier) {
+        Ok(cp) => cp,
+        Err(e) => {
+            shared.tamper(FleetError::Tampered {
+                index: 0,
+                reason: format!("the latest checkpoint does not verify: {e}"),
+            });
+            return Ok(());
+        }
+    };
+    let target = cp.checkpoint().size;
+    let mut tree = shared
+        .tree
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if target < tree.len() {
+        shared.tamper(FleetError::Tampered {
+            index: target,
+            reason: format!(
+                "the latest checkpoint has {target} entries, fewer than the {} already verified",
+                tree.len()
+            ),
+        });
+        return Ok(());
+    }
+    if target == tree.len() && target == shared.published.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    let rows = c.query(
+        &format!(
+            "SELECT l.idx, l.leaf_hash, q.seq, q.record, q.mac FROM {schema}.leaves l
+             JOIN {schema}.queue q ON q.seq = l.seq
+             WHERE l.idx >= $1 AND l.idx < $2 ORDER BY l.idx"
+        ),
+        &[&(tree.len() as i64), &(target as i64)],
+    )?;
+    for r in rows {
+        let at = tree.len();
+        let idx: i64 = r.get(0);
+        let stored: Vec<u8> = r.get(1);
+        let bytes: Vec<u8> = r.get(3);
+        let h = merkle::leaf_hash(&bytes);
+        let bad = if idx != at as i64 {
+            Some(format!("leaf {at} is missing"))
+        } else if stored.as_slice() != h.as_slice() {
+            Some("a stored record does not hash to its leaf".to_string())
+        } else if !shared.mac.verify(&bytes, &r.get::<_, Vec<u8>>(4)) {
+            Some("a sequenced record's MAC does not verify".to_string())
+        } else {
+            None
+        };
+        if let Some(reason) = bad {
+            shared.tamper(FleetError::Tampered { index: at, reason });
+            return Ok(());
+        }
+        tree.push(h);
+    }
+    if tree.len() != target {
+        shared.tamper(FleetError::Tampered {
+            index: tree.len(),
+            reason: format!(
+                "checkpoint of {target} entries, but only {} leaves",
+                tree.len()
+            ),
+        });
+        return Ok(());
+    }
+    if tree.root() != cp.checkpoint().root_hash {
+        shared.tamper(FleetError::Tampered {
+            index: target,
+            reason: "the latest checkpoint's root differs from the stored leaves: a fork".into(),
+        });
+        return Ok(());
+    }
+    *shared.tree.write().unwrap_or_else(|e| e.into_inner()) = tree;
+    *shared.head.write().unwrap_or_else(|e| e.into_inner()) = cp;
+    shared.published.store(target, Ordering::SeqCst);
+    Ok(())
+}
+
+fn sleep_unless_stopped(shared: &Shared, d: Duration) {
+    let until = Instant::now() + d;
+    while !shared.stop.load(Ordering::SeqCst) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20).min(d));
+    }
+}
+
+/// How often a follower asks for the sequencer lock.
+pub const LEADER_POLL: Duration = Duration::from_millis(500);
+
+fn sequencer(shared: Arc<Shared>, signer: NoteSigner) {
+    enum State {
+        Idle(NoteSigner),
+        Connected(Box<Sequencer>),
+    }
+    let mut state = State::Idle(signer);
+    while !shared.stop.load(Ordering::SeqCst) {
+        state = match state {
+            State::Idle(signer) => match super::connect(&shared.cfg.url)
+                .and_then(|c| super::migrate_with(c, &shared.cfg.schema))
+            {
+                Ok(c) => State::Connected(Box::new(Sequencer::with_client(
+                    c,
+                    &shared.cfg.schema,
+                    signer,
+                    shared.mac.clone(),
+                ))),
+                Err(_) => {
+                    sleep_unless_stopped(&shared, LEADER_POLL);
+                    State::Idle(signer)
+                }
+            },
+            State::Connected(mut s) => match s.step(1000, now_secs()) {
+                Ok(Step::NotLeader) => {
+                    shared.leader.store(false, Ordering::SeqCst);
+                    sleep_unless_stopped(&shared, LEADER_POLL);
+                    State::Connected(s)
+                }
+                Ok(step) => {
+                    shared.leader.store(true, Ordering::SeqCst);
+                    for r in s.take_rejected() {
+                        shared.tamper(FleetError::Tampered {
+                            index: r.seq.max(0) as u64,
+                            reason: r.reason,
+                        });
+                    }
+                    if step == Step::Idle {
+                        sleep_unless_stopped(&shared, Duration::from_millis(50));
+                    }
+                    State::Connected(s)
+                }
+                Err(e) => {
+                    // The lock went with the connection (or was never
+                    // held): start over as a follower.
+                    shared.leader.store(false, Ordering::SeqCst);
+                    if matches!(e, FleetError::Tampered { .. }) {
+                        shared.tamper(e);
+                    }
+                    sleep_unless_stopped(&shared, LEADER_POLL);
+                    State::Idle(s.into_signer())
+                }
+            },
+        };
+    }
+}

@@ -1,0 +1,194 @@
+//! The ledger store: what the server needs of a ledger, whether embedded
+//! (one process, SQLite, [`Ledger`]) or shared by a fleet (PostgreSQL,
+//! [`FleetLedger`]). Both keep the same promise: [`LedgerStore::submit`]
+//! answers `Ok` only once the record is durable, and nothing the store cannot
+//! vouch for is ever returned as issued.
+
+use tally_core::merkle::Hash;
+use tally_core::note::{NoteVerifier, SignedCheckpoint};
+use tally_core::record::IssuanceRecord;
+use tokio::sync::oneshot;
+
+use crate::fleet::node::FleetLedger;
+use crate::ledger::{InclusionProof, Ledger, LedgerError};
+
+/// The answer to an append: the record's position once durable.
+pub type Pending = oneshot::Receiver<Result<u64, LedgerError>>;
+
+/// The answer to an audit request.
+pub type AuditPending = oneshot::Receiver<Result<(), LedgerError>>;
+
+/// A ledger of issuance records.
+pub trait LedgerStore: Send + Sync {
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+    /// Queues `record`; the receiver answers once it is durable.
+    fn submit(&self, record: IssuanceRecord) -> Result<Pending, LedgerError>;
+    /// The durable, authentic record of `token_id`, if any.
+    fn record_of(&self, token_id: &str) -> Result<Option<IssuanceRecord>, LedgerError>;
+    /// Entries covered by the latest verified checkpoint.
+    fn size(&self) -> u64;
+    /// The latest verified checkpoint.
+    fn checkpoint(&self) -> SignedCheckpoint;
+    /// The key that verifies checkpoints.
+    fn verifier(&self) -> &NoteVerifier;
+    /// Encoded records `start..end` (at most 1000).
+    fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, LedgerError>;
+    /// Inclusion proof of `token_id` in the tree of `size` (None: current).
+    fn inclusion_proof(
+        &self,
+        token_id: &str,
+        size: Option<u64>,
+    ) -> Result<Option<InclusionProof>, LedgerError>;
+    /// Consistency proof between two checkpointed sizes.
+    fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>, LedgerError>;
+    /// Root hash at a checkpointed size.
+    fn root_at(&self, size: u64) -> Result<Hash, LedgerError>;
+    /// The tamper finding, if any (issuance has stopped).
+    fn tampered(&self) -> Option<LedgerError>;
+    /// Whether an append now could be made durable.
+    fn is_healthy(&self) -> bool;
+    /// Whether the store answered its last round trip.
+    fn is_reachable(&self) -> bool;
+    /// Asks for a tamper check now.
+    fn submit_audit(&self) -> Result<AuditPending, LedgerError>;
+    /// Stops after everything submitted has been answered.
+    fn close(&self);
+}
+
+/// Appends `record`; resolves once it is durable.
+pub async fn append(store: &dyn LedgerStore, record: IssuanceRecord) -> Result<u64, LedgerError> {
+    store
+        .submit(record)?
+        .await
+        .unwrap_or(Err(LedgerError::Closed))
+}
+
+/// Checks the store for tampering now.
+pub async fn audit(store: &dyn LedgerStore) -> Result<(), LedgerError> {
+    store
+        .submit_audit()?
+        .await
+        .unwrap_or(Err(LedgerError::Closed))
+}
+
+/// [`append`] for threads that are not on an async runtime.
+pub fn append_blocking(
+    store: &dyn LedgerStore,
+    record: IssuanceRecord,
+) -> Result<u64, LedgerError> {
+    store
+        .submit(record)?
+        .blocking_recv()
+        .unwrap_or(Err(LedgerError::Closed))
+}
+
+impl LedgerStore for Ledger {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+    fn submit(&self, record: IssuanceRecord) -> Result<Pending, LedgerError> {
+        Ledger::submit(self, record)
+    }
+    fn record_of(&self, token_id: &str) -> Result<Option<IssuanceRecord>, LedgerError> {
+        Ok(self.lookup(token_id)?.map(|l| l.record))
+    }
+    fn size(&self) -> u64 {
+        Ledger::size(self)
+    }
+    fn checkpoint(&self) -> SignedCheckpoint {
+        Ledger::checkpoint(self)
+    }
+    fn verifier(&self) -> &NoteVerifier {
+        Ledger::verifier(self)
+    }
+    fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, LedgerError> {
+        Ledger::entries(self, start, end)
+    }
+    fn inclusion_proof(
+        &self,
+        token_id: &str,
+        size: Option<u64>,
+    ) -> Result<Option<InclusionProof>, LedgerError> {
+        Ledger::inclusion_proof(self, token_id, size)
+    }
+    fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>, LedgerError> {
+        Ledger::consistency_proof(self, from, to)
+    }
+    fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
+        Ledger::root_at(self, size)
+    }
+    fn tampered(&self) -> Option<LedgerError> {
+        Ledger::tampered(self)
+    }
+    fn is_healthy(&self) -> bool {
+        Ledger::is_healthy(self)
+    }
+    fn is_reachable(&self) -> bool {
+        true
+    }
+    fn submit_audit(&self) -> Result<AuditPending, LedgerError> {
+        Ledger::submit_audit(self)
+    }
+    fn close(&self) {
+        Ledger::close(self)
+    }
+}
+
+impl LedgerStore for FleetLedger {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+    fn submit(&self, record: IssuanceRecord) -> Result<Pending, LedgerError> {
+        FleetLedger::submit(self, record)
+    }
+    fn record_of(&self, token_id: &str) -> Result<Option<IssuanceRecord>, LedgerError> {
+        Ok(self.lookup(token_id)?.map(|q| q.record))
+    }
+    fn size(&self) -> u64 {
+        FleetLedger::size(self)
+    }
+    fn checkpoint(&self) -> SignedCheckpoint {
+        FleetLedger::checkpoint(self)
+    }
+    fn verifier(&self) -> &NoteVerifier {
+        FleetLedger::verifier(self)
+    }
+    fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, LedgerError> {
+        FleetLedger::entries(self, start, end)
+    }
+    fn inclusion_proof(
+        &self,
+        token_id: &str,
+        size: Option<u64>,
+    ) -> Result<Option<InclusionProof>, LedgerError> {
+        FleetLedger::inclusion_proof(self, token_id, size)
+    }
+    fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>, LedgerError> {
+        FleetLedger::consistency_proof(self, from, to)
+    }
+    fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
+        FleetLedger::root_at(self, size)
+    }
+    fn tampered(&self) -> Option<LedgerError> {
+        FleetLedger::tampered(self)
+    }
+    fn is_healthy(&self) -> bool {
+        FleetLedger::is_healthy(self)
+    }
+    fn is_reachable(&self) -> bool {
+        FleetLedger::is_reachable(self)
+    }
+    fn submit_audit(&self) -> Result<AuditPending, LedgerError> {
+        // The follower checks every new leaf and checkpoint as it arrives.
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(match self.tampered() {
+            Some(t) => Err(t),
+            None => Ok(()),
+        });
+        Ok(rx)
+    }
+    fn close(&self) {
+        FleetLedger::close(self)
+    }
+}
