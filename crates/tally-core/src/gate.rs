@@ -211,6 +211,11 @@ impl LedgerQuestion {
     pub fn token_id(&self) -> &str {
         self.token.claims().jti.as_deref().unwrap_or("")
     }
+
+    /// The digest of the exact token bytes in question.
+    pub fn digest(&self) -> &TokenDigest {
+        &self.digest
+    }
 }
 
 /// The ledger store's answer about a token id, from records whose leaf hashes

@@ -31,6 +31,7 @@ pub mod dpop_nonce;
 pub mod gate;
 pub mod jose;
 pub mod merkle;
+pub mod misses;
 pub mod note;
 pub mod ratelimit;
 pub mod record;

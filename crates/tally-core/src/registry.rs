@@ -131,6 +131,16 @@ impl Registry {
         }
     }
 
+    /// Marks a token revoked, remembering the revocation even if the token is
+    /// not in the registry yet (in a fleet, a revocation can arrive before the
+    /// record it revokes): a later [`Registry::insert`] keeps it revoked.
+    pub fn revoke_until(&self, digest: &TokenDigest, expires_at: i64) {
+        let key = digest.prefix();
+        let mut shard = write(self.shard(&key));
+        let expires_at = shard.get(&key).map_or(expires_at, |s| s.expires_at());
+        shard.insert(key, Slot::new(expires_at, TokenState::Revoked));
+    }
+
     /// Removes every entry whose expiry is at or before `cutoff` (callers pass
     /// `now - leeway`). Returns how many were removed.
     pub fn evict_expired(&self, cutoff: i64) -> usize {
@@ -193,6 +203,22 @@ fn write(l: &RwLock<Shard>) -> std::sync::RwLockWriteGuard<'_, Shard> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_revocation_that_arrives_first_wins() {
+        let r = Registry::new();
+        let d = TokenDigest::of(b"issued on another node");
+        r.revoke_until(&d, 2_000);
+        r.insert(&d, 2_000);
+        assert_eq!(r.lookup(&d).unwrap().state, TokenState::Revoked);
+        let e = TokenDigest::of(b"already here");
+        r.insert(&e, 3_000);
+        r.revoke_until(&e, 9_999);
+        let entry = r.lookup(&e).unwrap();
+        assert_eq!(entry.state, TokenState::Revoked);
+        assert_eq!(entry.expires_at, 3_000);
+        assert_eq!(r.evict_expired(2_000), 1);
+    }
 
     #[test]
     fn insert_lookup_revoke_evict() {

@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use tally_core::gate::Gate;
 use tally_core::jose::ClaimsPolicy;
 use tally_core::registry::Registry;
-use tally_store::Ledger;
+use tally_store::{Ledger, LedgerStore};
 
 use crate::config::Config;
 use crate::datadir::DataDir;
@@ -28,8 +28,8 @@ pub struct App {
     pub config: Config,
     /// The data directory (state store, master key).
     pub dir: DataDir,
-    /// The ledger.
-    pub ledger: Arc<Ledger>,
+    /// The ledger: embedded, or shared by a fleet.
+    pub ledger: Arc<dyn LedgerStore>,
     /// The gate's decision procedure (owns the registry).
     pub gate: Arc<Gate>,
     /// The key that signs new tokens.
@@ -62,6 +62,8 @@ pub struct App {
     ledger_seen: std::sync::Mutex<(u64, i64)>,
     /// Registry misses (each a signature verification) per client address.
     pub miss_limiter: tally_core::ratelimit::RateLimiter<std::net::IpAddr>,
+    /// Forged tokens the ledger store has already said it never issued.
+    pub misses: tally_core::misses::Misses,
     /// DPoP proofs already used (RFC 9449 replay protection).
     pub dpop_replay: tally_core::dpop::ReplayCache,
     /// DPoP server nonces, when `dpop_nonce = true`. Keyed per process: a
@@ -77,7 +79,7 @@ pub struct App {
     /// Highest revocation sequence number applied to the registry.
     revocation_seq: AtomicI64,
     /// Per key, the latest `exp` of a token it signed (from the ledger).
-    last_expiry: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    last_expiry: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
     /// Forged tokens seen per key since the last flush: `(count, first, last)`.
     sightings: std::sync::Mutex<std::collections::HashMap<String, (u64, i64, i64)>>,
 }
@@ -92,35 +94,30 @@ impl App {
         let dir = DataDir::open_or_init(&config).map_err(|e| StartError(e.to_string()))?;
         let signer = dir.ledger_signer().map_err(|e| StartError(e.to_string()))?;
         let registry = Arc::new(Registry::new());
-        let cutoff = now_unix() - config.leeway_secs;
-        let reg = registry.clone();
-        let mut last_expiry = std::collections::HashMap::<String, i64>::new();
-        let mut recorded = std::collections::HashMap::<String, u64>::new();
-        let ledger = Ledger::open(&dir.ledger_path(), signer, progress, &mut |_, rec| {
-            if !rec.auth_context.starts_with("external:") {
-                *recorded.entry(rec.kid.clone()).or_default() += 1;
-            }
-            if rec.expires_at > cutoff {
-                reg.insert(&rec.token_sha256, rec.expires_at);
-                let e = last_expiry.entry(rec.kid.clone()).or_insert(rec.expires_at);
-                *e = (*e).max(rec.expires_at);
-            }
-        })
-        .map_err(|e| match &e {
-            tally_store::LedgerError::Tampered { .. } => StartError(format!(
-                "{e}\nThe ledger no longer matches what tally wrote and signed; refusing to start. \
-                 Preserve the data directory as evidence, run `tally ledger verify` for details, \
-                 and restore the ledger from backup."
-            )),
-            _ => StartError(format!("cannot open the ledger: {e}")),
-        })?;
-        let accounts = crate::accounting::Accounts::load(&dir.state, &recorded)
-            .map_err(|e| StartError(format!("signature counts: {e}")))?;
+        let last_expiry = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+            String,
+            i64,
+        >::new()));
+        let (ledger, recorded) =
+            open_ledger(&config, &dir, signer, &registry, &last_expiry, progress)?;
+        let accounts = crate::accounting::Accounts::load_for(
+            &dir.state,
+            &recorded,
+            match &config.storage {
+                crate::config::Storage::Postgres { node, .. } => Some(node.as_str()),
+                crate::config::Storage::Embedded => None,
+            },
+        )
+        .map_err(|e| StartError(format!("signature counts: {e}")))?;
+        let ring_expiry = last_expiry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let ring = KeyRing::load(
             &dir,
             now_unix(),
             config.leeway_secs,
-            &|kid| last_expiry.get(kid).copied(),
+            &|kid| ring_expiry.get(kid).copied(),
             &accounts,
         )
         .map_err(|e| StartError(e.to_string()))?;
@@ -175,7 +172,7 @@ impl App {
         Ok(Arc::new(App {
             config,
             dir,
-            ledger: Arc::new(ledger),
+            ledger,
             gate,
             active: RwLock::new(ring.active),
             metrics: Metrics::default(),
@@ -189,6 +186,7 @@ impl App {
             accounts,
             blocks: RwLock::new(Arc::new(tally_core::containment::BlockList::default())),
             dpop_replay: tally_core::dpop::ReplayCache::new(1 << 20),
+            misses: tally_core::misses::Misses::new(100_000, 300),
             dpop_nonces,
             access_log,
             access_events: std::sync::OnceLock::new(),
@@ -204,7 +202,7 @@ impl App {
                 },
             ),
             revocation_seq: AtomicI64::new(0),
-            last_expiry: std::sync::Mutex::new(last_expiry),
+            last_expiry,
             sightings: std::sync::Mutex::new(std::collections::HashMap::new()),
         }))
         .inspect(|app| {
@@ -223,8 +221,13 @@ impl App {
         let mut applied = 0;
         for (seq, r) in &new {
             let digest = tally_core::digest::TokenDigest::from_bytes(r.token_sha256);
-            if self.gate.registry().revoke(&digest) {
+            if self.gate.registry().lookup(&digest).is_some() {
                 applied += 1;
+            }
+            // Remembered even before the record arrives (a fleet's follower
+            // may deliver it later): the record can never make it live again.
+            if r.expires_at > now_unix() - self.config.leeway_secs {
+                self.gate.registry().revoke_until(&digest, r.expires_at);
             }
             self.revocation_seq.fetch_max(*seq, Ordering::SeqCst);
         }
@@ -458,6 +461,37 @@ impl App {
         }
     }
 
+    /// Reports the shared store going away or coming back: a log line, an
+    /// alert to every webhook, and `/readyz` follows on its own.
+    fn store_transition(&self, reachable: bool) {
+        let now = now_unix();
+        if reachable {
+            tracing::warn!(
+                backend = self.ledger.backend(),
+                "ledger store reachable again: issuance and unknown tokens are decided again"
+            );
+        } else {
+            tracing::error!(
+                backend = self.ledger.backend(),
+                "ledger store unreachable: failing closed (issuance 503, unknown tokens `unavailable`); \
+                 tokens already in the registry keep working"
+            );
+        }
+        self.alerts.notify(
+            &self.watch.store,
+            if reachable {
+                "store_recovered"
+            } else {
+                "store_unavailable"
+            },
+            serde_json::json!({
+                "backend": self.ledger.backend(),
+                "registry_tokens": self.gate.registry().len(),
+            }),
+            now,
+        );
+    }
+
     /// Drops expired registry and cache entries.
     pub fn evict(&self) {
         let cutoff = now_unix() - self.config.leeway_secs;
@@ -465,6 +499,107 @@ impl App {
         let b = self.gate.evict_seen(cutoff);
         if a + b > 0 {
             tracing::debug!(registry = a, seen = b, "evicted expired tokens");
+        }
+    }
+}
+
+/// What [`open_ledger`] learnt while reading the ledger: records per key
+/// (this node's own, in a fleet).
+type Recorded = std::collections::HashMap<String, u64>;
+
+/// Opens the configured ledger, verifying it and filling the registry with
+/// every unexpired token; a fleet node goes on following new records.
+fn open_ledger(
+    config: &Config,
+    dir: &DataDir,
+    signer: tally_core::note::NoteSigner,
+    registry: &Arc<Registry>,
+    last_expiry: &Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Arc<dyn LedgerStore>, Recorded), StartError> {
+    let leeway = config.leeway_secs;
+    // A record's effect on this node: its token is live until it expires.
+    let learn = {
+        let registry = registry.clone();
+        let last_expiry = last_expiry.clone();
+        move |rec: &tally_core::record::IssuanceRecord| {
+            if rec.expires_at > now_unix() - leeway {
+                registry.insert(&rec.token_sha256, rec.expires_at);
+                let mut m = last_expiry.lock().unwrap_or_else(|e| e.into_inner());
+                let e = m.entry(rec.kid.clone()).or_insert(rec.expires_at);
+                *e = (*e).max(rec.expires_at);
+            }
+        }
+    };
+    let counts = |recorded: &mut Recorded, rec: &tally_core::record::IssuanceRecord| {
+        if !rec.auth_context.starts_with("external:") {
+            *recorded.entry(rec.kid.clone()).or_default() += 1;
+        }
+    };
+    let tampered = |e: &tally_store::LedgerError| match e {
+        tally_store::LedgerError::Tampered { .. } => StartError(format!(
+            "{e}\nThe ledger no longer matches what tally wrote and signed; refusing to start. \
+             Preserve the data directory (or database) as evidence, run `tally ledger verify` \
+             for details, and restore the ledger from backup."
+        )),
+        _ => StartError(format!("cannot open the ledger: {e}")),
+    };
+    match &config.storage {
+        crate::config::Storage::Embedded => {
+            let mut recorded = Recorded::new();
+            let ledger = Ledger::open(&dir.ledger_path(), signer, progress, &mut |_, rec| {
+                counts(&mut recorded, rec);
+                learn(rec);
+            })
+            .map_err(|e| tampered(&e))?;
+            Ok((Arc::new(ledger), recorded))
+        }
+        crate::config::Storage::Postgres { url, schema, node } => {
+            use tally_store::fleet::{RecordMac, node::FleetConfig, node::FleetLedger};
+            let mac = RecordMac::new(&dir.master.derive(RecordMac::PURPOSE));
+            // Records this node queued before it (re)started balance its
+            // signature account; later ones are counted as they are issued.
+            let loading = Arc::new(std::sync::atomic::AtomicBool::new(true));
+            let recorded = Arc::new(std::sync::Mutex::new(Recorded::new()));
+            let on_record: tally_store::fleet::node::OnRecord = {
+                let (loading, recorded, node) = (loading.clone(), recorded.clone(), node.clone());
+                Arc::new(move |q: &tally_store::fleet::QueuedRecord| {
+                    if loading.load(Ordering::SeqCst) && q.node == node {
+                        counts(
+                            &mut recorded.lock().unwrap_or_else(|e| e.into_inner()),
+                            &q.record,
+                        );
+                    }
+                    learn(&q.record);
+                })
+            };
+            let on_tamper: tally_store::fleet::node::OnTamper =
+                Arc::new(|e: &tally_store::fleet::FleetError| {
+                    tracing::error!(
+                        code = e.code(),
+                        finding = %e,
+                        "fleet ledger tampered: issuance stopped; preserve the database as evidence"
+                    );
+                });
+            let ledger = FleetLedger::open(
+                FleetConfig::new(url.expose(), schema, node),
+                signer,
+                mac,
+                progress,
+                on_record,
+                on_tamper,
+            )
+            .map_err(|e| match e {
+                tally_store::LedgerError::Store(m) => StartError(format!(
+                    "cannot open the fleet ledger at {url}: {m}\nCheck that PostgreSQL is reachable \
+                     and that this node has the fleet's master key (TALLY_MASTER_KEY)."
+                )),
+                other => tampered(&other),
+            })?;
+            loading.store(false, Ordering::SeqCst);
+            let recorded = recorded.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            tracing::info!(node = %node, schema = %schema, storage = %url, "fleet ledger opened");
+            Ok((Arc::new(ledger), recorded))
         }
     }
 }
@@ -589,9 +724,15 @@ pub fn spawn_background(app: &Arc<App>) {
         // even when no token is being issued.
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut reported = false;
+        let mut reachable = true;
         loop {
             tick.tick().await;
-            match a.ledger.audit().await {
+            let now_reachable = a.ledger.is_reachable();
+            if now_reachable != reachable {
+                reachable = now_reachable;
+                a.store_transition(now_reachable);
+            }
+            match tally_store::store::audit(&*a.ledger).await {
                 Err(e @ tally_store::LedgerError::Tampered { .. }) if !reported => {
                     reported = true;
                     a.watch.signal(tally_core::detect::Signal::LedgerTampered {

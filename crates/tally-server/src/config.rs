@@ -69,6 +69,125 @@ pub struct FileConfig {
     pub webhooks: Vec<WebhookConfig>,
     /// A receiver of Security Event Tokens (RFC 8417, pushed as in RFC 8935).
     pub set_receiver: Option<SetReceiverConfig>,
+    /// Shared storage for a fleet of nodes (`[storage] url = "postgres://…"`).
+    pub storage: Option<StorageFile>,
+}
+
+/// `[storage]`: where the ledger and the shared state live.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StorageFile {
+    /// `postgres://user@host:5432/db` (fleet) or absent (embedded, under `data`).
+    pub url: Option<String>,
+    /// Schema holding tally's tables (default `tally`).
+    pub schema: Option<String>,
+    /// This node's name in the shared ledger (default: host name and port).
+    pub node: Option<String>,
+}
+
+/// A PostgreSQL URL; its password never appears in logs or errors.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StorageUrl(String);
+
+impl StorageUrl {
+    /// The URL itself, for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for StorageUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // postgres://user:secret@host/db → postgres://user:***@host/db
+        let s = &self.0;
+        if let Some(scheme_end) = s.find("://") {
+            let rest = &s[scheme_end + 3..];
+            if let Some(at) = rest.rfind('@') {
+                let userinfo = &rest[..at];
+                if let Some(colon) = userinfo.find(':') {
+                    return write!(
+                        f,
+                        "{}://{}:***@{}",
+                        &s[..scheme_end],
+                        &userinfo[..colon],
+                        &rest[at + 1..]
+                    );
+                }
+            }
+        }
+        f.write_str(s)
+    }
+}
+
+impl std::fmt::Debug for StorageUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StorageUrl({self})")
+    }
+}
+
+/// Where the ledger and shared state live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// SQLite files in the data directory (one node).
+    Embedded,
+    /// One PostgreSQL database shared by a fleet of nodes.
+    Postgres {
+        /// Connection URL.
+        url: StorageUrl,
+        /// Schema holding tally's tables.
+        schema: String,
+        /// This node's name.
+        node: String,
+    },
+}
+
+impl Storage {
+    /// Parses `url` (from `--storage`, `TALLY_STORAGE_URL` or `[storage]`).
+    pub fn parse(
+        url: Option<String>,
+        schema: Option<String>,
+        node: Option<String>,
+        listen: SocketAddr,
+    ) -> Result<Storage, ConfigError> {
+        let Some(url) = url.filter(|u| !u.is_empty()) else {
+            return Ok(Storage::Embedded);
+        };
+        if url == "embedded" || url == "sqlite" {
+            return Ok(Storage::Embedded);
+        }
+        let url = StorageUrl(url);
+        if !(url.0.starts_with("postgres://") || url.0.starts_with("postgresql://")) {
+            return Err(ConfigError(format!(
+                "storage url {url} is not postgres://… (leave it unset for embedded storage)"
+            )));
+        }
+        let schema = schema.unwrap_or_else(|| "tally".into());
+        let ok = !schema.is_empty()
+            && schema.len() <= 48
+            && schema.starts_with(|c: char| c.is_ascii_lowercase())
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            return Err(ConfigError(format!(
+                "storage schema {schema:?} must be 1-48 of a-z, 0-9, _ and start with a letter"
+            )));
+        }
+        let node = node.unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "node".into());
+            format!("{host}:{}", listen.port())
+        });
+        Ok(Storage::Postgres { url, schema, node })
+    }
+
+    /// Whether this is a fleet store.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Storage::Postgres { .. })
+    }
 }
 
 /// `[[webhooks]]`.
@@ -221,6 +340,8 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     /// SET receiver.
     pub set_receiver: Option<SetReceiverConfig>,
+    /// Where the ledger and shared state live.
+    pub storage: Storage,
 }
 
 /// A configuration problem, phrased for the operator.
@@ -241,6 +362,8 @@ pub struct Overrides {
     pub audience: Option<String>,
     /// `TALLY_TOKEN_TTL_SECS`.
     pub token_ttl_secs: Option<i64>,
+    /// `--storage` / `TALLY_STORAGE_URL`.
+    pub storage: Option<String>,
 }
 
 impl Config {
@@ -430,7 +553,15 @@ impl Config {
         if issuer.is_empty() || audience.is_empty() {
             return Err(ConfigError("issuer and audience must not be empty".into()));
         }
+        let storage_file = fc.storage.clone().unwrap_or_default();
+        let storage = Storage::parse(
+            over.storage.or(storage_file.url),
+            storage_file.schema,
+            storage_file.node,
+            listen,
+        )?;
         Ok(Config {
+            storage,
             listen,
             data,
             issuer,

@@ -376,18 +376,20 @@ pub async fn register(
         expires_at: exp,
         auth_context: format!("external:{}", issuer.config.name),
     };
-    let index = app.ledger.append(record).await.map_err(|e| match e {
-        tally_store::LedgerError::DuplicateTokenId => ApiError::new(
-            StatusCode::CONFLICT,
-            "duplicate_token_id",
-            "a token with this jti is already recorded",
-        ),
-        tally_store::LedgerError::InvalidRecord(m) => ApiError::bad_request("invalid_token", m),
-        other => {
-            tracing::error!(code = other.code(), error = %other, "registration not recorded");
-            ApiError::unavailable(other.code())
-        }
-    })?;
+    let index = tally_store::store::append(&*app.ledger, record)
+        .await
+        .map_err(|e| match e {
+            tally_store::LedgerError::DuplicateTokenId => ApiError::new(
+                StatusCode::CONFLICT,
+                "duplicate_token_id",
+                "a token with this jti is already recorded",
+            ),
+            tally_store::LedgerError::InvalidRecord(m) => ApiError::bad_request("invalid_token", m),
+            other => {
+                tracing::error!(code = other.code(), error = %other, "registration not recorded");
+                ApiError::unavailable(other.code())
+            }
+        })?;
     app.gate.registry().insert(&digest, exp);
     app.signed_until(&vt.header().kid, exp);
     app.metrics.issued();

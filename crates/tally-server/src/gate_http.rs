@@ -344,23 +344,31 @@ pub async fn decide_token_for(app: &Arc<App>, token: &[u8], client: Option<IpAdd
     match app.gate.check_guarded(token, now, &allow_miss) {
         Step::Decided(d) => d,
         Step::AskLedger(q) => {
+            // A forged token seen before is refused from memory: a flood of
+            // one forged token costs no store round trips.
+            if app.misses.known_forged(q.digest(), now) {
+                return app.gate.resolve(q, LedgerAnswer::NotFound, now);
+            }
             let a = app.clone();
             let jti = q.token_id().to_string();
-            let found = tokio::task::spawn_blocking(move || a.ledger.lookup(&jti)).await;
+            let found = tokio::task::spawn_blocking(move || a.ledger.record_of(&jti)).await;
             let answer = match found {
-                Ok(Ok(Some(loc))) => {
+                Ok(Ok(Some(record))) => {
                     let a = app.clone();
-                    let jti = loc.record.token_id.clone();
+                    let jti = record.token_id.clone();
                     match tokio::task::spawn_blocking(move || a.dir.state.is_revoked(&jti)).await {
                         Ok(Ok(revoked)) => LedgerAnswer::Found {
-                            token_sha256: loc.record.token_sha256,
-                            expires_at: loc.record.expires_at,
+                            token_sha256: record.token_sha256,
+                            expires_at: record.expires_at,
                             revoked,
                         },
                         _ => LedgerAnswer::Unavailable,
                     }
                 }
-                Ok(Ok(None)) => LedgerAnswer::NotFound,
+                Ok(Ok(None)) => {
+                    app.misses.remember(q.digest(), now);
+                    LedgerAnswer::NotFound
+                }
                 Ok(Err(e)) => {
                     tracing::error!(code = e.code(), error = %e, "ledger lookup failed; failing closed");
                     LedgerAnswer::Unavailable

@@ -462,7 +462,7 @@ pub async fn issue_for(app: &Arc<App>, req: &TokenRequest<'_>) -> Result<Issued,
             expires_at: exp,
             auth_context: auth_s,
         };
-        match a.ledger.append(record).await {
+        match tally_store::store::append(&*a.ledger, record).await {
             Ok(index) => {
                 account.end(true);
                 a.gate.registry().insert(&digest, exp);

@@ -38,6 +38,8 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Result<Json<serde_json::Valu
     }
     Ok(Json(json!({
         "status": "ready",
+        "storage": app.ledger.backend(),
+        "sequencer": app.ledger.is_sequencer(),
         "ledger_size": app.ledger.size(),
         "registry_live_tokens": app.gate.registry().len(),
     })))

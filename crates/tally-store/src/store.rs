@@ -50,6 +50,8 @@ pub trait LedgerStore: Send + Sync {
     fn is_healthy(&self) -> bool;
     /// Whether the store answered its last round trip.
     fn is_reachable(&self) -> bool;
+    /// Whether this process sequences the ledger (always, when embedded).
+    fn is_sequencer(&self) -> bool;
     /// Asks for a tamper check now.
     fn submit_audit(&self) -> Result<AuditPending, LedgerError>;
     /// Stops after everything submitted has been answered.
@@ -127,6 +129,9 @@ impl LedgerStore for Ledger {
     fn is_reachable(&self) -> bool {
         true
     }
+    fn is_sequencer(&self) -> bool {
+        true
+    }
     fn submit_audit(&self) -> Result<AuditPending, LedgerError> {
         Ledger::submit_audit(self)
     }
@@ -178,6 +183,9 @@ impl LedgerStore for FleetLedger {
     }
     fn is_reachable(&self) -> bool {
         FleetLedger::is_reachable(self)
+    }
+    fn is_sequencer(&self) -> bool {
+        FleetLedger::is_sequencer(self)
     }
     fn submit_audit(&self) -> Result<AuditPending, LedgerError> {
         // The follower checks every new leaf and checkpoint as it arrives.

@@ -225,7 +225,9 @@ fn open_node(s: &str, name: &str, seen: Arc<Mutex<Vec<String>>>) -> FleetLedger 
         signer(),
         mac(),
         &mut |_, _| {},
-        Arc::new(move |r: &IssuanceRecord| seen.lock().unwrap().push(r.token_id.clone())),
+        Arc::new(move |q: &fleet::QueuedRecord| {
+            seen.lock().unwrap().push(q.record.token_id.clone())
+        }),
         Arc::new(|e: &FleetError| panic!("unexpected tamper finding: {e}")),
     )
     .unwrap()

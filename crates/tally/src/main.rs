@@ -36,9 +36,12 @@ struct Cli {
 
 #[derive(Args, Clone)]
 pub(crate) struct DataArg {
-    /// Data directory (embedded storage).
+    /// Data directory (embedded storage; in a fleet, this node's own files).
     #[arg(long, env = "TALLY_DATA")]
     pub(crate) data: Option<PathBuf>,
+    /// Shared storage for a fleet: postgres://user@host:5432/db.
+    #[arg(long, env = "TALLY_STORAGE_URL")]
+    pub(crate) storage: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -414,6 +417,7 @@ pub(crate) fn config(
         Overrides {
             listen,
             data: data.data.clone(),
+            storage: data.storage.clone(),
             issuer: std::env::var("TALLY_ISSUER").ok(),
             audience: std::env::var("TALLY_AUDIENCE").ok(),
             token_ttl_secs: match std::env::var("TALLY_TOKEN_TTL_SECS") {

@@ -266,6 +266,8 @@ pub struct QueuedRecord {
     pub seq: i64,
     /// The record.
     pub record: IssuanceRecord,
+    /// The node that queued it.
+    pub node: String,
 }
 
 /// Decodes a queue row's record and checks its MAC and token id.
@@ -275,6 +277,7 @@ fn authentic(
     bytes: &[u8],
     tag: &[u8],
     token_id: Option<&str>,
+    node: String,
 ) -> Result<QueuedRecord, FleetError> {
     let forged = |reason: &str| FleetError::Tampered {
         index: seq.max(0) as u64,
@@ -289,7 +292,7 @@ fn authentic(
     if token_id.is_some_and(|t| t != record.token_id) {
         return Err(forged("the record is filed under another token id"));
     }
-    Ok(QueuedRecord { seq, record })
+    Ok(QueuedRecord { seq, record, node })
 }
 
 /// The record queued for `token_id`, sequenced or not, if its MAC verifies.
@@ -301,19 +304,27 @@ pub fn lookup(
 ) -> Result<Option<QueuedRecord>, FleetError> {
     check_schema(schema)?;
     let row = client.query_opt(
-        &format!("SELECT seq, record, mac FROM {schema}.queue WHERE token_id = $1"),
+        &format!("SELECT seq, record, mac, node FROM {schema}.queue WHERE token_id = $1"),
         &[&token_id],
     )?;
-    row.map(|r| {
-        authentic(
-            mac,
-            r.get(0),
-            &r.get::<_, Vec<u8>>(1),
-            &r.get::<_, Vec<u8>>(2),
-            Some(token_id),
-        )
-    })
-    .transpose()
+    row.map(|r| authentic_row(mac, &r, Some(token_id)))
+        .transpose()
+}
+
+/// [`authentic`] over a row of `seq, record, mac, node`.
+fn authentic_row(
+    mac: &RecordMac,
+    r: &postgres::Row,
+    token_id: Option<&str>,
+) -> Result<QueuedRecord, FleetError> {
+    authentic(
+        mac,
+        r.try_get(0)?,
+        &r.try_get::<_, Vec<u8>>(1)?,
+        &r.try_get::<_, Vec<u8>>(2)?,
+        token_id,
+        r.try_get(3)?,
+    )
 }
 
 /// A queue row as the follower sees it: its number and the outcome of its
@@ -334,28 +345,16 @@ pub fn since(
     check_schema(schema)?;
     let rows = client.query(
         &format!(
-            "(SELECT seq, record, mac FROM {schema}.queue WHERE seq > $1 ORDER BY seq LIMIT $2)
+            "(SELECT seq, record, mac, node FROM {schema}.queue WHERE seq > $1 ORDER BY seq LIMIT $2)
              UNION ALL
-             (SELECT seq, record, mac FROM {schema}.queue WHERE seq = ANY($3))
+             (SELECT seq, record, mac, node FROM {schema}.queue WHERE seq = ANY($3))
              ORDER BY seq"
         ),
         &[&after, &limit, &also],
     )?;
     Ok(rows
         .into_iter()
-        .map(|r| {
-            let seq: i64 = r.get(0);
-            (
-                seq,
-                authentic(
-                    mac,
-                    seq,
-                    &r.get::<_, Vec<u8>>(1),
-                    &r.get::<_, Vec<u8>>(2),
-                    None,
-                ),
-            )
-        })
+        .map(|r| (r.get(0), authentic_row(mac, &r, None)))
         .collect())
 }
 
@@ -510,7 +509,7 @@ impl Sequencer {
                 let seq: i64 = r.get(0);
                 let bytes: Vec<u8> = r.get(1);
                 let tag: Vec<u8> = r.get(2);
-                if let Err(e) = authentic(&self.mac, seq, &bytes, &tag, None) {
+                if let Err(e) = authentic(&self.mac, seq, &bytes, &tag, None, String::new()) {
                     let reason = e.to_string();
                     tx.execute(&reject, &[&seq, &reason, &now])?;
                     rejected.push(Rejected { seq, reason });
@@ -635,7 +634,7 @@ pub fn verify(
         }
         let tag: Vec<u8> = r.get(3);
         if let Err(FleetError::Tampered { reason, .. }) =
-            authentic(mac, r.get(4), &record, &tag, None)
+            authentic(mac, r.get(4), &record, &tag, None, String::new())
         {
             return Err(FleetError::Tampered { index: at, reason });
         }

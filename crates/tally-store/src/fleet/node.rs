@@ -63,7 +63,7 @@ impl FleetConfig {
 
 /// Called with every authentic record the node learns of (at start and
 /// while following), exactly once per record.
-pub type OnRecord = Arc<dyn Fn(&IssuanceRecord) + Send + Sync>;
+pub type OnRecord = Arc<dyn Fn(&QueuedRecord) + Send + Sync>;
 
 /// Called when the follower or sequencer finds evidence of tampering.
 pub type OnTamper = Arc<dyn Fn(&FleetError) + Send + Sync>;
@@ -658,7 +658,7 @@ impl Follow {
                 continue;
             }
             match row {
-                Ok(q) => (shared.on_record)(&q.record),
+                Ok(q) => (shared.on_record)(&q),
                 Err(e) => shared.tamper(e),
             }
         }
