@@ -879,6 +879,11 @@ fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
         _ => trusted_ledger_verifier(&c)?,
     };
     let verifier_key = verifier.verifier_key();
+    if let tally_server::config::Storage::Postgres { url, schema, .. } = &c.storage
+        && !matches!(cmd, LedgerCmd::Key { .. })
+    {
+        return fleet_ledger_cmd(&c, &cmd, url, schema, &verifier);
+    }
     match cmd {
         LedgerCmd::Key { .. } => {
             println!("{verifier_key}");
@@ -1237,6 +1242,96 @@ pub(crate) fn print_table<const N: usize>(rows: &[[String; N]]) {
 /// The ledger's verifier key, derived from the sealed ledger key (so a state
 /// database whose stored public key was swapped cannot vouch for a rewritten
 /// ledger), and compared with the stored copy.
+/// `tally ledger verify|checkpoint|prove` on a fleet's shared ledger.
+fn fleet_ledger_cmd(
+    c: &Config,
+    cmd: &LedgerCmd,
+    url: &tally_server::config::StorageUrl,
+    schema: &str,
+    verifier: &NoteVerifier,
+) -> Result<ExitCode, String> {
+    use tally_store::fleet::{self, FleetError, RecordMac};
+    let dir = DataDir::open_existing(c).map_err(|e| e.to_string())?;
+    let mac = RecordMac::new(&dir.master.derive(RecordMac::PURPOSE));
+    let mut client = fleet::connect(url.expose()).map_err(|e| {
+        format!("cannot reach the fleet ledger at {url} ({}): {e}", e.code())
+    })?;
+    match cmd {
+        LedgerCmd::Checkpoint { .. } => {
+            let note = fleet::latest_checkpoint(&mut client, schema)
+                .map_err(|e| e.to_string())?
+                .ok_or("the fleet ledger has no checkpoint yet (start a node first)")?;
+            tally_core::note::SignedCheckpoint::verify(&note, verifier)
+                .map_err(|e| format!("the stored checkpoint does not verify: {e}"))?;
+            print!("{note}");
+            Ok(ExitCode::SUCCESS)
+        }
+        LedgerCmd::Verify { .. } => match fleet::verify(&mut client, schema, verifier, &mac) {
+            Ok(report) => {
+                let backlog = fleet::backlog(&mut client, schema).map_err(|e| e.to_string())?;
+                println!("ledger       {url} (schema {schema})");
+                println!("origin       {}", verifier.name());
+                println!("entries      {}", report.tree.len());
+                println!("checkpoints  {}", report.checkpoints);
+                println!("queued       {backlog} (durable, not sequenced yet)");
+                println!("root         {}", STANDARD.encode(report.tree.root()));
+                println!(
+                    "result       OK: every leaf recomputed and its record's MAC checked; every checkpoint's signature and root verified"
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(FleetError::Tampered { index, reason }) => {
+                println!("ledger       {url} (schema {schema})");
+                println!("result       TAMPERED");
+                println!("first bad    index {index}");
+                println!("finding      {reason}");
+                eprintln!(
+                    "error: ledger_tampered at index {index}. Preserve the database as evidence \
+                     (pg_dump the schema) before anything else."
+                );
+                Ok(ExitCode::from(1))
+            }
+            Err(e) => Err(format!("{} ({})", e, e.code())),
+        },
+        LedgerCmd::Prove { token_id, .. } => {
+            let report = fleet::verify(&mut client, schema, verifier, &mac)
+                .map_err(|e| e.to_string())?;
+            let found = fleet::lookup(&mut client, schema, &mac, token_id)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no issuance record for token id {token_id}"))?;
+            let bytes = found.record.encode().map_err(|e| e.to_string())?;
+            let leaf = merkle::leaf_hash(&bytes);
+            let size = report.tree.len();
+            let index = client
+                .query_opt(
+                    &format!("SELECT idx FROM {schema}.leaves WHERE seq = $1"),
+                    &[&found.seq],
+                )
+                .map_err(|e| e.to_string())?
+                .map(|r| r.get::<_, i64>(0).max(0) as u64)
+                .filter(|i| report.tree.leaf(*i) == Some(leaf))
+                .ok_or("the record is durable but not sequenced yet: ask again in a second")?;
+            let proof = report
+                .tree
+                .inclusion_proof(index, size)
+                .map_err(|e| e.to_string())?;
+            let root = report.tree.root();
+            merkle::verify_inclusion(&leaf, index, size, &proof, &root)
+                .map_err(|e| format!("proof does not verify: {e}"))?;
+            println!("token_id    {token_id}");
+            println!("leaf_index  {index}");
+            println!("tree_size   {size}");
+            println!("root        {}", STANDARD.encode(root));
+            for (i, h) in proof.iter().enumerate() {
+                println!("proof[{i}]    {}", STANDARD.encode(h));
+            }
+            println!("verified    yes");
+            Ok(ExitCode::SUCCESS)
+        }
+        LedgerCmd::Key { .. } => Ok(ExitCode::SUCCESS),
+    }
+}
+
 fn trusted_ledger_verifier(c: &Config) -> Result<NoteVerifier, String> {
     let data = c.data.as_path();
     let dir = DataDir::open_existing(c).map_err(|e| e.to_string())?;

@@ -89,6 +89,8 @@ impl Server {
 
     pub fn start_with_env(data: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(BIN);
+        cmd.env_remove("TALLY_MASTER_KEY")
+            .env_remove("TALLY_STORAGE_URL");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -98,7 +100,6 @@ impl Server {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .env("TALLY_LOG", "info")
-            .env_remove("TALLY_MASTER_KEY")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -1,0 +1,437 @@
+//! Three `tally serve` nodes on one PostgreSQL (127.0.0.1:5432, database
+//! `test`, or `TALLY_TEST_PG_URL`), reached through a TCP proxy the test
+//! controls so that the database can be cut off and given back.
+//!
+//! Without a reachable PostgreSQL the test says it was skipped; with
+//! `CI=true` it must run.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+fn pg_url() -> String {
+    std::env::var("TALLY_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A TCP proxy in front of PostgreSQL. `cut` closes every connection and
+/// refuses new ones until `restore`.
+struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(Mutex::new(Vec::<TcpStream>::new()));
+        let (c2, conns2, target) = (cut.clone(), conns.clone(), target.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if c2.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let mut l = conns2.lock().unwrap();
+                l.push(client.try_clone().unwrap());
+                l.push(server.try_clone().unwrap());
+                drop(l);
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, cut, conns }
+    }
+
+    fn url(&self, real: &str) -> String {
+        // postgres://user@127.0.0.1:5432/db → the same through the proxy.
+        let (head, tail) = real.rsplit_once('@').unwrap();
+        let db = tail.split_once('/').map_or("", |(_, d)| d);
+        format!("{head}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The test's own schema, dropped at the end.
+struct Schema {
+    name: String,
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        if let Ok(mut c) = tally_store::fleet::connect(&pg_url()) {
+            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+        }
+    }
+}
+
+fn schema_or_skip(tag: &str) -> Option<Schema> {
+    match tally_store::fleet::connect(&pg_url()) {
+        Ok(_) => Some(Schema {
+            name: format!("t_{tag}_{}", std::process::id()),
+        }),
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but PostgreSQL at {} is unreachable: {e}",
+                pg_url()
+            );
+            eprintln!("skipping: PostgreSQL at {} is unreachable ({e})", pg_url());
+            None
+        }
+    }
+}
+
+const MASTER: &str = "5f1c2a9e0b7d4c3f8a6e2d1b0c9f8e7d6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d";
+
+/// A node's data directory (its own files) and configuration.
+fn node_dir(root: &Path, name: &str, url: &str, schema: &str) -> (String, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let data = root.join(name);
+    std::fs::create_dir_all(&data).unwrap();
+    let key = data.join("master.key");
+    std::fs::write(&key, format!("{MASTER}\n")).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = root.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nurl = \"{url}\"\nschema = \"{schema}\"\nnode = \"{name}\"\n\n[detector]\n"
+        ),
+    )
+    .unwrap();
+    (data.to_str().unwrap().to_string(), config)
+}
+
+fn check(server: &Server, token: &str) -> (u16, String) {
+    let r = client()
+        .get(server.url("/v1/check"))
+        .bearer_auth(token)
+        .send()
+        .unwrap();
+    let verdict = r
+        .headers()
+        .get("x-tally-verdict")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (r.status().as_u16(), verdict)
+}
+
+fn ready(server: &Server) -> Option<Value> {
+    let r = client().get(server.url("/readyz")).send().ok()?;
+    if r.status().is_success() {
+        r.json().ok()
+    } else {
+        None
+    }
+}
+
+fn login_status(server: &Server) -> u16 {
+    client()
+        .post(server.url("/v1/login"))
+        .json(&serde_json::json!({"username": "member", "password": "correct horse 42"}))
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn checkpoint(server: &Server) -> (u64, String) {
+    let note = client()
+        .get(server.url("/v1/ledger/checkpoint"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let mut lines = note.lines().skip(1);
+    let size = lines.next().unwrap().parse().unwrap();
+    let root = lines.next().unwrap().to_string();
+    (size, root)
+}
+
+#[test]
+fn three_nodes_one_ledger() {
+    let Some(schema) = schema_or_skip("fleet3") else {
+        return;
+    };
+    let proxy = Proxy::start("127.0.0.1:5432");
+    let url = proxy.url(&pg_url());
+    let root = TempDir::new("fleet3");
+    let (data_a, cfg_a) = node_dir(root.path(), "a", &url, &schema.name);
+    let (data_b, cfg_b) = node_dir(root.path(), "b", &url, &schema.name);
+    let (data_c, cfg_c) = node_dir(root.path(), "c", &url, &schema.name);
+
+    // The first node creates the fleet's keys; the others find them.
+    let a = Server::start(Path::new(&data_a), Some(&cfg_a));
+    let b = Server::start(Path::new(&data_b), Some(&cfg_b));
+    let c = Server::start(Path::new(&data_c), Some(&cfg_c));
+    for s in [&a, &b, &c] {
+        let r = ready(s).expect("ready");
+        assert_eq!(r["storage"], "postgres", "{r}");
+    }
+    // Admin commands work on the shared store from any node's directory.
+    tally_ok(
+        &[
+            "users",
+            "add",
+            "member",
+            "--password-stdin",
+            "--data",
+            &data_c,
+            "--config",
+            cfg_c.to_str().unwrap(),
+        ],
+        Some("correct horse 42\n"),
+    );
+    let jwks = |s: &Server| -> Value {
+        client()
+            .get(s.url("/.well-known/jwks.json"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    assert_eq!(jwks(&a), jwks(&b), "one key set for the fleet");
+    assert_eq!(jwks(&b), jwks(&c));
+
+    // 1. Issued on A, honoured on B and C at once (B and C may not have
+    //    followed it yet: a registry miss asks PostgreSQL).
+    let token = login(&a, "member", "correct horse 42");
+    assert_eq!(check(&b, &token), (200, "ok".into()));
+    assert_eq!(check(&c, &token), (200, "ok".into()));
+    let mut accepted = Vec::new();
+    for _ in 0..20 {
+        let t = login(&b, "member", "correct horse 42");
+        let started = Instant::now();
+        assert_eq!(check(&c, &t), (200, "ok".into()));
+        accepted.push(started.elapsed());
+    }
+    accepted.sort();
+    eprintln!(
+        "issued on B, accepted on C: median {:?}, max {:?}",
+        accepted[10], accepted[19]
+    );
+
+    // 2. A key imported through one node's directory becomes the fleet's
+    //    signing key everywhere; the copy an insider kept forges tokens with
+    //    valid signatures, refused on every node as not issued.
+    let insider = import_insider_key_with(root.path(), &data_a, &cfg_a, "insider-copy");
+    let mut claims = payload(&token);
+    claims["jti"] = serde_json::json!("forged-in-a-fleet");
+    let forged = jws(
+        &insider,
+        &serde_json::json!({"alg":"EdDSA","kid":"insider-copy","typ":"at+jwt"}).to_string(),
+        &claims.to_string(),
+    );
+    for s in [&a, &b, &c] {
+        eventually("every node knows the new key", || {
+            kid_of(&login(s, "member", "correct horse 42")) == "insider-copy"
+        });
+        for _ in 0..3 {
+            assert_eq!(check(s, &forged), (403, "not_issued".into()));
+        }
+    }
+
+    // 3. Revoked on A: refused on B and C within the propagation time.
+    let victim = login(&a, "member", "correct horse 42");
+    assert_eq!(check(&c, &victim), (200, "ok".into()));
+    let r = client()
+        .post(a.url("/v1/revoke"))
+        .form(&[("token", victim.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let revoked_at = Instant::now();
+    let mut seen = Vec::new();
+    for s in [&b, &c] {
+        eventually("the revocation reaches every node", || {
+            check(s, &victim) == (403, "revoked".into())
+        });
+        seen.push(revoked_at.elapsed());
+    }
+    eprintln!("revocation on A refused on B and C after {seen:?}");
+
+    // 4. Sequencer fail-over: kill the leader; another node takes over and
+    //    the ledger after is consistent with the ledger before.
+    eventually("everything sequenced", || {
+        let (size, _) = checkpoint(&a);
+        size >= 23
+    });
+    let (before_size, before_root) = checkpoint(&b);
+    let nodes = [a, b, c];
+    let leader = nodes
+        .iter()
+        .position(|s| ready(s).is_some_and(|r| r["sequencer"] == true))
+        .expect("one node sequences");
+    let mut nodes: Vec<Option<Server>> = nodes.into_iter().map(Some).collect();
+    let dead = nodes[leader].take().unwrap();
+    let killed = Instant::now();
+    unsafe_free_kill(dead);
+    let alive: Vec<&Server> = nodes.iter().flatten().collect();
+    let after_token = login(alive[0], "member", "correct horse 42");
+    eventually("another node sequences", || {
+        alive
+            .iter()
+            .any(|s| ready(s).is_some_and(|r| r["sequencer"] == true))
+    });
+    eventually("the new leader sequences the new record", || {
+        checkpoint(alive[1]).0 > before_size
+    });
+    eprintln!("sequencer fail-over after {:?}", killed.elapsed());
+    let (after_size, after_root) = checkpoint(alive[1]);
+    let proof: Value = client()
+        .get(alive[1].url(&format!(
+            "/v1/ledger/proof/consistency?from={before_size}&to={after_size}"
+        )))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let hashes: Vec<[u8; 32]> = proof["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| b64(h.as_str().unwrap()))
+        .collect();
+    tally_core::merkle::verify_consistency(
+        before_size,
+        after_size,
+        &hashes,
+        &b64(&before_root),
+        &b64(&after_root),
+    )
+    .expect("the ledger after fail-over extends the ledger before");
+    assert_eq!(check(alive[1], &after_token), (200, "ok".into()));
+    let verify = tally(
+        &[
+            "ledger",
+            "verify",
+            "--data",
+            &data_c,
+            "--config",
+            cfg_c.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+
+    // 5. PostgreSQL goes away: known tokens keep working, unknown ones are
+    //    `unavailable`, issuance answers 503, /readyz turns red.
+    let known = login(alive[0], "member", "correct horse 42");
+    assert_eq!(check(alive[1], &known), (200, "ok".into()));
+    proxy.cut();
+    for s in &alive {
+        eventually("readyz turns red", || ready(s).is_none());
+    }
+    assert_eq!(check(alive[1], &known), (200, "ok".into()));
+    claims["jti"] = serde_json::json!("forged-while-the-store-is-down");
+    let unknown = jws(
+        &insider,
+        &serde_json::json!({"alg":"EdDSA","kid":"insider-copy","typ":"at+jwt"}).to_string(),
+        &claims.to_string(),
+    );
+    assert_eq!(check(alive[0], &unknown), (503, "unavailable".into()));
+    assert_eq!(login_status(alive[0]), 503);
+    assert!(
+        alive[0].log_text().contains("ledger store unreachable"),
+        "the operator is told"
+    );
+
+    // 6. PostgreSQL returns: everything recovers without a restart.
+    proxy.restore();
+    for s in &alive {
+        eventually("readyz turns green", || ready(s).is_some());
+    }
+    eventually("issuance works again", || login_status(alive[0]) == 200);
+    let fresh = login(alive[0], "member", "correct horse 42");
+    assert_eq!(check(alive[1], &fresh), (200, "ok".into()));
+}
+
+fn b64(s: &str) -> [u8; 32] {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
+
+/// SIGKILL: the node dies without closing anything, as a crash would.
+fn unsafe_free_kill(server: Server) {
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &server.pid().to_string()])
+        .status();
+    drop(server);
+}
+
+/// [`import_insider_key`] through a fleet node's configuration.
+fn import_insider_key_with(dir: &Path, data: &str, config: &Path, kid: &str) -> RawKey {
+    let key = tally_core::jose::SigningKey::generate(tally_core::jose::Algorithm::EdDSA).unwrap();
+    let der = key.to_pkcs8_der().unwrap();
+    let pem_path = dir.join(format!("{kid}.pem"));
+    std::fs::write(&pem_path, pem(&der)).unwrap();
+    tally_ok(
+        &[
+            "keys",
+            "import",
+            "--kid",
+            kid,
+            "--pem",
+            pem_path.to_str().unwrap(),
+            "--data",
+            data,
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        None,
+    );
+    RawKey::from_pkcs8(&der)
+}
