@@ -4,6 +4,11 @@
 //! `ledger.db` (written only by the ledger writer, so any other commit to it is
 //! a tamper signal) and `state.db` (users, sealed keys, settings, written by the
 //! server and by admin commands).
+//!
+//! A fleet of servers shares one PostgreSQL database instead: the ledger in
+//! [`fleet`], the state in a schema of its own
+//! ([`StateStore::connect_postgres`]). The state runs the same statements on
+//! both engines through [`sql`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -11,6 +16,7 @@ pub mod access;
 pub mod fleet;
 pub mod incidents;
 pub mod ledger;
+pub mod sql;
 pub mod state;
 pub mod store;
 

@@ -1,13 +1,21 @@
-//! Operational state on SQLite: users, signing keys (sealed), and settings.
+//! Operational state: users, signing keys (sealed), sessions, and settings.
+//!
+//! The state lives in SQLite (`state.db`, one server) or in a PostgreSQL
+//! schema shared by a fleet of servers ([`StateStore::connect_postgres`]).
+//! Both run the same statements through [`crate::sql`]; every change is one
+//! transaction serialised with the other writers, so read-modify-write
+//! methods such as [`StateStore::use_refresh_token`] stay atomic across
+//! nodes.
 //!
 //! Private key material is stored only sealed under the master key (see
 //! `tally_core::seal`); this module never sees it in the clear.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
+
+use crate::sql::{Db, SqlError, Tx, Value};
 
 /// State-store failures.
 #[derive(Debug, thiserror::Error)]
@@ -26,16 +34,25 @@ pub enum StateError {
     #[error("client already exists")]
     ClientExists,
     /// The database was written by a newer version of tally.
-    #[error("state.db has schema version {found}, this tally knows up to {known}: upgrade tally")]
+    #[error(
+        "the state store has schema version {found}, this tally knows up to {known}: upgrade tally"
+    )]
     NewerSchema {
-        /// Version in the file.
+        /// Version in the database.
         found: usize,
         /// Highest version this code knows.
         known: usize,
     },
-    /// Database failure.
+    /// Database failure (SQLite or PostgreSQL), or a bad PostgreSQL URL or
+    /// schema name.
     #[error("state store error: {0}")]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] SqlError),
+}
+
+impl From<rusqlite::Error> for StateError {
+    fn from(e: rusqlite::Error) -> StateError {
+        StateError::Store(e.into())
+    }
 }
 
 impl StateError {
@@ -47,9 +64,26 @@ impl StateError {
             StateError::NoSuchKey => "no_such_key",
             StateError::ClientExists => "client_exists",
             StateError::NewerSchema { .. } => "schema_too_new",
+            StateError::Store(SqlError::Config(_)) => "bad_config",
             StateError::Store(_) => "store_unavailable",
         }
     }
+}
+
+/// `e` as `domain` if it is a unique-constraint violation.
+fn unique_as(e: SqlError, domain: StateError) -> StateError {
+    if e.is_unique_violation() {
+        domain
+    } else {
+        e.into()
+    }
+}
+
+/// Parameters for a statement: `args![a, b]` is `&[Value::from(a), Value::from(b)]`.
+macro_rules! args {
+    ($($v:expr),* $(,)?) => {
+        &[$(Value::from($v)),*]
+    };
 }
 
 /// What a key is for.
@@ -282,9 +316,197 @@ fn migrate(conn: &mut Connection) -> Result<(), StateError> {
     Ok(())
 }
 
+/// The PostgreSQL schema, applied in order; the `schema_version` table of
+/// the schema holds the number applied. `{schema}` stands for the schema
+/// name. Tables and columns are those of the SQLite schema so that both run
+/// the same statements; text compares byte-wise (`COLLATE "C"`), as in
+/// SQLite. As in SQLite, where they were never enforced, there are no
+/// foreign keys.
+///
+/// `changes` is a one-row counter that statement-level triggers move on
+/// every write to the tables a node caches (keys, custodians, revocations,
+/// blocks, users), and that [`StateStore::data_version`] reads; the triggers
+/// also `NOTIFY tally_state_{schema}` for nodes that `LISTEN`. Sessions,
+/// refresh tokens and a user's last TOTP step, written on every login, do not
+/// move it.
+const PG_MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (
+    key   TEXT COLLATE "C" PRIMARY KEY,
+    value TEXT COLLATE "C" NOT NULL
+);
+CREATE TABLE users (
+    name           TEXT COLLATE "C" PRIMARY KEY,
+    password_hash  TEXT COLLATE "C" NOT NULL,
+    created_at     BIGINT NOT NULL,
+    totp_sealed    BYTEA,
+    totp_last_step BIGINT,
+    role           TEXT COLLATE "C" NOT NULL DEFAULT 'user'
+);
+CREATE TABLE keys (
+    kid              TEXT COLLATE "C" PRIMARY KEY,
+    alg              TEXT COLLATE "C" NOT NULL,
+    purpose          TEXT COLLATE "C" NOT NULL,
+    state            TEXT COLLATE "C" NOT NULL,
+    created_at       BIGINT NOT NULL,
+    state_changed_at BIGINT NOT NULL,
+    public           TEXT COLLATE "C" NOT NULL,
+    sealed           BYTEA NOT NULL,
+    source           TEXT COLLATE "C" NOT NULL
+);
+CREATE TABLE key_custodians (
+    kid        TEXT COLLATE "C" NOT NULL,
+    person     TEXT COLLATE "C" NOT NULL,
+    added_at   BIGINT NOT NULL,
+    removed_at BIGINT,
+    PRIMARY KEY (kid, person)
+);
+CREATE TABLE key_events (
+    seq    BIGSERIAL PRIMARY KEY,
+    at     BIGINT NOT NULL,
+    kid    TEXT COLLATE "C",
+    event  TEXT COLLATE "C" NOT NULL,
+    actor  TEXT COLLATE "C" NOT NULL,
+    detail TEXT COLLATE "C" NOT NULL
+);
+CREATE TABLE revocations (
+    seq          BIGSERIAL PRIMARY KEY,
+    token_id     TEXT COLLATE "C" NOT NULL UNIQUE,
+    token_sha256 BYTEA  NOT NULL,
+    expires_at   BIGINT NOT NULL,
+    revoked_at   BIGINT NOT NULL,
+    reason       TEXT COLLATE "C" NOT NULL
+);
+CREATE TABLE forgery_sightings (
+    kid        TEXT COLLATE "C" PRIMARY KEY,
+    count      BIGINT NOT NULL,
+    first_seen BIGINT NOT NULL,
+    last_seen  BIGINT NOT NULL
+);
+CREATE TABLE sessions (
+    family         TEXT COLLATE "C" PRIMARY KEY,
+    subject        TEXT COLLATE "C" NOT NULL,
+    client_id      TEXT COLLATE "C" NOT NULL,
+    auth_context   TEXT COLLATE "C" NOT NULL,
+    created_at     BIGINT NOT NULL,
+    revoked_at     BIGINT,
+    revoked_reason TEXT COLLATE "C",
+    jkt            TEXT COLLATE "C",
+    audience       TEXT COLLATE "C"
+);
+CREATE TABLE refresh_tokens (
+    hash       BYTEA PRIMARY KEY,
+    family     TEXT COLLATE "C" NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at    BIGINT
+);
+CREATE INDEX refresh_tokens_family ON refresh_tokens(family);
+CREATE TABLE session_tokens (
+    token_id     TEXT COLLATE "C" PRIMARY KEY,
+    family       TEXT COLLATE "C" NOT NULL,
+    token_sha256 BYTEA  NOT NULL,
+    expires_at   BIGINT NOT NULL
+);
+CREATE INDEX session_tokens_family ON session_tokens(family);
+CREATE TABLE clients (
+    id          TEXT COLLATE "C" PRIMARY KEY,
+    secret_hash TEXT COLLATE "C" NOT NULL,
+    created_at  BIGINT NOT NULL
+);
+CREATE TABLE signature_counts (
+    kid      TEXT COLLATE "C" PRIMARY KEY,
+    signed   BIGINT NOT NULL,
+    withheld BIGINT NOT NULL
+);
+CREATE TABLE blocks (
+    id         BIGSERIAL PRIMARY KEY,
+    kind       TEXT COLLATE "C" NOT NULL,
+    value      TEXT COLLATE "C" NOT NULL,
+    reason     TEXT COLLATE "C" NOT NULL,
+    actor      TEXT COLLATE "C" NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT,
+    removed_at BIGINT
+);
+CREATE TABLE changes (
+    v BIGINT NOT NULL
+);
+INSERT INTO changes (v) VALUES (0);
+CREATE FUNCTION note_change() RETURNS trigger LANGUAGE plpgsql AS $body$
+BEGIN
+    UPDATE {schema}.changes SET v = v + 1;
+    PERFORM pg_notify('tally_state_{schema}', '');
+    RETURN NULL;
+END
+$body$;
+CREATE TRIGGER keys_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON keys
+    FOR EACH STATEMENT EXECUTE FUNCTION note_change();
+CREATE TRIGGER key_custodians_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON key_custodians
+    FOR EACH STATEMENT EXECUTE FUNCTION note_change();
+CREATE TRIGGER revocations_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON revocations
+    FOR EACH STATEMENT EXECUTE FUNCTION note_change();
+CREATE TRIGGER blocks_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON blocks
+    FOR EACH STATEMENT EXECUTE FUNCTION note_change();
+CREATE TRIGGER users_changed
+    AFTER INSERT OR DELETE OR TRUNCATE OR UPDATE OF name, password_hash, role, totp_sealed ON users
+    FOR EACH STATEMENT EXECUTE FUNCTION note_change();
+"#];
+
+/// The `NOTIFY` channel on which the PostgreSQL state in `schema` announces
+/// changes that move [`StateStore::data_version`].
+fn change_channel(schema: &str) -> String {
+    format!("tally_state_{schema}")
+}
+
+/// Creates or upgrades the PostgreSQL schema. Runs in a [`Db::write`], so
+/// under the advisory write lock: nodes starting together migrate one at a
+/// time, and the later ones find the work done.
+fn migrate_pg(tx: &mut dyn Tx, schema: &str) -> Result<(), StateError> {
+    tx.batch(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.schema_version (version BIGINT NOT NULL);"
+    ))?;
+    let stored = tx
+        .query_opt(&format!("SELECT version FROM {schema}.schema_version"), &[])?
+        .map(|r| r.i64(0))
+        .transpose()?;
+    let applied = usize::try_from(stored.unwrap_or(0)).unwrap_or(usize::MAX);
+    if applied > PG_MIGRATIONS.len() {
+        return Err(StateError::NewerSchema {
+            found: applied,
+            known: PG_MIGRATIONS.len(),
+        });
+    }
+    if applied == PG_MIGRATIONS.len() {
+        return Ok(());
+    }
+    for sql in &PG_MIGRATIONS[applied..] {
+        let sql = sql
+            .replace("tally_state_{schema}", &change_channel(schema))
+            .replace("{schema}", schema);
+        tx.batch(&format!("SET LOCAL search_path TO {schema};\n{sql}"))?;
+    }
+    let version = PG_MIGRATIONS.len() as i64;
+    if stored.is_some() {
+        tx.execute(
+            &format!("UPDATE {schema}.schema_version SET version = $1"),
+            args![version],
+        )?;
+    } else {
+        tx.execute(
+            &format!("INSERT INTO {schema}.schema_version (version) VALUES ($1)"),
+            args![version],
+        )?;
+    }
+    Ok(())
+}
+
+/// Connections each PostgreSQL-backed store keeps.
+const PG_CONNECTIONS: usize = 4;
+
 /// The state database.
 pub struct StateStore {
-    conn: Mutex<Connection>,
+    db: Db,
 }
 
 impl StateStore {
@@ -297,178 +519,209 @@ impl StateStore {
         let mut conn = conn;
         migrate(&mut conn)?;
         Ok(StateStore {
-            conn: Mutex::new(conn),
+            db: Db::sqlite(conn),
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// Connects to the state shared by a fleet in PostgreSQL (`url` as
+    /// `postgres://user@host:port/database`), in `schema` (1-48 of `a-z`,
+    /// `0-9`, `_`, starting with a letter), creating or upgrading the schema
+    /// if needed. Safe to call from many nodes at once, and from inside a
+    /// tokio runtime: the connections live on threads of their own.
+    pub fn connect_postgres(url: &str, schema: &str) -> Result<StateStore, StateError> {
+        let db = Db::postgres(url, schema, PG_CONNECTIONS)?;
+        let s = schema.to_owned();
+        db.write(move |tx| migrate_pg(tx, &s))?;
+        Ok(StateStore { db })
     }
 
-    /// A counter that changes whenever another connection (another process,
-    /// such as an admin command) commits to the state database.
+    /// Which engine holds the state: `"sqlite"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        self.db.backend()
+    }
+
+    /// A counter that changes when keys, custodians, revocations, blocks or
+    /// users may have changed, so that a node knows to reload what it caches.
+    ///
+    /// On SQLite it is `PRAGMA data_version`: it moves whenever another
+    /// connection (another process, such as an admin command) commits to the
+    /// state database, but not for this handle's own writes. On PostgreSQL it
+    /// is a counter moved by triggers on those tables, for every node's
+    /// writes, this one's included (a harmless extra reload); the triggers
+    /// also `NOTIFY` the channel `tally_state_<schema>`, which a node may
+    /// `LISTEN` to in order to look early. Sessions and refresh tokens do not
+    /// move it on PostgreSQL.
     pub fn data_version(&self) -> Result<i64, StateError> {
-        Ok(self
-            .conn()
-            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+        self.db.read(|tx| {
+            let sql = if tx.backend() == "postgres" {
+                "SELECT v FROM changes"
+            } else {
+                "PRAGMA data_version"
+            };
+            Ok(tx.query_one(sql, &[])?.i64(0)?)
+        })
     }
 
     /// Reads a setting.
     pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
-        Ok(self
-            .conn()
-            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
-                r.get(0)
-            })
-            .optional()?)
+        let key = key.to_owned();
+        self.db.read(move |tx| {
+            Ok(tx
+                .query_opt("SELECT value FROM meta WHERE key = $1", args![key])?
+                .map(|r| r.text(0))
+                .transpose()?)
+        })
     }
 
     /// Writes a setting.
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
-        self.conn().execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
-        Ok(())
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.db.write(move |tx| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                args![key, value],
+            )?;
+            Ok(())
+        })
     }
 
     /// Adds a user with an already-computed password hash (PHC string).
     pub fn add_user(&self, name: &str, password_hash: &str, now: i64) -> Result<(), StateError> {
-        match self.conn().execute(
-            "INSERT INTO users (name, password_hash, created_at) VALUES (?1, ?2, ?3)",
-            params![name, password_hash, now],
-        ) {
-            Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(StateError::UserExists)
-            }
-            Err(e) => Err(e.into()),
-        }
+        let (name, hash) = (name.to_owned(), password_hash.to_owned());
+        self.db.write(move |tx| {
+            tx.execute(
+                "INSERT INTO users (name, password_hash, created_at) VALUES ($1, $2, $3)",
+                args![name, hash, now],
+            )
+            .map_err(|e| unique_as(e, StateError::UserExists))?;
+            Ok(())
+        })
     }
 
     /// Adds many users in one transaction (bulk import); all or none.
     pub fn add_users(&self, users: &[(String, String)], now: i64) -> Result<(), StateError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        {
-            let mut stmt = tx.prepare(
-                "INSERT INTO users (name, password_hash, created_at) VALUES (?1, ?2, ?3)",
-            )?;
+        let users = users.to_vec();
+        self.db.write(move |tx| {
             for (name, hash) in users {
-                match stmt.execute(params![name, hash, now]) {
-                    Ok(_) => {}
-                    Err(rusqlite::Error::SqliteFailure(e, _))
-                        if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-                    {
-                        return Err(StateError::UserExists);
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+                tx.execute(
+                    "INSERT INTO users (name, password_hash, created_at) VALUES ($1, $2, $3)",
+                    args![name, hash, now],
+                )
+                .map_err(|e| unique_as(e, StateError::UserExists))?;
             }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Enrols (or re-enrols) a user in TOTP with a sealed secret.
     pub fn set_totp(&self, name: &str, sealed: &[u8]) -> Result<bool, StateError> {
-        let n = self.conn().execute(
-            "UPDATE users SET totp_sealed = ?2, totp_last_step = NULL WHERE name = ?1",
-            params![name, sealed],
-        )?;
-        Ok(n == 1)
+        let (name, sealed) = (name.to_owned(), sealed.to_vec());
+        self.db.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE users SET totp_sealed = $2, totp_last_step = NULL WHERE name = $1",
+                args![name, sealed],
+            )?;
+            Ok(n == 1)
+        })
     }
 
     /// A user's sealed TOTP secret and the last time step accepted, if enrolled.
     pub fn totp(&self, name: &str) -> Result<Option<TotpEnrolment>, StateError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT totp_sealed, totp_last_step FROM users WHERE name = ?1 AND totp_sealed IS NOT NULL",
-                params![name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?)
+        let name = name.to_owned();
+        self.db.read(move |tx| {
+            let Some(r) = tx.query_opt(
+                "SELECT totp_sealed, totp_last_step FROM users WHERE name = $1 AND totp_sealed IS NOT NULL",
+                args![name],
+            )?
+            else {
+                return Ok(None);
+            };
+            Ok(Some((r.blob(0)?, r.opt_i64(1)?)))
+        })
     }
 
     /// Records that time step `step` was used, only if it is later than the
     /// last one (so one code is accepted once, even by concurrent logins).
     pub fn use_totp_step(&self, name: &str, step: i64) -> Result<bool, StateError> {
-        let n = self.conn().execute(
-            "UPDATE users SET totp_last_step = ?2
-             WHERE name = ?1 AND (totp_last_step IS NULL OR totp_last_step < ?2)",
-            params![name, step],
-        )?;
-        Ok(n == 1)
+        let name = name.to_owned();
+        self.db.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE users SET totp_last_step = $2
+                 WHERE name = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)",
+                args![name, step],
+            )?;
+            Ok(n == 1)
+        })
     }
 
     /// The stored password hash of a user.
     pub fn password_hash(&self, name: &str) -> Result<Option<String>, StateError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT password_hash FROM users WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()?)
+        let name = name.to_owned();
+        self.db.read(move |tx| {
+            Ok(tx
+                .query_opt(
+                    "SELECT password_hash FROM users WHERE name = $1",
+                    args![name],
+                )?
+                .map(|r| r.text(0))
+                .transpose()?)
+        })
     }
 
     /// A user's role (`user` or `admin`), if the user exists.
     pub fn user_role(&self, name: &str) -> Result<Option<String>, StateError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT role FROM users WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()?)
+        let name = name.to_owned();
+        self.db.read(move |tx| {
+            Ok(tx
+                .query_opt("SELECT role FROM users WHERE name = $1", args![name])?
+                .map(|r| r.text(0))
+                .transpose()?)
+        })
     }
 
     /// Sets a user's role (`user` or `admin`); false if there is no such user.
     pub fn set_role(&self, name: &str, role: &str) -> Result<bool, StateError> {
-        Ok(self.conn().execute(
-            "UPDATE users SET role = ?2 WHERE name = ?1",
-            params![name, role],
-        )? == 1)
+        let (name, role) = (name.to_owned(), role.to_owned());
+        self.db.write(move |tx| {
+            Ok(tx.execute(
+                "UPDATE users SET role = $2 WHERE name = $1",
+                args![name, role],
+            )? == 1)
+        })
     }
 
     /// Names of all users.
     pub fn users(&self) -> Result<Vec<String>, StateError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT name FROM users ORDER BY name")?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db.read(|tx| {
+            tx.query("SELECT name FROM users ORDER BY name", &[])?
+                .iter()
+                .map(|r| Ok(r.text(0)?))
+                .collect()
+        })
     }
 
     /// Stores a new key.
     pub fn insert_key(&self, row: &KeyRow) -> Result<(), StateError> {
-        match self.conn().execute(
-            "INSERT INTO keys (kid, alg, purpose, state, created_at, state_changed_at, public, sealed, source)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)",
-            params![
-                row.kid,
-                row.alg,
-                row.purpose.as_str(),
-                row.state.as_str(),
-                row.created_at,
-                row.public,
-                row.sealed,
-                row.source
-            ],
-        ) {
-            Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(StateError::KeyExists)
-            }
-            Err(e) => Err(e.into()),
-        }
+        let row = row.clone();
+        self.db.write(move |tx| {
+            tx.execute(
+                "INSERT INTO keys (kid, alg, purpose, state, created_at, state_changed_at, public, sealed, source)
+                 VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8)",
+                args![
+                    row.kid,
+                    row.alg,
+                    row.purpose.as_str(),
+                    row.state.as_str(),
+                    row.created_at,
+                    row.public,
+                    row.sealed,
+                    row.source
+                ],
+            )
+            .map_err(|e| unique_as(e, StateError::KeyExists))?;
+            Ok(())
+        })
     }
 
     /// Makes `row` the one active token key, in one transaction: the previous
@@ -482,54 +735,52 @@ impl StateStore {
         drop_custodian: Option<&str>,
         event: &KeyEvent,
     ) -> Result<Option<String>, StateError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        if tx
-            .query_row(
-                "SELECT 1 FROM keys WHERE kid = ?1",
-                params![row.kid],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some()
-        {
-            return Err(StateError::KeyExists);
-        }
-        let old: Option<String> = tx
-            .query_row(
-                "SELECT kid FROM keys WHERE purpose = 'token' AND state = 'active'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        tx.execute(
-            "UPDATE keys SET state = ?1, state_changed_at = ?2
-             WHERE purpose = 'token' AND state = 'active'",
-            params![old_state.as_str(), event.at],
-        )?;
-        tx.execute(
-            "INSERT INTO keys (kid, alg, purpose, state, created_at, state_changed_at, public, sealed, source)
-             VALUES (?1, ?2, 'token', 'active', ?3, ?3, ?4, ?5, ?6)",
-            params![
-                row.kid,
-                row.alg,
-                row.created_at,
-                row.public,
-                row.sealed,
-                row.source
-            ],
-        )?;
-        if let Some(old) = &old {
+        let row = row.clone();
+        let drop_custodian = drop_custodian.map(str::to_owned);
+        let event = event.clone();
+        self.db.write(move |tx| {
+            if tx
+                .query_opt("SELECT 1 FROM keys WHERE kid = $1", args![&row.kid])?
+                .is_some()
+            {
+                return Err(StateError::KeyExists);
+            }
+            let old = tx
+                .query_opt(
+                    "SELECT kid FROM keys WHERE purpose = 'token' AND state = 'active'",
+                    &[],
+                )?
+                .map(|r| r.text(0))
+                .transpose()?;
             tx.execute(
-                "INSERT INTO key_custodians (kid, person, added_at)
-                 SELECT ?1, person, ?3 FROM key_custodians
-                 WHERE kid = ?2 AND removed_at IS NULL AND person IS NOT ?4",
-                params![row.kid, old, event.at, drop_custodian],
+                "UPDATE keys SET state = $1, state_changed_at = $2
+                 WHERE purpose = 'token' AND state = 'active'",
+                args![old_state.as_str(), event.at],
             )?;
-        }
-        insert_event(&tx, event)?;
-        tx.commit()?;
-        Ok(old)
+            tx.execute(
+                "INSERT INTO keys (kid, alg, purpose, state, created_at, state_changed_at, public, sealed, source)
+                 VALUES ($1, $2, 'token', 'active', $3, $3, $4, $5, $6)",
+                args![
+                    &row.kid,
+                    row.alg,
+                    row.created_at,
+                    row.public,
+                    row.sealed,
+                    row.source
+                ],
+            )
+            .map_err(|e| unique_as(e, StateError::KeyExists))?;
+            if let Some(old) = &old {
+                tx.execute(
+                    "INSERT INTO key_custodians (kid, person, added_at)
+                     SELECT $1, person, $3 FROM key_custodians
+                     WHERE kid = $2 AND removed_at IS NULL AND person IS DISTINCT FROM $4",
+                    args![&row.kid, old, event.at, drop_custodian],
+                )?;
+            }
+            insert_event(tx, &event)?;
+            Ok(old)
+        })
     }
 
     /// Makes `row` the one active token key; the previous one becomes `retiring`.
@@ -551,27 +802,29 @@ impl StateStore {
 
     /// Every key with this purpose, oldest first.
     pub fn keys(&self, purpose: KeyPurpose) -> Result<Vec<KeyRow>, StateError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT kid, alg, state, created_at, state_changed_at, public, sealed, source FROM keys
-             WHERE purpose = ?1 ORDER BY created_at, kid",
-        )?;
-        let rows = stmt.query_map(params![purpose.as_str()], |r| {
-            let state: String = r.get(2)?;
-            Ok(KeyRow {
-                kid: r.get(0)?,
-                alg: r.get(1)?,
-                purpose,
-                // Unknown states fail closed: treated as compromised (never used).
-                state: KeyState::parse(&state).unwrap_or(KeyState::Compromised),
-                created_at: r.get(3)?,
-                state_changed_at: r.get(4)?,
-                public: r.get(5)?,
-                sealed: r.get(6)?,
-                source: r.get(7)?,
+        self.db.read(move |tx| {
+            tx.query(
+                "SELECT kid, alg, state, created_at, state_changed_at, public, sealed, source FROM keys
+                 WHERE purpose = $1 ORDER BY created_at, kid",
+                args![purpose.as_str()],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(KeyRow {
+                    kid: r.text(0)?,
+                    alg: r.text(1)?,
+                    purpose,
+                    // Unknown states fail closed: treated as compromised (never used).
+                    state: KeyState::parse(&r.text(2)?).unwrap_or(KeyState::Compromised),
+                    created_at: r.i64(3)?,
+                    state_changed_at: r.i64(4)?,
+                    public: r.text(5)?,
+                    sealed: r.blob(6)?,
+                    source: r.text(7)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .collect()
+        })
     }
 
     /// Changes a key's state and records `event`, in one transaction.
@@ -581,18 +834,18 @@ impl StateStore {
         state: KeyState,
         event: &KeyEvent,
     ) -> Result<(), StateError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let n = tx.execute(
-            "UPDATE keys SET state = ?2, state_changed_at = ?3 WHERE kid = ?1",
-            params![kid, state.as_str(), event.at],
-        )?;
-        if n == 0 {
-            return Err(StateError::NoSuchKey);
-        }
-        insert_event(&tx, event)?;
-        tx.commit()?;
-        Ok(())
+        let kid = kid.to_owned();
+        let event = event.clone();
+        self.db.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE keys SET state = $2, state_changed_at = $3 WHERE kid = $1",
+                args![kid, state.as_str(), event.at],
+            )?;
+            if n == 0 {
+                return Err(StateError::NoSuchKey);
+            }
+            insert_event(tx, &event)
+        })
     }
 
     /// Adds `person` as a custodian of `kid`. Returns false if they already are.
@@ -602,67 +855,74 @@ impl StateStore {
         person: &str,
         event: &KeyEvent,
     ) -> Result<bool, StateError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        if tx
-            .query_row(
-                "SELECT 1 FROM keys WHERE kid = ?1",
-                params![kid],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_none()
-        {
-            return Err(StateError::NoSuchKey);
-        }
-        let n = tx.execute(
-            "INSERT INTO key_custodians (kid, person, added_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT(kid, person) DO UPDATE SET removed_at = NULL, added_at = excluded.added_at
-             WHERE removed_at IS NOT NULL",
-            params![kid, person, event.at],
-        )?;
-        if n > 0 {
-            insert_event(&tx, event)?;
-        }
-        tx.commit()?;
-        Ok(n > 0)
+        let (kid, person) = (kid.to_owned(), person.to_owned());
+        let event = event.clone();
+        self.db.write(move |tx| {
+            if tx
+                .query_opt("SELECT 1 FROM keys WHERE kid = $1", args![&kid])?
+                .is_none()
+            {
+                return Err(StateError::NoSuchKey);
+            }
+            let n = tx.execute(
+                "INSERT INTO key_custodians (kid, person, added_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (kid, person) DO UPDATE SET removed_at = NULL, added_at = excluded.added_at
+                 WHERE key_custodians.removed_at IS NOT NULL",
+                args![kid, person, event.at],
+            )?;
+            if n > 0 {
+                insert_event(tx, &event)?;
+            }
+            Ok(n > 0)
+        })
     }
 
     /// Current custodians of `kid`.
     pub fn custodians(&self, kid: &str) -> Result<Vec<String>, StateError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT person FROM key_custodians WHERE kid = ?1 AND removed_at IS NULL ORDER BY person",
-        )?;
-        let rows = stmt.query_map(params![kid], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let kid = kid.to_owned();
+        self.db.read(move |tx| {
+            tx.query(
+                "SELECT person FROM key_custodians WHERE kid = $1 AND removed_at IS NULL ORDER BY person",
+                args![kid],
+            )?
+            .iter()
+            .map(|r| Ok(r.text(0)?))
+            .collect()
+        })
     }
 
     /// Former custodians of `kid` (offboarded from it).
     pub fn former_custodians(&self, kid: &str) -> Result<Vec<String>, StateError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT person FROM key_custodians WHERE kid = ?1 AND removed_at IS NOT NULL ORDER BY person",
-        )?;
-        let rows = stmt.query_map(params![kid], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let kid = kid.to_owned();
+        self.db.read(move |tx| {
+            tx.query(
+                "SELECT person FROM key_custodians WHERE kid = $1 AND removed_at IS NOT NULL ORDER BY person",
+                args![kid],
+            )?
+            .iter()
+            .map(|r| Ok(r.text(0)?))
+            .collect()
+        })
     }
 
     /// Token keys `person` is a current custodian of, with their states.
     pub fn keys_of_custodian(&self, person: &str) -> Result<Vec<(String, KeyState)>, StateError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT k.kid, k.state FROM key_custodians c JOIN keys k ON k.kid = c.kid
-             WHERE c.person = ?1 AND c.removed_at IS NULL ORDER BY k.created_at",
-        )?;
-        let rows = stmt.query_map(params![person], |r| {
-            let state: String = r.get(1)?;
-            Ok((
-                r.get(0)?,
-                KeyState::parse(&state).unwrap_or(KeyState::Compromised),
-            ))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let person = person.to_owned();
+        self.db.read(move |tx| {
+            tx.query(
+                "SELECT k.kid, k.state FROM key_custodians c JOIN keys k ON k.kid = c.kid
+                 WHERE c.person = $1 AND c.removed_at IS NULL ORDER BY k.created_at, k.kid",
+                args![person],
+            )?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.text(0)?,
+                    KeyState::parse(&r.text(1)?).unwrap_or(KeyState::Compromised),
+                ))
+            })
+            .collect()
+        })
     }
 
     /// Ends `person`'s custody of every key and records `event`.
@@ -671,39 +931,45 @@ impl StateStore {
         person: &str,
         event: &KeyEvent,
     ) -> Result<usize, StateError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let n = tx.execute(
-            "UPDATE key_custodians SET removed_at = ?2 WHERE person = ?1 AND removed_at IS NULL",
-            params![person, event.at],
-        )?;
-        insert_event(&tx, event)?;
-        tx.commit()?;
-        Ok(n)
+        let person = person.to_owned();
+        let event = event.clone();
+        self.db.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE key_custodians SET removed_at = $2 WHERE person = $1 AND removed_at IS NULL",
+                args![person, event.at],
+            )?;
+            insert_event(tx, &event)?;
+            Ok(count(n))
+        })
     }
 
     /// Records an event in the key audit log.
     pub fn record_event(&self, event: &KeyEvent) -> Result<(), StateError> {
-        insert_event(&self.conn(), event)
+        let event = event.clone();
+        self.db.write(move |tx| insert_event(tx, &event))
     }
 
     /// The newest `limit` key events, oldest first.
     pub fn events(&self, limit: usize) -> Result<Vec<KeyEvent>, StateError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT at, kid, event, actor, detail FROM
-               (SELECT * FROM key_events ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
-        )?;
-        let rows = stmt.query_map(params![limit as i64], |r| {
-            Ok(KeyEvent {
-                at: r.get(0)?,
-                kid: r.get(1)?,
-                event: r.get(2)?,
-                actor: r.get(3)?,
-                detail: r.get(4)?,
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db.read(move |tx| {
+            tx.query(
+                "SELECT at, kid, event, actor, detail FROM
+                   (SELECT * FROM key_events ORDER BY seq DESC LIMIT $1) AS newest ORDER BY seq",
+                args![limit],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(KeyEvent {
+                    at: r.i64(0)?,
+                    kid: r.opt_text(1)?,
+                    event: r.text(2)?,
+                    actor: r.text(3)?,
+                    detail: r.text(4)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .collect()
+        })
     }
 
     /// Revokes tokens (idempotent per token id). Returns how many were new.
@@ -713,97 +979,96 @@ impl StateStore {
         reason: &str,
         now: i64,
     ) -> Result<usize, StateError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut n = 0;
-        {
-            let mut stmt = tx.prepare(
-                "INSERT INTO revocations (token_id, token_sha256, expires_at, revoked_at, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(token_id) DO NOTHING",
-            )?;
+        let tokens = tokens.to_vec();
+        let reason = reason.to_owned();
+        self.db.write(move |tx| {
+            let mut n = 0;
             for t in tokens {
-                n += stmt.execute(params![
-                    t.token_id,
-                    t.token_sha256.as_slice(),
-                    t.expires_at,
-                    now,
-                    reason
-                ])?;
+                n += tx.execute(
+                    "INSERT INTO revocations (token_id, token_sha256, expires_at, revoked_at, reason)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token_id) DO NOTHING",
+                    args![
+                        t.token_id,
+                        t.token_sha256.as_slice(),
+                        t.expires_at,
+                        now,
+                        &reason
+                    ],
+                )?;
             }
-        }
-        tx.commit()?;
-        Ok(n)
+            Ok(count(n))
+        })
     }
 
     /// Revocations recorded after sequence number `after`, in order.
     pub fn revocations_after(&self, after: i64) -> Result<Vec<(i64, Revocation)>, StateError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT seq, token_id, token_sha256, expires_at FROM revocations WHERE seq > ?1 ORDER BY seq",
-        )?;
-        let rows = stmt.query_map(params![after], |r| {
-            let digest: Vec<u8> = r.get(2)?;
-            let mut d = [0u8; 32];
-            if digest.len() == 32 {
-                d.copy_from_slice(&digest);
-            }
-            Ok((
-                r.get(0)?,
-                Revocation {
-                    token_id: r.get(1)?,
-                    token_sha256: d,
-                    expires_at: r.get(3)?,
-                },
-            ))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db.read(move |tx| {
+            tx.query(
+                "SELECT seq, token_id, token_sha256, expires_at FROM revocations WHERE seq > $1 ORDER BY seq",
+                args![after],
+            )?
+            .iter()
+            .map(|r| {
+                let digest = r.blob(2)?;
+                let mut d = [0u8; 32];
+                if digest.len() == 32 {
+                    d.copy_from_slice(&digest);
+                }
+                Ok((
+                    r.i64(0)?,
+                    Revocation {
+                        token_id: r.text(1)?,
+                        token_sha256: d,
+                        expires_at: r.i64(3)?,
+                    },
+                ))
+            })
+            .collect()
+        })
     }
 
     /// Whether `token_id` is revoked.
     pub fn is_revoked(&self, token_id: &str) -> Result<bool, StateError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT 1 FROM revocations WHERE token_id = ?1",
-                params![token_id],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some())
+        let token_id = token_id.to_owned();
+        self.db.read(move |tx| {
+            Ok(tx
+                .query_opt(
+                    "SELECT 1 FROM revocations WHERE token_id = $1",
+                    args![token_id],
+                )?
+                .is_some())
+        })
     }
 
     /// Adds to the durable signature counts: `(kid, signed, withheld)` deltas.
     pub fn add_signature_counts(&self, deltas: &[(String, u64, u64)]) -> Result<(), StateError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        {
-            let mut stmt = tx.prepare(
-                "INSERT INTO signature_counts (kid, signed, withheld) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(kid) DO UPDATE SET signed = signed + excluded.signed,
-                   withheld = withheld + excluded.withheld",
-            )?;
+        let deltas = deltas.to_vec();
+        self.db.write(move |tx| {
             for (kid, s, w) in deltas {
-                stmt.execute(params![kid, *s as i64, *w as i64])?;
+                tx.execute(
+                    "INSERT INTO signature_counts (kid, signed, withheld) VALUES ($1, $2, $3)
+                     ON CONFLICT (kid) DO UPDATE SET signed = signature_counts.signed + excluded.signed,
+                       withheld = signature_counts.withheld + excluded.withheld",
+                    args![kid, s as i64, w as i64],
+                )?;
             }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Durable signature counts per key: `kid -> (signed, withheld)`.
     pub fn signature_counts(&self) -> Result<HashMap<String, (u64, u64)>, StateError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT kid, signed, withheld FROM signature_counts")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                (
-                    r.get::<_, i64>(1)?.max(0) as u64,
-                    r.get::<_, i64>(2)?.max(0) as u64,
-                ),
-            ))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db.read(|tx| {
+            tx.query("SELECT kid, signed, withheld FROM signature_counts", &[])?
+                .iter()
+                .map(|r| {
+                    Ok((
+                        r.text(0)?,
+                        (r.i64(1)?.max(0) as u64, r.i64(2)?.max(0) as u64),
+                    ))
+                })
+                .collect()
+        })
     }
 
     /// Adds a block (`kind`: `ip`, `device`, `subject` or `token`); returns its id.
@@ -816,42 +1081,51 @@ impl StateStore {
         now: i64,
         expires_at: Option<i64>,
     ) -> Result<i64, StateError> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO blocks (kind, value, reason, actor, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![kind, value, reason, actor, now, expires_at],
-        )?;
-        Ok(conn.last_insert_rowid())
+        let (kind, value) = (kind.to_owned(), value.to_owned());
+        let (reason, actor) = (reason.to_owned(), actor.to_owned());
+        self.db.write(move |tx| {
+            Ok(tx
+                .query_one(
+                    "INSERT INTO blocks (kind, value, reason, actor, created_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                    args![kind, value, reason, actor, now, expires_at],
+                )?
+                .i64(0)?)
+        })
     }
 
     /// Lifts a block. Returns false if there is no such block in force.
     pub fn remove_block(&self, id: i64, now: i64) -> Result<bool, StateError> {
-        Ok(self.conn().execute(
-            "UPDATE blocks SET removed_at = ?2 WHERE id = ?1 AND removed_at IS NULL",
-            params![id, now],
-        )? == 1)
+        self.db.write(move |tx| {
+            Ok(tx.execute(
+                "UPDATE blocks SET removed_at = $2 WHERE id = $1 AND removed_at IS NULL",
+                args![id, now],
+            )? == 1)
+        })
     }
 
     /// Blocks not lifted and not expired at `now`.
     pub fn blocks(&self, now: i64) -> Result<Vec<BlockRow>, StateError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, kind, value, reason, actor, created_at, expires_at FROM blocks
-             WHERE removed_at IS NULL AND (expires_at IS NULL OR expires_at > ?1) ORDER BY id",
-        )?;
-        let rows = stmt.query_map(params![now], |r| {
-            Ok(BlockRow {
-                id: r.get(0)?,
-                kind: r.get(1)?,
-                value: r.get(2)?,
-                reason: r.get(3)?,
-                actor: r.get(4)?,
-                created_at: r.get(5)?,
-                expires_at: r.get(6)?,
+        self.db.read(move |tx| {
+            tx.query(
+                "SELECT id, kind, value, reason, actor, created_at, expires_at FROM blocks
+                 WHERE removed_at IS NULL AND (expires_at IS NULL OR expires_at > $1) ORDER BY id",
+                args![now],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(BlockRow {
+                    id: r.i64(0)?,
+                    kind: r.text(1)?,
+                    value: r.text(2)?,
+                    reason: r.text(3)?,
+                    actor: r.text(4)?,
+                    created_at: r.i64(5)?,
+                    expires_at: r.opt_i64(6)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .collect()
+        })
     }
 
     /// Adds forged-token sightings per key (`(kid, count, first_seen, last_seen)`).
@@ -859,34 +1133,42 @@ impl StateStore {
         &self,
         sightings: &[(String, u64, i64, i64)],
     ) -> Result<(), StateError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        {
-            let mut stmt = tx.prepare(
-                "INSERT INTO forgery_sightings (kid, count, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(kid) DO UPDATE SET count = count + excluded.count,
-                   first_seen = min(first_seen, excluded.first_seen),
-                   last_seen = max(last_seen, excluded.last_seen)",
-            )?;
+        let sightings = sightings.to_vec();
+        self.db.write(move |tx| {
             for (kid, count, first, last) in sightings {
-                stmt.execute(params![kid, *count as i64, first, last])?;
+                tx.execute(
+                    "INSERT INTO forgery_sightings (kid, count, first_seen, last_seen) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (kid) DO UPDATE SET count = forgery_sightings.count + excluded.count,
+                       first_seen = CASE WHEN excluded.first_seen < forgery_sightings.first_seen
+                                         THEN excluded.first_seen ELSE forgery_sightings.first_seen END,
+                       last_seen = CASE WHEN excluded.last_seen > forgery_sightings.last_seen
+                                        THEN excluded.last_seen ELSE forgery_sightings.last_seen END",
+                    args![kid, count as i64, first, last],
+                )?;
             }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Forged tokens seen under `kid`: `(count, first_seen, last_seen)`.
     pub fn forgery_sightings(&self, kid: &str) -> Result<Option<(u64, i64, i64)>, StateError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT count, first_seen, last_seen FROM forgery_sightings WHERE kid = ?1",
-                params![kid],
-                |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?)
+        let kid = kid.to_owned();
+        self.db.read(move |tx| {
+            let Some(r) = tx.query_opt(
+                "SELECT count, first_seen, last_seen FROM forgery_sightings WHERE kid = $1",
+                args![kid],
+            )?
+            else {
+                return Ok(None);
+            };
+            Ok(Some((r.i64(0)?.max(0) as u64, r.i64(1)?, r.i64(2)?)))
+        })
     }
+}
+
+/// A row count as `usize`.
+fn count(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// A stored block.
@@ -945,6 +1227,21 @@ pub enum RefreshUse {
     WrongKey(Session),
 }
 
+/// The session columns of `sessions s`, in the order [`session_at`] reads.
+const SESSION_COLUMNS: &str = "s.family, s.subject, s.client_id, s.auth_context, s.jkt, s.audience";
+
+/// A [`Session`] from six columns starting at `i` (see [`SESSION_COLUMNS`]).
+fn session_at(r: &crate::sql::Row, i: usize) -> Result<Session, SqlError> {
+    Ok(Session {
+        family: r.text(i)?,
+        subject: r.text(i + 1)?,
+        client_id: r.text(i + 2)?,
+        auth_context: r.text(i + 3)?,
+        jkt: r.opt_text(i + 4)?,
+        audience: r.opt_text(i + 5)?,
+    })
+}
+
 impl StateStore {
     /// Starts a session with its first refresh token (stored only as a hash).
     pub fn create_session(
@@ -954,27 +1251,28 @@ impl StateStore {
         refresh_expires_at: i64,
         now: i64,
     ) -> Result<(), StateError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute(
-            "INSERT INTO sessions (family, subject, client_id, auth_context, created_at, jkt, audience)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                session.family,
-                session.subject,
-                session.client_id,
-                session.auth_context,
-                now,
-                session.jkt,
-                session.audience
-            ],
-        )?;
-        tx.execute(
-            "INSERT INTO refresh_tokens (hash, family, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-            params![refresh_hash.as_slice(), session.family, now, refresh_expires_at],
-        )?;
-        tx.commit()?;
-        Ok(())
+        let session = session.clone();
+        let refresh_hash = *refresh_hash;
+        self.db.write(move |tx| {
+            tx.execute(
+                "INSERT INTO sessions (family, subject, client_id, auth_context, created_at, jkt, audience)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                args![
+                    &session.family,
+                    session.subject,
+                    session.client_id,
+                    session.auth_context,
+                    now,
+                    session.jkt,
+                    session.audience
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (hash, family, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+                args![refresh_hash.as_slice(), session.family, now, refresh_expires_at],
+            )?;
+            Ok(())
+        })
     }
 
     /// Adds the next refresh token of a live session.
@@ -985,11 +1283,15 @@ impl StateStore {
         expires_at: i64,
         now: i64,
     ) -> Result<(), StateError> {
-        self.conn().execute(
-            "INSERT INTO refresh_tokens (hash, family, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-            params![refresh_hash.as_slice(), family, now, expires_at],
-        )?;
-        Ok(())
+        let family = family.to_owned();
+        let refresh_hash = *refresh_hash;
+        self.db.write(move |tx| {
+            tx.execute(
+                "INSERT INTO refresh_tokens (hash, family, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+                args![refresh_hash.as_slice(), family, now, expires_at],
+            )?;
+            Ok(())
+        })
     }
 
     /// Records that access token `token_id` belongs to session `family`.
@@ -1000,65 +1302,61 @@ impl StateStore {
         token_sha256: &[u8; 32],
         expires_at: i64,
     ) -> Result<(), StateError> {
-        self.conn().execute(
-            "INSERT INTO session_tokens (token_id, family, token_sha256, expires_at) VALUES (?1, ?2, ?3, ?4)",
-            params![token_id, family, token_sha256.as_slice(), expires_at],
-        )?;
-        Ok(())
+        let (family, token_id) = (family.to_owned(), token_id.to_owned());
+        let token_sha256 = *token_sha256;
+        self.db.write(move |tx| {
+            tx.execute(
+                "INSERT INTO session_tokens (token_id, family, token_sha256, expires_at) VALUES ($1, $2, $3, $4)",
+                args![token_id, family, token_sha256.as_slice(), expires_at],
+            )?;
+            Ok(())
+        })
     }
 
     /// Spends a refresh token, atomically: of two concurrent uses of the same
-    /// token, exactly one is `Rotated` and the other is `Reused`.
+    /// token, exactly one is `Rotated` and the other is `Reused` (also across
+    /// nodes sharing a PostgreSQL database: writers are serialised).
     pub fn use_refresh_token(
         &self,
         hash: &[u8; 32],
         proven_jkt: Option<&str>,
         now: i64,
     ) -> Result<RefreshUse, StateError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let row = tx
-            .query_row(
-                "SELECT r.family, r.expires_at, r.used_at, s.subject, s.client_id, s.auth_context, s.revoked_at, s.jkt, s.audience
-                 FROM refresh_tokens r JOIN sessions s ON s.family = r.family WHERE r.hash = ?1",
-                params![hash.as_slice()],
-                |r| {
-                    let session = Session {
-                        family: r.get(0)?,
-                        subject: r.get(3)?,
-                        client_id: r.get(4)?,
-                        auth_context: r.get(5)?,
-                        jkt: r.get(7)?,
-                        audience: r.get(8)?,
-                    };
-                    let expires_at: i64 = r.get(1)?;
-                    let used_at: Option<i64> = r.get(2)?;
-                    let revoked_at: Option<i64> = r.get(6)?;
-                    Ok((session, expires_at, used_at, revoked_at))
-                },
-            )
-            .optional()?;
-        let Some((session, expires_at, used_at, revoked_at)) = row else {
-            return Ok(RefreshUse::Invalid);
-        };
-        if used_at.is_some() {
-            return Ok(RefreshUse::Reused(session));
-        }
-        if revoked_at.is_some() || now >= expires_at {
-            return Ok(RefreshUse::Invalid);
-        }
-        if let Some(bound) = session.jkt.as_deref() {
-            // A thumbprint of a public key: nothing secret to time.
-            if proven_jkt != Some(bound) {
-                return Ok(RefreshUse::WrongKey(session));
+        let hash = *hash;
+        let proven_jkt = proven_jkt.map(str::to_owned);
+        self.db.write(move |tx| {
+            let Some(r) = tx.query_opt(
+                &format!(
+                    "SELECT {SESSION_COLUMNS}, r.expires_at, r.used_at, s.revoked_at
+                     FROM refresh_tokens r JOIN sessions s ON s.family = r.family WHERE r.hash = $1"
+                ),
+                args![hash.as_slice()],
+            )?
+            else {
+                return Ok(RefreshUse::Invalid);
+            };
+            let session = session_at(&r, 0)?;
+            let expires_at = r.i64(6)?;
+            let used_at = r.opt_i64(7)?;
+            let revoked_at = r.opt_i64(8)?;
+            if used_at.is_some() {
+                return Ok(RefreshUse::Reused(session));
             }
-        }
-        tx.execute(
-            "UPDATE refresh_tokens SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL",
-            params![hash.as_slice(), now],
-        )?;
-        tx.commit()?;
-        Ok(RefreshUse::Rotated(session))
+            if revoked_at.is_some() || now >= expires_at {
+                return Ok(RefreshUse::Invalid);
+            }
+            if let Some(bound) = session.jkt.as_deref() {
+                // A thumbprint of a public key: nothing secret to time.
+                if proven_jkt.as_deref() != Some(bound) {
+                    return Ok(RefreshUse::WrongKey(session));
+                }
+            }
+            tx.execute(
+                "UPDATE refresh_tokens SET used_at = $2 WHERE hash = $1 AND used_at IS NULL",
+                args![hash.as_slice(), now],
+            )?;
+            Ok(RefreshUse::Rotated(session))
+        })
     }
 
     /// The session of a refresh token, whether it is still usable.
@@ -1067,41 +1365,36 @@ impl StateStore {
         hash: &[u8; 32],
         now: i64,
     ) -> Result<Option<(Session, i64, bool)>, StateError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT r.family, s.subject, s.client_id, s.auth_context, r.expires_at,
-                        r.used_at IS NULL AND s.revoked_at IS NULL AND r.expires_at > ?2, s.jkt, s.audience
-                 FROM refresh_tokens r JOIN sessions s ON s.family = r.family WHERE r.hash = ?1",
-                params![hash.as_slice(), now],
-                |r| {
-                    Ok((
-                        Session {
-                            family: r.get(0)?,
-                            subject: r.get(1)?,
-                            client_id: r.get(2)?,
-                            auth_context: r.get(3)?,
-                            jkt: r.get(6)?,
-                            audience: r.get(7)?,
-                        },
-                        r.get(4)?,
-                        r.get(5)?,
-                    ))
-                },
-            )
-            .optional()?)
+        let hash = *hash;
+        self.db.read(move |tx| {
+            let Some(r) = tx.query_opt(
+                &format!(
+                    "SELECT {SESSION_COLUMNS}, r.expires_at,
+                            CASE WHEN r.used_at IS NULL AND s.revoked_at IS NULL AND r.expires_at > $2
+                                 THEN 1 ELSE 0 END
+                     FROM refresh_tokens r JOIN sessions s ON s.family = r.family WHERE r.hash = $1"
+                ),
+                args![hash.as_slice(), now],
+            )?
+            else {
+                return Ok(None);
+            };
+            Ok(Some((session_at(&r, 0)?, r.i64(6)?, r.i64(7)? != 0)))
+        })
     }
 
     /// The session an access token belongs to.
     pub fn session_of_token(&self, token_id: &str) -> Result<Option<String>, StateError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT family FROM session_tokens WHERE token_id = ?1",
-                params![token_id],
-                |r| r.get(0),
-            )
-            .optional()?)
+        let token_id = token_id.to_owned();
+        self.db.read(move |tx| {
+            Ok(tx
+                .query_opt(
+                    "SELECT family FROM session_tokens WHERE token_id = $1",
+                    args![token_id],
+                )?
+                .map(|r| r.text(0))
+                .transpose()?)
+        })
     }
 
     /// Ends a session: its refresh tokens stop working and its unexpired
@@ -1113,49 +1406,45 @@ impl StateStore {
         reason: &str,
         now: i64,
     ) -> Result<usize, StateError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute(
-            "UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3 WHERE family = ?1 AND revoked_at IS NULL",
-            params![family, now, reason],
-        )?;
-        let n = tx.execute(
-            "INSERT INTO revocations (token_id, token_sha256, expires_at, revoked_at, reason)
-             SELECT token_id, token_sha256, expires_at, ?2, ?3 FROM session_tokens
-             WHERE family = ?1 AND expires_at > ?2
-             ON CONFLICT(token_id) DO NOTHING",
-            params![family, now, reason],
-        )?;
-        tx.commit()?;
-        Ok(n)
+        let (family, reason) = (family.to_owned(), reason.to_owned());
+        self.db.write(move |tx| {
+            tx.execute(
+                "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE family = $1 AND revoked_at IS NULL",
+                args![&family, now, &reason],
+            )?;
+            let n = tx.execute(
+                "INSERT INTO revocations (token_id, token_sha256, expires_at, revoked_at, reason)
+                 SELECT token_id, token_sha256, expires_at, $2, $3 FROM session_tokens
+                 WHERE family = $1 AND expires_at > $2
+                 ON CONFLICT (token_id) DO NOTHING",
+                args![family, now, reason],
+            )?;
+            Ok(count(n))
+        })
     }
 
     /// Registers an API client (for introspection) with an argon2id secret hash.
     pub fn add_client(&self, id: &str, secret_hash: &str, now: i64) -> Result<(), StateError> {
-        match self.conn().execute(
-            "INSERT INTO clients (id, secret_hash, created_at) VALUES (?1, ?2, ?3)",
-            params![id, secret_hash, now],
-        ) {
-            Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(StateError::ClientExists)
-            }
-            Err(e) => Err(e.into()),
-        }
+        let (id, hash) = (id.to_owned(), secret_hash.to_owned());
+        self.db.write(move |tx| {
+            tx.execute(
+                "INSERT INTO clients (id, secret_hash, created_at) VALUES ($1, $2, $3)",
+                args![id, hash, now],
+            )
+            .map_err(|e| unique_as(e, StateError::ClientExists))?;
+            Ok(())
+        })
     }
 
     /// The secret hash of a client.
     pub fn client_secret_hash(&self, id: &str) -> Result<Option<String>, StateError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT secret_hash FROM clients WHERE id = ?1",
-                params![id],
-                |r| r.get(0),
-            )
-            .optional()?)
+        let id = id.to_owned();
+        self.db.read(move |tx| {
+            Ok(tx
+                .query_opt("SELECT secret_hash FROM clients WHERE id = $1", args![id])?
+                .map(|r| r.text(0))
+                .transpose()?)
+        })
     }
 }
 
@@ -1185,10 +1474,10 @@ pub struct Revocation {
     pub expires_at: i64,
 }
 
-fn insert_event(conn: &Connection, e: &KeyEvent) -> Result<(), StateError> {
-    conn.execute(
-        "INSERT INTO key_events (at, kid, event, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![e.at, e.kid, e.event, e.actor, e.detail],
+fn insert_event(tx: &mut dyn Tx, e: &KeyEvent) -> Result<(), StateError> {
+    tx.execute(
+        "INSERT INTO key_events (at, kid, event, actor, detail) VALUES ($1, $2, $3, $4, $5)",
+        args![e.at, e.kid.clone(), &e.event, &e.actor, &e.detail],
     )?;
     Ok(())
 }
