@@ -708,11 +708,23 @@ pub fn spawn_background(app: &Arc<App>) {
             .await;
         }
     });
+    let state_changed = Arc::new(tokio::sync::Notify::new());
+    if let crate::config::Storage::Postgres { url, schema, .. } = &app.config.storage {
+        listen_for_state_changes(
+            url.expose().to_string(),
+            schema.clone(),
+            state_changed.clone(),
+        );
+    }
     let a = app.clone();
     tokio::spawn(async move {
+        // Every 250 ms, or at once when another node announces a change.
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = state_changed.notified() => {}
+            }
             let a2 = a.clone();
             let _ = tokio::task::spawn_blocking(move || a2.reload_keys_if_changed()).await;
         }
@@ -799,6 +811,17 @@ pub fn spawn_background(app: &Arc<App>) {
             .await;
         }
     });
+}
+
+/// LISTENs for changes to the shared state (keys, revocations, blocks,
+/// users) announced by any node or admin command, and wakes the reload task.
+/// Polling every 250 ms catches up regardless, so a lost connection delays
+/// nothing by more than that.
+fn listen_for_state_changes(url: String, schema: String, wake: Arc<tokio::sync::Notify>) {
+    let channel = tally_store::state::change_channel(&schema);
+    let _ = std::thread::Builder::new()
+        .name("tally-state-listener".into())
+        .spawn(move || tally_store::fleet::listen(&url, &channel, &|| wake.notify_one()));
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests and closes

@@ -6,6 +6,12 @@
 //!   state.db     users, sealed signing keys, settings
 //!   ledger.db    the issuance ledger and its signed checkpoints
 //! ```
+//!
+//! In a fleet (`[storage] url = "postgres://…"`) the state and the ledger
+//! live in PostgreSQL, shared by every node; the directory keeps this node's
+//! own files (master key, access log, incidents). Every node needs the same
+//! master key: copy `master.key` from the first node, or set
+//! `TALLY_MASTER_KEY` everywhere.
 
 use std::fs;
 use std::io::Write;
@@ -49,7 +55,6 @@ impl DataDir {
     /// overrides the master key file.
     pub fn open_or_init(config: &crate::config::Config) -> Result<DataDir, DataDirError> {
         let path = config.data.as_path();
-        let fresh = !path.join(STATE_FILE).exists();
         fs::create_dir_all(path).map_err(|e| {
             DataDirError(format!(
                 "cannot create data directory {}: {e}",
@@ -57,9 +62,29 @@ impl DataDir {
             ))
         })?;
         let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
+        let (state, fresh) = match &config.storage {
+            crate::config::Storage::Embedded => {
+                let fresh = !path.join(STATE_FILE).exists();
+                let state = StateStore::open(&path.join(STATE_FILE))
+                    .map_err(|e| DataDirError(format!("cannot open state database: {e}")))?;
+                (state, fresh)
+            }
+            crate::config::Storage::Postgres { url, schema, .. } => {
+                let state = StateStore::connect_postgres(url.expose(), schema).map_err(|e| {
+                    DataDirError(format!(
+                        "cannot open the shared state at {url} (schema {schema}): {e}\n\
+                         Check that PostgreSQL is reachable and the URL is right."
+                    ))
+                })?;
+                // A fleet is new until some node has created its keys.
+                let fresh = state
+                    .keys(KeyPurpose::Ledger)
+                    .map_err(|e| DataDirError(format!("shared state: {e}")))?
+                    .is_empty();
+                (state, fresh)
+            }
+        };
         let master = load_or_create_master(path, fresh)?;
-        let state = StateStore::open(&path.join(STATE_FILE))
-            .map_err(|e| DataDirError(format!("cannot open state database: {e}")))?;
         let dir = DataDir {
             path: path.to_path_buf(),
             master,
@@ -74,7 +99,7 @@ impl DataDir {
     /// Opens an existing data directory (admin commands); never creates one.
     pub fn open_existing(config: &crate::config::Config) -> Result<DataDir, DataDirError> {
         let path = config.data.as_path();
-        if !path.join(STATE_FILE).exists() {
+        if !config.storage.is_shared() && !path.join(STATE_FILE).exists() {
             return Err(DataDirError(format!(
                 "{} is not a tally data directory (run `tally init --data {}` first)",
                 path.display(),
@@ -131,33 +156,36 @@ impl DataDir {
         }
         let ledger_keys = self.state.keys(KeyPurpose::Ledger).map_err(err)?;
         if ledger_keys.is_empty() {
-            let origin = match self.state.meta("ledger_origin").map_err(err)? {
-                Some(o) => o,
-                None => {
-                    let o = format!("tally.local/ledger/{}", keys::random_hex(8));
-                    self.state.set_meta("ledger_origin", &o).map_err(err)?;
-                    o
-                }
-            };
+            // Nodes of a fleet starting at once agree on one origin (and so
+            // on one ledger key: its kid is the origin).
+            let origin = self
+                .state
+                .set_meta_if_absent(
+                    "ledger_origin",
+                    &format!("tally.local/ledger/{}", keys::random_hex(8)),
+                )
+                .map_err(err)?;
             let (signer, seed) = NoteSigner::generate(&origin)
                 .map_err(|e| DataDirError(format!("ledger key generation failed: {e}")))?;
             let sealed = self
                 .master
                 .seal(&keys::seal_context(&origin), &seed[..])
                 .map_err(|e| DataDirError(e.to_string()))?;
-            self.state
-                .insert_key(&KeyRow {
-                    kid: origin.clone(),
-                    alg: "note-ed25519".into(),
-                    purpose: KeyPurpose::Ledger,
-                    state: KeyState::Active,
-                    created_at: now_unix(),
-                    state_changed_at: now_unix(),
-                    public: signer.verifier_key(),
-                    sealed,
-                    source: "generated".into(),
-                })
-                .map_err(err)?;
+            match self.state.insert_key(&KeyRow {
+                kid: origin.clone(),
+                alg: "note-ed25519".into(),
+                purpose: KeyPurpose::Ledger,
+                state: KeyState::Active,
+                created_at: now_unix(),
+                state_changed_at: now_unix(),
+                public: signer.verifier_key(),
+                sealed,
+                source: "generated".into(),
+            }) {
+                // Another node of the fleet made it first: its key is the one.
+                Ok(()) | Err(tally_store::StateError::KeyExists) => {}
+                Err(e) => return Err(err(e)),
+            }
         }
         Ok(())
     }

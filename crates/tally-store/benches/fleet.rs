@@ -214,10 +214,7 @@ fn main() {
             nodes.iter().any(|n| n.is_sequencer())
         })
         .expect("a leader");
-        let i = nodes
-            .iter()
-            .position(|n| n.is_sequencer())
-            .expect("leader");
+        let i = nodes.iter().position(|n| n.is_sequencer()).expect("leader");
         let leader = nodes.remove(i);
         let size = nodes[0].size();
         leader.close();
@@ -233,7 +230,12 @@ fn main() {
             None => println!("  no fail-over within 15 s"),
         }
         spare += 1;
-        nodes.push(Arc::new(node(&url, &schema, &format!("spare-{spare}"), None)));
+        nodes.push(Arc::new(node(
+            &url,
+            &schema,
+            &format!("spare-{spare}"),
+            None,
+        )));
     }
     println!(
         "sequencer fail-over (leader's connection closed → new record in a signed checkpoint): {:?}",

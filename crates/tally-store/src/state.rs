@@ -454,7 +454,7 @@ CREATE TRIGGER users_changed
 
 /// The `NOTIFY` channel on which the PostgreSQL state in `schema` announces
 /// changes that move [`StateStore::data_version`].
-fn change_channel(schema: &str) -> String {
+pub fn change_channel(schema: &str) -> String {
     format!("tally_state_{schema}")
 }
 
@@ -583,6 +583,21 @@ impl StateStore {
                 args![key, value],
             )?;
             Ok(())
+        })
+    }
+
+    /// Writes a setting unless it is already set; returns the value in force
+    /// (so that nodes starting at once agree on one value).
+    pub fn set_meta_if_absent(&self, key: &str, value: &str) -> Result<String, StateError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.db.write(move |tx| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                args![key.clone(), value],
+            )?;
+            tx.query_one("SELECT value FROM meta WHERE key = $1", args![key])?
+                .text(0)
+                .map_err(Into::into)
         })
     }
 

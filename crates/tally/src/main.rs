@@ -1253,9 +1253,8 @@ fn fleet_ledger_cmd(
     use tally_store::fleet::{self, FleetError, RecordMac};
     let dir = DataDir::open_existing(c).map_err(|e| e.to_string())?;
     let mac = RecordMac::new(&dir.master.derive(RecordMac::PURPOSE));
-    let mut client = fleet::connect(url.expose()).map_err(|e| {
-        format!("cannot reach the fleet ledger at {url} ({}): {e}", e.code())
-    })?;
+    let mut client = fleet::connect(url.expose())
+        .map_err(|e| format!("cannot reach the fleet ledger at {url} ({}): {e}", e.code()))?;
     match cmd {
         LedgerCmd::Checkpoint { .. } => {
             let note = fleet::latest_checkpoint(&mut client, schema)
@@ -1294,8 +1293,8 @@ fn fleet_ledger_cmd(
             Err(e) => Err(format!("{} ({})", e, e.code())),
         },
         LedgerCmd::Prove { token_id, .. } => {
-            let report = fleet::verify(&mut client, schema, verifier, &mac)
-                .map_err(|e| e.to_string())?;
+            let report =
+                fleet::verify(&mut client, schema, verifier, &mac).map_err(|e| e.to_string())?;
             let found = fleet::lookup(&mut client, schema, &mac, token_id)
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("no issuance record for token id {token_id}"))?;

@@ -190,6 +190,27 @@ pub fn migrate(client: &mut Client, schema: &str) -> Result<(), FleetError> {
     Ok(())
 }
 
+/// LISTENs on `channel` for ever, calling `wake` for every notification;
+/// reconnects after any failure (half a second apart).
+pub fn listen(url: &str, channel: &str, wake: &dyn Fn()) -> ! {
+    use postgres::fallible_iterator::FallibleIterator;
+    loop {
+        if let Ok(mut client) = connect(url)
+            && client.batch_execute(&format!("LISTEN {channel}")).is_ok()
+        {
+            // Whatever happened while nobody listened is caught up by the
+            // caller's own polling.
+            wake();
+            let mut notes = client.notifications();
+            let mut it = notes.blocking_iter();
+            while let Ok(Some(_)) = it.next() {
+                wake();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// [`migrate`], handing the client back.
 pub fn migrate_with(mut client: Client, schema: &str) -> Result<Client, FleetError> {
     migrate(&mut client, schema)?;

@@ -175,6 +175,33 @@ fn with_client<T>(
     f: impl FnOnce(&mut Client) -> Result<T, FleetError>,
 ) -> Result<T, FleetError> {
     let result = ensure(slot, &shared.cfg.url).and_then(f);
+    settle(slot, shared, result)
+}
+
+/// [`with_client`], once more on a new connection if the one in `slot` had
+/// died unnoticed (the first use after the database came back). Only for
+/// work that is safe to repeat: reads, and queueing (whose second attempt
+/// finds an already committed record as a duplicate, and hands nothing out).
+fn with_client_again<T>(
+    slot: &mut Option<Client>,
+    shared: &Shared,
+    mut f: impl FnMut(&mut Client) -> Result<T, FleetError>,
+) -> Result<T, FleetError> {
+    let had_client = slot.is_some();
+    let first = ensure(slot, &shared.cfg.url).and_then(&mut f);
+    if had_client && first.as_ref().is_err_and(is_connection_error) {
+        *slot = None;
+        let second = ensure(slot, &shared.cfg.url).and_then(&mut f);
+        return settle(slot, shared, second);
+    }
+    settle(slot, shared, first)
+}
+
+fn settle<T>(
+    slot: &mut Option<Client>,
+    shared: &Shared,
+    result: Result<T, FleetError>,
+) -> Result<T, FleetError> {
     match &result {
         Ok(_) => shared.ok(),
         Err(e @ FleetError::Db(_)) => {
@@ -343,14 +370,15 @@ impl FleetLedger {
         Ok(rx)
     }
 
+    /// Runs the read `f` on a reader thread.
     fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Client, &Shared) -> Result<T, FleetError> + Send + 'static,
+        f: impl Fn(&mut Client, &Shared) -> Result<T, FleetError> + Send + 'static,
     ) -> Result<T, LedgerError> {
         let (reply, rx) = mpsc::channel();
         let shared = self.shared.clone();
         let job: Job = Box::new(move |slot| {
-            let out = with_client(slot, &shared, |c| f(c, &shared));
+            let out = with_client_again(slot, &shared, |c| f(c, &shared));
             let _ = reply.send(out);
         });
         {
@@ -586,7 +614,7 @@ fn writer(shared: Arc<Shared>, rx: mpsc::Receiver<Append>) {
             }
         }
         let records: Vec<IssuanceRecord> = batch.iter().map(|a| a.record.clone()).collect();
-        let out = with_client(&mut slot, &shared, |c| {
+        let out = with_client_again(&mut slot, &shared, |c| {
             super::enqueue(
                 c,
                 &shared.cfg.schema,
