@@ -330,6 +330,113 @@ impl Default for DetectorConfig {
     }
 }
 
+/// The actors `mass_access` counts `o`'s subject against: its client address
+/// and device; its token and signing key only when the token is untallied
+/// (a signing key legitimately touches every customer, and a tallied token
+/// has the one subject the ledger recorded).
+pub fn mass_access_actors<'a>(o: &Observation<'a>) -> [Option<(ActorKind, &'a str)>; 4] {
+    let forged = crate::gate::proves_stolen_key(o.verdict, o.detail);
+    [
+        o.client_ip.map(|v| (ActorKind::Ip, v)),
+        o.device.map(|v| (ActorKind::Device, v)),
+        o.token_id.filter(|_| forged).map(|v| (ActorKind::Token, v)),
+        o.kid.filter(|_| forged).map(|v| (ActorKind::Key, v)),
+    ]
+}
+
+/// What `token_replay` counts for `o`: the token and the places it came from
+/// (address, device), for tokens the gate allowed only (a refused token, e.g.
+/// an expired one, must not let its holder set off containment).
+pub fn replay_sources<'a>(
+    o: &Observation<'a>,
+) -> Option<(&'a str, [Option<(ActorKind, &'a str)>; 2])> {
+    let tid = o.token_id.filter(|_| o.verdict == Verdict::Ok.code())?;
+    Some((
+        tid,
+        [
+            o.client_ip.map(|v| (ActorKind::Ip, v)),
+            o.device.map(|v| (ActorKind::Device, v)),
+        ],
+    ))
+}
+
+/// The `mass_access` finding for `actor`, who touched about `n` distinct
+/// subjects within the window, as counted by one node (`scope = "node"`) or
+/// by the whole fleet (`"fleet"`). Both give the same detection key, so the
+/// two merge into one detection.
+pub fn mass_access_finding(
+    cfg: &DetectorConfig,
+    actor: Actor,
+    n: u64,
+    at: i64,
+    route: &str,
+    scope: &str,
+) -> Finding {
+    let window = cfg.mass_access_window_secs;
+    let (kind, value) = (actor.kind, actor.value.clone());
+    let suggested = match kind {
+        ActorKind::Key => vec![Containment::CompromiseKey { kid: value.clone() }],
+        _ => vec![Containment::BlockActor {
+            actor: actor.clone(),
+        }],
+    };
+    Finding {
+        rule: Rule::MassAccess,
+        severity: Severity::High,
+        key: format!("mass_access:{}={value}", kind.as_str()),
+        at,
+        evidence: json!({
+            "actor": actor, "distinct_subjects": n,
+            "window_secs": window, "threshold": cfg.mass_access_threshold,
+            "route": route, "counted_by": scope,
+        }),
+        summary: format!(
+            "{} {value} touched about {n} distinct accounts in {}",
+            kind.as_str(),
+            crate::clocks::format_duration(window)
+        ),
+        actors: vec![actor],
+        suggested,
+    }
+}
+
+/// The `token_replay` finding for token `tid` of `subject`, used from `n`
+/// distinct places within the window (see [`mass_access_finding`] for
+/// `scope`).
+pub fn token_replay_finding(
+    cfg: &DetectorConfig,
+    tid: &str,
+    subject: &str,
+    actors: Vec<Actor>,
+    n: u64,
+    at: i64,
+    scope: &str,
+) -> Finding {
+    Finding {
+        rule: Rule::TokenReplay,
+        severity: Severity::High,
+        key: format!("token_replay:token={tid}"),
+        at,
+        actors,
+        evidence: json!({
+            "token_id": tid, "subject": subject, "distinct_sources": n,
+            "window_secs": cfg.replay_window_secs, "counted_by": scope,
+        }),
+        suggested: vec![
+            Containment::BlockActor {
+                actor: Actor {
+                    kind: ActorKind::Token,
+                    value: tid.to_string(),
+                },
+            },
+            Containment::RevokeSubject {
+                subject: subject.to_string(),
+            },
+        ],
+        summary: format!("token {tid} of {subject} used from {n} places"),
+    }
+}
+
 /// The detector's state.
 ///
 /// Actors and subjects are counted under 64-bit SipHash values keyed per
@@ -523,20 +630,13 @@ impl Detector {
         let ip_key = o.client_ip.map(|v| self.key(ActorKind::Ip as u8, v));
         let device_key = o.device.map(|v| self.key(ActorKind::Device as u8, v));
         let token_key = o.token_id.map(|v| self.key(ActorKind::Token as u8, v));
-        for (kind, value, key) in [
-            (ActorKind::Ip, o.client_ip, ip_key),
-            (ActorKind::Device, o.device, device_key),
-            (ActorKind::Token, o.token_id, token_key),
-            (ActorKind::Key, o.kid, None),
-        ] {
-            let Some(value) = value else { continue };
-            // A signing key legitimately touches every customer: what counts
-            // against a key is the accounts its untallied tokens reach. A
-            // tallied token has the one subject the ledger recorded, so only
-            // an untallied one (a jti reused for many subjects) can spread.
-            if matches!(kind, ActorKind::Key | ActorKind::Token) && !forged {
-                continue;
-            }
+        for (kind, value) in mass_access_actors(o).into_iter().flatten() {
+            let key = match kind {
+                ActorKind::Ip => ip_key,
+                ActorKind::Device => device_key,
+                ActorKind::Token => token_key,
+                _ => None,
+            };
             let k = key.unwrap_or_else(|| self.key(kind as u8, value));
             let raised = self.raised.get(&k).is_some_and(|at| o.at - *at < window);
             let n = self.subjects.observe_with(&k, h, o.at, !raised);
@@ -546,41 +646,22 @@ impl Detector {
             {
                 continue;
             }
-            let actor = Actor {
-                kind,
-                value: value.to_string(),
-            };
-            let suggested = match kind {
-                ActorKind::Key => vec![Containment::CompromiseKey {
-                    kid: value.to_string(),
-                }],
-                _ => vec![Containment::BlockActor {
-                    actor: actor.clone(),
-                }],
-            };
-            out.push(Finding {
-                rule: Rule::MassAccess,
-                severity: Severity::High,
-                key: format!("mass_access:{}={value}", kind.as_str()),
-                at: o.at,
-                evidence: json!({
-                    "actor": actor, "distinct_subjects": n,
-                    "window_secs": window, "threshold": self.cfg.mass_access_threshold,
-                    "route": o.route,
-                }),
-                summary: format!(
-                    "{} {value} touched about {n} distinct accounts in {}",
-                    kind.as_str(),
-                    crate::clocks::format_duration(window)
-                ),
-                actors: vec![actor],
-                suggested,
-            });
+            out.push(mass_access_finding(
+                &self.cfg,
+                Actor {
+                    kind,
+                    value: value.to_string(),
+                },
+                n,
+                o.at,
+                o.route,
+                "node",
+            ));
         }
         // token_replay: distinct sources per token, for tokens the gate
         // allowed (a refused token, e.g. an expired one, must not let its
         // holder set off containment against its subject).
-        if let Some(tid) = o.token_id.filter(|_| o.verdict == Verdict::Ok.code()) {
+        if let Some((tid, _)) = replay_sources(o) {
             // The replay rule's key for a token: its actor key, moved into
             // another namespace (keys are uniform, so a constant xor suffices).
             let tk =
@@ -596,29 +677,15 @@ impl Detector {
             if n >= self.cfg.replay_min_sources
                 && self.first_in_window(tk, o.at, self.cfg.replay_window_secs)
             {
-                out.push(Finding {
-                    rule: Rule::TokenReplay,
-                    severity: Severity::High,
-                    key: format!("token_replay:token={tid}"),
-                    at: o.at,
-                    actors: actors_of(o),
-                    evidence: json!({
-                        "token_id": tid, "subject": subject, "distinct_sources": n,
-                        "window_secs": self.cfg.replay_window_secs,
-                    }),
-                    suggested: vec![
-                        Containment::BlockActor {
-                            actor: Actor {
-                                kind: ActorKind::Token,
-                                value: tid.to_string(),
-                            },
-                        },
-                        Containment::RevokeSubject {
-                            subject: subject.to_string(),
-                        },
-                    ],
-                    summary: format!("token {tid} of {subject} used from {n} places"),
-                });
+                out.push(token_replay_finding(
+                    &self.cfg,
+                    tid,
+                    subject,
+                    actors_of(o),
+                    n,
+                    o.at,
+                    "node",
+                ));
             }
         }
         out

@@ -157,6 +157,17 @@ impl App {
             config.actions.clone(),
             config.regimes.clone(),
         ));
+        if let Some(url) = &config.redis_url {
+            let namespace = match &config.storage {
+                crate::config::Storage::Postgres { schema, .. } => schema.clone(),
+                crate::config::Storage::Embedded => "tally".into(),
+            };
+            watch.count_across_fleet(
+                url.clone(),
+                namespace,
+                &dir.master.derive("detector/fleet-hash"),
+            );
+        }
         let alerts = Arc::new(crate::alerts::Alerts::from_config(&config).map_err(StartError)?);
         let dpop_nonces = if config.dpop_nonce {
             let mut secret = [0u8; 32];

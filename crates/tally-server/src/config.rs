@@ -83,6 +83,9 @@ pub struct StorageFile {
     pub schema: Option<String>,
     /// This node's name in the shared ledger (default: host name and port).
     pub node: Option<String>,
+    /// `redis://host:port[/db]`: count distinct subjects per actor across the
+    /// fleet (mass access and replay spread over many nodes).
+    pub redis_url: Option<String>,
 }
 
 /// A PostgreSQL URL; its password never appears in logs or errors.
@@ -342,6 +345,8 @@ pub struct Config {
     pub set_receiver: Option<SetReceiverConfig>,
     /// Where the ledger and shared state live.
     pub storage: Storage,
+    /// Redis for fleet-wide distinct counts (`[storage] redis_url`).
+    pub redis_url: Option<String>,
 }
 
 /// A configuration problem, phrased for the operator.
@@ -554,6 +559,14 @@ impl Config {
             return Err(ConfigError("issuer and audience must not be empty".into()));
         }
         let storage_file = fc.storage.clone().unwrap_or_default();
+        let redis_url = match storage_file.redis_url.clone().filter(|u| !u.is_empty()) {
+            Some(u) if !u.starts_with("redis://") => {
+                return Err(ConfigError(format!(
+                    "[storage] redis_url = {u:?} must look like redis://127.0.0.1:6379"
+                )));
+            }
+            other => other,
+        };
         let storage = Storage::parse(
             over.storage.or(storage_file.url),
             storage_file.schema,
@@ -562,6 +575,7 @@ impl Config {
         )?;
         Ok(Config {
             storage,
+            redis_url,
             listen,
             data,
             issuer,

@@ -69,6 +69,8 @@ pub struct Watch {
     pub urgent: tokio::sync::Notify,
     /// Decisions per minute by verdict, the last hour (for the dashboard).
     minutes: Mutex<std::collections::VecDeque<(i64, [u64; Verdict::ALL.len()])>>,
+    /// Fleet-wide distinct counts, when `[storage] redis_url` is set.
+    fleet: std::sync::OnceLock<crate::fleet_counts::FleetCounts>,
 }
 
 impl Watch {
@@ -96,6 +98,50 @@ impl Watch {
             last_reminder_check: Mutex::new(now_unix()),
             urgent: tokio::sync::Notify::new(),
             minutes: Mutex::new(std::collections::VecDeque::new()),
+            fleet: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Also counts across the fleet, in the Redis at `url` (keys under
+    /// `namespace`, actors hashed under `key`).
+    pub fn count_across_fleet(self: &Arc<Self>, url: String, namespace: String, key: &[u8; 32]) {
+        let me = Arc::downgrade(self);
+        let cfg = self
+            .detector
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .config()
+            .clone();
+        self.fleet.get_or_init(|| {
+            crate::fleet_counts::FleetCounts::start(
+                url,
+                namespace,
+                key,
+                cfg,
+                Box::new(move |findings| {
+                    if let Some(w) = me.upgrade() {
+                        w.add_findings(&findings);
+                    }
+                }),
+            )
+        });
+    }
+
+    /// Batches of observations the fleet counter had to drop.
+    pub fn fleet_dropped(&self) -> Option<u64> {
+        self.fleet.get().map(|f| f.dropped())
+    }
+
+    fn add_findings(&self, findings: &[tally_core::detect::Finding]) {
+        if findings.is_empty() {
+            return;
+        }
+        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        for f in findings {
+            book.add(f);
+        }
+        if findings.iter().any(|f| f.severity >= Severity::High) {
+            self.urgent.notify_one();
         }
     }
 
@@ -153,33 +199,31 @@ impl Watch {
                 }
             }
         }
+        let observations: Vec<Observation<'_>> = events
+            .iter()
+            .map(|e| Observation {
+                at: e.at_ms.div_euclid(1000),
+                client_ip: e.client_ip.as_deref(),
+                device: e.device.as_deref(),
+                subject: e.subject.as_deref(),
+                token_id: e.token_id.as_deref(),
+                kid: e.kid.as_deref(),
+                route: &e.route,
+                verdict: e.verdict,
+                detail: e.detail,
+            })
+            .collect();
         let mut findings = Vec::new();
         {
             let mut d = self.detector.lock().unwrap_or_else(|e| e.into_inner());
-            for e in events {
-                let o = Observation {
-                    at: e.at_ms.div_euclid(1000),
-                    client_ip: e.client_ip.as_deref(),
-                    device: e.device.as_deref(),
-                    subject: e.subject.as_deref(),
-                    token_id: e.token_id.as_deref(),
-                    kid: e.kid.as_deref(),
-                    route: &e.route,
-                    verdict: e.verdict,
-                    detail: e.detail,
-                };
-                findings.extend(d.observe(&o));
+            for o in &observations {
+                findings.extend(d.observe(o));
             }
         }
-        if !findings.is_empty() {
-            let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
-            for f in &findings {
-                book.add(f);
-            }
-            if findings.iter().any(|f| f.severity >= Severity::High) {
-                self.urgent.notify_one();
-            }
+        if let Some(fleet) = self.fleet.get() {
+            fleet.observe(&observations);
         }
+        self.add_findings(&findings);
     }
 
     /// Raises a signal from elsewhere (issuer, sessions, ledger audit, keys).

@@ -155,6 +155,15 @@ fn records_queued_on_many_nodes_are_honoured_at_once_and_sequenced_contiguously(
     tree_leaves.sort();
     assert_eq!(leaves, tree_leaves);
 
+    // Twice in one batch: queued once.
+    let twice =
+        fleet::enqueue(&mut q, &s, &mac(), "test", &[record(7777), record(7777)], 0).unwrap();
+    assert!(
+        matches!(twice[..], [Ok(_), Err(FleetError::Duplicate)]),
+        "{twice:?}"
+    );
+    assert_eq!(fleet::backlog(&mut q, &s).unwrap(), 1);
+
     // An edited record is found.
     c.batch_execute(&format!(
         "UPDATE {s}.queue SET record = set_byte(record, 10, get_byte(record, 10) # 1) WHERE token_id = 'jti-1007'"

@@ -129,6 +129,16 @@ const MASTER: &str = "5f1c2a9e0b7d4c3f8a6e2d1b0c9f8e7d6a5b4c3d2e1f0a9b8c7d6e5f4a
 
 /// A node's data directory (its own files) and configuration.
 fn node_dir(root: &Path, name: &str, url: &str, schema: &str) -> (String, std::path::PathBuf) {
+    node_dir_with(root, name, url, schema, "")
+}
+
+fn node_dir_with(
+    root: &Path,
+    name: &str,
+    url: &str,
+    schema: &str,
+    extra: &str,
+) -> (String, std::path::PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     let data = root.join(name);
     std::fs::create_dir_all(&data).unwrap();
@@ -138,9 +148,7 @@ fn node_dir(root: &Path, name: &str, url: &str, schema: &str) -> (String, std::p
     let config = root.join(format!("{name}.toml"));
     std::fs::write(
         &config,
-        format!(
-            "[storage]\nurl = \"{url}\"\nschema = \"{schema}\"\nnode = \"{name}\"\n\n[detector]\n"
-        ),
+        format!("[storage]\nurl = \"{url}\"\nschema = \"{schema}\"\nnode = \"{name}\"\n{extra}"),
     )
     .unwrap();
     (data.to_str().unwrap().to_string(), config)
@@ -433,4 +441,151 @@ fn import_insider_key_with(dir: &Path, data: &str, config: &Path, kid: &str) -> 
         None,
     );
     RawKey::from_pkcs8(&der)
+}
+
+fn redis_url() -> String {
+    std::env::var("TALLY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn redis_or_skip() -> bool {
+    let addr = redis_url().trim_start_matches("redis://").to_string();
+    match TcpStream::connect(&addr) {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but Redis at {addr} is unreachable: {e}"
+            );
+            eprintln!("skipping: Redis at {addr} is unreachable ({e})");
+            false
+        }
+    }
+}
+
+/// The detections a node's incident store holds, as JSON.
+fn detections(data: &str, config: &Path) -> Vec<Value> {
+    let list: Value = serde_json::from_str(&tally_ok(
+        &[
+            "incident",
+            "list",
+            "--format",
+            "json",
+            "--data",
+            data,
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        None,
+    ))
+    .unwrap();
+    let mut out = Vec::new();
+    for inc in list.as_array().unwrap() {
+        let id = inc["id"].as_i64().unwrap().to_string();
+        let shown: Value = serde_json::from_str(&tally_ok(
+            &[
+                "incident",
+                "show",
+                &id,
+                "--format",
+                "json",
+                "--data",
+                data,
+                "--config",
+                config.to_str().unwrap(),
+            ],
+            None,
+        ))
+        .unwrap();
+        out.extend(
+            shown["detections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["detection"].clone()),
+        );
+    }
+    out
+}
+
+#[test]
+fn a_scrape_spread_over_three_nodes_is_counted_as_one() {
+    let Some(schema) = schema_or_skip("fleetscrape") else {
+        return;
+    };
+    if !redis_or_skip() {
+        return;
+    }
+    let root = TempDir::new("fleetscrape");
+    // Thirty distinct accounts per device trip mass_access; the scraper
+    // spreads 36 over three nodes, 12 each: no node alone sees enough.
+    let extra = format!(
+        "redis_url = \"{}\"\n\n[detector]\nmass_access_threshold = 30\n",
+        redis_url()
+    );
+    let nodes: Vec<(String, std::path::PathBuf)> = ["a", "b", "c"]
+        .iter()
+        .map(|n| node_dir_with(root.path(), n, &pg_url(), &schema.name, &extra))
+        .collect();
+    let servers: Vec<Server> = nodes
+        .iter()
+        .map(|(d, c)| Server::start(Path::new(d), Some(c)))
+        .collect();
+    let (data_a, cfg_a) = &nodes[0];
+    let insider = import_insider_key_with(root.path(), data_a, cfg_a, "insider-copy");
+    tally_ok(
+        &[
+            "users",
+            "add",
+            "member",
+            "--password-stdin",
+            "--data",
+            data_a,
+            "--config",
+            cfg_a.to_str().unwrap(),
+        ],
+        Some("correct horse 42\n"),
+    );
+    for s in &servers {
+        eventually("every node knows the new key", || {
+            kid_of(&login(s, "member", "correct horse 42")) == "insider-copy"
+        });
+    }
+    let template = payload(&login(&servers[0], "member", "correct horse 42"));
+    for i in 0..36 {
+        let mut claims = template.clone();
+        claims["jti"] = serde_json::json!(format!("scrape-{i}"));
+        claims["sub"] = serde_json::json!(format!("customer-{i:05}"));
+        let forged = jws(
+            &insider,
+            &serde_json::json!({"alg":"EdDSA","kid":"insider-copy","typ":"at+jwt"}).to_string(),
+            &claims.to_string(),
+        );
+        let r = client()
+            .get(servers[i % 3].url("/v1/check"))
+            .bearer_auth(&forged)
+            .header("X-Device-Id", "scraper-7")
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403);
+    }
+    // The fleet's count finds the scrape; every node's own count stays below.
+    let key = "mass_access:device=scraper-7";
+    let mut fleet_finding = None;
+    eventually("the fleet counts the scrape as one", || {
+        for (d, c) in &nodes {
+            for det in detections(d, c) {
+                if det["key"] == key {
+                    fleet_finding = Some(det);
+                    return true;
+                }
+            }
+        }
+        false
+    });
+    let det = fleet_finding.unwrap();
+    let evidence = &det["samples"][0];
+    assert_eq!(evidence["counted_by"], "fleet", "{det}");
+    let n = evidence["distinct_subjects"].as_u64().unwrap();
+    assert!((31..=37).contains(&n), "about 36 distinct accounts: {det}");
+    drop(servers);
 }

@@ -247,37 +247,46 @@ pub fn enqueue(
     now: i64,
 ) -> Result<Vec<Result<i64, FleetError>>, FleetError> {
     check_schema(schema)?;
-    let mut tx = client.transaction()?;
-    // The queue row and its place in the sequencer's to-do list, at once.
-    let stmt = tx.prepare(&format!(
-        "WITH q AS (
-             INSERT INTO {schema}.queue (token_id, record, token_sha256, expires_at, queued_at, mac, node)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (token_id) DO NOTHING RETURNING seq)
-         INSERT INTO {schema}.pending (seq) SELECT seq FROM q RETURNING seq"
-    ))?;
-    let mut out = Vec::with_capacity(records.len());
+    let mut ids = Vec::with_capacity(records.len());
+    let mut bodies = Vec::with_capacity(records.len());
+    let mut digests = Vec::with_capacity(records.len());
+    let mut expiries = Vec::with_capacity(records.len());
+    let mut tags = Vec::with_capacity(records.len());
     for record in records {
         let bytes = record
             .encode()
             .map_err(|e| FleetError::Record(e.to_string()))?;
-        let tag = mac.tag(&bytes);
-        let row = tx.query_opt(
-            &stmt,
-            &[
-                &record.token_id,
-                &bytes,
-                &record.token_sha256.as_bytes().as_slice(),
-                &record.expires_at,
-                &now,
-                &tag,
-                &node,
-            ],
-        )?;
-        out.push(row.map(|r| r.get(0)).ok_or(FleetError::Duplicate));
+        tags.push(mac.tag(&bytes));
+        bodies.push(bytes);
+        ids.push(record.token_id.as_str());
+        digests.push(record.token_sha256.as_bytes().to_vec());
+        expiries.push(record.expires_at);
     }
+    let mut tx = client.transaction()?;
+    // The whole batch in one statement: queue rows and their places in the
+    // sequencer's to-do list, at once.
+    let rows = tx.query(
+        &format!(
+            "WITH q AS (
+                 INSERT INTO {schema}.queue (token_id, record, token_sha256, expires_at, queued_at, mac, node)
+                 SELECT t, r, d, e, $6, m, $7 FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bigint[], $5::bytea[]) AS b(t, r, d, e, m)
+                 ON CONFLICT (token_id) DO NOTHING RETURNING seq, token_id),
+             p AS (INSERT INTO {schema}.pending (seq) SELECT seq FROM q)
+             SELECT seq, token_id FROM q"
+        ),
+        &[&ids, &bodies, &digests, &expiries, &tags, &now, &node],
+    )?;
     tx.execute("SELECT pg_notify($1, '')", &[&channel(schema)])?;
     tx.commit()?;
-    Ok(out)
+    let mut queued: std::collections::HashMap<String, i64> = rows
+        .into_iter()
+        .map(|r| (r.get::<_, String>(1), r.get::<_, i64>(0)))
+        .collect();
+    // A token id already queued, or twice in this batch, is queued once.
+    Ok(records
+        .iter()
+        .map(|r| queued.remove(&r.token_id).ok_or(FleetError::Duplicate))
+        .collect())
 }
 
 /// A queued record as read back: checked against its MAC.
@@ -518,14 +527,12 @@ impl Sequencer {
             if rows.is_empty() {
                 return Ok(Step::Idle);
             }
-            let stmt = tx.prepare(&format!(
-                "INSERT INTO {schema}.leaves (idx, seq, leaf_hash) VALUES ($1, $2, $3)"
-            ))?;
             let reject = tx.prepare(&format!(
                 "INSERT INTO {schema}.rejected (seq, reason, at) VALUES ($1, $2, $3)"
             ))?;
             let mut next = tree.clone();
             let mut rejected = Vec::new();
+            let (mut idxs, mut seqs, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
             for r in &rows {
                 let seq: i64 = r.get(0);
                 let bytes: Vec<u8> = r.get(1);
@@ -537,10 +544,19 @@ impl Sequencer {
                     continue;
                 }
                 let h = merkle::leaf_hash(&bytes);
-                let idx = next.len() as i64;
-                tx.execute(&stmt, &[&idx, &seq, &h.as_slice()])?;
+                idxs.push(next.len() as i64);
+                seqs.push(seq);
+                hashes.push(h.to_vec());
                 next.push(h);
             }
+            // Every new leaf in one statement.
+            tx.execute(
+                &format!(
+                    "INSERT INTO {schema}.leaves (idx, seq, leaf_hash)
+                     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])"
+                ),
+                &[&idxs, &seqs, &hashes],
+            )?;
             let done: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
             tx.execute(
                 &format!("DELETE FROM {schema}.pending WHERE seq = ANY($1)"),
@@ -615,6 +631,8 @@ pub struct FleetReport {
     pub tree: MerkleTree,
     /// Checkpoints checked.
     pub checkpoints: u64,
+    /// The latest checkpoint, which covers exactly the verified tree.
+    pub latest: Option<SignedCheckpoint>,
 }
 
 /// Verifies the whole fleet ledger: leaves contiguous from 0, each leaf hash
@@ -627,7 +645,14 @@ pub fn verify(
     mac: &RecordMac,
 ) -> Result<FleetReport, FleetError> {
     check_schema(schema)?;
-    let rows = client.query(
+    // One snapshot for leaves and checkpoints: a sequencer committing in
+    // between must not look like a checkpoint beyond the stored leaves.
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()?;
+    let rows = tx.query(
         &format!(
             "SELECT l.idx, l.leaf_hash, q.record, q.mac, q.seq FROM {schema}.leaves l
              JOIN {schema}.queue q ON q.seq = l.seq ORDER BY l.idx"
@@ -661,11 +686,13 @@ pub fn verify(
         }
         tree.push(h);
     }
-    let notes = client.query(
+    let notes = tx.query(
         &format!("SELECT size, note FROM {schema}.checkpoints ORDER BY size"),
         &[],
     )?;
+    tx.commit()?;
     let mut checkpoints = 0;
+    let mut latest = None;
     for r in notes {
         let size: i64 = r.get(0);
         let note: String = r.get(1);
@@ -685,6 +712,22 @@ pub fn verify(
             });
         }
         checkpoints += 1;
+        latest = Some(cp);
     }
-    Ok(FleetReport { tree, checkpoints })
+    let covered = latest.as_ref().map_or(0, |c| c.checkpoint().size);
+    if covered != tree.len() {
+        // The sequencer writes leaves and their checkpoint in one transaction.
+        return Err(FleetError::Tampered {
+            index: covered,
+            reason: format!(
+                "{} leaves, but the latest signed checkpoint covers {covered}: a checkpoint is missing",
+                tree.len()
+            ),
+        });
+    }
+    Ok(FleetReport {
+        tree,
+        checkpoints,
+        latest,
+    })
 }

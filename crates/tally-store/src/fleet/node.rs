@@ -260,14 +260,10 @@ impl FleetLedger {
             )
             .map_err(|e| store_err(e.into()))?;
         let report = super::verify(&mut client, &schema, &verifier, &mac).map_err(store_err)?;
-        let head_note = super::latest_checkpoint(&mut client, &schema)
-            .map_err(store_err)?
+        let head = report
+            .latest
+            .clone()
             .ok_or_else(|| LedgerError::Store("no checkpoint".into()))?;
-        let head =
-            SignedCheckpoint::verify(&head_note, &verifier).map_err(|e| LedgerError::Tampered {
-                index: report.tree.len(),
-                reason: e.to_string(),
-            })?;
         let published = head.checkpoint().size;
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
