@@ -330,11 +330,14 @@ impl Default for DetectorConfig {
     }
 }
 
+/// An actor a counting rule counts against: its kind and value.
+pub type CountedActor<'a> = (ActorKind, &'a str);
+
 /// The actors `mass_access` counts `o`'s subject against: its client address
 /// and device; its token and signing key only when the token is untallied
 /// (a signing key legitimately touches every customer, and a tallied token
 /// has the one subject the ledger recorded).
-pub fn mass_access_actors<'a>(o: &Observation<'a>) -> [Option<(ActorKind, &'a str)>; 4] {
+pub fn mass_access_actors<'a>(o: &Observation<'a>) -> [Option<CountedActor<'a>>; 4] {
     let forged = crate::gate::proves_stolen_key(o.verdict, o.detail);
     [
         o.client_ip.map(|v| (ActorKind::Ip, v)),
@@ -347,9 +350,7 @@ pub fn mass_access_actors<'a>(o: &Observation<'a>) -> [Option<(ActorKind, &'a st
 /// What `token_replay` counts for `o`: the token and the places it came from
 /// (address, device), for tokens the gate allowed only (a refused token, e.g.
 /// an expired one, must not let its holder set off containment).
-pub fn replay_sources<'a>(
-    o: &Observation<'a>,
-) -> Option<(&'a str, [Option<(ActorKind, &'a str)>; 2])> {
+pub fn replay_sources<'a>(o: &Observation<'a>) -> Option<(&'a str, [Option<CountedActor<'a>>; 2])> {
     let tid = o.token_id.filter(|_| o.verdict == Verdict::Ok.code())?;
     Some((
         tid,
