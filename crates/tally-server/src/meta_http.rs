@@ -68,6 +68,35 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
             e.written()
         ));
     }
+    let gauge = |body: &mut String, name: &str, help: &str, v: u64| {
+        body.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+        ));
+    };
+    gauge(
+        &mut body,
+        "tally_store_reachable",
+        "Whether the ledger store answered its last round trip (1) or not (0).",
+        u64::from(app.ledger.is_reachable()),
+    );
+    gauge(
+        &mut body,
+        "tally_sequencer",
+        "Whether this process sequences the ledger (always 1 when embedded).",
+        u64::from(app.ledger.is_sequencer()),
+    );
+    gauge(
+        &mut body,
+        "tally_forged_tokens_remembered",
+        "Tokens the store said it never issued, answered from memory when seen again.",
+        app.misses.len() as u64,
+    );
+    if let Some(n) = app.watch.fleet_dropped() {
+        body.push_str(&format!(
+            "# HELP tally_fleet_counts_dropped_total Observation batches not added to the fleet's shared counts (queue full).\n\
+             # TYPE tally_fleet_counts_dropped_total counter\ntally_fleet_counts_dropped_total {n}\n"
+        ));
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -391,6 +391,15 @@ fn three_nodes_one_ledger() {
     eventually("the operator is told", || {
         alive[0].log_text().contains("ledger store unreachable")
     });
+    let metrics = |s: &Server| {
+        client()
+            .get(s.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    assert!(metrics(alive[0]).contains("\ntally_store_reachable 0\n"));
 
     // 6. PostgreSQL returns: everything recovers without a restart.
     proxy.restore();
@@ -398,6 +407,7 @@ fn three_nodes_one_ledger() {
         eventually("readyz turns green", || ready(s).is_some());
     }
     eventually("issuance works again", || login_status(alive[0]) == 200);
+    assert!(metrics(alive[0]).contains("\ntally_store_reachable 1\n"));
     let fresh = login(alive[0], "member", "correct horse 42");
     assert_eq!(check(alive[1], &fresh), (200, "ok".into()));
 }
