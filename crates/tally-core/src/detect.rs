@@ -857,6 +857,43 @@ impl Detection {
     }
 }
 
+impl Detection {
+    /// Merges another view of the same detection (same key), such as the one
+    /// another server of a fleet has built from its own findings: first
+    /// sighting the earlier, last sighting the later, severity the higher;
+    /// actors, evidence samples and suggested containment the union, in
+    /// order (this view's first), within the caps that [`Detection::merge`]
+    /// keeps ([`MAX_ACTORS_PER_DETECTION`], [`MAX_SAMPLES`]); the summary of
+    /// the view seen first.
+    ///
+    /// `count` is left alone: two views may hold the same findings (a server
+    /// hands over its cumulative view each time), so only the caller knows
+    /// how many of `other`'s are new.
+    pub fn absorb(&mut self, other: &Detection) {
+        if other.first_seen < self.first_seen {
+            self.summary = other.summary.clone();
+        }
+        self.first_seen = self.first_seen.min(other.first_seen);
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.severity = self.severity.max(other.severity);
+        for a in &other.actors {
+            if self.actors.len() < MAX_ACTORS_PER_DETECTION && !self.actors.contains(a) {
+                self.actors.push(a.clone());
+            }
+        }
+        for e in &other.samples {
+            if self.samples.len() < MAX_SAMPLES && !self.samples.contains(e) {
+                self.samples.push(e.clone());
+            }
+        }
+        for s in &other.suggested {
+            if self.suggested.len() < MAX_ACTORS_PER_DETECTION && !self.suggested.contains(s) {
+                self.suggested.push(s.clone());
+            }
+        }
+    }
+}
+
 /// Detections by key, with the set changed since the last [`DetectionBook::take_dirty`].
 #[derive(Debug, Default)]
 pub struct DetectionBook {
@@ -1088,6 +1125,74 @@ mod tests {
             .severity,
             Severity::Medium
         );
+    }
+
+    fn finding(at: i64, ip: &str, rule: Rule) -> Finding {
+        Finding {
+            rule,
+            severity: rule.severity(),
+            key: "k".into(),
+            at,
+            actors: vec![Actor {
+                kind: ActorKind::Ip,
+                value: ip.into(),
+            }],
+            evidence: json!({"ip": ip}),
+            suggested: vec![Containment::BlockActor {
+                actor: Actor {
+                    kind: ActorKind::Ip,
+                    value: ip.into(),
+                },
+            }],
+            summary: format!("seen from {ip}"),
+        }
+    }
+
+    #[test]
+    fn absorbing_another_view_merges_within_the_caps() {
+        let mut a = Detection::from_finding(&finding(100, "192.0.2.1", Rule::MassAccess));
+        a.merge(&finding(110, "192.0.2.2", Rule::MassAccess));
+        let mut b = Detection::from_finding(&finding(90, "192.0.2.2", Rule::MassAccess));
+        b.merge(&finding(200, "192.0.2.3", Rule::MassAccess));
+        b.severity = Severity::Critical;
+        let mut m = a.clone();
+        m.absorb(&b);
+        assert_eq!((m.first_seen, m.last_seen), (90, 200));
+        assert_eq!(m.severity, Severity::Critical);
+        assert_eq!(m.count, a.count, "counts are the caller's business");
+        assert_eq!(
+            m.summary, "seen from 192.0.2.2",
+            "the summary of the earlier view"
+        );
+        let ips: Vec<&str> = m.actors.iter().map(|x| x.value.as_str()).collect();
+        assert_eq!(ips, ["192.0.2.1", "192.0.2.2", "192.0.2.3"]);
+        assert_eq!(m.samples.len(), 3, "no sample twice");
+        assert_eq!(m.suggested.len(), 3);
+        // Absorbing the same view again changes nothing.
+        let again = {
+            let mut x = m.clone();
+            x.absorb(&b);
+            x.absorb(&a);
+            x
+        };
+        assert_eq!(again, m);
+        // Absorbing an older, lesser view keeps the higher severity.
+        let mut c = b.clone();
+        c.absorb(&a);
+        assert_eq!(c.severity, Severity::Critical);
+        assert_eq!((c.first_seen, c.last_seen), (90, 200));
+        // The caps hold.
+        let mut big = Detection::from_finding(&finding(1, "198.51.100.0", Rule::MassAccess));
+        for i in 1..200 {
+            let mut other =
+                Detection::from_finding(&finding(i, &format!("198.51.100.{i}"), Rule::MassAccess));
+            other.samples = vec![json!(i)];
+            big.absorb(&other);
+        }
+        assert_eq!(big.actors.len(), MAX_ACTORS_PER_DETECTION);
+        assert_eq!(big.samples.len(), MAX_SAMPLES);
+        assert_eq!(big.suggested.len(), MAX_ACTORS_PER_DETECTION);
+        assert_eq!(big.actors[0].value, "198.51.100.0", "first seen first");
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //!
 //! A fleet of servers shares one PostgreSQL database instead: the ledger in
 //! [`fleet`], the state in a schema of its own
-//! ([`StateStore::connect_postgres`]). The state runs the same statements on
-//! both engines through [`sql`].
+//! ([`StateStore::connect_postgres`]), and the incidents in that schema too
+//! ([`incidents::IncidentStore::connect_postgres`]). The state and the
+//! incidents run the same statements on both engines through [`sql`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

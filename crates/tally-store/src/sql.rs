@@ -10,17 +10,25 @@
 //!
 //! * [`Db::write`] is one transaction, and writers are serialised: SQLite
 //!   takes its write lock up front (`BEGIN IMMEDIATE`); PostgreSQL first
-//!   takes the transaction-scoped advisory lock [`write_lock_key`] of the
-//!   schema, so a read-modify-write closure is atomic across every node
-//!   sharing the database. The transaction commits when the closure returns
+//!   takes a transaction-scoped advisory lock, so a read-modify-write
+//!   closure is atomic across every node sharing the database. Each store
+//!   has a lock of its own in a schema ([`write_lock_key`] for the state,
+//!   [`incident_lock_key`] for the incident store, see
+//!   [`Db::postgres_with_lock`]): the writers of one store never wait for
+//!   those of another. The transaction commits when the closure returns
 //!   `Ok` and rolls back when it returns `Err`.
 //! * [`Db::read`] takes no write lock (PostgreSQL: a read-only transaction).
+//! * [`Db::read_snapshot`] neither, but all its statements see one snapshot
+//!   (for reads that compare tables with each other while others write).
 //!
 //! The synchronous `postgres` client must not block on a tokio worker
 //! thread, and callers may well be async handlers. So each PostgreSQL
 //! connection lives on a thread of its own; closures are sent to a free
 //! connection thread and the caller waits for the answer. That is why
 //! closures and their results are `Send + 'static`: they own their data.
+//!
+//! Closures return the error type of their store (anything that a
+//! [`SqlError`] converts into), so a store keeps its own domain errors.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -31,8 +39,6 @@ use postgres::types::{FromSql, ToSql, Type};
 use postgres::{Client, NoTls, Statement};
 use rusqlite::Connection;
 use rusqlite::types::{ToSqlOutput, ValueRef};
-
-use crate::state::StateError;
 
 /// A value bound to a placeholder or read from a column.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -341,15 +347,31 @@ const DOWN_BACKOFF: Duration = Duration::from_secs(1);
 /// with the schema name. Distinct from the fleet sequencer's key.
 const STATE_LOCK: i64 = 0x7461_6c6c_7973_7474;
 
-/// The PostgreSQL advisory lock key that serialises writers of the state in
-/// `schema` (FNV-1a of the name, xor a constant of this module).
-pub fn write_lock_key(schema: &str) -> i64 {
+/// The advisory lock key (`"tallyinc"` as ASCII) mixed by
+/// [`incident_lock_key`] with the schema name.
+const INCIDENT_LOCK: i64 = 0x7461_6c6c_7969_6e63;
+
+/// FNV-1a of a schema name.
+fn schema_hash(schema: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in schema.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    (h as i64) ^ STATE_LOCK
+    h as i64
+}
+
+/// The PostgreSQL advisory lock key that serialises writers of the state in
+/// `schema` (FNV-1a of the name, xor a constant of this module).
+pub fn write_lock_key(schema: &str) -> i64 {
+    schema_hash(schema) ^ STATE_LOCK
+}
+
+/// The PostgreSQL advisory lock key that serialises writers of the incident
+/// store in `schema`: distinct from [`write_lock_key`], so that incident
+/// writes and state writes in one schema do not wait for each other.
+pub fn incident_lock_key(schema: &str) -> i64 {
+    schema_hash(schema) ^ INCIDENT_LOCK
 }
 
 /// Checks a PostgreSQL schema name: 1-48 of `a-z`, `0-9`, `_`, starting
@@ -391,9 +413,30 @@ impl Db {
     }
 
     /// Prepares a pool of `connections` PostgreSQL connections (at least
-    /// one) to `url`, each working in `schema` (which need not exist yet).
-    /// Connections are opened on first use; nothing is contacted here.
+    /// one) to `url`, each working in `schema` (which need not exist yet),
+    /// whose writers take the state's lock [`write_lock_key`]. Connections
+    /// are opened on first use; nothing is contacted here.
     pub fn postgres(url: &str, schema: &str, connections: usize) -> Result<Db, SqlError> {
+        Db::postgres_with_lock(
+            url,
+            schema,
+            connections,
+            "tally-state",
+            write_lock_key(schema),
+        )
+    }
+
+    /// As [`Db::postgres`], for another store: its writers take the advisory
+    /// lock `lock_key` (e.g. [`incident_lock_key`]) instead of the state's,
+    /// and `name` names the connections (`application_name`, unless the URL
+    /// sets one) and their threads.
+    pub fn postgres_with_lock(
+        url: &str,
+        schema: &str,
+        connections: usize,
+        name: &str,
+        lock_key: i64,
+    ) -> Result<Db, SqlError> {
         check_schema(schema)?;
         let mut config: postgres::Config = url.parse().map_err(|e| {
             SqlError::Config(format!(
@@ -410,7 +453,7 @@ impl Db {
             .keepalives_interval(Duration::from_secs(1))
             .keepalives_retries(3);
         if config.get_application_name().is_none() {
-            config.application_name("tally-state");
+            config.application_name(name);
         }
         let target = describe(&config);
         let (jobs, queue) = mpsc::channel::<Job>();
@@ -421,14 +464,14 @@ impl Db {
                 config: config.clone(),
                 target: target.clone(),
                 schema: schema.to_owned(),
-                lock_key: write_lock_key(schema),
+                lock_key,
                 client: None,
                 statements: HashMap::new(),
                 down: down.clone(),
             };
             let queue = queue.clone();
             std::thread::Builder::new()
-                .name(format!("tally-state-pg-{n}"))
+                .name(format!("{name}-pg-{n}"))
                 .spawn(move || worker.serve(&queue))
                 .map_err(|e| {
                     SqlError::Unavailable(format!(
@@ -450,26 +493,28 @@ impl Db {
     }
 
     /// Runs `f` without taking the write lock.
-    pub fn read<T, F>(&self, f: F) -> Result<T, StateError>
+    pub fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut dyn Tx) -> Result<T, StateError> + Send + 'static,
+        F: FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
+        E: From<SqlError> + Send + 'static,
     {
         match &self.backend {
             Backend::Sqlite(conn) => {
                 let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
                 f(&mut SqliteTx { conn: &conn })
             }
-            Backend::Postgres(pool) => pool.run(false, f),
+            Backend::Postgres(pool) => pool.run(Mode::Read, f),
         }
     }
 
     /// Runs `f` in one transaction, serialised with every other writer;
     /// commits if it returns `Ok`, rolls back if it returns `Err`.
-    pub fn write<T, F>(&self, f: F) -> Result<T, StateError>
+    pub fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut dyn Tx) -> Result<T, StateError> + Send + 'static,
+        F: FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
+        E: From<SqlError> + Send + 'static,
     {
         match &self.backend {
             Backend::Sqlite(conn) => {
@@ -481,9 +526,44 @@ impl Db {
                 tx.commit().map_err(SqlError::from)?;
                 Ok(out)
             }
-            Backend::Postgres(pool) => pool.run(true, f),
+            Backend::Postgres(pool) => pool.run(Mode::Write, f),
         }
     }
+
+    /// Runs `f` without taking the write lock, on one snapshot of the
+    /// database: every statement sees the same committed state, whatever
+    /// other writers commit meanwhile (SQLite: a deferred read transaction;
+    /// PostgreSQL: a read-only `REPEATABLE READ` transaction). For reads that
+    /// compare several tables with each other, such as audit verification.
+    pub fn read_snapshot<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<SqlError> + Send + 'static,
+    {
+        match &self.backend {
+            Backend::Sqlite(conn) => {
+                let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)
+                    .map_err(SqlError::from)?;
+                // Read only: dropping the transaction rolls it back.
+                f(&mut SqliteTx { conn: &tx })
+            }
+            Backend::Postgres(pool) => pool.run(Mode::Snapshot, f),
+        }
+    }
+}
+
+/// What a PostgreSQL transaction is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Read only, each statement seeing what is committed when it starts.
+    Read,
+    /// Read only, on one snapshot.
+    Snapshot,
+    /// Read and write, under the advisory write lock.
+    Write,
 }
 
 // ---------------------------------------------------------------- SQLite
@@ -581,12 +661,13 @@ struct Pool {
 }
 
 impl Pool {
-    fn run<T, F>(&self, write: bool, f: F) -> Result<T, StateError>
+    fn run<T, E, F>(&self, mode: Mode, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut dyn Tx) -> Result<T, StateError> + Send + 'static,
+        F: FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
+        E: From<SqlError> + Send + 'static,
     {
-        let (reply, answer) = mpsc::sync_channel::<Result<T, StateError>>(1);
+        let (reply, answer) = mpsc::sync_channel::<Result<T, E>>(1);
         let queued = Instant::now();
         let job: Job = Box::new(move |w: &mut Worker| {
             let out = if queued.elapsed() > QUEUE_WAIT {
@@ -597,7 +678,7 @@ impl Pool {
                 ))
                 .into())
             } else {
-                w.run(write, f)
+                w.run(mode, f)
             };
             // The caller may have given up; nobody to tell then.
             let _ = reply.send(out);
@@ -610,7 +691,7 @@ impl Pool {
             Err(mpsc::RecvTimeoutError::Timeout) => Err(SqlError::Unavailable(format!(
                 "PostgreSQL did not answer within {} s{}",
                 REPLY_WAIT.as_secs(),
-                if write {
+                if mode == Mode::Write {
                     "; the change may or may not have been applied"
                 } else {
                     ""
@@ -720,8 +801,12 @@ impl Worker {
 
     /// Opens a transaction; a connection found dead on the way is replaced
     /// once (nothing has been done on it yet, so retrying is safe).
-    fn begin(&mut self, write: bool) -> Result<(), SqlError> {
-        let begin = if write { "BEGIN" } else { "BEGIN READ ONLY" };
+    fn begin(&mut self, mode: Mode) -> Result<(), SqlError> {
+        let begin = match mode {
+            Mode::Write => "BEGIN",
+            Mode::Read => "BEGIN READ ONLY",
+            Mode::Snapshot => "BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ",
+        };
         let mut last = None;
         for _ in 0..2 {
             self.connect()?;
@@ -746,12 +831,12 @@ impl Worker {
         }
     }
 
-    fn run<T>(
+    fn run<T, E: From<SqlError>>(
         &mut self,
-        write: bool,
-        f: impl FnOnce(&mut dyn Tx) -> Result<T, StateError>,
-    ) -> Result<T, StateError> {
-        self.begin(write)?;
+        mode: Mode,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.begin(mode)?;
         let lock_key = self.lock_key;
         let Worker {
             client: Some(client),
@@ -761,10 +846,14 @@ impl Worker {
         else {
             return Err(SqlError::Unavailable("no PostgreSQL connection".into()).into());
         };
-        let mut tx = PgTx { client, statements };
-        let out = if write {
+        let mut tx = PgTx {
+            client,
+            statements,
+            failed: false,
+        };
+        let out = if mode == Mode::Write {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[Value::Int(lock_key)])
-                .map_err(StateError::from)
+                .map_err(E::from)
                 .and_then(|_| f(&mut tx))
         } else {
             f(&mut tx)
@@ -774,7 +863,7 @@ impl Worker {
             Err(_) => tx.client.batch_execute("ROLLBACK"),
         };
         let broken = tx.client.is_closed();
-        let failed = end.is_err() || matches!(out, Err(StateError::Store(_)));
+        let failed = end.is_err() || tx.failed;
         if broken {
             self.reset();
         } else if failed {
@@ -793,6 +882,8 @@ impl Worker {
 struct PgTx<'a> {
     client: &'a mut Client,
     statements: &'a mut HashMap<String, Statement>,
+    /// Whether a statement failed in this transaction.
+    failed: bool,
 }
 
 impl PgTx<'_> {
@@ -887,25 +978,41 @@ fn refs(params: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
         .collect()
 }
 
+impl PgTx<'_> {
+    /// Notes a failure: a schema change by another node can invalidate
+    /// prepared statements, so they are prepared afresh after any failure.
+    fn noting<T>(&mut self, r: Result<T, SqlError>) -> Result<T, SqlError> {
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
+    }
+}
+
 impl Tx for PgTx<'_> {
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, SqlError> {
-        let stmt = self.statement(sql)?;
-        let params = pg_params(&stmt, params)?;
-        Ok(self.client.execute(&stmt, &refs(&params))?)
+        let r = self.statement(sql).and_then(|stmt| {
+            let params = pg_params(&stmt, params)?;
+            Ok(self.client.execute(&stmt, &refs(&params))?)
+        });
+        self.noting(r)
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, SqlError> {
-        let stmt = self.statement(sql)?;
-        let params = pg_params(&stmt, params)?;
-        self.client
-            .query(&stmt, &refs(&params))?
-            .iter()
-            .map(pg_row)
-            .collect()
+        let r = self.statement(sql).and_then(|stmt| {
+            let params = pg_params(&stmt, params)?;
+            self.client
+                .query(&stmt, &refs(&params))?
+                .iter()
+                .map(pg_row)
+                .collect()
+        });
+        self.noting(r)
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), SqlError> {
-        Ok(self.client.batch_execute(sql)?)
+        let r = self.client.batch_execute(sql).map_err(SqlError::from);
+        self.noting(r)
     }
 
     fn backend(&self) -> &'static str {
@@ -956,13 +1063,15 @@ mod tests {
         }
         assert_ne!(write_lock_key("a"), write_lock_key("b"));
         assert_ne!(write_lock_key("tally"), crate::fleet::lock_key("tally"));
+        assert_ne!(incident_lock_key("tally"), write_lock_key("tally"));
+        assert_ne!(incident_lock_key("tally"), crate::fleet::lock_key("tally"));
     }
 
     #[test]
     fn sqlite_round_trip() {
         let db = Db::sqlite(Connection::open_in_memory().unwrap());
         assert_eq!(db.backend(), "sqlite");
-        db.write(|tx| {
+        db.write(|tx| -> Result<(), SqlError> {
             tx.batch(
                 "CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, a TEXT UNIQUE, b BLOB)",
             )?;
@@ -979,22 +1088,23 @@ mod tests {
         })
         .unwrap();
         let b = db
-            .read(|tx| {
-                Ok(tx
-                    .query_opt("SELECT b FROM t WHERE a = $1", &["x".into()])?
+            .read(|tx| -> Result<_, SqlError> {
+                tx.query_opt("SELECT b FROM t WHERE a = $1", &["x".into()])?
                     .map(|r| r.blob(0))
-                    .transpose()?)
+                    .transpose()
             })
             .unwrap();
         assert_eq!(b, Some(vec![1, 2]));
         // A failing closure rolls its transaction back.
-        let r: Result<(), StateError> = db.write(|tx| {
+        let r: Result<(), crate::state::StateError> = db.write(|tx| {
             tx.execute("INSERT INTO t (a) VALUES ($1)", &["y".into()])?;
-            Err(StateError::NoSuchKey)
+            Err(crate::state::StateError::NoSuchKey)
         });
         assert!(r.is_err());
         let n = db
-            .read(|tx| Ok(tx.query_one("SELECT count(*) FROM t", &[])?.i64(0)?))
+            .read(|tx| -> Result<_, SqlError> {
+                tx.query_one("SELECT count(*) FROM t", &[])?.i64(0)
+            })
             .unwrap();
         assert_eq!(n, 1);
     }
