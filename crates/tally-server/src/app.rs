@@ -57,6 +57,10 @@ pub struct App {
     pub watch: Arc<crate::watch::Watch>,
     /// Webhooks and the SET receiver.
     pub alerts: Arc<crate::alerts::Alerts>,
+    /// In a fleet, this node's own outbox (`incidents.db` in its directory)
+    /// for alerts about the shared store itself, which must go out while
+    /// that store is unreachable.
+    pub node_outbox: Option<Arc<tally_store::incidents::IncidentStore>>,
     /// Ledger size last seen and since when (unix seconds): the age of the
     /// latest checkpoint, which is signed with every committed batch.
     ledger_seen: std::sync::Mutex<(u64, i64)>,
@@ -148,8 +152,8 @@ impl App {
         let dummy_hash = issuer::hash_password(&keys_dummy_password())
             .map_err(|e| StartError(format!("password hashing failed: {}", e.code())))?;
         let incidents = Arc::new(
-            tally_store::incidents::IncidentStore::open(&dir.path)
-                .map_err(|e| StartError(format!("incidents.db: {e}")))?,
+            dir.incidents()
+                .map_err(|e| StartError(format!("incident store: {e}")))?,
         );
         let watch = Arc::new(crate::watch::Watch::new(
             incidents,
@@ -169,6 +173,13 @@ impl App {
             );
         }
         let alerts = Arc::new(crate::alerts::Alerts::from_config(&config).map_err(StartError)?);
+        let node_outbox = match config.storage {
+            crate::config::Storage::Embedded => None,
+            crate::config::Storage::Postgres { .. } => Some(Arc::new(
+                tally_store::incidents::IncidentStore::open(&dir.path)
+                    .map_err(|e| StartError(format!("this node's outbox (incidents.db): {e}")))?,
+            )),
+        };
         let dpop_nonces = if config.dpop_nonce {
             let mut secret = [0u8; 32];
             aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut secret)
@@ -203,6 +214,7 @@ impl App {
             access_events: std::sync::OnceLock::new(),
             watch,
             alerts,
+            node_outbox,
             ledger_seen: std::sync::Mutex::new((0, now_unix())),
             miss_limiter,
             throttle_user: tally_core::throttle::Throttle::new(Default::default()),
@@ -489,7 +501,7 @@ impl App {
             );
         }
         self.alerts.notify(
-            &self.watch.store,
+            self.node_outbox.as_ref().unwrap_or(&self.watch.store),
             if reachable {
                 "store_recovered"
             } else {
@@ -694,6 +706,9 @@ pub fn spawn_background(app: &Arc<App>) {
             tick.tick().await;
             if !a.alerts.is_empty() {
                 a.alerts.deliver_due(&a.watch.store).await;
+                if let Some(own) = &a.node_outbox {
+                    a.alerts.deliver_due(own).await;
+                }
             }
         }
     });

@@ -40,10 +40,33 @@ pub struct DataDir {
     pub state: StateStore,
     /// The PKCS#11 token new signing keys are generated in, if configured.
     pub pkcs11: Option<crate::pkcs11::Pkcs11Config>,
+    /// Where the ledger and shared state live.
+    pub storage: crate::config::Storage,
     hsm: std::sync::Mutex<Option<std::sync::Arc<crate::pkcs11::Hsm>>>,
 }
 
 impl DataDir {
+    /// The incident store: `incidents.db` here, or the fleet's shared one
+    /// (this directory then keeps the audit head this node has witnessed).
+    pub fn incidents(
+        &self,
+    ) -> Result<tally_store::incidents::IncidentStore, tally_store::incidents::IncidentError> {
+        use tally_store::incidents::IncidentStore;
+        match &self.storage {
+            crate::config::Storage::Embedded => IncidentStore::open(&self.path),
+            crate::config::Storage::Postgres { url, schema, .. } => {
+                IncidentStore::connect_postgres(url.expose(), schema, &self.path)
+            }
+        }
+    }
+
+    /// The fleet's record MAC (under a key derived from the master key).
+    pub fn record_mac(&self) -> tally_store::fleet::RecordMac {
+        tally_store::fleet::RecordMac::new(
+            &self.master.derive(tally_store::fleet::RecordMac::PURPOSE),
+        )
+    }
+
     /// Path of the ledger database.
     pub fn ledger_path(&self) -> PathBuf {
         self.path.join(tally_store::LEDGER_FILE)
@@ -90,6 +113,7 @@ impl DataDir {
             master,
             state,
             pkcs11: config.pkcs11.clone(),
+            storage: config.storage.clone(),
             hsm: std::sync::Mutex::new(None),
         };
         dir.ensure_keys()?;

@@ -357,6 +357,45 @@ pub fn maintain(
     Ok(out)
 }
 
+/// Every record of the configured ledger, after verifying it with the
+/// sealed ledger key: the embedded ledger (leaves, checkpoints, head
+/// witness), or the fleet's (every sequenced leaf and checkpoint, and every
+/// queued record's MAC: records not yet sequenced are honoured too, so they
+/// count).
+pub fn all_records(dir: &DataDir) -> Result<Vec<IssuanceRecord>, LifecycleError> {
+    let crate::config::Storage::Postgres { url, schema, .. } = &dir.storage else {
+        return verified_records(dir, &dir.ledger_path());
+    };
+    use tally_store::fleet::{self, FleetError};
+    let err = |e: FleetError| match e {
+        FleetError::Tampered { index, reason } => {
+            LifecycleError::Ledger(tally_store::LedgerError::Tampered { index, reason })
+        }
+        other => LifecycleError::Ledger(tally_store::LedgerError::Store(format!(
+            "fleet ledger at {url}: {other}"
+        ))),
+    };
+    let verifier = dir
+        .ledger_signer()
+        .map_err(|e| KeyRingError::Store(e.to_string()))?
+        .verifier();
+    let mac = dir.record_mac();
+    let mut client = fleet::connect(url.expose()).map_err(err)?;
+    fleet::verify(&mut client, schema, &verifier, &mac).map_err(err)?;
+    let mut records = Vec::new();
+    let mut after = 0;
+    loop {
+        let rows = fleet::since(&mut client, schema, &mac, after, &[], 5000).map_err(err)?;
+        if rows.is_empty() {
+            return Ok(records);
+        }
+        for (seq, row) in rows {
+            records.push(row.map_err(err)?.record);
+            after = after.max(seq);
+        }
+    }
+}
+
 /// Every record of the ledger at `ledger_path`, after verifying the whole
 /// ledger (leaves, checkpoints, head witness) with the sealed ledger key.
 pub fn verified_records(

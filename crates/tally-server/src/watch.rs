@@ -501,8 +501,7 @@ pub fn take(
             Ok(format!("block {id}: {kind} {value}"))
         }
         Containment::RevokeSubject { subject } => {
-            let records = crate::lifecycle::verified_records(dir, &dir.ledger_path())
-                .map_err(|e| e.to_string())?;
+            let records = crate::lifecycle::all_records(dir).map_err(|e| e.to_string())?;
             let n = crate::lifecycle::revoke_subject(dir, &records, subject, why, now)
                 .map_err(|e| e.to_string())?;
             Ok(format!("{n} live token(s) of {subject} revoked"))

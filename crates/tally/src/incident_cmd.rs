@@ -10,7 +10,6 @@ use tally_core::clocks::IncidentState;
 use tally_server::datadir::DataDir;
 use tally_server::timefmt;
 use tally_store::access::AccessLog;
-use tally_store::incidents::IncidentStore;
 
 use crate::DataArg;
 
@@ -206,7 +205,7 @@ fn with_progress<T>(
 pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
     let c = crate::config(cfg, data_of(&cmd), None)?;
     let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
-    let store = IncidentStore::open(&c.data).map_err(|e| e.to_string())?;
+    let store = dir.incidents().map_err(|e| e.to_string())?;
     let now = tally_server::keys::now_unix();
     let who = |a: &Option<String>| tally_server::lifecycle::actor(a.as_deref());
     let e = |e: tally_store::incidents::IncidentError| format!("{e} ({})", e.code());
@@ -501,7 +500,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
             // whatever verdict was recorded at the time.
             // The ledger is verified first (every leaf, every checkpoint).
             let tallied: std::collections::HashSet<String> =
-                tally_server::lifecycle::verified_records(&dir, &dir.ledger_path())
+                tally_server::lifecycle::all_records(&dir)
                     .map_err(|e| {
                         format!("the ledger does not verify, so it cannot vouch for any token: {e}")
                     })?

@@ -720,9 +720,8 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
             // Running servers stop issuing with the key within a second; only
             // then is the ledger read, so nothing they signed meanwhile escapes.
             std::thread::sleep(std::time::Duration::from_millis(1500));
-            let ledger_path = c.data.join(LEDGER_FILE);
-            let records = if ledger_path.exists() {
-                lifecycle::verified_records(&dir, &ledger_path).map_err(|e| e.to_string())?
+            let records = if c.storage.is_shared() || c.data.join(LEDGER_FILE).exists() {
+                lifecycle::all_records(&dir).map_err(|e| e.to_string())?
             } else {
                 Vec::new()
             };

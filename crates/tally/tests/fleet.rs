@@ -597,5 +597,67 @@ fn a_scrape_spread_over_three_nodes_is_counted_as_one() {
     assert_eq!(evidence["counted_by"], "fleet", "{det}");
     let n = evidence["distinct_subjects"].as_u64().unwrap();
     assert!((31..=37).contains(&n), "about 36 distinct accounts: {det}");
+
+    // One attack, one incident: every node sees the same single incident,
+    // holding the forged-token and the fleet's mass-access detections.
+    let list = |(d, c): &(String, std::path::PathBuf)| -> Value {
+        serde_json::from_str(&tally_ok(
+            &[
+                "incident",
+                "list",
+                "--format",
+                "json",
+                "--data",
+                d,
+                "--config",
+                c.to_str().unwrap(),
+            ],
+            None,
+        ))
+        .unwrap()
+    };
+    let seen_by_a = list(&nodes[0]);
+    assert_eq!(seen_by_a.as_array().unwrap().len(), 1, "{seen_by_a}");
+    assert_eq!(seen_by_a, list(&nodes[2]), "one shared incident store");
+    let keys: Vec<String> = detections(&nodes[1].0, &nodes[1].1)
+        .iter()
+        .map(|d| d["key"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        keys.contains(&"forged_token:kid=insider-copy".to_string()),
+        "{keys:?}"
+    );
+    assert!(keys.contains(&key.to_string()), "{keys:?}");
+
+    // The key is compromised from another node's directory: the tokens it
+    // signed anywhere in the fleet are revoked on every node.
+    let honest = login(&servers[0], "member", "correct horse 42");
+    assert_eq!(check(&servers[2], &honest), (200, "ok".into()));
+    let (data_b, cfg_b) = &nodes[1];
+    let out = tally_ok(
+        &[
+            "keys",
+            "compromise",
+            "insider-copy",
+            "--data",
+            data_b,
+            "--config",
+            cfg_b.to_str().unwrap(),
+        ],
+        None,
+    );
+    let revoked: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("revoked"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no revocation count in {out}"));
+    assert!(revoked >= 1, "the fleet's records were read: {out}");
+    for s in &servers {
+        eventually(
+            "the compromised key's tokens are refused everywhere",
+            || check(s, &honest).0 == 403,
+        );
+    }
     drop(servers);
 }
