@@ -578,8 +578,8 @@ fn open_ledger(
             Ok((Arc::new(ledger), recorded))
         }
         crate::config::Storage::Postgres { url, schema, node } => {
-            use tally_store::fleet::{RecordMac, node::FleetConfig, node::FleetLedger};
-            let mac = RecordMac::new(&dir.master.derive(RecordMac::PURPOSE));
+            use tally_store::fleet::{node::FleetConfig, node::FleetLedger};
+            let mac = dir.record_mac();
             // Records this node queued before it (re)started balance its
             // signature account; later ones are counted as they are issued.
             let loading = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -604,8 +604,10 @@ fn open_ledger(
                         "fleet ledger tampered: issuance stopped; preserve the database as evidence"
                     );
                 });
+            let mut fleet_cfg = FleetConfig::new(url.expose(), schema, node);
+            fleet_cfg.witness = Some(dir.path.join(format!("ledger-{schema}.head")));
             let ledger = FleetLedger::open(
-                FleetConfig::new(url.expose(), schema, node),
+                fleet_cfg,
                 signer,
                 mac,
                 progress,

@@ -101,25 +101,48 @@ impl StorageUrl {
 
 impl std::fmt::Display for StorageUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // postgres://user:secret@host/db → postgres://user:***@host/db
-        let s = &self.0;
-        if let Some(scheme_end) = s.find("://") {
-            let rest = &s[scheme_end + 3..];
-            if let Some(at) = rest.rfind('@') {
-                let userinfo = &rest[..at];
-                if let Some(colon) = userinfo.find(':') {
-                    return write!(
-                        f,
-                        "{}://{}:***@{}",
-                        &s[..scheme_end],
-                        &userinfo[..colon],
-                        &rest[at + 1..]
-                    );
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+/// A URL fit for logs: `postgres://user:secret@host/db?password=x` →
+/// `postgres://user:***@host/db?password=***`.
+pub fn redact_url(s: &str) -> String {
+    let (base, query) = match s.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (s, None),
+    };
+    let mut out = match base.find("://") {
+        Some(scheme_end) => {
+            let rest = &base[scheme_end + 3..];
+            match rest.rfind('@') {
+                Some(at) => {
+                    let userinfo = &rest[..at];
+                    let user = userinfo.split(':').next().unwrap_or("");
+                    let masked = if userinfo.contains(':') {
+                        format!("{user}:***")
+                    } else {
+                        user.to_string()
+                    };
+                    format!("{}://{masked}@{}", &base[..scheme_end], &rest[at + 1..])
                 }
+                None => base.to_string(),
             }
         }
-        f.write_str(s)
+        None => base.to_string(),
+    };
+    if let Some(q) = query {
+        out.push('?');
+        let params: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_string(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 impl std::fmt::Debug for StorageUrl {
@@ -562,7 +585,8 @@ impl Config {
         let redis_url = match storage_file.redis_url.clone().filter(|u| !u.is_empty()) {
             Some(u) if !u.starts_with("redis://") => {
                 return Err(ConfigError(format!(
-                    "[storage] redis_url = {u:?} must look like redis://127.0.0.1:6379"
+                    "[storage] redis_url = {:?} must look like redis://127.0.0.1:6379",
+                    redact_url(&u)
                 )));
             }
             other => other,
@@ -722,5 +746,43 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen.port(), 10);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod storage_tests {
+    use super::*;
+
+    #[test]
+    fn storage_urls_never_print_their_passwords() {
+        for (url, shown) in [
+            (
+                "postgres://tally:s3cret@db:5432/t",
+                "postgres://tally:***@db:5432/t",
+            ),
+            (
+                "postgres://tally@db/t?sslmode=require&password=s3cret",
+                "postgres://tally@db/t?sslmode=require&password=***",
+            ),
+            ("postgres://db/t", "postgres://db/t"),
+        ] {
+            let u = StorageUrl(url.into());
+            assert_eq!(u.to_string(), shown);
+            assert!(!format!("{u:?}").contains("s3cret"));
+        }
+        let listen: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let err = Storage::parse(Some("mysql://u:s3cret@h/d".into()), None, None, listen)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(
+            Storage::parse(
+                Some("postgres://h/d".into()),
+                Some("Bad-Name".into()),
+                None,
+                listen
+            )
+            .is_err()
+        );
     }
 }

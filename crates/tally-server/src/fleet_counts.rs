@@ -38,6 +38,22 @@ use crate::redis::{Redis, Reply};
 /// Slices per window, as in the detector.
 const SLICES: i64 = 6;
 
+/// Longest actor or subject value kept (a device id is client-chosen): longer
+/// ones are cut at a character boundary. Counting by prefix keeps them
+/// distinct enough, and a flood of huge headers costs no memory.
+const MAX_VALUE: usize = 256;
+
+fn bounded(v: &str) -> String {
+    if v.len() <= MAX_VALUE {
+        return v.to_string();
+    }
+    let mut end = MAX_VALUE;
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    v[..end].to_string()
+}
+
 /// One observation, reduced to what the shared counts need.
 #[derive(Clone, Debug)]
 struct Tick {
@@ -96,22 +112,22 @@ impl FleetCounts {
                 let mass: Vec<(ActorKind, String)> = mass_access_actors(o)
                     .into_iter()
                     .flatten()
-                    .map(|(k, v)| (k, v.to_string()))
+                    .map(|(k, v)| (k, bounded(v)))
                     .collect();
                 let replay = replay_sources(o).map(|(tid, sources)| {
                     (
-                        tid.to_string(),
+                        bounded(tid),
                         sources
                             .into_iter()
                             .flatten()
-                            .map(|(k, v)| (k, v.to_string()))
+                            .map(|(k, v)| (k, bounded(v)))
                             .collect(),
                     )
                 });
                 Some(Tick {
                     at: o.at,
-                    route: o.route.to_string(),
-                    subject: subject.to_string(),
+                    route: bounded(o.route),
+                    subject: bounded(subject),
                     mass,
                     replay,
                 })

@@ -380,7 +380,7 @@ pub fn all_records(dir: &DataDir) -> Result<Vec<IssuanceRecord>, LifecycleError>
         .map_err(|e| KeyRingError::Store(e.to_string()))?
         .verifier();
     let mac = dir.record_mac();
-    let mut client = fleet::connect(url.expose()).map_err(err)?;
+    let mut client = fleet::connect_for(url.expose(), None).map_err(err)?;
     fleet::verify(&mut client, schema, &verifier, &mac).map_err(err)?;
     let mut records = Vec::new();
     let mut after = 0;

@@ -41,6 +41,8 @@ pub enum RedisError {
 
 const MAX_BULK: usize = 1 << 20;
 const MAX_ARRAY: usize = 1 << 16;
+/// Replies (of any kind) one pipeline may bring back in all.
+const MAX_ITEMS: usize = 1 << 20;
 
 /// A connection.
 pub struct Redis {
@@ -99,8 +101,9 @@ impl Redis {
             }
         }
         self.writer.write_all(&out)?;
+        let mut budget = MAX_ITEMS;
         (0..commands.len())
-            .map(|_| read_reply(&mut self.reader, 0))
+            .map(|_| read_reply(&mut self.reader, 0, &mut budget))
             .collect()
     }
 }
@@ -115,10 +118,13 @@ fn line(r: &mut impl BufRead) -> Result<String, RedisError> {
     String::from_utf8(buf).map_err(|_| RedisError::Protocol("line not UTF-8".into()))
 }
 
-fn read_reply(r: &mut impl BufRead, depth: usize) -> Result<Reply, RedisError> {
+fn read_reply(r: &mut impl BufRead, depth: usize, budget: &mut usize) -> Result<Reply, RedisError> {
     if depth > 4 {
         return Err(RedisError::Protocol("nested too deep".into()));
     }
+    *budget = budget
+        .checked_sub(1)
+        .ok_or_else(|| RedisError::Protocol("more replies than were asked for".into()))?;
     let l = line(r)?;
     let (kind, rest) = l.split_at(l.len().min(1));
     let num = || -> Result<i64, RedisError> {
@@ -156,7 +162,7 @@ fn read_reply(r: &mut impl BufRead, depth: usize) -> Result<Reply, RedisError> {
                 return Err(RedisError::Protocol(format!("array of {n} items")));
             }
             let items = (0..n)
-                .map(|_| read_reply(r, depth + 1))
+                .map(|_| read_reply(r, depth + 1, budget))
                 .collect::<Result<_, _>>()?;
             Ok(Reply::Array(Some(items)))
         }
@@ -171,7 +177,7 @@ mod tests {
     use super::*;
 
     fn parse(bytes: &[u8]) -> Result<Reply, RedisError> {
-        read_reply(&mut BufReader::new(bytes), 0)
+        read_reply(&mut BufReader::new(bytes), 0, &mut 16)
     }
 
     #[test]
@@ -195,6 +201,8 @@ mod tests {
             b"+no end",
             b"$3\r\nabcd\r\n",
             b"*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n",
+            // within every per-item limit, but more items than asked for
+            b"*20\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n",
         ] {
             assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }

@@ -330,8 +330,14 @@ async fn revoke_token(
     }
     // An access token: only one tally really issued (these exact bytes, in the
     // ledger) can be revoked; anything else is ignored, as RFC 7009 allows.
-    let Ok(tallied) = crate::gate_http::decide_token(app, token.as_bytes()).await else {
-        return Ok(0);
+    let tallied = match crate::gate_http::decide_token(app, token.as_bytes()).await {
+        Ok(t) => t,
+        // The store cannot say whether tally issued it: the caller must know
+        // that nothing was revoked, and try again.
+        Err(r) if r.verdict() == tally_core::verdict::Verdict::Unavailable => {
+            return Err(ApiError::unavailable("store_unavailable"));
+        }
+        Err(_) => return Ok(0),
     };
     let jti = tallied.token_id().to_string();
     let digest = *TokenDigest::of(token.as_bytes()).as_bytes();

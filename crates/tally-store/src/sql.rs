@@ -775,7 +775,11 @@ impl Worker {
         }
         let attempt = self.config.connect(NoTls).and_then(|mut c| {
             c.batch_execute(&format!(
-                "SET search_path TO {}; SET statement_timeout = '{STATEMENT_TIMEOUT}'",
+                "SET search_path TO {}; SET statement_timeout = '{STATEMENT_TIMEOUT}'; \
+                 SET lock_timeout = '10s'; SET idle_in_transaction_session_timeout = '30s'; \
+                 SET synchronous_commit = on; SET client_min_messages = warning; \
+                 SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 1; \
+                 SET tcp_keepalives_count = 3",
                 self.schema
             ))?;
             Ok(c)

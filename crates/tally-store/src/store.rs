@@ -58,12 +58,21 @@ pub trait LedgerStore: Send + Sync {
     fn close(&self);
 }
 
-/// Appends `record`; resolves once it is durable.
+/// How long an append may wait for durability before the caller gives up
+/// (and hands nothing out): a stalled store must not hold issuance forever.
+pub const APPEND_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Appends `record`; resolves once it is durable, or fails after
+/// [`APPEND_WAIT`] (the record may still become durable later: its token was
+/// never handed out, which is safe).
 pub async fn append(store: &dyn LedgerStore, record: IssuanceRecord) -> Result<u64, LedgerError> {
-    store
-        .submit(record)?
-        .await
-        .unwrap_or(Err(LedgerError::Closed))
+    let pending = store.submit(record)?;
+    match tokio::time::timeout(APPEND_WAIT, pending).await {
+        Ok(answer) => answer.unwrap_or(Err(LedgerError::Closed)),
+        Err(_) => Err(LedgerError::Store(
+            "the ledger store did not confirm the record in time".into(),
+        )),
+    }
 }
 
 /// Checks the store for tampering now.

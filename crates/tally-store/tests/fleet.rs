@@ -357,3 +357,49 @@ fn the_sequencer_fails_over_and_the_ledger_stays_consistent() {
     )
     .unwrap();
 }
+
+#[test]
+fn a_node_refuses_a_ledger_rolled_back_behind_what_it_verified() {
+    let Some(schema) = Schema::new("rollback") else {
+        return;
+    };
+    let s = schema.0.clone();
+    let dir = std::env::temp_dir().join(format!("tally-witness-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let witness = dir.join("ledger.head");
+    let open = || {
+        let mut cfg = FleetConfig::new(&url(), &s, "a");
+        cfg.witness = Some(witness.clone());
+        FleetLedger::open(
+            cfg,
+            signer(),
+            mac(),
+            &mut |_, _| {},
+            Arc::new(|_: &fleet::QueuedRecord| {}),
+            Arc::new(|e: &FleetError| panic!("unexpected tamper finding: {e}")),
+        )
+    };
+    let a = open().unwrap();
+    for i in 0..5 {
+        tally_store::store::append_blocking(&a, record(i)).unwrap();
+    }
+    wait_for("sequenced and witnessed", || a.size() == 5);
+    a.close();
+    drop(a);
+    // Reopening the same ledger is fine.
+    open().unwrap().close();
+    // Someone restores an old backup (here: the empty ledger).
+    let mut c = fleet::connect(&url()).unwrap();
+    c.batch_execute(&format!(
+        "TRUNCATE {s}.leaves, {s}.checkpoints, {s}.pending, {s}.rejected, {s}.queue"
+    ))
+    .unwrap();
+    match open() {
+        Err(LedgerError::Tampered { reason, .. }) => {
+            assert!(reason.contains("rolled back"), "{reason}")
+        }
+        Ok(_) => panic!("a rolled-back ledger was accepted"),
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

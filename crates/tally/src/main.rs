@@ -1252,7 +1252,7 @@ fn fleet_ledger_cmd(
     use tally_store::fleet::{self, FleetError, RecordMac};
     let dir = DataDir::open_existing(c).map_err(|e| e.to_string())?;
     let mac = RecordMac::new(&dir.master.derive(RecordMac::PURPOSE));
-    let mut client = fleet::connect(url.expose())
+    let mut client = fleet::connect_for(url.expose(), None)
         .map_err(|e| format!("cannot reach the fleet ledger at {url} ({}): {e}", e.code()))?;
     match cmd {
         LedgerCmd::Checkpoint { .. } => {

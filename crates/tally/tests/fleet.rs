@@ -387,6 +387,14 @@ fn three_nodes_one_ledger() {
         &claims.to_string(),
     );
     assert_eq!(check(alive[0], &unknown), (503, "unavailable".into()));
+    // Nor can anything be revoked that the store cannot vouch for: the
+    // caller is told, instead of a 200 that revoked nothing.
+    let r = client()
+        .post(alive[0].url("/v1/revoke"))
+        .form(&[("token", unknown.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
     assert_eq!(login_status(alive[0]), 503);
     eventually("the operator is told", || {
         alive[0].log_text().contains("ledger store unreachable")

@@ -217,10 +217,21 @@ pub fn migrate_with(mut client: Client, schema: &str) -> Result<Client, FleetErr
     Ok(client)
 }
 
-/// Connects to `url` (`postgres://…`). A dead or unreachable server is
-/// noticed within seconds: connect timeout, TCP keepalives and a TCP user
-/// timeout, so that a node fails closed instead of hanging.
+/// Connects to `url` (`postgres://…`) for work in the request path: every
+/// statement, lock wait and idle transaction is bounded (see [`connect_for`]).
 pub fn connect(url: &str) -> Result<Client, FleetError> {
+    connect_for(url, Some(Duration::from_secs(10)))
+}
+
+/// Connects to `url`. A dead or unreachable server is noticed within
+/// seconds on both sides: connect timeout, TCP keepalives and a TCP user
+/// timeout here, and the same asked of the server for its end (so that a
+/// sequencer whose host vanished loses its lock in seconds, not after the
+/// server's default two hours). A stalled server cannot hang a caller
+/// either: statements run at most `statement_timeout` (`None`: no limit,
+/// for whole-ledger verification), lock waits at most 10 s, and a
+/// transaction left idle is ended after 30 s. Commits are synchronous.
+pub fn connect_for(url: &str, statement_timeout: Option<Duration>) -> Result<Client, FleetError> {
     let mut config: postgres::Config = url.parse()?;
     config
         .connect_timeout(Duration::from_secs(3))
@@ -232,7 +243,36 @@ pub fn connect(url: &str) -> Result<Client, FleetError> {
     if config.get_application_name().is_none() {
         config.application_name("tally");
     }
+    let mut options = config.get_options().unwrap_or("").to_string();
+    let statement_ms = statement_timeout.map_or(0, |d| d.as_millis());
+    options.push_str(&format!(
+        " -c statement_timeout={statement_ms} -c lock_timeout=10000 \
+         -c idle_in_transaction_session_timeout=30000 -c synchronous_commit=on \
+         -c client_min_messages=warning \
+         -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3 \
+         -c tcp_user_timeout=5000"
+    ));
+    config.options(options.trim());
     Ok(config.connect(NoTls)?)
+}
+
+/// Whether `e` means the database cannot be used now (as opposed to a
+/// refused statement): the connection is gone, or the server is shutting
+/// down, out of resources, timing statements out or not granting locks.
+pub fn is_unavailable(e: &FleetError) -> bool {
+    let FleetError::Db(db) = e else {
+        return false;
+    };
+    if db.is_closed() {
+        return true;
+    }
+    match db.code() {
+        None => true,
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08") || c.starts_with("53") || c.starts_with("57") || c == "55P03"
+        }
+    }
 }
 
 /// Queues `records` in one transaction and announces them; returns, per
@@ -492,8 +532,9 @@ impl Sequencer {
             if !got {
                 return Ok(false);
             }
-            self.leader = true;
-            // A new leader trusts nothing it did not check.
+            // A new leader trusts nothing it did not check; it leads only
+            // once the stored ledger verified (else the caller drops this
+            // connection, and the lock with it).
             self.tree = Some(
                 verify(
                     &mut self.client,
@@ -503,6 +544,7 @@ impl Sequencer {
                 )?
                 .tree,
             );
+            self.leader = true;
         }
         Ok(true)
     }

@@ -34,7 +34,7 @@ use super::{FleetError, QueuedRecord, RecordMac, Sequencer, Step};
 use crate::ledger::{InclusionProof, LedgerError};
 
 /// How a fleet node connects and behaves.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FleetConfig {
     /// `postgres://…`
     pub url: String,
@@ -46,6 +46,22 @@ pub struct FleetConfig {
     pub readers: usize,
     /// Whether this node competes to sequence.
     pub sequence: bool,
+    /// Where this node keeps the latest checkpoint it verified (a file in its
+    /// own directory): at the next start, the shared ledger must extend it,
+    /// so a rollback or rewrite of the database is detected.
+    pub witness: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for FleetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: never printed.
+        f.debug_struct("FleetConfig")
+            .field("schema", &self.schema)
+            .field("node", &self.node)
+            .field("readers", &self.readers)
+            .field("sequence", &self.sequence)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FleetConfig {
@@ -57,6 +73,7 @@ impl FleetConfig {
             node: node.to_string(),
             readers: 4,
             sequence: true,
+            witness: None,
         }
     }
 }
@@ -103,7 +120,9 @@ impl Shared {
     }
 
     fn failed(&self, e: &FleetError) {
-        if matches!(e, FleetError::Db(_)) {
+        // A refused statement is not an outage; a lost connection, a timed
+        // out statement or a server shutting down is.
+        if super::is_unavailable(e) {
             self.reachable.store(false, Ordering::SeqCst);
         }
     }
@@ -153,7 +172,7 @@ struct Append {
 /// A node's handle on the fleet ledger.
 pub struct FleetLedger {
     shared: Arc<Shared>,
-    appends: Mutex<Option<mpsc::Sender<Append>>>,
+    appends: Mutex<Option<mpsc::SyncSender<Append>>>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -222,6 +241,12 @@ fn is_connection_error(e: &FleetError) -> bool {
     }
 }
 
+/// How long a caller waits for a reader's answer before failing closed.
+const READ_WAIT: Duration = Duration::from_secs(15);
+
+/// Appends waiting for the writer at most; beyond, issuance answers 503.
+const APPEND_QUEUE: usize = 16_384;
+
 impl FleetLedger {
     /// Connects, migrates, verifies the whole sequenced ledger, hands every
     /// authentic queued record to `on_record` (`progress(done, total)` as it
@@ -234,7 +259,9 @@ impl FleetLedger {
         on_record: OnRecord,
         on_tamper: OnTamper,
     ) -> Result<FleetLedger, LedgerError> {
-        let mut client = super::connect(&cfg.url).map_err(store_err)?;
+        // Whole-ledger verification has no statement limit; the follower that
+        // inherits this connection then gets one.
+        let mut client = super::connect_for(&cfg.url, None).map_err(store_err)?;
         super::migrate(&mut client, &cfg.schema).map_err(store_err)?;
         let verifier = signer.verifier();
         let schema = cfg.schema.clone();
@@ -264,6 +291,10 @@ impl FleetLedger {
             .latest
             .clone()
             .ok_or_else(|| LedgerError::Store("no checkpoint".into()))?;
+        if let Some(path) = &cfg.witness {
+            check_witness(path, &report.tree, &verifier)?;
+            write_witness(path, &head);
+        }
         let published = head.checkpoint().size;
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
@@ -304,6 +335,10 @@ impl FleetLedger {
             follow.absorb(&shared, batch);
             progress(done, total.max(0) as u64);
         }
+        // The follower inherits this connection: its statements are bounded.
+        client
+            .batch_execute("SET statement_timeout = 30000")
+            .map_err(|e| store_err(e.into()))?;
         let mut threads = Vec::new();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -311,7 +346,7 @@ impl FleetLedger {
                 .spawn(f)
                 .map_err(|e| LedgerError::Store(e.to_string()))
         };
-        let (append_tx, append_rx) = mpsc::channel::<Append>();
+        let (append_tx, append_rx) = mpsc::sync_channel::<Append>(APPEND_QUEUE);
         let s = shared.clone();
         threads.push(spawn(
             "tally-fleet-writer",
@@ -361,8 +396,12 @@ impl FleetLedger {
         let (reply, rx) = oneshot::channel();
         let guard = self.appends.lock().unwrap_or_else(|e| e.into_inner());
         let tx = guard.as_ref().ok_or(LedgerError::Closed)?;
-        tx.send(Append { record, reply })
-            .map_err(|_| LedgerError::Closed)?;
+        tx.try_send(Append { record, reply }).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => LedgerError::Store(
+                "the fleet store is not keeping up: issuance refused rather than queued".into(),
+            ),
+            mpsc::TrySendError::Disconnected(_) => LedgerError::Closed,
+        })?;
         Ok(rx)
     }
 
@@ -382,9 +421,13 @@ impl FleetLedger {
             let tx = guard.as_ref().ok_or(LedgerError::Closed)?;
             tx.send(job).map_err(|_| LedgerError::Closed)?;
         }
-        rx.recv()
-            .map_err(|_| LedgerError::Closed)?
-            .map_err(store_err)
+        match rx.recv_timeout(READ_WAIT) {
+            Ok(out) => out.map_err(store_err),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(LedgerError::Store(
+                "the fleet store did not answer in time".into(),
+            )),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(LedgerError::Closed),
+        }
     }
 
     /// The durable record for `token_id` (sequenced or not), checked against
@@ -731,9 +774,15 @@ fn follower(shared: Arc<Shared>, client: Client, mut follow: Follow) {
         if let Some(c) = slot.as_mut() {
             use postgres::fallible_iterator::FallibleIterator;
             let mut n = c.notifications();
-            let mut it = n.timeout_iter(Duration::from_millis(200));
-            if it.next().is_err() {
-                listening = false;
+            let woke = n.timeout_iter(Duration::from_millis(200)).next();
+            match woke {
+                Err(_) => listening = false,
+                Ok(Some(_)) => {
+                    // One catch-up covers every announcement so far.
+                    let mut pending = n.iter();
+                    while let Ok(Some(_)) = pending.next() {}
+                }
+                Ok(None) => {}
             }
         }
     }
@@ -821,10 +870,56 @@ fn extend_tree(c: &mut Client, shared: &Shared) -> Result<(), FleetError> {
         });
         return Ok(());
     }
+    if let Some(path) = &shared.cfg.witness {
+        write_witness(path, &cp);
+    }
     *shared.tree.write().unwrap_or_else(|e| e.into_inner()) = tree;
     *shared.head.write().unwrap_or_else(|e| e.into_inner()) = cp;
     shared.published.store(target, Ordering::SeqCst);
     Ok(())
+}
+
+/// Refuses a shared ledger that does not extend the checkpoint this node
+/// last verified (kept in `path`): the database was rolled back or
+/// rewritten since.
+fn check_witness(
+    path: &std::path::Path,
+    tree: &MerkleTree,
+    verifier: &NoteVerifier,
+) -> Result<(), LedgerError> {
+    let Ok(note) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let witnessed = SignedCheckpoint::verify(&note, verifier).map_err(|e| LedgerError::Tampered {
+        index: 0,
+        reason: format!(
+            "this node's witness {} does not verify ({e}): the ledger key changed or the file was edited",
+            path.display()
+        ),
+    })?;
+    let w = witnessed.checkpoint();
+    let extends = w.size <= tree.len() && tree.root_at(w.size).is_ok_and(|r| r == w.root_hash);
+    if extends {
+        Ok(())
+    } else {
+        Err(LedgerError::Tampered {
+            index: w.size.min(tree.len()),
+            reason: format!(
+                "the shared ledger ({} entries) does not extend the checkpoint of {} entries this node verified \
+                 before: it was rolled back or rewritten",
+                tree.len(),
+                w.size
+            ),
+        })
+    }
+}
+
+/// Keeps `cp` as this node's witness (write, then rename: never half a file).
+fn write_witness(path: &std::path::Path, cp: &SignedCheckpoint) {
+    let tmp = path.with_extension("tmp");
+    if std::fs::write(&tmp, cp.note()).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
 }
 
 fn sleep_unless_stopped(shared: &Shared, d: Duration) {
@@ -845,7 +940,7 @@ fn sequencer(shared: Arc<Shared>, signer: NoteSigner) {
     let mut state = State::Idle(signer);
     while !shared.stop.load(Ordering::SeqCst) {
         state = match state {
-            State::Idle(signer) => match super::connect(&shared.cfg.url)
+            State::Idle(signer) => match super::connect_for(&shared.cfg.url, None)
                 .and_then(|c| super::migrate_with(c, &shared.cfg.schema))
             {
                 Ok(c) => State::Connected(Box::new(Sequencer::with_client(
