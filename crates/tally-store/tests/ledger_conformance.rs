@@ -1,0 +1,187 @@
+//! One conformance suite for both ledgers behind [`LedgerStore`]: the
+//! embedded SQLite `Ledger` and a fleet node on PostgreSQL (127.0.0.1:5432,
+//! database `test`, or `TALLY_TEST_PG_URL`; a schema of its own, dropped at
+//! the end). Without a reachable PostgreSQL the fleet half says it was
+//! skipped; with `CI=true` it must run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tally_core::digest::TokenDigest;
+use tally_core::merkle;
+use tally_core::note::{NoteSigner, SignedCheckpoint};
+use tally_core::record::{IssuanceRecord, MAX_FIELD_LEN};
+use tally_store::fleet::node::{FleetConfig, FleetLedger};
+use tally_store::fleet::{self, RecordMac};
+use tally_store::store::append_blocking;
+use tally_store::{Ledger, LedgerError, LedgerStore};
+
+fn signer() -> NoteSigner {
+    NoteSigner::from_seed("conformance.tally/ledger", &[11u8; 32]).unwrap()
+}
+
+fn record(i: usize) -> IssuanceRecord {
+    let token = format!("conformance-token-{i}");
+    IssuanceRecord {
+        token_id: format!("conf-{i}"),
+        token_sha256: TokenDigest::of(token.as_bytes()),
+        subject: format!("member-{i}"),
+        kid: "k1".into(),
+        issuer: "https://shop.example".into(),
+        issued_at: 1_800_000_000 + i as i64,
+        expires_at: 1_800_000_900 + i as i64,
+        auth_context: "pwd".into(),
+    }
+}
+
+/// Waits until every submitted record is in a published checkpoint (at
+/// once for the embedded ledger; after the sequencer for a fleet).
+fn settled(l: &dyn LedgerStore, size: u64) {
+    let start = Instant::now();
+    while l.size() < size {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{}: {} of {size} sequenced",
+            l.backend(),
+            l.size()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What every ledger store promises.
+fn conforms(l: &dyn LedgerStore) {
+    let be = l.backend();
+    assert_eq!(l.size(), 0, "{be}");
+    assert!(l.is_healthy() && l.is_reachable() && l.tampered().is_none());
+    let empty = l.checkpoint();
+    SignedCheckpoint::verify(empty.note(), l.verifier()).unwrap();
+    assert_eq!(empty.checkpoint().size, 0);
+
+    // Durable on acknowledgement, found by token id at once.
+    for i in 0..20 {
+        append_blocking(l, record(i)).unwrap();
+        assert_eq!(l.record_of(&format!("conf-{i}")).unwrap(), Some(record(i)));
+    }
+    assert_eq!(l.record_of("conf-never").unwrap(), None, "{be}");
+    // A token id is recorded once; an invalid record is refused.
+    assert!(matches!(
+        append_blocking(l, record(3)),
+        Err(LedgerError::DuplicateTokenId)
+    ));
+    let mut bad = record(99);
+    bad.subject = "x".repeat(MAX_FIELD_LEN + 1);
+    assert!(matches!(
+        append_blocking(l, bad),
+        Err(LedgerError::InvalidRecord(_))
+    ));
+    assert_eq!(l.record_of("conf-99").unwrap(), None, "{be}");
+
+    settled(l, 20);
+    let first = l.checkpoint();
+    let c1 = first.checkpoint().clone();
+    assert_eq!(c1.size, 20, "{be}");
+    SignedCheckpoint::verify(first.note(), l.verifier()).unwrap();
+    assert_eq!(l.root_at(20).unwrap(), c1.root_hash);
+
+    // Every record is provably in the checkpoint, and the entries are the
+    // records (in some order of the ledger's choosing).
+    let entries = l.entries(0, 20).unwrap();
+    assert_eq!(entries.len(), 20);
+    for i in 0..20 {
+        let p = l
+            .inclusion_proof(&format!("conf-{i}"), None)
+            .unwrap()
+            .unwrap();
+        let leaf = merkle::leaf_hash(&record(i).encode().unwrap());
+        merkle::verify_inclusion(&leaf, p.leaf_index, p.tree_size, &p.hashes, &c1.root_hash)
+            .unwrap_or_else(|e| panic!("{be}: inclusion of {i}: {e}"));
+        assert_eq!(entries[p.leaf_index as usize], record(i).encode().unwrap());
+    }
+    assert!(l.inclusion_proof("conf-never", None).unwrap().is_none());
+
+    // The ledger only grows: the next checkpoint is consistent with this one.
+    for i in 20..33 {
+        append_blocking(l, record(i)).unwrap();
+    }
+    settled(l, 33);
+    let c2 = l.checkpoint().checkpoint().clone();
+    let proof = l.consistency_proof(20, c2.size).unwrap();
+    merkle::verify_consistency(20, c2.size, &proof, &c1.root_hash, &c2.root_hash)
+        .unwrap_or_else(|e| panic!("{be}: consistency: {e}"));
+
+    // Out-of-range questions get an error, never a wrong answer.
+    assert!(matches!(
+        l.consistency_proof(0, 5),
+        Err(LedgerError::OutOfRange(_))
+    ));
+    assert!(matches!(
+        l.consistency_proof(5, c2.size + 1),
+        Err(LedgerError::OutOfRange(_))
+    ));
+    assert!(matches!(
+        l.entries(0, c2.size + 1),
+        Err(LedgerError::OutOfRange(_))
+    ));
+    assert!(matches!(
+        l.root_at(c2.size + 1),
+        Err(LedgerError::OutOfRange(_))
+    ));
+    assert!(matches!(
+        l.inclusion_proof("conf-1", Some(c2.size + 1)),
+        Err(LedgerError::OutOfRange(_))
+    ));
+    l.close();
+    assert!(append_blocking(l, record(500)).is_err(), "{be}: closed");
+}
+
+#[test]
+fn the_embedded_ledger_conforms() {
+    let dir = std::env::temp_dir().join(format!("tally-conf-ledger-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ledger = Ledger::open(
+        &dir.join("ledger.db"),
+        signer(),
+        &mut |_, _| {},
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(LedgerStore::backend(&ledger), "sqlite");
+    conforms(&ledger);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_fleet_node_conforms() {
+    let url = std::env::var("TALLY_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    if let Err(e) = fleet::connect(&url) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but PostgreSQL at {url} is unreachable: {e}"
+        );
+        eprintln!("skipping: PostgreSQL at {url} is unreachable ({e})");
+        return;
+    }
+    let schema = format!("t_conf_ledger_{}", std::process::id());
+    struct DropSchema(String, String);
+    impl Drop for DropSchema {
+        fn drop(&mut self) {
+            if let Ok(mut c) = fleet::connect(&self.0) {
+                let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.1));
+            }
+        }
+    }
+    let _guard = DropSchema(url.clone(), schema.clone());
+    let node = FleetLedger::open(
+        FleetConfig::new(&url, &schema, "conformance"),
+        signer(),
+        RecordMac::new(&[12u8; 32]),
+        &mut |_, _| {},
+        Arc::new(|_: &fleet::QueuedRecord| {}),
+        Arc::new(|e: &fleet::FleetError| panic!("unexpected tamper finding: {e}")),
+    )
+    .unwrap();
+    assert_eq!(LedgerStore::backend(&node), "postgres");
+    conforms(&node);
+}
