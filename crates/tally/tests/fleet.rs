@@ -641,6 +641,27 @@ fn a_scrape_spread_over_three_nodes_is_counted_as_one() {
     // signed anywhere in the fleet are revoked on every node.
     let honest = login(&servers[0], "member", "correct horse 42");
     assert_eq!(check(&servers[2], &honest), (200, "ok".into()));
+
+    // One token used from a different device on each node: each node sees
+    // two places (the address and its device), the fleet four.
+    for (i, s) in servers.iter().enumerate() {
+        let r = client()
+            .get(s.url("/v1/check"))
+            .bearer_auth(&honest)
+            .header("X-Device-Id", format!("phone-{i}"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let replay = format!(
+        "token_replay:token={}",
+        payload(&honest)["jti"].as_str().unwrap()
+    );
+    eventually("the fleet sees one token used from many places", || {
+        detections(&nodes[2].0, &nodes[2].1)
+            .iter()
+            .any(|d| d["key"] == replay.as_str() && d["samples"][0]["counted_by"] == "fleet")
+    });
     let (data_b, cfg_b) = &nodes[1];
     let out = tally_ok(
         &[
