@@ -593,8 +593,15 @@ pub async fn phase(
             return Ok(None);
         };
         let now = crate::keys::now_unix();
-        let (doc, impact) =
-            crate::report::report_for(&store, &log, inc.id, &regimes, &contacts, now, &mut |_| {})?;
+        let (doc, impact) = crate::report::report_for(
+            &store,
+            &[("access.db".to_string(), &*log)],
+            inc.id,
+            &regimes,
+            &contacts,
+            now,
+            &mut |_| {},
+        )?;
         std::fs::create_dir_all(&outdir)
             .map_err(|e| format!("cannot create {}: {e}", outdir.display()))?;
         let html = outdir.join(format!("report-{label}.html"));

@@ -157,6 +157,8 @@ pub struct Impact {
     pub last_ms: Option<i64>,
     /// Events scanned.
     pub scanned: u64,
+    /// The access logs read (in a fleet, one per node given).
+    pub sources: Vec<String>,
     /// Requests per minute (unix minute) by verdict, attack requests only.
     pub per_minute: BTreeMap<i64, BTreeMap<String, u64>>,
 }
@@ -243,16 +245,37 @@ impl Impact {
     }
 }
 
-/// Scans the access log in `[from_ms, until_ms)` for events `select` keeps.
+/// An access log to read, and how the report names it.
+pub type Source<'a> = (String, &'a AccessLog);
+
+/// Scans the access logs in `[from_ms, until_ms)` for events `select` keeps.
+/// In a fleet each node keeps its own log: give every node's to count every
+/// affected customer.
 pub fn scan(
-    log: &AccessLog,
+    logs: &[Source<'_>],
     from_ms: i64,
     until_ms: i64,
     select: &mut dyn FnMut(&StoredEvent) -> bool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Impact, String> {
     let mut impact = Impact::default();
+    for (name, log) in logs {
+        scan_into(&mut impact, log, from_ms, until_ms, select, progress)?;
+        impact.sources.push(name.clone());
+    }
+    Ok(impact)
+}
+
+fn scan_into(
+    impact: &mut Impact,
+    log: &AccessLog,
+    from_ms: i64,
+    until_ms: i64,
+    select: &mut dyn FnMut(&StoredEvent) -> bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), String> {
     let mut bad = 0u64;
+    let before = impact.scanned;
     let scanned = log
         .scan(from_ms, until_ms, |_, _, body| {
             match serde_json::from_slice::<StoredEvent>(body) {
@@ -270,25 +293,25 @@ pub fn scan(
             true
         })
         .map_err(|e| format!("{e} ({})", e.code()))?;
-    progress(scanned);
+    progress(before + scanned);
     if bad > 0 {
         tracing::warn!(
             unreadable = bad,
             "access events that do not parse were skipped"
         );
     }
-    Ok(impact)
+    Ok(())
 }
 
-/// The impact of an incident: the whole retained log, attack events only.
+/// The impact of an incident: the whole retained logs, attack events only.
 pub fn impact_of(
-    log: &AccessLog,
+    logs: &[Source<'_>],
     detections: &[StoredDetection],
     progress: &mut dyn FnMut(u64),
 ) -> Result<Impact, String> {
     let evidence = Evidence::of(detections);
     scan(
-        log,
+        logs,
         i64::MIN,
         i64::MAX,
         &mut |ev| evidence.matches(ev),
@@ -463,6 +486,7 @@ pub fn build(
             "forged_requests": impact.forged_requests,
             "categories": categories.iter().map(|(c, (e, a))| json!({"category": c, "subjects_exposed": e, "subjects_attempted_only": a})).collect::<Vec<_>>(),
             "events_scanned": impact.scanned,
+            "access_logs": impact.sources,
         },
         "likely_consequences": consequences(&categories),
         "measures_taken": taken,
@@ -558,9 +582,20 @@ pub fn markdown(r: &Value) -> String {
             s(&c["subjects_attempted_only"])
         ));
     }
+    let logs: Vec<String> = a["access_logs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(s)
+        .collect();
     o.push_str(&format!(
-        "\n{} access events examined; {} requests carried forged tokens.\n\n",
+        "\n{} access events examined (access logs: {}); {} requests carried forged tokens.\n\n",
         s(&a["events_scanned"]),
+        if logs.is_empty() {
+            "none".to_string()
+        } else {
+            logs.join(", ")
+        },
         s(&a["forged_requests"])
     ));
     o.push_str("## Likely consequences\n\n");
@@ -871,7 +906,7 @@ pub fn affected_csv(impact: &Impact) -> String {
 /// Everything the report needs, read from the stores.
 pub fn report_for(
     store: &IncidentStore,
-    log: &AccessLog,
+    logs: &[Source<'_>],
     id: i64,
     regimes: &[Regime],
     contacts: &BTreeMap<String, String>,
@@ -879,7 +914,7 @@ pub fn report_for(
     progress: &mut dyn FnMut(u64),
 ) -> Result<(Value, Impact), String> {
     let case = Case::load(store, id)?;
-    let impact = impact_of(log, &case.detections, progress)?;
+    let impact = impact_of(logs, &case.detections, progress)?;
     Ok((build(&case, &impact, regimes, contacts, now), impact))
 }
 

@@ -121,6 +121,10 @@ pub enum IncidentCmd {
         /// Write to this file instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Also read this access log (another node's `access.db`, in a
+        /// fleet); repeat for each node. This node's own is always read.
+        #[arg(long = "access-log", value_name = "PATH")]
+        access_logs: Vec<PathBuf>,
         #[command(flatten)]
         data: DataArg,
     },
@@ -134,6 +138,10 @@ pub enum IncidentCmd {
         /// Write to this file instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Also read this access log (another node's `access.db`, in a
+        /// fleet); repeat for each node. This node's own is always read.
+        #[arg(long = "access-log", value_name = "PATH")]
+        access_logs: Vec<PathBuf>,
         #[command(flatten)]
         data: DataArg,
     },
@@ -149,6 +157,10 @@ pub enum IncidentCmd {
         /// `csv` or `json`.
         #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
         format: String,
+        /// Also read this access log (another node's `access.db`, in a
+        /// fleet); repeat for each node. This node's own is always read.
+        #[arg(long = "access-log", value_name = "PATH")]
+        access_logs: Vec<PathBuf>,
         #[command(flatten)]
         data: DataArg,
     },
@@ -192,14 +204,35 @@ fn write_out(output: Option<&Path>, text: &str) -> Result<(), String> {
 /// CLI's usual bar (shown from 100,000 events), finished afterwards.
 fn with_progress<T>(
     label: &'static str,
-    log: &AccessLog,
+    logs: &[AccessLog],
     f: impl FnOnce(&mut dyn FnMut(u64)) -> T,
 ) -> T {
-    let total = log.len().unwrap_or(0);
+    let total = logs.iter().map(|l| l.len().unwrap_or(0)).sum();
     let mut bar = crate::progress::Progress::new(label);
     let out = f(&mut |n| bar.update(n, total));
     bar.finish();
     out
+}
+
+/// This node's access log and every `--access-log` given, opened.
+fn open_logs(data: &Path, extra: &[PathBuf]) -> Result<Vec<AccessLog>, String> {
+    std::iter::once(data.join("access.db"))
+        .chain(extra.iter().cloned())
+        .map(|p| AccessLog::open(&p).map_err(|e| format!("access log {}: {e}", p.display())))
+        .collect()
+}
+
+/// Names for the report: the paths read.
+fn sources<'a>(
+    data: &Path,
+    extra: &[PathBuf],
+    logs: &'a [AccessLog],
+) -> Vec<tally_server::report::Source<'a>> {
+    std::iter::once(data.join("access.db"))
+        .chain(extra.iter().cloned())
+        .map(|p| p.display().to_string())
+        .zip(logs.iter())
+        .collect()
 }
 
 pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
@@ -440,11 +473,24 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         IncidentCmd::Report {
-            id, format, output, ..
+            id,
+            format,
+            output,
+            access_logs,
+            ..
         } => {
-            let log = AccessLog::open(&c.data.join("access.db")).map_err(|e| e.to_string())?;
-            let (report, impact) = with_progress("report", &log, |p| {
-                tally_server::report::report_for(&store, &log, id, &c.regimes, &c.contacts, now, p)
+            let logs = open_logs(&c.data, &access_logs)?;
+            let named = sources(&c.data, &access_logs, &logs);
+            let (report, impact) = with_progress("report", &logs, |p| {
+                tally_server::report::report_for(
+                    &store,
+                    &named,
+                    id,
+                    &c.regimes,
+                    &c.contacts,
+                    now,
+                    p,
+                )
             })?;
             let text = match format.as_str() {
                 "json" => format!(
@@ -458,15 +504,20 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         IncidentCmd::Affected {
-            id, format, output, ..
+            id,
+            format,
+            output,
+            access_logs,
+            ..
         } => {
-            let log = AccessLog::open(&c.data.join("access.db")).map_err(|e| e.to_string())?;
+            let logs = open_logs(&c.data, &access_logs)?;
+            let named = sources(&c.data, &access_logs, &logs);
             if store.incident(id).map_err(e)?.is_none() {
                 return Err(format!("no incident {id} (tally incident list)"));
             }
             let dets = store.detections(id).map_err(e)?;
-            let impact = with_progress("affected", &log, |p| {
-                tally_server::report::impact_of(&log, &dets, p)
+            let impact = with_progress("affected", &logs, |p| {
+                tally_server::report::impact_of(&named, &dets, p)
             })?;
             let text = if format == "json" {
                 format!(
@@ -487,14 +538,19 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         IncidentCmd::Scan {
-            kid, since, format, ..
+            kid,
+            since,
+            format,
+            access_logs,
+            ..
         } => {
             let since_ms = since
                 .as_deref()
                 .map(timefmt::parse_time)
                 .transpose()?
                 .map_or(i64::MIN, |s| s * 1000);
-            let log = AccessLog::open(&c.data.join("access.db")).map_err(|e| e.to_string())?;
+            let logs = open_logs(&c.data, &access_logs)?;
+            let named = sources(&c.data, &access_logs, &logs);
             // Re-evaluate each token of that key against the ledger now: a
             // token id the ledger does not hold for this key is untallied,
             // whatever verdict was recorded at the time.
@@ -519,8 +575,8 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
                     .as_ref()
                     .is_some_and(|jti| !tallied.contains(jti))
             };
-            let impact = with_progress("scan", &log, |p| {
-                tally_server::report::scan(&log, since_ms, i64::MAX, &mut select, p)
+            let impact = with_progress("scan", &logs, |p| {
+                tally_server::report::scan(&named, since_ms, i64::MAX, &mut select, p)
             })?;
             let text = if format == "json" {
                 format!(

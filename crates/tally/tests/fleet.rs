@@ -627,6 +627,39 @@ fn a_scrape_spread_over_three_nodes_is_counted_as_one() {
     let seen_by_a = list(&nodes[0]);
     assert_eq!(seen_by_a.as_array().unwrap().len(), 1, "{seen_by_a}");
     assert_eq!(seen_by_a, list(&nodes[2]), "one shared incident store");
+    // The affected customers: each node logged its own share of the scrape;
+    // given every node's access log, the list is complete.
+    let id = seen_by_a[0]["id"].as_i64().unwrap().to_string();
+    let affected = |extra: &[String]| -> usize {
+        let (d, c) = &nodes[0];
+        let mut args: Vec<&str> = vec![
+            "incident",
+            "affected",
+            &id,
+            "--format",
+            "json",
+            "--data",
+            d,
+            "--config",
+            c.to_str().unwrap(),
+        ];
+        for e in extra {
+            args.push("--access-log");
+            args.push(e);
+        }
+        let v: Value = serde_json::from_str(&tally_ok(&args, None)).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["subject"].as_str().unwrap_or("").starts_with("customer-"))
+            .count()
+    };
+    assert_eq!(affected(&[]), 12, "node a alone logged a third");
+    let others: Vec<String> = nodes[1..]
+        .iter()
+        .map(|(d, _)| format!("{d}/access.db"))
+        .collect();
+    assert_eq!(affected(&others), 36, "every node's log: the whole scrape");
     let keys: Vec<String> = detections(&nodes[1].0, &nodes[1].1)
         .iter()
         .map(|d| d["key"].as_str().unwrap().to_string())
