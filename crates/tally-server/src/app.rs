@@ -827,6 +827,15 @@ pub fn spawn_background(app: &Arc<App>) {
             let now = now_unix().max(0) as u64;
             a.throttle_user.forget_stale(now);
             a.throttle_ip.forget_stale(now);
+            if a.config.storage.is_shared() {
+                let a2 = a.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let now = now_unix();
+                    let keep = a2.throttle_user.policy().forget_after_secs as i64;
+                    a2.dir.state.forget_login_failures(now - keep, now)
+                })
+                .await;
+            }
             // Retention: events older than the configured age go, unless a
             // legal hold covers them.
             let log = a.access_log.clone();

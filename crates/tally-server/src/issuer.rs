@@ -171,10 +171,24 @@ pub async fn login(
     let ip_key = crate::gate_http::client_ip(&app, peer, &headers)
         .map_or_else(|| "ip:unknown".to_string(), |ip| format!("ip:{ip}"));
     let (user_keys, ip_keys) = ([user_key.as_str()], [ip_key.as_str()]);
-    let throttled = app
+    let mut throttled = app
         .throttle_user
         .check(&user_keys, now)
         .and_then(|()| app.throttle_ip.check(&ip_keys, now));
+    if throttled.is_ok() && app.config.storage.is_shared() {
+        // A fleet counts failures together: N nodes must not allow N times
+        // the guesses.
+        let (a, u, i) = (app.clone(), user_key.clone(), ip_key.clone());
+        let locked = blocking_state(move || {
+            a.dir
+                .state
+                .login_locked_for(&[u.as_str(), i.as_str()], now as i64)
+        })
+        .await?;
+        if locked > 0 {
+            throttled = Err(locked as u64);
+        }
+    }
     if let Err(retry) = throttled {
         app.metrics.login_failed();
         tracing::info!(
@@ -217,6 +231,7 @@ pub async fn login(
     if !authenticated {
         app.throttle_user.failure(&user_keys, failed_at);
         app.throttle_ip.failure(&ip_keys, failed_at);
+        shared_failure(&app, &user_key, &ip_key, failed_at).await?;
         app.metrics.login_failed();
         tracing::info!(event = "login_failed", "login refused");
         return Err(invalid_credentials());
@@ -234,6 +249,7 @@ pub async fn login(
         SecondFactor::Failed => {
             app.throttle_user.failure(&user_keys, failed_at);
             app.throttle_ip.failure(&ip_keys, failed_at);
+            shared_failure(&app, &user_key, &ip_key, failed_at).await?;
             app.metrics.login_failed();
             tracing::info!(event = "login_failed", factor = "totp", "login refused");
             return Err(ApiError::new(
@@ -244,6 +260,10 @@ pub async fn login(
         }
     };
     app.throttle_user.success(&user_key);
+    if app.config.storage.is_shared() {
+        let (a, u) = (app.clone(), user_key.clone());
+        blocking_state(move || a.dir.state.login_succeeded(&u)).await?;
+    }
     let jkt = crate::sessions::dpop_key(&app, &headers, "/v1/login")?;
     let (issued, refresh) = crate::sessions::start_session(
         &app,
@@ -487,4 +507,42 @@ pub async fn issue_for(app: &Arc<App>, req: &TokenRequest<'_>) -> Result<Issued,
         token_id: jti,
         ledger_index,
     })
+}
+
+/// A state-store call off the async runtime; a failure is a 503.
+async fn blocking_state<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, tally_store::StateError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::unavailable("internal"))?
+        .map_err(|e| {
+            tracing::error!(code = e.code(), error = %e, "state store unavailable during login");
+            ApiError::unavailable("store_unavailable")
+        })
+}
+
+/// Books a failed login in the fleet's shared counts (nothing when embedded:
+/// the process's own throttles are the whole story).
+async fn shared_failure(
+    app: &Arc<App>,
+    user_key: &str,
+    ip_key: &str,
+    at: u64,
+) -> Result<(), ApiError> {
+    if !app.config.storage.is_shared() {
+        return Ok(());
+    }
+    let (a, u, i) = (app.clone(), user_key.to_string(), ip_key.to_string());
+    let (user_policy, ip_policy) = (*app.throttle_user.policy(), *app.throttle_ip.policy());
+    blocking_state(move || {
+        a.dir
+            .state
+            .login_failed(&[u.as_str()], at as i64, user_policy)?;
+        a.dir
+            .state
+            .login_failed(&[i.as_str()], at as i64, ip_policy)
+    })
+    .await
+    .map(|_| ())
 }

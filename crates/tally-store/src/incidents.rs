@@ -384,7 +384,7 @@ fn migrate_pg(tx: &mut dyn Tx, schema: &str) -> Result<(), IncidentError> {
 }
 
 /// Connections each PostgreSQL-backed incident store keeps.
-const PG_CONNECTIONS: usize = 3;
+const PG_CONNECTIONS: usize = 2;
 
 /// How long (seconds, on the clock of the `now` passed in) an item returned
 /// by [`IncidentStore::due`] stays claimed by the node that got it, on

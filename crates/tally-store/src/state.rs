@@ -291,6 +291,15 @@ ALTER TABLE sessions ADD COLUMN jkt TEXT;
 ALTER TABLE sessions ADD COLUMN audience TEXT;
 ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'user';
 ",
+    // v4: login failures shared by the nodes of a fleet.
+    "
+CREATE TABLE login_failures (
+    key          TEXT PRIMARY KEY,
+    failures     INTEGER NOT NULL,
+    locked_until INTEGER NOT NULL,
+    last_failure INTEGER NOT NULL
+);
+",
 ];
 
 fn migrate(conn: &mut Connection) -> Result<(), StateError> {
@@ -329,7 +338,8 @@ fn migrate(conn: &mut Connection) -> Result<(), StateError> {
 /// also `NOTIFY tally_state_{schema}` for nodes that `LISTEN`. Sessions,
 /// refresh tokens and a user's last TOTP step, written on every login, do not
 /// move it.
-const PG_MIGRATIONS: &[&str] = &[r#"
+const PG_MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key   TEXT COLLATE "C" PRIMARY KEY,
     value TEXT COLLATE "C" NOT NULL
@@ -450,7 +460,25 @@ CREATE TRIGGER blocks_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON bl
 CREATE TRIGGER users_changed
     AFTER INSERT OR DELETE OR TRUNCATE OR UPDATE OF name, password_hash, role, totp_sealed ON users
     FOR EACH STATEMENT EXECUTE FUNCTION note_change();
-"#];
+"#,
+    r#"
+CREATE TABLE login_failures (
+    key          TEXT COLLATE "C" PRIMARY KEY,
+    failures     BIGINT NOT NULL,
+    locked_until BIGINT NOT NULL,
+    last_failure BIGINT NOT NULL
+);
+"#,
+];
+
+/// How a throttling key is stored: its SHA-256, in hex.
+fn throttle_key(key: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// The `NOTIFY` channel on which the PostgreSQL state in `schema` announces
 /// changes that move [`StateStore::data_version`].
@@ -502,7 +530,7 @@ fn migrate_pg(tx: &mut dyn Tx, schema: &str) -> Result<(), StateError> {
 }
 
 /// Connections each PostgreSQL-backed store keeps.
-const PG_CONNECTIONS: usize = 4;
+const PG_CONNECTIONS: usize = 3;
 
 /// The state database.
 pub struct StateStore {
@@ -1162,6 +1190,96 @@ impl StateStore {
                 )?;
             }
             Ok(())
+        })
+    }
+
+    /// Shared login throttling (a fleet): the latest lock among `keys` at
+    /// `now`, in seconds from now (0: none). Keys are stored as SHA-256
+    /// digests, never as user names or addresses.
+    pub fn login_locked_for(&self, keys: &[&str], now: i64) -> Result<i64, StateError> {
+        let digests: Vec<String> = keys.iter().map(|k| throttle_key(k)).collect();
+        self.db.read(move |tx| {
+            let mut longest = 0;
+            for d in &digests {
+                if let Some(r) = tx.query_opt(
+                    "SELECT locked_until FROM login_failures WHERE key = $1",
+                    args![d.as_str()],
+                )? {
+                    longest = longest.max(r.i64(0)? - now);
+                }
+            }
+            Ok(longest.max(0))
+        })
+    }
+
+    /// Books a failed login for every key at `now` under `policy` (the lock
+    /// doubles per failure beyond the free ones, never shortens; a key quiet
+    /// for `forget_after_secs` starts again from zero). Returns the longest
+    /// lock now in force, in seconds.
+    pub fn login_failed(
+        &self,
+        keys: &[&str],
+        now: i64,
+        policy: tally_core::throttle::ThrottlePolicy,
+    ) -> Result<i64, StateError> {
+        let mut digests: Vec<String> = keys.iter().map(|k| throttle_key(k)).collect();
+        digests.dedup();
+        self.db.write(move |tx| {
+            let mut longest = 0;
+            for d in &digests {
+                let prev = tx.query_opt(
+                    "SELECT failures, locked_until, last_failure FROM login_failures WHERE key = $1",
+                    args![d.as_str()],
+                )?;
+                let (failures, locked_until) = match prev {
+                    Some(r) => {
+                        let (f, until, last) = (r.i64(0)?, r.i64(1)?, r.i64(2)?);
+                        let forgotten = policy.forget_after_secs == 0
+                            || (now - last >= policy.forget_after_secs as i64 && until <= now);
+                        if forgotten { (1, 0) } else { (f + 1, until) }
+                    }
+                    None => (1, 0),
+                };
+                let delay = policy.delay_after(u32::try_from(failures).unwrap_or(u32::MAX));
+                // A free failure locks nothing; a lock never shortens.
+                let until = if delay == 0 {
+                    locked_until
+                } else {
+                    locked_until.max(now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX)))
+                };
+                tx.execute(
+                    "INSERT INTO login_failures (key, failures, locked_until, last_failure)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (key) DO UPDATE SET failures = excluded.failures,
+                       locked_until = excluded.locked_until, last_failure = excluded.last_failure",
+                    args![d.as_str(), failures, until, now],
+                )?;
+                longest = longest.max(until - now);
+            }
+            Ok(longest.max(0))
+        })
+    }
+
+    /// A successful login: forgets `key` (the user's key only, never an
+    /// address another user may share).
+    pub fn login_succeeded(&self, key: &str) -> Result<(), StateError> {
+        let d = throttle_key(key);
+        self.db.write(move |tx| {
+            tx.execute(
+                "DELETE FROM login_failures WHERE key = $1",
+                args![d.as_str()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Forgets login failures older than `before` that lock nothing.
+    pub fn forget_login_failures(&self, before: i64, now: i64) -> Result<u64, StateError> {
+        self.db.write(move |tx| {
+            Ok(tx.execute(
+                "DELETE FROM login_failures WHERE last_failure < $1 AND locked_until <= $2",
+                args![before, now],
+            )?)
         })
     }
 

@@ -145,6 +145,7 @@ conformance!(
     revoking_a_session,
     clients,
     meta,
+    login_failures_are_shared,
     data_version_moves_for_another_handle,
     reopening_keeps_everything,
 );
@@ -481,6 +482,52 @@ fn signature_counts(f: &Fixture) {
     assert_eq!(c.len(), 2);
     assert_eq!(c["k1"], (7, 3));
     assert_eq!(c["k2"], (5, 0));
+}
+
+fn login_failures_are_shared(f: &Fixture) {
+    let policy = tally_core::throttle::ThrottlePolicy::default();
+    let (a, b) = (f.open(), f.open());
+    let keys = ["user:alice", "ip:192.0.2.7"];
+    assert_eq!(a.login_locked_for(&keys, 1000).unwrap(), 0);
+    // Five free failures, spread over two handles (two nodes).
+    for i in 0..5 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(s.login_failed(&keys[..1], 1000, policy).unwrap(), 0);
+    }
+    assert_eq!(
+        a.login_locked_for(&keys, 999).unwrap(),
+        0,
+        "free failures lock nothing"
+    );
+    // The sixth locks for 1 s, the seventh for 2 s, as one node would.
+    assert_eq!(b.login_failed(&keys[..1], 1000, policy).unwrap(), 1);
+    assert_eq!(a.login_failed(&keys[..1], 1000, policy).unwrap(), 2);
+    assert_eq!(b.login_locked_for(&keys, 1000).unwrap(), 2);
+    assert_eq!(b.login_locked_for(&keys, 1002).unwrap(), 0);
+    // The address key is separate; a success forgets the user only.
+    assert_eq!(a.login_failed(&keys[1..], 1000, policy).unwrap(), 0);
+    a.login_succeeded("user:alice").unwrap();
+    assert_eq!(b.login_locked_for(&keys[..1], 1000).unwrap(), 0);
+    assert_eq!(
+        a.login_failed(&keys[..1], 1000, policy).unwrap(),
+        0,
+        "counting starts again"
+    );
+    // An hour of quiet forgets; cleanup removes only what locks nothing.
+    for _ in 0..7 {
+        a.login_failed(&keys[..1], 2000, policy).unwrap();
+    }
+    assert!(a.login_locked_for(&keys[..1], 2000).unwrap() > 0);
+    assert_eq!(
+        a.forget_login_failures(1500, 2000).unwrap(),
+        1,
+        "the address entry"
+    );
+    assert_eq!(
+        a.login_failed(&keys[..1], 2000 + 3600 + 10, policy)
+            .unwrap(),
+        0
+    );
 }
 
 fn blocks(f: &Fixture) {

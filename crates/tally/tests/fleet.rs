@@ -125,6 +125,14 @@ fn schema_or_skip(tag: &str) -> Option<Schema> {
     }
 }
 
+/// One fleet at a time: three nodes hold about 35 PostgreSQL connections,
+/// and the server's default limit is 100.
+static ONE_FLEET: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_fleet() -> std::sync::MutexGuard<'static, ()> {
+    ONE_FLEET.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 const MASTER: &str = "5f1c2a9e0b7d4c3f8a6e2d1b0c9f8e7d6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d";
 
 /// A node's data directory (its own files) and configuration.
@@ -203,6 +211,7 @@ fn checkpoint(server: &Server) -> (u64, String) {
 
 #[test]
 fn three_nodes_one_ledger() {
+    let _one = one_fleet();
     let Some(schema) = schema_or_skip("fleet3") else {
         return;
     };
@@ -283,6 +292,24 @@ fn three_nodes_one_ledger() {
             assert_eq!(check(s, &forged), (403, "not_issued".into()));
         }
     }
+
+    // Password guessing spread over the nodes is throttled as on one node:
+    // five free failures in all, then every node refuses for a while.
+    let guess = |s: &Server| {
+        client()
+            .post(s.url("/v1/login"))
+            .json(&serde_json::json!({"username": "someone-else", "password": "guess"}))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    for i in 0..6 {
+        assert_eq!(guess([&a, &b, &c][i % 3]), 401, "failure {i}");
+    }
+    // The sixth failure was booked on C; A, which saw two, refuses now
+    // (the lock lasts at least a second).
+    assert_eq!(guess(&a), 429, "locked on every node");
 
     // 3. Revoked on A: refused on B and C within the propagation time.
     let victim = login(&a, "member", "correct horse 42");
@@ -527,6 +554,7 @@ fn detections(data: &str, config: &Path) -> Vec<Value> {
 
 #[test]
 fn a_scrape_spread_over_three_nodes_is_counted_as_one() {
+    let _one = one_fleet();
     let Some(schema) = schema_or_skip("fleetscrape") else {
         return;
     };

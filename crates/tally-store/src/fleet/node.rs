@@ -65,13 +65,13 @@ impl std::fmt::Debug for FleetConfig {
 }
 
 impl FleetConfig {
-    /// Defaults for `url` and `schema`: four readers, sequencing on.
+    /// Defaults for `url` and `schema`: two readers, sequencing on.
     pub fn new(url: &str, schema: &str, node: &str) -> FleetConfig {
         FleetConfig {
             url: url.to_string(),
             schema: schema.to_string(),
             node: node.to_string(),
-            readers: 4,
+            readers: 2,
             sequence: true,
             witness: None,
         }
