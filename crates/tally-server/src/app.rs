@@ -361,13 +361,20 @@ impl App {
     /// expired; reloads the keys when something changed.
     pub fn maintain_keys(&self) {
         let now = now_unix();
-        match crate::lifecycle::maintain(
-            &self.dir,
-            self.config.key_max_age_secs,
-            self.config.leeway_secs,
-            &|kid| self.last_expiry_of(kid),
-            now,
-        ) {
+        // In a fleet one node rotates and retires keys: the sequencer (every
+        // node would otherwise rotate the same key at its maximum age).
+        let maintenance = if self.ledger.is_sequencer() {
+            crate::lifecycle::maintain(
+                &self.dir,
+                self.config.key_max_age_secs,
+                self.config.leeway_secs,
+                &|kid| self.last_expiry_of(kid),
+                now,
+            )
+        } else {
+            Ok(Default::default())
+        };
+        match maintenance {
             Ok(m) => {
                 if let Some(r) = &m.rotated {
                     tracing::warn!(

@@ -364,13 +364,13 @@ impl FleetLedger {
         let s = shared.clone();
         threads.push(spawn(
             "tally-fleet-follower",
-            Box::new(move || follower(s, client, follow)),
+            Box::new(move || guarded(s, "follower", |s| follower(s, client, follow))),
         )?);
         if cfg.sequence {
             let s = shared.clone();
             threads.push(spawn(
                 "tally-fleet-sequencer",
-                Box::new(move || sequencer(s, signer)),
+                Box::new(move || guarded(s, "sequencer", |s| sequencer(s, signer))),
             )?);
         }
         Ok(FleetLedger {
@@ -636,6 +636,21 @@ impl FleetLedger {
 impl Drop for FleetLedger {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Runs a background loop; if it ever panics (a stored value of a type it
+/// cannot read: a schema changed behind tally's back), the node stops
+/// issuing and says why, instead of silently going on without it.
+fn guarded(shared: Arc<Shared>, what: &str, f: impl FnOnce(Arc<Shared>)) {
+    let s = shared.clone();
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(s))).is_err() {
+        shared.tamper(FleetError::Tampered {
+            index: 0,
+            reason: format!(
+                "the fleet {what} stopped on data it could not read: the schema was changed outside tally"
+            ),
+        });
     }
 }
 
