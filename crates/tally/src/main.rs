@@ -17,6 +17,7 @@ use tally_server::datadir::DataDir;
 use tally_server::timefmt;
 
 mod demo_cmd;
+mod fleet_cmd;
 mod incident_cmd;
 use tally_server::lifecycle;
 use tally_server::{App, Config, Overrides};
@@ -98,6 +99,9 @@ enum Command {
     /// (refused as blocked_actor on every server within a second).
     #[command(subcommand)]
     Block(BlockCmd),
+    /// A fleet sharing PostgreSQL: its nodes, the sequencer, the backlog.
+    #[command(subcommand)]
+    Fleet(fleet_cmd::FleetCmd),
     /// Incidents: list, show, act, report to authorities, affected customers.
     #[command(subcommand)]
     Incident(incident_cmd::IncidentCmd),
@@ -462,6 +466,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Block(cmd) => block(cfg_path, cmd),
         Command::Access(cmd) => access(cfg_path, cmd),
         Command::Incident(cmd) => incident_cmd::run(cfg_path, cmd),
+        Command::Fleet(cmd) => fleet_cmd::run(cfg_path, cmd),
         Command::Clients(ClientsCmd::Add { id, data, .. }) => {
             let c = config(cfg_path, &data, None)?;
             if !tally_server::issuer::valid_username(&id) {

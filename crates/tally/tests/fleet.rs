@@ -357,6 +357,32 @@ fn three_nodes_one_ledger() {
         checkpoint(alive[1]).0 > before_size
     });
     eprintln!("sequencer fail-over after {:?}", killed.elapsed());
+    // The operator's view: three nodes reported, and the lock holder is a
+    // node that is alive and says it sequences.
+    let status: Value = serde_json::from_str(&tally_ok(
+        &[
+            "fleet",
+            "status",
+            "--format",
+            "json",
+            "--data",
+            &data_c,
+            "--config",
+            cfg_c.to_str().unwrap(),
+        ],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 3, "{status}");
+    let holder = status["sequencer"]
+        .as_str()
+        .expect("a lock holder")
+        .to_string();
+    let dead_name = ["a", "b", "c"][leader];
+    assert_ne!(holder, dead_name, "{status}");
+    let holder_index = ["a", "b", "c"].iter().position(|n| *n == holder).unwrap();
+    let holder_node = nodes[holder_index].as_ref().expect("alive");
+    assert_eq!(ready(holder_node).unwrap()["sequencer"], true, "{status}");
     let (after_size, after_root) = checkpoint(alive[1]);
     let proof: Value = client()
         .get(alive[1].url(&format!(

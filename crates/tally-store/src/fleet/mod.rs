@@ -180,6 +180,12 @@ pub fn migrate(client: &mut Client, schema: &str) -> Result<(), FleetError> {
          CREATE TABLE IF NOT EXISTS {schema}.pending (
              seq BIGINT PRIMARY KEY REFERENCES {schema}.queue(seq)
          );
+         CREATE TABLE IF NOT EXISTS {schema}.nodes (
+             name      TEXT    PRIMARY KEY,
+             last_seen BIGINT  NOT NULL,
+             sequencer BOOLEAN NOT NULL,
+             published BIGINT  NOT NULL
+         );
          CREATE TABLE IF NOT EXISTS {schema}.rejected (
              seq    BIGINT PRIMARY KEY REFERENCES {schema}.queue(seq),
              reason TEXT   NOT NULL,
@@ -232,7 +238,20 @@ pub fn connect(url: &str) -> Result<Client, FleetError> {
 /// for whole-ledger verification), lock waits at most 10 s, and a
 /// transaction left idle is ended after 30 s. Commits are synchronous.
 pub fn connect_for(url: &str, statement_timeout: Option<Duration>) -> Result<Client, FleetError> {
+    connect_named(url, statement_timeout, None)
+}
+
+/// [`connect_for`], naming the connection (`application_name`) so that
+/// operators, and [`lock_holder`], can tell who holds it.
+pub fn connect_named(
+    url: &str,
+    statement_timeout: Option<Duration>,
+    name: Option<&str>,
+) -> Result<Client, FleetError> {
     let mut config: postgres::Config = url.parse()?;
+    if let Some(n) = name {
+        config.application_name(n);
+    }
     config
         .connect_timeout(Duration::from_secs(3))
         .keepalives(true)
@@ -426,6 +445,84 @@ pub fn since(
         .into_iter()
         .map(|r| (r.get(0), authentic_row(mac, &r, None)))
         .collect())
+}
+
+/// A node as it last reported itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRow {
+    /// Its name (`[storage] node`).
+    pub name: String,
+    /// Unix seconds of its last report (every 2 s while it runs).
+    pub last_seen: i64,
+    /// Whether it held the sequencer lock.
+    pub sequencer: bool,
+    /// The checkpoint size it had verified.
+    pub published: i64,
+}
+
+/// Records that `node` is alive (its follower calls this every 2 s).
+pub fn heartbeat(
+    client: &mut Client,
+    schema: &str,
+    node: &str,
+    now: i64,
+    sequencer: bool,
+    published: i64,
+) -> Result<(), FleetError> {
+    check_schema(schema)?;
+    client.execute(
+        &format!(
+            "INSERT INTO {schema}.nodes (name, last_seen, sequencer, published) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen,
+               sequencer = excluded.sequencer, published = excluded.published"
+        ),
+        &[&node, &now, &sequencer, &published],
+    )?;
+    Ok(())
+}
+
+/// Every node that ever reported, most recent first.
+pub fn nodes(client: &mut Client, schema: &str) -> Result<Vec<NodeRow>, FleetError> {
+    check_schema(schema)?;
+    Ok(client
+        .query(
+            &format!(
+                "SELECT name, last_seen, sequencer, published FROM {schema}.nodes
+                 ORDER BY last_seen DESC, name"
+            ),
+            &[],
+        )?
+        .into_iter()
+        .map(|r| NodeRow {
+            name: r.get(0),
+            last_seen: r.get(1),
+            sequencer: r.get(2),
+            published: r.get(3),
+        })
+        .collect())
+}
+
+/// Prefix of the sequencer connection's `application_name`; the node name follows.
+pub const SEQUENCER_APP: &str = "tally sequencer ";
+
+/// The node whose connection holds the sequencer lock now (from `pg_locks`),
+/// if any: the authoritative answer, whatever the nodes last reported.
+pub fn lock_holder(client: &mut Client, schema: &str) -> Result<Option<String>, FleetError> {
+    check_schema(schema)?;
+    let key = lock_key(schema) as u64;
+    let (high, low) = ((key >> 32) as i64, (key & 0xffff_ffff) as i64);
+    Ok(client
+        .query_opt(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+               AND l.classid = ($1::bigint)::oid AND l.objid = ($2::bigint)::oid
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[&high, &low],
+        )?
+        .map(|r| {
+            let app: String = r.get(0);
+            app.strip_prefix(SEQUENCER_APP).unwrap_or(&app).to_string()
+        }))
 }
 
 /// Queue rows waiting for the sequencer.

@@ -755,7 +755,23 @@ impl Follow {
 fn follower(shared: Arc<Shared>, client: Client, mut follow: Follow) {
     let mut slot = Some(client);
     let mut listening = false;
+    let mut reported: Option<Instant> = None;
     while !shared.stop.load(Ordering::SeqCst) {
+        if reported.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+            let beat = with_client(&mut slot, &shared, |c| {
+                super::heartbeat(
+                    c,
+                    &shared.cfg.schema,
+                    &shared.cfg.node,
+                    now_secs(),
+                    shared.leader.load(Ordering::SeqCst),
+                    shared.published.load(Ordering::SeqCst) as i64,
+                )
+            });
+            if beat.is_ok() {
+                reported = Some(Instant::now());
+            }
+        }
         let round = with_client(&mut slot, &shared, |c| {
             if !listening {
                 c.batch_execute(&format!("LISTEN {}", super::channel(&shared.cfg.schema)))?;
@@ -955,8 +971,12 @@ fn sequencer(shared: Arc<Shared>, signer: NoteSigner) {
     let mut state = State::Idle(signer);
     while !shared.stop.load(Ordering::SeqCst) {
         state = match state {
-            State::Idle(signer) => match super::connect_for(&shared.cfg.url, None)
-                .and_then(|c| super::migrate_with(c, &shared.cfg.schema))
+            State::Idle(signer) => match super::connect_named(
+                &shared.cfg.url,
+                None,
+                Some(&format!("{}{}", super::SEQUENCER_APP, shared.cfg.node)),
+            )
+            .and_then(|c| super::migrate_with(c, &shared.cfg.schema))
             {
                 Ok(c) => State::Connected(Box::new(Sequencer::with_client(
                     c,
