@@ -17,6 +17,7 @@ pub mod access;
 pub mod fleet;
 pub mod incidents;
 pub mod ledger;
+pub mod pg;
 pub mod sql;
 pub mod state;
 pub mod store;

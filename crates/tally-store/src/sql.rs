@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use postgres::types::{FromSql, ToSql, Type};
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
 use rusqlite::Connection;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
@@ -438,11 +438,8 @@ impl Db {
         lock_key: i64,
     ) -> Result<Db, SqlError> {
         check_schema(schema)?;
-        let mut config: postgres::Config = url.parse().map_err(|e| {
-            SqlError::Config(format!(
-                "the PostgreSQL URL is not valid ({e}); expected postgres://user@host:port/database"
-            ))
-        })?;
+        let tls = crate::pg::parse(url).map_err(SqlError::Config)?;
+        let mut config = tls.config.clone();
         config
             .connect_timeout(CONNECT_TIMEOUT)
             // A server that vanished (no reset, no answer) is given up on
@@ -465,6 +462,7 @@ impl Db {
                 target: target.clone(),
                 schema: schema.to_owned(),
                 lock_key,
+                tls: tls.clone(),
                 client: None,
                 statements: HashMap::new(),
                 down: down.clone(),
@@ -714,6 +712,8 @@ struct Worker {
     target: String,
     schema: String,
     lock_key: i64,
+    /// TLS settings from the URL.
+    tls: crate::pg::Target,
     client: Option<Client>,
     statements: HashMap<String, Statement>,
     /// When a connection attempt last failed, shared by the pool.
@@ -773,7 +773,7 @@ impl Worker {
                 )));
             }
         }
-        let attempt = self.config.connect(NoTls).and_then(|mut c| {
+        let attempt = crate::pg::connect(&self.config, &self.tls).and_then(|mut c| {
             c.batch_execute(&format!(
                 "SET search_path TO {}; SET statement_timeout = '{STATEMENT_TIMEOUT}'; \
                  SET lock_timeout = '10s'; SET idle_in_transaction_session_timeout = '30s'; \

@@ -28,7 +28,7 @@ pub mod node;
 use std::time::Duration;
 
 use aws_lc_rs::hmac;
-use postgres::{Client, NoTls};
+use postgres::Client;
 use tally_core::merkle::{self, MerkleTree};
 use tally_core::note::{Checkpoint, NoteSigner, NoteVerifier, SignedCheckpoint};
 use tally_core::record::IssuanceRecord;
@@ -114,6 +114,9 @@ pub enum FleetError {
     /// The node is shutting down.
     #[error("the fleet ledger is closed")]
     Closed,
+    /// The storage URL or its TLS settings are not usable.
+    #[error("{0}")]
+    Config(String),
 }
 
 impl FleetError {
@@ -127,6 +130,7 @@ impl FleetError {
             FleetError::Signing(_) => "signing_failed",
             FleetError::Duplicate => "duplicate_token_id",
             FleetError::Closed => "store_unavailable",
+            FleetError::Config(_) => "bad_config",
         }
     }
 }
@@ -248,7 +252,8 @@ pub fn connect_named(
     statement_timeout: Option<Duration>,
     name: Option<&str>,
 ) -> Result<Client, FleetError> {
-    let mut config: postgres::Config = url.parse()?;
+    let target = crate::pg::parse(url).map_err(FleetError::Config)?;
+    let mut config = target.config.clone();
     if let Some(n) = name {
         config.application_name(n);
     }
@@ -272,7 +277,7 @@ pub fn connect_named(
          -c tcp_user_timeout=5000"
     ));
     config.options(options.trim());
-    Ok(config.connect(NoTls)?)
+    Ok(crate::pg::connect(&config, &target)?)
 }
 
 /// Whether `e` means the database cannot be used now (as opposed to a
