@@ -167,7 +167,7 @@ impl App {
                 crate::config::Storage::Embedded => "tally".into(),
             };
             watch.count_across_fleet(
-                url.clone(),
+                url.expose().to_string(),
                 namespace,
                 &dir.master.derive("detector/fleet-hash"),
             );

@@ -369,7 +369,7 @@ pub struct Config {
     /// Where the ledger and shared state live.
     pub storage: Storage,
     /// Redis for fleet-wide distinct counts (`[storage] redis_url`).
-    pub redis_url: Option<String>,
+    pub redis_url: Option<StorageUrl>,
 }
 
 /// A configuration problem, phrased for the operator.
@@ -589,7 +589,7 @@ impl Config {
                     redact_url(&u)
                 )));
             }
-            other => other,
+            other => other.map(StorageUrl),
         };
         let storage = Storage::parse(
             over.storage.or(storage_file.url),
