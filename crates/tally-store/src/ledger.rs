@@ -534,12 +534,7 @@ impl Ledger {
     /// Encoded records `start..end` (end exclusive, at most 1000), for outsiders
     /// to recompute leaf hashes.
     pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, LedgerError> {
-        let size = self.size();
-        if start >= end || end > size || end - start > 1000 {
-            return Err(LedgerError::OutOfRange(format!(
-                "need start < end <= {size} and at most 1000 entries"
-            )));
-        }
+        crate::store::check_entries(start, end, self.size())?;
         self.with_reader(|c| {
             let mut stmt =
                 c.prepare("SELECT record FROM ledger WHERE idx >= ?1 AND idx < ?2 ORDER BY idx")?;
@@ -561,48 +556,20 @@ impl Ledger {
         let Some(found) = self.lookup(token_id)? else {
             return Ok(None);
         };
-        let committed = self.size();
-        let size = size.unwrap_or(committed);
-        if size > committed || found.index >= size {
-            return Err(LedgerError::OutOfRange(format!(
-                "entry {} is not in a tree of size {size} (committed size {committed})",
-                found.index
-            )));
-        }
         let tree = self.shared.tree.read().unwrap_or_else(|e| e.into_inner());
-        let hashes = tree
-            .inclusion_proof(found.index, size)
-            .map_err(|e| LedgerError::OutOfRange(e.to_string()))?;
-        Ok(Some(InclusionProof {
-            leaf_index: found.index,
-            tree_size: size,
-            hashes,
-        }))
+        crate::store::inclusion_in(&tree, self.size(), found.index, size).map(Some)
     }
 
     /// Consistency proof between two committed sizes.
     pub fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>, LedgerError> {
-        let committed = self.size();
-        if from == 0 || from > to || to > committed {
-            return Err(LedgerError::OutOfRange(format!(
-                "need 0 < from <= to <= {committed}"
-            )));
-        }
         let tree = self.shared.tree.read().unwrap_or_else(|e| e.into_inner());
-        tree.consistency_proof(from, to)
-            .map_err(|e| LedgerError::OutOfRange(e.to_string()))
+        crate::store::consistency_in(&tree, self.size(), from, to)
     }
 
     /// Root hash at a committed size.
     pub fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
-        if size > self.size() {
-            return Err(LedgerError::OutOfRange(format!(
-                "size {size} is not committed"
-            )));
-        }
         let tree = self.shared.tree.read().unwrap_or_else(|e| e.into_inner());
-        tree.root_at(size)
-            .map_err(|e| LedgerError::OutOfRange(e.to_string()))
+        crate::store::root_in(&tree, self.size(), size)
     }
 
     /// Stops the writer after it has committed everything already submitted.

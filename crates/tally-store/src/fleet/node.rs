@@ -489,12 +489,7 @@ impl FleetLedger {
 
     /// Encoded records `start..end` (at most 1000) of the published tree.
     pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, LedgerError> {
-        let size = self.size();
-        if start >= end || end > size || end - start > 1000 {
-            return Err(LedgerError::OutOfRange(format!(
-                "need start < end <= {size} and at most 1000 entries"
-            )));
-        }
+        crate::store::check_entries(start, end, self.size())?;
         let rows = self.run(move |c, s| {
             let schema = &s.cfg.schema;
             Ok(c.query(
@@ -574,47 +569,20 @@ impl FleetLedger {
         let Some(index) = self.index_of(token_id)? else {
             return Ok(None);
         };
-        let committed = self.size();
-        let size = size.unwrap_or(committed);
-        if size > committed || index >= size {
-            return Err(LedgerError::OutOfRange(format!(
-                "entry {index} is not in a tree of size {size} (committed size {committed})"
-            )));
-        }
         let tree = self.shared.tree.read().unwrap_or_else(|e| e.into_inner());
-        let hashes = tree
-            .inclusion_proof(index, size)
-            .map_err(|e| LedgerError::OutOfRange(e.to_string()))?;
-        Ok(Some(InclusionProof {
-            leaf_index: index,
-            tree_size: size,
-            hashes,
-        }))
+        crate::store::inclusion_in(&tree, self.size(), index, size).map(Some)
     }
 
     /// Consistency proof between two published sizes.
     pub fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>, LedgerError> {
-        let committed = self.size();
-        if from == 0 || from > to || to > committed {
-            return Err(LedgerError::OutOfRange(format!(
-                "need 0 < from <= to <= {committed}"
-            )));
-        }
         let tree = self.shared.tree.read().unwrap_or_else(|e| e.into_inner());
-        tree.consistency_proof(from, to)
-            .map_err(|e| LedgerError::OutOfRange(e.to_string()))
+        crate::store::consistency_in(&tree, self.size(), from, to)
     }
 
     /// Root hash at a published size.
     pub fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
-        if size > self.size() {
-            return Err(LedgerError::OutOfRange(format!(
-                "size {size} is not committed"
-            )));
-        }
         let tree = self.shared.tree.read().unwrap_or_else(|e| e.into_inner());
-        tree.root_at(size)
-            .map_err(|e| LedgerError::OutOfRange(e.to_string()))
+        crate::store::root_in(&tree, self.size(), size)
     }
 
     /// Stops the threads after the writer has answered everything submitted;
