@@ -104,7 +104,7 @@ pub fn parse(url: &str) -> Result<Target, String> {
     });
     let tls_config = match tls {
         TlsMode::Disable => None,
-        TlsMode::Prefer | TlsMode::Require => Some(client_config(Arc::new(NoCheck(provider())))?),
+        TlsMode::Prefer | TlsMode::Require => Some(client_config(Arc::new(Lenient::new(None)))?),
         TlsMode::VerifyCa | TlsMode::VerifyFull => {
             let path = root.ok_or_else(|| {
                 "sslmode=verify-ca and verify-full need sslrootcert=<PEM file of trusted CAs>"
@@ -129,7 +129,7 @@ pub fn parse(url: &str) -> Result<Target, String> {
             .build()
             .map_err(|e| format!("sslrootcert={path}: {e}"))?;
             let verifier: Arc<dyn ServerCertVerifier> = if tls == TlsMode::VerifyCa {
-                Arc::new(ChainOnly(full))
+                Arc::new(Lenient::new(Some(full)))
             } else {
                 full
             };
@@ -166,53 +166,26 @@ pub fn connect(config: &postgres::Config, target: &Target) -> Result<Client, pos
     }
 }
 
-/// `sslmode=require`: encrypted, the certificate not checked (libpq's
-/// meaning); the handshake's signatures are still verified.
+/// The certificate check of `require` (none: libpq's meaning) and of
+/// `verify-ca` (the chain must lead to a trusted CA, the name is not
+/// checked). The handshake's signatures are verified in both.
 #[derive(Debug)]
-struct NoCheck(CryptoProvider);
-
-fn algorithms(p: &CryptoProvider) -> &WebPkiSupportedAlgorithms {
-    &p.signature_verification_algorithms
+struct Lenient {
+    /// `None`: any certificate (require); else the chain is checked.
+    chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for NoCheck {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms(&self.0))
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms(&self.0))
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        algorithms(&self.0).supported_schemes()
+impl Lenient {
+    fn new(chain: Option<Arc<rustls::client::WebPkiServerVerifier>>) -> Lenient {
+        Lenient {
+            chain,
+            algorithms: provider().signature_verification_algorithms,
+        }
     }
 }
 
-/// `sslmode=verify-ca`: the chain must lead to a trusted CA; the name is not
-/// checked (libpq's meaning).
-#[derive(Debug)]
-struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -221,10 +194,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -237,7 +210,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
     fn verify_tls13_signature(
         &self,
@@ -245,10 +218,10 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
