@@ -188,17 +188,8 @@ impl Storage {
             )));
         }
         let schema = schema.unwrap_or_else(|| "tally".into());
-        let ok = !schema.is_empty()
-            && schema.len() <= 48
-            && schema.starts_with(|c: char| c.is_ascii_lowercase())
-            && schema
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !ok {
-            return Err(ConfigError(format!(
-                "storage schema {schema:?} must be 1-48 of a-z, 0-9, _ and start with a letter"
-            )));
-        }
+        tally_store::sql::check_schema(&schema)
+            .map_err(|e| ConfigError(format!("[storage] {e}")))?;
         let node = node.unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname")
                 .ok()

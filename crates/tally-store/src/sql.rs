@@ -352,7 +352,7 @@ const STATE_LOCK: i64 = 0x7461_6c6c_7973_7474;
 const INCIDENT_LOCK: i64 = 0x7461_6c6c_7969_6e63;
 
 /// FNV-1a of a schema name.
-fn schema_hash(schema: &str) -> i64 {
+pub(crate) fn schema_hash(schema: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in schema.bytes() {
         h ^= u64::from(b);

@@ -41,12 +41,7 @@ pub const SEQUENCER_LOCK: i64 = 0x7461_6c6c_7973_6571;
 /// The sequencer's advisory lock key for `schema` (FNV-1a of the name, xor
 /// [`SEQUENCER_LOCK`]).
 pub fn lock_key(schema: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in schema.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h as i64) ^ SEQUENCER_LOCK
+    crate::sql::schema_hash(schema) ^ SEQUENCER_LOCK
 }
 
 /// The record MAC: HMAC-SHA256 under a key derived from the master key.
@@ -136,17 +131,7 @@ impl FleetError {
 }
 
 fn check_schema(schema: &str) -> Result<(), FleetError> {
-    let ok = !schema.is_empty()
-        && schema.len() <= 48
-        && schema.starts_with(|c: char| c.is_ascii_lowercase())
-        && schema
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(FleetError::BadSchema(schema.to_string()))
-    }
+    crate::sql::check_schema(schema).map_err(|_| FleetError::BadSchema(schema.to_string()))
 }
 
 /// Creates the schema and tables if needed (idempotent; safe from many nodes).
