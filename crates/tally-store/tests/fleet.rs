@@ -14,38 +14,9 @@ use tally_store::fleet::node::{FleetConfig, FleetLedger};
 use tally_store::fleet::{self, FleetError, RecordMac, Sequencer, Step};
 use tally_store::{LedgerError, LedgerStore};
 
-fn url() -> String {
-    std::env::var("TALLY_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
+mod support;
 
-/// A schema for one test, dropped when the guard goes.
-struct Schema(String);
-
-impl Schema {
-    fn new(name: &str) -> Option<Schema> {
-        match fleet::connect(&url()) {
-            Ok(_) => Some(Schema(format!("t_{name}_{}", std::process::id()))),
-            Err(e) => {
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "CI=true but PostgreSQL at {} is unreachable: {e}",
-                    url()
-                );
-                eprintln!("skipping: PostgreSQL at {} is unreachable ({e})", url());
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        if let Ok(mut c) = fleet::connect(&url()) {
-            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0));
-        }
-    }
-}
+use support::{Schema, url};
 
 fn record(i: usize) -> IssuanceRecord {
     let token = format!("token-bytes-{i}");

@@ -16,6 +16,10 @@ use tally_store::fleet::{self, RecordMac};
 use tally_store::store::append_blocking;
 use tally_store::{Ledger, LedgerError, LedgerStore};
 
+mod support;
+
+use support::{Schema, TempDir, url};
+
 fn signer() -> NoteSigner {
     NoteSigner::from_seed("conformance.tally/ledger", &[11u8; 32]).unwrap()
 }
@@ -137,10 +141,9 @@ fn conforms(l: &dyn LedgerStore) {
 
 #[test]
 fn the_embedded_ledger_conforms() {
-    let dir = std::env::temp_dir().join(format!("tally-conf-ledger-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("tally-conf-ledger");
     let ledger = Ledger::open(
-        &dir.join("ledger.db"),
+        &dir.path().join("ledger.db"),
         signer(),
         &mut |_, _| {},
         &mut |_, _| {},
@@ -148,33 +151,15 @@ fn the_embedded_ledger_conforms() {
     .unwrap();
     assert_eq!(LedgerStore::backend(&ledger), "sqlite");
     conforms(&ledger);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_fleet_node_conforms() {
-    let url = std::env::var("TALLY_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    if let Err(e) = fleet::connect(&url) {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but PostgreSQL at {url} is unreachable: {e}"
-        );
-        eprintln!("skipping: PostgreSQL at {url} is unreachable ({e})");
+    let Some(schema) = Schema::new("conf_ledger") else {
         return;
-    }
-    let schema = format!("t_conf_ledger_{}", std::process::id());
-    struct DropSchema(String, String);
-    impl Drop for DropSchema {
-        fn drop(&mut self) {
-            if let Ok(mut c) = fleet::connect(&self.0) {
-                let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.1));
-            }
-        }
-    }
-    let _guard = DropSchema(url.clone(), schema.clone());
+    };
     let node = FleetLedger::open(
-        FleetConfig::new(&url, &schema, "conformance"),
+        FleetConfig::new(&url(), &schema.0, "conformance"),
         signer(),
         RecordMac::new(&[12u8; 32]),
         &mut |_, _| {},

@@ -6,10 +6,9 @@
 use tally_store::StateStore;
 use tally_store::fleet;
 
-fn url() -> String {
-    std::env::var("TALLY_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
+mod support;
+
+use support::{postgres_reachable, url};
 
 fn with(params: &str) -> String {
     let u = url();
@@ -28,18 +27,10 @@ fn encrypted(c: &mut postgres::Client) -> bool {
 }
 
 fn server_with_tls() -> bool {
-    let mut c = match fleet::connect(&url()) {
-        Ok(c) => c,
-        Err(e) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true but PostgreSQL at {} is unreachable: {e}",
-                url()
-            );
-            eprintln!("skipping: PostgreSQL at {} is unreachable ({e})", url());
-            return false;
-        }
-    };
+    if !postgres_reachable() {
+        return false;
+    }
+    let mut c = fleet::connect(&url()).unwrap();
     let on: String = c.query_one("SHOW ssl", &[]).unwrap().get(0);
     if on != "on" {
         eprintln!("skipping: the PostgreSQL server at {} has ssl = off", url());

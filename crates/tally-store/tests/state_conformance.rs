@@ -7,7 +7,6 @@
 //! PostgreSQL tests say they are skipped; with `CI=true` they must run.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -17,50 +16,9 @@ use tally_store::state::{
     StateStore,
 };
 
-fn url() -> String {
-    std::env::var("TALLY_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
+mod support;
 
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A name no other test (or test run) uses.
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{prefix}_{}_{}_{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-/// Runs `f` on a thread of its own: the synchronous PostgreSQL client used
-/// to set up and clean up must not run on a tokio runtime thread.
-fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| match s.spawn(f).join() {
-        Ok(v) => v,
-        Err(panic) => std::panic::resume_unwind(panic),
-    })
-}
-
-/// Whether PostgreSQL answers; panics under `CI=true` if it does not.
-fn postgres_reachable() -> bool {
-    match fleet::connect(&url()) {
-        Ok(_) => true,
-        Err(e) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true but PostgreSQL at {} is unreachable: {e}",
-                url()
-            );
-            eprintln!("skipping: PostgreSQL at {} is unreachable ({e})", url());
-            false
-        }
-    }
-}
+use support::{off_runtime, postgres_reachable, unique, url};
 
 /// The database of one test, removed when the fixture goes.
 enum Fixture {

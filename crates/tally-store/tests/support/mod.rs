@@ -1,0 +1,102 @@
+//! What the store's PostgreSQL tests share: the server's URL (127.0.0.1:5432,
+//! database `test`, or `TALLY_TEST_PG_URL`), the skip rule (without a
+//! reachable server a test says it is skipped; with `CI=true` it must run),
+//! unique names, and schemas and directories removed when a test ends, even
+//! when it fails.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tally_store::fleet;
+
+/// The test server's URL.
+pub fn url() -> String {
+    std::env::var("TALLY_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A name no other test (or test run) uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Runs `f` on a thread of its own: the synchronous PostgreSQL client used
+/// to set up and clean up must not run on a tokio runtime thread.
+pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+/// Whether PostgreSQL answers; panics under `CI=true` if it does not.
+pub fn postgres_reachable() -> bool {
+    match off_runtime(|| fleet::connect(&url())) {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but PostgreSQL at {} is unreachable: {e}",
+                url()
+            );
+            eprintln!("skipping: PostgreSQL at {} is unreachable ({e})", url());
+            false
+        }
+    }
+}
+
+/// A schema of one test, dropped when it goes.
+pub struct Schema(pub String);
+
+impl Schema {
+    /// A fresh schema named after `prefix`, or `None` (said) when PostgreSQL
+    /// cannot be reached.
+    pub fn new(prefix: &str) -> Option<Schema> {
+        postgres_reachable().then(|| Schema(unique(&format!("t_{prefix}"))))
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let name = &self.0;
+        off_runtime(|| {
+            if let Ok(mut c) = fleet::connect(&url()) {
+                let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"));
+            }
+        });
+    }
+}
+
+/// A directory of one test, removed when it goes.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A fresh directory named after `prefix`.
+    pub fn new(prefix: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
