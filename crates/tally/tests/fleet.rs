@@ -231,17 +231,10 @@ fn three_nodes_one_ledger() {
         assert_eq!(r["storage"], "postgres", "{r}");
     }
     // Admin commands work on the shared store from any node's directory.
-    tally_ok(
-        &[
-            "users",
-            "add",
-            "member",
-            "--password-stdin",
-            "--data",
-            &data_c,
-            "--config",
-            cfg_c.to_str().unwrap(),
-        ],
+    admin(
+        &data_c,
+        &cfg_c,
+        &["users", "add", "member", "--password-stdin"],
         Some("correct horse 42\n"),
     );
     let jwks = |s: &Server| -> Value {
@@ -276,7 +269,7 @@ fn three_nodes_one_ledger() {
     // 2. A key imported through one node's directory becomes the fleet's
     //    signing key everywhere; the copy an insider kept forges tokens with
     //    valid signatures, refused on every node as not issued.
-    let insider = import_insider_key_with(root.path(), &data_a, &cfg_a, "insider-copy");
+    let insider = import_insider_key_in(root.path(), &data_a, &cfg_a, "insider-copy");
     let mut claims = payload(&token);
     claims["jti"] = serde_json::json!("forged-in-a-fleet");
     let forged = jws(
@@ -359,17 +352,10 @@ fn three_nodes_one_ledger() {
     eprintln!("sequencer fail-over after {:?}", killed.elapsed());
     // The operator's view: three nodes reported, and the lock holder is a
     // node that is alive and says it sequences.
-    let status: Value = serde_json::from_str(&tally_ok(
-        &[
-            "fleet",
-            "status",
-            "--format",
-            "json",
-            "--data",
-            &data_c,
-            "--config",
-            cfg_c.to_str().unwrap(),
-        ],
+    let status: Value = serde_json::from_str(&admin(
+        &data_c,
+        &cfg_c,
+        &["fleet", "status", "--format", "json"],
         None,
     ))
     .unwrap();
@@ -407,22 +393,8 @@ fn three_nodes_one_ledger() {
     )
     .expect("the ledger after fail-over extends the ledger before");
     assert_eq!(check(alive[1], &after_token), (200, "ok".into()));
-    let verify = tally(
-        &[
-            "ledger",
-            "verify",
-            "--data",
-            &data_c,
-            "--config",
-            cfg_c.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    let verify = admin(&data_c, &cfg_c, &["ledger", "verify"], None);
+    assert!(verify.contains("result       OK"), "{verify}");
 
     // 5. PostgreSQL goes away: known tokens keep working, unknown ones are
     //    `unavailable`, issuance answers 503, /readyz turns red.
@@ -490,28 +462,21 @@ fn unsafe_free_kill(server: Server) {
     drop(server);
 }
 
-/// [`import_insider_key`] through a fleet node's configuration.
-fn import_insider_key_with(dir: &Path, data: &str, config: &Path, kid: &str) -> RawKey {
-    let key = tally_core::jose::SigningKey::generate(tally_core::jose::Algorithm::EdDSA).unwrap();
-    let der = key.to_pkcs8_der().unwrap();
-    let pem_path = dir.join(format!("{kid}.pem"));
-    std::fs::write(&pem_path, pem(&der)).unwrap();
-    tally_ok(
-        &[
-            "keys",
-            "import",
-            "--kid",
-            kid,
-            "--pem",
-            pem_path.to_str().unwrap(),
-            "--data",
-            data,
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        None,
-    );
-    RawKey::from_pkcs8(&der)
+/// `tally ARGS --data DATA --config CONFIG`: an admin command through a
+/// fleet node's directory and configuration; asserts success.
+fn admin(data: &str, config: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--data", data, "--config", config.to_str().unwrap()]);
+    tally_ok(&all, stdin)
+}
+
+/// [`import_insider_key`] through a fleet node's directory and configuration.
+fn import_insider_key_in(dir: &Path, data: &str, config: &Path, kid: &str) -> RawKey {
+    import_insider_key_with(
+        dir,
+        &["--data", data, "--config", config.to_str().unwrap()],
+        kid,
+    )
 }
 
 fn redis_url() -> String {
@@ -535,35 +500,20 @@ fn redis_or_skip() -> bool {
 
 /// The detections a node's incident store holds, as JSON.
 fn detections(data: &str, config: &Path) -> Vec<Value> {
-    let list: Value = serde_json::from_str(&tally_ok(
-        &[
-            "incident",
-            "list",
-            "--format",
-            "json",
-            "--data",
-            data,
-            "--config",
-            config.to_str().unwrap(),
-        ],
+    let list: Value = serde_json::from_str(&admin(
+        data,
+        config,
+        &["incident", "list", "--format", "json"],
         None,
     ))
     .unwrap();
     let mut out = Vec::new();
     for inc in list.as_array().unwrap() {
         let id = inc["id"].as_i64().unwrap().to_string();
-        let shown: Value = serde_json::from_str(&tally_ok(
-            &[
-                "incident",
-                "show",
-                &id,
-                "--format",
-                "json",
-                "--data",
-                data,
-                "--config",
-                config.to_str().unwrap(),
-            ],
+        let shown: Value = serde_json::from_str(&admin(
+            data,
+            config,
+            &["incident", "show", &id, "--format", "json"],
             None,
         ))
         .unwrap();
@@ -603,18 +553,11 @@ fn a_scrape_spread_over_three_nodes_is_counted_as_one() {
         .map(|(d, c)| Server::start(Path::new(d), Some(c)))
         .collect();
     let (data_a, cfg_a) = &nodes[0];
-    let insider = import_insider_key_with(root.path(), data_a, cfg_a, "insider-copy");
-    tally_ok(
-        &[
-            "users",
-            "add",
-            "member",
-            "--password-stdin",
-            "--data",
-            data_a,
-            "--config",
-            cfg_a.to_str().unwrap(),
-        ],
+    let insider = import_insider_key_in(root.path(), data_a, cfg_a, "insider-copy");
+    admin(
+        data_a,
+        cfg_a,
+        &["users", "add", "member", "--password-stdin"],
         Some("correct horse 42\n"),
     );
     for s in &servers {
@@ -663,17 +606,10 @@ fn a_scrape_spread_over_three_nodes_is_counted_as_one() {
     // One attack, one incident: every node sees the same single incident,
     // holding the forged-token and the fleet's mass-access detections.
     let list = |(d, c): &(String, std::path::PathBuf)| -> Value {
-        serde_json::from_str(&tally_ok(
-            &[
-                "incident",
-                "list",
-                "--format",
-                "json",
-                "--data",
-                d,
-                "--config",
-                c.to_str().unwrap(),
-            ],
+        serde_json::from_str(&admin(
+            d,
+            c,
+            &["incident", "list", "--format", "json"],
             None,
         ))
         .unwrap()
@@ -750,18 +686,7 @@ fn a_scrape_spread_over_three_nodes_is_counted_as_one() {
             .any(|d| d["key"] == replay.as_str() && d["samples"][0]["counted_by"] == "fleet")
     });
     let (data_b, cfg_b) = &nodes[1];
-    let out = tally_ok(
-        &[
-            "keys",
-            "compromise",
-            "insider-copy",
-            "--data",
-            data_b,
-            "--config",
-            cfg_b.to_str().unwrap(),
-        ],
-        None,
-    );
+    let out = admin(data_b, cfg_b, &["keys", "compromise", "insider-copy"], None);
     let revoked: u64 = out
         .lines()
         .find_map(|l| l.strip_prefix("revoked"))

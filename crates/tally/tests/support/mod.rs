@@ -325,23 +325,26 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 /// token key `kid` (writing its PEM into `dir`), and returns the copy an
 /// insider kept: whatever it signs has a valid signature.
 pub fn import_insider_key(dir: &Path, data: &str, kid: &str) -> RawKey {
+    import_insider_key_with(dir, &["--data", data], kid)
+}
+
+/// [`import_insider_key`] with the store named by `store_args` (`--data
+/// DIR`, and `--config FILE` for a fleet).
+pub fn import_insider_key_with(dir: &Path, store_args: &[&str], kid: &str) -> RawKey {
     let key = tally_core::jose::SigningKey::generate(tally_core::jose::Algorithm::EdDSA).unwrap();
     let der = key.to_pkcs8_der().unwrap();
     let pem_path = dir.join(format!("{kid}.pem"));
     std::fs::write(&pem_path, pem(&der)).unwrap();
-    tally_ok(
-        &[
-            "keys",
-            "import",
-            "--kid",
-            kid,
-            "--pem",
-            pem_path.to_str().unwrap(),
-            "--data",
-            data,
-        ],
-        None,
-    );
+    let mut args = vec![
+        "keys",
+        "import",
+        "--kid",
+        kid,
+        "--pem",
+        pem_path.to_str().unwrap(),
+    ];
+    args.extend_from_slice(store_args);
+    tally_ok(&args, None);
     RawKey::from_pkcs8(&der)
 }
 
