@@ -121,10 +121,8 @@ pub enum IncidentCmd {
         /// Write to this file instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
-        /// Also read this access log (another node's `access.db`, in a
-        /// fleet); repeat for each node. This node's own is always read.
-        #[arg(long = "access-log", value_name = "PATH")]
-        access_logs: Vec<PathBuf>,
+        #[command(flatten)]
+        logs: LogsArg,
         #[command(flatten)]
         data: DataArg,
     },
@@ -138,10 +136,8 @@ pub enum IncidentCmd {
         /// Write to this file instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
-        /// Also read this access log (another node's `access.db`, in a
-        /// fleet); repeat for each node. This node's own is always read.
-        #[arg(long = "access-log", value_name = "PATH")]
-        access_logs: Vec<PathBuf>,
+        #[command(flatten)]
+        logs: LogsArg,
         #[command(flatten)]
         data: DataArg,
     },
@@ -157,10 +153,8 @@ pub enum IncidentCmd {
         /// `csv` or `json`.
         #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
         format: String,
-        /// Also read this access log (another node's `access.db`, in a
-        /// fleet); repeat for each node. This node's own is always read.
-        #[arg(long = "access-log", value_name = "PATH")]
-        access_logs: Vec<PathBuf>,
+        #[command(flatten)]
+        logs: LogsArg,
         #[command(flatten)]
         data: DataArg,
     },
@@ -204,35 +198,41 @@ fn write_out(output: Option<&Path>, text: &str) -> Result<(), String> {
 /// CLI's usual bar (shown from 100,000 events), finished afterwards.
 fn with_progress<T>(
     label: &'static str,
-    logs: &[AccessLog],
+    logs: &[(String, AccessLog)],
     f: impl FnOnce(&mut dyn FnMut(u64)) -> T,
 ) -> T {
-    let total = logs.iter().map(|l| l.len().unwrap_or(0)).sum();
+    let total = logs.iter().map(|(_, l)| l.len().unwrap_or(0)).sum();
     let mut bar = crate::progress::Progress::new(label);
     let out = f(&mut |n| bar.update(n, total));
     bar.finish();
     out
 }
 
-/// This node's access log and every `--access-log` given, opened.
-fn open_logs(data: &Path, extra: &[PathBuf]) -> Result<Vec<AccessLog>, String> {
+/// This node's access log and every `--access-log` given, opened and named
+/// by their paths (the report says which it read).
+fn open_logs(data: &Path, extra: &[PathBuf]) -> Result<Vec<(String, AccessLog)>, String> {
     std::iter::once(data.join("access.db"))
         .chain(extra.iter().cloned())
-        .map(|p| AccessLog::open(&p).map_err(|e| format!("access log {}: {e}", p.display())))
+        .map(|p| {
+            let log =
+                AccessLog::open(&p).map_err(|e| format!("access log {}: {e}", p.display()))?;
+            Ok((p.display().to_string(), log))
+        })
         .collect()
 }
 
-/// Names for the report: the paths read.
-fn sources<'a>(
-    data: &Path,
-    extra: &[PathBuf],
-    logs: &'a [AccessLog],
-) -> Vec<tally_server::report::Source<'a>> {
-    std::iter::once(data.join("access.db"))
-        .chain(extra.iter().cloned())
-        .map(|p| p.display().to_string())
-        .zip(logs.iter())
-        .collect()
+/// The opened logs as the report reads them.
+fn sources(logs: &[(String, AccessLog)]) -> Vec<tally_server::report::Source<'_>> {
+    logs.iter().map(|(name, log)| (name.clone(), log)).collect()
+}
+
+/// The access logs a report reads.
+#[derive(clap::Args)]
+pub struct LogsArg {
+    /// Also read this access log (another node's `access.db`, in a fleet);
+    /// repeat for each node. This node's own is always read.
+    #[arg(long = "access-log", value_name = "PATH")]
+    access_logs: Vec<PathBuf>,
 }
 
 pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
@@ -476,11 +476,11 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
             id,
             format,
             output,
-            access_logs,
+            logs: LogsArg { access_logs },
             ..
         } => {
             let logs = open_logs(&c.data, &access_logs)?;
-            let named = sources(&c.data, &access_logs, &logs);
+            let named = sources(&logs);
             let (report, impact) = with_progress("report", &logs, |p| {
                 tally_server::report::report_for(
                     &store,
@@ -507,11 +507,11 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
             id,
             format,
             output,
-            access_logs,
+            logs: LogsArg { access_logs },
             ..
         } => {
             let logs = open_logs(&c.data, &access_logs)?;
-            let named = sources(&c.data, &access_logs, &logs);
+            let named = sources(&logs);
             if store.incident(id).map_err(e)?.is_none() {
                 return Err(format!("no incident {id} (tally incident list)"));
             }
@@ -541,7 +541,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
             kid,
             since,
             format,
-            access_logs,
+            logs: LogsArg { access_logs },
             ..
         } => {
             let since_ms = since
@@ -550,7 +550,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
                 .transpose()?
                 .map_or(i64::MIN, |s| s * 1000);
             let logs = open_logs(&c.data, &access_logs)?;
-            let named = sources(&c.data, &access_logs, &logs);
+            let named = sources(&logs);
             // Re-evaluate each token of that key against the ledger now: a
             // token id the ledger does not hold for this key is untallied,
             // whatever verdict was recorded at the time.
