@@ -179,7 +179,7 @@ pub async fn login(
         // A fleet counts failures together: N nodes must not allow N times
         // the guesses.
         let (a, u, i) = (app.clone(), user_key.clone(), ip_key.clone());
-        let locked = blocking_state(move || {
+        let locked = crate::sessions::blocking(move || {
             a.dir
                 .state
                 .login_locked_for(&[u.as_str(), i.as_str()], now as i64)
@@ -262,7 +262,7 @@ pub async fn login(
     app.throttle_user.success(&user_key);
     if app.config.storage.is_shared() {
         let (a, u) = (app.clone(), user_key.clone());
-        blocking_state(move || a.dir.state.login_succeeded(&u)).await?;
+        crate::sessions::blocking(move || a.dir.state.login_succeeded(&u)).await?;
     }
     let jkt = crate::sessions::dpop_key(&app, &headers, "/v1/login")?;
     let (issued, refresh) = crate::sessions::start_session(
@@ -509,19 +509,6 @@ pub async fn issue_for(app: &Arc<App>, req: &TokenRequest<'_>) -> Result<Issued,
     })
 }
 
-/// A state-store call off the async runtime; a failure is a 503.
-async fn blocking_state<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, tally_store::StateError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| ApiError::unavailable("internal"))?
-        .map_err(|e| {
-            tracing::error!(code = e.code(), error = %e, "state store unavailable during login");
-            ApiError::unavailable("store_unavailable")
-        })
-}
-
 /// Books a failed login in the fleet's shared counts (nothing when embedded:
 /// the process's own throttles are the whole story).
 async fn shared_failure(
@@ -535,7 +522,7 @@ async fn shared_failure(
     }
     let (a, u, i) = (app.clone(), user_key.to_string(), ip_key.to_string());
     let (user_policy, ip_policy) = (*app.throttle_user.policy(), *app.throttle_ip.policy());
-    blocking_state(move || {
+    crate::sessions::blocking(move || {
         a.dir
             .state
             .login_failed(&[u.as_str()], at as i64, user_policy)?;

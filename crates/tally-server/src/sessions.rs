@@ -106,7 +106,9 @@ pub async fn start_session(
     Ok((issued, refresh))
 }
 
-async fn blocking<T: Send + 'static>(
+/// A state-store call off the async runtime; a failure is a 503 with the
+/// store's code (its reason goes to the log).
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, tally_store::StateError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
