@@ -497,13 +497,7 @@ impl Db {
         T: Send + 'static,
         E: From<SqlError> + Send + 'static,
     {
-        match &self.backend {
-            Backend::Sqlite(conn) => {
-                let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-                f(&mut SqliteTx { conn: &conn })
-            }
-            Backend::Postgres(pool) => pool.run(Mode::Read, f),
-        }
+        self.run(Mode::Read, f)
     }
 
     /// Runs `f` in one transaction, serialised with every other writer;
@@ -514,18 +508,7 @@ impl Db {
         T: Send + 'static,
         E: From<SqlError> + Send + 'static,
     {
-        match &self.backend {
-            Backend::Sqlite(conn) => {
-                let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-                let tx = conn
-                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                    .map_err(SqlError::from)?;
-                let out = f(&mut SqliteTx { conn: &tx })?;
-                tx.commit().map_err(SqlError::from)?;
-                Ok(out)
-            }
-            Backend::Postgres(pool) => pool.run(Mode::Write, f),
-        }
+        self.run(Mode::Write, f)
     }
 
     /// Runs `f` without taking the write lock, on one snapshot of the
@@ -539,17 +522,35 @@ impl Db {
         T: Send + 'static,
         E: From<SqlError> + Send + 'static,
     {
-        match &self.backend {
-            Backend::Sqlite(conn) => {
-                let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-                let tx = conn
-                    .transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)
-                    .map_err(SqlError::from)?;
-                // Read only: dropping the transaction rolls it back.
-                f(&mut SqliteTx { conn: &tx })
-            }
-            Backend::Postgres(pool) => pool.run(Mode::Snapshot, f),
+        self.run(Mode::Snapshot, f)
+    }
+
+    fn run<T, E, F>(&self, mode: Mode, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<SqlError> + Send + 'static,
+    {
+        let conn = match &self.backend {
+            Backend::Postgres(pool) => return pool.run(mode, f),
+            Backend::Sqlite(conn) => conn,
+        };
+        let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+        let behavior = match mode {
+            // Plain reads run outside a transaction, as before.
+            Mode::Read => return f(&mut SqliteTx { conn: &conn }),
+            Mode::Snapshot => rusqlite::TransactionBehavior::Deferred,
+            Mode::Write => rusqlite::TransactionBehavior::Immediate,
+        };
+        let tx = conn
+            .transaction_with_behavior(behavior)
+            .map_err(SqlError::from)?;
+        let out = f(&mut SqliteTx { conn: &tx })?;
+        // A snapshot only reads: dropping its transaction rolls it back.
+        if mode == Mode::Write {
+            tx.commit().map_err(SqlError::from)?;
         }
+        Ok(out)
     }
 }
 
