@@ -9,9 +9,8 @@
 //! raises `signer_ledger_mismatch` naming the key and the difference.
 //!
 //! In a fleet every node keeps its own accounts (its signatures, its
-//! records), stored under `kid` U+001F `node`: a node cannot see another's signatures
-//! as they are made, so only per-node accounts balance. (The separator is
-//! U+001F, which no key id can contain.)
+//! records), stored per key and node: a node cannot see another's signatures
+//! as they are made, so only per-node accounts balance.
 //!
 //! The durable count is flushed every second, so after an unclean shutdown it
 //! may be behind (never ahead of) the truth; a count found behind the ledger
@@ -101,8 +100,8 @@ pub struct Mismatch {
 pub struct Accounts {
     keys: Mutex<HashMap<String, Arc<KeyAccount>>>,
     reported: Mutex<HashMap<String, i64>>,
-    /// U+001F and the node's name in a fleet, empty for one node.
-    scope: String,
+    /// This node's name in a fleet, empty for one node.
+    node: String,
 }
 
 impl Accounts {
@@ -122,21 +121,10 @@ impl Accounts {
         node: Option<&str>,
     ) -> Result<Accounts, StateError> {
         let accounts = Accounts {
-            scope: node.map(|n| format!("\u{1f}{n}")).unwrap_or_default(),
+            node: node.unwrap_or_default().to_string(),
             ..Default::default()
         };
-        for (stored, (signed, withheld)) in state.signature_counts()? {
-            let kid = if accounts.scope.is_empty() {
-                if stored.contains('\u{1f}') {
-                    continue;
-                }
-                stored
-            } else {
-                match stored.strip_suffix(accounts.scope.as_str()) {
-                    Some(k) => k.to_string(),
-                    None => continue,
-                }
-            };
+        for (kid, (signed, withheld)) in state.signature_counts(&accounts.node)? {
             let a = accounts.account(&kid);
             let mut c = a.lock();
             c.signed = signed;
@@ -171,11 +159,7 @@ impl Accounts {
         for (kid, a) in &keys {
             let mut c = a.lock();
             if c.unflushed_signed + c.unflushed_withheld > 0 {
-                deltas.push((
-                    format!("{kid}{}", self.scope),
-                    c.unflushed_signed,
-                    c.unflushed_withheld,
-                ));
+                deltas.push((kid.clone(), c.unflushed_signed, c.unflushed_withheld));
                 c.unflushed_signed = 0;
                 c.unflushed_withheld = 0;
             }
@@ -183,11 +167,10 @@ impl Accounts {
         if deltas.is_empty() {
             return Ok(());
         }
-        if let Err(e) = state.add_signature_counts(&deltas) {
+        if let Err(e) = state.add_signature_counts(&self.node, &deltas) {
             // Put them back for the next try.
-            for (stored, s, w) in deltas {
-                let kid = stored.strip_suffix(self.scope.as_str()).unwrap_or(&stored);
-                let a = self.account(kid);
+            for (kid, s, w) in deltas {
+                let a = self.account(&kid);
                 let mut c = a.lock();
                 c.unflushed_signed += s;
                 c.unflushed_withheld += w;

@@ -291,7 +291,10 @@ ALTER TABLE sessions ADD COLUMN jkt TEXT;
 ALTER TABLE sessions ADD COLUMN audience TEXT;
 ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'user';
 ",
-    // v4: login failures shared by the nodes of a fleet.
+    // v4: login failures shared by the nodes of a fleet; signature counts
+    // per key and node (a node cannot see another's signatures as they are
+    // made, so only per-node accounts balance; '' is the only node of an
+    // embedded store).
     "
 CREATE TABLE login_failures (
     key          TEXT PRIMARY KEY,
@@ -299,6 +302,17 @@ CREATE TABLE login_failures (
     locked_until INTEGER NOT NULL,
     last_failure INTEGER NOT NULL
 );
+CREATE TABLE signature_counts_by_node (
+    kid      TEXT NOT NULL,
+    node     TEXT NOT NULL,
+    signed   INTEGER NOT NULL,
+    withheld INTEGER NOT NULL,
+    PRIMARY KEY (kid, node)
+);
+INSERT INTO signature_counts_by_node (kid, node, signed, withheld)
+    SELECT kid, '', signed, withheld FROM signature_counts;
+DROP TABLE signature_counts;
+ALTER TABLE signature_counts_by_node RENAME TO signature_counts;
 ",
 ];
 
@@ -468,6 +482,9 @@ CREATE TABLE login_failures (
     locked_until BIGINT NOT NULL,
     last_failure BIGINT NOT NULL
 );
+ALTER TABLE signature_counts ADD COLUMN node TEXT COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE signature_counts DROP CONSTRAINT signature_counts_pkey;
+ALTER TABLE signature_counts ADD PRIMARY KEY (kid, node);
 "#,
 ];
 
@@ -1083,34 +1100,44 @@ impl StateStore {
         })
     }
 
-    /// Adds to the durable signature counts: `(kid, signed, withheld)` deltas.
-    pub fn add_signature_counts(&self, deltas: &[(String, u64, u64)]) -> Result<(), StateError> {
-        let deltas = deltas.to_vec();
+    /// Adds to `node`'s durable signature counts (`""` when embedded):
+    /// `(kid, signed, withheld)` deltas.
+    pub fn add_signature_counts(
+        &self,
+        node: &str,
+        deltas: &[(String, u64, u64)],
+    ) -> Result<(), StateError> {
+        let (node, deltas) = (node.to_owned(), deltas.to_vec());
         self.db.write(move |tx| {
             for (kid, s, w) in deltas {
                 tx.execute(
-                    "INSERT INTO signature_counts (kid, signed, withheld) VALUES ($1, $2, $3)
-                     ON CONFLICT (kid) DO UPDATE SET signed = signature_counts.signed + excluded.signed,
+                    "INSERT INTO signature_counts (kid, node, signed, withheld) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (kid, node) DO UPDATE SET signed = signature_counts.signed + excluded.signed,
                        withheld = signature_counts.withheld + excluded.withheld",
-                    args![kid, s as i64, w as i64],
+                    args![kid, node.as_str(), s as i64, w as i64],
                 )?;
             }
             Ok(())
         })
     }
 
-    /// Durable signature counts per key: `kid -> (signed, withheld)`.
-    pub fn signature_counts(&self) -> Result<HashMap<String, (u64, u64)>, StateError> {
-        self.db.read(|tx| {
-            tx.query("SELECT kid, signed, withheld FROM signature_counts", &[])?
-                .iter()
-                .map(|r| {
-                    Ok((
-                        r.text(0)?,
-                        (r.i64(1)?.max(0) as u64, r.i64(2)?.max(0) as u64),
-                    ))
-                })
-                .collect()
+    /// Durable signature counts per key of `node` (`""` when embedded):
+    /// `kid -> (signed, withheld)`.
+    pub fn signature_counts(&self, node: &str) -> Result<HashMap<String, (u64, u64)>, StateError> {
+        let node = node.to_owned();
+        self.db.read(move |tx| {
+            tx.query(
+                "SELECT kid, signed, withheld FROM signature_counts WHERE node = $1",
+                args![node.as_str()],
+            )?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.text(0)?,
+                    (r.i64(1)?.max(0) as u64, r.i64(2)?.max(0) as u64),
+                ))
+            })
+            .collect()
         })
     }
 
@@ -1760,6 +1787,28 @@ mod tests {
         s.set_meta("origin", "b").unwrap();
         assert_eq!(s.meta("origin").unwrap().as_deref(), Some("b"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn signature_counts_of_a_v3_file_become_the_embedded_node_s() {
+        let dir = tempdir();
+        let path = dir.join("state.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..3] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO signature_counts (kid, signed, withheld) VALUES ('k1', 7, 2);
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap();
+        }
+        let s = StateStore::open(&path).unwrap();
+        assert_eq!(s.signature_counts("").unwrap()["k1"], (7, 2));
+        s.add_signature_counts("", &[("k1".into(), 1, 0)]).unwrap();
+        assert_eq!(s.signature_counts("").unwrap()["k1"], (8, 2));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn tempdir() -> std::path::PathBuf {

@@ -431,15 +431,20 @@ fn revocations(f: &Fixture) {
 
 fn signature_counts(f: &Fixture) {
     let s = f.open();
-    assert!(s.signature_counts().unwrap().is_empty());
-    s.add_signature_counts(&[("k1".into(), 3, 1), ("k2".into(), 5, 0)])
+    assert!(s.signature_counts("").unwrap().is_empty());
+    s.add_signature_counts("", &[("k1".into(), 3, 1), ("k2".into(), 5, 0)])
         .unwrap();
-    s.add_signature_counts(&[("k1".into(), 4, 2)]).unwrap();
-    s.add_signature_counts(&[]).unwrap();
-    let c = s.signature_counts().unwrap();
+    s.add_signature_counts("", &[("k1".into(), 4, 2)]).unwrap();
+    s.add_signature_counts("", &[]).unwrap();
+    let c = s.signature_counts("").unwrap();
     assert_eq!(c.len(), 2);
     assert_eq!(c["k1"], (7, 3));
     assert_eq!(c["k2"], (5, 0));
+    // In a fleet each node keeps its own account of the same key.
+    s.add_signature_counts("gate-2", &[("k1".into(), 10, 0)])
+        .unwrap();
+    assert_eq!(s.signature_counts("gate-2").unwrap()["k1"], (10, 0));
+    assert_eq!(s.signature_counts("").unwrap()["k1"], (7, 3));
 }
 
 fn login_failures_are_shared(f: &Fixture) {
@@ -849,7 +854,7 @@ fn postgres_sessions_do_not_move_data_version_and_changes_are_notified() {
     let v2 = a.data_version().unwrap();
     b.use_totp_step("alice", 7).unwrap();
     b.set_meta("k", "v").unwrap();
-    b.add_signature_counts(&[("k1".into(), 1, 0)]).unwrap();
+    b.add_signature_counts("", &[("k1".into(), 1, 0)]).unwrap();
     assert_eq!(
         a.data_version().unwrap(),
         v2,
