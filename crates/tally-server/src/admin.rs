@@ -17,7 +17,6 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tally_core::verdict::Verdict;
 
 use crate::app::App;
 use crate::error::ApiError;
@@ -83,26 +82,14 @@ pub async fn authenticate(
         crate::gate_http::decide_for(app, headers, peer, &target).await,
         &app.config.audience,
     );
-    if let Some(events) = app.access_events.get() {
-        events.record(crate::access::event(
-            &decision,
-            crate::gate_http::client_ip(app, peer, headers),
-            headers
-                .get(app.config.device_header.as_str())
-                .and_then(|v| v.to_str().ok()),
-            "admin",
-            method.as_str(),
-            path,
-            &[],
-            decision.is_ok(),
-            started.elapsed(),
-        ));
-    }
-    let verdict = match &decision {
-        Ok(_) => Verdict::Ok,
-        Err(r) => r.verdict(),
-    };
-    app.metrics.verdict(verdict);
+    let verdict = crate::gate_http::record_decision(
+        app,
+        &decision,
+        peer,
+        headers,
+        ("admin", method.as_str(), path),
+        started,
+    );
     let token = match decision {
         Ok(t) => t,
         Err(r) => return Err(crate::gate_http::refuse(app, &r, verdict)),

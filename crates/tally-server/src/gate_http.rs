@@ -393,6 +393,40 @@ pub fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
+/// Books a decision made outside the proxy (`/v1/check`, the admin API): an
+/// access event for route `route` (`(route, method, path)`), and the verdict
+/// counter. Returns the verdict.
+pub fn record_decision(
+    app: &App,
+    decision: &Decision,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    (route, method, path): (&str, &str, &str),
+    started: std::time::Instant,
+) -> Verdict {
+    if let Some(events) = app.access_events.get() {
+        events.record(crate::access::event(
+            decision,
+            client_ip(app, peer, headers),
+            headers
+                .get(app.config.device_header.as_str())
+                .and_then(|v| v.to_str().ok()),
+            route,
+            method,
+            path,
+            &[],
+            decision.is_ok(),
+            started.elapsed(),
+        ));
+    }
+    let verdict = match decision {
+        Ok(_) => Verdict::Ok,
+        Err(r) => r.verdict(),
+    };
+    app.metrics.verdict(verdict);
+    verdict
+}
+
 /// `GET /v1/check`.
 pub async fn check(
     State(app): State<Arc<App>>,
@@ -410,27 +444,15 @@ pub async fn check(
         check_audience(&app, &headers, via_proxy),
     );
     app.metrics.decision_latency(started.elapsed());
-    if let Some(events) = app.access_events.get() {
-        let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
-        events.record(crate::access::event(
-            &decision,
-            client_ip(&app, peer, &headers),
-            headers
-                .get(app.config.device_header.as_str())
-                .and_then(|v| v.to_str().ok()),
-            "check",
-            h("x-original-method"),
-            h("x-original-uri"),
-            &[],
-            decision.is_ok(),
-            started.elapsed(),
-        ));
-    }
-    let verdict = match &decision {
-        Ok(_) => Verdict::Ok,
-        Err(r) => r.verdict(),
-    };
-    app.metrics.verdict(verdict);
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let verdict = record_decision(
+        &app,
+        &decision,
+        peer,
+        &headers,
+        ("check", h("x-original-method"), h("x-original-uri")),
+        started,
+    );
     let mut out = HeaderMap::new();
     out.insert("x-tally-verdict", HeaderValue::from_static(verdict.code()));
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
