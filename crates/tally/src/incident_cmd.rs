@@ -226,6 +226,19 @@ fn sources(logs: &[(String, AccessLog)]) -> Vec<tally_server::report::Source<'_>
     logs.iter().map(|(name, log)| (name.clone(), log)).collect()
 }
 
+/// The affected customers of `impact` as `json` or CSV.
+fn affected_text(impact: &tally_server::report::Impact, format: &str) -> String {
+    if format == "json" {
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&impact.subjects.values().collect::<Vec<_>>())
+                .unwrap_or_default()
+        )
+    } else {
+        tally_server::report::affected_csv(impact)
+    }
+}
+
 /// The access logs a report reads.
 #[derive(clap::Args)]
 pub struct LogsArg {
@@ -519,15 +532,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
             let impact = with_progress("affected", &logs, |p| {
                 tally_server::report::impact_of(&named, &dets, p)
             })?;
-            let text = if format == "json" {
-                format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&impact.subjects.values().collect::<Vec<_>>())
-                        .unwrap_or_default()
-                )
-            } else {
-                tally_server::report::affected_csv(&impact)
-            };
+            let text = affected_text(&impact, &format);
             write_out(output.as_deref(), &text)?;
             eprintln!(
                 "{} subject(s): {} exposed, {} attempted only",
@@ -578,15 +583,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
             let impact = with_progress("scan", &logs, |p| {
                 tally_server::report::scan(&named, since_ms, i64::MAX, &mut select, p)
             })?;
-            let text = if format == "json" {
-                format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&impact.subjects.values().collect::<Vec<_>>())
-                        .unwrap_or_default()
-                )
-            } else {
-                tally_server::report::affected_csv(&impact)
-            };
+            let text = affected_text(&impact, &format);
             print!("{text}");
             eprintln!(
                 "{} access event(s) examined; {} request(s) with untallied tokens of key {kid}; {} account(s): {} exposed, {} attempted only",
