@@ -23,7 +23,6 @@
 //! second.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
@@ -92,7 +91,7 @@ impl FleetCounts {
             on_findings,
             conn: None,
             retry_at: None,
-            raised: Mutex::new(HashMap::new()),
+            raised: HashMap::new(),
         };
         let _ = std::thread::Builder::new()
             .name("tally-fleet-counts".into())
@@ -157,7 +156,7 @@ struct Counter {
     conn: Option<Redis>,
     retry_at: Option<Instant>,
     /// Findings this node already raised, and when.
-    raised: Mutex<HashMap<String, i64>>,
+    raised: HashMap<String, i64>,
 }
 
 /// One shared counter touched by a batch.
@@ -366,13 +365,14 @@ impl Counter {
             tally_core::detect::Rule::TokenReplay => self.cfg.replay_window_secs,
             _ => self.cfg.mass_access_window_secs,
         };
-        let fresh: Vec<Finding> = {
-            let raised = self.raised.lock().unwrap_or_else(|e| e.into_inner());
-            candidates
-                .into_iter()
-                .filter(|f| raised.get(&f.key).is_none_or(|at| f.at - at >= window(f)))
-                .collect()
-        };
+        let fresh: Vec<Finding> = candidates
+            .into_iter()
+            .filter(|f| {
+                self.raised
+                    .get(&f.key)
+                    .is_none_or(|at| f.at - at >= window(f))
+            })
+            .collect();
         if fresh.is_empty() {
             return Ok(fresh);
         }
@@ -391,7 +391,7 @@ impl Counter {
             })
             .collect();
         let replies = self.connection()?.pipeline(&cmds)?;
-        let mut raised = self.raised.lock().unwrap_or_else(|e| e.into_inner());
+        let raised = &mut self.raised;
         let mut out = Vec::new();
         for (f, r) in fresh.into_iter().zip(replies) {
             // Whoever claimed it, this node need not ask again this window.

@@ -172,7 +172,6 @@ pub fn migrate(client: &mut Client, schema: &str) -> Result<(), FleetError> {
          CREATE TABLE IF NOT EXISTS {schema}.nodes (
              name      TEXT    PRIMARY KEY,
              last_seen BIGINT  NOT NULL,
-             sequencer BOOLEAN NOT NULL,
              published BIGINT  NOT NULL
          );
          CREATE TABLE IF NOT EXISTS {schema}.rejected (
@@ -444,29 +443,27 @@ pub struct NodeRow {
     pub name: String,
     /// Unix seconds of its last report (every 2 s while it runs).
     pub last_seen: i64,
-    /// Whether it held the sequencer lock.
-    pub sequencer: bool,
     /// The checkpoint size it had verified.
     pub published: i64,
 }
 
-/// Records that `node` is alive (its follower calls this every 2 s).
+/// Records that `node` is alive (its follower calls this every 2 s). Who
+/// sequences is not reported: [`lock_holder`] reads it from the lock itself.
 pub fn heartbeat(
     client: &mut Client,
     schema: &str,
     node: &str,
     now: i64,
-    sequencer: bool,
     published: i64,
 ) -> Result<(), FleetError> {
     check_schema(schema)?;
     client.execute(
         &format!(
-            "INSERT INTO {schema}.nodes (name, last_seen, sequencer, published) VALUES ($1, $2, $3, $4)
+            "INSERT INTO {schema}.nodes (name, last_seen, published) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen,
-               sequencer = excluded.sequencer, published = excluded.published"
+               published = excluded.published"
         ),
-        &[&node, &now, &sequencer, &published],
+        &[&node, &now, &published],
     )?;
     Ok(())
 }
@@ -477,7 +474,7 @@ pub fn nodes(client: &mut Client, schema: &str) -> Result<Vec<NodeRow>, FleetErr
     Ok(client
         .query(
             &format!(
-                "SELECT name, last_seen, sequencer, published FROM {schema}.nodes
+                "SELECT name, last_seen, published FROM {schema}.nodes
                  ORDER BY last_seen DESC, name"
             ),
             &[],
@@ -486,8 +483,7 @@ pub fn nodes(client: &mut Client, schema: &str) -> Result<Vec<NodeRow>, FleetErr
         .map(|r| NodeRow {
             name: r.get(0),
             last_seen: r.get(1),
-            sequencer: r.get(2),
-            published: r.get(3),
+            published: r.get(2),
         })
         .collect())
 }

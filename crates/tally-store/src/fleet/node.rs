@@ -19,7 +19,7 @@
 //! no restart.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -105,8 +105,6 @@ struct Shared {
     published: AtomicU64,
     tampered: Mutex<Option<LedgerError>>,
     reachable: AtomicBool,
-    /// Milliseconds since the epoch of the last successful round trip.
-    last_ok_ms: AtomicI64,
     leader: AtomicBool,
     stop: AtomicBool,
     on_record: OnRecord,
@@ -116,7 +114,6 @@ struct Shared {
 impl Shared {
     fn ok(&self) {
         self.reachable.store(true, Ordering::SeqCst);
-        self.last_ok_ms.store(now_ms(), Ordering::SeqCst);
     }
 
     fn failed(&self, e: &FleetError) {
@@ -305,7 +302,6 @@ impl FleetLedger {
             published: AtomicU64::new(published),
             tampered: Mutex::new(None),
             reachable: AtomicBool::new(true),
-            last_ok_ms: AtomicI64::new(now_ms()),
             leader: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             on_record,
@@ -732,7 +728,6 @@ fn follower(shared: Arc<Shared>, client: Client, mut follow: Follow) {
                     &shared.cfg.schema,
                     &shared.cfg.node,
                     now_secs(),
-                    shared.leader.load(Ordering::SeqCst),
                     shared.published.load(Ordering::SeqCst) as i64,
                 )
             });
