@@ -226,7 +226,7 @@ CREATE TABLE IF NOT EXISTS reminders (
 /// schema so that both run the same statements; text compares byte-wise
 /// (`COLLATE "C"`), as in SQLite. The outbox has two more columns for the
 /// claims of [`IncidentStore::due`]. The append-only guards are in
-/// [`PG_GUARDS`].
+/// [`pg_guards`].
 const PG_MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE incidents (
     id             BIGSERIAL PRIMARY KEY,
@@ -308,33 +308,27 @@ $body$;
 
 /// The append-only guards of the timeline and the audit table on
 /// PostgreSQL, put back at every connection if someone dropped them (as
-/// SQLite's are at every opening). `{schema}` stands for the schema name.
-const PG_GUARDS: &str = r#"
-DO $guard$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger
-                   WHERE tgrelid = '{schema}.timeline'::regclass AND tgname = 'timeline_append_only') THEN
-        CREATE TRIGGER timeline_append_only BEFORE UPDATE OR DELETE ON {schema}.timeline
-            FOR EACH ROW EXECUTE FUNCTION {schema}.incidents_append_only('timeline');
+/// SQLite's are at every opening): per table, no row updated or deleted, and
+/// no truncation.
+fn pg_guards(schema: &str) -> String {
+    let mut body = String::new();
+    for (table, what) in [("timeline", "timeline"), ("audit", "audit log")] {
+        for (name, event, level) in [
+            ("append_only", "UPDATE OR DELETE", "ROW"),
+            ("no_truncate", "TRUNCATE", "STATEMENT"),
+        ] {
+            body.push_str(&format!(
+                "    IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                   WHERE tgrelid = '{schema}.{table}'::regclass AND tgname = '{table}_{name}') THEN
+        CREATE TRIGGER {table}_{name} BEFORE {event} ON {schema}.{table}
+            FOR EACH {level} EXECUTE FUNCTION {schema}.incidents_append_only('{what}');
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger
-                   WHERE tgrelid = '{schema}.timeline'::regclass AND tgname = 'timeline_no_truncate') THEN
-        CREATE TRIGGER timeline_no_truncate BEFORE TRUNCATE ON {schema}.timeline
-            FOR EACH STATEMENT EXECUTE FUNCTION {schema}.incidents_append_only('timeline');
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger
-                   WHERE tgrelid = '{schema}.audit'::regclass AND tgname = 'audit_append_only') THEN
-        CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON {schema}.audit
-            FOR EACH ROW EXECUTE FUNCTION {schema}.incidents_append_only('audit log');
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger
-                   WHERE tgrelid = '{schema}.audit'::regclass AND tgname = 'audit_no_truncate') THEN
-        CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON {schema}.audit
-            FOR EACH STATEMENT EXECUTE FUNCTION {schema}.incidents_append_only('audit log');
-    END IF;
-END
-$guard$;
-"#;
+"
+            ));
+        }
+    }
+    format!("DO $guard$\nBEGIN\n{body}END\n$guard$;")
+}
 
 /// Creates or upgrades the PostgreSQL schema and puts back missing guards.
 /// Runs in a [`Db::write`], so under the incident store's advisory lock:
@@ -379,7 +373,7 @@ fn migrate_pg(tx: &mut dyn Tx, schema: &str) -> Result<(), IncidentError> {
             )?;
         }
     }
-    tx.batch(&PG_GUARDS.replace("{schema}", schema))?;
+    tx.batch(&pg_guards(schema))?;
     Ok(())
 }
 
