@@ -6,9 +6,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tally_core::digest::TokenDigest;
 use tally_core::merkle;
-use tally_core::note::{NoteSigner, SignedCheckpoint};
+use tally_core::note::SignedCheckpoint;
 use tally_core::record::IssuanceRecord;
 use tally_store::fleet::node::{FleetConfig, FleetLedger};
 use tally_store::fleet::{self, FleetError, RecordMac, Sequencer, Step};
@@ -16,25 +15,7 @@ use tally_store::{LedgerError, LedgerStore};
 
 mod support;
 
-use support::{Schema, url};
-
-fn record(i: usize) -> IssuanceRecord {
-    let token = format!("token-bytes-{i}");
-    IssuanceRecord {
-        token_id: format!("jti-{i}"),
-        token_sha256: TokenDigest::of(token.as_bytes()),
-        subject: format!("member-{i}"),
-        kid: "k1".into(),
-        issuer: "https://shop.example".into(),
-        issued_at: 1_800_000_000 + i as i64,
-        expires_at: 1_800_000_900 + i as i64,
-        auth_context: "pwd".into(),
-    }
-}
-
-fn signer() -> NoteSigner {
-    NoteSigner::from_seed("tally.example/fleet", &[7u8; 32]).unwrap()
-}
+use support::{Schema, record, signer, url};
 
 fn mac() -> RecordMac {
     RecordMac::new(&[9u8; 32])

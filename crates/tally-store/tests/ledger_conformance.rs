@@ -7,10 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tally_core::digest::TokenDigest;
 use tally_core::merkle;
-use tally_core::note::{NoteSigner, SignedCheckpoint};
-use tally_core::record::{IssuanceRecord, MAX_FIELD_LEN};
+use tally_core::note::SignedCheckpoint;
+use tally_core::record::MAX_FIELD_LEN;
 use tally_store::fleet::node::{FleetConfig, FleetLedger};
 use tally_store::fleet::{self, RecordMac};
 use tally_store::store::append_blocking;
@@ -18,25 +17,7 @@ use tally_store::{Ledger, LedgerError, LedgerStore};
 
 mod support;
 
-use support::{Schema, TempDir, url};
-
-fn signer() -> NoteSigner {
-    NoteSigner::from_seed("conformance.tally/ledger", &[11u8; 32]).unwrap()
-}
-
-fn record(i: usize) -> IssuanceRecord {
-    let token = format!("conformance-token-{i}");
-    IssuanceRecord {
-        token_id: format!("conf-{i}"),
-        token_sha256: TokenDigest::of(token.as_bytes()),
-        subject: format!("member-{i}"),
-        kid: "k1".into(),
-        issuer: "https://shop.example".into(),
-        issued_at: 1_800_000_000 + i as i64,
-        expires_at: 1_800_000_900 + i as i64,
-        auth_context: "pwd".into(),
-    }
-}
+use support::{Schema, TempDir, record, signer, url};
 
 /// Waits until every submitted record is in a published checkpoint (at
 /// once for the embedded ledger; after the sequencer for a fleet).
@@ -65,9 +46,9 @@ fn conforms(l: &dyn LedgerStore) {
     // Durable on acknowledgement, found by token id at once.
     for i in 0..20 {
         append_blocking(l, record(i)).unwrap();
-        assert_eq!(l.record_of(&format!("conf-{i}")).unwrap(), Some(record(i)));
+        assert_eq!(l.record_of(&format!("jti-{i}")).unwrap(), Some(record(i)));
     }
-    assert_eq!(l.record_of("conf-never").unwrap(), None, "{be}");
+    assert_eq!(l.record_of("jti-never").unwrap(), None, "{be}");
     // A token id is recorded once; an invalid record is refused.
     assert!(matches!(
         append_blocking(l, record(3)),
@@ -79,7 +60,7 @@ fn conforms(l: &dyn LedgerStore) {
         append_blocking(l, bad),
         Err(LedgerError::InvalidRecord(_))
     ));
-    assert_eq!(l.record_of("conf-99").unwrap(), None, "{be}");
+    assert_eq!(l.record_of("jti-99").unwrap(), None, "{be}");
 
     settled(l, 20);
     let first = l.checkpoint();
@@ -94,7 +75,7 @@ fn conforms(l: &dyn LedgerStore) {
     assert_eq!(entries.len(), 20);
     for i in 0..20 {
         let p = l
-            .inclusion_proof(&format!("conf-{i}"), None)
+            .inclusion_proof(&format!("jti-{i}"), None)
             .unwrap()
             .unwrap();
         let leaf = merkle::leaf_hash(&record(i).encode().unwrap());
@@ -102,7 +83,7 @@ fn conforms(l: &dyn LedgerStore) {
             .unwrap_or_else(|e| panic!("{be}: inclusion of {i}: {e}"));
         assert_eq!(entries[p.leaf_index as usize], record(i).encode().unwrap());
     }
-    assert!(l.inclusion_proof("conf-never", None).unwrap().is_none());
+    assert!(l.inclusion_proof("jti-never", None).unwrap().is_none());
 
     // The ledger only grows: the next checkpoint is consistent with this one.
     for i in 20..33 {
@@ -132,7 +113,7 @@ fn conforms(l: &dyn LedgerStore) {
         Err(LedgerError::OutOfRange(_))
     ));
     assert!(matches!(
-        l.inclusion_proof("conf-1", Some(c2.size + 1)),
+        l.inclusion_proof("jti-1", Some(c2.size + 1)),
         Err(LedgerError::OutOfRange(_))
     ));
     assert!(l.tampered().is_none() && l.is_healthy(), "{be}");

@@ -8,7 +8,30 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tally_core::digest::TokenDigest;
+use tally_core::note::NoteSigner;
+use tally_core::record::IssuanceRecord;
 use tally_store::fleet;
+
+/// Record `i` of a test ledger: token id `jti-{i}`, subject `member-{i}`.
+pub fn record(i: usize) -> IssuanceRecord {
+    let token = format!("token-bytes-{i}");
+    IssuanceRecord {
+        token_id: format!("jti-{i}"),
+        token_sha256: TokenDigest::of(token.as_bytes()),
+        subject: format!("member-{i}"),
+        kid: "k1".into(),
+        issuer: "https://shop.example".into(),
+        issued_at: 1_800_000_000 + i as i64,
+        expires_at: 1_800_000_900 + i as i64,
+        auth_context: "pwd".into(),
+    }
+}
+
+/// The checkpoint signer of a test ledger.
+pub fn signer() -> NoteSigner {
+    NoteSigner::from_seed("tally.example/fleet", &[7u8; 32]).unwrap()
+}
 
 /// The test server's URL.
 pub fn url() -> String {
