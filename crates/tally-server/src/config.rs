@@ -83,8 +83,9 @@ pub struct StorageFile {
     pub schema: Option<String>,
     /// This node's name in the shared ledger (default: host name and port).
     pub node: Option<String>,
-    /// `redis://host:port[/db]`: count distinct subjects per actor across the
-    /// fleet (mass access and replay spread over many nodes).
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS
+    /// (`?cacert=PATH`, `&cert=PATH&key=PATH`): count distinct subjects per
+    /// actor across the fleet (mass access and replay spread over many nodes).
     pub redis_url: Option<String>,
 }
 
@@ -574,13 +575,14 @@ impl Config {
         }
         let storage_file = fc.storage.clone().unwrap_or_default();
         let redis_url = match storage_file.redis_url.clone().filter(|u| !u.is_empty()) {
-            Some(u) if !u.starts_with("redis://") => {
-                return Err(ConfigError(format!(
-                    "[storage] redis_url = {:?} must look like redis://127.0.0.1:6379",
-                    redact_url(&u)
-                )));
+            Some(u) => {
+                // Syntax and the TLS files are checked now; the host is
+                // resolved at each connection.
+                crate::redis::Target::parse(&u)
+                    .map_err(|e| ConfigError(format!("[storage] redis_url: {e}")))?;
+                Some(StorageUrl(u))
             }
-            other => other.map(StorageUrl),
+            None => None,
         };
         let storage = Storage::parse(
             over.storage.or(storage_file.url),
@@ -775,5 +777,39 @@ mod storage_tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn redis_urls_are_checked_at_load() {
+        let dir = std::env::temp_dir().join(format!("tally-cfg-redis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("tally.toml");
+        let load = |redis: &str| {
+            std::fs::write(&p, format!("[storage]\nredis_url = {redis:?}\n")).unwrap();
+            Config::load(Some(&p), Overrides::default())
+        };
+        // The host is not resolved at load: a Redis that comes up later is fine.
+        let c = load("rediss://tally:s3cret@redis.invalid:6380/1").unwrap();
+        assert!(c.redis_url.is_some());
+        for (url, says) in [
+            ("redis://tally:s3cret@h", "must look like"),
+            (
+                "rediss://tally:s3cret@h:6380?cacert=/nonexistent/ca.pem",
+                "cacert=",
+            ),
+            (
+                "rediss://tally:s3cret@h:6380?verify=none",
+                "unknown parameter",
+            ),
+            ("tcp://tally:s3cret@h:6379", "must look like"),
+        ] {
+            let err = load(url).unwrap_err().to_string();
+            assert!(
+                err.contains("redis_url") && err.contains(says),
+                "{url}: {err}"
+            );
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
