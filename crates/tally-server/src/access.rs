@@ -53,6 +53,10 @@ pub struct AccessEvents {
     tx: tokio::sync::mpsc::Sender<AccessEvent>,
     dropped: AtomicU64,
     written: Arc<AtomicU64>,
+    /// Events queued, and events the writer is done with (written or not,
+    /// and shown to the detector).
+    queued: AtomicU64,
+    settled: Arc<AtomicU64>,
 }
 
 /// Channel capacity: events beyond it are dropped (and counted), never waited for.
@@ -66,6 +70,8 @@ impl AccessEvents {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<AccessEvent>(CHANNEL_CAPACITY);
         let written = Arc::new(AtomicU64::new(0));
         let w = written.clone();
+        let settled = Arc::new(AtomicU64::new(0));
+        let done = settled.clone();
         tokio::spawn(async move {
             let mut batch = Vec::new();
             while rx.recv_many(&mut batch, 4096).await > 0 {
@@ -88,6 +94,7 @@ impl AccessEvents {
                 if let Some(w) = &watch {
                     w.observe(&batch);
                 }
+                done.fetch_add(n, Ordering::Release);
                 batch.clear();
             }
         });
@@ -95,14 +102,36 @@ impl AccessEvents {
             tx,
             dropped: AtomicU64::new(0),
             written,
+            queued: AtomicU64::new(0),
+            settled,
         }
     }
 
     /// Queues an event without ever waiting; a full queue drops it (counted).
     pub fn record(&self, e: AccessEvent) {
-        if self.tx.try_send(e).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(e) {
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
+    }
+
+    /// Waits until every event queued before this call has been written (or
+    /// failed) and shown to the detector, or `within` has passed; says
+    /// whether it got there.
+    pub async fn settle(&self, within: std::time::Duration) -> bool {
+        let target = self.queued.load(Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + within;
+        while self.settled.load(Ordering::Acquire) < target {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        true
     }
 
     /// Events dropped because the queue was full.

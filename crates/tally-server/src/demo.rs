@@ -576,8 +576,17 @@ pub async fn phase(
     out.detection_ms = detection;
     out.incident_ms = incident;
 
-    // Let the last events reach the access log and the incident store.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // The last events reach the access log and the detector, then what the
+    // detector found reaches the incident store, before anything is counted.
+    if let Some(events) = app.access_events.get()
+        && !events.settle(std::time::Duration::from_secs(60)).await
+    {
+        tracing::warn!("the access log is still behind after 60 s: the figures may fall short");
+    }
+    {
+        let a = app.clone();
+        let _ = tokio::task::spawn_blocking(move || a.watch.flush(&a)).await;
+    }
     let store = app.watch.store.clone();
     let log = app.access_log.clone();
     let regimes = app.config.regimes.clone();

@@ -666,7 +666,7 @@ mod tests {
                 .spawn()
                 .expect("redis-server");
             self.servers.push(child);
-            for _ in 0..100 {
+            for _ in 0..300 {
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     return port;
                 }

@@ -282,15 +282,18 @@ fn the_sequencer_fails_over_and_the_ledger_stays_consistent() {
     for i in 50..120 {
         enqueue(&mut q, &s, &record(i)).unwrap();
     }
+    // Fail-over takes one poll once PostgreSQL has ended the dead session
+    // (BENCHMARKS.md measures it); the deadline here only catches a fleet
+    // that never fails over.
     let mut took_over = None;
-    while died.elapsed() < Duration::from_secs(5) {
+    while died.elapsed() < Duration::from_secs(30) {
         if let Step::Sequenced { .. } = b.step(64, 0).unwrap() {
             took_over = Some(died.elapsed());
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let took_over = took_over.expect("no fail-over within 5 s");
+    let took_over = took_over.expect("no fail-over within 30 s");
     eprintln!("sequencer fail-over after {took_over:?}");
     assert_eq!(drain(&mut b), 120);
     let after =

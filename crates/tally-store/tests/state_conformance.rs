@@ -867,7 +867,7 @@ fn postgres_sessions_do_not_move_data_version_and_changes_are_notified() {
     use postgres::fallible_iterator::FallibleIterator;
     let mut notes = listener.notifications();
     let first = notes
-        .timeout_iter(Duration::from_secs(5))
+        .timeout_iter(Duration::from_secs(30))
         .next()
         .unwrap()
         .expect("a change is notified");
@@ -909,7 +909,7 @@ fn postgres_broken_connections_are_replaced() {
         > 0
     {
         assert!(
-            gone.elapsed() < Duration::from_secs(5),
+            gone.elapsed() < Duration::from_secs(30),
             "connections linger"
         );
         std::thread::sleep(Duration::from_millis(20));

@@ -300,9 +300,16 @@ fn three_nodes_one_ledger() {
     for i in 0..6 {
         assert_eq!(guess([&a, &b, &c][i % 3]), 401, "failure {i}");
     }
-    // The sixth failure was booked on C; A, which saw two, refuses now
-    // (the lock lasts at least a second).
-    assert_eq!(guess(&a), 429, "locked on every node");
+    // The sixth failure was booked on C; A, which saw two, refuses now. The
+    // lock lasts a second at first: should a slow machine let it lapse
+    // before A is asked, that guess is one more failure and the next lock
+    // is twice as long.
+    let answers: Vec<u16> = (0..4)
+        .map(|_| guess(&a))
+        .take_while(|s| *s != 429)
+        .collect();
+    assert!(answers.len() < 4, "never locked on A: {answers:?}");
+    assert!(answers.iter().all(|s| *s == 401), "{answers:?}");
 
     // 3. Revoked on A: refused on B and C within the propagation time.
     let victim = login(&a, "member", "correct horse 42");

@@ -785,7 +785,7 @@ audience = "https://rp.example"
             .collect();
         format!("{}\nreceived:\n{}", rows.join("\n"), got.join("\n"))
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
     let got = wait_until(deadline, &outbox, || {
         let s = seen.lock().unwrap().clone();
         let hooks: Vec<Value> = s

@@ -77,7 +77,7 @@ fn recording_upstream() -> (u16, Arc<Mutex<Vec<Seen>>>) {
                     }
                 }
                 if path.ends_with("/slow") {
-                    std::thread::sleep(Duration::from_secs(3));
+                    std::thread::sleep(Duration::from_secs(20));
                 }
                 log.lock().unwrap().push(Seen {
                     method,
@@ -130,7 +130,7 @@ fn reverse_proxy_refuses_before_the_upstream() {
             r#"
 [gate]
 listen = "127.0.0.1:0"
-upstream_timeout_secs = 1
+upstream_timeout_secs = 5
 
 [[gate.routes]]
 prefix = "/api/"

@@ -313,8 +313,13 @@ pub fn kid_of(token: &str) -> String {
 
 /// Polls until `f` holds (changes reach a running server within a second);
 /// fails after 15 seconds.
-pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+pub fn eventually(what: &str, f: impl FnMut() -> bool) {
+    eventually_within(what, Duration::from_secs(15), f)
+}
+
+/// [`eventually`], with a deadline of `within`.
+pub fn eventually_within(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
     while !f() {
         assert!(Instant::now() < deadline, "never happened: {what}");
         std::thread::sleep(Duration::from_millis(50));
