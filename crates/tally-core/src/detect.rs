@@ -90,6 +90,8 @@ pub enum Rule {
     SignerLedgerMismatch,
     /// The ledger no longer verifies.
     LedgerTampered,
+    /// A state row that grants access fails its MAC.
+    StateTampered,
     /// The active key is past its maximum age.
     KeyTooOld,
     /// A key of an offboarded custodian still signs.
@@ -98,7 +100,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule.
-    pub const ALL: [Rule; 10] = [
+    pub const ALL: [Rule; 11] = [
         Rule::ForgedToken,
         Rule::MassAccess,
         Rule::CanaryAccount,
@@ -107,6 +109,7 @@ impl Rule {
         Rule::RefreshReuse,
         Rule::SignerLedgerMismatch,
         Rule::LedgerTampered,
+        Rule::StateTampered,
         Rule::KeyTooOld,
         Rule::DepartedCustodianKey,
     ];
@@ -122,6 +125,7 @@ impl Rule {
             Rule::RefreshReuse => "refresh_reuse",
             Rule::SignerLedgerMismatch => "signer_ledger_mismatch",
             Rule::LedgerTampered => "ledger_tampered",
+            Rule::StateTampered => "state_tampered",
             Rule::KeyTooOld => "key_too_old",
             Rule::DepartedCustodianKey => "departed_custodian_key",
         }
@@ -138,7 +142,8 @@ impl Rule {
             Rule::ForgedToken
             | Rule::CanaryAccount
             | Rule::SignerLedgerMismatch
-            | Rule::LedgerTampered => Severity::Critical,
+            | Rule::LedgerTampered
+            | Rule::StateTampered => Severity::Critical,
             Rule::MassAccess
             | Rule::TokenReplay
             | Rule::UnknownSubject
@@ -260,6 +265,12 @@ pub enum Signal {
     /// The ledger's stored history no longer verifies.
     LedgerTampered {
         /// What was found.
+        detail: String,
+    },
+    /// A state row that grants access (user, client, session, refresh
+    /// token) fails its MAC: someone wrote it without the master key.
+    StateTampered {
+        /// Which row.
         detail: String,
     },
     /// The active key is past its maximum age.
@@ -762,6 +773,16 @@ impl Detector {
                 json!({"detail": detail}),
                 vec![],
                 format!("the ledger no longer verifies: {detail}"),
+            ),
+            Signal::StateTampered { detail } => f(
+                Rule::StateTampered,
+                "state_tampered".to_string(),
+                vec![],
+                json!({"detail": detail}),
+                vec![],
+                format!(
+                    "{detail} fails its MAC: someone with write access to the database, but not the master key, wrote it"
+                ),
             ),
             Signal::KeyTooOld { kid, age_secs } => f(
                 Rule::KeyTooOld,

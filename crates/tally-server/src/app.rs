@@ -161,6 +161,20 @@ impl App {
             config.actions.clone(),
             config.regimes.clone(),
         ));
+        {
+            // A state row refused for its MAC opens an incident.
+            let w = watch.clone();
+            dir.state.on_tamper(move |what| {
+                tracing::error!(
+                    event = "state_tampered",
+                    row = what,
+                    "a state row fails its MAC: it was written by someone with database access but not the master key; it is refused"
+                );
+                w.signal(tally_core::detect::Signal::StateTampered {
+                    detail: what.to_string(),
+                });
+            });
+        }
         if let Some(url) = &config.redis_url {
             let namespace = match &config.storage {
                 crate::config::Storage::Postgres { schema, .. } => schema.clone(),

@@ -117,6 +117,21 @@ impl DataDir {
             hsm: std::sync::Mutex::new(None),
         };
         dir.ensure_keys()?;
+        // The master key is now known to be the right one: seal the rows
+        // that grant access (the first time, those from before seals).
+        let adopted = dir
+            .state
+            .seal_rows(
+                tally_store::RowMac::new(&dir.master.derive(tally_store::RowMac::PURPOSE)),
+                now_unix(),
+            )
+            .map_err(|e| DataDirError(format!("state database: {e}")))?;
+        if adopted > 0 {
+            tracing::info!(
+                rows = adopted,
+                "state rows from before row seals are sealed as they stand; from now on an unsealed row is refused"
+            );
+        }
         Ok(dir)
     }
 

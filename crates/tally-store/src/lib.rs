@@ -18,11 +18,13 @@ pub mod fleet;
 pub mod incidents;
 pub mod ledger;
 pub mod pg;
+pub mod rows;
 pub mod sql;
 pub mod state;
 pub mod store;
 
 pub use ledger::{InclusionProof, Ledger, LedgerError, LocatedRecord, VerifyReport, verify_ledger};
+pub use rows::RowMac;
 pub use state::{
     BlockRow, KeyEvent, KeyPurpose, KeyRow, KeyState, RefreshUse, Revocation, Session, StateError,
     StateStore,

@@ -100,6 +100,12 @@ impl From<&[u8]> for Value {
     }
 }
 
+impl From<Option<Vec<u8>>> for Value {
+    fn from(v: Option<Vec<u8>>) -> Value {
+        v.map_or(Value::Null, Value::Blob)
+    }
+}
+
 impl From<Option<i64>> for Value {
     fn from(v: Option<i64>) -> Value {
         v.map_or(Value::Null, Value::Int)

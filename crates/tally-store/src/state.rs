@@ -15,6 +15,9 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
+use std::sync::Arc;
+
+use crate::rows::{Field, RowMac};
 use crate::sql::{Db, SqlError, Tx, Value};
 
 /// State-store failures.
@@ -43,6 +46,17 @@ pub enum StateError {
         /// Highest version this code knows.
         known: usize,
     },
+    /// A row that grants access (a user, client, session or refresh token)
+    /// fails its MAC: it was written or changed by someone without the
+    /// master key. It is refused, never used.
+    #[error(
+        "{0} fails its MAC: it was written by someone without the master key (refused; see `tally incident list`)"
+    )]
+    Tampered(String),
+    /// A method that reads or writes sealed rows was called before
+    /// [`StateStore::seal_rows`].
+    #[error("the state store's row key is not installed (internal error)")]
+    Unsealed,
     /// Database failure (SQLite or PostgreSQL), or a bad PostgreSQL URL or
     /// schema name.
     #[error("state store error: {0}")]
@@ -64,6 +78,8 @@ impl StateError {
             StateError::NoSuchKey => "no_such_key",
             StateError::ClientExists => "client_exists",
             StateError::NewerSchema { .. } => "schema_too_new",
+            StateError::Tampered(_) => "state_tampered",
+            StateError::Unsealed => "state_unsealed",
             StateError::Store(SqlError::Config(_)) => "bad_config",
             StateError::Store(_) => "store_unavailable",
         }
@@ -314,6 +330,13 @@ INSERT INTO signature_counts_by_node (kid, node, signed, withheld)
 DROP TABLE signature_counts;
 ALTER TABLE signature_counts_by_node RENAME TO signature_counts;
 ",
+    // v5: the rows that grant access carry a MAC (see `crate::rows`).
+    "
+ALTER TABLE users ADD COLUMN mac BLOB;
+ALTER TABLE clients ADD COLUMN mac BLOB;
+ALTER TABLE sessions ADD COLUMN mac BLOB;
+ALTER TABLE refresh_tokens ADD COLUMN mac BLOB;
+",
 ];
 
 fn migrate(conn: &mut Connection) -> Result<(), StateError> {
@@ -486,6 +509,13 @@ ALTER TABLE signature_counts ADD COLUMN node TEXT COLLATE "C" NOT NULL DEFAULT '
 ALTER TABLE signature_counts DROP CONSTRAINT signature_counts_pkey;
 ALTER TABLE signature_counts ADD PRIMARY KEY (kid, node);
 "#,
+    // v3: the rows that grant access carry a MAC (see `crate::rows`).
+    r#"
+ALTER TABLE users ADD COLUMN mac BYTEA;
+ALTER TABLE clients ADD COLUMN mac BYTEA;
+ALTER TABLE sessions ADD COLUMN mac BYTEA;
+ALTER TABLE refresh_tokens ADD COLUMN mac BYTEA;
+"#,
 ];
 
 /// How a throttling key is stored: its SHA-256, in hex.
@@ -552,7 +582,14 @@ const PG_CONNECTIONS: usize = 3;
 /// The state database.
 pub struct StateStore {
     db: Db,
+    /// The key sealing the rows that grant access, once installed.
+    rows: std::sync::OnceLock<Arc<RowMac>>,
+    /// Told of every row refused for its MAC.
+    on_tamper: std::sync::OnceLock<TamperHook>,
 }
+
+/// What [`StateStore::on_tamper`] installs.
+type TamperHook = Box<dyn Fn(&str) + Send + Sync>;
 
 impl StateStore {
     /// Opens (creating if needed) the state database at `path`.
@@ -565,6 +602,8 @@ impl StateStore {
         migrate(&mut conn)?;
         Ok(StateStore {
             db: Db::sqlite(conn),
+            rows: std::sync::OnceLock::new(),
+            on_tamper: std::sync::OnceLock::new(),
         })
     }
 
@@ -577,7 +616,104 @@ impl StateStore {
         let db = Db::postgres(url, schema, PG_CONNECTIONS)?;
         let s = schema.to_owned();
         db.write(move |tx| migrate_pg(tx, &s))?;
-        Ok(StateStore { db })
+        Ok(StateStore {
+            db,
+            rows: std::sync::OnceLock::new(),
+            on_tamper: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Calls `f` with a description of each row refused for its MAC (the
+    /// server raises an incident); the first hook installed stays.
+    pub fn on_tamper(&self, f: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.on_tamper.set(Box::new(f));
+    }
+
+    /// `r`, after telling the hook of a refused row.
+    fn noticed<T>(&self, r: Result<T, StateError>) -> Result<T, StateError> {
+        if let (Err(StateError::Tampered(what)), Some(hook)) = (&r, self.on_tamper.get()) {
+            hook(what);
+        }
+        r
+    }
+
+    /// Installs the key that seals the rows granting access (users, clients,
+    /// sessions, refresh tokens; see [`crate::rows`]); until then the
+    /// methods that read or write them answer [`StateError::Unsealed`].
+    /// Call it once the master key is known to be the right one.
+    ///
+    /// The first time a store is sealed, rows from before seals existed are
+    /// sealed as they stand, and `rows_sealed_at` is set; from then on, a
+    /// row without a valid MAC is refused. Returns how many rows were
+    /// sealed that way.
+    pub fn seal_rows(&self, mac: RowMac, now: i64) -> Result<usize, StateError> {
+        let mac = self.rows.get_or_init(|| Arc::new(mac)).clone();
+        self.db.write(move |tx| {
+            if tx
+                .query_opt("SELECT value FROM meta WHERE key = 'rows_sealed_at'", &[])?
+                .is_some()
+            {
+                return Ok(0);
+            }
+            let mut sealed = 0u64;
+            for r in tx.query(
+                "SELECT name, password_hash, role, totp_sealed FROM users WHERE mac IS NULL",
+                &[],
+            )? {
+                let (name, hash, role, totp) = (r.text(0)?, r.text(1)?, r.text(2)?, r.opt_blob(3)?);
+                let tag = mac.tag("users", &user_fields(&name, &hash, &role, totp.as_deref()));
+                sealed += tx.execute(
+                    "UPDATE users SET mac = $2 WHERE name = $1",
+                    args![name, tag],
+                )?;
+            }
+            for r in tx.query(
+                "SELECT id, secret_hash, created_at FROM clients WHERE mac IS NULL",
+                &[],
+            )? {
+                let (id, hash, at) = (r.text(0)?, r.text(1)?, r.i64(2)?);
+                let tag = mac.tag("clients", &[(&id).into(), (&hash).into(), at.into()]);
+                sealed +=
+                    tx.execute("UPDATE clients SET mac = $2 WHERE id = $1", args![id, tag])?;
+            }
+            for r in tx.query(
+                &format!(
+                    "SELECT {SESSION_COLUMNS}, s.created_at FROM sessions s WHERE s.mac IS NULL"
+                ),
+                &[],
+            )? {
+                let session = session_at(&r, 0)?;
+                let tag = mac.tag("sessions", &session_fields(&session, r.i64(6)?));
+                sealed += tx.execute(
+                    "UPDATE sessions SET mac = $2 WHERE family = $1",
+                    args![session.family, tag],
+                )?;
+            }
+            for r in tx.query(
+                "SELECT hash, family, created_at, expires_at FROM refresh_tokens WHERE mac IS NULL",
+                &[],
+            )? {
+                let (hash, family) = (r.blob(0)?, r.text(1)?);
+                let tag = mac.tag(
+                    "refresh_tokens",
+                    &refresh_fields(&hash, &family, r.i64(2)?, r.i64(3)?),
+                );
+                sealed += tx.execute(
+                    "UPDATE refresh_tokens SET mac = $2 WHERE hash = $1",
+                    args![hash, tag],
+                )?;
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('rows_sealed_at', $1)",
+                args![now.to_string()],
+            )?;
+            Ok(count(sealed))
+        })
+    }
+
+    /// The row key, or [`StateError::Unsealed`].
+    fn mac(&self) -> Result<Arc<RowMac>, StateError> {
+        self.rows.get().cloned().ok_or(StateError::Unsealed)
     }
 
     /// Which engine holds the state: `"sqlite"` or `"postgres"`.
@@ -648,25 +784,20 @@ impl StateStore {
 
     /// Adds a user with an already-computed password hash (PHC string).
     pub fn add_user(&self, name: &str, password_hash: &str, now: i64) -> Result<(), StateError> {
-        let (name, hash) = (name.to_owned(), password_hash.to_owned());
-        self.db.write(move |tx| {
-            tx.execute(
-                "INSERT INTO users (name, password_hash, created_at) VALUES ($1, $2, $3)",
-                args![name, hash, now],
-            )
-            .map_err(|e| unique_as(e, StateError::UserExists))?;
-            Ok(())
-        })
+        self.add_users(&[(name.to_owned(), password_hash.to_owned())], now)
     }
 
     /// Adds many users in one transaction (bulk import); all or none.
     pub fn add_users(&self, users: &[(String, String)], now: i64) -> Result<(), StateError> {
+        let mac = self.mac()?;
         let users = users.to_vec();
         self.db.write(move |tx| {
             for (name, hash) in users {
+                let tag = mac.tag("users", &user_fields(&name, &hash, "user", None));
                 tx.execute(
-                    "INSERT INTO users (name, password_hash, created_at) VALUES ($1, $2, $3)",
-                    args![name, hash, now],
+                    "INSERT INTO users (name, password_hash, created_at, role, mac)
+                     VALUES ($1, $2, $3, 'user', $4)",
+                    args![name, hash, now, tag],
                 )
                 .map_err(|e| unique_as(e, StateError::UserExists))?;
             }
@@ -676,29 +807,32 @@ impl StateStore {
 
     /// Enrols (or re-enrols) a user in TOTP with a sealed secret.
     pub fn set_totp(&self, name: &str, sealed: &[u8]) -> Result<bool, StateError> {
+        let mac = self.mac()?;
         let (name, sealed) = (name.to_owned(), sealed.to_vec());
-        self.db.write(move |tx| {
+        self.noticed(self.db.write(move |tx| {
+            let Some(u) = user_row(tx, &mac, &name)? else {
+                return Ok(false);
+            };
+            let tag = mac.tag(
+                "users",
+                &user_fields(&name, &u.password_hash, &u.role, Some(&sealed)),
+            );
             let n = tx.execute(
-                "UPDATE users SET totp_sealed = $2, totp_last_step = NULL WHERE name = $1",
-                args![name, sealed],
+                "UPDATE users SET totp_sealed = $2, totp_last_step = NULL, mac = $3 WHERE name = $1",
+                args![name, sealed, tag],
             )?;
             Ok(n == 1)
-        })
+        }))
     }
 
     /// A user's sealed TOTP secret and the last time step accepted, if enrolled.
     pub fn totp(&self, name: &str) -> Result<Option<TotpEnrolment>, StateError> {
+        let mac = self.mac()?;
         let name = name.to_owned();
-        self.db.read(move |tx| {
-            let Some(r) = tx.query_opt(
-                "SELECT totp_sealed, totp_last_step FROM users WHERE name = $1 AND totp_sealed IS NOT NULL",
-                args![name],
-            )?
-            else {
-                return Ok(None);
-            };
-            Ok(Some((r.blob(0)?, r.opt_i64(1)?)))
-        })
+        self.noticed(self.db.read(move |tx| {
+            Ok(user_row(tx, &mac, &name)?
+                .and_then(|u| u.totp_sealed.map(|t| (t, u.totp_last_step))))
+        }))
     }
 
     /// Records that time step `step` was used, only if it is later than the
@@ -717,36 +851,57 @@ impl StateStore {
 
     /// The stored password hash of a user.
     pub fn password_hash(&self, name: &str) -> Result<Option<String>, StateError> {
+        let mac = self.mac()?;
         let name = name.to_owned();
-        self.db.read(move |tx| {
-            Ok(tx
-                .query_opt(
-                    "SELECT password_hash FROM users WHERE name = $1",
-                    args![name],
-                )?
-                .map(|r| r.text(0))
-                .transpose()?)
-        })
+        self.noticed(
+            self.db
+                .read(move |tx| Ok(user_row(tx, &mac, &name)?.map(|u| u.password_hash))),
+        )
     }
 
     /// A user's role (`user` or `admin`), if the user exists.
     pub fn user_role(&self, name: &str) -> Result<Option<String>, StateError> {
+        let mac = self.mac()?;
         let name = name.to_owned();
-        self.db.read(move |tx| {
-            Ok(tx
-                .query_opt("SELECT role FROM users WHERE name = $1", args![name])?
-                .map(|r| r.text(0))
-                .transpose()?)
-        })
+        self.noticed(
+            self.db
+                .read(move |tx| Ok(user_row(tx, &mac, &name)?.map(|u| u.role))),
+        )
     }
 
     /// Sets a user's role (`user` or `admin`); false if there is no such user.
     pub fn set_role(&self, name: &str, role: &str) -> Result<bool, StateError> {
+        let mac = self.mac()?;
         let (name, role) = (name.to_owned(), role.to_owned());
-        self.db.write(move |tx| {
+        self.noticed(self.db.write(move |tx| {
+            let Some(u) = user_row(tx, &mac, &name)? else {
+                return Ok(false);
+            };
+            let tag = mac.tag(
+                "users",
+                &user_fields(&name, &u.password_hash, &role, u.totp_sealed.as_deref()),
+            );
             Ok(tx.execute(
-                "UPDATE users SET role = $2 WHERE name = $1",
-                args![name, role],
+                "UPDATE users SET role = $2, mac = $3 WHERE name = $1",
+                args![name, role, tag],
+            )? == 1)
+        }))
+    }
+
+    /// Gives a user a new password hash, the `user` role and no TOTP
+    /// enrolment, sealed afresh, whatever the row held: how an operator
+    /// holding the master key takes back a row written by someone else.
+    /// False if there is no such user.
+    pub fn reset_user(&self, name: &str, password_hash: &str) -> Result<bool, StateError> {
+        let mac = self.mac()?;
+        let (name, hash) = (name.to_owned(), password_hash.to_owned());
+        self.db.write(move |tx| {
+            let tag = mac.tag("users", &user_fields(&name, &hash, "user", None));
+            Ok(tx.execute(
+                "UPDATE users SET password_hash = $2, role = 'user', totp_sealed = NULL,
+                     totp_last_step = NULL, mac = $3
+                 WHERE name = $1",
+                args![name, hash, tag],
             )? == 1)
         })
     }
@@ -1387,8 +1542,140 @@ pub enum RefreshUse {
     WrongKey(Session),
 }
 
+/// A user row whose MAC verified.
+struct UserRow {
+    password_hash: String,
+    role: String,
+    totp_sealed: Option<Vec<u8>>,
+    totp_last_step: Option<i64>,
+}
+
+/// What a `users` row's MAC covers.
+fn user_fields<'a>(
+    name: &'a str,
+    password_hash: &'a str,
+    role: &'a str,
+    totp_sealed: Option<&'a [u8]>,
+) -> [Field<'a>; 4] {
+    [
+        name.into(),
+        password_hash.into(),
+        role.into(),
+        totp_sealed.into(),
+    ]
+}
+
+/// What a `sessions` row's MAC covers (not `revoked_at`: ending a session
+/// is no forgery).
+fn session_fields(s: &Session, created_at: i64) -> [Field<'_>; 7] {
+    [
+        (&s.family).into(),
+        (&s.subject).into(),
+        (&s.client_id).into(),
+        (&s.auth_context).into(),
+        created_at.into(),
+        s.jkt.as_deref().into(),
+        s.audience.as_deref().into(),
+    ]
+}
+
+/// What a `refresh_tokens` row's MAC covers (not `used_at`).
+fn refresh_fields<'a>(
+    hash: &'a [u8],
+    family: &'a str,
+    created_at: i64,
+    expires_at: i64,
+) -> [Field<'a>; 4] {
+    [
+        hash.into(),
+        family.into(),
+        created_at.into(),
+        expires_at.into(),
+    ]
+}
+
+/// The user `name`, if there is one and its MAC verifies.
+fn user_row(tx: &mut dyn Tx, mac: &RowMac, name: &str) -> Result<Option<UserRow>, StateError> {
+    let Some(r) = tx.query_opt(
+        "SELECT password_hash, role, totp_sealed, totp_last_step, mac FROM users WHERE name = $1",
+        args![name],
+    )?
+    else {
+        return Ok(None);
+    };
+    let u = UserRow {
+        password_hash: r.text(0)?,
+        role: r.text(1)?,
+        totp_sealed: r.opt_blob(2)?,
+        totp_last_step: r.opt_i64(3)?,
+    };
+    let fields = user_fields(name, &u.password_hash, &u.role, u.totp_sealed.as_deref());
+    if !mac.verify("users", &fields, r.opt_blob(4)?.as_deref()) {
+        return Err(StateError::Tampered(format!(
+            "the user row {name:?} (take it back with `tally users reset {name} --password-stdin`)"
+        )));
+    }
+    Ok(Some(u))
+}
+
 /// The session columns of `sessions s`, in the order [`session_at`] reads.
 const SESSION_COLUMNS: &str = "s.family, s.subject, s.client_id, s.auth_context, s.jkt, s.audience";
+
+/// After [`SESSION_COLUMNS`] and `r.expires_at`: what
+/// [`sealed_session`] needs to check both rows' MACs (columns 7 to 11).
+const SEAL_COLUMNS: &str = "s.created_at, s.mac, r.family, r.created_at, r.mac";
+
+/// The session and refresh-token expiry of a row of [`SESSION_COLUMNS`],
+/// `r.expires_at` and [`SEAL_COLUMNS`], once both MACs verify.
+fn sealed_session(
+    r: &crate::sql::Row,
+    mac: &RowMac,
+    hash: &[u8; 32],
+) -> Result<(Session, i64), StateError> {
+    let session = session_at(r, 0)?;
+    let expires_at = r.i64(6)?;
+    if !mac.verify(
+        "sessions",
+        &session_fields(&session, r.i64(7)?),
+        r.opt_blob(8)?.as_deref(),
+    ) {
+        return Err(StateError::Tampered(format!(
+            "the session row {:?}",
+            session.family
+        )));
+    }
+    let family = r.text(9)?;
+    if !mac.verify(
+        "refresh_tokens",
+        &refresh_fields(hash, &family, r.i64(10)?, expires_at),
+        r.opt_blob(11)?.as_deref(),
+    ) {
+        return Err(StateError::Tampered(format!(
+            "a refresh token row of session {family:?}"
+        )));
+    }
+    Ok((session, expires_at))
+}
+
+/// Inserts a sealed refresh token.
+fn insert_refresh(
+    tx: &mut dyn Tx,
+    mac: &RowMac,
+    hash: &[u8; 32],
+    family: &str,
+    now: i64,
+    expires_at: i64,
+) -> Result<(), StateError> {
+    let tag = mac.tag(
+        "refresh_tokens",
+        &refresh_fields(hash, family, now, expires_at),
+    );
+    tx.execute(
+        "INSERT INTO refresh_tokens (hash, family, created_at, expires_at, mac) VALUES ($1, $2, $3, $4, $5)",
+        args![hash.as_slice(), family, now, expires_at, tag],
+    )?;
+    Ok(())
+}
 
 /// A [`Session`] from six columns starting at `i` (see [`SESSION_COLUMNS`]).
 fn session_at(r: &crate::sql::Row, i: usize) -> Result<Session, SqlError> {
@@ -1411,27 +1698,26 @@ impl StateStore {
         refresh_expires_at: i64,
         now: i64,
     ) -> Result<(), StateError> {
+        let mac = self.mac()?;
         let session = session.clone();
         let refresh_hash = *refresh_hash;
         self.db.write(move |tx| {
+            let tag = mac.tag("sessions", &session_fields(&session, now));
             tx.execute(
-                "INSERT INTO sessions (family, subject, client_id, auth_context, created_at, jkt, audience)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO sessions (family, subject, client_id, auth_context, created_at, jkt, audience, mac)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 args![
                     &session.family,
-                    session.subject,
-                    session.client_id,
-                    session.auth_context,
+                    &session.subject,
+                    &session.client_id,
+                    &session.auth_context,
                     now,
-                    session.jkt,
-                    session.audience
+                    session.jkt.clone(),
+                    session.audience.clone(),
+                    tag
                 ],
             )?;
-            tx.execute(
-                "INSERT INTO refresh_tokens (hash, family, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-                args![refresh_hash.as_slice(), session.family, now, refresh_expires_at],
-            )?;
-            Ok(())
+            insert_refresh(tx, &mac, &refresh_hash, &session.family, now, refresh_expires_at)
         })
     }
 
@@ -1443,15 +1729,11 @@ impl StateStore {
         expires_at: i64,
         now: i64,
     ) -> Result<(), StateError> {
+        let mac = self.mac()?;
         let family = family.to_owned();
         let refresh_hash = *refresh_hash;
-        self.db.write(move |tx| {
-            tx.execute(
-                "INSERT INTO refresh_tokens (hash, family, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-                args![refresh_hash.as_slice(), family, now, expires_at],
-            )?;
-            Ok(())
-        })
+        self.db
+            .write(move |tx| insert_refresh(tx, &mac, &refresh_hash, &family, now, expires_at))
     }
 
     /// Records that access token `token_id` belongs to session `family`.
@@ -1482,12 +1764,13 @@ impl StateStore {
         proven_jkt: Option<&str>,
         now: i64,
     ) -> Result<RefreshUse, StateError> {
+        let mac = self.mac()?;
         let hash = *hash;
         let proven_jkt = proven_jkt.map(str::to_owned);
-        self.db.write(move |tx| {
+        self.noticed(self.db.write(move |tx| {
             let Some(r) = tx.query_opt(
                 &format!(
-                    "SELECT {SESSION_COLUMNS}, r.expires_at, r.used_at, s.revoked_at
+                    "SELECT {SESSION_COLUMNS}, r.expires_at, {SEAL_COLUMNS}, r.used_at, s.revoked_at
                      FROM refresh_tokens r JOIN sessions s ON s.family = r.family WHERE r.hash = $1"
                 ),
                 args![hash.as_slice()],
@@ -1495,10 +1778,9 @@ impl StateStore {
             else {
                 return Ok(RefreshUse::Invalid);
             };
-            let session = session_at(&r, 0)?;
-            let expires_at = r.i64(6)?;
-            let used_at = r.opt_i64(7)?;
-            let revoked_at = r.opt_i64(8)?;
+            let (session, expires_at) = sealed_session(&r, &mac, &hash)?;
+            let used_at = r.opt_i64(12)?;
+            let revoked_at = r.opt_i64(13)?;
             if used_at.is_some() {
                 return Ok(RefreshUse::Reused(session));
             }
@@ -1516,7 +1798,7 @@ impl StateStore {
                 args![hash.as_slice(), now],
             )?;
             Ok(RefreshUse::Rotated(session))
-        })
+        }))
     }
 
     /// The session of a refresh token, whether it is still usable.
@@ -1525,11 +1807,12 @@ impl StateStore {
         hash: &[u8; 32],
         now: i64,
     ) -> Result<Option<(Session, i64, bool)>, StateError> {
+        let mac = self.mac()?;
         let hash = *hash;
-        self.db.read(move |tx| {
+        self.noticed(self.db.read(move |tx| {
             let Some(r) = tx.query_opt(
                 &format!(
-                    "SELECT {SESSION_COLUMNS}, r.expires_at,
+                    "SELECT {SESSION_COLUMNS}, r.expires_at, {SEAL_COLUMNS},
                             CASE WHEN r.used_at IS NULL AND s.revoked_at IS NULL AND r.expires_at > $2
                                  THEN 1 ELSE 0 END
                      FROM refresh_tokens r JOIN sessions s ON s.family = r.family WHERE r.hash = $1"
@@ -1539,8 +1822,9 @@ impl StateStore {
             else {
                 return Ok(None);
             };
-            Ok(Some((session_at(&r, 0)?, r.i64(6)?, r.i64(7)? != 0)))
-        })
+            let (session, expires_at) = sealed_session(&r, &mac, &hash)?;
+            Ok(Some((session, expires_at, r.i64(12)? != 0)))
+        }))
     }
 
     /// The session an access token belongs to.
@@ -1585,11 +1869,13 @@ impl StateStore {
 
     /// Registers an API client (for introspection) with an argon2id secret hash.
     pub fn add_client(&self, id: &str, secret_hash: &str, now: i64) -> Result<(), StateError> {
+        let mac = self.mac()?;
         let (id, hash) = (id.to_owned(), secret_hash.to_owned());
         self.db.write(move |tx| {
+            let tag = mac.tag("clients", &[(&id).into(), (&hash).into(), now.into()]);
             tx.execute(
-                "INSERT INTO clients (id, secret_hash, created_at) VALUES ($1, $2, $3)",
-                args![id, hash, now],
+                "INSERT INTO clients (id, secret_hash, created_at, mac) VALUES ($1, $2, $3, $4)",
+                args![id, hash, now, tag],
             )
             .map_err(|e| unique_as(e, StateError::ClientExists))?;
             Ok(())
@@ -1598,13 +1884,23 @@ impl StateStore {
 
     /// The secret hash of a client.
     pub fn client_secret_hash(&self, id: &str) -> Result<Option<String>, StateError> {
+        let mac = self.mac()?;
         let id = id.to_owned();
-        self.db.read(move |tx| {
-            Ok(tx
-                .query_opt("SELECT secret_hash FROM clients WHERE id = $1", args![id])?
-                .map(|r| r.text(0))
-                .transpose()?)
-        })
+        self.noticed(self.db.read(move |tx| {
+            let Some(r) = tx.query_opt(
+                "SELECT secret_hash, created_at, mac FROM clients WHERE id = $1",
+                args![&id],
+            )?
+            else {
+                return Ok(None);
+            };
+            let (hash, at) = (r.text(0)?, r.i64(1)?);
+            let fields = [(&id).into(), (&hash).into(), at.into()];
+            if !mac.verify("clients", &fields, r.opt_blob(2)?.as_deref()) {
+                return Err(StateError::Tampered(format!("the client row {id:?}")));
+            }
+            Ok(Some(hash))
+        }))
     }
 }
 
@@ -1664,6 +1960,7 @@ mod tests {
     fn users_and_keys() {
         let dir = tempdir();
         let s = StateStore::open(&dir.join("state.db")).unwrap();
+        s.seal_rows(RowMac::new(&[1; 32]), 1).unwrap();
         s.add_user("alice", "$argon2id$x", 1).unwrap();
         assert!(matches!(
             s.add_user("alice", "$argon2id$y", 2),

@@ -11,6 +11,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use tally_store::fleet;
+use tally_store::rows::RowMac;
 use tally_store::state::{
     BlockRow, KeyEvent, KeyPurpose, KeyRow, KeyState, RefreshUse, Revocation, Session, StateError,
     StateStore,
@@ -19,6 +20,11 @@ use tally_store::state::{
 mod support;
 
 use support::{off_runtime, postgres_reachable, unique, url};
+
+/// The row key of the tests (in tally, derived from the master key).
+fn row_mac() -> RowMac {
+    RowMac::new(&[42; 32])
+}
 
 /// The database of one test, removed when the fixture goes.
 enum Fixture {
@@ -37,8 +43,32 @@ impl Fixture {
         off_runtime(postgres_reachable).then(|| Fixture::Postgres(unique("t_state")))
     }
 
-    /// A new handle on the test's database.
+    /// A new handle on the test's database, its rows sealed.
     fn open(&self) -> StateStore {
+        let s = self.open_unsealed();
+        s.seal_rows(row_mac(), 1).unwrap();
+        s
+    }
+
+    /// Runs `sql` on the test's database behind the store's back, as
+    /// someone with database access (and no master key) would.
+    fn behind_the_back(&self, sql: &str) {
+        match self {
+            Fixture::Sqlite(dir) => rusqlite::Connection::open(dir.join("state.db"))
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap(),
+            Fixture::Postgres(schema) => off_runtime(|| {
+                fleet::connect(&url())
+                    .unwrap()
+                    .batch_execute(&format!("SET search_path TO {schema};\n{sql}"))
+                    .unwrap()
+            }),
+        }
+    }
+
+    /// A new handle on the test's database, no row key installed.
+    fn open_unsealed(&self) -> StateStore {
         match self {
             Fixture::Sqlite(dir) => StateStore::open(&dir.join("state.db")).unwrap(),
             Fixture::Postgres(schema) => StateStore::connect_postgres(&url(), schema).unwrap(),
@@ -106,6 +136,8 @@ conformance!(
     login_failures_are_shared,
     data_version_moves_for_another_handle,
     reopening_keeps_everything,
+    rows_that_grant_access_are_sealed,
+    rows_from_before_seals_are_sealed_once,
 );
 
 fn key(kid: &str, created_at: i64) -> KeyRow {
@@ -719,6 +751,138 @@ fn clients(f: &Fixture) {
         s.client_secret_hash("api").unwrap().as_deref(),
         Some("$argon2id$s")
     );
+}
+
+/// `r` is a refusal for a row that fails its MAC.
+fn tampered<T: std::fmt::Debug>(r: Result<T, StateError>) {
+    match r {
+        Err(e @ StateError::Tampered(_)) => {
+            assert_eq!(e.code(), "state_tampered");
+            assert!(e.to_string().contains("fails its MAC"), "{e}");
+        }
+        other => panic!("expected a refusal for a tampered row, got {other:?}"),
+    }
+}
+
+fn rows_that_grant_access_are_sealed(f: &Fixture) {
+    let s = f.open();
+    let told = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let t = told.clone();
+    s.on_tamper(move |what| t.lock().unwrap().push(what.to_string()));
+    for name in ["alice", "bob", "carol"] {
+        s.add_user(name, &format!("$argon2id${name}"), 1).unwrap();
+    }
+    s.set_totp("carol", b"sealed-secret").unwrap();
+    s.set_role("carol", "admin").unwrap();
+    s.add_client("api", "$argon2id$api", 1).unwrap();
+    for (fam, h) in [("fam-1", 1u8), ("fam-2", 2), ("fam-3", 3)] {
+        s.create_session(&session(fam, None), &[h; 32], 1000, 10)
+            .unwrap();
+    }
+
+    // Someone with write access to the database, without the master key:
+    // a password of his own for alice, the admin role for bob, a user of
+    // his own, carol's seal on a copy of her row, the API client's secret,
+    // fam-1 moved to bob, fam-2's refresh token made to last.
+    f.behind_the_back(
+        "UPDATE users SET password_hash = '$argon2id$mallory' WHERE name = 'alice';
+         UPDATE users SET role = 'admin' WHERE name = 'bob';
+         INSERT INTO users (name, password_hash, created_at, role)
+             VALUES ('mallory', '$argon2id$m', 1, 'admin');
+         INSERT INTO users (name, password_hash, created_at, role, totp_sealed, mac)
+             SELECT 'eve', password_hash, created_at, role, totp_sealed, mac
+             FROM users WHERE name = 'carol';
+         UPDATE clients SET secret_hash = '$argon2id$mallory' WHERE id = 'api';
+         UPDATE sessions SET subject = 'bob' WHERE family = 'fam-1';
+         UPDATE refresh_tokens SET expires_at = 999999999 WHERE family = 'fam-2';",
+    );
+    tampered(s.password_hash("alice"));
+    tampered(s.totp("alice"));
+    tampered(s.user_role("bob"));
+    // A tampered row is not sealed again by a later change.
+    tampered(s.set_role("bob", "user"));
+    tampered(s.set_totp("bob", b"x"));
+    tampered(s.password_hash("mallory"));
+    tampered(s.user_role("eve"));
+    tampered(s.client_secret_hash("api"));
+    tampered(s.refresh_token_status(&[1; 32], 20));
+    tampered(s.use_refresh_token(&[1; 32], None, 20));
+    tampered(s.refresh_token_status(&[2; 32], 20));
+    tampered(s.use_refresh_token(&[2; 32], None, 20));
+    // Every refusal was told, naming the row.
+    let told = told.lock().unwrap().clone();
+    assert_eq!(told.len(), 12, "{told:?}");
+    assert!(told.iter().any(|w| w.contains("\"alice\"")), "{told:?}");
+    assert!(told.iter().any(|w| w.contains("fam-2")), "{told:?}");
+
+    // The rows nobody touched work as before; so does what changes in
+    // normal use outside the MAC (a spent refresh token, an ended session).
+    assert_eq!(
+        s.user_role("carol").unwrap().as_deref(),
+        Some("admin"),
+        "carol's own row"
+    );
+    assert_eq!(
+        s.totp("carol").unwrap().map(|t| t.0),
+        Some(b"sealed-secret".to_vec())
+    );
+    assert_eq!(s.password_hash("nobody").unwrap(), None);
+    assert_eq!(
+        s.use_refresh_token(&[3; 32], None, 20).unwrap(),
+        RefreshUse::Rotated(session("fam-3", None))
+    );
+    s.revoke_session("fam-3", "logout", 21).unwrap();
+    assert_eq!(
+        s.refresh_token_status(&[3; 32], 22).unwrap(),
+        Some((session("fam-3", None), 1000, false))
+    );
+    // The operator, holding the master key, takes alice's row back.
+    assert!(s.reset_user("alice", "$argon2id$new").unwrap());
+    assert_eq!(
+        s.password_hash("alice").unwrap().as_deref(),
+        Some("$argon2id$new")
+    );
+    assert_eq!(s.user_role("alice").unwrap().as_deref(), Some("user"));
+    assert!(!s.reset_user("nobody", "$argon2id$x").unwrap());
+    // Another handle, with another key (another master key), trusts none
+    // of the rows.
+    let other = f.open_unsealed();
+    other.seal_rows(RowMac::new(&[43; 32]), 2).unwrap();
+    tampered(other.password_hash("carol"));
+}
+
+fn rows_from_before_seals_are_sealed_once(f: &Fixture) {
+    let s = f.open_unsealed();
+    // Without the row key, nothing that grants access is read or written.
+    let e = s.add_user("alice", "$h", 1).unwrap_err();
+    assert!(matches!(e, StateError::Unsealed), "{e:?}");
+    assert_eq!(e.code(), "state_unsealed");
+    assert!(matches!(
+        s.password_hash("alice"),
+        Err(StateError::Unsealed)
+    ));
+    // Rows written before seals existed (an upgraded store).
+    f.behind_the_back(
+        "INSERT INTO users (name, password_hash, created_at, role) VALUES ('old', '$argon2id$old', 1, 'admin');
+         INSERT INTO clients (id, secret_hash, created_at) VALUES ('old-api', '$argon2id$c', 1);
+         INSERT INTO sessions (family, subject, client_id, auth_context, created_at)
+             VALUES ('old-fam', 'old', 'web', 'pwd', 5);",
+    );
+    assert_eq!(s.seal_rows(row_mac(), 7).unwrap(), 3, "the three old rows");
+    assert_eq!(s.user_role("old").unwrap().as_deref(), Some("admin"));
+    assert_eq!(
+        s.client_secret_hash("old-api").unwrap().as_deref(),
+        Some("$argon2id$c")
+    );
+    assert_eq!(s.meta("rows_sealed_at").unwrap().as_deref(), Some("7"));
+    // Once sealed, a row without a seal is refused, now and after a restart.
+    f.behind_the_back(
+        "INSERT INTO users (name, password_hash, created_at, role) VALUES ('late', '$argon2id$l', 1, 'admin');",
+    );
+    tampered(s.user_role("late"));
+    let again = f.open();
+    tampered(again.user_role("late"));
+    assert_eq!(again.user_role("old").unwrap().as_deref(), Some("admin"));
 }
 
 fn meta(f: &Fixture) {

@@ -236,6 +236,18 @@ enum UsersCmd {
         #[command(flatten)]
         data: DataArg,
     },
+    /// Reset a user: a new password (read from standard input), the `user`
+    /// role and no one-time-password enrolment, sealed afresh. Takes back a
+    /// user row that someone changed in the database behind tally's back.
+    Reset {
+        /// The user.
+        name: String,
+        /// Read the new password from standard input (one line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
     /// List users.
     List {
         #[command(flatten)]
@@ -576,6 +588,24 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
                     other => other.to_string(),
                 })?;
             println!("user {name} added");
+            Ok(ExitCode::SUCCESS)
+        }
+        UsersCmd::Reset { name, data, .. } => {
+            let c = config(cfg, &data, None)?;
+            let password = read_secret_line("password")?;
+            let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
+            let hash = tally_server::issuer::hash_password(password.as_str())
+                .map_err(|_| "password hashing failed".to_string())?;
+            if !dir
+                .state
+                .reset_user(&name, &hash)
+                .map_err(|e| e.to_string())?
+            {
+                return Err(format!("no user {name:?}: add it with tally users add"));
+            }
+            println!(
+                "user {name} reset: new password, role user, no one-time codes (re-enrol with tally users totp {name})"
+            );
             Ok(ExitCode::SUCCESS)
         }
         UsersCmd::Totp { name, label, data } => {

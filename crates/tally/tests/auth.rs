@@ -155,3 +155,75 @@ fn repeated_failures_are_throttled_per_user() {
     assert_eq!(try_login(&server, "nobody", "guess", None).0, 429);
     server.stop();
 }
+
+/// Someone with write access to `state.db` but not the master key gives
+/// himself a known password on alice's account and the admin role on his
+/// own: both rows fail their MAC, both are refused, and an incident opens.
+/// The operator then takes alice's row back.
+#[test]
+fn rows_changed_behind_tallys_back_are_refused() {
+    let tmp = TempDir::new("state-seals");
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    for (user, password) in [("alice", "pw-alice"), ("mallory", "pw-mallory")] {
+        tally_ok(
+            &["users", "add", user, "--password-stdin", "--data", d],
+            Some(&format!("{password}\n")),
+        );
+    }
+    let server = Server::start(&data, None);
+    let mallory = login(&server, "mallory", "pw-mallory");
+    rusqlite::Connection::open(data.join("state.db"))
+        .unwrap()
+        .execute_batch(
+            "UPDATE users SET password_hash = (SELECT password_hash FROM users WHERE name = 'mallory')
+                 WHERE name = 'alice';
+             UPDATE users SET role = 'admin' WHERE name = 'mallory';",
+        )
+        .unwrap();
+
+    // Alice's account with mallory's password, and the admin API with
+    // mallory's token: refused, as the store is for a row it cannot vouch for.
+    let (status, body, _) = try_login(&server, "alice", "pw-mallory", None);
+    assert_eq!((status, code(&body)), (503, "store_unavailable"), "{body}");
+    assert!(body.get("access_token").is_none());
+    let r = client()
+        .get(server.url("/v1/admin/blocks"))
+        .bearer_auth(&mallory)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 503);
+
+    // A critical incident names the rows; the log says what happened and
+    // shows no password hash.
+    eventually("an incident for the tampered rows", || {
+        let list: Value = serde_json::from_str(&tally_ok(
+            &["incident", "list", "--format", "json", "--data", d],
+            None,
+        ))
+        .unwrap();
+        list.as_array().unwrap().iter().any(|i| {
+            i["severity"] == "critical"
+                && i["title"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("fails its MAC"))
+        })
+    });
+    let log = server.log_text();
+    assert!(
+        log.contains("state_tampered") && log.contains("\"alice\""),
+        "{log}"
+    );
+    assert!(!log.contains("$argon2id"), "a password hash in the log");
+
+    // The operator takes alice's row back; mallory's password no longer
+    // opens it, hers does.
+    tally_ok(
+        &["users", "reset", "alice", "--password-stdin", "--data", d],
+        Some("pw-alice-2\n"),
+    );
+    login(&server, "alice", "pw-alice-2");
+    let (status, body, _) = try_login(&server, "alice", "pw-mallory", None);
+    assert_eq!((status, code(&body)), (401, "invalid_credentials"));
+    server.stop();
+}
