@@ -118,7 +118,7 @@ pub async fn authenticate(
         .await
         .map_err(|_| ApiError::unavailable("internal").into_response())?
         .map_err(|e| {
-            tracing::error!(error = %e, "state store unavailable during admin check");
+            tracing::error!(code = e.code(), error = %e, "state store failed or refused a row during admin check");
             ApiError::unavailable("store_unavailable").into_response()
         })?;
     if role.as_deref() != Some("admin") {

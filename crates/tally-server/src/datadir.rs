@@ -25,6 +25,10 @@ use tally_store::{KeyPurpose, KeyRow, KeyState, MASTER_KEY_FILE, STATE_FILE, Sta
 
 use crate::keys::{self, now_unix};
 
+/// This node's witness, in its own directory, that it has seen the state
+/// store's rows sealed.
+pub const ROWS_SEALED_FILE: &str = "rows.sealed";
+
 /// A data-directory problem, phrased so the operator knows what to do.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -77,6 +81,41 @@ impl DataDir {
     /// `signer = "pkcs11"`) and a ledger key. `TALLY_MASTER_KEY` (64 hex)
     /// overrides the master key file.
     pub fn open_or_init(config: &crate::config::Config) -> Result<DataDir, DataDirError> {
+        DataDir::open_with(config, false)
+    }
+
+    /// Opens an existing data directory whose state store may still hold
+    /// rows from before row seals (`tally state seal`): the row key is
+    /// installed, the rows are left for [`DataDir::adopt_unsealed`].
+    pub fn open_for_sealing(config: &crate::config::Config) -> Result<DataDir, DataDirError> {
+        DataDir::require_existing(config)?;
+        DataDir::open_with(config, true)
+    }
+
+    /// Seals the rows from before row seals, as they stand (the operator has
+    /// read [`StateStore::unsealed_rows`]), and keeps this node's witness.
+    pub fn adopt_unsealed(&self) -> Result<usize, DataDirError> {
+        let n = self
+            .state
+            .adopt_unsealed(now_unix())
+            .map_err(|e| DataDirError(format!("state database: {e}")))?;
+        self.witness_rows_sealed()?;
+        Ok(n)
+    }
+
+    fn witness_rows_sealed(&self) -> Result<(), DataDirError> {
+        let witness = self.path.join(ROWS_SEALED_FILE);
+        if !witness.exists() {
+            fs::write(&witness, "the state store's rows are sealed\n")
+                .map_err(|e| DataDirError(format!("cannot write {}: {e}", witness.display())))?;
+        }
+        Ok(())
+    }
+
+    fn open_with(
+        config: &crate::config::Config,
+        unsealed_rows_allowed: bool,
+    ) -> Result<DataDir, DataDirError> {
         let path = config.data.as_path();
         fs::create_dir_all(path).map_err(|e| {
             DataDirError(format!(
@@ -117,26 +156,29 @@ impl DataDir {
             hsm: std::sync::Mutex::new(None),
         };
         dir.ensure_keys()?;
-        // The master key is now known to be the right one: seal the rows
-        // that grant access (the first time, those from before seals).
-        let adopted = dir
-            .state
-            .seal_rows(
-                tally_store::RowMac::new(&dir.master.derive(tally_store::RowMac::PURPOSE)),
-                now_unix(),
-            )
-            .map_err(|e| DataDirError(format!("state database: {e}")))?;
-        if adopted > 0 {
-            tracing::info!(
-                rows = adopted,
-                "state rows from before row seals are sealed as they stand; from now on an unsealed row is refused"
-            );
+        // The master key is now known to be the right one: install the row
+        // key. This node's own witness that it has seen the store sealed
+        // keeps a store made to look unsealed from going unnoticed.
+        let seen = path.join(ROWS_SEALED_FILE).exists();
+        match dir.state.seal_rows(
+            tally_store::RowMac::new(&dir.master.derive(tally_store::RowMac::PURPOSE)),
+            now_unix(),
+            seen,
+        ) {
+            Ok(()) => dir.witness_rows_sealed()?,
+            Err(tally_store::StateError::Unadopted { .. }) if unsealed_rows_allowed => {}
+            Err(e) => return Err(DataDirError(format!("state database: {e}"))),
         }
         Ok(dir)
     }
 
     /// Opens an existing data directory (admin commands); never creates one.
     pub fn open_existing(config: &crate::config::Config) -> Result<DataDir, DataDirError> {
+        DataDir::require_existing(config)?;
+        DataDir::open_or_init(config)
+    }
+
+    fn require_existing(config: &crate::config::Config) -> Result<(), DataDirError> {
         let path = config.data.as_path();
         if !config.storage.is_shared() && !path.join(STATE_FILE).exists() {
             return Err(DataDirError(format!(
@@ -145,7 +187,7 @@ impl DataDir {
                 path.display()
             )));
         }
-        DataDir::open_or_init(config)
+        Ok(())
     }
 
     /// The PKCS#11 token, opened (and logged in to) on first use.

@@ -225,7 +225,7 @@ pub async fn login(
     .await
     .map_err(|_| ApiError::unavailable("internal"))?
     .map_err(|e| {
-        tracing::error!(error = %e, "state store unavailable during login");
+        tracing::error!(code = e.code(), error = %e, "state store failed or refused a row during login");
         ApiError::unavailable("store_unavailable")
     })?;
     if !authenticated {
@@ -332,7 +332,7 @@ async fn second_factor(
     .await
     .map_err(|_| ApiError::unavailable("internal"))?
     .map_err(|e: tally_store::StateError| {
-        tracing::error!(error = %e, "state store unavailable during login");
+        tracing::error!(code = e.code(), error = %e, "state store failed or refused a row during login");
         ApiError::unavailable("store_unavailable")
     })
 }
@@ -405,7 +405,7 @@ pub async fn issue_for(app: &Arc<App>, req: &TokenRequest<'_>) -> Result<Issued,
         .await
         .map_err(|_| ApiError::unavailable("internal"))?
         .map_err(|e| {
-            tracing::error!(error = %e, "state store unavailable during issuance");
+            tracing::error!(code = e.code(), error = %e, "state store failed or refused a row during issuance");
             ApiError::unavailable("store_unavailable")
         })?
         .is_some();

@@ -53,6 +53,17 @@ pub enum StateError {
         "{0} fails its MAC: it was written by someone without the master key (refused; see `tally incident list`)"
     )]
     Tampered(String),
+    /// The store holds rows from before row seals, which an operator has
+    /// not yet reviewed and sealed.
+    #[error(
+        "the state store holds {rows} rows from before row seals (users, clients, sessions, refresh tokens): \
+         list them with `tally state seal` and, once they are what you expect, seal them with \
+         `tally state seal --yes`"
+    )]
+    Unadopted {
+        /// Rows without a MAC.
+        rows: usize,
+    },
     /// A method that reads or writes sealed rows was called before
     /// [`StateStore::seal_rows`].
     #[error("the state store's row key is not installed (internal error)")]
@@ -80,6 +91,7 @@ impl StateError {
             StateError::NewerSchema { .. } => "schema_too_new",
             StateError::Tampered(_) => "state_tampered",
             StateError::Unsealed => "state_unsealed",
+            StateError::Unadopted { .. } => "state_unadopted",
             StateError::Store(SqlError::Config(_)) => "bad_config",
             StateError::Store(_) => "store_unavailable",
         }
@@ -588,6 +600,9 @@ pub struct StateStore {
     on_tamper: std::sync::OnceLock<TamperHook>,
 }
 
+/// The tables whose rows carry a MAC.
+const SEALED_TABLES: [&str; 4] = ["users", "clients", "sessions", "refresh_tokens"];
+
 /// What [`StateStore::on_tamper`] installs.
 type TamperHook = Box<dyn Fn(&str) + Send + Sync>;
 
@@ -642,19 +657,102 @@ impl StateStore {
     /// methods that read or write them answer [`StateError::Unsealed`].
     /// Call it once the master key is known to be the right one.
     ///
-    /// The first time a store is sealed, rows from before seals existed are
-    /// sealed as they stand, and `rows_sealed_at` is set; from then on, a
-    /// row without a valid MAC is refused. Returns how many rows were
-    /// sealed that way.
-    pub fn seal_rows(&self, mac: RowMac, now: i64) -> Result<usize, StateError> {
-        let mac = self.rows.get_or_init(|| Arc::new(mac)).clone();
+    /// A store whose marker `rows_sealed_at` is set is ready. Without the
+    /// marker: a store with no unsealed row (a new one) gets the marker; one
+    /// holding rows from before seals answers [`StateError::Unadopted`]
+    /// (the key is installed all the same, so that
+    /// [`StateStore::unsealed_rows`] and [`StateStore::adopt_unsealed`]
+    /// work). Rows are never sealed without an operator's say: someone who
+    /// can write to the database could delete the marker and clear the
+    /// MACs to have rows of his own sealed. A caller that has seen this
+    /// store sealed before (it keeps a witness of its own) passes
+    /// `seen_sealed`, and a missing marker is then [`StateError::Tampered`].
+    pub fn seal_rows(&self, mac: RowMac, now: i64, seen_sealed: bool) -> Result<(), StateError> {
+        self.rows.get_or_init(|| Arc::new(mac));
         self.db.write(move |tx| {
             if tx
                 .query_opt("SELECT value FROM meta WHERE key = 'rows_sealed_at'", &[])?
                 .is_some()
             {
-                return Ok(0);
+                return Ok(());
             }
+            if seen_sealed {
+                return Err(StateError::Tampered(
+                    "the state store's seal marker (meta rows_sealed_at) is gone though this node has \
+                     seen the store sealed: someone made it look unsealed so that rows of his own \
+                     would be sealed. Nothing was sealed. If a backup from before row seals was \
+                     restored on purpose, remove this node's rows.sealed file and start again"
+                        .into(),
+                ));
+            }
+            let mut rows = 0;
+            for table in SEALED_TABLES {
+                rows += tx
+                    .query_one(
+                        &format!("SELECT COUNT(*) FROM {table} WHERE mac IS NULL"),
+                        &[],
+                    )?
+                    .i64(0)?;
+            }
+            if rows > 0 {
+                return Err(StateError::Unadopted {
+                    rows: usize::try_from(rows).unwrap_or(usize::MAX),
+                });
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('rows_sealed_at', $1)",
+                args![now.to_string()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The rows without a MAC, as `(table, what)`: a user with its role, a
+    /// client, a session with its subject, a refresh token with its session.
+    pub fn unsealed_rows(&self) -> Result<Vec<(String, String)>, StateError> {
+        self.db.read(|tx| {
+            let mut out = Vec::new();
+            for r in tx.query(
+                "SELECT name, role FROM users WHERE mac IS NULL ORDER BY name",
+                &[],
+            )? {
+                out.push((
+                    "users".into(),
+                    format!("{} (role {})", r.text(0)?, r.text(1)?),
+                ));
+            }
+            for r in tx.query("SELECT id FROM clients WHERE mac IS NULL ORDER BY id", &[])? {
+                out.push(("clients".into(), r.text(0)?));
+            }
+            for r in tx.query(
+                "SELECT family, subject FROM sessions WHERE mac IS NULL ORDER BY family",
+                &[],
+            )? {
+                out.push((
+                    "sessions".into(),
+                    format!("{} (subject {})", r.text(0)?, r.text(1)?),
+                ));
+            }
+            for r in tx.query(
+                "SELECT family FROM refresh_tokens WHERE mac IS NULL ORDER BY family",
+                &[],
+            )? {
+                out.push((
+                    "refresh_tokens".into(),
+                    format!("a token of session {}", r.text(0)?),
+                ));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Seals every row without a MAC as it stands and sets the marker, on an
+    /// operator's say (after reading [`StateStore::unsealed_rows`]): the
+    /// step that upgrades a store from before row seals. Returns how many
+    /// rows were sealed.
+    pub fn adopt_unsealed(&self, now: i64) -> Result<usize, StateError> {
+        let mac = self.mac()?;
+        self.db.write(move |tx| {
             let mut sealed = 0u64;
             for r in tx.query(
                 "SELECT name, password_hash, role, totp_sealed FROM users WHERE mac IS NULL",
@@ -704,7 +802,8 @@ impl StateStore {
                 )?;
             }
             tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('rows_sealed_at', $1)",
+                "INSERT INTO meta (key, value) VALUES ('rows_sealed_at', $1)
+                 ON CONFLICT (key) DO NOTHING",
                 args![now.to_string()],
             )?;
             Ok(count(sealed))
@@ -889,20 +988,43 @@ impl StateStore {
     }
 
     /// Gives a user a new password hash, the `user` role and no TOTP
-    /// enrolment, sealed afresh, whatever the row held: how an operator
-    /// holding the master key takes back a row written by someone else.
-    /// False if there is no such user.
-    pub fn reset_user(&self, name: &str, password_hash: &str) -> Result<bool, StateError> {
+    /// enrolment, sealed afresh, whatever the row held, and ends every
+    /// session of the user (their refresh tokens stop working, their
+    /// unexpired access tokens are revoked), in one transaction: how an
+    /// operator holding the master key takes back an account someone else
+    /// had the use of. False if there is no such user.
+    pub fn reset_user(
+        &self,
+        name: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<bool, StateError> {
         let mac = self.mac()?;
         let (name, hash) = (name.to_owned(), password_hash.to_owned());
         self.db.write(move |tx| {
             let tag = mac.tag("users", &user_fields(&name, &hash, "user", None));
-            Ok(tx.execute(
+            let found = tx.execute(
                 "UPDATE users SET password_hash = $2, role = 'user', totp_sealed = NULL,
                      totp_last_step = NULL, mac = $3
                  WHERE name = $1",
-                args![name, hash, tag],
-            )? == 1)
+                args![&name, hash, tag],
+            )? == 1;
+            if found {
+                tx.execute(
+                    "INSERT INTO revocations (token_id, token_sha256, expires_at, revoked_at, reason)
+                     SELECT t.token_id, t.token_sha256, t.expires_at, $2, 'user_reset'
+                     FROM session_tokens t JOIN sessions s ON s.family = t.family
+                     WHERE s.subject = $1 AND t.expires_at > $2
+                     ON CONFLICT (token_id) DO NOTHING",
+                    args![&name, now],
+                )?;
+                tx.execute(
+                    "UPDATE sessions SET revoked_at = $2, revoked_reason = 'user_reset'
+                     WHERE subject = $1 AND revoked_at IS NULL",
+                    args![name, now],
+                )?;
+            }
+            Ok(found)
         })
     }
 
@@ -1603,17 +1725,27 @@ fn user_row(tx: &mut dyn Tx, mac: &RowMac, name: &str) -> Result<Option<UserRow>
     else {
         return Ok(None);
     };
-    let u = UserRow {
-        password_hash: r.text(0)?,
-        role: r.text(1)?,
-        totp_sealed: r.opt_blob(2)?,
-        totp_last_step: r.opt_i64(3)?,
-    };
-    let fields = user_fields(name, &u.password_hash, &u.role, u.totp_sealed.as_deref());
-    if !mac.verify("users", &fields, r.opt_blob(4)?.as_deref()) {
-        return Err(StateError::Tampered(format!(
+    let tampered = || {
+        StateError::Tampered(format!(
             "the user row {name:?} (take it back with `tally users reset {name} --password-stdin`)"
-        )));
+        ))
+    };
+    // A column of the wrong type was not written by tally either.
+    let read = || -> Result<(UserRow, Option<Vec<u8>>), SqlError> {
+        Ok((
+            UserRow {
+                password_hash: r.text(0)?,
+                role: r.text(1)?,
+                totp_sealed: r.opt_blob(2)?,
+                totp_last_step: r.opt_i64(3)?,
+            },
+            r.opt_blob(4)?,
+        ))
+    };
+    let (u, tag) = read().map_err(|_| tampered())?;
+    let fields = user_fields(name, &u.password_hash, &u.role, u.totp_sealed.as_deref());
+    if !mac.verify("users", &fields, tag.as_deref()) {
+        return Err(tampered());
     }
     Ok(Some(u))
 }
@@ -1632,24 +1764,40 @@ fn sealed_session(
     mac: &RowMac,
     hash: &[u8; 32],
 ) -> Result<(Session, i64), StateError> {
-    let session = session_at(r, 0)?;
-    let expires_at = r.i64(6)?;
+    // A column of the wrong type was not written by tally either.
+    let read = || -> Result<_, SqlError> {
+        Ok((
+            session_at(r, 0)?,
+            r.i64(6)?,
+            r.i64(7)?,
+            r.opt_blob(8)?,
+            r.text(9)?,
+            r.i64(10)?,
+            r.opt_blob(11)?,
+        ))
+    };
+    let (session, expires_at, created_at, session_tag, family, refresh_created_at, refresh_tag) =
+        read().map_err(|_| {
+            StateError::Tampered("a session or refresh token row of the wrong shape".into())
+        })?;
     if !mac.verify(
         "sessions",
-        &session_fields(&session, r.i64(7)?),
-        r.opt_blob(8)?.as_deref(),
+        &session_fields(&session, created_at),
+        session_tag.as_deref(),
     ) {
         return Err(StateError::Tampered(format!(
             "the session row {:?}",
             session.family
         )));
     }
-    let family = r.text(9)?;
+    // The join paired them; the bytes must agree too (a collation of the
+    // database's choosing must not pair a token with another session).
     if !mac.verify(
         "refresh_tokens",
-        &refresh_fields(hash, &family, r.i64(10)?, expires_at),
-        r.opt_blob(11)?.as_deref(),
-    ) {
+        &refresh_fields(hash, &family, refresh_created_at, expires_at),
+        refresh_tag.as_deref(),
+    ) || family != session.family
+    {
         return Err(StateError::Tampered(format!(
             "a refresh token row of session {family:?}"
         )));
@@ -1894,10 +2042,12 @@ impl StateStore {
             else {
                 return Ok(None);
             };
-            let (hash, at) = (r.text(0)?, r.i64(1)?);
+            let tampered = || StateError::Tampered(format!("the client row {id:?}"));
+            let read = || -> Result<_, SqlError> { Ok((r.text(0)?, r.i64(1)?, r.opt_blob(2)?)) };
+            let (hash, at, tag) = read().map_err(|_| tampered())?;
             let fields = [(&id).into(), (&hash).into(), at.into()];
-            if !mac.verify("clients", &fields, r.opt_blob(2)?.as_deref()) {
-                return Err(StateError::Tampered(format!("the client row {id:?}")));
+            if !mac.verify("clients", &fields, tag.as_deref()) {
+                return Err(tampered());
             }
             Ok(Some(hash))
         }))
@@ -1960,7 +2110,7 @@ mod tests {
     fn users_and_keys() {
         let dir = tempdir();
         let s = StateStore::open(&dir.join("state.db")).unwrap();
-        s.seal_rows(RowMac::new(&[1; 32]), 1).unwrap();
+        s.seal_rows(RowMac::new(&[1; 32]), 1, false).unwrap();
         s.add_user("alice", "$argon2id$x", 1).unwrap();
         assert!(matches!(
             s.add_user("alice", "$argon2id$y", 2),

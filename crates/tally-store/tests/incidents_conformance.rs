@@ -956,7 +956,7 @@ fn postgres_incident_writes_do_not_wait_for_the_state_lock() {
     // And the state store shares the schema without a clash.
     let state = tally_store::StateStore::connect_postgres(&url(), &schema).unwrap();
     state
-        .seal_rows(tally_store::RowMac::new(&[42; 32]), 1)
+        .seal_rows(tally_store::RowMac::new(&[42; 32]), 1, false)
         .unwrap();
     state.add_user("alice", "$h", 1).unwrap();
     assert_eq!(state.users().unwrap(), ["alice"]);

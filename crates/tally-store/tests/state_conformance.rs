@@ -46,7 +46,7 @@ impl Fixture {
     /// A new handle on the test's database, its rows sealed.
     fn open(&self) -> StateStore {
         let s = self.open_unsealed();
-        s.seal_rows(row_mac(), 1).unwrap();
+        s.seal_rows(row_mac(), 1, false).unwrap();
         s
     }
 
@@ -779,6 +779,8 @@ fn rows_that_grant_access_are_sealed(f: &Fixture) {
         s.create_session(&session(fam, None), &[h; 32], 1000, 10)
             .unwrap();
     }
+    s.create_session(&session("fam-4", Some("jkt-of-alice")), &[4; 32], 1000, 10)
+        .unwrap();
 
     // Someone with write access to the database, without the master key:
     // a password of his own for alice, the admin role for bob, a user of
@@ -794,7 +796,8 @@ fn rows_that_grant_access_are_sealed(f: &Fixture) {
              FROM users WHERE name = 'carol';
          UPDATE clients SET secret_hash = '$argon2id$mallory' WHERE id = 'api';
          UPDATE sessions SET subject = 'bob' WHERE family = 'fam-1';
-         UPDATE refresh_tokens SET expires_at = 999999999 WHERE family = 'fam-2';",
+         UPDATE refresh_tokens SET expires_at = 999999999 WHERE family = 'fam-2';
+         UPDATE sessions SET jkt = 'jkt-of-mallory' WHERE family = 'fam-4';",
     );
     tampered(s.password_hash("alice"));
     tampered(s.totp("alice"));
@@ -809,9 +812,10 @@ fn rows_that_grant_access_are_sealed(f: &Fixture) {
     tampered(s.use_refresh_token(&[1; 32], None, 20));
     tampered(s.refresh_token_status(&[2; 32], 20));
     tampered(s.use_refresh_token(&[2; 32], None, 20));
+    tampered(s.use_refresh_token(&[4; 32], Some("jkt-of-mallory"), 20));
     // Every refusal was told, naming the row.
     let told = told.lock().unwrap().clone();
-    assert_eq!(told.len(), 12, "{told:?}");
+    assert_eq!(told.len(), 13, "{told:?}");
     assert!(told.iter().any(|w| w.contains("\"alice\"")), "{told:?}");
     assert!(told.iter().any(|w| w.contains("fam-2")), "{told:?}");
 
@@ -836,18 +840,36 @@ fn rows_that_grant_access_are_sealed(f: &Fixture) {
         s.refresh_token_status(&[3; 32], 22).unwrap(),
         Some((session("fam-3", None), 1000, false))
     );
-    // The operator, holding the master key, takes alice's row back.
-    assert!(s.reset_user("alice", "$argon2id$new").unwrap());
+    // The operator, holding the master key, takes alice's row back, and
+    // every session opened while someone else had her password ends.
+    let mut alice = session("fam-5", None);
+    alice.subject = "alice".into();
+    s.create_session(&alice, &[5; 32], 1000, 10).unwrap();
+    s.add_session_token("fam-5", "jti-of-fam-5", &[55; 32], 900)
+        .unwrap();
+    assert!(s.reset_user("alice", "$argon2id$new", 30).unwrap());
     assert_eq!(
         s.password_hash("alice").unwrap().as_deref(),
         Some("$argon2id$new")
     );
     assert_eq!(s.user_role("alice").unwrap().as_deref(), Some("user"));
-    assert!(!s.reset_user("nobody", "$argon2id$x").unwrap());
+    assert_eq!(
+        s.refresh_token_status(&[5; 32], 31).unwrap(),
+        Some((alice.clone(), 1000, false)),
+        "the session ended"
+    );
+    assert!(
+        s.revocations_after(0)
+            .unwrap()
+            .iter()
+            .any(|(_, r)| r.token_id == "jti-of-fam-5"),
+        "its access token revoked"
+    );
+    assert!(!s.reset_user("nobody", "$argon2id$x", 30).unwrap());
     // Another handle, with another key (another master key), trusts none
     // of the rows.
     let other = f.open_unsealed();
-    other.seal_rows(RowMac::new(&[43; 32]), 2).unwrap();
+    other.seal_rows(RowMac::new(&[43; 32]), 2, true).unwrap();
     tampered(other.password_hash("carol"));
 }
 
@@ -868,7 +890,19 @@ fn rows_from_before_seals_are_sealed_once(f: &Fixture) {
          INSERT INTO sessions (family, subject, client_id, auth_context, created_at)
              VALUES ('old-fam', 'old', 'web', 'pwd', 5);",
     );
-    assert_eq!(s.seal_rows(row_mac(), 7).unwrap(), 3, "the three old rows");
+    // They are not sealed without an operator's say.
+    let e = s.seal_rows(row_mac(), 7, false).unwrap_err();
+    assert!(matches!(e, StateError::Unadopted { rows: 3 }), "{e:?}");
+    assert_eq!(e.code(), "state_unadopted");
+    assert!(e.to_string().contains("tally state seal"), "{e}");
+    tampered(s.user_role("old"));
+    let listed = s.unsealed_rows().unwrap();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(
+        listed.contains(&("users".into(), "old (role admin)".into())),
+        "{listed:?}"
+    );
+    assert_eq!(s.adopt_unsealed(7).unwrap(), 3, "the three old rows");
     assert_eq!(s.user_role("old").unwrap().as_deref(), Some("admin"));
     assert_eq!(
         s.client_secret_hash("old-api").unwrap().as_deref(),
@@ -883,6 +917,19 @@ fn rows_from_before_seals_are_sealed_once(f: &Fixture) {
     let again = f.open();
     tampered(again.user_role("late"));
     assert_eq!(again.user_role("old").unwrap().as_deref(), Some("admin"));
+    // Made to look unsealed again, so that "late" would be sealed: a node
+    // that has seen the store sealed refuses, and seals nothing.
+    f.behind_the_back("DELETE FROM meta WHERE key = 'rows_sealed_at';");
+    let witness = f.open_unsealed();
+    tampered(witness.seal_rows(row_mac(), 8, true));
+    tampered(witness.user_role("late"));
+    // Without a witness, the late row waits for an operator's say.
+    let fresh = f.open_unsealed();
+    assert!(matches!(
+        fresh.seal_rows(row_mac(), 8, false),
+        Err(StateError::Unadopted { rows: 1 })
+    ));
+    tampered(fresh.user_role("late"));
 }
 
 fn meta(f: &Fixture) {

@@ -105,6 +105,23 @@ enum Command {
     /// Incidents: list, show, act, report to authorities, affected customers.
     #[command(subcommand)]
     Incident(incident_cmd::IncidentCmd),
+    /// The state store's row seals.
+    #[command(subcommand)]
+    State(StateCmd),
+}
+
+#[derive(Subcommand)]
+enum StateCmd {
+    /// List the rows from before row seals (users with their roles, API
+    /// clients, sessions, refresh tokens); with --yes, seal them as they
+    /// stand. Needed once, after upgrading a store that holds such rows.
+    Seal {
+        /// Seal the rows listed (after checking them).
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -476,6 +493,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Keys(cmd) => keys(cfg_path, cmd),
         Command::Ledger(cmd) => ledger(cfg_path, cmd),
         Command::Block(cmd) => block(cfg_path, cmd),
+        Command::State(StateCmd::Seal { yes, data }) => seal_state(cfg_path, yes, &data),
         Command::Access(cmd) => access(cfg_path, cmd),
         Command::Incident(cmd) => incident_cmd::run(cfg_path, cmd),
         Command::Fleet(cmd) => fleet_cmd::run(cfg_path, cmd),
@@ -598,13 +616,13 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
                 .map_err(|_| "password hashing failed".to_string())?;
             if !dir
                 .state
-                .reset_user(&name, &hash)
+                .reset_user(&name, &hash, tally_server::keys::now_unix())
                 .map_err(|e| e.to_string())?
             {
                 return Err(format!("no user {name:?}: add it with tally users add"));
             }
             println!(
-                "user {name} reset: new password, role user, no one-time codes (re-enrol with tally users totp {name})"
+                "user {name} reset: new password, role user, no one-time codes (re-enrol with tally users totp {name}), every session ended"
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -1253,6 +1271,32 @@ fn read_secret_line(what: &str) -> Result<zeroize::Zeroizing<String>, String> {
 }
 
 /// Prints rows as aligned columns (the last column is not padded).
+/// `tally state seal [--yes]`.
+fn seal_state(cfg: Option<&Path>, yes: bool, data: &DataArg) -> Result<ExitCode, String> {
+    let c = config(cfg, data, None)?;
+    let dir = DataDir::open_for_sealing(&c).map_err(|e| e.to_string())?;
+    let rows = dir.state.unsealed_rows().map_err(|e| e.to_string())?;
+    if rows.is_empty() {
+        dir.adopt_unsealed().map_err(|e| e.to_string())?;
+        println!("every row that grants access is sealed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = vec![["TABLE".to_string(), "ROW".into()]];
+    table.extend(rows.iter().map(|(t, w)| [t.clone(), w.clone()]));
+    print_table(&table);
+    if !yes {
+        println!(
+            "\n{} rows have no seal. Check that every user (and role), client and session above is \
+             one you expect; then seal them as they stand with `tally state seal --yes`.",
+            rows.len()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let n = dir.adopt_unsealed().map_err(|e| e.to_string())?;
+    println!("\nsealed {n} rows; from now on a row without a seal is refused");
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) fn print_table<const N: usize>(rows: &[[String; N]]) {
     let mut widths = [0usize; N];
     for row in rows {

@@ -226,4 +226,53 @@ fn rows_changed_behind_tallys_back_are_refused() {
     let (status, body, _) = try_login(&server, "alice", "pw-mallory", None);
     assert_eq!((status, code(&body)), (401, "invalid_credentials"));
     server.stop();
+
+    // The store made to look as if it had never been sealed, with a user of
+    // mallory's own: this node has seen it sealed, so it refuses to start
+    // rather than seal that row.
+    rusqlite::Connection::open(data.join("state.db"))
+        .unwrap()
+        .execute_batch(
+            "DELETE FROM meta WHERE key = 'rows_sealed_at';
+             UPDATE users SET mac = NULL;
+             INSERT INTO users (name, password_hash, created_at, role)
+                 SELECT 'eve', password_hash, 1, 'admin' FROM users WHERE name = 'mallory';",
+        )
+        .unwrap();
+    let out = tally(&["users", "list", "--data", d], None);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("seal marker") && err.contains("rows.sealed"),
+        "{err}"
+    );
+
+    // Without this node's witness (a new node, say), the unsealed rows still
+    // wait for an operator: nothing starts, and `tally state seal` lists
+    // them, eve the admin among them, and seals nothing without --yes.
+    std::fs::remove_file(data.join("rows.sealed")).unwrap();
+    let out = tally(&["users", "list", "--data", d], None);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tally state seal"), "{err}");
+    let out = tally(&["state", "seal", "--data", d], None);
+    assert_eq!(out.status.code(), Some(1));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("eve (role admin)") && listed.contains("mallory (role admin)"),
+        "{listed}"
+    );
+    // The operator removes eve, seals what is left, and takes mallory's
+    // admin role away.
+    rusqlite::Connection::open(data.join("state.db"))
+        .unwrap()
+        .execute_batch("DELETE FROM users WHERE name = 'eve';")
+        .unwrap();
+    let out = tally_ok(&["state", "seal", "--yes", "--data", d], None);
+    assert!(out.contains("sealed 2 rows"), "{out}");
+    assert!(!out.contains("eve"), "{out}");
+    tally_ok(&["users", "role", "mallory", "user", "--data", d], None);
+    let server = Server::start(&data, None);
+    login(&server, "alice", "pw-alice-2");
+    server.stop();
 }
