@@ -177,12 +177,7 @@ fn attack_table_over_http() {
     assert!(keys_list.contains("retiring"), "{keys_list}");
 
     // The JWKS publishes both verifying keys, and never a private member.
-    let jwks: Value = client()
-        .get(server.url("/.well-known/jwks.json"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let jwks: Value = jwks(&server);
     let keys = jwks["keys"].as_array().unwrap();
     let kids: Vec<&str> = keys.iter().map(|k| k["kid"].as_str().unwrap()).collect();
     assert!(

@@ -213,12 +213,7 @@ fn pyjwt_tokens_are_guarded_once_registered() {
     assert_eq!(check(&server, rogue).1, "bad_signature");
     assert_eq!(check(&server, spoof).1, "not_issued");
     // tally's JWKS publishes only tally's keys.
-    let jwks: Value = client()
-        .get(server.url("/.well-known/jwks.json"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let jwks: Value = jwks(&server);
     assert!(
         jwks["keys"]
             .as_array()

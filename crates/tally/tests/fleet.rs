@@ -237,14 +237,6 @@ fn three_nodes_one_ledger() {
         &["users", "add", "member", "--password-stdin"],
         Some("correct horse 42\n"),
     );
-    let jwks = |s: &Server| -> Value {
-        client()
-            .get(s.url("/.well-known/jwks.json"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
-    };
     assert_eq!(jwks(&a), jwks(&b), "one key set for the fleet");
     assert_eq!(jwks(&b), jwks(&c));
 

@@ -155,12 +155,7 @@ fn signing_keys_live_in_a_pkcs11_token() {
     let t1 = login(&server, "alice", "pw-alice");
     assert_eq!(kid_of(&t1), k1);
     assert_eq!(verdict(&server, &t1), "ok");
-    let jwks: Value = client()
-        .get(server.url("/.well-known/jwks.json"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let jwks: Value = jwks(&server);
     assert!(
         jwks["keys"]
             .as_array()

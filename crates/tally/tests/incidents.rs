@@ -813,19 +813,14 @@ audience = "https://rp.example"
         assert!(headers.contains_key("x-tally-delivery"));
     }
     // SETs: typ secevent+jwt, signed with the events key, CAEP and RISC events.
-    let jwks: Value = client()
+    let events_jwks: Value = client()
         .get(_server.url("/.well-known/tally-events-jwks.json"))
         .send()
         .unwrap()
         .json()
         .unwrap();
-    let keys = tally_core::jose::KeySet::from_jwks(&jwks).unwrap();
-    let token_jwks: Value = client()
-        .get(_server.url("/.well-known/jwks.json"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let keys = tally_core::jose::KeySet::from_jwks(&events_jwks).unwrap();
+    let token_jwks: Value = jwks(&_server);
     assert!(
         !token_jwks.to_string().contains("events-"),
         "the events key is not a token key"

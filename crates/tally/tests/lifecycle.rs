@@ -275,12 +275,7 @@ fn keys_rotate_at_max_age_and_retire_when_their_tokens_expired() {
     // The retired key is gone from the JWKS (the server reloads its keys
     // just after writing the retirement).
     eventually("the retired key gone from the JWKS", || {
-        let jwks: Value = client()
-            .get(server.url("/.well-known/jwks.json"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let jwks: Value = jwks(&server);
         jwks["keys"]
             .as_array()
             .unwrap()

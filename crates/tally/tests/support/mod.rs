@@ -203,6 +203,16 @@ pub fn client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
+/// The server's published key set.
+pub fn jwks(server: &Server) -> serde_json::Value {
+    client()
+        .get(server.url("/.well-known/jwks.json"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
 /// Logs in and returns the access token.
 pub fn login(server: &Server, user: &str, password: &str) -> String {
     let resp = client()
