@@ -411,6 +411,10 @@ pub fn verified_records(
     let (tree, _) = tally_store::verify_ledger(&conn, &verifier, &mut |_, _| {}, &mut |_, r| {
         records.push(r.clone())
     })?;
-    tally_store::ledger::check_witness(ledger_path, &tree, &verifier)?;
+    tally_store::ledger::check_witness(
+        &tally_store::ledger::witness_path(ledger_path),
+        &tree,
+        &verifier,
+    )?;
     Ok(records)
 }

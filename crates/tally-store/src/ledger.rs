@@ -318,7 +318,7 @@ impl Ledger {
         conn.execute_batch(SCHEMA)?;
         let verifier = signer.verifier();
         let (tree, report) = verify_ledger(&conn, &verifier, progress, on_record)?;
-        check_witness(path, &tree, &verifier)?;
+        check_witness(&witness_path(path), &tree, &verifier)?;
         let head = if report.checkpoints == 0 {
             // A new ledger: commit to the empty tree at once.
             let signed = sign_head(&signer, &tree)?;
@@ -335,7 +335,7 @@ impl Ledger {
                 reason: e.to_string(),
             })?
         };
-        write_witness(path, &head)?;
+        write_witness(&witness_path(path), &head)?;
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
             committed: AtomicU64::new(tree.len()),
@@ -660,7 +660,7 @@ impl Witness {
             if let Some(head) = head {
                 // A failed write is not a failed append (the records are
                 // durable); the next head rewrites the file.
-                let _ = write_witness(&self.path, &head);
+                let _ = write_witness(&witness_path(&self.path), &head);
             }
             if closed
                 && self
@@ -890,30 +890,30 @@ pub fn witness_path(ledger_path: &Path) -> PathBuf {
     ledger_path.with_extension("head")
 }
 
-/// Replaces the head witness: the latest signed checkpoint, kept outside the
-/// ledger database so that rolling `ledger.db` back (deleting its newest rows
-/// together with their checkpoints) is noticed when the ledger is opened. It
-/// is written after each commit (rename over, no fsync): it may lag the ledger
-/// after a crash, but is never ahead of it.
-fn write_witness(ledger_path: &Path, head: &SignedCheckpoint) -> Result<(), LedgerError> {
-    let path = witness_path(ledger_path);
+/// Replaces the head witness at `path`: the latest signed checkpoint, kept
+/// outside the ledger's database so that rolling the database back
+/// (deleting its newest rows together with their checkpoints) is noticed
+/// when the ledger is opened. The embedded ledger writes it after each commit
+/// (`ledger.head`, see [`witness_path`]), a fleet node after each checkpoint
+/// it verifies (in its own directory). Rename over, no fsync: it may lag the
+/// ledger after a crash, but is never ahead of it.
+pub fn write_witness(path: &Path, head: &SignedCheckpoint) -> Result<(), LedgerError> {
     let tmp = path.with_extension("head.tmp");
     std::fs::write(&tmp, head.note())
-        .and_then(|_| std::fs::rename(&tmp, &path))
+        .and_then(|_| std::fs::rename(&tmp, path))
         .map_err(|e| LedgerError::Store(format!("cannot write {}: {e}", path.display())))
 }
 
-/// Checks the ledger against its head witness (see [`witness_path`]): the
-/// witness must verify, and the ledger must hold at least as many entries with
-/// the same root at the witness's size. A missing witness is accepted (a new
-/// or pre-witness data directory); it is recreated on open.
+/// Checks a ledger against the head witness at `path`: the witness must
+/// verify, and the ledger must hold at least as many entries with the same
+/// root at the witness's size. A missing witness is accepted (a new or
+/// pre-witness data directory, a new node); it is written on open.
 pub fn check_witness(
-    ledger_path: &Path,
+    path: &Path,
     tree: &MerkleTree,
     verifier: &NoteVerifier,
 ) -> Result<(), LedgerError> {
-    let path = witness_path(ledger_path);
-    let note = match std::fs::read_to_string(&path) {
+    let note = match std::fs::read_to_string(path) {
         Ok(n) => n,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => {

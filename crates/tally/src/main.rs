@@ -963,7 +963,11 @@ fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
             );
             bar.finish();
             let result = result.and_then(|(tree, report)| {
-                tally_store::ledger::check_witness(&ledger_path, &tree, &verifier)?;
+                tally_store::ledger::check_witness(
+                    &tally_store::ledger::witness_path(&ledger_path),
+                    &tree,
+                    &verifier,
+                )?;
                 Ok(report)
             });
             match result {

@@ -30,6 +30,8 @@ use tally_core::note::{Checkpoint, NoteSigner, NoteVerifier, SignedCheckpoint};
 use tally_core::record::IssuanceRecord;
 use tokio::sync::oneshot;
 
+use crate::ledger::{check_witness, write_witness};
+
 use super::{FleetError, QueuedRecord, RecordMac, Sequencer, Step};
 use crate::ledger::{InclusionProof, LedgerError};
 
@@ -290,7 +292,7 @@ impl FleetLedger {
             .ok_or_else(|| LedgerError::Store("no checkpoint".into()))?;
         if let Some(path) = &cfg.witness {
             check_witness(path, &report.tree, &verifier)?;
-            write_witness(path, &head);
+            write_witness(path, &head)?;
         }
         let published = head.checkpoint().size;
         let shared = Arc::new(Shared {
@@ -865,55 +867,14 @@ fn extend_tree(c: &mut Client, shared: &Shared) -> Result<(), FleetError> {
         return Ok(());
     }
     if let Some(path) = &shared.cfg.witness {
-        write_witness(path, &cp);
+        // As the embedded ledger: a witness that lags is checked again at
+        // the next checkpoint; it is never ahead.
+        let _ = write_witness(path, &cp);
     }
     *shared.tree.write().unwrap_or_else(|e| e.into_inner()) = tree;
     *shared.head.write().unwrap_or_else(|e| e.into_inner()) = cp;
     shared.published.store(target, Ordering::SeqCst);
     Ok(())
-}
-
-/// Refuses a shared ledger that does not extend the checkpoint this node
-/// last verified (kept in `path`): the database was rolled back or
-/// rewritten since.
-fn check_witness(
-    path: &std::path::Path,
-    tree: &MerkleTree,
-    verifier: &NoteVerifier,
-) -> Result<(), LedgerError> {
-    let Ok(note) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let witnessed = SignedCheckpoint::verify(&note, verifier).map_err(|e| LedgerError::Tampered {
-        index: 0,
-        reason: format!(
-            "this node's witness {} does not verify ({e}): the ledger key changed or the file was edited",
-            path.display()
-        ),
-    })?;
-    let w = witnessed.checkpoint();
-    let extends = w.size <= tree.len() && tree.root_at(w.size).is_ok_and(|r| r == w.root_hash);
-    if extends {
-        Ok(())
-    } else {
-        Err(LedgerError::Tampered {
-            index: w.size.min(tree.len()),
-            reason: format!(
-                "the shared ledger ({} entries) does not extend the checkpoint of {} entries this node verified \
-                 before: it was rolled back or rewritten",
-                tree.len(),
-                w.size
-            ),
-        })
-    }
-}
-
-/// Keeps `cp` as this node's witness (write, then rename: never half a file).
-fn write_witness(path: &std::path::Path, cp: &SignedCheckpoint) {
-    let tmp = path.with_extension("tmp");
-    if std::fs::write(&tmp, cp.note()).is_ok() {
-        let _ = std::fs::rename(&tmp, path);
-    }
 }
 
 fn sleep_unless_stopped(shared: &Shared, d: Duration) {
