@@ -6,7 +6,6 @@
 //! drops it afterwards, even when it fails. Without a reachable server the
 //! PostgreSQL tests say they are skipped; with `CI=true` they must run.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 
 use serde_json::json;
@@ -15,35 +14,16 @@ use tally_core::detect::{Actor, ActorKind, Detection, Rule, Severity};
 use tally_store::fleet;
 use tally_store::incidents::{IncidentError, IncidentStore, OUTBOX_LEASE_SECS};
 
+#[macro_use]
 mod support;
 
-use support::{off_runtime, postgres_reachable, unique, url};
+use support::{Backend, TempDir, url};
 
 /// The database of one test (and the nodes' witness directories), removed
-/// when the fixture goes.
-enum Fixture {
-    Sqlite(PathBuf),
-    Postgres { schema: String, dir: PathBuf },
-}
+/// when it goes.
+type Fixture = Backend;
 
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(unique("tally-incidents-conformance"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-impl Fixture {
-    fn sqlite() -> Fixture {
-        Fixture::Sqlite(temp_dir())
-    }
-
-    fn postgres() -> Option<Fixture> {
-        off_runtime(postgres_reachable).then(|| Fixture::Postgres {
-            schema: unique("t_inc"),
-            dir: temp_dir(),
-        })
-    }
-
+impl Backend {
     /// A new handle on the test's database (node 0).
     fn open(&self) -> IncidentStore {
         self.node(0)
@@ -53,103 +33,41 @@ impl Fixture {
     /// a witness directory of its own (SQLite has one witness file).
     fn node(&self, n: usize) -> IncidentStore {
         match self {
-            Fixture::Sqlite(dir) => IncidentStore::open(dir).unwrap(),
-            Fixture::Postgres { schema, dir } => {
-                IncidentStore::connect_postgres(&url(), schema, &dir.join(format!("node-{n}")))
-                    .unwrap()
-            }
+            Backend::Sqlite(dir) => IncidentStore::open(dir.path()).unwrap(),
+            Backend::Postgres { schema, dir } => IncidentStore::connect_postgres(
+                &url(),
+                &schema.0,
+                &dir.path().join(format!("node-{n}")),
+            )
+            .unwrap(),
         }
     }
 
     /// Runs statements on the database directly, as someone with write
     /// access to it would.
     fn raw(&self, sql: &str) {
-        match self {
-            Fixture::Sqlite(dir) => {
-                let c = rusqlite::Connection::open(dir.join("incidents.db")).unwrap();
-                c.execute_batch(sql).unwrap();
-            }
-            Fixture::Postgres { schema, .. } => off_runtime(|| {
-                let mut c = fleet::connect(&url()).unwrap();
-                c.batch_execute(&format!("SET search_path TO {schema}; {sql}"))
-                    .unwrap();
-            }),
-        }
+        self.run_sql("incidents.db", sql).unwrap();
+    }
+
+    /// Whether a raw statement fails.
+    fn raw_fails(&self, sql: &str) -> bool {
+        self.run_sql("incidents.db", sql).is_err()
     }
 
     /// Statements that drop the append-only guards of the timeline and the
     /// audit table.
     fn unguard(&self) -> &'static str {
         match self {
-            Fixture::Sqlite(_) => {
+            Backend::Sqlite(_) => {
                 "DROP TRIGGER IF EXISTS timeline_append_only; DROP TRIGGER IF EXISTS timeline_no_delete;
                  DROP TRIGGER IF EXISTS audit_append_only; DROP TRIGGER IF EXISTS audit_no_delete;"
             }
-            Fixture::Postgres { .. } => {
+            Backend::Postgres { .. } => {
                 "DROP TRIGGER IF EXISTS timeline_append_only ON timeline;
                  DROP TRIGGER IF EXISTS audit_append_only ON audit;"
             }
         }
     }
-
-    /// Whether a raw statement fails.
-    fn raw_fails(&self, sql: &str) -> bool {
-        match self {
-            Fixture::Sqlite(dir) => {
-                let c = rusqlite::Connection::open(dir.join("incidents.db")).unwrap();
-                c.execute_batch(sql).is_err()
-            }
-            Fixture::Postgres { schema, .. } => off_runtime(|| {
-                let mut c = fleet::connect(&url()).unwrap();
-                c.batch_execute(&format!("SET search_path TO {schema}; {sql}"))
-                    .is_err()
-            }),
-        }
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        match self {
-            Fixture::Sqlite(dir) => {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            Fixture::Postgres { schema, dir } => {
-                let _ = std::fs::remove_dir_all(dir);
-                off_runtime(|| {
-                    if let Ok(mut c) = fleet::connect(&url()) {
-                        let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
-                    }
-                })
-            }
-        }
-    }
-}
-
-/// Runs each named test function once per backend.
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(
-                #[test]
-                fn $name() {
-                    let f = super::Fixture::sqlite();
-                    super::$name(&f);
-                }
-            )*
-        }
-        mod on_postgres {
-            $(
-                #[test]
-                fn $name() {
-                    let Some(f) = super::Fixture::postgres() else {
-                        return;
-                    };
-                    super::$name(&f);
-                }
-            )*
-        }
-    };
 }
 
 conformance!(
@@ -230,10 +148,7 @@ fn busy_incident(s: &IncidentStore) -> i64 {
 
 fn backend_name(f: &Fixture) {
     let s = f.open();
-    let want = match f {
-        Fixture::Sqlite(_) => "sqlite",
-        Fixture::Postgres { .. } => "postgres",
-    };
+    let want = f.name();
     assert_eq!(s.backend(), want);
     assert_eq!(s.verify_audit().unwrap(), 0, "an empty store verifies");
 }
@@ -794,13 +709,6 @@ fn tampered_incident_fields_are_detected(f: &Fixture) {
 
 // ------------------------------------------------------ PostgreSQL only
 
-fn schema_of(f: &Fixture) -> String {
-    match f {
-        Fixture::Postgres { schema, .. } => schema.clone(),
-        Fixture::Sqlite(_) => unreachable!(),
-    }
-}
-
 #[test]
 fn postgres_nodes_racing_on_one_attack_make_one_incident() {
     let Some(f) = Fixture::postgres() else {
@@ -935,7 +843,7 @@ fn postgres_incident_writes_do_not_wait_for_the_state_lock() {
     let Some(f) = Fixture::postgres() else {
         return;
     };
-    let schema = schema_of(&f);
+    let schema = f.schema().unwrap().to_owned();
     let s = f.open();
     // Someone holds the state store's write lock of this schema.
     let mut holder = fleet::connect(&url()).unwrap();
@@ -969,12 +877,12 @@ fn postgres_nodes_starting_together_migrate_once_and_guards_come_back() {
     let Some(f) = Fixture::postgres() else {
         return;
     };
-    let Fixture::Postgres { schema, dir } = &f else {
+    let Backend::Postgres { schema, dir } = &f else {
         unreachable!()
     };
     let nodes: Vec<_> = (0..4)
         .map(|n| {
-            let (schema, dir) = (schema.clone(), dir.join(format!("n{n}")));
+            let (schema, dir) = (schema.0.clone(), dir.path().join(format!("n{n}")));
             std::thread::spawn(move || {
                 IncidentStore::connect_postgres(&url(), &schema, &dir).map(|_| ())
             })
@@ -1002,10 +910,10 @@ fn postgres_newer_schema_is_refused() {
     };
     drop(f.open());
     f.raw("UPDATE incidents_schema_version SET version = 99");
-    let Fixture::Postgres { schema, dir } = &f else {
+    let Backend::Postgres { schema, dir } = &f else {
         unreachable!()
     };
-    match IncidentStore::connect_postgres(&url(), schema, dir) {
+    match IncidentStore::connect_postgres(&url(), &schema.0, dir.path()) {
         Err(e) => {
             assert_eq!(e.code(), "schema_too_new");
             assert!(e.to_string().contains("upgrade tally"), "{e}");
@@ -1033,21 +941,18 @@ async fn postgres_works_from_inside_a_tokio_runtime() {
 
 #[test]
 fn postgres_bad_configuration_is_refused() {
-    let dir = temp_dir();
+    let dir = TempDir::new("tally-incidents-bad-config");
+    let dir = dir.path();
     for schema in ["", "1abc", "Tally", "a;drop table x"] {
-        match IncidentStore::connect_postgres(&url(), schema, &dir) {
+        match IncidentStore::connect_postgres(&url(), schema, dir) {
             Err(e) => assert_eq!(e.code(), "bad_config", "{schema:?}: {e}"),
             Ok(_) => panic!("schema {schema:?} accepted"),
         }
     }
-    let e = match IncidentStore::connect_postgres(
-        "postgres://postgres@127.0.0.1:1/test",
-        "t_x",
-        &dir,
-    ) {
-        Err(e) => e,
-        Ok(_) => panic!("connected to nothing"),
-    };
+    let e =
+        match IncidentStore::connect_postgres("postgres://postgres@127.0.0.1:1/test", "t_x", dir) {
+            Err(e) => e,
+            Ok(_) => panic!("connected to nothing"),
+        };
     assert_eq!(e.code(), "store_unavailable");
-    let _ = std::fs::remove_dir_all(dir);
 }

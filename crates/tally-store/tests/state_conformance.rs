@@ -6,7 +6,6 @@
 //! drops it afterwards, even when it fails. Without a reachable server the
 //! PostgreSQL tests say they are skipped; with `CI=true` they must run.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -17,32 +16,20 @@ use tally_store::state::{
     StateStore,
 };
 
+#[macro_use]
 mod support;
 
-use support::{off_runtime, postgres_reachable, unique, url};
+use support::{Backend, unique, url};
 
 /// The row key of the tests (in tally, derived from the master key).
 fn row_mac() -> RowMac {
     RowMac::new(&[42; 32])
 }
 
-/// The database of one test, removed when the fixture goes.
-enum Fixture {
-    Sqlite(PathBuf),
-    Postgres(String),
-}
+/// The database of one test, removed when it goes.
+type Fixture = Backend;
 
-impl Fixture {
-    fn sqlite() -> Fixture {
-        let dir = std::env::temp_dir().join(unique("tally-state-conformance"));
-        std::fs::create_dir_all(&dir).unwrap();
-        Fixture::Sqlite(dir)
-    }
-
-    fn postgres() -> Option<Fixture> {
-        off_runtime(postgres_reachable).then(|| Fixture::Postgres(unique("t_state")))
-    }
-
+impl Backend {
     /// A new handle on the test's database, its rows sealed.
     fn open(&self) -> StateStore {
         let s = self.open_unsealed();
@@ -50,71 +37,21 @@ impl Fixture {
         s
     }
 
-    /// Runs `sql` on the test's database behind the store's back, as
-    /// someone with database access (and no master key) would.
-    fn behind_the_back(&self, sql: &str) {
-        match self {
-            Fixture::Sqlite(dir) => rusqlite::Connection::open(dir.join("state.db"))
-                .unwrap()
-                .execute_batch(sql)
-                .unwrap(),
-            Fixture::Postgres(schema) => off_runtime(|| {
-                fleet::connect(&url())
-                    .unwrap()
-                    .batch_execute(&format!("SET search_path TO {schema};\n{sql}"))
-                    .unwrap()
-            }),
-        }
-    }
-
     /// A new handle on the test's database, no row key installed.
     fn open_unsealed(&self) -> StateStore {
         match self {
-            Fixture::Sqlite(dir) => StateStore::open(&dir.join("state.db")).unwrap(),
-            Fixture::Postgres(schema) => StateStore::connect_postgres(&url(), schema).unwrap(),
-        }
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        match self {
-            Fixture::Sqlite(dir) => {
-                let _ = std::fs::remove_dir_all(dir);
+            Backend::Sqlite(dir) => StateStore::open(&dir.path().join("state.db")).unwrap(),
+            Backend::Postgres { schema, .. } => {
+                StateStore::connect_postgres(&url(), &schema.0).unwrap()
             }
-            Fixture::Postgres(schema) => off_runtime(|| {
-                if let Ok(mut c) = fleet::connect(&url()) {
-                    let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
-                }
-            }),
         }
     }
-}
 
-/// Runs each named test function once per backend.
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(
-                #[test]
-                fn $name() {
-                    let f = super::Fixture::sqlite();
-                    super::$name(&f);
-                }
-            )*
-        }
-        mod on_postgres {
-            $(
-                #[test]
-                fn $name() {
-                    let Some(f) = super::Fixture::postgres() else {
-                        return;
-                    };
-                    super::$name(&f);
-                }
-            )*
-        }
-    };
+    /// Runs `sql` on the test's database behind the store's back, as
+    /// someone with database access (and no master key) would.
+    fn behind_the_back(&self, sql: &str) {
+        self.run_sql("state.db", sql).unwrap();
+    }
 }
 
 conformance!(
@@ -187,11 +124,7 @@ fn session(family: &str, jkt: Option<&str>) -> Session {
 
 fn backend_name(f: &Fixture) {
     let s = f.open();
-    let want = match f {
-        Fixture::Sqlite(_) => "sqlite",
-        Fixture::Postgres(_) => "postgres",
-    };
-    assert_eq!(s.backend(), want);
+    assert_eq!(s.backend(), f.name());
 }
 
 fn users_and_roles(f: &Fixture) {
@@ -1021,9 +954,7 @@ fn postgres_nodes_starting_together_migrate_once() {
     let Some(f) = Fixture::postgres() else {
         return;
     };
-    let Fixture::Postgres(schema) = &f else {
-        unreachable!()
-    };
+    let schema = f.schema().unwrap().to_owned();
     let nodes: Vec<_> = (0..4)
         .map(|_| {
             let schema = schema.clone();
@@ -1043,9 +974,7 @@ fn postgres_sessions_do_not_move_data_version_and_changes_are_notified() {
     let Some(f) = Fixture::postgres() else {
         return;
     };
-    let Fixture::Postgres(schema) = &f else {
-        unreachable!()
-    };
+    let schema = f.schema().unwrap().to_owned();
     let a = f.open();
     let b = f.open();
     let mut listener = fleet::connect(&url()).unwrap();
@@ -1090,12 +1019,10 @@ fn postgres_broken_connections_are_replaced() {
     let Some(f) = Fixture::postgres() else {
         return;
     };
-    let Fixture::Postgres(schema) = &f else {
-        unreachable!()
-    };
+    let schema = f.schema().unwrap().to_owned();
     let app = unique("tally_reconnect");
     let sep = if url().contains('?') { '&' } else { '?' };
-    let s = StateStore::connect_postgres(&format!("{}{sep}application_name={app}", url()), schema)
+    let s = StateStore::connect_postgres(&format!("{}{sep}application_name={app}", url()), &schema)
         .unwrap();
     // Open a few connections.
     for _ in 0..8 {
@@ -1138,15 +1065,13 @@ fn postgres_newer_schema_is_refused() {
     let Some(f) = Fixture::postgres() else {
         return;
     };
-    let Fixture::Postgres(schema) = &f else {
-        unreachable!()
-    };
+    let schema = f.schema().unwrap().to_owned();
     drop(f.open());
     let mut admin = fleet::connect(&url()).unwrap();
     admin
         .batch_execute(&format!("UPDATE {schema}.schema_version SET version = 99"))
         .unwrap();
-    match StateStore::connect_postgres(&url(), schema) {
+    match StateStore::connect_postgres(&url(), &schema) {
         Err(e @ StateError::NewerSchema { found: 99, .. }) => {
             assert_eq!(e.code(), "schema_too_new")
         }

@@ -3,7 +3,7 @@
 //! reachable server a test says it is skipped; with `CI=true` it must run),
 //! unique names, and schemas and directories removed when a test ends, even
 //! when it fails.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,7 +65,8 @@ pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 
 /// Whether PostgreSQL answers; panics under `CI=true` if it does not.
 pub fn postgres_reachable() -> bool {
-    match off_runtime(|| fleet::connect(&url())) {
+    // The client is dropped off the runtime too.
+    match off_runtime(|| fleet::connect(&url()).map(drop)) {
         Ok(_) => true,
         Err(e) => {
             assert!(
@@ -122,4 +123,89 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The database of one conformance test, removed when it goes: a SQLite
+/// directory, or a PostgreSQL schema with a directory for the nodes' own
+/// files (witnesses).
+pub enum Backend {
+    /// SQLite files in a directory.
+    Sqlite(TempDir),
+    /// A PostgreSQL schema, and a directory for the nodes' files.
+    Postgres { schema: Schema, dir: TempDir },
+}
+
+impl Backend {
+    /// SQLite, in a fresh directory.
+    pub fn sqlite() -> Backend {
+        Backend::Sqlite(TempDir::new("tally-conformance"))
+    }
+
+    /// PostgreSQL, in a fresh schema; `None` (said) when it cannot be
+    /// reached.
+    pub fn postgres() -> Option<Backend> {
+        Some(Backend::Postgres {
+            schema: Schema::new("conf")?,
+            dir: TempDir::new("tally-conformance-nodes"),
+        })
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// The PostgreSQL schema, if this is PostgreSQL.
+    pub fn schema(&self) -> Option<&str> {
+        match self {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres { schema, .. } => Some(&schema.0),
+        }
+    }
+
+    /// Runs `sql` on the database directly, behind the store's back, as
+    /// someone with write access to it would (on SQLite in the file `file`
+    /// of the directory); `Err` if a statement fails.
+    pub fn run_sql(&self, file: &str, sql: &str) -> Result<(), String> {
+        match self {
+            Backend::Sqlite(dir) => rusqlite::Connection::open(dir.path().join(file))
+                .unwrap()
+                .execute_batch(sql)
+                .map_err(|e| e.to_string()),
+            Backend::Postgres { schema, .. } => off_runtime(|| {
+                fleet::connect(&url())
+                    .unwrap()
+                    .batch_execute(&format!("SET search_path TO {};\n{sql}", schema.0))
+                    .map_err(|e| e.to_string())
+            }),
+        }
+    }
+}
+
+/// Runs each named test function (taking a `&support::Backend`) once per
+/// backend: `on_sqlite::name` and `on_postgres::name`.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(&crate::support::Backend::sqlite());
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(b) = crate::support::Backend::postgres() {
+                        super::$name(&b);
+                    }
+                }
+            )*
+        }
+    };
 }
