@@ -20,9 +20,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use tally_core::digest::TokenDigest;
 use tally_core::note::NoteSigner;
 use tally_core::record::IssuanceRecord;
 use tally_store::LedgerStore;
@@ -30,37 +29,15 @@ use tally_store::fleet::node::{FleetConfig, FleetLedger};
 use tally_store::fleet::{self, QueuedRecord, RecordMac};
 use tally_store::store::append_blocking;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
 
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(1_795_000_000)
-}
+use common::{env_usize, now_unix};
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
+/// The next record of the run, issued now.
 fn record() -> IssuanceRecord {
-    let seq = NEXT.fetch_add(1, Ordering::SeqCst);
-    let now = now_unix();
-    let d = TokenDigest::of(&seq.to_be_bytes());
-    let hex = d.to_hex();
-    IssuanceRecord {
-        token_id: hex[..22].to_string(),
-        token_sha256: TokenDigest::of(hex.as_bytes()),
-        subject: format!("user-{:06}@corp.example.com", seq % 1_000_000),
-        kid: "Xk3Yt0s9Qm1Z8vLw2pR7nB4cD6eF5gH0jK1lM2nO3pQ".to_string(),
-        issuer: "https://auth.example.com".to_string(),
-        issued_at: now,
-        expires_at: now + 900,
-        auth_context: "pwd".to_string(),
-    }
+    common::record(NEXT.fetch_add(1, Ordering::SeqCst), now_unix())
 }
 
 fn signer() -> NoteSigner {
