@@ -51,12 +51,7 @@ fn decisions_are_logged_held_and_tamper_evident() {
         (bad["path"].as_str(), bad["passed"].as_bool()),
         (Some("/admin"), Some(false))
     );
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = get_text(&server, "/metrics");
     assert!(
         metrics.contains("tally_access_events_dropped_total 0"),
         "{metrics}"

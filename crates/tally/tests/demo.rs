@@ -12,8 +12,9 @@ fn the_demo_shows_the_breach_and_tally_stopping_it() {
     let tmp = TempDir::new("demo");
     let out = tmp.path().join("out");
     let keep = tmp.path().join("data");
-    let text = tally_ok(
-        &[
+    // 300 customers, seed 7, JSON, reports under `out`.
+    let demo = |extra: &[&str]| -> Value {
+        let mut args = vec![
             "demo",
             "--customers",
             "300",
@@ -23,12 +24,11 @@ fn the_demo_shows_the_breach_and_tally_stopping_it() {
             "json",
             "--out",
             out.to_str().unwrap(),
-            "--keep",
-            keep.to_str().unwrap(),
-        ],
-        None,
-    );
-    let doc: Value = serde_json::from_str(&text).unwrap();
+        ];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&tally_ok(&args, None)).unwrap()
+    };
+    let doc = demo(&["--keep", keep.to_str().unwrap()]);
     let (a, b) = (&doc["signature_only"], &doc["tally"]);
     // 300 customers, 3 routes each: everything the insider asked for.
     assert_eq!(a["records_exposed"], 900, "{a:#}");
@@ -80,21 +80,7 @@ fn the_demo_shows_the_breach_and_tally_stopping_it() {
         .find(|d| d[0].as_str().unwrap().starts_with("KR Network Act"));
     assert!(kr.is_some(), "{:?}", b["deadlines"]);
     // Deterministic figures for a seed: the same run gives the same numbers.
-    let again: Value = serde_json::from_str(&tally_ok(
-        &[
-            "demo",
-            "--customers",
-            "300",
-            "--seed",
-            "7",
-            "--format",
-            "json",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        None,
-    ))
-    .unwrap();
+    let again = demo(&[]);
     for k in [
         "records_exposed",
         "customers_exposed",

@@ -569,12 +569,7 @@ fn attack_table_over_http() {
     assert!(!log.contains(&t_ed), "a token appeared in the log");
 
     // Metrics count the verdicts.
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = get_text(&server, "/metrics");
     assert!(
         metrics.contains("tally_gate_decisions_total{verdict=\"not_issued\"} 16"),
         "{metrics}"
@@ -792,18 +787,8 @@ fn checkpoint_verifies_with_go_sumdb_note() {
     for _ in 0..3 {
         login(&server, "carol", "pw-carol");
     }
-    let note = client()
-        .get(server.url("/v1/ledger/checkpoint"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let served_key = client()
-        .get(server.url("/v1/ledger/key"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let note = get_text(&server, "/v1/ledger/checkpoint");
+    let served_key = get_text(&server, "/v1/ledger/key");
     server.stop();
     let vkey = tally_ok(&["ledger", "key", "--data", data_s], None);
     assert_eq!(vkey.trim(), served_key.trim());

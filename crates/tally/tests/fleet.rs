@@ -197,12 +197,7 @@ fn login_status(server: &Server) -> u16 {
 }
 
 fn checkpoint(server: &Server) -> (u64, String) {
-    let note = client()
-        .get(server.url("/v1/ledger/checkpoint"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let note = get_text(server, "/v1/ledger/checkpoint");
     let mut lines = note.lines().skip(1);
     let size = lines.next().unwrap().parse().unwrap();
     let root = lines.next().unwrap().to_string();
@@ -423,14 +418,7 @@ fn three_nodes_one_ledger() {
     eventually("the operator is told", || {
         alive[0].log_text().contains("ledger store unreachable")
     });
-    let metrics = |s: &Server| {
-        client()
-            .get(s.url("/metrics"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap()
-    };
+    let metrics = |s: &Server| get_text(s, "/metrics");
     assert!(metrics(alive[0]).contains("\ntally_store_reachable 0\n"));
 
     // 6. PostgreSQL returns: everything recovers without a restart.

@@ -120,12 +120,7 @@ fn refresh_rotation_reuse_revoke_introspect_logout() {
             "{garbage:?}"
         );
     }
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = get_text(&server, "/metrics");
     assert!(metrics.contains("tally_refresh_reuse_total 1"), "{metrics}");
 
     // Introspection needs a registered client.

@@ -203,6 +203,16 @@ pub fn client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
+/// The body of `GET path` on the server.
+pub fn get_text(server: &Server, path: &str) -> String {
+    client()
+        .get(server.url(path))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
 /// The server's published key set.
 pub fn jwks(server: &Server) -> serde_json::Value {
     client()
