@@ -93,17 +93,7 @@ fn the_dashboard_shows_an_attack_live() {
         .unwrap()
         .trim_start_matches("tally_ui=")
         .to_string();
-    let verdict = |t: &str| {
-        client()
-            .get(server.url("/v1/check"))
-            .bearer_auth(t)
-            .send()
-            .unwrap()
-            .headers()["x-tally-verdict"]
-            .to_str()
-            .unwrap()
-            .to_string()
-    };
+    let verdict = |t: &str| checked(&server, t).1;
     assert_eq!(verdict(&token), "ok");
     let r = c
         .post(server.url("/ui/logout"))

@@ -162,21 +162,6 @@ fn node_dir_with(
     (data.to_str().unwrap().to_string(), config)
 }
 
-fn check(server: &Server, token: &str) -> (u16, String) {
-    let r = client()
-        .get(server.url("/v1/check"))
-        .bearer_auth(token)
-        .send()
-        .unwrap();
-    let verdict = r
-        .headers()
-        .get("x-tally-verdict")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    (r.status().as_u16(), verdict)
-}
-
 fn ready(server: &Server) -> Option<Value> {
     let r = client().get(server.url("/readyz")).send().ok()?;
     if r.status().is_success() {
@@ -238,13 +223,13 @@ fn three_nodes_one_ledger() {
     // 1. Issued on A, honoured on B and C at once (B and C may not have
     //    followed it yet: a registry miss asks PostgreSQL).
     let token = login(&a, "member", "correct horse 42");
-    assert_eq!(check(&b, &token), (200, "ok".into()));
-    assert_eq!(check(&c, &token), (200, "ok".into()));
+    assert_eq!(checked(&b, &token), (200, "ok".into()));
+    assert_eq!(checked(&c, &token), (200, "ok".into()));
     let mut accepted = Vec::new();
     for _ in 0..20 {
         let t = login(&b, "member", "correct horse 42");
         let started = Instant::now();
-        assert_eq!(check(&c, &t), (200, "ok".into()));
+        assert_eq!(checked(&c, &t), (200, "ok".into()));
         accepted.push(started.elapsed());
     }
     accepted.sort();
@@ -269,7 +254,7 @@ fn three_nodes_one_ledger() {
             kid_of(&login(s, "member", "correct horse 42")) == "insider-copy"
         });
         for _ in 0..3 {
-            assert_eq!(check(s, &forged), (403, "not_issued".into()));
+            assert_eq!(checked(s, &forged), (403, "not_issued".into()));
         }
     }
 
@@ -300,7 +285,7 @@ fn three_nodes_one_ledger() {
 
     // 3. Revoked on A: refused on B and C within the propagation time.
     let victim = login(&a, "member", "correct horse 42");
-    assert_eq!(check(&c, &victim), (200, "ok".into()));
+    assert_eq!(checked(&c, &victim), (200, "ok".into()));
     let r = client()
         .post(a.url("/v1/revoke"))
         .form(&[("token", victim.as_str())])
@@ -311,7 +296,7 @@ fn three_nodes_one_ledger() {
     let mut seen = Vec::new();
     for s in [&b, &c] {
         eventually("the revocation reaches every node", || {
-            check(s, &victim) == (403, "revoked".into())
+            checked(s, &victim) == (403, "revoked".into())
         });
         seen.push(revoked_at.elapsed());
     }
@@ -386,26 +371,26 @@ fn three_nodes_one_ledger() {
         &b64(&after_root),
     )
     .expect("the ledger after fail-over extends the ledger before");
-    assert_eq!(check(alive[1], &after_token), (200, "ok".into()));
+    assert_eq!(checked(alive[1], &after_token), (200, "ok".into()));
     let verify = admin(&data_c, &cfg_c, &["ledger", "verify"], None);
     assert!(verify.contains("result       OK"), "{verify}");
 
     // 5. PostgreSQL goes away: known tokens keep working, unknown ones are
     //    `unavailable`, issuance answers 503, /readyz turns red.
     let known = login(alive[0], "member", "correct horse 42");
-    assert_eq!(check(alive[1], &known), (200, "ok".into()));
+    assert_eq!(checked(alive[1], &known), (200, "ok".into()));
     proxy.cut();
     for s in &alive {
         eventually("readyz turns red", || ready(s).is_none());
     }
-    assert_eq!(check(alive[1], &known), (200, "ok".into()));
+    assert_eq!(checked(alive[1], &known), (200, "ok".into()));
     claims["jti"] = serde_json::json!("forged-while-the-store-is-down");
     let unknown = jws(
         &insider,
         &serde_json::json!({"alg":"EdDSA","kid":"insider-copy","typ":"at+jwt"}).to_string(),
         &claims.to_string(),
     );
-    assert_eq!(check(alive[0], &unknown), (503, "unavailable".into()));
+    assert_eq!(checked(alive[0], &unknown), (503, "unavailable".into()));
     // Nor can anything be revoked that the store cannot vouch for: the
     // caller is told, instead of a 200 that revoked nothing.
     let r = client()
@@ -429,7 +414,7 @@ fn three_nodes_one_ledger() {
     eventually("issuance works again", || login_status(alive[0]) == 200);
     assert!(metrics(alive[0]).contains("\ntally_store_reachable 1\n"));
     let fresh = login(alive[0], "member", "correct horse 42");
-    assert_eq!(check(alive[1], &fresh), (200, "ok".into()));
+    assert_eq!(checked(alive[1], &fresh), (200, "ok".into()));
 }
 
 fn b64(s: &str) -> [u8; 32] {
@@ -675,7 +660,7 @@ fn a_scrape_spread_over_three_nodes_is_counted_as_one() {
     // The key is compromised from another node's directory: the tokens it
     // signed anywhere in the fleet are revoked on every node.
     let honest = login(&servers[0], "member", "correct horse 42");
-    assert_eq!(check(&servers[2], &honest), (200, "ok".into()));
+    assert_eq!(checked(&servers[2], &honest), (200, "ok".into()));
 
     // One token used from a different device on each node: each node sees
     // two places (the address and its device), the fleet four.
@@ -709,7 +694,7 @@ fn a_scrape_spread_over_three_nodes_is_counted_as_one() {
     for s in &servers {
         eventually(
             "the compromised key's tokens are refused everywhere",
-            || check(s, &honest).0 == 403,
+            || checked(s, &honest).0 == 403,
         );
     }
     drop(servers);

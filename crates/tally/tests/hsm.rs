@@ -35,18 +35,6 @@ fn ok(args: &[&str], env: &[(&str, &str)]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn verdict(server: &Server, token: &str) -> String {
-    client()
-        .get(server.url("/v1/check"))
-        .bearer_auth(token)
-        .send()
-        .unwrap()
-        .headers()["x-tally-verdict"]
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn signing_keys_live_in_a_pkcs11_token() {
     let required = std::env::var("TALLY_REQUIRE_SOFTHSM").is_ok_and(|v| v == "1");
@@ -154,7 +142,7 @@ fn signing_keys_live_in_a_pkcs11_token() {
     let server = Server::start_with_env(&data, Some(&cfg), &env);
     let t1 = login(&server, "alice", "pw-alice");
     assert_eq!(kid_of(&t1), k1);
-    assert_eq!(verdict(&server, &t1), "ok");
+    assert_eq!(checked(&server, &t1).1, "ok");
     let jwks: Value = jwks(&server);
     assert!(
         jwks["keys"]
@@ -188,14 +176,14 @@ fn signing_keys_live_in_a_pkcs11_token() {
     let k2 = kid_of(&t2);
     let line = list.lines().find(|l| l.starts_with(&k2)).unwrap();
     assert!(line.contains("ES256") && line.contains("pkcs11"), "{list}");
-    assert_eq!(verdict(&server, &t2), "ok");
-    assert_eq!(verdict(&server, &t1), "ok");
+    assert_eq!(checked(&server, &t2).1, "ok");
+    assert_eq!(checked(&server, &t1).1, "ok");
     server.stop();
 
     // A restart finds both keys in the token by id.
     let server = Server::start_with_env(&data, Some(&cfg), &env);
-    assert_eq!(verdict(&server, &t1), "ok");
-    assert_eq!(verdict(&server, &t2), "ok");
+    assert_eq!(checked(&server, &t1).1, "ok");
+    assert_eq!(checked(&server, &t2).1, "ok");
     let t3 = login(&server, "alice", "pw-alice");
     assert_eq!(kid_of(&t3), k2);
     server.stop();

@@ -8,21 +8,6 @@ use serde_json::{Value, json};
 use support::*;
 use tally_core::jose::{Algorithm, SigningKey};
 
-fn verdict(server: &Server, token: &str) -> (u16, String) {
-    let resp = client()
-        .get(server.url("/v1/check"))
-        .header("Authorization", format!("Bearer {token}"))
-        .send()
-        .unwrap();
-    (
-        resp.status().as_u16(),
-        resp.headers()["x-tally-verdict"]
-            .to_str()
-            .unwrap()
-            .to_string(),
-    )
-}
-
 fn state_of(list: &str, kid: &str) -> String {
     let line = list
         .lines()
@@ -99,7 +84,7 @@ fn offboarding_compromise_and_rotation_on_a_running_server() {
     let before = now();
     let t1 = login(&server, "alice", "pw-alice");
     assert_eq!(kid_of(&t1), "k1");
-    assert_eq!(verdict(&server, &t1), (200, "ok".into()));
+    assert_eq!(checked(&server, &t1), (200, "ok".into()));
 
     // Mallory kept a copy of k1 and mints a token: refused, and counted.
     let claims = payload(&t1);
@@ -111,7 +96,7 @@ fn offboarding_compromise_and_rotation_on_a_running_server() {
         &json!({"alg":"EdDSA","kid":"k1","typ":"at+jwt"}).to_string(),
         &forged.to_string(),
     );
-    assert_eq!(verdict(&server, &forged), (403, "not_issued".into()));
+    assert_eq!(checked(&server, &forged), (403, "not_issued".into()));
     // The server books sightings of forgeries in state.db once a second.
     let sightings = tally_store::StateStore::open(&data.join("state.db")).unwrap();
     eventually("the forgery booked", || {
@@ -148,7 +133,7 @@ fn offboarding_compromise_and_rotation_on_a_running_server() {
         "custodians did not carry over: {list}"
     );
     // Tokens k1 signed before stay valid while it retires.
-    assert_eq!(verdict(&server, &t1), (200, "ok".into()));
+    assert_eq!(checked(&server, &t1), (200, "ok".into()));
 
     // k1 turns out compromised since before t1 was issued: t1 is revoked on
     // its next request, t2 (another key) is untouched, and the command says
@@ -177,10 +162,10 @@ fn offboarding_compromise_and_rotation_on_a_running_server() {
         "{out}"
     );
     eventually("t1 revoked", || {
-        verdict(&server, &t1) == (403, "revoked".into())
+        checked(&server, &t1) == (403, "revoked".into())
     });
-    assert_eq!(verdict(&server, &t2), (200, "ok".into()));
-    assert_eq!(verdict(&server, &forged), (403, "not_issued".into()));
+    assert_eq!(checked(&server, &t2), (200, "ok".into()));
+    assert_eq!(checked(&server, &forged), (403, "not_issued".into()));
 
     // A plain rotation: k2 retires, its token stays valid.
     let out = tally_ok(
@@ -195,15 +180,15 @@ fn offboarding_compromise_and_rotation_on_a_running_server() {
         t3 = login(&server, "alice", "pw-alice");
         kid_of(&t3) != k2
     });
-    assert_eq!(verdict(&server, &t3), (200, "ok".into()));
-    assert_eq!(verdict(&server, &t2), (200, "ok".into()));
+    assert_eq!(checked(&server, &t3), (200, "ok".into()));
+    assert_eq!(checked(&server, &t2), (200, "ok".into()));
 
     // A restart keeps every decision.
     server.stop();
     let server = Server::start(&data, None);
-    assert_eq!(verdict(&server, &t1), (403, "revoked".into()));
-    assert_eq!(verdict(&server, &t2), (200, "ok".into()));
-    assert_eq!(verdict(&server, &t3), (200, "ok".into()));
+    assert_eq!(checked(&server, &t1), (403, "revoked".into()));
+    assert_eq!(checked(&server, &t2), (200, "ok".into()));
+    assert_eq!(checked(&server, &t3), (200, "ok".into()));
     server.stop();
 
     let list = tally_ok(&["keys", "list", "--data", d], None);

@@ -203,6 +203,23 @@ pub fn client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
+/// What the gate says of `token` on `/v1/check`: the status and the
+/// `X-Tally-Verdict` header (empty when there is none).
+pub fn checked(server: &Server, token: &str) -> (u16, String) {
+    let r = client()
+        .get(server.url("/v1/check"))
+        .bearer_auth(token)
+        .send()
+        .unwrap();
+    let verdict = r
+        .headers()
+        .get("x-tally-verdict")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (r.status().as_u16(), verdict)
+}
+
 /// The body of `GET path` on the server.
 pub fn get_text(server: &Server, path: &str) -> String {
     client()
