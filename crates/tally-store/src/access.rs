@@ -358,16 +358,11 @@ impl AccessLog {
     }
 
     /// Events stored (after retention).
-    pub fn len(&self) -> Result<u64, AccessError> {
+    pub fn event_count(&self) -> Result<u64, AccessError> {
         let n: i64 = self
             .conn()
             .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
         Ok(n.max(0) as u64)
-    }
-
-    /// Whether no event is stored.
-    pub fn is_empty(&self) -> Result<bool, AccessError> {
-        Ok(self.len()? == 0)
     }
 
     /// The body of event `seq`, if it is stored.

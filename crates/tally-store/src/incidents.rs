@@ -70,7 +70,7 @@ use tally_core::clocks::IncidentState;
 use tally_core::detect::{Detection, Severity};
 
 use crate::access::{AccessError, chain_hash, hex};
-use crate::sql::{Db, Row, SqlError, Tx};
+use crate::sql::{Db, Row, SqlError, Tx, args};
 
 /// Incident store failures, with stable codes.
 #[derive(Debug, thiserror::Error)]
@@ -130,13 +130,6 @@ impl IncidentError {
             IncidentError::NewerSchema { .. } => "schema_too_new",
         }
     }
-}
-
-/// Parameters for a statement: `args![a, b]` is `&[Value::from(a), Value::from(b)]`.
-macro_rules! args {
-    ($($v:expr),* $(,)?) => {
-        &[$(crate::sql::Value::from($v)),*]
-    };
 }
 
 /// The SQLite schema, applied (idempotently) at every opening: dropped

@@ -405,15 +405,9 @@ impl Ledger {
     }
 
     /// Asks the writer to check, now, that no other connection changed the
-    /// ledger file (cheap when nothing did). Servers call this every second so
+    /// ledger file (cheap when nothing did), answered through the returned
+    /// receiver. Servers ask every second ([`crate::store::audit`]) so
     /// tampering is reported even while no token is being issued.
-    pub async fn audit(&self) -> Result<(), LedgerError> {
-        self.submit_audit()?
-            .await
-            .unwrap_or(Err(LedgerError::Closed))
-    }
-
-    /// [`Ledger::audit`], answered through the returned receiver.
     pub fn submit_audit(&self) -> Result<crate::store::AuditPending, LedgerError> {
         let (reply, rx) = oneshot::channel();
         let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
@@ -591,7 +585,12 @@ fn data_version(conn: &Connection) -> Result<i64, LedgerError> {
     Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
 }
 
-fn sign_head(signer: &NoteSigner, tree: &MerkleTree) -> Result<SignedCheckpoint, LedgerError> {
+/// Signs the head of `tree` under `signer`'s origin (the one checkpoint
+/// shape every ledger signs, embedded or fleet).
+pub(crate) fn sign_head(
+    signer: &NoteSigner,
+    tree: &MerkleTree,
+) -> Result<SignedCheckpoint, LedgerError> {
     let cp = Checkpoint {
         origin: signer.name().to_string(),
         size: tree.len(),

@@ -18,7 +18,7 @@ use rusqlite::Connection;
 use std::sync::Arc;
 
 use crate::rows::{Field, RowMac};
-use crate::sql::{Db, SqlError, Tx, Value};
+use crate::sql::{Db, SqlError, Tx, args};
 
 /// State-store failures.
 #[derive(Debug, thiserror::Error)]
@@ -105,13 +105,6 @@ fn unique_as(e: SqlError, domain: StateError) -> StateError {
     } else {
         e.into()
     }
-}
-
-/// Parameters for a statement: `args![a, b]` is `&[Value::from(a), Value::from(b)]`.
-macro_rules! args {
-    ($($v:expr),* $(,)?) => {
-        &[$(Value::from($v)),*]
-    };
 }
 
 /// What a key is for.
@@ -532,11 +525,7 @@ ALTER TABLE refresh_tokens ADD COLUMN mac BYTEA;
 
 /// How a throttling key is stored: its SHA-256, in hex.
 fn throttle_key(key: &str) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    tally_core::digest::TokenDigest::of(key.as_bytes()).to_hex()
 }
 
 /// The `NOTIFY` channel on which the PostgreSQL state in `schema` announces
@@ -568,9 +557,7 @@ fn migrate_pg(tx: &mut dyn Tx, schema: &str) -> Result<(), StateError> {
         return Ok(());
     }
     for sql in &PG_MIGRATIONS[applied..] {
-        let sql = sql
-            .replace("tally_state_{schema}", &change_channel(schema))
-            .replace("{schema}", schema);
+        let sql = sql.replace("{schema}", schema);
         tx.batch(&format!("SET LOCAL search_path TO {schema};\n{sql}"))?;
     }
     let version = PG_MIGRATIONS.len() as i64;
@@ -770,7 +757,7 @@ impl StateStore {
                 &[],
             )? {
                 let (id, hash, at) = (r.text(0)?, r.text(1)?, r.i64(2)?);
-                let tag = mac.tag("clients", &[(&id).into(), (&hash).into(), at.into()]);
+                let tag = mac.tag("clients", &client_fields(&id, &hash, at));
                 sealed +=
                     tx.execute("UPDATE clients SET mac = $2 WHERE id = $1", args![id, tag])?;
             }
@@ -1687,6 +1674,11 @@ fn user_fields<'a>(
     ]
 }
 
+/// What a `clients` row's MAC covers.
+fn client_fields<'a>(id: &'a str, secret_hash: &'a str, created_at: i64) -> [Field<'a>; 3] {
+    [id.into(), secret_hash.into(), created_at.into()]
+}
+
 /// What a `sessions` row's MAC covers (not `revoked_at`: ending a session
 /// is no forgery).
 fn session_fields(s: &Session, created_at: i64) -> [Field<'_>; 7] {
@@ -2020,7 +2012,7 @@ impl StateStore {
         let mac = self.mac()?;
         let (id, hash) = (id.to_owned(), secret_hash.to_owned());
         self.db.write(move |tx| {
-            let tag = mac.tag("clients", &[(&id).into(), (&hash).into(), now.into()]);
+            let tag = mac.tag("clients", &client_fields(&id, &hash, now));
             tx.execute(
                 "INSERT INTO clients (id, secret_hash, created_at, mac) VALUES ($1, $2, $3, $4)",
                 args![id, hash, now, tag],
@@ -2045,8 +2037,7 @@ impl StateStore {
             let tampered = || StateError::Tampered(format!("the client row {id:?}"));
             let read = || -> Result<_, SqlError> { Ok((r.text(0)?, r.i64(1)?, r.opt_blob(2)?)) };
             let (hash, at, tag) = read().map_err(|_| tampered())?;
-            let fields = [(&id).into(), (&hash).into(), at.into()];
-            if !mac.verify("clients", &fields, tag.as_deref()) {
+            if !mac.verify("clients", &client_fields(&id, &hash, at), tag.as_deref()) {
                 return Err(tampered());
             }
             Ok(Some(hash))

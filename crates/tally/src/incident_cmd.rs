@@ -201,7 +201,7 @@ fn with_progress<T>(
     logs: &[(String, AccessLog)],
     f: impl FnOnce(&mut dyn FnMut(u64)) -> T,
 ) -> T {
-    let total = logs.iter().map(|(_, l)| l.len().unwrap_or(0)).sum();
+    let total = logs.iter().map(|(_, l)| l.event_count().unwrap_or(0)).sum();
     let mut bar = crate::progress::Progress::new(label);
     let out = f(&mut |n| bar.update(n, total));
     bar.finish();

@@ -30,7 +30,7 @@ use std::time::Duration;
 use aws_lc_rs::hmac;
 use postgres::Client;
 use tally_core::merkle::{self, MerkleTree};
-use tally_core::note::{Checkpoint, NoteSigner, NoteVerifier, SignedCheckpoint};
+use tally_core::note::{NoteSigner, NoteVerifier, SignedCheckpoint};
 use tally_core::record::IssuanceRecord;
 
 /// The advisory lock key of the sequencer (`"tallyseq"` as ASCII), mixed
@@ -692,16 +692,8 @@ impl Sequencer {
                 self.rejected.extend(rejected);
                 return Ok(Step::Idle);
             }
-            let cp = SignedCheckpoint::sign(
-                Checkpoint {
-                    origin: self.signer.name().to_string(),
-                    size: next.len(),
-                    root_hash: next.root(),
-                    extensions: Vec::new(),
-                },
-                &self.signer,
-            )
-            .map_err(|e| FleetError::Signing(e.to_string()))?;
+            let cp = crate::ledger::sign_head(&self.signer, &next)
+                .map_err(|e| FleetError::Signing(e.to_string()))?;
             tx.execute(
                 &format!(
                     "INSERT INTO {schema}.checkpoints (size, note, signed_at) VALUES ($1, $2, $3)"

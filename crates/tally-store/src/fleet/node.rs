@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use postgres::Client;
 use tally_core::merkle::{self, Hash, MerkleTree};
-use tally_core::note::{Checkpoint, NoteSigner, NoteVerifier, SignedCheckpoint};
+use tally_core::note::{NoteSigner, NoteVerifier, SignedCheckpoint};
 use tally_core::record::IssuanceRecord;
 use tokio::sync::oneshot;
 
@@ -266,16 +266,7 @@ impl FleetLedger {
         let schema = cfg.schema.clone();
         // A new fleet ledger commits to the empty tree at once, like an
         // embedded one.
-        let empty = SignedCheckpoint::sign(
-            Checkpoint {
-                origin: signer.name().to_string(),
-                size: 0,
-                root_hash: MerkleTree::new().root(),
-                extensions: Vec::new(),
-            },
-            &signer,
-        )
-        .map_err(|e| LedgerError::Store(e.to_string()))?;
+        let empty = crate::ledger::sign_head(&signer, &MerkleTree::new())?;
         client
             .execute(
                 &format!(
