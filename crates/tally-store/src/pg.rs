@@ -158,6 +158,25 @@ fn client_config(verifier: Arc<dyn ServerCertVerifier>) -> Result<Arc<ClientConf
     ))
 }
 
+/// What an operator needs to know of a PostgreSQL error: for a server
+/// error its SQLSTATE and primary message (never the DETAIL, which may quote
+/// row values); otherwise the driver's words and each cause under them (the
+/// driver's own text, such as "error performing TLS handshake", names no
+/// reason).
+pub fn describe(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.code().code(), db.message());
+    }
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// Connects with `config` under the TLS settings of `target`.
 pub fn connect(config: &postgres::Config, target: &Target) -> Result<Client, postgres::Error> {
     match &target.tls_config {

@@ -200,7 +200,7 @@ impl From<postgres::Error> for SqlError {
         // Only the code and the primary message: the DETAIL of a PostgreSQL
         // error may quote the values of the row concerned.
         if let Some(db) = e.as_db_error() {
-            let what = format!("PostgreSQL {}: {}", db.code().code(), db.message());
+            let what = format!("PostgreSQL {}", crate::pg::describe(&e));
             if *db.code() == postgres::error::SqlState::UNIQUE_VIOLATION {
                 return SqlError::UniqueViolation(db.constraint().unwrap_or("unique").to_owned());
             }
@@ -215,7 +215,8 @@ impl From<postgres::Error> for SqlError {
             return SqlError::Database(what);
         }
         SqlError::Unavailable(format!(
-            "PostgreSQL is unreachable ({e}); check that it is running and that the URL is right"
+            "PostgreSQL is unreachable ({}); check that it is running and that the URL is right",
+            crate::pg::describe(&e)
         ))
     }
 }

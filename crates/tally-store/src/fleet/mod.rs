@@ -84,7 +84,7 @@ pub fn channel(schema: &str) -> String {
 #[non_exhaustive]
 pub enum FleetError {
     /// PostgreSQL failed or is unreachable.
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", crate::pg::describe(.0))]
     Db(#[from] postgres::Error),
     /// A schema name that is not a plain identifier.
     #[error("schema name {0:?} must be 1-48 of a-z, 0-9, _ and start with a letter")]
