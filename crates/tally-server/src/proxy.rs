@@ -113,6 +113,33 @@ fn upstream_error(status: StatusCode, code: &'static str, message: &str) -> Resp
     ApiError::new(status, code, message).into_response()
 }
 
+/// The access event of a request being forwarded: recorded with the
+/// upstream's status once it is known ([`PendingEvent::finish`]), and
+/// without one if the request is dropped first (the client went away, the
+/// server is shutting down), so that the log and the detector see every
+/// decision.
+struct PendingEvent<'a> {
+    event: Option<crate::access::AccessEvent>,
+    sink: Option<&'a crate::access::AccessEvents>,
+}
+
+impl PendingEvent<'_> {
+    fn finish(mut self, upstream_status: Option<u16>) {
+        if let (Some(mut e), Some(sink)) = (self.event.take(), self.sink) {
+            e.upstream_status = upstream_status;
+            sink.record(e);
+        }
+    }
+}
+
+impl Drop for PendingEvent<'_> {
+    fn drop(&mut self) {
+        if let (Some(e), Some(sink)) = (self.event.take(), self.sink) {
+            sink.record(e);
+        }
+    }
+}
+
 /// Decides, then forwards (or refuses) one request.
 pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
@@ -126,12 +153,9 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     // A bound token's client gets the next DPoP nonce with every answer.
     let mut next_nonce = None;
     // The access event, recorded once the upstream's status is known.
-    let mut pending: Option<crate::access::AccessEvent> = None;
-    let record = |pending: Option<crate::access::AccessEvent>, status: Option<u16>| {
-        if let (Some(mut e), Some(events)) = (pending, proxy.app.access_events.get()) {
-            e.upstream_status = status;
-            events.record(e);
-        }
+    let mut pending = PendingEvent {
+        event: None,
+        sink: proxy.app.access_events.get(),
     };
     if route.require_token {
         let peer = parts
@@ -158,7 +182,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
                 .unwrap_or(&proxy.app.config.audience),
         );
         proxy.app.metrics.decision_latency(started.elapsed());
-        pending = Some(crate::access::event(
+        pending.event = Some(crate::access::event(
             &decision,
             crate::gate_http::client_ip(&proxy.app, peer, &parts.headers),
             parts
@@ -199,7 +223,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
             }
             Err(refusal) => {
                 if mode == GateMode::Enforce {
-                    record(pending, None);
+                    pending.finish(None);
                     return crate::gate_http::refuse(&proxy.app, &refusal, verdict);
                 }
                 // Monitor mode: recorded, and the request goes on, marked.
@@ -212,7 +236,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     upstream_headers.remove(header::HOST);
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let Ok(uri) = format!("{}{pq}", route.upstream.trim_end_matches('/')).parse::<Uri>() else {
-        record(pending, Some(502));
+        pending.finish(Some(502));
         return upstream_error(
             StatusCode::BAD_GATEWAY,
             "upstream_unavailable",
@@ -227,7 +251,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         *h = upstream_headers;
     }
     let Ok(out) = out.body(body) else {
-        record(pending, Some(502));
+        pending.finish(Some(502));
         return upstream_error(
             StatusCode::BAD_GATEWAY,
             "upstream_unavailable",
@@ -236,7 +260,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     };
     match tokio::time::timeout(proxy.timeout, proxy.client.request(out)).await {
         Err(_) => {
-            record(pending, Some(504));
+            pending.finish(Some(504));
             upstream_error(
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream_timeout",
@@ -244,7 +268,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
             )
         }
         Ok(Err(e)) => {
-            record(pending, Some(502));
+            pending.finish(Some(502));
             tracing::warn!(route = %route.prefix, error = %e, "upstream unreachable");
             upstream_error(
                 StatusCode::BAD_GATEWAY,
@@ -253,7 +277,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
             )
         }
         Ok(Ok(resp)) => {
-            record(pending, Some(resp.status().as_u16()));
+            pending.finish(Some(resp.status().as_u16()));
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             if let Some(n) = next_nonce {

@@ -287,6 +287,21 @@ upstream = "http://127.0.0.1:{closed}"
         r.json::<Value>().unwrap()["error"]["code"],
         "upstream_timeout"
     );
+    // A client that gives up while the upstream is still working: its
+    // decision is in the access log all the same, with no upstream status.
+    let gave_up = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .get(format!("{gate}/api/gave-up/slow"))
+        .bearer_auth(&token)
+        .send();
+    assert!(gave_up.is_err(), "the client gave up");
+    eventually("the abandoned request in the access log", || {
+        tally_ok(&["access", "tail", "--data", d], None)
+            .lines()
+            .any(|l| l.contains("/api/gave-up/slow") && !l.contains("upstream_status"))
+    });
     let r = c
         .get(format!("{gate}/elsewhere"))
         .bearer_auth(&token)
