@@ -753,7 +753,11 @@ mod tests {
         let f = fixture();
         let t = f.issue("r1", json!({}));
         assert!(f.decide(&t, NOW, LedgerAnswer::Unavailable).is_ok());
-        assert!(f.gate.registry().revoke(&TokenDigest::of(t.as_bytes())));
+        assert!(
+            f.gate
+                .registry()
+                .revoke_until(&TokenDigest::of(t.as_bytes()), NOW + 900)
+        );
         assert_eq!(
             f.decide(&t, NOW, LedgerAnswer::Unavailable),
             Err(Verdict::Revoked)

@@ -118,27 +118,20 @@ impl Registry {
         read(self.shard(&key)).get(&key).map(|s| s.entry())
     }
 
-    /// Marks a token revoked. Returns false if it is not in the registry.
-    pub fn revoke(&self, digest: &TokenDigest) -> bool {
-        let key = digest.prefix();
-        let mut shard = write(self.shard(&key));
-        match shard.get_mut(&key) {
-            Some(slot) => {
-                *slot = Slot::new(slot.expires_at(), TokenState::Revoked);
-                true
-            }
-            None => false,
-        }
-    }
-
     /// Marks a token revoked, remembering the revocation even if the token is
     /// not in the registry yet (in a fleet, a revocation can arrive before the
     /// record it revokes): a later [`Registry::insert`] keeps it revoked.
-    pub fn revoke_until(&self, digest: &TokenDigest, expires_at: i64) {
+    /// Returns whether the token was already in the registry (a live token
+    /// it now refuses); one write lock, no lookup before it.
+    pub fn revoke_until(&self, digest: &TokenDigest, expires_at: i64) -> bool {
         let key = digest.prefix();
         let mut shard = write(self.shard(&key));
-        let expires_at = shard.get(&key).map_or(expires_at, |s| s.expires_at());
-        shard.insert(key, Slot::new(expires_at, TokenState::Revoked));
+        let known = shard.get(&key).map(|s| s.expires_at());
+        shard.insert(
+            key,
+            Slot::new(known.unwrap_or(expires_at), TokenState::Revoked),
+        );
+        known.is_some()
     }
 
     /// Removes every entry whose expiry is at or before `cutoff` (callers pass
@@ -235,15 +228,21 @@ mod tests {
                 state: TokenState::Live
             })
         );
-        assert!(r.revoke(&a));
-        assert!(!r.revoke(&TokenDigest::of(b"c")));
+        assert!(
+            r.revoke_until(&a, 999),
+            "a was known (and keeps its expiry)"
+        );
+        assert_eq!(r.lookup(&a).unwrap().expires_at, 100);
+        let c = TokenDigest::of(b"c");
+        assert!(!r.revoke_until(&c, 120), "c was not known yet");
+        assert_eq!(r.lookup(&c).unwrap().state, TokenState::Revoked);
         assert_eq!(r.lookup(&a).unwrap().state, TokenState::Revoked);
         // Re-inserting (e.g. a rebuild) never un-revokes.
         r.insert(&a, 150);
         assert_eq!(r.lookup(&a).unwrap().state, TokenState::Revoked);
         assert_eq!(r.lookup(&a).unwrap().expires_at, 150);
-        assert_eq!(r.len(), 2);
-        assert_eq!(r.evict_expired(150), 1);
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.evict_expired(150), 2, "a and c");
         assert_eq!(r.lookup(&a), None);
         assert!(r.lookup(&b).is_some());
         assert_eq!(r.evict_expired(200), 1);

@@ -258,13 +258,12 @@ impl App {
         let mut applied = 0;
         for (seq, r) in &new {
             let digest = tally_core::digest::TokenDigest::from_bytes(r.token_sha256);
-            if self.gate.registry().lookup(&digest).is_some() {
-                applied += 1;
-            }
             // Remembered even before the record arrives (a fleet's follower
             // may deliver it later): the record can never make it live again.
-            if r.expires_at > now_unix() - self.config.leeway_secs {
-                self.gate.registry().revoke_until(&digest, r.expires_at);
+            if r.expires_at > now_unix() - self.config.leeway_secs
+                && self.gate.registry().revoke_until(&digest, r.expires_at)
+            {
+                applied += 1;
             }
             self.revocation_seq.fetch_max(*seq, Ordering::SeqCst);
         }
