@@ -48,15 +48,21 @@ pub struct AccessEvent {
     pub upstream_status: Option<u16>,
 }
 
+/// What the writer task receives. Nearly every message is an event: boxing
+/// it to shrink the rare flush would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    /// An event to write.
+    Event(AccessEvent),
+    /// Answer once everything queued before this is written and observed.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// The sending side of the access log.
 pub struct AccessEvents {
-    tx: tokio::sync::mpsc::Sender<AccessEvent>,
+    tx: tokio::sync::mpsc::Sender<Msg>,
     dropped: AtomicU64,
     written: Arc<AtomicU64>,
-    /// Events queued, and events the writer is done with (written or not,
-    /// and shown to the detector).
-    queued: AtomicU64,
-    settled: Arc<AtomicU64>,
 }
 
 /// Channel capacity: events beyond it are dropped (and counted), never waited for.
@@ -67,55 +73,57 @@ impl AccessEvents {
     /// Each batch is shown to `watch` (the detector) once it is written, so
     /// that a detection never names an event the log does not hold yet.
     pub fn start(log: Arc<AccessLog>, watch: Option<Arc<crate::watch::Watch>>) -> AccessEvents {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<AccessEvent>(CHANNEL_CAPACITY);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(CHANNEL_CAPACITY);
         let written = Arc::new(AtomicU64::new(0));
         let w = written.clone();
-        let settled = Arc::new(AtomicU64::new(0));
-        let done = settled.clone();
         tokio::spawn(async move {
-            let mut batch = Vec::new();
-            while rx.recv_many(&mut batch, 4096).await > 0 {
-                let rows: Vec<(i64, Vec<u8>)> = batch
-                    .iter()
-                    .map(|e: &AccessEvent| (e.at_ms, serde_json::to_vec(e).unwrap_or_default()))
-                    .collect();
-                let n = rows.len() as u64;
-                let log = log.clone();
-                match tokio::task::spawn_blocking(move || log.append(&rows)).await {
-                    Ok(Ok(_)) => {
-                        w.fetch_add(n, Ordering::Relaxed);
+            let mut msgs = Vec::new();
+            while rx.recv_many(&mut msgs, 4096).await > 0 {
+                let mut batch = Vec::with_capacity(msgs.len());
+                let mut flushes = Vec::new();
+                for m in msgs.drain(..) {
+                    match m {
+                        Msg::Event(e) => batch.push(e),
+                        Msg::Flush(done) => flushes.push(done),
                     }
-                    Ok(Err(e)) => {
-                        tracing::error!(code = e.code(), error = %e, events = n, "access events not written")
+                }
+                if !batch.is_empty() {
+                    let rows: Vec<(i64, Vec<u8>)> = batch
+                        .iter()
+                        .map(|e| (e.at_ms, serde_json::to_vec(e).unwrap_or_default()))
+                        .collect();
+                    let n = rows.len() as u64;
+                    let log = log.clone();
+                    match tokio::task::spawn_blocking(move || log.append(&rows)).await {
+                        Ok(Ok(_)) => {
+                            w.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Ok(Err(e)) => {
+                            tracing::error!(code = e.code(), error = %e, events = n, "access events not written")
+                        }
+                        Err(_) => tracing::error!(events = n, "access log writer failed"),
                     }
-                    Err(_) => tracing::error!(events = n, "access log writer failed"),
+                    // Detection runs even when the write failed: it matters more.
+                    if let Some(w) = &watch {
+                        w.observe(&batch);
+                    }
                 }
-                // Detection runs even when the write failed: it matters more.
-                if let Some(w) = &watch {
-                    w.observe(&batch);
+                for done in flushes {
+                    let _ = done.send(());
                 }
-                done.fetch_add(n, Ordering::Release);
-                batch.clear();
             }
         });
         AccessEvents {
             tx,
             dropped: AtomicU64::new(0),
             written,
-            queued: AtomicU64::new(0),
-            settled,
         }
     }
 
     /// Queues an event without ever waiting; a full queue drops it (counted).
     pub fn record(&self, e: AccessEvent) {
-        match self.tx.try_send(e) {
-            Ok(()) => {
-                self.queued.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        if self.tx.try_send(Msg::Event(e)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -123,15 +131,12 @@ impl AccessEvents {
     /// failed) and shown to the detector, or `within` has passed; says
     /// whether it got there.
     pub async fn settle(&self, within: std::time::Duration) -> bool {
-        let target = self.queued.load(Ordering::Relaxed);
-        let deadline = tokio::time::Instant::now() + within;
-        while self.settled.load(Ordering::Acquire) < target {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        true
+        let (done, answered) = tokio::sync::oneshot::channel();
+        tokio::time::timeout(within, async {
+            self.tx.send(Msg::Flush(done)).await.is_ok() && answered.await.is_ok()
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// Events dropped because the queue was full.

@@ -491,7 +491,9 @@ pub async fn phase(
                         return (detection, incident);
                     }
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                // Often enough for the figures' resolution, seldom enough
+                // not to compete with the flush that writes the store.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         })
     };
