@@ -175,13 +175,13 @@ impl App {
                 });
             });
         }
-        if let Some(url) = &config.redis_url {
+        if let Some(redis) = &config.redis {
             let namespace = match &config.storage {
                 crate::config::Storage::Postgres { schema, .. } => schema.clone(),
                 crate::config::Storage::Embedded => "tally".into(),
             };
             watch.count_across_fleet(
-                url.expose().to_string(),
+                redis.clone(),
                 namespace,
                 &dir.master.derive("detector/fleet-hash"),
             );

@@ -360,8 +360,9 @@ pub struct Config {
     pub set_receiver: Option<SetReceiverConfig>,
     /// Where the ledger and shared state live.
     pub storage: Storage,
-    /// Redis for fleet-wide distinct counts (`[storage] redis_url`).
-    pub redis_url: Option<StorageUrl>,
+    /// Redis for fleet-wide distinct counts (`[storage] redis_url`),
+    /// parsed and its TLS files read once, at load.
+    pub redis: Option<crate::redis::Target>,
 }
 
 /// A configuration problem, phrased for the operator.
@@ -574,16 +575,15 @@ impl Config {
             return Err(ConfigError("issuer and audience must not be empty".into()));
         }
         let storage_file = fc.storage.clone().unwrap_or_default();
-        let redis_url = match storage_file.redis_url.clone().filter(|u| !u.is_empty()) {
-            Some(u) => {
-                // Syntax and the TLS files are checked now; the host is
-                // resolved at each connection.
-                crate::redis::Target::parse(&u)
-                    .map_err(|e| ConfigError(format!("[storage] redis_url: {e}")))?;
-                Some(StorageUrl(u))
-            }
-            None => None,
-        };
+        // Syntax and the TLS files are read now; the host is resolved at
+        // each connection.
+        let redis = storage_file
+            .redis_url
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            .map(crate::redis::Target::parse)
+            .transpose()
+            .map_err(|e| ConfigError(format!("[storage] redis_url: {e}")))?;
         let storage = Storage::parse(
             over.storage.or(storage_file.url),
             storage_file.schema,
@@ -592,7 +592,7 @@ impl Config {
         )?;
         Ok(Config {
             storage,
-            redis_url,
+            redis,
             listen,
             data,
             issuer,
@@ -790,7 +790,7 @@ mod storage_tests {
         };
         // The host is not resolved at load: a Redis that comes up later is fine.
         let c = load("rediss://tally:s3cret@redis.invalid:6380/1").unwrap();
-        assert!(c.redis_url.is_some());
+        assert!(c.redis.is_some());
         for (url, says) in [
             ("redis://tally:s3cret@h", "must look like"),
             (

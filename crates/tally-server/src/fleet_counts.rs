@@ -73,10 +73,10 @@ pub struct FleetCounts {
 pub type OnFindings = Box<dyn Fn(Vec<Finding>) + Send>;
 
 impl FleetCounts {
-    /// Starts the counting thread against `url`, keys under `namespace`,
+    /// Starts the counting thread against `redis`, keys under `namespace`,
     /// hashed with `key` (derived from the master key).
     pub fn start(
-        url: String,
+        redis: crate::redis::Target,
         namespace: String,
         key: &[u8; 32],
         cfg: DetectorConfig,
@@ -84,7 +84,7 @@ impl FleetCounts {
     ) -> FleetCounts {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Tick>>(256);
         let counter = Counter {
-            url,
+            redis,
             namespace,
             key: hmac::Key::new(hmac::HMAC_SHA256, key),
             cfg,
@@ -148,7 +148,7 @@ impl FleetCounts {
 }
 
 struct Counter {
-    url: String,
+    redis: crate::redis::Target,
     namespace: String,
     key: hmac::Key,
     cfg: DetectorConfig,
@@ -213,7 +213,7 @@ impl Counter {
                     "waiting before reconnecting",
                 )));
             }
-            let c = Redis::connect(&self.url)?;
+            let c = Redis::open(&self.redis)?;
             if self.retry_at.take().is_some() {
                 tracing::info!("fleet counts: Redis reachable again");
             }

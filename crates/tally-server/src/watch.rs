@@ -104,7 +104,12 @@ impl Watch {
 
     /// Also counts across the fleet, in the Redis at `url` (keys under
     /// `namespace`, actors hashed under `key`).
-    pub fn count_across_fleet(self: &Arc<Self>, url: String, namespace: String, key: &[u8; 32]) {
+    pub fn count_across_fleet(
+        self: &Arc<Self>,
+        redis: crate::redis::Target,
+        namespace: String,
+        key: &[u8; 32],
+    ) {
         let me = Arc::downgrade(self);
         let cfg = self
             .detector
@@ -114,7 +119,7 @@ impl Watch {
             .clone();
         self.fleet.get_or_init(|| {
             crate::fleet_counts::FleetCounts::start(
-                url,
+                redis,
                 namespace,
                 key,
                 cfg,

@@ -1332,9 +1332,9 @@ fn fleet_ledger_cmd(
     schema: &str,
     verifier: &NoteVerifier,
 ) -> Result<ExitCode, String> {
-    use tally_store::fleet::{self, FleetError, RecordMac};
+    use tally_store::fleet::{self, FleetError};
     let dir = DataDir::open_existing(c).map_err(|e| e.to_string())?;
-    let mac = RecordMac::new(&dir.master.derive(RecordMac::PURPOSE));
+    let mac = dir.record_mac();
     let mut client = fleet::connect_for(url.expose(), None)
         .map_err(|e| format!("cannot reach the fleet ledger at {url} ({}): {e}", e.code()))?;
     match cmd {
@@ -1383,13 +1383,8 @@ fn fleet_ledger_cmd(
             let bytes = found.record.encode().map_err(|e| e.to_string())?;
             let leaf = merkle::leaf_hash(&bytes);
             let size = report.tree.len();
-            let index = client
-                .query_opt(
-                    &format!("SELECT idx FROM {schema}.leaves WHERE seq = $1"),
-                    &[&found.seq],
-                )
+            let index = fleet::leaf_index(&mut client, schema, found.seq)
                 .map_err(|e| e.to_string())?
-                .map(|r| r.get::<_, i64>(0).max(0) as u64)
                 .filter(|i| report.tree.leaf(*i) == Some(leaf))
                 .ok_or("the record is durable but not sequenced yet: ask again in a second")?;
             let proof = report

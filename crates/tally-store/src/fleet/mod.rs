@@ -742,6 +742,17 @@ pub fn latest_checkpoint(client: &mut Client, schema: &str) -> Result<Option<Str
         .map(|r| r.get(0)))
 }
 
+/// The leaf index the sequencer gave queue row `seq`, if it has sequenced it.
+pub fn leaf_index(client: &mut Client, schema: &str, seq: i64) -> Result<Option<u64>, FleetError> {
+    check_schema(schema)?;
+    Ok(client
+        .query_opt(
+            &format!("SELECT idx FROM {schema}.leaves WHERE seq = $1"),
+            &[&seq],
+        )?
+        .map(|r| r.get::<_, i64>(0).max(0) as u64))
+}
+
 /// What [`verify`] found.
 pub struct FleetReport {
     /// The verified tree.

@@ -516,14 +516,8 @@ impl FleetLedger {
             return Ok(None);
         };
         let seq = q.seq;
-        let idx: Option<i64> = self.run(move |c, s| {
-            Ok(c.query_opt(
-                &format!("SELECT idx FROM {}.leaves WHERE seq = $1", s.cfg.schema),
-                &[&seq],
-            )?
-            .map(|r| r.get(0)))
-        })?;
-        let Some(idx) = idx.map(|i| i.max(0) as u64) else {
+        let idx = self.run(move |c, s| super::leaf_index(c, &s.cfg.schema, seq))?;
+        let Some(idx) = idx else {
             return Err(LedgerError::OutOfRange(
                 "the record is durable but not sequenced yet: ask again in a second".into(),
             ));
