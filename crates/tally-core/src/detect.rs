@@ -478,7 +478,8 @@ impl std::fmt::Debug for Detector {
     }
 }
 
-const SLICES: usize = 6;
+/// Slices per counting window.
+pub const SLICES: usize = 6;
 
 /// Moves a token's actor key into the replay rule's namespace.
 const REPLAY_SALT: u64 = 0x5bd1_e995_9e37_79b9;

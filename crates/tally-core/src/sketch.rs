@@ -781,6 +781,18 @@ impl<K: Hash + Eq + Clone> WindowedDistinct<K> {
     }
 }
 
+/// How a window of `window_secs` is cut into (at most) `slices` slices:
+/// the slice length and the number of slices, clamped as
+/// [`WindowedDistinct::with_hasher`] documents. Anything else that counts
+/// over the same windows (the fleet's shared counts) cuts them alike.
+pub fn slicing(window_secs: i64, slices: usize) -> (i64, usize) {
+    let window = window_secs.max(1);
+    let slices = slices
+        .clamp(1, MAX_SLICES)
+        .min(usize::try_from(window).unwrap_or(MAX_SLICES));
+    (window / slices as i64, slices)
+}
+
 impl<K: Hash + Eq + Clone, S: std::hash::BuildHasher + Default> WindowedDistinct<K, S> {
     /// A counter over windows of `window_secs` seconds cut into `slices` slices,
     /// tracking at most `max_actors` actors.
@@ -790,12 +802,9 @@ impl<K: Hash + Eq + Clone, S: std::hash::BuildHasher + Default> WindowedDistinct
     /// length is `window_secs / slices` rounded down, so the effective window
     /// ([`Self::window_secs`]) may be a little shorter than asked.
     pub fn with_hasher(window_secs: i64, slices: usize, max_actors: usize) -> Self {
-        let window = window_secs.max(1);
-        let slices = slices
-            .clamp(1, MAX_SLICES)
-            .min(usize::try_from(window).unwrap_or(MAX_SLICES));
+        let (slice_secs, slices) = slicing(window_secs, slices);
         WindowedDistinct {
-            slice_secs: window / slices as i64,
+            slice_secs,
             slices,
             max_actors: max_actors.clamp(1, NIL as usize - 1),
             index: HashMap::with_hasher(S::default()),

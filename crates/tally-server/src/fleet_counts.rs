@@ -34,9 +34,6 @@ use tally_core::detect::{
 
 use crate::redis::{Redis, Reply};
 
-/// Slices per window, as in the detector.
-const SLICES: i64 = 6;
-
 /// Longest actor or subject value kept (a device id is client-chosen): longer
 /// ones are cut at a character boundary. Counting by prefix keeps them
 /// distinct enough, and a flood of huge headers costs no memory.
@@ -224,14 +221,6 @@ impl Counter {
             .ok_or_else(|| crate::redis::RedisError::Protocol("no connection".into()))
     }
 
-    fn slice_keys(&self, base: &str, at: i64, window: i64) -> Vec<Vec<u8>> {
-        let len = (window + SLICES - 1) / SLICES;
-        let cur = at.div_euclid(len.max(1));
-        (0..SLICES)
-            .map(|i| format!("{base}:{}", cur - i).into_bytes())
-            .collect()
-    }
-
     fn count(&mut self, batch: &[Tick]) -> Result<(), crate::redis::RedisError> {
         let ns = self.namespace.clone();
         let mass_window = self.cfg.mass_access_window_secs;
@@ -247,7 +236,7 @@ impl Counter {
                     kind.as_str(),
                     self.h(kind.as_str(), value)
                 );
-                let window = self.slice_keys(&base, t.at, mass_window);
+                let window = slice_keys(&base, t.at, mass_window);
                 adds.entry(window[0].clone())
                     .or_insert_with(|| (Vec::new(), mass_window))
                     .0
@@ -268,7 +257,7 @@ impl Counter {
             }
             if let Some((tid, sources)) = &t.replay {
                 let base = format!("tally:{ns}:rp:{}", self.h("token", tid));
-                let window = self.slice_keys(&base, t.at, replay_window);
+                let window = slice_keys(&base, t.at, replay_window);
                 for (kind, value) in sources {
                     adds.entry(window[0].clone())
                         .or_insert_with(|| (Vec::new(), replay_window))
@@ -310,7 +299,10 @@ impl Counter {
             cmds.push(vec![
                 b"EXPIRE".to_vec(),
                 key.clone(),
-                (window + window / SLICES + 60).to_string().into_bytes(),
+                // The window and one more slice, with a minute to spare.
+                (window + tally_core::sketch::slicing(*window, tally_core::detect::SLICES).0 + 60)
+                    .to_string()
+                    .into_bytes(),
             ]);
         }
         let counted: Vec<&Touched> = touched.values().collect();
@@ -407,5 +399,43 @@ impl Counter {
             .max(self.cfg.replay_window_secs);
         raised.retain(|_, at| now - *at < keep);
         Ok(out)
+    }
+}
+
+/// The keys of the slices covering the window ending at `at`, newest first,
+/// cut exactly as the node's own detector cuts them.
+fn slice_keys(base: &str, at: i64, window: i64) -> Vec<Vec<u8>> {
+    let (len, slices) = tally_core::sketch::slicing(window, tally_core::detect::SLICES);
+    let cur = at.div_euclid(len);
+    (0..slices as i64)
+        .map(|i| format!("{base}:{}", cur - i).into_bytes())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_core::sketch::WindowedDistinct;
+
+    /// The fleet's window is the node's: as many slices, as long, for
+    /// windows that six divides and windows it does not.
+    #[test]
+    fn fleet_windows_are_the_detectors() {
+        for window in [1, 5, 100, 300, 600, 601] {
+            let node = WindowedDistinct::<u64>::new(window, tally_core::detect::SLICES, 10);
+            let keys = slice_keys("k", 10_000, window);
+            let (len, _) = tally_core::sketch::slicing(window, tally_core::detect::SLICES);
+            assert_eq!(
+                len * keys.len() as i64,
+                node.window_secs(),
+                "window {window}"
+            );
+            // One slice later, the newest key is the next one.
+            let later = slice_keys("k", 10_000 + len, window);
+            assert_ne!(later[0], keys[0], "window {window}");
+            if keys.len() > 1 {
+                assert_eq!(later[1], keys[0], "window {window}");
+            }
+        }
     }
 }
