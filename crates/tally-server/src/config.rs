@@ -249,6 +249,14 @@ pub struct GateConfig {
     pub routes: Vec<RouteConfig>,
 }
 
+impl GateConfig {
+    /// The route for `path`: the longest matching prefix (routes are kept
+    /// longest first from the configuration's load).
+    pub fn route(&self, path: &str) -> Option<&RouteConfig> {
+        self.routes.iter().find(|r| path.starts_with(&r.prefix))
+    }
+}
+
 /// Enforce or only observe.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -485,7 +493,19 @@ impl Config {
                 )));
             }
         };
-        if let Some(g) = &fc.gate {
+        let mut gate = fc.gate.clone();
+        if let Some(g) = &mut gate {
+            // Longest prefix first: the first route whose prefix matches
+            // is the one (`GateConfig::route`).
+            g.routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+            if let Some(w) = g.routes.windows(2).find(|w| w[0].prefix == w[1].prefix) {
+                return Err(ConfigError(format!(
+                    "[[gate.routes]] prefix = {:?} is given twice: one route per prefix",
+                    w[0].prefix
+                )));
+            }
+        }
+        if let Some(g) = &gate {
             g.listen.parse::<SocketAddr>().map_err(|_| {
                 ConfigError(format!(
                     "[gate] listen = {:?} is not an address like 127.0.0.1:8443",
@@ -603,7 +623,7 @@ impl Config {
             refresh_ttl_secs,
             issuers: fc.issuers,
             pkcs11,
-            gate: fc.gate,
+            gate,
             trusted_proxies,
             device_header,
             miss_rate_per_sec: fc.miss_rate_per_sec.unwrap_or(50.0).max(0.0),
@@ -777,6 +797,34 @@ mod storage_tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn gate_routes_match_by_longest_prefix_and_once() {
+        let dir = std::env::temp_dir().join(format!("tally-cfg-routes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("tally.toml");
+        let route = |prefix: &str, aud: &str| {
+            format!(
+                "[[gate.routes]]\nprefix = {prefix:?}\nupstream = \"http://127.0.0.1:9\"\naudience = {aud:?}\n"
+            )
+        };
+        let load = |routes: &str| {
+            std::fs::write(&p, format!("[gate]\nlisten = \"127.0.0.1:9\"\n\n{routes}")).unwrap();
+            Config::load(Some(&p), Overrides::default())
+        };
+        // Shorter prefix first in the file: the longer one still wins.
+        let c = load(&(route("/api/", "a") + &route("/api/orders/", "o"))).unwrap();
+        let g = c.gate.as_ref().unwrap();
+        let aud = |path: &str| g.route(path).and_then(|r| r.audience.clone());
+        assert_eq!(aud("/api/orders/7").as_deref(), Some("o"));
+        assert_eq!(aud("/api/users").as_deref(), Some("a"));
+        assert!(g.route("/elsewhere").is_none());
+        let err = load(&(route("/api/", "a") + &route("/api/", "b")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("given twice"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

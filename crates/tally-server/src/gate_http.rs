@@ -309,12 +309,7 @@ pub fn check_audience<'a>(app: &'a App, headers: &'a HeaderMap, via_proxy: bool)
         && let Some(gate) = &app.config.gate
     {
         let path = uri.split('?').next().unwrap_or("");
-        if let Some(route) = gate
-            .routes
-            .iter()
-            .filter(|r| path.starts_with(&r.prefix))
-            .max_by_key(|r| r.prefix.len())
-        {
+        if let Some(route) = gate.route(path) {
             return route.audience.as_deref().unwrap_or(&app.config.audience);
         }
     }

@@ -33,7 +33,7 @@ use crate::error::ApiError;
 /// The proxy's state: the application, the routes and the upstream client.
 pub struct Proxy {
     app: Arc<App>,
-    routes: Vec<RouteConfig>,
+    gate: GateConfig,
     mode: GateMode,
     timeout: Duration,
     client: Client<HttpConnector, Body>,
@@ -42,9 +42,6 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy for `gate` in front of the upstreams it names.
     pub fn new(app: Arc<App>, gate: &GateConfig) -> Proxy {
-        let mut routes = gate.routes.clone();
-        // Longest prefix first.
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -54,7 +51,7 @@ impl Proxy {
             .build(connector);
         Proxy {
             app,
-            routes,
+            gate: gate.clone(),
             mode: gate.mode.unwrap_or_default(),
             timeout: Duration::from_secs(gate.upstream_timeout_secs.unwrap_or(30)),
             client,
@@ -62,7 +59,7 @@ impl Proxy {
     }
 
     fn route(&self, path: &str) -> Option<&RouteConfig> {
-        self.routes.iter().find(|r| path.starts_with(&r.prefix))
+        self.gate.route(path)
     }
 }
 
