@@ -94,6 +94,42 @@ pub async fn authenticate(
         Ok(t) => t,
         Err(r) => return Err(crate::gate_http::refuse(app, &r, verdict)),
     };
+    require_admin(app, &token, method, path).await
+}
+
+/// [`authenticate`] for a request already admitted, checked again (the
+/// dashboard's stream, every few seconds; its sign-in, for a token just
+/// issued): the same decision and role check, but nothing booked, as no new
+/// request reached the gate.
+pub async fn recheck(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    method: &Method,
+    uri: &Uri,
+) -> Result<Admin, Response> {
+    let via_proxy = crate::gate_http::from_trusted_proxy(app, peer);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let target = crate::gate_http::Target::from_headers(headers, method.as_str(), path, via_proxy);
+    let token = crate::gate_http::for_audience(
+        crate::gate_http::decide_for(app, headers, peer, &target).await,
+        &app.config.audience,
+    )
+    .map_err(|r| {
+        let verdict = r.verdict();
+        crate::gate_http::refuse(app, &r, verdict)
+    })?;
+    require_admin(app, &token, method, path).await
+}
+
+/// The administrator `token` belongs to: a token tally issued, of a user
+/// with the admin role.
+async fn require_admin(
+    app: &Arc<App>,
+    token: &tally_core::gate::TalliedToken,
+    method: &Method,
+    path: &str,
+) -> Result<Admin, Response> {
     // Only tokens tally itself issued (password, and one-time code where
     // enrolled): an external identity provider's token for a subject of the
     // same name must not carry tally's admin role.

@@ -33,31 +33,60 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// The signed-in administrator, or the response to send instead (a redirect
-/// to the sign-in page).
+/// The signed-in administrator of a page request, or the response to send
+/// instead (a redirect to the sign-in page). The request is booked as any
+/// admin request is.
 async fn admin(
     app: &Arc<App>,
     headers: &HeaderMap,
     peer: Option<SocketAddr>,
     uri: &Uri,
 ) -> Result<String, Response> {
-    let to_login = || {
-        (
-            StatusCode::SEE_OTHER,
-            [(header::LOCATION, HeaderValue::from_static("/ui/login"))],
-        )
-            .into_response()
-    };
-    let Some(token) = cookie_token(headers) else {
+    let Some(h) = bearer_headers(headers) else {
         return Err(to_login());
     };
+    signed_in(crate::admin::authenticate(app, &h, peer, &Method::GET, uri).await)
+}
+
+/// [`admin`] again for a stream already admitted: nothing booked.
+async fn still_admin(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    uri: &Uri,
+) -> Result<String, Response> {
+    let Some(h) = bearer_headers(headers) else {
+        return Err(to_login());
+    };
+    signed_in(crate::admin::recheck(app, &h, peer, &Method::GET, uri).await)
+}
+
+fn to_login() -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, HeaderValue::from_static("/ui/login"))],
+    )
+        .into_response()
+}
+
+/// `headers` with the session cookie's token as `Authorization: Bearer`
+/// (and the cookie itself removed), if there is one.
+fn bearer_headers(headers: &HeaderMap) -> Option<HeaderMap> {
+    let token = cookie_token(headers)?;
     let mut h = headers.clone();
     h.remove(header::COOKIE);
-    let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) else {
-        return Err(to_login());
-    };
-    h.insert(header::AUTHORIZATION, v);
-    match crate::admin::authenticate(app, &h, peer, &Method::GET, uri).await {
+    h.insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}")).ok()?,
+    );
+    Some(h)
+}
+
+/// A refusal for want of the admin role is shown; any other sends the
+/// browser to sign in. (The same `Result` as the handlers around it.)
+#[allow(clippy::result_large_err)]
+fn signed_in(r: Result<crate::admin::Admin, Response>) -> Result<String, Response> {
+    match r {
         Ok(crate::admin::Admin(name)) => Ok(name),
         Err(resp) if resp.status() == StatusCode::FORBIDDEN => Err(resp),
         Err(_) => Err(to_login()),
@@ -185,7 +214,7 @@ pub async fn login(
         h.insert(header::AUTHORIZATION, v);
     }
     let uri: Uri = "/ui".parse().unwrap_or_default();
-    if crate::admin::authenticate(&app, &h, peer_of(&ext), &Method::GET, &uri)
+    if crate::admin::recheck(&app, &h, peer_of(&ext), &Method::GET, &uri)
         .await
         .is_err()
     {
@@ -615,7 +644,7 @@ fn futures_stream(
             // The stream outlives its request: the token, blocks and the
             // admin role are checked again every few seconds, and the stream
             // ends when they no longer hold.
-            if n.is_multiple_of(5) && admin(&app, &headers, peer, &uri).await.is_err() {
+            if n.is_multiple_of(5) && still_admin(&app, &headers, peer, &uri).await.is_err() {
                 break;
             }
             let a = app.clone();

@@ -95,6 +95,31 @@ fn the_dashboard_shows_an_attack_live() {
         .to_string();
     let verdict = |t: &str| checked(&server, t).1;
     assert_eq!(verdict(&token), "ok");
+    // The live stream is one admin request in the access log, however long
+    // it stays open: its checks every few seconds are not new requests.
+    let admin_events = || {
+        tally_ok(&["access", "tail", "--limit", "1000", "--data", d], None)
+            .lines()
+            .filter(|l| l.contains("\"route\":\"admin\"") && l.contains("/ui/events"))
+            .count()
+    };
+    {
+        use std::io::Read;
+        let mut stream = c
+            .get(server.url("/ui/events"))
+            .header("Cookie", format!("tally_ui={token}"))
+            .timeout(std::time::Duration::from_secs(60))
+            .send()
+            .unwrap();
+        assert_eq!(stream.status(), 200);
+        // Read past two checks (every 5 s), a second's snapshot at a time.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(11);
+        let mut buf = [0u8; 4096];
+        while std::time::Instant::now() < until {
+            assert!(stream.read(&mut buf).unwrap() > 0, "the stream ended");
+        }
+    }
+    eventually("the stream's request booked", || admin_events() == 1);
     let r = c
         .post(server.url("/ui/logout"))
         .header("Cookie", format!("tally_ui={token}"))
