@@ -177,6 +177,52 @@ pub fn describe(e: &postgres::Error) -> String {
     out
 }
 
+/// The settings every tally connection to PostgreSQL runs under, client
+/// and server side: a server that vanished (no reset, no answer) is given
+/// up within seconds rather than the kernel's minutes; statements run at
+/// most `statement_timeout` (`None`: no limit, for whole-ledger
+/// verification), lock waits at most 10 s, a transaction left idle ends
+/// after 30 s, commits are synchronous. Options the URL already carries
+/// are kept.
+pub fn harden(config: &mut postgres::Config, statement_timeout: Option<std::time::Duration>) {
+    use std::time::Duration;
+    config
+        .connect_timeout(Duration::from_secs(5))
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(5))
+        .keepalives_interval(Duration::from_secs(1))
+        .keepalives_retries(3)
+        .tcp_user_timeout(Duration::from_secs(5));
+    let statement_ms = statement_timeout.map_or(0, |d| d.as_millis());
+    let options = format!(
+        "{} -c statement_timeout={statement_ms} -c lock_timeout=10000 \
+         -c idle_in_transaction_session_timeout=30000 -c synchronous_commit=on \
+         -c client_min_messages=warning \
+         -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3 \
+         -c tcp_user_timeout=5000",
+        config.get_options().unwrap_or("")
+    );
+    config.options(options.trim());
+}
+
+/// Whether `e` means the database cannot serve now (so tally fails closed
+/// with `unavailable` rather than reporting a bad statement): the
+/// connection is gone or never came, or SQLSTATE class 08 (connection
+/// exception), 53 (insufficient resources), 57 (operator intervention:
+/// shutdown, statement timeout) or 55P03 (lock wait timeout).
+pub fn is_unavailable(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        None => true,
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08") || c.starts_with("53") || c.starts_with("57") || c == "55P03"
+        }
+    }
+}
+
 /// Connects with `config` under the TLS settings of `target`.
 pub fn connect(config: &postgres::Config, target: &Target) -> Result<Client, postgres::Error> {
     match &target.tls_config {

@@ -204,10 +204,7 @@ impl From<postgres::Error> for SqlError {
             if *db.code() == postgres::error::SqlState::UNIQUE_VIOLATION {
                 return SqlError::UniqueViolation(db.constraint().unwrap_or("unique").to_owned());
             }
-            let class = db.code().code().get(..2).unwrap_or("");
-            // 08: connection exception, 53: insufficient resources,
-            // 57: operator intervention (shutdown, statement timeout).
-            if matches!(class, "08" | "53" | "57") {
+            if crate::pg::is_unavailable(&e) {
                 return SqlError::Unavailable(format!(
                     "{what}; check that PostgreSQL is up and not overloaded"
                 ));
@@ -351,10 +348,8 @@ pub trait Tx {
 const QUEUE_WAIT: Duration = Duration::from_secs(10);
 /// How long a caller waits for a PostgreSQL answer at most.
 const REPLY_WAIT: Duration = Duration::from_secs(30);
-/// Connection attempts time out after this.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Every statement is cancelled by the server after this.
-const STATEMENT_TIMEOUT: &str = "10s";
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// After a failed connection attempt, jobs fail at once for this long
 /// instead of each waiting for a connection timeout of its own.
 const DOWN_BACKOFF: Duration = Duration::from_secs(1);
@@ -456,15 +451,7 @@ impl Db {
         check_schema(schema)?;
         let tls = crate::pg::parse(url).map_err(SqlError::Config)?;
         let mut config = tls.config.clone();
-        config
-            .connect_timeout(CONNECT_TIMEOUT)
-            // A server that vanished (no reset, no answer) is given up on
-            // within seconds rather than the kernel's minutes.
-            .tcp_user_timeout(Duration::from_secs(5))
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(3))
-            .keepalives_interval(Duration::from_secs(1))
-            .keepalives_retries(3);
+        crate::pg::harden(&mut config, Some(STATEMENT_TIMEOUT));
         if config.get_application_name().is_none() {
             config.application_name(name);
         }
@@ -791,14 +778,7 @@ impl Worker {
             }
         }
         let attempt = crate::pg::connect(&self.config, &self.tls).and_then(|mut c| {
-            c.batch_execute(&format!(
-                "SET search_path TO {}; SET statement_timeout = '{STATEMENT_TIMEOUT}'; \
-                 SET lock_timeout = '10s'; SET idle_in_transaction_session_timeout = '30s'; \
-                 SET synchronous_commit = on; SET client_min_messages = warning; \
-                 SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 1; \
-                 SET tcp_keepalives_count = 3",
-                self.schema
-            ))?;
+            c.batch_execute(&format!("SET search_path TO {}", self.schema))?;
             Ok(c)
         });
         let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());

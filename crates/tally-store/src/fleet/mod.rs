@@ -241,26 +241,10 @@ pub fn connect_named(
     if let Some(n) = name {
         config.application_name(n);
     }
-    config
-        .connect_timeout(Duration::from_secs(3))
-        .keepalives(true)
-        .keepalives_idle(Duration::from_secs(5))
-        .keepalives_interval(Duration::from_secs(1))
-        .keepalives_retries(3)
-        .tcp_user_timeout(Duration::from_secs(5));
     if config.get_application_name().is_none() {
         config.application_name("tally");
     }
-    let mut options = config.get_options().unwrap_or("").to_string();
-    let statement_ms = statement_timeout.map_or(0, |d| d.as_millis());
-    options.push_str(&format!(
-        " -c statement_timeout={statement_ms} -c lock_timeout=10000 \
-         -c idle_in_transaction_session_timeout=30000 -c synchronous_commit=on \
-         -c client_min_messages=warning \
-         -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3 \
-         -c tcp_user_timeout=5000"
-    ));
-    config.options(options.trim());
+    crate::pg::harden(&mut config, statement_timeout);
     Ok(crate::pg::connect(&config, &target)?)
 }
 
@@ -268,19 +252,7 @@ pub fn connect_named(
 /// refused statement): the connection is gone, or the server is shutting
 /// down, out of resources, timing statements out or not granting locks.
 pub fn is_unavailable(e: &FleetError) -> bool {
-    let FleetError::Db(db) = e else {
-        return false;
-    };
-    if db.is_closed() {
-        return true;
-    }
-    match db.code() {
-        None => true,
-        Some(code) => {
-            let c = code.code();
-            c.starts_with("08") || c.starts_with("53") || c.starts_with("57") || c == "55P03"
-        }
-    }
+    matches!(e, FleetError::Db(db) if crate::pg::is_unavailable(db))
 }
 
 /// Queues `records` in one transaction and announces them; returns, per
