@@ -149,6 +149,20 @@ impl Shared {
             (self.on_tamper)(&e);
         }
     }
+
+    /// Reports tampering found at `index` and answers with the node's
+    /// tampering error (the first one found), as every read refuses then.
+    fn refuse(&self, index: u64, reason: &str) -> LedgerError {
+        self.tamper(FleetError::Tampered {
+            index,
+            reason: reason.into(),
+        });
+        self.tampered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or(LedgerError::Closed)
+    }
 }
 
 fn now_ms() -> i64 {
@@ -403,6 +417,13 @@ impl FleetLedger {
         let shared = self.shared.clone();
         let job: Job = Box::new(move |slot| {
             let out = with_client_again(slot, &shared, |c| f(c, &shared));
+            // Whatever a read finds tampered is reported, where it was found.
+            if let Err(FleetError::Tampered { index, reason }) = &out {
+                shared.tamper(FleetError::Tampered {
+                    index: *index,
+                    reason: reason.clone(),
+                });
+            }
             let _ = reply.send(out);
         });
         {
@@ -423,14 +444,7 @@ impl FleetLedger {
     /// its MAC. A row that fails the check is reported as tampering.
     pub fn lookup(&self, token_id: &str) -> Result<Option<QueuedRecord>, LedgerError> {
         let t = token_id.to_string();
-        let out = self.run(move |c, s| super::lookup(c, &s.cfg.schema, &s.mac, &t));
-        if let Err(e @ LedgerError::Tampered { .. }) = &out {
-            self.shared.tamper(FleetError::Tampered {
-                index: 0,
-                reason: e.to_string(),
-            });
-        }
-        out
+        self.run(move |c, s| super::lookup(c, &s.cfg.schema, &s.mac, &t))
     }
 
     /// Whether the last round trip to PostgreSQL succeeded.
@@ -497,13 +511,11 @@ impl FleetLedger {
         for (i, (idx, bytes)) in rows.into_iter().enumerate() {
             let at = start + i as u64;
             if idx != at as i64 || tree.leaf(at) != Some(merkle::leaf_hash(&bytes)) {
-                let err = FleetError::Tampered {
-                    index: at,
-                    reason: "an entry read for an outsider does not match the verified tree".into(),
-                };
                 drop(tree);
-                self.shared.tamper(err);
-                return Err(self.tampered().unwrap_or(LedgerError::Closed));
+                return Err(self.shared.refuse(
+                    at,
+                    "an entry read for an outsider does not match the verified tree",
+                ));
             }
             out.push(bytes);
         }
@@ -512,11 +524,18 @@ impl FleetLedger {
 
     /// Leaf index of `token_id`, if sequenced and in the published tree.
     fn index_of(&self, token_id: &str) -> Result<Option<u64>, LedgerError> {
-        let Some(q) = self.lookup(token_id)? else {
+        // The record and its leaf index, in one reader job.
+        let t = token_id.to_string();
+        let (q, idx) = self.run(move |c, s| {
+            let Some(q) = super::lookup(c, &s.cfg.schema, &s.mac, &t)? else {
+                return Ok((None, None));
+            };
+            let idx = super::leaf_index(c, &s.cfg.schema, q.seq)?;
+            Ok((Some(q), idx))
+        })?;
+        let Some(q) = q else {
             return Ok(None);
         };
-        let seq = q.seq;
-        let idx = self.run(move |c, s| super::leaf_index(c, &s.cfg.schema, seq))?;
         let Some(idx) = idx else {
             return Err(LedgerError::OutOfRange(
                 "the record is durable but not sequenced yet: ask again in a second".into(),
@@ -531,11 +550,9 @@ impl FleetLedger {
             Some(h) if h == merkle::leaf_hash(&bytes) => Ok(Some(idx)),
             Some(_) => {
                 drop(tree);
-                self.shared.tamper(FleetError::Tampered {
-                    index: idx,
-                    reason: "a record's leaf differs from the verified tree".into(),
-                });
-                Err(self.tampered().unwrap_or(LedgerError::Closed))
+                Err(self
+                    .shared
+                    .refuse(idx, "a record's leaf differs from the verified tree"))
             }
             None => Err(LedgerError::OutOfRange(
                 "the record is sequenced but not in a published checkpoint yet".into(),
