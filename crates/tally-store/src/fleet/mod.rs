@@ -725,6 +725,41 @@ pub fn leaf_index(client: &mut Client, schema: &str, seq: i64) -> Result<Option<
         .map(|r| r.get::<_, i64>(0).max(0) as u64))
 }
 
+/// The columns [`check_leaf`] reads, from `leaves l` joined with `queue q`.
+pub(crate) const LEAF_COLUMNS: &str = "l.idx, l.leaf_hash, q.record, q.mac, q.seq";
+
+/// Leaf `at` of a tree being rebuilt from a row of [`LEAF_COLUMNS`]: its
+/// index must be the next one, its record must hash to the stored leaf, and
+/// the record must carry a valid MAC and decode. Returns the leaf hash.
+pub(crate) fn check_leaf(
+    mac: &RecordMac,
+    at: u64,
+    r: &postgres::Row,
+) -> Result<merkle::Hash, FleetError> {
+    let idx: i64 = r.get(0);
+    if idx != at as i64 {
+        return Err(FleetError::Tampered {
+            index: at,
+            reason: format!("leaf {at} is missing (next stored index is {idx})"),
+        });
+    }
+    let stored: Vec<u8> = r.get(1);
+    let record: Vec<u8> = r.get(2);
+    let h = merkle::leaf_hash(&record);
+    if stored.as_slice() != h.as_slice() {
+        return Err(FleetError::Tampered {
+            index: at,
+            reason: "the stored record does not hash to the stored leaf".into(),
+        });
+    }
+    let tag: Vec<u8> = r.get(3);
+    match authentic(mac, r.get(4), &record, &tag, None, String::new()) {
+        Ok(_) => Ok(h),
+        Err(FleetError::Tampered { reason, .. }) => Err(FleetError::Tampered { index: at, reason }),
+        Err(e) => Err(e),
+    }
+}
+
 /// What [`verify`] found.
 pub struct FleetReport {
     /// The verified tree.
@@ -754,37 +789,14 @@ pub fn verify(
         .start()?;
     let rows = tx.query(
         &format!(
-            "SELECT l.idx, l.leaf_hash, q.record, q.mac, q.seq FROM {schema}.leaves l
+            "SELECT {LEAF_COLUMNS} FROM {schema}.leaves l
              JOIN {schema}.queue q ON q.seq = l.seq ORDER BY l.idx"
         ),
         &[],
     )?;
     let mut tree = MerkleTree::new();
     for r in rows {
-        let idx: i64 = r.get(0);
-        let stored: Vec<u8> = r.get(1);
-        let record: Vec<u8> = r.get(2);
-        let at = tree.len();
-        if idx != at as i64 {
-            return Err(FleetError::Tampered {
-                index: at,
-                reason: format!("leaf {at} is missing (next stored index is {idx})"),
-            });
-        }
-        let h = merkle::leaf_hash(&record);
-        if stored.as_slice() != h.as_slice() {
-            return Err(FleetError::Tampered {
-                index: at,
-                reason: "the stored record does not hash to the stored leaf".into(),
-            });
-        }
-        let tag: Vec<u8> = r.get(3);
-        if let Err(FleetError::Tampered { reason, .. }) =
-            authentic(mac, r.get(4), &record, &tag, None, String::new())
-        {
-            return Err(FleetError::Tampered { index: at, reason });
-        }
-        tree.push(h);
+        tree.push(check_leaf(mac, tree.len(), &r)?);
     }
     let notes = tx.query(
         &format!("SELECT size, note FROM {schema}.checkpoints ORDER BY size"),

@@ -824,32 +824,21 @@ fn extend_tree(c: &mut Client, shared: &Shared) -> Result<(), FleetError> {
     }
     let rows = c.query(
         &format!(
-            "SELECT l.idx, l.leaf_hash, q.seq, q.record, q.mac FROM {schema}.leaves l
+            "SELECT {} FROM {schema}.leaves l
              JOIN {schema}.queue q ON q.seq = l.seq
-             WHERE l.idx >= $1 AND l.idx < $2 ORDER BY l.idx"
+             WHERE l.idx >= $1 AND l.idx < $2 ORDER BY l.idx",
+            super::LEAF_COLUMNS
         ),
         &[&(tree.len() as i64), &(target as i64)],
     )?;
     for r in rows {
-        let at = tree.len();
-        let idx: i64 = r.get(0);
-        let stored: Vec<u8> = r.get(1);
-        let bytes: Vec<u8> = r.get(3);
-        let h = merkle::leaf_hash(&bytes);
-        let bad = if idx != at as i64 {
-            Some(format!("leaf {at} is missing"))
-        } else if stored.as_slice() != h.as_slice() {
-            Some("a stored record does not hash to its leaf".to_string())
-        } else if !shared.mac.verify(&bytes, &r.get::<_, Vec<u8>>(4)) {
-            Some("a sequenced record's MAC does not verify".to_string())
-        } else {
-            None
-        };
-        if let Some(reason) = bad {
-            shared.tamper(FleetError::Tampered { index: at, reason });
-            return Ok(());
+        match super::check_leaf(&shared.mac, tree.len(), &r) {
+            Ok(h) => tree.push(h),
+            Err(e) => {
+                shared.tamper(e);
+                return Ok(());
+            }
         }
-        tree.push(h);
     }
     if tree.len() != target {
         shared.tamper(FleetError::Tampered {
