@@ -149,22 +149,45 @@ pub fn check_binding(
         &policy,
     )
     .map_err(|e| binding_mismatch(t, e.detail()))?;
-    if let Some(nonces) = &app.dpop_nonces
-        && !p.nonce.as_deref().is_some_and(|n| nonces.accepts(n, now))
-    {
-        return Err(binding_mismatch(t, USE_DPOP_NONCE));
-    }
     if !bool::from(subtle::ConstantTimeEq::ct_eq(
         p.jkt.as_bytes(),
         jkt.as_bytes(),
     )) {
         return Err(binding_mismatch(t, "the proof is signed by another key"));
     }
+    accept_proof(app, &p, &policy, now).map_err(|r| match r {
+        ProofRefused::UseNonce => binding_mismatch(t, USE_DPOP_NONCE),
+        ProofRefused::Replayed => binding_mismatch(t, "DPoP proof replayed"),
+    })
+}
+
+/// Why a verified DPoP proof is not accepted.
+pub(crate) enum ProofRefused {
+    /// The server hands out nonces, and the proof carries none of its own.
+    UseNonce,
+    /// The proof was used before.
+    Replayed,
+}
+
+/// The server's own conditions on a verified DPoP proof, at the gate as at
+/// the token endpoint: its nonce, when the server hands them out, then once
+/// only (a proof with a stale nonce is not remembered as used).
+pub(crate) fn accept_proof(
+    app: &App,
+    p: &tally_core::dpop::DpopProof,
+    policy: &tally_core::dpop::DpopPolicy,
+    now: i64,
+) -> Result<(), ProofRefused> {
+    if let Some(nonces) = &app.dpop_nonces
+        && !p.nonce.as_deref().is_some_and(|n| nonces.accepts(n, now))
+    {
+        return Err(ProofRefused::UseNonce);
+    }
     if !app
         .dpop_replay
         .check_and_insert(&p.jkt, &p.jti, policy.replay_expires_at(p.iat), now)
     {
-        return Err(binding_mismatch(t, "DPoP proof replayed"));
+        return Err(ProofRefused::Replayed);
     }
     Ok(())
 }

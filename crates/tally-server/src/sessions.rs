@@ -166,6 +166,7 @@ pub fn dpop_key(app: &App, headers: &HeaderMap, path: &str) -> Result<Option<Str
     // Token requests reach tally directly or through a proxy that keeps Host.
     let target = crate::gate_http::Target::from_headers(headers, "POST", path, false);
     let now = now_unix();
+    let policy = tally_core::dpop::DpopPolicy::default();
     let p = tally_core::dpop::verify_proof(
         proof,
         &target.method,
@@ -173,28 +174,28 @@ pub fn dpop_key(app: &App, headers: &HeaderMap, path: &str) -> Result<Option<Str
         None,
         None,
         now,
-        &tally_core::dpop::DpopPolicy::default(),
+        &policy,
     )
     .map_err(|e| bad(e.detail()))?;
-    // Each proof is accepted once, here as at the gate.
-    let policy = tally_core::dpop::DpopPolicy::default();
-    if !app
-        .dpop_replay
-        .check_and_insert(&p.jkt, &p.jti, policy.replay_expires_at(p.iat), now)
-    {
-        return Err(bad("the proof was already used"));
-    }
-    if let Some(nonces) = &app.dpop_nonces
-        && !p.nonce.as_deref().is_some_and(|n| nonces.accepts(n, now))
-    {
-        return Err(ApiError::bad_request(
-            "use_dpop_nonce",
-            "this server requires a DPoP nonce: retry with the one in the DPoP-Nonce header",
-        )
-        .with_header(
-            axum::http::HeaderName::from_static("dpop-nonce"),
-            crate::gate_http::header_value(&nonces.current(now)),
-        ));
+    match crate::gate_http::accept_proof(app, &p, &policy, now) {
+        Ok(()) => {}
+        Err(crate::gate_http::ProofRefused::Replayed) => {
+            return Err(bad("the proof was already used"));
+        }
+        Err(crate::gate_http::ProofRefused::UseNonce) => {
+            let current = app.dpop_nonces.as_ref().map(|n| n.current(now));
+            let e = ApiError::bad_request(
+                "use_dpop_nonce",
+                "this server requires a DPoP nonce: retry with the one in the DPoP-Nonce header",
+            );
+            return Err(match current {
+                Some(n) => e.with_header(
+                    axum::http::HeaderName::from_static("dpop-nonce"),
+                    crate::gate_http::header_value(&n),
+                ),
+                None => e,
+            });
+        }
     }
     Ok(Some(p.jkt))
 }
