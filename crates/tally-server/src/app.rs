@@ -432,7 +432,8 @@ impl App {
         self.reload_keys(true);
     }
 
-    /// The ledger's size and when it last changed (as seen by this process).
+    /// The ledger's size and when it last changed (as this process saw it,
+    /// within a second: the maintenance tick looks every second).
     pub fn ledger_progress(&self) -> (u64, i64) {
         let size = self.ledger.size();
         let mut seen = self.ledger_seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -818,6 +819,9 @@ pub fn spawn_background(app: &Arc<App>) {
             let a2 = a.clone();
             let every_other = n.is_multiple_of(2);
             n += 1;
+            // When the ledger last grew is noted here, every second, not
+            // only when a dashboard asks.
+            a.ledger_progress();
             let _ = tokio::task::spawn_blocking(move || {
                 a2.flush_sightings();
                 if let Err(e) = a2.accounts.flush(&a2.dir.state) {
