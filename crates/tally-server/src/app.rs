@@ -64,6 +64,9 @@ pub struct App {
     /// Ledger size last seen and since when (unix seconds): the age of the
     /// latest checkpoint, which is signed with every committed batch.
     ledger_seen: std::sync::Mutex<(u64, i64)>,
+    /// The dashboard's rendered sections, shared by every open dashboard
+    /// (see `ui::feed`).
+    pub ui_feed: std::sync::OnceLock<tokio::sync::watch::Receiver<Arc<String>>>,
     /// Registry misses (each a signature verification) per client address.
     pub miss_limiter: tally_core::ratelimit::RateLimiter<std::net::IpAddr>,
     /// Forged tokens the ledger store has already said it never issued.
@@ -230,6 +233,7 @@ impl App {
             alerts,
             node_outbox,
             ledger_seen: std::sync::Mutex::new((0, now_unix())),
+            ui_feed: std::sync::OnceLock::new(),
             miss_limiter,
             throttle_user: tally_core::throttle::Throttle::new(Default::default()),
             throttle_ip: tally_core::throttle::Throttle::new(

@@ -635,11 +635,12 @@ fn futures_stream(
 ) -> impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>
 {
     let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let mut sections = feed(&app);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         let mut n = 0u64;
-        loop {
-            tick.tick().await;
+        // Each new rendering of the sections, as the process's one feed
+        // makes it every second.
+        while sections.changed().await.is_ok() {
             n += 1;
             // The stream outlives its request: the token, blocks and the
             // admin role are checked again every few seconds, and the stream
@@ -647,11 +648,7 @@ fn futures_stream(
             if n.is_multiple_of(5) && still_admin(&app, &headers, peer, &uri).await.is_err() {
                 break;
             }
-            let a = app.clone();
-            let Ok(snap) = tokio::task::spawn_blocking(move || snapshot(&a)).await else {
-                break;
-            };
-            let data = render_sections(&snap).to_string();
+            let data = sections.borrow_and_update().as_ref().clone();
             if tx
                 .send(Ok(axum::response::sse::Event::default().data(data)))
                 .await
@@ -662,6 +659,34 @@ fn futures_stream(
         }
     });
     tokio_stream_from(rx)
+}
+
+/// The dashboard's sections, rendered once a second by one task per process
+/// however many dashboards are open (and not at all while none is): each
+/// rendering costs a round of store queries, in a fleet over the network.
+fn feed(app: &Arc<App>) -> tokio::sync::watch::Receiver<Arc<String>> {
+    app.ui_feed
+        .get_or_init(|| {
+            let (tx, rx) = tokio::sync::watch::channel(Arc::new(String::new()));
+            let app = Arc::downgrade(app);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    let Some(a) = app.upgrade() else { break };
+                    // The feed keeps one receiver of its own.
+                    if tx.receiver_count() <= 1 {
+                        continue;
+                    }
+                    let Ok(snap) = tokio::task::spawn_blocking(move || snapshot(&a)).await else {
+                        continue;
+                    };
+                    let _ = tx.send(Arc::new(render_sections(&snap).to_string()));
+                }
+            });
+            rx
+        })
+        .clone()
 }
 
 fn tokio_stream_from<T: Send + 'static>(
