@@ -328,44 +328,16 @@ fn pg_guards(schema: &str) -> String {
 /// nodes starting together migrate one at a time, and the later ones find
 /// the work done.
 fn migrate_pg(tx: &mut dyn Tx, schema: &str) -> Result<(), IncidentError> {
-    tx.batch(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
-         CREATE TABLE IF NOT EXISTS {schema}.incidents_schema_version (version BIGINT NOT NULL);"
-    ))?;
-    let stored = tx
-        .query_opt(
-            &format!("SELECT version FROM {schema}.incidents_schema_version"),
-            &[],
-        )?
-        .map(|r| r.i64(0))
-        .transpose()?;
-    let applied = usize::try_from(stored.unwrap_or(0)).unwrap_or(usize::MAX);
-    if applied > PG_MIGRATIONS.len() {
-        return Err(IncidentError::NewerSchema {
-            found: applied,
-            known: PG_MIGRATIONS.len(),
-        });
-    }
-    if applied < PG_MIGRATIONS.len() {
-        for sql in &PG_MIGRATIONS[applied..] {
-            tx.batch(&format!(
-                "SET LOCAL search_path TO {schema};\n{}",
-                sql.replace("{schema}", schema)
-            ))?;
-        }
-        let version = PG_MIGRATIONS.len() as i64;
-        if stored.is_some() {
-            tx.execute(
-                &format!("UPDATE {schema}.incidents_schema_version SET version = $1"),
-                args![version],
-            )?;
-        } else {
-            tx.execute(
-                &format!("INSERT INTO {schema}.incidents_schema_version (version) VALUES ($1)"),
-                args![version],
-            )?;
-        }
-    }
+    crate::sql::migrate_schema(tx, schema, "incidents_schema_version", PG_MIGRATIONS).map_err(
+        |e| match e {
+            crate::sql::MigrateError::NewerSchema(found) => IncidentError::NewerSchema {
+                found,
+                known: PG_MIGRATIONS.len(),
+            },
+            crate::sql::MigrateError::Sql(e) => e.into(),
+        },
+    )?;
+    // The append-only guards come back at every opening.
     tx.batch(&pg_guards(schema))?;
     Ok(())
 }

@@ -218,6 +218,65 @@ impl From<postgres::Error> for SqlError {
     }
 }
 
+/// Why [`migrate_schema`] failed.
+#[derive(Debug)]
+pub enum MigrateError {
+    /// The schema was written by a newer tally, which knows this many
+    /// migrations.
+    NewerSchema(usize),
+    /// A statement failed.
+    Sql(SqlError),
+}
+
+impl From<SqlError> for MigrateError {
+    fn from(e: SqlError) -> MigrateError {
+        MigrateError::Sql(e)
+    }
+}
+
+/// Brings `schema` up to date with `migrations` (each a batch of SQL in
+/// which `{schema}` stands for the schema's name, run with it as the search
+/// path), recording how many were applied in the one-row table
+/// `version_table`. Runs in the caller's transaction, so under the store's
+/// advisory write lock: nodes starting together migrate one at a time.
+pub fn migrate_schema(
+    tx: &mut dyn Tx,
+    schema: &str,
+    version_table: &str,
+    migrations: &[&str],
+) -> Result<(), MigrateError> {
+    tx.batch(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.{version_table} (version BIGINT NOT NULL);"
+    ))?;
+    let stored = tx
+        .query_opt(
+            &format!("SELECT version FROM {schema}.{version_table}"),
+            &[],
+        )?
+        .map(|r| r.i64(0))
+        .transpose()?;
+    let applied = usize::try_from(stored.unwrap_or(0)).unwrap_or(usize::MAX);
+    if applied > migrations.len() {
+        return Err(MigrateError::NewerSchema(applied));
+    }
+    if applied == migrations.len() {
+        return Ok(());
+    }
+    for sql in &migrations[applied..] {
+        let sql = sql.replace("{schema}", schema);
+        tx.batch(&format!("SET LOCAL search_path TO {schema};\n{sql}"))?;
+    }
+    let version = migrations.len() as i64;
+    let statement = if stored.is_some() {
+        format!("UPDATE {schema}.{version_table} SET version = $1")
+    } else {
+        format!("INSERT INTO {schema}.{version_table} (version) VALUES ($1)")
+    };
+    tx.execute(&statement, args![version])?;
+    Ok(())
+}
+
 /// One result row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Row {

@@ -538,41 +538,13 @@ pub fn change_channel(schema: &str) -> String {
 /// under the advisory write lock: nodes starting together migrate one at a
 /// time, and the later ones find the work done.
 fn migrate_pg(tx: &mut dyn Tx, schema: &str) -> Result<(), StateError> {
-    tx.batch(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
-         CREATE TABLE IF NOT EXISTS {schema}.schema_version (version BIGINT NOT NULL);"
-    ))?;
-    let stored = tx
-        .query_opt(&format!("SELECT version FROM {schema}.schema_version"), &[])?
-        .map(|r| r.i64(0))
-        .transpose()?;
-    let applied = usize::try_from(stored.unwrap_or(0)).unwrap_or(usize::MAX);
-    if applied > PG_MIGRATIONS.len() {
-        return Err(StateError::NewerSchema {
-            found: applied,
+    crate::sql::migrate_schema(tx, schema, "schema_version", PG_MIGRATIONS).map_err(|e| match e {
+        crate::sql::MigrateError::NewerSchema(found) => StateError::NewerSchema {
+            found,
             known: PG_MIGRATIONS.len(),
-        });
-    }
-    if applied == PG_MIGRATIONS.len() {
-        return Ok(());
-    }
-    for sql in &PG_MIGRATIONS[applied..] {
-        let sql = sql.replace("{schema}", schema);
-        tx.batch(&format!("SET LOCAL search_path TO {schema};\n{sql}"))?;
-    }
-    let version = PG_MIGRATIONS.len() as i64;
-    if stored.is_some() {
-        tx.execute(
-            &format!("UPDATE {schema}.schema_version SET version = $1"),
-            args![version],
-        )?;
-    } else {
-        tx.execute(
-            &format!("INSERT INTO {schema}.schema_version (version) VALUES ($1)"),
-            args![version],
-        )?;
-    }
-    Ok(())
+        },
+        crate::sql::MigrateError::Sql(e) => e.into(),
+    })
 }
 
 /// Connections each PostgreSQL-backed store keeps.
