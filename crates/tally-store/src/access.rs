@@ -84,6 +84,32 @@ BEGIN SELECT RAISE(ABORT, 'a legal hold covers this event'); END;
 
 /// `SHA-256(prev || seq || at || body)`: one link of the hash chains of the
 /// access log and of the incident audit trail.
+/// Writes a chain's head witness, `"{seq} {hex hash}\n"`, beside its
+/// database (write, then rename: never half a file). A failure is not an
+/// error of the change just committed: the witness then lags, and a later
+/// commit or verification catches up.
+pub(crate) fn write_head(path: &Path, seq: i64, hash: &[u8]) {
+    let tmp = path.with_extension("head.tmp");
+    let _ = std::fs::write(&tmp, format!("{seq} {}\n", hex(hash)))
+        .and_then(|_| std::fs::rename(&tmp, path));
+}
+
+/// A head witness written by [`write_head`]: its sequence number and hex
+/// hash; `None` if there is no witness yet. A witness that cannot be read,
+/// or does not read as one, is an error (it may have been tampered with).
+pub(crate) fn read_head(path: &Path) -> Result<Option<(i64, String)>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    text.trim()
+        .split_once(' ')
+        .and_then(|(seq, hash)| Some((seq.parse().ok()?, hash.to_owned())))
+        .map(Some)
+        .ok_or_else(|| format!("{} is not a head witness", path.display()))
+}
+
 pub(crate) fn chain_hash(prev: &[u8], seq: i64, at_ms: i64, body: &[u8]) -> [u8; 32] {
     let mut c = Context::new(&SHA256);
     c.update(prev);
@@ -195,9 +221,7 @@ impl AccessLog {
         }
         tx.commit()?;
         // The head beside the database: cutting off the newest events shows.
-        let tmp = self.head_path().with_extension("head.tmp");
-        let text = format!("{seq} {}\n", hex(&prev));
-        let _ = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, self.head_path()));
+        write_head(&self.head_path(), seq, &prev);
         Ok(seq)
     }
 
@@ -242,10 +266,11 @@ impl AccessLog {
             n += 1;
         }
         let last_seq = expected_seq - 1;
-        if let Ok(text) = std::fs::read_to_string(self.head_path())
-            && let Some((s, h)) = text.trim().split_once(' ')
-            && let Ok(s) = s.parse::<i64>()
-        {
+        let witnessed = read_head(&self.head_path()).map_err(|reason| AccessError::Tampered {
+            seq: last_seq,
+            reason,
+        })?;
+        if let Some((s, h)) = witnessed {
             if s > last_seq {
                 return Err(AccessError::Tampered {
                     seq: last_seq + 1,
@@ -257,7 +282,7 @@ impl AccessLog {
                     r.get(0)
                 })
                 .optional()?;
-            if s >= first_seq && stored.map(|x| hex(&x)) != Some(h.to_string()) {
+            if s >= first_seq && stored.map(|x| hex(&x)) != Some(h) {
                 return Err(AccessError::Tampered {
                     seq: s,
                     reason: "the event recorded as the head differs".into(),

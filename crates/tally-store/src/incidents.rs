@@ -69,7 +69,7 @@ use serde_json::{Value, json};
 use tally_core::clocks::IncidentState;
 use tally_core::detect::{Detection, Severity};
 
-use crate::access::{AccessError, chain_hash, hex};
+use crate::access::{AccessError, chain_hash, hex, read_head, write_head};
 use crate::sql::{Db, Row, SqlError, Tx, args};
 
 /// Incident store failures, with stable codes.
@@ -720,18 +720,6 @@ fn random_claimant() -> String {
     hex(&b)
 }
 
-/// Reads a witness file: `None` if there is none.
-fn read_witness(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path).ok()
-}
-
-/// The `(seq, hex hash)` of a witness file's text.
-fn parse_witness(text: &str) -> (i64, String) {
-    let mut parts = text.split_whitespace();
-    let seq = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-    (seq, parts.next().unwrap_or("").to_owned())
-}
-
 impl IncidentStore {
     fn with(db: Db, head: PathBuf, head_name: String) -> IncidentStore {
         IncidentStore {
@@ -810,12 +798,10 @@ impl IncidentStore {
             return;
         };
         let _serial = lock(&self.witness);
-        if read_witness(&self.head).is_some_and(|t| parse_witness(&t).0 >= seq) {
+        if matches!(read_head(&self.head), Ok(Some((witnessed, _))) if witnessed >= seq) {
             return;
         }
-        let tmp = self.head.with_extension("head.tmp");
-        let _ = std::fs::write(&tmp, format!("{seq} {}\n", hex(&hash)))
-            .and_then(|_| std::fs::rename(&tmp, &self.head));
+        write_head(&self.head, seq, &hash);
     }
 
     /// Runs a change that appends to the audit log, then witnesses the
@@ -1285,11 +1271,11 @@ impl IncidentStore {
     /// head verified is witnessed.
     pub fn verify_audit(&self) -> Result<u64, IncidentError> {
         // Read before the snapshot: what was witnessed is committed.
-        let witnessed = read_witness(&self.head);
+        let witnessed = read_head(&self.head).map_err(|reason| tampered(0, reason))?;
         let head_name = self.head_name.clone();
         let (n, head) = self
             .db
-            .read_snapshot(move |tx| verify_in(tx, witnessed.as_deref(), &head_name))?;
+            .read_snapshot(move |tx| verify_in(tx, witnessed, &head_name))?;
         self.witness(head);
         Ok(n)
     }
@@ -1298,7 +1284,7 @@ impl IncidentStore {
 /// The body of [`IncidentStore::verify_audit`], on one snapshot.
 fn verify_in(
     tx: &mut dyn Tx,
-    witnessed: Option<&str>,
+    witnessed: Option<(i64, String)>,
     head_name: &str,
 ) -> Result<(u64, Option<Head>), IncidentError> {
     // 1. The chain.
@@ -1308,7 +1294,8 @@ fn verify_in(
     )?;
     let mut audited: HashMap<i64, Value> = HashMap::new();
     let mut prev = vec![0u8; 32];
-    let mut hashes: HashMap<i64, Vec<u8>> = HashMap::new();
+    // The stored hash of the witnessed entry, once the chain reaches it.
+    let mut at_witness: Option<Vec<u8>> = None;
     let mut head = None;
     for (expected, r) in (1i64..).zip(rows) {
         let (seq, at, body, stored_prev, hash) =
@@ -1323,14 +1310,15 @@ fn verify_in(
             return Err(tampered(seq, format!("audit entry {seq} was edited")));
         }
         audited.insert(seq, serde_json::from_slice(&body).unwrap_or(Value::Null));
-        hashes.insert(seq, hash.clone());
+        if witnessed.as_ref().is_some_and(|(w, _)| *w == seq) {
+            at_witness = Some(hash.clone());
+        }
         head = Some((seq, hash.clone()));
         prev = hash;
     }
-    if let Some(text) = witnessed {
-        let (seq, hash) = parse_witness(text);
-        match hashes.get(&seq) {
-            Some(h) if hex(h) == hash => {}
+    if let Some((seq, hash)) = witnessed {
+        match at_witness {
+            Some(h) if hex(&h) == hash => {}
             Some(_) => {
                 return Err(tampered(
                     seq,

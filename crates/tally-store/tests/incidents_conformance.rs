@@ -87,6 +87,7 @@ conformance!(
     tampered_timeline_row_is_detected,
     deleted_audit_row_is_detected,
     truncated_audit_is_detected,
+    a_defaced_witness_is_reported,
     tampered_incident_fields_are_detected,
     edited_audit_row_is_detected,
 );
@@ -668,6 +669,24 @@ fn truncated_audit_is_detected(f: &Fixture) {
     s.append(id, 900, "soc", "note", &json!({})).unwrap();
     let e = s.verify_audit().unwrap_err();
     tamper_says(e, &format!("entry {n}"));
+}
+
+fn a_defaced_witness_is_reported(f: &Fixture) {
+    let s = f.open();
+    busy_incident(&s);
+    s.verify_audit().unwrap();
+    // The witness file, where each backend keeps it for node 0.
+    let witness = match f {
+        Backend::Sqlite(dir) => dir.path().join("incidents.head"),
+        Backend::Postgres { schema, dir } => dir
+            .path()
+            .join("node-0")
+            .join(format!("incidents-{}.head", schema.0)),
+    };
+    assert!(witness.exists(), "{}", witness.display());
+    std::fs::write(&witness, "not a witness\n").unwrap();
+    let e = s.verify_audit().unwrap_err();
+    tamper_says(e, "is not a head witness");
 }
 
 fn tampered_incident_fields_are_detected(f: &Fixture) {
