@@ -214,8 +214,11 @@ pub fn migrate_with(mut client: Client, schema: &str) -> Result<Client, FleetErr
 /// Connects to `url` (`postgres://…`) for work in the request path: every
 /// statement, lock wait and idle transaction is bounded (see [`connect_for`]).
 pub fn connect(url: &str) -> Result<Client, FleetError> {
-    connect_for(url, Some(Duration::from_secs(10)))
+    connect_for(url, Some(REQUEST_PATH_TIMEOUT))
 }
+
+/// The statement limit of connections in the request path.
+pub const REQUEST_PATH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connects to `url`. A dead or unreachable server is noticed within
 /// seconds on both sides: connect timeout, TCP keepalives and a TCP user
@@ -237,6 +240,16 @@ pub fn connect_named(
     name: Option<&str>,
 ) -> Result<Client, FleetError> {
     let target = crate::pg::parse(url).map_err(FleetError::Config)?;
+    connect_to(&target, statement_timeout, name)
+}
+
+/// [`connect_named`] to a URL parsed once ([`crate::pg::parse`]), as a node
+/// reconnecting many times does: its TLS files are read once.
+pub fn connect_to(
+    target: &crate::pg::Target,
+    statement_timeout: Option<Duration>,
+    name: Option<&str>,
+) -> Result<Client, FleetError> {
     let mut config = target.config.clone();
     if let Some(n) = name {
         config.application_name(n);
@@ -245,7 +258,7 @@ pub fn connect_named(
         config.application_name("tally");
     }
     crate::pg::harden(&mut config, statement_timeout);
-    Ok(crate::pg::connect(&config, &target)?)
+    Ok(crate::pg::connect(&config, target)?)
 }
 
 /// Whether `e` means the database cannot be used now (as opposed to a

@@ -99,6 +99,8 @@ fn store_err(e: FleetError) -> LedgerError {
 
 struct Shared {
     cfg: FleetConfig,
+    /// The URL, parsed once: every reconnection uses it.
+    target: crate::pg::Target,
     mac: RecordMac,
     verifier: NoteVerifier,
     /// Verified tree up to the published checkpoint.
@@ -191,10 +193,17 @@ pub struct FleetLedger {
 }
 
 /// Connects (or reconnects) the client in `slot`.
-fn ensure<'a>(slot: &'a mut Option<Client>, url: &str) -> Result<&'a mut Client, FleetError> {
+fn ensure<'a>(
+    slot: &'a mut Option<Client>,
+    target: &crate::pg::Target,
+) -> Result<&'a mut Client, FleetError> {
     if slot.as_ref().is_none_or(|c| c.is_closed()) {
         *slot = None;
-        *slot = Some(super::connect(url)?);
+        *slot = Some(super::connect_to(
+            target,
+            Some(super::REQUEST_PATH_TIMEOUT),
+            None,
+        )?);
     }
     slot.as_mut().ok_or(FleetError::Closed)
 }
@@ -206,7 +215,7 @@ fn with_client<T>(
     shared: &Shared,
     f: impl FnOnce(&mut Client) -> Result<T, FleetError>,
 ) -> Result<T, FleetError> {
-    let result = ensure(slot, &shared.cfg.url).and_then(f);
+    let result = ensure(slot, &shared.target).and_then(f);
     settle(slot, shared, result)
 }
 
@@ -220,10 +229,10 @@ fn with_client_again<T>(
     mut f: impl FnMut(&mut Client) -> Result<T, FleetError>,
 ) -> Result<T, FleetError> {
     let had_client = slot.is_some();
-    let first = ensure(slot, &shared.cfg.url).and_then(&mut f);
+    let first = ensure(slot, &shared.target).and_then(&mut f);
     if had_client && first.as_ref().is_err_and(is_connection_error) {
         *slot = None;
-        let second = ensure(slot, &shared.cfg.url).and_then(&mut f);
+        let second = ensure(slot, &shared.target).and_then(&mut f);
         return settle(slot, shared, second);
     }
     settle(slot, shared, first)
@@ -274,7 +283,8 @@ impl FleetLedger {
     ) -> Result<FleetLedger, LedgerError> {
         // Whole-ledger verification has no statement limit; the follower that
         // inherits this connection then gets one.
-        let mut client = super::connect_for(&cfg.url, None).map_err(store_err)?;
+        let target = crate::pg::parse(&cfg.url).map_err(|e| store_err(FleetError::Config(e)))?;
+        let mut client = super::connect_to(&target, None, None).map_err(store_err)?;
         super::migrate(&mut client, &cfg.schema).map_err(store_err)?;
         let verifier = signer.verifier();
         let schema = cfg.schema.clone();
@@ -302,6 +312,7 @@ impl FleetLedger {
         let published = head.checkpoint().size;
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
+            target,
             mac,
             verifier,
             tree: RwLock::new(report.tree),
@@ -886,13 +897,12 @@ fn sequencer(shared: Arc<Shared>, signer: NoteSigner) {
     let mut state = State::Idle(signer);
     while !shared.stop.load(Ordering::SeqCst) {
         state = match state {
-            State::Idle(signer) => match super::connect_named(
-                &shared.cfg.url,
+            // The schema was migrated when the node opened.
+            State::Idle(signer) => match super::connect_to(
+                &shared.target,
                 None,
                 Some(&format!("{}{}", super::SEQUENCER_APP, shared.cfg.node)),
-            )
-            .and_then(|c| super::migrate_with(c, &shared.cfg.schema))
-            {
+            ) {
                 Ok(c) => State::Connected(Box::new(Sequencer::with_client(
                     c,
                     &shared.cfg.schema,
