@@ -66,13 +66,39 @@ pub fn reason(text: &str) -> Result<&str, String> {
     Ok(t)
 }
 
-/// The full gate decision for the request's token, then the `admin` role.
+/// Whether an admin check is a request of its own, booked as every gate
+/// decision is (access log, detector, metrics), or the check again of one
+/// already admitted (the dashboard's stream every few seconds, its sign-in
+/// for a token just issued), which books nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Booking {
+    /// A request: booked.
+    Request,
+    /// A repeated check: not booked.
+    Recheck,
+}
+
+/// The full gate decision for the request's token, booked, then the
+/// `admin` role.
 pub async fn authenticate(
     app: &Arc<App>,
     headers: &HeaderMap,
     peer: Option<SocketAddr>,
     method: &Method,
     uri: &Uri,
+) -> Result<Admin, Response> {
+    check(app, headers, peer, method, uri, Booking::Request).await
+}
+
+/// The full gate decision for the request's token, booked or not, then the
+/// `admin` role.
+pub async fn check(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    method: &Method,
+    uri: &Uri,
+    booking: Booking,
 ) -> Result<Admin, Response> {
     let started = std::time::Instant::now();
     let via_proxy = crate::gate_http::from_trusted_proxy(app, peer);
@@ -82,43 +108,24 @@ pub async fn authenticate(
         crate::gate_http::decide_for(app, headers, peer, &target).await,
         &app.config.audience,
     );
-    let verdict = crate::gate_http::record_decision(
-        app,
-        &decision,
-        peer,
-        headers,
-        ("admin", method.as_str(), path),
-        started,
-    );
+    let verdict = match booking {
+        Booking::Request => crate::gate_http::record_decision(
+            app,
+            &decision,
+            peer,
+            headers,
+            ("admin", method.as_str(), path),
+            started,
+        ),
+        Booking::Recheck => match &decision {
+            Ok(_) => tally_core::verdict::Verdict::Ok,
+            Err(r) => r.verdict(),
+        },
+    };
     let token = match decision {
         Ok(t) => t,
         Err(r) => return Err(crate::gate_http::refuse(app, &r, verdict)),
     };
-    require_admin(app, &token, method, path).await
-}
-
-/// [`authenticate`] for a request already admitted, checked again (the
-/// dashboard's stream, every few seconds; its sign-in, for a token just
-/// issued): the same decision and role check, but nothing booked, as no new
-/// request reached the gate.
-pub async fn recheck(
-    app: &Arc<App>,
-    headers: &HeaderMap,
-    peer: Option<SocketAddr>,
-    method: &Method,
-    uri: &Uri,
-) -> Result<Admin, Response> {
-    let via_proxy = crate::gate_http::from_trusted_proxy(app, peer);
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let target = crate::gate_http::Target::from_headers(headers, method.as_str(), path, via_proxy);
-    let token = crate::gate_http::for_audience(
-        crate::gate_http::decide_for(app, headers, peer, &target).await,
-        &app.config.audience,
-    )
-    .map_err(|r| {
-        let verdict = r.verdict();
-        crate::gate_http::refuse(app, &r, verdict)
-    })?;
     require_admin(app, &token, method, path).await
 }
 

@@ -33,32 +33,20 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// The signed-in administrator of a page request, or the response to send
-/// instead (a redirect to the sign-in page). The request is booked as any
-/// admin request is.
+/// The signed-in administrator, or the response to send instead (a
+/// redirect to the sign-in page). A page request is booked as any admin
+/// request is; the stream's repeated checks are not.
 async fn admin(
     app: &Arc<App>,
     headers: &HeaderMap,
     peer: Option<SocketAddr>,
     uri: &Uri,
+    booking: crate::admin::Booking,
 ) -> Result<String, Response> {
     let Some(h) = bearer_headers(headers) else {
         return Err(to_login());
     };
-    signed_in(crate::admin::authenticate(app, &h, peer, &Method::GET, uri).await)
-}
-
-/// [`admin`] again for a stream already admitted: nothing booked.
-async fn still_admin(
-    app: &Arc<App>,
-    headers: &HeaderMap,
-    peer: Option<SocketAddr>,
-    uri: &Uri,
-) -> Result<String, Response> {
-    let Some(h) = bearer_headers(headers) else {
-        return Err(to_login());
-    };
-    signed_in(crate::admin::recheck(app, &h, peer, &Method::GET, uri).await)
+    signed_in(crate::admin::check(app, &h, peer, &Method::GET, uri, booking).await)
 }
 
 fn to_login() -> Response {
@@ -214,9 +202,16 @@ pub async fn login(
         h.insert(header::AUTHORIZATION, v);
     }
     let uri: Uri = "/ui".parse().unwrap_or_default();
-    if crate::admin::recheck(&app, &h, peer_of(&ext), &Method::GET, &uri)
-        .await
-        .is_err()
+    if crate::admin::check(
+        &app,
+        &h,
+        peer_of(&ext),
+        &Method::GET,
+        &uri,
+        crate::admin::Booking::Recheck,
+    )
+    .await
+    .is_err()
     {
         return login_form(Some("This account is not an administrator."));
     }
@@ -576,7 +571,15 @@ pub async fn dashboard(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let who = match admin(&app, &headers, peer_of(&ext), &uri).await {
+    let who = match admin(
+        &app,
+        &headers,
+        peer_of(&ext),
+        &uri,
+        crate::admin::Booking::Request,
+    )
+    .await
+    {
         Ok(w) => w,
         Err(r) => return r,
     };
@@ -615,7 +618,7 @@ pub async fn events(
     headers: HeaderMap,
 ) -> Response {
     let peer = peer_of(&ext);
-    if let Err(r) = admin(&app, &headers, peer, &uri).await {
+    if let Err(r) = admin(&app, &headers, peer, &uri, crate::admin::Booking::Request).await {
         return r;
     }
     let stream = futures_stream(app, headers, peer, uri);
@@ -645,7 +648,11 @@ fn futures_stream(
             // The stream outlives its request: the token, blocks and the
             // admin role are checked again every few seconds, and the stream
             // ends when they no longer hold.
-            if n.is_multiple_of(5) && still_admin(&app, &headers, peer, &uri).await.is_err() {
+            if n.is_multiple_of(5)
+                && admin(&app, &headers, peer, &uri, crate::admin::Booking::Recheck)
+                    .await
+                    .is_err()
+            {
                 break;
             }
             let data = sections.borrow_and_update().as_ref().clone();
