@@ -8,7 +8,8 @@
 //! * [`gate`]: the decision procedure ([`gate::TalliedToken`]);
 //! * [`verdict`]: stable reason codes;
 //! * [`seal`]: sealing secrets at rest under the master key;
-//! * [`totp`]: RFC 6238 one-time passwords; [`throttle`]: login backoff.
+//! * [`totp`]: RFC 6238 one-time passwords; [`throttle`]: login backoff;
+//! * [`target`]: the one request-target normaliser routes are decided on.
 //!
 //! ```
 //! use tally_core::merkle::{MerkleTree, leaf_hash, verify_inclusion};
@@ -38,6 +39,7 @@ pub mod record;
 pub mod registry;
 pub mod seal;
 pub mod sketch;
+pub mod target;
 pub mod throttle;
 pub mod totp;
 pub mod verdict;
