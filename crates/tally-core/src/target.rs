@@ -85,9 +85,10 @@ impl TargetError {
     }
 }
 
-impl fmt::Display for TargetError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl TargetError {
+    /// What is wrong, for the client and the access log.
+    pub fn message(self) -> &'static str {
+        match self {
             TargetError::NotOriginForm => "the request target must be a path starting with /",
             TargetError::TooLong => "the request target is too long",
             TargetError::BadByte => {
@@ -102,7 +103,13 @@ impl fmt::Display for TargetError {
             TargetError::Backslash => "the path holds a \\, which some upstreams read as /",
             TargetError::AboveRoot => "the path climbs above the root with ..",
             TargetError::DotParameters => "the path holds a dot segment with parameters (..;)",
-        })
+        }
+    }
+}
+
+impl fmt::Display for TargetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
     }
 }
 

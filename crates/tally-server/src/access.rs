@@ -158,6 +158,36 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// How much of each client-controlled field an access event keeps. A longer
+/// value is cut at a character boundary and marked with the number of bytes
+/// left out (`…[+N bytes]`), so that a flood of huge paths or device ids
+/// costs the log and its queue no more than a flood of small ones.
+pub mod limits {
+    /// The request path (and query).
+    pub const PATH: usize = 1024;
+    /// The HTTP method.
+    pub const METHOD: usize = 16;
+    /// Device id, subject, token id and key id (the last three come from a
+    /// token, which a forger chooses).
+    pub const FIELD: usize = 256;
+}
+
+/// `s`, cut to at most `max` bytes, plus a marker saying how much was left
+/// out and a digest of the whole value (so that values cut to the same
+/// prefix still count as distinct, for the detector and for a report).
+pub fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
+    let tag: String = d.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}…[+{} bytes, sha256 {tag}]", &s[..end], s.len() - end)
+}
+
 /// Builds an event from a decision.
 #[allow(clippy::too_many_arguments)]
 pub fn event(
@@ -171,35 +201,54 @@ pub fn event(
     passed: bool,
     latency: std::time::Duration,
 ) -> AccessEvent {
+    let field = |s: Option<&str>| s.map(|s| bounded(s, limits::FIELD));
     let (verdict, subject, token_id, kid) = match decision {
         Ok(t) => (
             Verdict::Ok,
-            Some(t.subject().to_string()),
-            Some(t.token_id().to_string()),
-            Some(t.kid().to_string()),
+            field(Some(t.subject())),
+            field(Some(t.token_id())),
+            field(Some(t.kid())),
         ),
         Err(r) => (
             r.verdict(),
-            r.subject.clone(),
-            r.token_id.clone(),
-            r.kid.clone(),
+            field(r.subject.as_deref()),
+            field(r.token_id.as_deref()),
+            field(r.kid.as_deref()),
         ),
     };
     AccessEvent {
         at_ms: now_ms(),
         client_ip: client_ip.map(|i| i.to_string()),
-        device: device.map(str::to_string),
+        device: field(device),
         subject,
         token_id,
         kid,
-        route: route.to_string(),
-        method: method.to_string(),
-        path: path.to_string(),
+        route: bounded(route, limits::PATH),
+        method: bounded(method, limits::METHOD),
+        path: bounded(path, limits::PATH),
         data: data.to_vec(),
         verdict: verdict.code(),
         passed,
         latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         upstream_status: None,
         detail: decision.as_ref().err().and_then(|r| r.detail),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_cuts_at_a_char_boundary_and_keeps_values_apart() {
+        assert_eq!(bounded("short", 16), "short");
+        let long = "é".repeat(100);
+        let cut = bounded(&long, 11);
+        assert!(cut.starts_with("ééééé…[+190 bytes, sha256 "), "{cut}");
+        assert!(cut.len() < 64);
+        let (a, b) = ("x".repeat(300) + "a", "x".repeat(300) + "b");
+        assert_ne!(bounded(&a, 256), bounded(&b, 256));
+        let huge = bounded(&"y".repeat(100_000), limits::PATH);
+        assert!(huge.len() <= limits::PATH + 48, "{}", huge.len());
     }
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use tally_core::target::RequestTarget;
 
 /// The `tally.toml` file. Unknown keys are errors that name the key.
 #[derive(Debug, Default, Deserialize)]
@@ -250,10 +251,12 @@ pub struct GateConfig {
 }
 
 impl GateConfig {
-    /// The route for `path`: the longest matching prefix (routes are kept
-    /// longest first from the configuration's load).
-    pub fn route(&self, path: &str) -> Option<&RouteConfig> {
-        self.routes.iter().find(|r| path.starts_with(&r.prefix))
+    /// The route for a normalised request target: the longest prefix that
+    /// covers it segment by segment (routes are kept longest first from the
+    /// configuration's load). Only a [`RequestTarget`] can be routed: a raw
+    /// path cannot reach this decision.
+    pub fn route(&self, target: &RequestTarget) -> Option<&RouteConfig> {
+        self.routes.iter().find(|r| target.within(&r.prefix))
     }
 }
 
@@ -513,9 +516,18 @@ impl Config {
                 ))
             })?;
             for r in &g.routes {
-                if !r.prefix.starts_with('/') {
+                if !tally_core::target::is_route_prefix(&r.prefix) {
+                    let hint = match RequestTarget::parse(&r.prefix) {
+                        Ok(t) if !r.prefix.contains(['?', ';']) => {
+                            format!("write it in normal form: {:?}", t.path())
+                        }
+                        _ => "a path starting with /, without query, path parameters, \\, \
+                              encoded / or dot segments"
+                            .to_string(),
+                    };
                     return Err(ConfigError(format!(
-                        "[[gate.routes]] prefix = {:?} must start with /",
+                        "[[gate.routes]] prefix = {:?} is not a normalised path: {hint} \
+                         (requests are routed on their normalised path)",
                         r.prefix
                     )));
                 }
@@ -816,10 +828,17 @@ mod storage_tests {
         // Shorter prefix first in the file: the longer one still wins.
         let c = load(&(route("/api/", "a") + &route("/api/orders/", "o"))).unwrap();
         let g = c.gate.as_ref().unwrap();
-        let aud = |path: &str| g.route(path).and_then(|r| r.audience.clone());
+        let t = |path: &str| RequestTarget::parse(path).unwrap();
+        let aud = |path: &str| g.route(&t(path)).and_then(|r| r.audience.clone());
         assert_eq!(aud("/api/orders/7").as_deref(), Some("o"));
         assert_eq!(aud("/api/users").as_deref(), Some("a"));
-        assert!(g.route("/elsewhere").is_none());
+        assert_eq!(aud("/api/x/../orders/7").as_deref(), Some("o"));
+        assert!(g.route(&t("/elsewhere")).is_none());
+        assert!(g.route(&t("/api")).is_none(), "/api/ asks for what is below it");
+        for bad in ["/api/../x", "/api//x", "/api/%6f", "api", "/a;b", "/a?b"] {
+            let err = load(&route(bad, "x")).unwrap_err().to_string();
+            assert!(err.contains("not a normalised path"), "{bad}: {err}");
+        }
         let err = load(&(route("/api/", "a") + &route("/api/", "b")))
             .unwrap_err()
             .to_string();

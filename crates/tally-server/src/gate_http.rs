@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tally_core::gate::{Decision, LedgerAnswer, Refusal, Step, TalliedToken};
+use tally_core::target::{RequestTarget, TargetError};
 use tally_core::verdict::Verdict;
 
 use crate::app::App;
@@ -322,21 +323,51 @@ pub fn for_audience(decision: Decision, audience: &str) -> Decision {
 }
 
 /// The audience a `/v1/check` request is decided for: the audience of the
-/// `[[gate.routes]]` entry whose prefix (longest first) matches the original
-/// URI that a trusted proxy reports (`X-Original-URI`, which nginx sets), or
-/// the server's. Never a value the client names: a header such as
-/// `X-Tally-Audience` could be forwarded from the client by the proxy.
-pub fn check_audience<'a>(app: &'a App, headers: &'a HeaderMap, via_proxy: bool) -> &'a str {
+/// `[[gate.routes]]` entry (longest prefix, whole segments) that covers the
+/// normalised original URI a trusted proxy reports (`X-Original-URI`, which
+/// nginx sets), or the server's. Never a value the client names: a header
+/// such as `X-Tally-Audience` could be forwarded from the client by the proxy.
+pub fn check_audience<'a>(
+    app: &'a App,
+    original: Option<&RequestTarget>,
+    via_proxy: bool,
+) -> &'a str {
     if via_proxy
-        && let Some(uri) = headers.get("x-original-uri").and_then(|v| v.to_str().ok())
+        && let Some(target) = original
         && let Some(gate) = &app.config.gate
+        && let Some(route) = gate.route(target)
     {
-        let path = uri.split('?').next().unwrap_or("");
-        if let Some(route) = gate.route(path) {
-            return route.audience.as_deref().unwrap_or(&app.config.audience);
-        }
+        return route.audience.as_deref().unwrap_or(&app.config.audience);
     }
     &app.config.audience
+}
+
+/// Refuses a request whose target cannot be normalised safely, and books
+/// it like any decision (verdict `malformed`): `400` from the proxy, `403`
+/// from `/v1/check` (nginx `auth_request` passes only 401 and 403 on).
+pub fn refuse_target(
+    app: &App,
+    e: TargetError,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    (route, method, raw): (&str, &str, &str),
+    started: std::time::Instant,
+    status: StatusCode,
+) -> Response {
+    let mut r = Refusal::new(Verdict::Malformed);
+    r.detail = Some(e.message());
+    let decision: Decision = Err(r);
+    record_decision(app, &decision, peer, headers, (route, method, raw), started);
+    tracing::debug!(code = e.code(), "request target refused");
+    let mut out = HeaderMap::new();
+    out.insert("x-tally-verdict", HeaderValue::from_static("malformed"));
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    (
+        status,
+        out,
+        axum::Json(json!({"error": {"code": "bad_request_target", "message": format!("{} ({})", e.message(), e.code())}})),
+    )
+        .into_response()
 }
 
 /// Runs a full decision for the token in `headers`, including the ledger
@@ -456,19 +487,43 @@ pub async fn check(
         .map(|c| c.0);
     let started = std::time::Instant::now();
     let via_proxy = from_trusted_proxy(&app, peer);
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+    // The original request, normalised as the proxy would: the route (and
+    // so the audience) is chosen on the normal form, never on raw bytes.
+    let original = match headers.get("x-original-uri") {
+        None => None,
+        Some(v) => match v
+            .to_str()
+            .map_err(|_| TargetError::BadByte)
+            .and_then(RequestTarget::parse)
+        {
+            Ok(t) => Some(t),
+            Err(e) => {
+                return refuse_target(
+                    &app,
+                    e,
+                    peer,
+                    &headers,
+                    ("check", h("x-original-method"), h("x-original-uri")),
+                    started,
+                    StatusCode::FORBIDDEN,
+                );
+            }
+        },
+    };
     let target = Target::original(&headers, via_proxy);
     let decision = for_audience(
         decide_for(&app, &headers, peer, &target).await,
-        check_audience(&app, &headers, via_proxy),
+        check_audience(&app, original.as_ref(), via_proxy),
     );
     app.metrics.decision_latency(started.elapsed());
-    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let path = original.as_ref().map_or("", |t| t.as_str());
     let verdict = record_decision(
         &app,
         &decision,
         peer,
         &headers,
-        ("check", h("x-original-method"), h("x-original-uri")),
+        ("check", h("x-original-method"), path),
         started,
     );
     let mut out = HeaderMap::new();

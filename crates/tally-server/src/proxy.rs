@@ -1,14 +1,23 @@
 //! The gate as a reverse proxy: every request to a route is decided before it
-//! can reach the upstream.
+//! can reach the upstream, and the upstream receives exactly what was decided.
 //!
-//! * Routes are matched by longest path prefix; the path is forwarded as is.
-//! * Any `X-Tally-*` header a client sends is dropped before anything else:
-//!   nobody can claim an identity by header.
+//! * The request target is normalised first ([`RequestTarget`]): the route
+//!   is chosen on the normal form (longest prefix, whole segments) and the
+//!   normal form is what is forwarded, so the upstream serves the path that
+//!   was decided. A target that cannot be normalised safely is a `400`.
+//! * The client's hop-by-hop headers, and those it names in `Connection`,
+//!   are removed before anything else; then every header whose name, read
+//!   with `_` as `-`, starts with `x-tally-` (CGI and WSGI servers read
+//!   `X_Tally_Subject` as `X-Tally-Subject`). Only then are tally's own
+//!   headers inserted, so nothing a client sends can forge or remove them.
 //! * With a token required, the request gets the same decision as
 //!   `/v1/check`. In `enforce` mode a refusal is answered here and the upstream
 //!   never sees the request; in `monitor` mode it passes, carrying
 //!   `X-Tally-Verdict` so the upstream can see what would have happened.
-//! * Allowed requests carry `X-Tally-Subject` and `X-Tally-Token-Id`.
+//! * Allowed requests carry `X-Tally-Subject` and `X-Tally-Token-Id`;
+//!   every forwarded request carries the client address tally decided on as
+//!   `X-Forwarded-For` (a client's own `X-Forwarded-For`, `Forwarded` and
+//!   `X-Real-IP` never pass).
 //! * Hop-by-hop headers (RFC 9110 section 7.6.1) are removed both ways; bodies
 //!   stream in both directions; upstream connections are pooled and kept alive.
 //! * An unreachable upstream is a JSON `502`, a slow one a JSON `504`.
@@ -24,6 +33,7 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tally_core::target::RequestTarget;
 use tally_core::verdict::Verdict;
 
 use crate::app::App;
@@ -58,8 +68,8 @@ impl Proxy {
         }
     }
 
-    fn route(&self, path: &str) -> Option<&RouteConfig> {
-        self.gate.route(path)
+    fn route(&self, target: &RequestTarget) -> Option<&RouteConfig> {
+        self.gate.route(target)
     }
 }
 
@@ -95,16 +105,31 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a request header claims to be one of tally's: its name, read
+/// with `_` as `-` (as CGI, WSGI, Rack and PHP read it), starts with
+/// `x-tally-`. Header names reach here lower-cased.
+pub fn is_tally_header(name: &str) -> bool {
+    let n = name.as_bytes();
+    n.len() >= 8
+        && n[..8]
+            .iter()
+            .zip(b"x-tally-")
+            .all(|(&a, &b)| a == b || (a == b'_' && b == b'-'))
+}
+
 fn strip_tally_headers(headers: &mut HeaderMap) {
     let names: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| n.as_str().starts_with("x-tally-"))
+        .filter(|n| is_tally_header(n.as_str()))
         .cloned()
         .collect();
     for n in names {
         headers.remove(n);
     }
 }
+
+/// Headers that claim a client address: only tally's decision may set one.
+const CLIENT_ADDRESS: [&str; 3] = ["x-forwarded-for", "forwarded", "x-real-ip"];
 
 fn upstream_error(status: StatusCode, code: &'static str, message: &str) -> Response {
     ApiError::new(status, code, message).into_response()
@@ -140,13 +165,45 @@ impl Drop for PendingEvent<'_> {
 /// Decides, then forwards (or refuses) one request.
 pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    // What the client sent for this hop only, then what it may not claim:
+    // removed before the decision, which is made on what is forwarded.
+    strip_hop_by_hop(&mut parts.headers);
     strip_tally_headers(&mut parts.headers);
-    let path = parts.uri.path().to_string();
-    let Some(route) = proxy.route(&path) else {
+    let started = std::time::Instant::now();
+    let raw = parts.uri.path_and_query().map_or("", |p| p.as_str());
+    let target = match RequestTarget::parse(raw) {
+        Ok(t) => t,
+        Err(e) => {
+            return crate::gate_http::refuse_target(
+                &proxy.app,
+                e,
+                peer,
+                &parts.headers,
+                ("-", parts.method.as_str(), raw),
+                started,
+                StatusCode::BAD_REQUEST,
+            );
+        }
+    };
+    let Some(route) = proxy.route(&target) else {
         return ApiError::not_found("no gate route for this path").into_response();
     };
     let mode = route.mode.unwrap_or(proxy.mode);
+    let client = crate::gate_http::client_ip(&proxy.app, peer, &parts.headers);
     let mut upstream_headers = parts.headers.clone();
+    for name in CLIENT_ADDRESS {
+        upstream_headers.remove(name);
+    }
+    if let Some(ip) = client {
+        upstream_headers.insert(
+            "x-forwarded-for",
+            crate::gate_http::header_value(&ip.to_string()),
+        );
+    }
     // A bound token's client gets the next DPoP nonce with every answer.
     let mut next_nonce = None;
     // The access event, recorded once the upstream's status is known.
@@ -155,24 +212,15 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         sink: proxy.app.access_events.get(),
     };
     if route.require_token {
-        let peer = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0);
-        let started = std::time::Instant::now();
-        let pq = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        let target = crate::gate_http::Target::from_headers(
+        // A DPoP proof names the URL the client used, as it sent it.
+        let dpop_target = crate::gate_http::Target::from_headers(
             &parts.headers,
             parts.method.as_str(),
-            &pq,
+            raw,
             crate::gate_http::from_trusted_proxy(&proxy.app, peer),
         );
         let decision = crate::gate_http::for_audience(
-            crate::gate_http::decide_for(&proxy.app, &parts.headers, peer, &target).await,
+            crate::gate_http::decide_for(&proxy.app, &parts.headers, peer, &dpop_target).await,
             route
                 .audience
                 .as_deref()
@@ -181,14 +229,14 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         proxy.app.metrics.decision_latency(started.elapsed());
         pending.event = Some(crate::access::event(
             &decision,
-            crate::gate_http::client_ip(&proxy.app, peer, &parts.headers),
+            client,
             parts
                 .headers
                 .get(proxy.app.config.device_header.as_str())
                 .and_then(|v| v.to_str().ok()),
             &route.prefix,
             parts.method.as_str(),
-            &pq,
+            target.as_str(),
             &route.data,
             decision.is_ok() || mode == GateMode::Monitor,
             started.elapsed(),
@@ -229,10 +277,13 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
             }
         }
     }
-    strip_hop_by_hop(&mut upstream_headers);
     upstream_headers.remove(header::HOST);
-    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let Ok(uri) = format!("{}{pq}", route.upstream.trim_end_matches('/')).parse::<Uri>() else {
+    let Ok(uri) = format!(
+        "{}{}",
+        route.upstream.trim_end_matches('/'),
+        target.as_str()
+    )
+    .parse::<Uri>() else {
         pending.finish(Some(502));
         return upstream_error(
             StatusCode::BAD_GATEWAY,

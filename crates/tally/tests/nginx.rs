@@ -13,42 +13,19 @@ mod support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
+use support::nginx::{Nginx, nginx_binary};
 use support::*;
 use tally_core::jose::{Algorithm, SigningKey};
-
-/// The operators' example, run as is (modulo ports and paths).
-const DOC: &str = include_str!("../../../docs/nginx.conf");
 
 const ISSUER: &str = "https://tally.test";
 const AUDIENCE: &str = "api";
 const PASSWORD: &str = "correct horse battery staple";
-
-/// An nginx binary built with `auth_request`, if there is one.
-fn nginx_binary() -> Option<PathBuf> {
-    ["nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx"]
-        .into_iter()
-        .find_map(|c| {
-            let out = Command::new(c).arg("-V").output().ok()?;
-            let text = String::from_utf8_lossy(&out.stderr);
-            (out.status.success() && text.contains("with-http_auth_request_module"))
-                .then(|| PathBuf::from(c))
-        })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One request as the upstream received it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,104 +180,6 @@ impl Spy {
             .filter(|r| !r.is_empty())
             .map(str::to_string)
             .collect()
-    }
-}
-
-/// docs/nginx.conf with its addresses and file paths replaced, and nginx kept
-/// in the foreground as one process. Each replaced line must be there exactly
-/// once, so that the documented file and the tested one cannot drift apart.
-fn render_config(dir: &Path, listen: u16, tally: &str, upstream: &str) -> String {
-    let d = dir.display();
-    let mut conf = DOC.to_string();
-    let replacements = [
-        (
-            "worker_processes auto;",
-            "daemon off;\nmaster_process off;\nworker_processes 1;".to_string(),
-        ),
-        ("pid /run/nginx.pid;", format!("pid {d}/nginx.pid;")),
-        (
-            "error_log /var/log/nginx/error.log;",
-            format!("error_log {d}/error.log info;"),
-        ),
-        (
-            "access_log /var/log/nginx/access.log;",
-            format!(
-                "access_log {d}/access.log;\n    client_body_temp_path {d}/client_body;\n    \
-                 proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    \
-                 uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;"
-            ),
-        ),
-        ("server 127.0.0.1:8080;", format!("server {tally};")),
-        ("server 127.0.0.1:9000;", format!("server {upstream};")),
-        ("listen 80;", format!("listen 127.0.0.1:{listen};")),
-    ];
-    for (from, to) in replacements {
-        assert_eq!(
-            conf.matches(from).count(),
-            1,
-            "docs/nginx.conf should contain `{from}` exactly once"
-        );
-        conf = conf.replace(from, &to);
-    }
-    conf
-}
-
-/// A running nginx child process, killed on drop.
-struct Nginx {
-    child: Option<Child>,
-    base: String,
-    dir: PathBuf,
-}
-
-impl Nginx {
-    fn start(bin: &Path, dir: &Path, tally: &str, upstream: &str) -> Nginx {
-        std::fs::create_dir_all(dir).unwrap();
-        let port = free_port();
-        let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, render_config(dir, port, tally, upstream)).unwrap();
-        let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
-        let child = Command::new(bin)
-            .arg("-p")
-            .arg(dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let mut nginx = Nginx {
-            child: Some(child),
-            base: format!("http://127.0.0.1:{port}"),
-            dir: dir.to_path_buf(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            let exited = nginx.child.as_mut().unwrap().try_wait().unwrap();
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "nginx did not start ({exited:?}):\n{}",
-                nginx.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        nginx
-    }
-
-    fn logs(&self) -> String {
-        let read = |f: &str| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
-        format!("{}{}", read("stderr.log"), read("error.log"))
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -468,7 +347,7 @@ fn nginx_auth_request_refuses_forgeries_before_the_upstream() {
     let server = Server::start(&data, Some(&main_cfg));
     // nginx -> spy -> tally: the spy shows what the check subrequests carry.
     let spy = Spy::start(server.base.strip_prefix("http://").unwrap());
-    let nginx = Nginx::start(&bin, &tmp.path().join("nginx-1"), &spy.addr, &upstream.addr);
+    let nginx = Nginx::from_doc(&bin, &tmp.path().join("nginx-1"), &spy.addr, &upstream.addr);
     let mut expected: Vec<Seen> = Vec::new();
 
     let token = login_with_kid(&server, "insider");
@@ -701,7 +580,7 @@ fn nginx_auth_request_refuses_forgeries_before_the_upstream() {
         "token_ttl_secs = 1\nleeway_secs = 0\n",
     );
     let server = Server::start(&data, Some(&short));
-    let nginx = Nginx::start(
+    let nginx = Nginx::from_doc(
         &bin,
         &tmp.path().join("nginx-2"),
         server.base.strip_prefix("http://").unwrap(),

@@ -62,8 +62,12 @@ pub const PUBLIC: &str = "PUBLIC-PAGE-c2e4";
 /// stdin closes, so a killed test leaves nothing behind).
 pub struct Upstreams {
     child: Child,
+    /// The file server.
     pub files: u16,
+    /// The WSGI application.
     pub wsgi: u16,
+    /// More WSGI upstreams, each answering with its name.
+    pub named: Vec<(String, u16)>,
 }
 
 impl Drop for Upstreams {
@@ -76,6 +80,11 @@ impl Drop for Upstreams {
 impl Upstreams {
     /// Starts `upstream.py` over a directory under `dir`.
     pub fn start(dir: &Path) -> Upstreams {
+        Upstreams::start_named(dir, &[])
+    }
+
+    /// [`Upstreams::start`], plus one WSGI upstream per name in `names`.
+    pub fn start_named(dir: &Path, names: &[&str]) -> Upstreams {
         let root = dir.join("www");
         std::fs::create_dir_all(root.join("public")).unwrap();
         std::fs::create_dir_all(root.join("private")).unwrap();
@@ -85,13 +94,14 @@ impl Upstreams {
         let mut child = Command::new("python3")
             .arg(script)
             .arg(&root)
+            .args(names)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("python3 runs the upstreams");
         let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut port = |name: &str| {
+        let mut port = |name: &str| -> u16 {
             let mut line = String::new();
             out.read_line(&mut line).unwrap();
             let (n, p) = line.trim().split_once(' ').unwrap();
@@ -100,7 +110,13 @@ impl Upstreams {
         };
         let files = port("files");
         let wsgi = port("wsgi");
-        Upstreams { child, files, wsgi }
+        let named = names.iter().map(|n| (n.to_string(), port(n))).collect();
+        Upstreams {
+            child,
+            files,
+            wsgi,
+            named,
+        }
     }
 }
 

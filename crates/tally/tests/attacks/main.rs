@@ -18,6 +18,7 @@ mod support;
 mod fixture;
 #[allow(dead_code)]
 mod http;
+mod differential;
 mod walk_around;
 
 use std::time::Instant;

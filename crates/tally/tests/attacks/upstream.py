@@ -7,7 +7,12 @@
   both become HTTP_X_TALLY_SUBJECT): it answers with the identity variables
   it was given and the path it resolved.
 
-Prints "files <port>" and "wsgi <port>", then serves until stdin closes.
+Further arguments name more WSGI upstreams of the same application, each
+telling its name ("server") so that a test sees which upstream a request
+was routed to.
+
+Prints "files <port>", "wsgi <port>" and "<name> <port>" for each named
+upstream, then serves until stdin closes.
 """
 import functools
 import http.server
@@ -29,19 +34,22 @@ class Quiet(WSGIRequestHandler):
         pass
 
 
-def app(environ, start_response):
-    seen = {k: v for k, v in environ.items() if k.startswith("HTTP_X_TALLY")}
-    body = json.dumps({"path": environ.get("PATH_INFO"), "tally": seen}).encode()
-    start_response("200 OK", [("Content-Type", "application/json"),
-                              ("Content-Length", str(len(body)))])
-    return [body]
+def app(name):
+    def serve(environ, start_response):
+        seen = {k: v for k, v in environ.items() if k.startswith("HTTP_X_TALLY")}
+        body = json.dumps({"server": name, "path": environ.get("PATH_INFO"),
+                           "tally": seen}).encode()
+        start_response("200 OK", [("Content-Type", "application/json"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+    return serve
 
 
-files = http.server.ThreadingHTTPServer(
-    ("127.0.0.1", 0), functools.partial(Files, directory=root))
-wsgi = make_server("127.0.0.1", 0, app, handler_class=Quiet)
-for server in (files, wsgi):
+servers = [("files", http.server.ThreadingHTTPServer(
+    ("127.0.0.1", 0), functools.partial(Files, directory=root)))]
+for name in ["wsgi"] + sys.argv[2:]:
+    servers.append((name, make_server("127.0.0.1", 0, app(name), handler_class=Quiet)))
+for name, server in servers:
     threading.Thread(target=server.serve_forever, daemon=True).start()
-print("files", files.server_address[1], flush=True)
-print("wsgi", wsgi.server_address[1], flush=True)
+    print(name, server.server_address[1], flush=True)
 sys.stdin.read()

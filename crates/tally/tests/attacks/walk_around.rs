@@ -205,7 +205,7 @@ pub const ROWS: &[Attack] = &[
         what: "/v1/check: X-Original-URI /%6frders/1 needs the orders audience",
         run: api(
             "GET /v1/check HTTP/1.1\nHost: {host}\nAuthorization: Bearer {token}\nX-Original-URI: /%6frders/1\nConnection: close\n\n",
-            Expect::refused(403, "wrong_audience"),
+            Expect::refused(401, "wrong_audience"),
         ),
     },
     Attack {
@@ -214,7 +214,7 @@ pub const ROWS: &[Attack] = &[
         what: "/v1/check: X-Original-URI //orders/1 needs the orders audience",
         run: api(
             "GET /v1/check HTTP/1.1\nHost: {host}\nAuthorization: Bearer {token}\nX-Original-URI: //orders/1\nConnection: close\n\n",
-            Expect::refused(403, "wrong_audience"),
+            Expect::refused(401, "wrong_audience"),
         ),
     },
     Attack {
@@ -223,7 +223,7 @@ pub const ROWS: &[Attack] = &[
         what: "/v1/check: X-Original-URI /x/../orders/1 needs the orders audience",
         run: api(
             "GET /v1/check HTTP/1.1\nHost: {host}\nAuthorization: Bearer {token}\nX-Original-URI: /x/../orders/1\nConnection: close\n\n",
-            Expect::refused(403, "wrong_audience"),
+            Expect::refused(401, "wrong_audience"),
         ),
     },
     Attack {
