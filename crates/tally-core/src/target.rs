@@ -67,6 +67,9 @@ pub enum TargetError {
     AboveRoot,
     /// A dot segment with path parameters (`..;x`).
     DotParameters,
+    /// Two descriptions of one original request disagree (`X-Original-URI`
+    /// and `X-Forwarded-Uri`, say): nobody can tell which the proxy meant.
+    Conflicting,
 }
 
 impl TargetError {
@@ -81,6 +84,7 @@ impl TargetError {
             TargetError::Backslash => "target_backslash",
             TargetError::AboveRoot => "target_above_root",
             TargetError::DotParameters => "target_dot_parameters",
+            TargetError::Conflicting => "target_conflicting",
         }
     }
 }
@@ -103,6 +107,9 @@ impl TargetError {
             TargetError::Backslash => "the path holds a \\, which some upstreams read as /",
             TargetError::AboveRoot => "the path climbs above the root with ..",
             TargetError::DotParameters => "the path holds a dot segment with parameters (..;)",
+            TargetError::Conflicting => {
+                "two headers describe the original request differently (X-Original-* and X-Forwarded-*)"
+            }
         }
     }
 }

@@ -834,7 +834,10 @@ mod storage_tests {
         assert_eq!(aud("/api/users").as_deref(), Some("a"));
         assert_eq!(aud("/api/x/../orders/7").as_deref(), Some("o"));
         assert!(g.route(&t("/elsewhere")).is_none());
-        assert!(g.route(&t("/api")).is_none(), "/api/ asks for what is below it");
+        assert!(
+            g.route(&t("/api")).is_none(),
+            "/api/ asks for what is below it"
+        );
         for bad in ["/api/../x", "/api//x", "/api/%6f", "api", "/a;b", "/a?b"] {
             let err = load(&route(bad, "x")).unwrap_err().to_string();
             assert!(err.contains("not a normalised path"), "{bad}: {err}");

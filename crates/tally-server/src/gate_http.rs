@@ -78,17 +78,40 @@ impl Target {
         }
     }
 
-    /// The original request as nginx `auth_request` describes it
-    /// (`X-Original-Method`, `X-Original-URI`).
+    /// The original request as the proxy in front describes it (see
+    /// [`original_request`]); `GET /` when it does not.
     pub fn original(headers: &HeaderMap, via_proxy: bool) -> Target {
-        let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+        let (method, uri) = original_request(headers).unwrap_or((None, None));
         Target::from_headers(
             headers,
-            h("x-original-method").unwrap_or("GET"),
-            h("x-original-uri").unwrap_or("/"),
+            method.unwrap_or("GET"),
+            uri.unwrap_or("/"),
             via_proxy,
         )
     }
+}
+
+/// The method and target of the request a decision is asked for, as the
+/// proxy in front names them: nginx `auth_request` with `X-Original-Method`
+/// and `X-Original-URI`, Caddy `forward_auth` (and Traefik) with
+/// `X-Forwarded-Method` and `X-Forwarded-Uri`. A request that carries both
+/// spellings with different values is refused: one of them came from the
+/// client, and nobody can tell which.
+pub fn original_request(headers: &HeaderMap) -> Result<(Option<&str>, Option<&str>), TargetError> {
+    let one = |a: &str, b: &str| -> Result<Option<&str>, TargetError> {
+        let get = |n: &str| match headers.get(n) {
+            None => Ok(None),
+            Some(v) => v.to_str().map(Some).map_err(|_| TargetError::BadByte),
+        };
+        match (get(a)?, get(b)?) {
+            (Some(x), Some(y)) if x != y => Err(TargetError::Conflicting),
+            (x, y) => Ok(x.or(y)),
+        }
+    };
+    Ok((
+        one("x-original-method", "x-forwarded-method")?,
+        one("x-original-uri", "x-forwarded-uri")?,
+    ))
 }
 
 /// The refusal detail of a proof without a current server nonce.
@@ -193,28 +216,41 @@ pub(crate) fn accept_proof(
     Ok(())
 }
 
-/// The client's address: the socket peer, or, when the peer is a trusted proxy,
-/// the last address in `X-Forwarded-For` that is not itself a trusted proxy.
+/// The client's address: the socket peer, or, when the peer is a trusted
+/// proxy, the right-most address of `X-Forwarded-For` (every such header, in
+/// order) that is not itself a trusted proxy. Addresses to its left were
+/// written by someone tally does not trust (the client, to begin with) and
+/// are never read. If that right-most entry is not an address, nobody can
+/// say who the client is, and the peer is taken.
 pub fn client_ip(app: &App, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
     let peer = peer?.ip();
     let trusted = |ip: IpAddr| app.config.trusted_proxies.iter().any(|c| c.contains(ip));
     if !trusted(peer) {
         return Some(peer);
     }
-    let chain: Vec<IpAddr> = headers
+    let entries: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .map(str::trim)
         .collect();
-    Some(
-        chain
-            .into_iter()
-            .rev()
-            .find(|ip| !trusted(*ip))
-            .unwrap_or(peer),
-    )
+    for entry in entries.into_iter().rev() {
+        match parse_forwarded_addr(entry) {
+            Some(ip) if trusted(ip) => continue,
+            Some(ip) => return Some(ip),
+            None => return Some(peer),
+        }
+    }
+    Some(peer)
+}
+
+/// One `X-Forwarded-For` entry: an address, possibly with a port
+/// (`192.0.2.1:443`, `[2001:db8::1]:443`).
+fn parse_forwarded_addr(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
 }
 
 /// Whether the peer is one of the configured trusted proxies.
@@ -248,8 +284,8 @@ fn report_forgery(app: &App, r: &Refusal, target: &Target) {
         kid = r.kid.as_deref().unwrap_or(""),
         token_id = ?r.token_id.as_deref().unwrap_or(""),
         sub = ?r.subject.as_deref().unwrap_or(""),
-        method = ?target.method,
-        url = ?target.url,
+        method = ?crate::access::bounded(&target.method, crate::access::limits::METHOD),
+        url = ?crate::access::bounded(&target.url, crate::access::limits::PATH),
         "validly signed token that the ledger cannot tally: refused"
     );
 }
@@ -487,29 +523,24 @@ pub async fn check(
         .map(|c| c.0);
     let started = std::time::Instant::now();
     let via_proxy = from_trusted_proxy(&app, peer);
-    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
     // The original request, normalised as the proxy would: the route (and
     // so the audience) is chosen on the normal form, never on raw bytes.
-    let original = match headers.get("x-original-uri") {
-        None => None,
-        Some(v) => match v
-            .to_str()
-            .map_err(|_| TargetError::BadByte)
-            .and_then(RequestTarget::parse)
-        {
-            Ok(t) => Some(t),
-            Err(e) => {
-                return refuse_target(
-                    &app,
-                    e,
-                    peer,
-                    &headers,
-                    ("check", h("x-original-method"), h("x-original-uri")),
-                    started,
-                    StatusCode::FORBIDDEN,
-                );
-            }
-        },
+    let described = original_request(&headers);
+    let (method, raw) = described.unwrap_or((None, None));
+    let (method, raw) = (method.unwrap_or(""), raw.unwrap_or(""));
+    let original = match described.and_then(|(_, uri)| uri.map(RequestTarget::parse).transpose()) {
+        Ok(t) => t,
+        Err(e) => {
+            return refuse_target(
+                &app,
+                e,
+                peer,
+                &headers,
+                ("check", method, raw),
+                started,
+                StatusCode::FORBIDDEN,
+            );
+        }
     };
     let target = Target::original(&headers, via_proxy);
     let decision = for_audience(
@@ -523,7 +554,7 @@ pub async fn check(
         &decision,
         peer,
         &headers,
-        ("check", h("x-original-method"), path),
+        ("check", method, path),
         started,
     );
     let mut out = HeaderMap::new();
@@ -541,20 +572,12 @@ pub async fn check(
             (StatusCode::OK, out).into_response()
         }
         Err(r) => {
-            let uri = headers
-                .get("x-original-uri")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let method = headers
-                .get("x-original-method")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
             if !verdict.is_forgery() {
                 tracing::debug!(
                     verdict = verdict.code(),
                     detail = r.detail.unwrap_or(""),
-                    uri = ?uri,
-                    method = ?method,
+                    uri = ?path,
+                    method = ?crate::access::bounded(method, crate::access::limits::METHOD),
                     "refused"
                 );
             }

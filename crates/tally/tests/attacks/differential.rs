@@ -107,7 +107,7 @@ fn corpus() -> Vec<String> {
         "/public/%u002e%u002e/private",
         "/public/%2%65%2e/private",
         "/public/%%32%65%2e/private",
-        "/public/%", 
+        "/public/%",
         "/public/%zz/../private",
         "/public/.%00./private",
         "/public/%00/../private",
@@ -261,7 +261,12 @@ fn routes_agree_with_python_and_nginx() {
          compared with Python's http.server, {compared_nginx} with nginx's $uri",
         targets.len()
     );
-    assert!(wrong.is_empty(), "{} disagreements:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} disagreements:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
     assert!(
         refused * 2 < targets.len(),
         "tally refused {refused} of {} targets: the comparison would say little",

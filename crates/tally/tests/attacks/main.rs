@@ -14,11 +14,12 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod differential;
 #[allow(dead_code)]
 mod fixture;
+mod gateways;
 #[allow(dead_code)]
 mod http;
-mod differential;
 mod walk_around;
 
 use std::time::Instant;

@@ -4,6 +4,7 @@
 //! gate.
 
 use crate::fixture::{Door, Expect, PUBLIC, Probe, SECRET};
+use crate::gateways::{Gateway, client_address, dpop_through, identity_headers};
 use crate::{Attack, Run};
 
 const fn gate(request: &'static str, expect: Expect) -> Run {
@@ -286,5 +287,42 @@ pub const ROWS: &[Attack] = &[
             "GET /watched HTTP/1.1\nHost: {host}\nAuthorization: Bearer {forged}\nConnection: X-Tally-Verdict, close\n\n",
             served(&["\"HTTP_X_TALLY_VERDICT\": \"not_issued\""], &["root"]),
         ),
+    },
+    // 3. The client's own address, through the documented gateways.
+    Attack {
+        id: "gateway.nginx-client-address",
+        item: 3,
+        what: "through docs/nginx.conf, X-Forwarded-For cannot move the client's address",
+        run: Run::Scenario(|| client_address(Gateway::Nginx)),
+    },
+    Attack {
+        id: "gateway.caddy-client-address",
+        item: 3,
+        what: "through docs/Caddyfile, X-Forwarded-For cannot move the client's address",
+        run: Run::Scenario(|| client_address(Gateway::Caddy)),
+    },
+    Attack {
+        id: "gateway.nginx-identity-headers",
+        item: 3,
+        what: "through docs/nginx.conf, no client header reaches the upstream as tally's",
+        run: Run::Scenario(|| identity_headers(Gateway::Nginx)),
+    },
+    Attack {
+        id: "gateway.caddy-identity-headers",
+        item: 3,
+        what: "through docs/Caddyfile, no client header reaches the upstream as tally's",
+        run: Run::Scenario(|| identity_headers(Gateway::Caddy)),
+    },
+    Attack {
+        id: "gateway.nginx-dpop",
+        item: 3,
+        what: "through docs/nginx.conf, DPoP needs the key's proof for the client's URL",
+        run: Run::Scenario(|| dpop_through(Gateway::Nginx)),
+    },
+    Attack {
+        id: "gateway.caddy-dpop",
+        item: 3,
+        what: "through docs/Caddyfile, DPoP needs the key's proof for the client's URL",
+        run: Run::Scenario(|| dpop_through(Gateway::Caddy)),
     },
 ];

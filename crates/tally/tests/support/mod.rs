@@ -8,6 +8,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod caddy;
 pub mod nginx;
 
 use aws_lc_rs::rand::SystemRandom;
