@@ -234,6 +234,11 @@ pub struct Observation<'a> {
     pub verdict: &'a str,
     /// The refusal's detail, if any (e.g. [`crate::gate::ECDSA_TWIN`]).
     pub detail: Option<&'a str>,
+    /// A third party asked about the token (a resource server introspecting
+    /// it): the caller's address and device say nothing about where the
+    /// token is used, so they are not counted against it (`mass_access`,
+    /// `token_replay`). A forgery it reveals is one all the same.
+    pub inquiry: bool,
 }
 
 /// A fact raised outside the gate.
@@ -350,9 +355,10 @@ pub type CountedActor<'a> = (ActorKind, &'a str);
 /// has the one subject the ledger recorded).
 pub fn mass_access_actors<'a>(o: &Observation<'a>) -> [Option<CountedActor<'a>>; 4] {
     let forged = crate::gate::proves_stolen_key(o.verdict, o.detail);
+    let holder = !o.inquiry;
     [
-        o.client_ip.map(|v| (ActorKind::Ip, v)),
-        o.device.map(|v| (ActorKind::Device, v)),
+        o.client_ip.filter(|_| holder).map(|v| (ActorKind::Ip, v)),
+        o.device.filter(|_| holder).map(|v| (ActorKind::Device, v)),
         o.token_id.filter(|_| forged).map(|v| (ActorKind::Token, v)),
         o.kid.filter(|_| forged).map(|v| (ActorKind::Key, v)),
     ]
@@ -360,9 +366,12 @@ pub fn mass_access_actors<'a>(o: &Observation<'a>) -> [Option<CountedActor<'a>>;
 
 /// What `token_replay` counts for `o`: the token and the places it came from
 /// (address, device), for tokens the gate allowed only (a refused token, e.g.
-/// an expired one, must not let its holder set off containment).
+/// an expired one, must not let its holder set off containment), and never
+/// for an inquiry (see [`Observation::inquiry`]).
 pub fn replay_sources<'a>(o: &Observation<'a>) -> Option<(&'a str, [Option<CountedActor<'a>>; 2])> {
-    let tid = o.token_id.filter(|_| o.verdict == Verdict::Ok.code())?;
+    let tid = o
+        .token_id
+        .filter(|_| o.verdict == Verdict::Ok.code() && !o.inquiry)?;
     Some((
         tid,
         [
@@ -1008,6 +1017,7 @@ mod tests {
             route: "/api/",
             verdict,
             detail: None,
+            inquiry: false,
         }
     }
 
@@ -1071,6 +1081,33 @@ mod tests {
         for i in 0..1000 {
             assert!(d.observe(&obs(i, "198.51.100.2", "alice", "ok")).is_empty());
         }
+    }
+
+    #[test]
+    fn inquiries_count_forgeries_but_not_the_inquirer() {
+        let mut d = Detector::new(DetectorConfig {
+            mass_access_threshold: 5,
+            replay_min_sources: 2,
+            ..Default::default()
+        });
+        // A resource server introspecting many customers' tokens, and one
+        // token asked about from several of its addresses.
+        for i in 0..50 {
+            let sub = format!("member-{i}");
+            let mut o = obs(100, "10.0.0.5", &sub, "ok");
+            o.token_id = Some("t-shared");
+            o.inquiry = true;
+            let mut again = o.clone();
+            again.client_ip = Some("10.0.0.6");
+            assert!(d.observe(&o).is_empty(), "{sub}");
+            assert!(d.observe(&again).is_empty(), "{sub}");
+        }
+        // A forgery shown to the inquirer is a forgery.
+        let mut forged = obs(101, "10.0.0.5", "root", "not_issued");
+        forged.inquiry = true;
+        let f = d.observe(&forged);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].rule, Rule::ForgedToken);
     }
 
     #[test]

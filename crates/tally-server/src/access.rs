@@ -46,6 +46,10 @@ pub struct AccessEvent {
     /// (`None` for `/v1/check`, where nginx forwards, and for refusals).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<u16>,
+    /// A resource server asked about the token (introspection); the request
+    /// did not use it (see [`crate::gate_http::book`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub inquiry: bool,
 }
 
 /// What the writer task receives. Nearly every message is an event: boxing
@@ -232,6 +236,7 @@ pub fn event(
         latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         upstream_status: None,
         detail: decision.as_ref().err().and_then(|r| r.detail),
+        inquiry: false,
     }
 }
 

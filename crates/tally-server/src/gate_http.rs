@@ -51,6 +51,31 @@ pub fn credentials(headers: &HeaderMap) -> Result<(Scheme, &[u8]), Verdict> {
     Ok((scheme, token))
 }
 
+/// How a token reached the endpoint deciding it.
+#[derive(Clone, Copy, Debug)]
+pub enum Presented<'a> {
+    /// In `Authorization`, with its scheme: the caller uses the token as its
+    /// own credential (the gate, the admin API, logout).
+    Header(Scheme, &'a [u8]),
+    /// In the request body, by its holder (RFC 7009 revocation): a
+    /// sender-constrained token needs a proof by its key in the `DPoP`
+    /// header all the same.
+    Body(&'a [u8]),
+    /// In the request body, by a resource server asking about it (RFC 7662
+    /// introspection): the caller does not hold the token's key, and the
+    /// answer tells it the binding instead.
+    Inquiry(&'a [u8]),
+}
+
+impl Presented<'_> {
+    /// The token's bytes.
+    pub fn token(&self) -> &[u8] {
+        match self {
+            Presented::Header(_, t) | Presented::Body(t) | Presented::Inquiry(t) => t,
+        }
+    }
+}
+
 /// The request a token is used for: what a DPoP proof must name.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -126,25 +151,30 @@ fn binding_mismatch(t: &TalliedToken, detail: &'static str) -> Refusal {
     r
 }
 
-/// Sender binding (RFC 9449): a token bound to a key (`cnf.jkt`) needs the
-/// `DPoP` scheme and a fresh, unreplayed proof by that key for this request;
-/// the `DPoP` scheme with an unbound token is refused too.
+/// Sender binding (RFC 9449): a token bound to a key (`cnf.jkt`) needs a
+/// fresh, unreplayed proof by that key for this request, and, when it comes
+/// in `Authorization`, the `DPoP` scheme; the `DPoP` scheme with an unbound
+/// token is refused too. A token asked about by a third party
+/// ([`Presented::Inquiry`]) needs no proof.
 pub fn check_binding(
     app: &App,
     t: &TalliedToken,
+    presented: Presented<'_>,
     headers: &HeaderMap,
     target: &Target,
 ) -> Result<(), Refusal> {
-    let Ok((scheme, token)) = credentials(headers) else {
-        return Err(binding_mismatch(t, "no credentials"));
+    let (scheme, token) = match presented {
+        Presented::Header(s, t) => (Some(s), t),
+        Presented::Body(t) => (None, t),
+        Presented::Inquiry(_) => return Ok(()),
     };
     let Some(jkt) = t.jkt() else {
         return match scheme {
-            Scheme::Bearer => Ok(()),
-            Scheme::Dpop => Err(binding_mismatch(t, "DPoP scheme with an unbound token")),
+            Some(Scheme::Dpop) => Err(binding_mismatch(t, "DPoP scheme with an unbound token")),
+            _ => Ok(()),
         };
     };
-    if scheme != Scheme::Dpop {
+    if scheme == Some(Scheme::Bearer) {
         return Err(binding_mismatch(
             t,
             "a DPoP-bound token needs the DPoP scheme",
@@ -290,10 +320,27 @@ fn report_forgery(app: &App, r: &Refusal, target: &Target) {
     );
 }
 
-/// A full decision with containment: blocks on the client address and device
-/// first, then the token, then blocks on its subject and id.
+/// A full decision with containment for the token in `Authorization`:
+/// blocks on the client address and device first, then the token, then
+/// blocks on its subject and id.
 pub async fn decide_for(
     app: &Arc<App>,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    target: &Target,
+) -> Decision {
+    let presented = credentials(headers).map(|(s, t)| Presented::Header(s, t));
+    decide_presented(app, presented, headers, peer, target).await
+}
+
+/// The one decision every endpoint that accepts a token runs, whichever way
+/// the token came ([`Presented`]): containment on the client address and
+/// device, the token (its registry misses rate-limited per address, a
+/// forgery reported), sender binding, then containment on its subject and
+/// id. The caller books it ([`book`]).
+pub async fn decide_presented(
+    app: &Arc<App>,
+    presented: Result<Presented<'_>, Verdict>,
     headers: &HeaderMap,
     peer: Option<SocketAddr>,
     target: &Target,
@@ -317,12 +364,11 @@ pub async fn decide_for(
     {
         return Err(blocked(b, Refusal::new(Verdict::BlockedActor)));
     }
-    let decision = match bearer(headers) {
-        Ok(t) => decide_token_for(app, t, ip).await,
-        Err(v) => Err(Refusal::new(v)),
-    }
-    .inspect_err(|r| report_forgery(app, r, target))?;
-    check_binding(app, &decision, headers, target)?;
+    let presented = presented.map_err(Refusal::new)?;
+    let decision = decide_token_for(app, presented.token(), ip)
+        .await
+        .inspect_err(|r| report_forgery(app, r, target))?;
+    check_binding(app, &decision, presented, headers, target)?;
     if !blocks.is_empty() {
         let actor = Actor {
             ip,
@@ -406,15 +452,6 @@ pub fn refuse_target(
         .into_response()
 }
 
-/// Runs a full decision for the token in `headers`, including the ledger
-/// lookup when the registry misses.
-pub async fn decide(app: &Arc<App>, headers: &HeaderMap) -> Decision {
-    match bearer(headers) {
-        Ok(t) => decide_token(app, t).await,
-        Err(v) => Err(Refusal::new(v)),
-    }
-}
-
 /// Runs a full decision for the compact token `token`.
 pub async fn decide_token(app: &Arc<App>, token: &[u8]) -> Decision {
     decide_token_for(app, token, None).await
@@ -478,19 +515,37 @@ pub fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// Books a decision made outside the proxy (`/v1/check`, the admin API): an
-/// access event for route `route` (`(route, method, path)`), and the verdict
-/// counter. Returns the verdict.
+/// Books a decision made outside the proxy (`/v1/check`, the admin API,
+/// logout, revocation): an access event for route `route` (`(route, method,
+/// path)`), and the verdict counter. Returns the verdict.
 pub fn record_decision(
+    app: &App,
+    decision: &Decision,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    request: (&str, &str, &str),
+    started: std::time::Instant,
+) -> Verdict {
+    book(app, decision, peer, headers, request, started, false)
+}
+
+/// [`record_decision`], saying whether the decision was an inquiry: a
+/// resource server asking about a token (introspection) rather than a
+/// request that used it. An inquiry tells nothing about where the token is
+/// used, so the detector does not count it as an access by the caller's
+/// address (no `mass_access`, no `token_replay`), but a forgery it reveals is
+/// a forgery all the same.
+pub fn book(
     app: &App,
     decision: &Decision,
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
     (route, method, path): (&str, &str, &str),
     started: std::time::Instant,
+    inquiry: bool,
 ) -> Verdict {
     if let Some(events) = app.access_events.get() {
-        events.record(crate::access::event(
+        let mut e = crate::access::event(
             decision,
             client_ip(app, peer, headers),
             headers
@@ -502,7 +557,9 @@ pub fn record_decision(
             &[],
             decision.is_ok(),
             started.elapsed(),
-        ));
+        );
+        e.inquiry = inquiry;
+        events.record(e);
     }
     let verdict = match decision {
         Ok(_) => Verdict::Ok,

@@ -52,6 +52,9 @@ pub struct StoredEvent {
     /// The refusal's detail.
     #[serde(default)]
     pub detail: Option<String>,
+    /// A resource server asked about the token (introspection).
+    #[serde(default)]
+    pub inquiry: bool,
 }
 
 impl StoredEvent {
@@ -63,9 +66,10 @@ impl StoredEvent {
 
     /// Whether data reached the client: the gate let the request through and
     /// the upstream answered it with success (or tally cannot know the
-    /// answer, as behind nginx: then it counts as exposed, to be safe).
+    /// answer, as behind nginx: then it counts as exposed, to be safe). An
+    /// introspection is not a request for data.
     pub fn exposed(&self) -> bool {
-        self.passed && self.upstream_status.is_none_or(|s| s < 400)
+        !self.inquiry && self.passed && self.upstream_status.is_none_or(|s| s < 400)
     }
 }
 

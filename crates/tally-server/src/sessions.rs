@@ -308,42 +308,51 @@ fn parse_body<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// Revokes what `token` is: a refresh token ends its session; an access
-/// token issued by tally is revoked (with its session, if it has one).
-/// Returns how many access tokens were newly revoked.
-async fn revoke_token(
+/// Where a request came from, for the one decision and its booking.
+fn peer_of(ext: &axum::http::Extensions) -> Option<std::net::SocketAddr> {
+    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0)
+}
+
+/// The one decision on a token presented to a token-management endpoint
+/// (`route`, `POST path`), booked like a gate decision: blocks, the miss
+/// limiter, forgery reports and sender binding apply as at the gate.
+async fn decide_booked(
     app: &Arc<App>,
-    token: &str,
+    presented: Result<crate::gate_http::Presented<'_>, tally_core::verdict::Verdict>,
+    headers: &HeaderMap,
+    peer: Option<std::net::SocketAddr>,
+    (route, path): (&str, &str),
+) -> (tally_core::gate::Decision, tally_core::verdict::Verdict) {
+    let started = std::time::Instant::now();
+    // Token endpoints are reached directly or through a proxy that keeps Host
+    // (as for the DPoP proof of a token request).
+    let target = crate::gate_http::Target::from_headers(headers, "POST", path, false);
+    let inquiry = matches!(presented, Ok(crate::gate_http::Presented::Inquiry(_)));
+    let decision = crate::gate_http::decide_presented(app, presented, headers, peer, &target).await;
+    let verdict = crate::gate_http::book(
+        app,
+        &decision,
+        peer,
+        headers,
+        (route, "POST", path),
+        started,
+        inquiry,
+    );
+    (decision, verdict)
+}
+
+/// Revokes an access token tally issued (with its session, if it has one).
+/// Returns how many access tokens were newly revoked.
+async fn revoke_access(
+    app: &Arc<App>,
+    tallied: &tally_core::gate::TalliedToken,
+    token: &[u8],
     reason: &'static str,
 ) -> Result<usize, ApiError> {
     let now = now_unix();
-    if token.starts_with(REFRESH_PREFIX) {
-        let Some(hash) = refresh_hash(token) else {
-            return Ok(0);
-        };
-        let a = app.clone();
-        let status = blocking(move || a.dir.state.refresh_token_status(&hash, now)).await?;
-        let Some((session, _, _)) = status else {
-            return Ok(0);
-        };
-        let a = app.clone();
-        let n = blocking(move || a.dir.state.revoke_session(&session.family, reason, now)).await?;
-        let _ = app.apply_revocations();
-        return Ok(n);
-    }
-    // An access token: only one tally really issued (these exact bytes, in the
-    // ledger) can be revoked; anything else is ignored, as RFC 7009 allows.
-    let tallied = match crate::gate_http::decide_token(app, token.as_bytes()).await {
-        Ok(t) => t,
-        // The store cannot say whether tally issued it: the caller must know
-        // that nothing was revoked, and try again.
-        Err(r) if r.verdict() == tally_core::verdict::Verdict::Unavailable => {
-            return Err(ApiError::unavailable("store_unavailable"));
-        }
-        Err(_) => return Ok(0),
-    };
     let jti = tallied.token_id().to_string();
-    let digest = *TokenDigest::of(token.as_bytes()).as_bytes();
+    let digest = *TokenDigest::of(token).as_bytes();
     let exp = tallied.expires_at();
     let a = app.clone();
     let n = blocking(move || {
@@ -366,15 +375,91 @@ async fn revoke_token(
     Ok(n)
 }
 
-/// `POST /v1/revoke` (RFC 7009). Always `200` for a well-formed request, whether
-/// or not the token was valid, so the endpoint tells an attacker nothing.
+/// Revokes the session of a refresh token. A session bound to a DPoP key
+/// is ended only with a proof by that key: a thief of its refresh token
+/// cannot log its owner out. Returns how many access tokens were newly
+/// revoked.
+async fn revoke_refresh(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    token: &str,
+) -> Result<usize, ApiError> {
+    let now = now_unix();
+    let Some(hash) = refresh_hash(token) else {
+        return Ok(0);
+    };
+    let a = app.clone();
+    let status = blocking(move || a.dir.state.refresh_token_status(&hash, now)).await?;
+    let Some((session, _, _)) = status else {
+        return Ok(0);
+    };
+    if let Some(bound) = &session.jkt {
+        let proven = dpop_key(app, headers, "/v1/revoke")?;
+        let same = proven.is_some_and(|p| {
+            bool::from(subtle::ConstantTimeEq::ct_eq(
+                p.as_bytes(),
+                bound.as_bytes(),
+            ))
+        });
+        if !same {
+            return Err(proof_required());
+        }
+    }
+    let a = app.clone();
+    let n = blocking(move || a.dir.state.revoke_session(&session.family, "revoked", now)).await?;
+    let _ = app.apply_revocations();
+    Ok(n)
+}
+
+/// A sender-constrained token or session, without a proof by its key.
+fn proof_required() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_dpop_proof",
+        "this token is bound to a DPoP key: send a DPoP proof signed by that key",
+    )
+    .with_header(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("DPoP error=\"invalid_dpop_proof\""),
+    )
+}
+
+/// `POST /v1/revoke` (RFC 7009). `200` for a well-formed request whether or
+/// not the token was valid, so the endpoint tells an attacker nothing; but
+/// an access token goes through the gate's decision first: a forgery is
+/// reported and counted against the caller's address, a blocked caller is
+/// refused, a DPoP-bound token needs a proof by its key, and a store that
+/// cannot say whether tally issued it answers `503` (nothing was revoked).
 pub async fn revoke(
     State(app): State<Arc<App>>,
+    ext: axum::http::Extensions,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: TokenParam = parse_body(&headers, &body)?;
-    let n = revoke_token(&app, &req.token, "revoked").await?;
+    let n = if req.token.starts_with(REFRESH_PREFIX) {
+        revoke_refresh(&app, &headers, &req.token).await?
+    } else {
+        let presented = Ok(crate::gate_http::Presented::Body(req.token.as_bytes()));
+        let peer = peer_of(&ext);
+        let (decision, verdict) =
+            decide_booked(&app, presented, &headers, peer, ("revoke", "/v1/revoke")).await;
+        use tally_core::verdict::Verdict;
+        match decision {
+            Ok(t) => revoke_access(&app, &t, req.token.as_bytes(), "revoked").await?,
+            Err(r)
+                if matches!(
+                    verdict,
+                    Verdict::Unavailable | Verdict::BlockedActor | Verdict::BindingMismatch
+                ) =>
+            {
+                return Ok(crate::gate_http::refuse(&app, &r, verdict));
+            }
+            // Anything else tally did not issue, or no longer honours: there
+            // is nothing to revoke (RFC 7009 section 2.2).
+            Err(_) => 0,
+        }
+    };
     if n > 0 {
         tracing::info!(
             event = "token_revoked",
@@ -385,28 +470,26 @@ pub async fn revoke(
     Ok(StatusCode::OK.into_response())
 }
 
-/// `POST /v1/logout` with `Authorization: Bearer <access token>`: ends the
-/// session the token belongs to (its refresh tokens and access tokens).
-pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let token = crate::gate_http::bearer(&headers).map_err(|_| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            "send the access token as Authorization: Bearer",
-        )
-    })?;
-    let token = std::str::from_utf8(token)
-        .map_err(|_| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "token refused"))?;
-    let tallied = crate::gate_http::decide_token(&app, token.as_bytes())
-        .await
-        .map_err(|r| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                format!("token refused: {}", r.verdict()),
-            )
-        })?;
-    let n = revoke_token(&app, token, "logout").await?;
+/// `POST /v1/logout` with the access token in `Authorization` (`Bearer`, or
+/// `DPoP` with a proof for this request): ends the session the token belongs
+/// to (its refresh tokens and access tokens). The token gets the gate's
+/// decision, booked and reported like any other.
+pub async fn logout(
+    State(app): State<Arc<App>>,
+    ext: axum::http::Extensions,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let presented = crate::gate_http::credentials(&headers)
+        .map(|(s, t)| crate::gate_http::Presented::Header(s, t));
+    let token = presented.map(|p| p.token().to_vec()).unwrap_or_default();
+    let peer = peer_of(&ext);
+    let (decision, verdict) =
+        decide_booked(&app, presented, &headers, peer, ("logout", "/v1/logout")).await;
+    let tallied = match decision {
+        Ok(t) => t,
+        Err(r) => return Ok(crate::gate_http::refuse(&app, &r, verdict)),
+    };
+    let n = revoke_access(&app, &tallied, &token, "logout").await?;
     tracing::info!(event = "logout", sub = ?tallied.subject(), access_tokens = n, "session ended");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -471,6 +554,7 @@ async fn authenticate_client(app: &Arc<App>, headers: &HeaderMap) -> Result<bool
 /// `tally clients add` and authenticated with HTTP Basic.
 pub async fn introspect(
     State(app): State<Arc<App>>,
+    ext: axum::http::Extensions,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -500,19 +584,33 @@ pub async fn introspect(
             },
         );
     }
-    Ok(
-        match crate::gate_http::decide_token(&app, req.token.as_bytes()).await {
-            Ok(t) => Json(json!({
-                "active": true,
-                "token_type": "access_token",
-                "sub": t.subject(),
-                "jti": t.token_id(),
-                "exp": t.expires_at(),
-                "iss": app.config.issuer,
-                "aud": t.audiences().collect::<Vec<_>>(),
-            }))
-            .into_response(),
-            Err(_) => inactive(),
-        },
+    // The gate's decision, booked as an inquiry: a forgery shown to a
+    // resource server is reported like one shown to the gate.
+    let presented = Ok(crate::gate_http::Presented::Inquiry(req.token.as_bytes()));
+    let (decision, verdict) = decide_booked(
+        &app,
+        presented,
+        &headers,
+        peer_of(&ext),
+        ("introspect", "/v1/introspect"),
     )
+    .await;
+    Ok(match decision {
+        Ok(t) => Json(json!({
+            "active": true,
+            "token_type": "access_token",
+            "sub": t.subject(),
+            "jti": t.token_id(),
+            "exp": t.expires_at(),
+            "iss": app.config.issuer,
+            "aud": t.audiences().collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        // The store cannot say: the resource server must not take "inactive"
+        // for an answer it could cache.
+        Err(r) if verdict == tally_core::verdict::Verdict::Unavailable => {
+            crate::gate_http::refuse(&app, &r, verdict)
+        }
+        Err(_) => inactive(),
+    })
 }

@@ -272,16 +272,22 @@ fn cross_site() -> Response {
 
 /// `POST /ui/logout`: ends the session (the token is revoked, not only the
 /// cookie cleared).
-pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+pub async fn logout(
+    State(app): State<Arc<App>>,
+    ext: axum::http::Extensions,
+    headers: HeaderMap,
+) -> Response {
     if !same_origin(&headers) {
         return cross_site();
     }
     if let Some(token) = cookie_token(&headers)
         && let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}"))
     {
-        let mut h = HeaderMap::new();
+        // The same request, with the cookie's token as its credential: the
+        // decision sees the client's address and device as for any other.
+        let mut h = headers.clone();
         h.insert(header::AUTHORIZATION, v);
-        let _ = crate::sessions::logout(State(app), h).await;
+        let _ = crate::sessions::logout(State(app), ext, h).await;
     }
     let mut r = (
         StatusCode::SEE_OTHER,

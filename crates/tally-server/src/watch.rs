@@ -216,6 +216,7 @@ impl Watch {
                 route: &e.route,
                 verdict: e.verdict,
                 detail: e.detail,
+                inquiry: e.inquiry,
             })
             .collect();
         let mut findings = Vec::new();

@@ -184,12 +184,14 @@ fn refresh_rotation_reuse_revoke_introspect_logout() {
     assert_eq!(resp.status(), 204);
     assert_eq!(checked(&server, &a4).1, "revoked");
     assert_eq!(refresh(&server, &r4).0, 400);
+    // Logging out again with the revoked token: refused with its verdict.
     let resp = client()
         .post(server.url("/v1/logout"))
         .bearer_auth(&a4)
         .send()
         .unwrap();
-    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["x-tally-verdict"], "revoked");
 
     // Two concurrent uses of one refresh token: exactly one wins, and the
     // other is treated as reuse, which ends the session.

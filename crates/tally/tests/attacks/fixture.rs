@@ -53,6 +53,9 @@ impl Expect {
     }
 }
 
+/// The secret of the API client `rs`.
+pub const CLIENT_SECRET: &str = "rs-secret-5d1e";
+
 /// The content of `private/secret` on the file upstream.
 pub const SECRET: &str = "SECRET-7f3a91";
 /// The content of `public/index.html`.
@@ -122,9 +125,15 @@ impl Upstreams {
 
 /// The running fixture.
 pub struct Fixture {
-    _tmp: TempDir,
+    pub tmp: TempDir,
     _upstreams: Upstreams,
     pub server: Server,
+    /// The data directory (for admin commands).
+    pub data: std::path::PathBuf,
+    /// The insider's copy of the active signing key `k1`.
+    pub insider: RawKey,
+    /// An API client allowed to introspect: `rs` / [`CLIENT_SECRET`].
+    pub client: &'static str,
     /// `host:port` of the reverse proxy.
     pub gate: String,
     /// `host:port` of the API.
@@ -167,6 +176,10 @@ impl Fixture {
             format!(
                 r#"
 trusted_proxies = ["127.0.0.1"]
+# Unknown tokens (each a signature check) per client address: low, so that
+# a row can show the limit at work without racing the clock.
+miss_rate_per_sec = 1
+miss_burst = 20
 
 [gate]
 listen = "127.0.0.1:0"
@@ -208,6 +221,10 @@ mode = "monitor"
         let insider = import_insider_key(tmp.path(), d, "k1");
         add_user(d, "alice", "pw-alice");
         add_user(d, "root", "pw-root-unused");
+        tally_ok(
+            &["clients", "add", "rs", "--secret-stdin", "--data", d],
+            Some(&format!("{CLIENT_SECRET}\n")),
+        );
         let server = Server::start(&data, Some(&cfg));
         let gate = gate_addr(&server);
         let api = server.base.trim_start_matches("http://").to_string();
@@ -221,14 +238,46 @@ mode = "monitor"
             &claims.to_string(),
         );
         Fixture {
-            _tmp: tmp,
+            tmp,
             _upstreams: up,
             server,
+            data,
+            insider,
+            client: "rs",
             gate,
             api,
             token,
             forged,
         }
+    }
+
+    /// A token for `sub` with id `jti`, signed by the insider's copy of the
+    /// active key: a valid signature, and no issuance record.
+    pub fn forge(&self, jti: &str, sub: &str) -> String {
+        let mut claims = payload(&self.token);
+        claims["jti"] = json!(jti);
+        claims["sub"] = json!(sub);
+        jws(
+            &self.insider,
+            &json!({"alg": "EdDSA", "kid": "k1", "typ": "at+jwt"}).to_string(),
+            &claims.to_string(),
+        )
+    }
+
+    /// The data directory, as an argument.
+    pub fn d(&self) -> &str {
+        self.data.to_str().unwrap()
+    }
+
+    /// The newest access events (JSON), newest first.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        tally_ok(
+            &["access", "tail", "--limit", "500", "--data", self.d()],
+            None,
+        )
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
     }
 
     /// Sends a probe and checks its answer.

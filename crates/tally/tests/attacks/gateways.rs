@@ -225,7 +225,7 @@ pub fn identity_headers(which: Gateway) -> Result<(), String> {
 
 /// A PyJWT-made DPoP key and proofs (an implementation independent of
 /// tally's), as in the DPoP end-to-end test.
-fn dpop(dir: &Path, args: &[&str]) -> Result<String, String> {
+pub fn dpop(dir: &Path, args: &[&str]) -> Result<String, String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/dpop_client.py");
     let out = Command::new("python3")
         .arg(script)

@@ -20,6 +20,7 @@ mod fixture;
 mod gateways;
 #[allow(dead_code)]
 mod http;
+mod token_endpoints;
 mod walk_around;
 
 use std::time::Instant;
@@ -109,4 +110,9 @@ pub fn run_table(class: Class, rows: &[Attack]) {
 #[test]
 fn walk_around_the_gate() {
     run_table(Class::WalkAround, walk_around::ROWS);
+}
+
+#[test]
+fn forged_tokens_outside_the_gate() {
+    run_table(Class::WalkAround, token_endpoints::ROWS);
 }
