@@ -100,6 +100,25 @@ pub async fn check(
     uri: &Uri,
     booking: Booking,
 ) -> Result<Admin, Response> {
+    check_role(app, headers, peer, method, uri, booking, ADMIN).await
+}
+
+/// The roles that may use the admin API and the dashboard.
+pub const ADMIN: &[&str] = &["admin"];
+/// The roles that may read what names customers (the ledger's entries):
+/// auditors, and administrators.
+pub const AUDITOR: &[&str] = &["auditor", "admin"];
+
+/// [`check`], for a caller whose role is one of `roles`.
+pub async fn check_role(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    method: &Method,
+    uri: &Uri,
+    booking: Booking,
+    roles: &[&str],
+) -> Result<Admin, Response> {
     let started = std::time::Instant::now();
     let via_proxy = crate::gate_http::from_trusted_proxy(app, peer);
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -126,16 +145,17 @@ pub async fn check(
         Ok(t) => t,
         Err(r) => return Err(crate::gate_http::refuse(app, &r, verdict)),
     };
-    require_admin(app, &token, method, path).await
+    require_role(app, &token, method, path, roles).await
 }
 
-/// The administrator `token` belongs to: a token tally issued, of a user
-/// with the admin role.
-async fn require_admin(
+/// The user `token` belongs to: a token tally issued, of a user with one of
+/// `roles`.
+async fn require_role(
     app: &Arc<App>,
     token: &tally_core::gate::TalliedToken,
     method: &Method,
     path: &str,
+    roles: &[&str],
 ) -> Result<Admin, Response> {
     // Only tokens tally itself issued (password, and one-time code where
     // enrolled): an external identity provider's token for a subject of the
@@ -164,12 +184,16 @@ async fn require_admin(
             tracing::error!(code = e.code(), error = %e, "state store failed or refused a row during admin check");
             ApiError::unavailable("store_unavailable").into_response()
         })?;
-    if role.as_deref() != Some("admin") {
-        tracing::warn!(event = "admin_denied", sub = ?token.subject(), method = %method, path = ?path, "admin API refused: not an administrator");
+    if !role.as_deref().is_some_and(|r| roles.contains(&r)) {
+        tracing::warn!(event = "admin_denied", sub = ?token.subject(), method = %method, path = ?path, "refused: the user lacks the role");
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "this needs the admin role (tally users role NAME admin)",
+            format!(
+                "this needs the role {} (tally users role NAME {})",
+                roles.join(" or "),
+                roles[0]
+            ),
         )
         .into_response());
     }

@@ -129,13 +129,36 @@ pub struct EntriesQuery {
 }
 
 /// `GET /v1/ledger/entries?start=…&end=…` (end exclusive, at most 1000).
+/// Each record names a customer (its subject), when they logged in and how,
+/// so the entries are for the `auditor` and `admin` roles only, with a token
+/// that passes the gate's decision (booked like any request). Checkpoints and
+/// proofs stay public: they reveal hashes, never a subject.
 pub async fn entries(
     State(app): State<Arc<App>>,
+    ext: axum::http::Extensions,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
     q: Result<Query<EntriesQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(q) = q.map_err(bad_query)?;
+) -> Result<Json<serde_json::Value>, Response> {
+    let peer = ext
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    crate::admin::check_role(
+        &app,
+        &headers,
+        peer,
+        &method,
+        &uri,
+        crate::admin::Booking::Request,
+        crate::admin::AUDITOR,
+    )
+    .await?;
+    let Query(q) = q.map_err(|e| bad_query(e).into_response())?;
     let a = app.clone();
-    let rows = blocking(move || a.ledger.entries(q.start, q.end)).await?;
+    let rows = blocking(move || a.ledger.entries(q.start, q.end))
+        .await
+        .map_err(IntoResponse::into_response)?;
     Ok(Json(json!({
         "start": q.start,
         "end": q.end,

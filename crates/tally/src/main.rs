@@ -271,12 +271,14 @@ enum UsersCmd {
         data: DataArg,
     },
     /// Set a user's role: `admin` may use the admin API (/v1/admin/...) and
-    /// the dashboard; `user` may not. Takes effect on the next request.
+    /// the dashboard; `auditor` may read the ledger's entries, which name
+    /// customers (`admin` may too); `user` may do neither. Takes effect on
+    /// the next request.
     Role {
         /// The user.
         name: String,
         /// The role.
-        #[arg(value_parser = ["admin", "user"])]
+        #[arg(value_parser = ["admin", "auditor", "user"])]
         role: String,
         #[command(flatten)]
         data: DataArg,

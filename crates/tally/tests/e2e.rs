@@ -658,7 +658,19 @@ fn errors_are_json_with_stable_codes() {
         ],
         Some("pw-of-bob\n"),
     );
+    tally_ok(
+        &[
+            "users",
+            "role",
+            "bob",
+            "auditor",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+        None,
+    );
     let server = Server::start(&data, None);
+    let auditor = login(&server, "bob", "pw-of-bob");
     let c = client();
     let cases: Vec<(reqwest::blocking::RequestBuilder, u16, &str)> = vec![
         (
@@ -702,9 +714,15 @@ fn errors_are_json_with_stable_codes() {
             "invalid_request",
         ),
         (
-            c.get(server.url("/v1/ledger/entries?start=0&end=1")),
+            c.get(server.url("/v1/ledger/entries?start=100&end=101"))
+                .bearer_auth(&auditor),
             400,
             "out_of_range",
+        ),
+        (
+            c.get(server.url("/v1/ledger/entries?start=0&end=1")),
+            401,
+            "missing",
         ),
         (c.get(server.url("/no/such/path")), 404, "not_found"),
     ];

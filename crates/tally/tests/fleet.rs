@@ -217,6 +217,13 @@ fn three_nodes_one_ledger() {
         &["users", "add", "member", "--password-stdin"],
         Some("correct horse 42\n"),
     );
+    // The ledger's entries name customers: only an auditor may read them.
+    admin(
+        &data_c,
+        &cfg_c,
+        &["users", "role", "member", "auditor"],
+        None,
+    );
     assert_eq!(jwks(&a), jwks(&b), "one key set for the fleet");
     assert_eq!(jwks(&b), jwks(&c));
 
@@ -406,6 +413,7 @@ fn three_nodes_one_ledger() {
             "/v1/ledger/entries?start={index}&end={}",
             index + 1
         )))
+        .bearer_auth(&after_token)
         .send()
         .unwrap()
         .json()

@@ -15,6 +15,7 @@
 mod support;
 
 mod differential;
+mod disclosure;
 #[allow(dead_code)]
 mod fixture;
 mod gateways;
@@ -115,4 +116,9 @@ fn walk_around_the_gate() {
 #[test]
 fn forged_tokens_outside_the_gate() {
     run_table(Class::WalkAround, token_endpoints::ROWS);
+}
+
+#[test]
+fn disclosure() {
+    run_table(Class::Disclosure, disclosure::ROWS);
 }
