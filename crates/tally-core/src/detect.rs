@@ -96,11 +96,14 @@ pub enum Rule {
     KeyTooOld,
     /// A key of an offboarded custodian still signs.
     DepartedCustodianKey,
+    /// Refusals arrive faster than the access log's byte budget: they are
+    /// counted in aggregate rows instead of written one by one.
+    AccessFlood,
 }
 
 impl Rule {
     /// Every rule.
-    pub const ALL: [Rule; 11] = [
+    pub const ALL: [Rule; 12] = [
         Rule::ForgedToken,
         Rule::MassAccess,
         Rule::CanaryAccount,
@@ -112,6 +115,7 @@ impl Rule {
         Rule::StateTampered,
         Rule::KeyTooOld,
         Rule::DepartedCustodianKey,
+        Rule::AccessFlood,
     ];
 
     /// Stable code.
@@ -128,6 +132,7 @@ impl Rule {
             Rule::StateTampered => "state_tampered",
             Rule::KeyTooOld => "key_too_old",
             Rule::DepartedCustodianKey => "departed_custodian_key",
+            Rule::AccessFlood => "access_flood",
         }
     }
 
@@ -149,7 +154,7 @@ impl Rule {
             | Rule::UnknownSubject
             | Rule::RefreshReuse
             | Rule::DepartedCustodianKey => Severity::High,
-            Rule::KeyTooOld => Severity::Medium,
+            Rule::KeyTooOld | Rule::AccessFlood => Severity::Medium,
         }
     }
 }
@@ -291,6 +296,16 @@ pub enum Signal {
         kid: String,
         /// The custodian.
         custodian: String,
+    },
+    /// The access log's budget bit: refusals were counted, not written one
+    /// by one (every one is still accounted for).
+    AccessFlood {
+        /// Refusals counted because the byte budget was spent.
+        for_bytes: u64,
+        /// Refusals counted because the writer's queue was full.
+        for_queue: u64,
+        /// Refusals counted per verdict because too many actors came at once.
+        for_actors: u64,
     },
 }
 
@@ -812,6 +827,18 @@ impl Detector {
                 json!({"kid": kid, "custodian": custodian}),
                 vec![Containment::CompromiseKey { kid: kid.clone() }],
                 format!("key {kid} still signs though its custodian {custodian} has left"),
+            ),
+            Signal::AccessFlood {
+                for_bytes,
+                for_queue,
+                for_actors,
+            } => f(
+                Rule::AccessFlood,
+                "access_flood".to_string(),
+                vec![],
+                json!({"counted_for_bytes": for_bytes, "counted_for_queue": for_queue, "counted_for_actors": for_actors}),
+                vec![],
+                "refusals arrive faster than the access log's budget: they are counted in aggregate rows, not written one by one".to_string(),
             ),
         }
     }

@@ -9,7 +9,8 @@
 //! * [`verdict`]: stable reason codes;
 //! * [`seal`]: sealing secrets at rest under the master key;
 //! * [`totp`]: RFC 6238 one-time passwords; [`throttle`]: login backoff;
-//! * [`target`]: the one request-target normaliser routes are decided on.
+//! * [`target`]: the one request-target normaliser routes are decided on;
+//! * [`flood`]: every refusal accounted for under a flood, in bounded bytes.
 //!
 //! ```
 //! use tally_core::merkle::{MerkleTree, leaf_hash, verify_inclusion};
@@ -29,6 +30,7 @@ pub mod detect;
 pub mod digest;
 pub mod dpop;
 pub mod dpop_nonce;
+pub mod flood;
 pub mod gate;
 pub mod jose;
 pub mod merkle;

@@ -1,11 +1,28 @@
-//! Access events: every gate decision becomes one, sent over a bounded channel
-//! that never blocks a request (drops are counted), and written in batches to
-//! the hash-chained access log (`access.db`).
+//! Access events: every gate decision becomes one, written in batches to
+//! the hash-chained access log (`access.db`) and shown to the detector.
+//!
+//! Every decision is accounted for, and a flood cannot fill the disk or
+//! crowd out the evidence:
+//!
+//! * allowed requests (and refusals let through in monitor mode) are always
+//!   written one row each: they are what reached data, and nothing a flood
+//!   does drops them;
+//! * refusals go through a [`FloodAccount`]: the first few of each actor,
+//!   verdict and token in a second are written in full; the rest are counted
+//!   into one aggregate row per second (`count`, `last_ms`); full refusal
+//!   rows spend a byte budget and need room in the queue, and when either
+//!   is short the refusal is counted instead (the budget *bites*: a metric,
+//!   a log line and a medium `access_flood` detection say so);
+//! * every client-controlled field is cut to [`limits`] before it is queued,
+//!   so the queue's bytes are known and bounded for refusals.
+//!
+//! Recording never blocks or fails a request.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
+use tally_core::flood::{Admission, Aggregate, FloodAccount, FloodPolicy, RefusalKey, Sample};
 use tally_core::verdict::Verdict;
 use tally_store::access::AccessLog;
 
@@ -50,6 +67,13 @@ pub struct AccessEvent {
     /// did not use it (see [`crate::gate_http::book`]).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub inquiry: bool,
+    /// For an aggregate row: how many refusals of this actor, verdict and
+    /// token it stands for (the request fields are the first one's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// For an aggregate row: when the last of them was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_ms: Option<i64>,
 }
 
 /// What the writer task receives. Nearly every message is an event: boxing
@@ -58,55 +82,150 @@ pub struct AccessEvent {
 enum Msg {
     /// An event to write.
     Event(AccessEvent),
-    /// Answer once everything queued before this is written and observed.
+    /// Answer once everything queued and counted before this is written
+    /// and observed.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
+/// The bytes of refusal rows the writer's queue may hold; beyond, refusals
+/// are counted instead of queued.
+pub const QUEUE_BUDGET_BYTES: u64 = 16 << 20;
+
 /// The sending side of the access log.
 pub struct AccessEvents {
-    tx: tokio::sync::mpsc::Sender<Msg>,
-    dropped: AtomicU64,
-    written: Arc<AtomicU64>,
+    tx: tokio::sync::mpsc::UnboundedSender<Msg>,
+    shared: Arc<Shared>,
+    watch: Option<Arc<crate::watch::Watch>>,
 }
 
-/// Channel capacity: events beyond it are dropped (and counted), never waited for.
-pub const CHANNEL_CAPACITY: usize = 65_536;
+/// What the request side and the writer share.
+struct Shared {
+    flood: std::sync::Mutex<FloodAccount>,
+    /// Bytes of events in the queue.
+    queued_bytes: AtomicU64,
+    /// Rows written.
+    written: AtomicU64,
+    /// Decisions in the log: rows, plus the counts of aggregate rows.
+    logged: AtomicU64,
+    /// Decisions the log failed to take (a write error).
+    lost: AtomicU64,
+    /// Refusals counted into aggregates instead of written one by one.
+    aggregated: AtomicU64,
+    /// Bytes of rows written.
+    log_bytes: AtomicU64,
+    /// When the budget last bit, for the once-a-minute report.
+    last_bite_report: AtomicU64,
+}
+
+impl AccessEvent {
+    /// What the event costs in the queue (its strings, and a fixed part).
+    pub fn approx_bytes(&self) -> u64 {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        (256 + opt(&self.client_ip)
+            + opt(&self.device)
+            + opt(&self.subject)
+            + opt(&self.token_id)
+            + opt(&self.kid)
+            + self.route.len()
+            + self.method.len()
+            + self.path.len()
+            + self.data.iter().map(|d| d.len() + 8).sum::<usize>()) as u64
+    }
+
+    /// The row of an aggregate of refusals.
+    fn of_aggregate(a: Aggregate) -> AccessEvent {
+        AccessEvent {
+            at_ms: a.first_ms,
+            client_ip: a.client_ip,
+            device: a.device,
+            subject: a.sample.subject,
+            token_id: a.token_id,
+            kid: a.sample.kid,
+            route: if a.overflow {
+                "-".into()
+            } else {
+                a.sample.route
+            },
+            method: a.sample.method,
+            path: a.sample.path,
+            data: Vec::new(),
+            verdict: a.verdict,
+            passed: false,
+            latency_us: 0,
+            detail: a
+                .overflow
+                .then_some("counted per verdict: too many actors in this second"),
+            upstream_status: None,
+            inquiry: false,
+            count: Some(a.count),
+            last_ms: Some(a.last_ms),
+        }
+    }
+
+    /// How many decisions this row stands for.
+    pub fn decisions(&self) -> u64 {
+        self.count.unwrap_or(1)
+    }
+}
 
 impl AccessEvents {
-    /// Starts the writer task over `log`.
-    /// Each batch is shown to `watch` (the detector) once it is written, so
-    /// that a detection never names an event the log does not hold yet.
-    pub fn start(log: Arc<AccessLog>, watch: Option<Arc<crate::watch::Watch>>) -> AccessEvents {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(CHANNEL_CAPACITY);
-        let written = Arc::new(AtomicU64::new(0));
-        let w = written.clone();
+    /// Starts the writer task over `log`, with refusals accounted under
+    /// `policy`. Each batch is shown to `watch` (the detector) once it is
+    /// written, so that a detection never names an event the log does not
+    /// hold yet.
+    pub fn start(
+        log: Arc<AccessLog>,
+        watch: Option<Arc<crate::watch::Watch>>,
+        policy: FloodPolicy,
+    ) -> AccessEvents {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Msg>();
+        let shared = Arc::new(Shared {
+            flood: std::sync::Mutex::new(FloodAccount::new(policy)),
+            queued_bytes: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            logged: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            aggregated: AtomicU64::new(0),
+            log_bytes: AtomicU64::new(0),
+            last_bite_report: AtomicU64::new(0),
+        });
+        let sh = shared.clone();
+        let detector = watch.clone();
         tokio::spawn(async move {
             let mut msgs = Vec::new();
-            while rx.recv_many(&mut msgs, 4096).await > 0 {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let mut open = true;
+                tokio::select! {
+                    n = rx.recv_many(&mut msgs, 4096) => open = n > 0,
+                    _ = tick.tick() => {}
+                }
                 let mut batch = Vec::with_capacity(msgs.len());
                 let mut flushes = Vec::new();
                 for m in msgs.drain(..) {
                     match m {
-                        Msg::Event(e) => batch.push(e),
+                        Msg::Event(e) => {
+                            sh.queued_bytes
+                                .fetch_sub(e.approx_bytes(), Ordering::Relaxed);
+                            batch.push(e)
+                        }
                         Msg::Flush(done) => flushes.push(done),
                     }
                 }
-                if !batch.is_empty() {
-                    let rows: Vec<(i64, Vec<u8>)> = batch
-                        .iter()
-                        .map(|e| (e.at_ms, serde_json::to_vec(e).unwrap_or_default()))
-                        .collect();
-                    let n = rows.len() as u64;
-                    let log = log.clone();
-                    match tokio::task::spawn_blocking(move || log.append(&rows)).await {
-                        Ok(Ok(_)) => {
-                            w.fetch_add(n, Ordering::Relaxed);
-                        }
-                        Ok(Err(e)) => {
-                            tracing::error!(code = e.code(), error = %e, events = n, "access events not written")
-                        }
-                        Err(_) => tracing::error!(events = n, "access log writer failed"),
+                // The seconds that have closed, or everything counted so far
+                // when someone waits for the log to be complete.
+                let aggregates = {
+                    let mut f = sh.flood.lock().unwrap_or_else(|e| e.into_inner());
+                    if flushes.is_empty() && open {
+                        f.take_closed(now_ms())
+                    } else {
+                        f.take_all()
                     }
+                };
+                batch.extend(aggregates.into_iter().map(AccessEvent::of_aggregate));
+                if !batch.is_empty() {
+                    write(&sh, &log, &batch).await;
                     // Detection runs even when the write failed: it matters more.
                     if let Some(w) = &watch {
                         w.observe(&batch);
@@ -115,42 +234,165 @@ impl AccessEvents {
                 for done in flushes {
                     let _ = done.send(());
                 }
+                if !open {
+                    break;
+                }
             }
         });
         AccessEvents {
             tx,
-            dropped: AtomicU64::new(0),
-            written,
+            shared,
+            watch: detector,
         }
     }
 
-    /// Queues an event without ever waiting; a full queue drops it (counted).
+    /// Records a decision without ever waiting: allowed requests as a row
+    /// each, refusals as a row or a count (see the module documentation).
     pub fn record(&self, e: AccessEvent) {
-        if self.tx.try_send(Msg::Event(e)).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        let bytes = e.approx_bytes();
+        let sh = &self.shared;
+        if !e.passed {
+            let key = RefusalKey {
+                client_ip: e.client_ip.as_deref(),
+                device: e.device.as_deref(),
+                verdict: e.verdict,
+                token_id: e.token_id.as_deref(),
+            };
+            let room = sh.queued_bytes.load(Ordering::Relaxed) + bytes <= QUEUE_BUDGET_BYTES;
+            let (admission, bites) = {
+                let mut f = sh.flood.lock().unwrap_or_else(|p| p.into_inner());
+                let before = f.bites();
+                let a = f.admit(&key, bytes, room, e.at_ms, || Sample {
+                    route: e.route.clone(),
+                    method: e.method.clone(),
+                    path: bounded(&e.path, limits::FIELD),
+                    subject: e.subject.clone(),
+                    kid: e.kid.clone(),
+                });
+                (a, f.bites() != before)
+            };
+            if bites {
+                self.report_bite();
+            }
+            if admission != Admission::Full {
+                sh.aggregated.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        sh.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if self.tx.send(Msg::Event(e)).is_err() {
+            // The writer has stopped (shutdown): the decision is lost.
+            sh.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            sh.lost.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Waits until every event queued before this call has been written (or
-    /// failed) and shown to the detector, or `within` has passed; says
-    /// whether it got there.
+    /// The budget bit: said in the log once a minute, and to the detector.
+    fn report_bite(&self) {
+        let now = u64::try_from(now_ms() / 60_000).unwrap_or(0);
+        let last = self.shared.last_bite_report.load(Ordering::Relaxed);
+        if last != now
+            && self
+                .shared
+                .last_bite_report
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let b = self.bites();
+            tracing::warn!(
+                event = "access_flood",
+                counted_for_bytes = b.bytes,
+                counted_for_queue = b.queue,
+                counted_for_keys = b.keys,
+                "refusals arrive faster than the access log's budget: they are counted in aggregate rows, not written one by one"
+            );
+            if let Some(w) = &self.watch {
+                w.signal(tally_core::detect::Signal::AccessFlood {
+                    for_bytes: b.bytes,
+                    for_queue: b.queue,
+                    for_actors: b.keys,
+                });
+            }
+        }
+    }
+
+    /// How often the budget has bitten.
+    pub fn bites(&self) -> tally_core::flood::Bites {
+        self.shared
+            .flood
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bites()
+    }
+
+    /// Waits until every decision recorded before this call has been written
+    /// (or failed) and shown to the detector, aggregates included, or
+    /// `within` has passed; says whether it got there.
     pub async fn settle(&self, within: std::time::Duration) -> bool {
         let (done, answered) = tokio::sync::oneshot::channel();
         tokio::time::timeout(within, async {
-            self.tx.send(Msg::Flush(done)).await.is_ok() && answered.await.is_ok()
+            self.tx.send(Msg::Flush(done)).is_ok() && answered.await.is_ok()
         })
         .await
         .unwrap_or(false)
     }
 
-    /// Events dropped because the queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+    /// Decisions the log failed to take (write errors, or recorded after the
+    /// writer stopped).
+    pub fn lost(&self) -> u64 {
+        self.shared.lost.load(Ordering::Relaxed)
     }
 
-    /// Events written to the log.
+    /// Rows written to the log.
     pub fn written(&self) -> u64 {
-        self.written.load(Ordering::Relaxed)
+        self.shared.written.load(Ordering::Relaxed)
+    }
+
+    /// Decisions in the log: rows, plus what aggregate rows count.
+    pub fn logged(&self) -> u64 {
+        self.shared.logged.load(Ordering::Relaxed)
+    }
+
+    /// Refusals counted into aggregate rows.
+    pub fn aggregated(&self) -> u64 {
+        self.shared.aggregated.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of rows written to the log.
+    pub fn log_bytes(&self) -> u64 {
+        self.shared.log_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of events waiting to be written.
+    pub fn queued_bytes(&self) -> u64 {
+        self.shared.queued_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// Writes one batch, keeping the account.
+async fn write(sh: &Arc<Shared>, log: &Arc<AccessLog>, batch: &[AccessEvent]) {
+    let rows: Vec<(i64, Vec<u8>)> = batch
+        .iter()
+        .map(|e| (e.at_ms, serde_json::to_vec(e).unwrap_or_default()))
+        .collect();
+    let n = rows.len() as u64;
+    let decisions: u64 = batch.iter().map(AccessEvent::decisions).sum();
+    let bytes: u64 = rows.iter().map(|(_, b)| b.len() as u64).sum();
+    let log = log.clone();
+    match tokio::task::spawn_blocking(move || log.append(&rows)).await {
+        Ok(Ok(_)) => {
+            sh.written.fetch_add(n, Ordering::Relaxed);
+            sh.logged.fetch_add(decisions, Ordering::Relaxed);
+            sh.log_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+        Ok(Err(e)) => {
+            sh.lost.fetch_add(decisions, Ordering::Relaxed);
+            tracing::error!(code = e.code(), error = %e, events = n, "access events not written")
+        }
+        Err(_) => {
+            sh.lost.fetch_add(decisions, Ordering::Relaxed);
+            tracing::error!(events = n, "access log writer failed")
+        }
     }
 }
 
@@ -237,6 +479,8 @@ pub fn event(
         upstream_status: None,
         detail: decision.as_ref().err().and_then(|r| r.detail),
         inquiry: false,
+        count: None,
+        last_ms: None,
     }
 }
 

@@ -53,6 +53,8 @@ pub struct App {
     pub access_log: Arc<tally_store::access::AccessLog>,
     /// The queue to it (started with the server's runtime).
     pub access_events: std::sync::OnceLock<crate::access::AccessEvents>,
+    /// What the listeners count: open, accepted and refused connections.
+    pub connections: Arc<crate::listener::ConnectionStats>,
     /// The detector, detections and incidents.
     pub watch: Arc<crate::watch::Watch>,
     /// Webhooks and the SET receiver.
@@ -229,6 +231,7 @@ impl App {
             dpop_nonces,
             access_log,
             access_events: std::sync::OnceLock::new(),
+            connections: Arc::default(),
             watch,
             alerts,
             node_outbox,
@@ -723,7 +726,11 @@ pub const DPOP_NONCE_WINDOW_SECS: i64 = 120;
 /// reach the server within a second) and expiry eviction.
 pub fn spawn_background(app: &Arc<App>) {
     app.access_events.get_or_init(|| {
-        crate::access::AccessEvents::start(app.access_log.clone(), Some(app.watch.clone()))
+        crate::access::AccessEvents::start(
+            app.access_log.clone(),
+            Some(app.watch.clone()),
+            app.config.flood,
+        )
     });
     let a = app.clone();
     tokio::spawn(async move {
@@ -915,27 +922,35 @@ pub async fn serve_with_gate(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let limits = app.config.connections;
+    let exempt = app.config.trusted_proxies.clone();
     let gate = match (gate_listener, app.config.gate.as_ref()) {
         (Some(l), Some(cfg)) => {
             let proxy = Arc::new(crate::proxy::Proxy::new(app.clone(), cfg));
             let rx = stop_rx.clone();
+            let (exempt, stats) = (exempt.clone(), app.connections.clone());
             Some(tokio::spawn(async move {
-                axum::serve(
+                crate::listener::serve(
                     l,
-                    crate::proxy::router(proxy)
-                        .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                    crate::proxy::router(proxy),
+                    limits,
+                    exempt,
+                    stats,
+                    stopped(rx),
                 )
-                .with_graceful_shutdown(stopped(rx))
                 .await
             }))
         }
         _ => None,
     };
-    let result = axum::serve(
+    let result = crate::listener::serve(
         listener,
-        router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        router(app.clone()),
+        limits,
+        exempt,
+        app.connections.clone(),
+        stopped(stop_rx),
     )
-    .with_graceful_shutdown(stopped(stop_rx))
     .await;
     if let Some(g) = gate {
         let _ = g.await;

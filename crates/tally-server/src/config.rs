@@ -72,6 +72,65 @@ pub struct FileConfig {
     pub set_receiver: Option<SetReceiverConfig>,
     /// Shared storage for a fleet of nodes (`[storage] url = "postgres://…"`).
     pub storage: Option<StorageFile>,
+    /// How refusals are written to the access log under a flood.
+    pub access_log: Option<AccessLogFile>,
+    /// Limits on client connections, for every listener.
+    pub connections: Option<ConnectionsFile>,
+}
+
+/// `[access_log]`: refusals beyond these are counted in aggregate rows
+/// instead of written one by one (allowed requests always get a row).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogFile {
+    /// Refusals of one actor, verdict and token written in full per second
+    /// (default 4).
+    pub samples_per_actor: Option<u32>,
+    /// Bytes of refusal rows written per second, sustained (default 4 MiB).
+    pub refusal_bytes_per_sec: Option<u64>,
+    /// Bytes of refusal rows written at once (default 64 MiB).
+    pub refusal_burst_bytes: Option<u64>,
+    /// Actors tracked per second; beyond, refusals are counted per verdict
+    /// (default 10,000).
+    pub max_actors_per_sec: Option<usize>,
+}
+
+/// `[connections]`: what a client may hold open (defaults as nginx's).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsFile {
+    /// Seconds a client has to send a request's headers (default 60).
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds an idle keep-alive connection stays open (default 75).
+    pub idle_timeout_secs: Option<u64>,
+    /// Connections one client address may hold open at once (default 256).
+    pub max_per_address: Option<usize>,
+    /// Connections open at once, all clients together (default 16,384).
+    pub max_total: Option<usize>,
+}
+
+/// Limits on client connections (see [`ConnectionsFile`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connections {
+    /// Time to send a request's headers.
+    pub header_read_timeout: std::time::Duration,
+    /// Time an idle keep-alive connection stays open.
+    pub idle_timeout: std::time::Duration,
+    /// Connections per client address.
+    pub max_per_address: usize,
+    /// Connections in all.
+    pub max_total: usize,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Connections {
+            header_read_timeout: std::time::Duration::from_secs(60),
+            idle_timeout: std::time::Duration::from_secs(75),
+            max_per_address: 256,
+            max_total: 16_384,
+        }
+    }
 }
 
 /// `[storage]`: where the ledger and the shared state live.
@@ -374,6 +433,10 @@ pub struct Config {
     /// Redis for fleet-wide distinct counts (`[storage] redis_url`),
     /// parsed and its TLS files read once, at load.
     pub redis: Option<crate::redis::Target>,
+    /// How refusals are accounted for in the access log under a flood.
+    pub flood: tally_core::flood::FloodPolicy,
+    /// Limits on client connections.
+    pub connections: Connections,
 }
 
 /// A configuration problem, phrased for the operator.
@@ -693,6 +756,52 @@ impl Config {
                     ));
                 }
                 d
+            },
+            flood: {
+                let a = fc.access_log.clone().unwrap_or_default();
+                let d = tally_core::flood::FloodPolicy::default();
+                let p = tally_core::flood::FloodPolicy {
+                    samples_per_key: a.samples_per_actor.unwrap_or(d.samples_per_key),
+                    bytes_per_sec: a.refusal_bytes_per_sec.unwrap_or(d.bytes_per_sec),
+                    burst_bytes: a.refusal_burst_bytes.unwrap_or(d.burst_bytes),
+                    max_keys: a.max_actors_per_sec.unwrap_or(d.max_keys),
+                };
+                if p.max_keys == 0 || p.bytes_per_sec == 0 || p.burst_bytes < 4096 {
+                    return Err(ConfigError(
+                        "[access_log] max_actors_per_sec and refusal_bytes_per_sec must be positive, \
+                         refusal_burst_bytes at least 4096"
+                            .into(),
+                    ));
+                }
+                p
+            },
+            connections: {
+                let c = fc.connections.clone().unwrap_or_default();
+                let d = Connections::default();
+                let secs = |v: Option<u64>, dflt: std::time::Duration, key: &str| match v {
+                    None => Ok(dflt),
+                    Some(n) if (1..=3600).contains(&n) => Ok(std::time::Duration::from_secs(n)),
+                    Some(n) => Err(ConfigError(format!(
+                        "[connections] {key} = {n} must be between 1 and 3600"
+                    ))),
+                };
+                let out = Connections {
+                    header_read_timeout: secs(
+                        c.header_read_timeout_secs,
+                        d.header_read_timeout,
+                        "header_read_timeout_secs",
+                    )?,
+                    idle_timeout: secs(c.idle_timeout_secs, d.idle_timeout, "idle_timeout_secs")?,
+                    max_per_address: c.max_per_address.unwrap_or(d.max_per_address),
+                    max_total: c.max_total.unwrap_or(d.max_total),
+                };
+                if out.max_per_address == 0 || out.max_total < out.max_per_address {
+                    return Err(ConfigError(
+                        "[connections] max_per_address must be positive and at most max_total"
+                            .into(),
+                    ));
+                }
+                out
             },
             access_retention_days: {
                 let d = fc.access_retention_days.unwrap_or(180);

@@ -19,6 +19,7 @@ pub mod issuer;
 pub mod keys;
 pub mod ledger_http;
 pub mod lifecycle;
+pub mod listener;
 pub mod meta_http;
 pub mod metrics;
 pub mod pkcs11;

@@ -53,19 +53,77 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         app.ledger.is_healthy(),
     );
     if let Some(e) = app.access_events.get() {
-        body.push_str("# HELP tally_access_events_dropped_total Access events dropped because the queue was full.\n");
-        body.push_str("# TYPE tally_access_events_dropped_total counter\n");
-        body.push_str(&format!(
-            "tally_access_events_dropped_total {}\n",
-            e.dropped()
-        ));
-        body.push_str(
-            "# HELP tally_access_events_written_total Access events written to the access log.\n",
+        let counter = |body: &mut String, name: &str, help: &str, v: u64| {
+            body.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
+        };
+        counter(
+            &mut body,
+            "tally_access_events_dropped_total",
+            "Decisions the access log failed to take (write errors); a flood drops none.",
+            e.lost(),
         );
-        body.push_str("# TYPE tally_access_events_written_total counter\n");
+        counter(
+            &mut body,
+            "tally_access_events_written_total",
+            "Rows written to the access log (an aggregate row counts once).",
+            e.written(),
+        );
+        counter(
+            &mut body,
+            "tally_access_decisions_logged_total",
+            "Decisions in the access log: rows, plus the refusals aggregate rows count.",
+            e.logged(),
+        );
+        counter(
+            &mut body,
+            "tally_access_refusals_aggregated_total",
+            "Refusals counted in aggregate rows instead of written one by one.",
+            e.aggregated(),
+        );
+        counter(
+            &mut body,
+            "tally_access_log_bytes_total",
+            "Bytes of rows written to the access log.",
+            e.log_bytes(),
+        );
+        let b = e.bites();
+        body.push_str(
+            "# HELP tally_access_budget_bites_total Refusals counted because a budget was spent: \
+             bytes (the byte rate), queue (the writer's queue), actors (too many actors at once).\n\
+             # TYPE tally_access_budget_bites_total counter\n",
+        );
+        for (reason, v) in [("bytes", b.bytes), ("queue", b.queue), ("actors", b.keys)] {
+            body.push_str(&format!(
+                "tally_access_budget_bites_total{{reason=\"{reason}\"}} {v}\n"
+            ));
+        }
         body.push_str(&format!(
-            "tally_access_events_written_total {}\n",
-            e.written()
+            "# HELP tally_access_queue_bytes Bytes of access events waiting to be written.\n\
+             # TYPE tally_access_queue_bytes gauge\ntally_access_queue_bytes {}\n",
+            e.queued_bytes()
+        ));
+    }
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &app.connections;
+        body.push_str(&format!(
+            "# HELP tally_connections_open Client connections open now (API and gate ports).\n\
+             # TYPE tally_connections_open gauge\ntally_connections_open {}\n\
+             # HELP tally_connections_accepted_total Client connections accepted.\n\
+             # TYPE tally_connections_accepted_total counter\ntally_connections_accepted_total {}\n\
+             # HELP tally_connections_refused_total Connections closed at once, over a cap.\n\
+             # TYPE tally_connections_refused_total counter\n\
+             tally_connections_refused_total{{cap=\"per_address\"}} {}\n\
+             tally_connections_refused_total{{cap=\"total\"}} {}\n\
+             # HELP tally_connections_idle_closed_total Connections closed because no byte moved for the idle timeout.\n\
+             # TYPE tally_connections_idle_closed_total counter\ntally_connections_idle_closed_total {}\n",
+            c.open.load(Relaxed),
+            c.accepted.load(Relaxed),
+            c.refused_per_address.load(Relaxed),
+            c.refused_total.load(Relaxed),
+            c.idle_closed.load(Relaxed),
         ));
     }
     let gauge = |body: &mut String, name: &str, help: &str, v: u64| {

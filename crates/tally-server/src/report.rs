@@ -55,6 +55,12 @@ pub struct StoredEvent {
     /// A resource server asked about the token (introspection).
     #[serde(default)]
     pub inquiry: bool,
+    /// For an aggregate row: how many refusals it stands for.
+    #[serde(default)]
+    pub count: Option<u64>,
+    /// For an aggregate row: the last of them.
+    #[serde(default)]
+    pub last_ms: Option<i64>,
 }
 
 impl StoredEvent {
@@ -62,6 +68,12 @@ impl StoredEvent {
     /// ([`tally_core::gate::proves_stolen_key`]).
     pub fn proves_stolen_key(&self) -> bool {
         tally_core::gate::proves_stolen_key(&self.verdict, self.detail.as_deref())
+    }
+
+    /// How many decisions the row stands for (an aggregate row of refusals
+    /// counts each of them).
+    pub fn decisions(&self) -> u64 {
+        self.count.unwrap_or(1)
     }
 
     /// Whether data reached the client: the gate let the request through and
@@ -198,23 +210,25 @@ impl Impact {
     }
 
     fn add(&mut self, ev: &StoredEvent) {
+        let n = ev.decisions();
+        let last = ev.last_ms.unwrap_or(ev.at_ms).max(ev.at_ms);
         if ev.proves_stolen_key() {
-            self.forged_requests += 1;
+            self.forged_requests += n;
         }
         let exposed = ev.exposed();
         if exposed {
-            self.requests_exposed += 1;
+            self.requests_exposed += n;
         } else {
-            self.requests_attempted += 1;
+            self.requests_attempted += n;
         }
         self.first_ms = Some(self.first_ms.map_or(ev.at_ms, |f| f.min(ev.at_ms)));
-        self.last_ms = Some(self.last_ms.map_or(ev.at_ms, |l| l.max(ev.at_ms)));
+        self.last_ms = Some(self.last_ms.map_or(last, |l| l.max(last)));
         *self
             .per_minute
             .entry(ev.at_ms.div_euclid(60_000))
             .or_default()
             .entry(ev.verdict.clone())
-            .or_default() += 1;
+            .or_default() += n;
         let Some(sub) = ev.subject.as_ref().filter(|s| !s.is_empty()) else {
             return;
         };
@@ -231,17 +245,17 @@ impl Impact {
                 attempted_requests: 0,
             });
         s.first_ms = s.first_ms.min(ev.at_ms);
-        s.last_ms = s.last_ms.max(ev.at_ms);
+        s.last_ms = s.last_ms.max(last);
         if exposed {
             if s.status == "attempted" {
                 // Categories of refused attempts no longer describe an exposure.
                 s.categories.clear();
             }
             s.status = "exposed";
-            s.exposed_requests += 1;
+            s.exposed_requests += n;
             s.categories.extend(ev.data.iter().cloned());
         } else {
-            s.attempted_requests += 1;
+            s.attempted_requests += n;
             if s.status == "attempted" {
                 s.categories.extend(ev.data.iter().cloned());
             }

@@ -186,16 +186,17 @@ impl Watch {
                     .iter()
                     .position(|v| v.code() == e.verdict)
                     .unwrap_or(0);
+                let n = e.decisions();
                 match minutes.back_mut() {
-                    Some((last, counts)) if *last == m => counts[i] += 1,
+                    Some((last, counts)) if *last == m => counts[i] += n,
                     Some((last, _)) if *last > m => {
                         if let Some((_, counts)) = minutes.iter_mut().find(|(x, _)| *x == m) {
-                            counts[i] += 1;
+                            counts[i] += n;
                         }
                     }
                     _ => {
                         let mut counts = [0u64; Verdict::ALL.len()];
-                        counts[i] = 1;
+                        counts[i] = n;
                         minutes.push_back((m, counts));
                         while minutes.front().is_some_and(|(x, _)| *x <= m - 60) {
                             minutes.pop_front();

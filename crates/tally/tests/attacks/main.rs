@@ -21,6 +21,7 @@ mod fixture;
 mod gateways;
 #[allow(dead_code)]
 mod http;
+mod knock_over;
 mod token_endpoints;
 mod walk_around;
 
@@ -121,4 +122,9 @@ fn forged_tokens_outside_the_gate() {
 #[test]
 fn disclosure() {
     run_table(Class::Disclosure, disclosure::ROWS);
+}
+
+#[test]
+fn knock_it_over() {
+    run_table(Class::KnockOver, knock_over::ROWS);
 }
