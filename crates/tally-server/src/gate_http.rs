@@ -253,8 +253,16 @@ pub(crate) fn accept_proof(
 /// are never read. If that right-most entry is not an address, nobody can
 /// say who the client is, and the peer is taken.
 pub fn client_ip(app: &App, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
-    let peer = peer?.ip();
     let trusted = |ip: IpAddr| app.config.trusted_proxies.iter().any(|c| c.contains(ip));
+    client_of(peer?.ip(), headers, trusted)
+}
+
+/// [`client_ip`], with the trusted proxies as a predicate.
+fn client_of(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: impl Fn(IpAddr) -> bool,
+) -> Option<IpAddr> {
     if !trusted(peer) {
         return Some(peer);
     }
@@ -721,6 +729,45 @@ mod tests {
             bearer(&h(&["Bearer a", "Bearer b"])),
             Err(Verdict::Malformed)
         );
+    }
+
+    #[test]
+    fn the_client_is_the_right_most_untrusted_address() {
+        let trusted = |ip: IpAddr| ip.to_string().starts_with("10.");
+        let xff = |vals: &[&str]| {
+            let mut m = HeaderMap::new();
+            for v in vals {
+                m.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+            }
+            m
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let peer = ip("10.0.0.1");
+        let cases: [(&[&str], &str); 8] = [
+            // Not from a trusted proxy: the header is never read.
+            (&["203.0.113.1"], "192.0.2.9"),
+            // What the client wrote, then what the proxy appended.
+            (&["203.0.113.1, 198.51.100.7"], "198.51.100.7"),
+            // Trusted hops on the right are skipped.
+            (&["203.0.113.1, 198.51.100.7, 10.0.0.2"], "198.51.100.7"),
+            // Several headers are one list, in order.
+            (&["203.0.113.1", "198.51.100.7"], "198.51.100.7"),
+            // Garbage where the client should be: nobody knows; the peer.
+            (&["198.51.100.7, garbage"], "10.0.0.1"),
+            // Ports are allowed.
+            (&["[2001:db8::1]:443"], "2001:db8::1"),
+            // Only trusted hops: the peer.
+            (&["10.0.0.3"], "10.0.0.1"),
+            (&[], "10.0.0.1"),
+        ];
+        for (i, (vals, want)) in cases.iter().enumerate() {
+            let from = if i == 0 { ip("192.0.2.9") } else { peer };
+            assert_eq!(
+                client_of(from, &xff(vals), trusted),
+                Some(ip(want)),
+                "{vals:?}"
+            );
+        }
     }
 
     #[test]

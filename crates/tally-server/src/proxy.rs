@@ -335,3 +335,44 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tally_headers_in_every_spelling() {
+        for yes in [
+            "x-tally-subject",
+            "x_tally_subject",
+            "x-tally_token-id",
+            "x_tally-verdict",
+            "x-tally-",
+        ] {
+            assert!(is_tally_header(yes), "{yes}");
+        }
+        for no in [
+            "x-tallyx",
+            "x-tall-subject",
+            "tally-subject",
+            "x-forwarded-for",
+            "",
+        ] {
+            assert!(!is_tally_header(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn connection_names_are_removed_before_anything_is_inserted() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("x-tally-subject, keep-alive, foo"),
+        );
+        h.insert("foo", HeaderValue::from_static("1"));
+        h.insert("x_tally_subject", HeaderValue::from_static("root"));
+        strip_hop_by_hop(&mut h);
+        strip_tally_headers(&mut h);
+        assert!(h.is_empty(), "{h:?}");
+    }
+}
