@@ -35,7 +35,7 @@ fn the_dashboard_shows_an_attack_live() {
             "TALLY_REQUIRE_BROWSER=1 but chromium, node or playwright-core (npm ci in {}) is missing",
             ui_dir().display()
         );
-        eprintln!("skipping: no chromium/node/playwright-core");
+        skip("no chromium/node/playwright-core");
         return;
     }
     let tmp = TempDir::new("dashboard");

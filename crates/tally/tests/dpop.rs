@@ -63,7 +63,7 @@ fn pyjwt_or_skip() -> bool {
     let required = std::env::var("TALLY_REQUIRE_PYJWT").is_ok_and(|v| v == "1");
     if !have_pyjwt() {
         assert!(!required, "TALLY_REQUIRE_PYJWT=1 but PyJWT is missing");
-        eprintln!("skipping: PyJWT is missing");
+        skip("PyJWT is missing");
         return false;
     }
     true

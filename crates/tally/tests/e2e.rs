@@ -784,7 +784,7 @@ fn checkpoint_verifies_with_go_sumdb_note() {
             !required,
             "TALLY_REQUIRE_GO=1 but go or golang.org/x/mod is missing"
         );
-        eprintln!("skipping: go and golang.org/x/mod are not installed");
+        skip("go and golang.org/x/mod are not installed");
         return;
     }
     let tmp = TempDir::new("go");

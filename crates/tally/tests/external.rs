@@ -77,7 +77,7 @@ fn pyjwt_tokens_are_guarded_once_registered() {
             !required,
             "TALLY_REQUIRE_PYJWT=1 but python3 with PyJWT and cryptography is missing"
         );
-        eprintln!("skipping: PyJWT is not installed");
+        skip("PyJWT is not installed");
         return;
     }
     let tmp = TempDir::new("external");

@@ -119,7 +119,7 @@ fn schema_or_skip(tag: &str) -> Option<Schema> {
                 "CI=true but PostgreSQL at {} is unreachable: {e}",
                 pg_url()
             );
-            eprintln!("skipping: PostgreSQL at {} is unreachable ({e})", pg_url());
+            skip(&format!("PostgreSQL at {} is unreachable ({e})", pg_url()));
             None
         }
     }
@@ -545,7 +545,7 @@ fn redis_or_skip() -> bool {
                 std::env::var("CI").as_deref() != Ok("true"),
                 "CI=true but Redis at {addr} is unreachable: {e}"
             );
-            eprintln!("skipping: Redis at {addr} is unreachable ({e})");
+            skip(&format!("Redis at {addr} is unreachable ({e})"));
             false
         }
     }

@@ -40,7 +40,7 @@ fn signing_keys_live_in_a_pkcs11_token() {
     let required = std::env::var("TALLY_REQUIRE_SOFTHSM").is_ok_and(|v| v == "1");
     if !Path::new(MODULE).exists() {
         assert!(!required, "TALLY_REQUIRE_SOFTHSM=1 but {MODULE} is missing");
-        eprintln!("skipping: SoftHSM2 is not installed");
+        skip("SoftHSM2 is not installed");
         return;
     }
     let tmp = TempDir::new("hsm");

@@ -302,7 +302,7 @@ fn nginx_auth_request_refuses_forgeries_before_the_upstream() {
             !required,
             "TALLY_REQUIRE_NGINX=1 but nginx with auth_request is not installed"
         );
-        eprintln!("skipping: nginx (with http_auth_request_module) is not installed");
+        skip("nginx (with http_auth_request_module) is not installed");
         return;
     };
 
