@@ -30,7 +30,13 @@
 //! ```
 //! use tally_core::flood::{Admission, FloodAccount, FloodPolicy, RefusalKey};
 //! let mut account = FloodAccount::new(FloodPolicy { samples_per_key: 2, ..FloodPolicy::default() });
-//! let key = RefusalKey { client_ip: Some("203.0.113.9"), device: None, verdict: "missing", token_id: None };
+//! let key = RefusalKey {
+//!     passed: false,
+//!     client_ip: Some("203.0.113.9"),
+//!     device: None,
+//!     verdict: "missing",
+//!     token_id: None,
+//! };
 //! let got: Vec<Admission> = (0..5)
 //!     .map(|_| account.admit(&key, 200, true, 1_000, Default::default))
 //!     .collect();
@@ -70,6 +76,10 @@ impl Default for FloodPolicy {
 /// What a refusal is counted under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RefusalKey<'a> {
+    /// Whether the request went on (an allowed one, or a refusal let through
+    /// in monitor mode): such decisions come here only when the writer is
+    /// overloaded ([`FloodAccount::fold`]).
+    pub passed: bool,
     /// Client address.
     pub client_ip: Option<&'a str>,
     /// Device id.
@@ -106,6 +116,8 @@ pub struct Sample {
     pub subject: Option<String>,
     /// Key id, if the token was identified.
     pub kid: Option<String>,
+    /// Data categories of the route.
+    pub data: Vec<String>,
 }
 
 /// Refusals counted instead of logged: one log row.
@@ -119,6 +131,8 @@ pub struct Aggregate {
     pub verdict: &'static str,
     /// Token id.
     pub token_id: Option<String>,
+    /// Whether these requests went on (see [`RefusalKey::passed`]).
+    pub passed: bool,
     /// How many refusals it stands for.
     pub count: u64,
     /// First and last of them, Unix milliseconds.
@@ -140,7 +154,13 @@ struct Entry {
     sample: Option<Sample>,
 }
 
-type OwnedKey = (Option<String>, Option<String>, &'static str, Option<String>);
+type OwnedKey = (
+    bool,
+    Option<String>,
+    Option<String>,
+    &'static str,
+    Option<String>,
+);
 
 /// Why the budget bit (see [`FloodAccount::bites`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -159,7 +179,7 @@ pub struct FloodAccount {
     policy: FloodPolicy,
     second: i64,
     keys: HashMap<OwnedKey, Entry>,
-    overflow: HashMap<&'static str, Entry>,
+    overflow: HashMap<(bool, &'static str), Entry>,
     closed: Vec<Aggregate>,
     bucket: u64,
     refilled_ms: i64,
@@ -224,13 +244,14 @@ impl FloodAccount {
     }
 
     fn close_all(&mut self) {
-        for ((ip, device, verdict, token_id), e) in self.keys.drain() {
+        for ((passed, ip, device, verdict, token_id), e) in self.keys.drain() {
             if e.count > 0 {
                 self.closed.push(Aggregate {
                     client_ip: ip,
                     device,
                     verdict,
                     token_id,
+                    passed,
                     count: e.count,
                     first_ms: e.first_ms,
                     last_ms: e.last_ms,
@@ -239,12 +260,13 @@ impl FloodAccount {
                 });
             }
         }
-        for (verdict, e) in self.overflow.drain() {
+        for ((passed, verdict), e) in self.overflow.drain() {
             self.closed.push(Aggregate {
                 client_ip: None,
                 device: None,
                 verdict,
                 token_id: None,
+                passed,
                 count: e.count,
                 first_ms: e.first_ms,
                 last_ms: e.last_ms,
@@ -270,6 +292,7 @@ impl FloodAccount {
         self.roll(now_ms);
         self.refill(now_ms);
         let owned = (
+            key.passed,
             key.client_ip.map(str::to_string),
             key.device.map(str::to_string),
             key.verdict,
@@ -298,7 +321,10 @@ impl FloodAccount {
             };
             if let Some(bite) = why {
                 *bite += 1;
-                let e = self.overflow.entry(key.verdict).or_insert(fresh);
+                let e = self
+                    .overflow
+                    .entry((key.passed, key.verdict))
+                    .or_insert(fresh);
                 e.count += 1;
                 e.last_ms = e.last_ms.max(now_ms);
                 return Admission::Overflow;
@@ -328,6 +354,22 @@ impl FloodAccount {
         Admission::Counted
     }
 
+    /// Counts a decision that would be written in full, but the writer is
+    /// overloaded: it joins its key's aggregate for this second (the token
+    /// and subject kept), or, beyond [`FloodPolicy::max_keys`], its verdict's.
+    pub fn fold(
+        &mut self,
+        key: &RefusalKey<'_>,
+        now_ms: i64,
+        sample: impl FnOnce() -> Sample,
+    ) -> Admission {
+        let policy = self.policy;
+        self.policy.samples_per_key = 0;
+        let a = self.admit(key, 0, false, now_ms, sample);
+        self.policy = policy;
+        a
+    }
+
     /// The aggregates of every second before the one of `now_ms`.
     pub fn take_closed(&mut self, now_ms: i64) -> Vec<Aggregate> {
         self.roll(now_ms);
@@ -348,6 +390,7 @@ mod tests {
 
     fn key<'a>(ip: &'a str, verdict: &'static str) -> RefusalKey<'a> {
         RefusalKey {
+            passed: false,
             client_ip: Some(ip),
             device: None,
             verdict,
@@ -407,6 +450,7 @@ mod tests {
             let ip = format!("10.0.{}.{}", (x >> 8) % 4, x % 200);
             let tid = (x % 3 == 0).then(|| format!("t{}", x % 17));
             let k = RefusalKey {
+                passed: false,
                 client_ip: Some(&ip),
                 device: None,
                 verdict: verdicts[(x >> 20) as usize % 4],
@@ -452,6 +496,37 @@ mod tests {
         let aggs = a.take_all();
         assert_eq!(aggs.len(), 3);
         assert!(aggs.iter().all(|g| g.count == 1 && g.token_id.is_some()));
+    }
+
+    #[test]
+    fn an_overloaded_writer_folds_allowed_requests_keeping_their_token() {
+        let mut a = FloodAccount::new(FloodPolicy::default());
+        let k = RefusalKey {
+            passed: true,
+            client_ip: Some("198.51.100.7"),
+            device: None,
+            verdict: "ok",
+            token_id: Some("t-alice"),
+        };
+        for now in 1_000..1_010 {
+            let sample = || Sample {
+                subject: Some("alice".into()),
+                data: vec!["orders".into()],
+                ..Sample::default()
+            };
+            assert_eq!(a.fold(&k, now, sample), Admission::Counted);
+        }
+        // Refusals still get their samples afterwards.
+        let r = key("198.51.100.7", "missing");
+        assert_eq!(
+            a.admit(&r, 10, true, 1_011, Sample::default),
+            Admission::Full
+        );
+        let aggs = a.take_all();
+        assert_eq!(aggs.len(), 1);
+        let g = &aggs[0];
+        assert!(g.passed && g.count == 10 && g.token_id.as_deref() == Some("t-alice"));
+        assert_eq!(g.sample.subject.as_deref(), Some("alice"));
     }
 
     #[test]

@@ -4,9 +4,12 @@
 //! Every decision is accounted for, and a flood cannot fill the disk or
 //! crowd out the evidence:
 //!
-//! * allowed requests (and refusals let through in monitor mode) are always
-//!   written one row each: they are what reached data, and nothing a flood
-//!   does drops them;
+//! * allowed requests (and refusals let through in monitor mode) are written
+//!   one row each: they are what reached data, and nothing a flood of
+//!   refusals changes that. Only if the writer falls [`FOLD_BYTES`] behind
+//!   (a disk that cannot keep up with the traffic) are they folded into
+//!   per-second aggregates too, keeping their token, subject and data
+//!   categories, so that the queue stays bounded;
 //! * refusals go through a [`FloodAccount`]: the first few of each actor,
 //!   verdict and token in a second are written in full; the rest are counted
 //!   into one aggregate row per second (`count`, `last_ms`); full refusal
@@ -91,6 +94,12 @@ enum Msg {
 /// are counted instead of queued.
 pub const QUEUE_BUDGET_BYTES: u64 = 16 << 20;
 
+/// The bytes of rows the writer's queue may hold before even allowed
+/// requests are folded into per-second aggregates (their token, subject and
+/// data categories kept, their paths and times cut to the first and last):
+/// the queue stays bounded if the disk cannot keep up with the traffic.
+pub const FOLD_BYTES: u64 = 64 << 20;
+
 /// The sending side of the access log.
 pub struct AccessEvents {
     tx: tokio::sync::mpsc::UnboundedSender<Msg>,
@@ -148,9 +157,9 @@ impl AccessEvent {
             },
             method: a.sample.method,
             path: a.sample.path,
-            data: Vec::new(),
+            data: a.sample.data,
             verdict: a.verdict,
-            passed: false,
+            passed: a.passed,
             latency_us: 0,
             detail: a
                 .overflow
@@ -251,25 +260,35 @@ impl AccessEvents {
     pub fn record(&self, e: AccessEvent) {
         let bytes = e.approx_bytes();
         let sh = &self.shared;
-        if !e.passed {
+        let queued = sh.queued_bytes.load(Ordering::Relaxed);
+        // Allowed requests get a row each, unless the writer is so far
+        // behind that the queue would grow without bound.
+        if !e.passed || queued >= FOLD_BYTES {
             let key = RefusalKey {
+                passed: e.passed,
                 client_ip: e.client_ip.as_deref(),
                 device: e.device.as_deref(),
                 verdict: e.verdict,
                 token_id: e.token_id.as_deref(),
             };
-            let room = sh.queued_bytes.load(Ordering::Relaxed) + bytes <= QUEUE_BUDGET_BYTES;
+            let sample = || Sample {
+                route: e.route.clone(),
+                method: e.method.clone(),
+                path: bounded(&e.path, limits::FIELD),
+                subject: e.subject.clone(),
+                kid: e.kid.clone(),
+                data: e.data.clone(),
+            };
+            let room = queued + bytes <= QUEUE_BUDGET_BYTES;
             let (admission, bites) = {
                 let mut f = sh.flood.lock().unwrap_or_else(|p| p.into_inner());
                 let before = f.bites();
-                let a = f.admit(&key, bytes, room, e.at_ms, || Sample {
-                    route: e.route.clone(),
-                    method: e.method.clone(),
-                    path: bounded(&e.path, limits::FIELD),
-                    subject: e.subject.clone(),
-                    kid: e.kid.clone(),
-                });
-                (a, f.bites() != before)
+                let a = if e.passed {
+                    f.fold(&key, e.at_ms, sample)
+                } else {
+                    f.admit(&key, bytes, room, e.at_ms, sample)
+                };
+                (a, e.passed || f.bites() != before)
             };
             if bites {
                 self.report_bite();

@@ -79,7 +79,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         counter(
             &mut body,
             "tally_access_refusals_aggregated_total",
-            "Refusals counted in aggregate rows instead of written one by one.",
+            "Decisions counted in aggregate rows instead of written one by one (refusals under a flood; allowed requests only when the writer is 64 MiB behind).",
             e.aggregated(),
         );
         counter(
