@@ -17,7 +17,8 @@
 //!
 //! Each request carries the peer address as axum's `ConnectInfo`, as with
 //! `axum::serve`. Shutdown stops accepting, asks every open connection to
-//! finish its current request, and waits for them (at most 30 s).
+//! finish its current request, and waits for them (at most 20 s: a stream
+//! that never ends, such as a dashboard left open, must not hold a shutdown).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -206,7 +207,7 @@ async fn idle(activity: &Activity, limit: Duration) {
 }
 
 /// Serves `router` on `listener` under `limits` until `shutdown` resolves,
-/// then lets open connections finish (at most 30 s).
+/// then lets open connections finish (at most 20 s).
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
@@ -298,7 +299,7 @@ pub async fn serve(
     drop(done_tx);
     // Every connection task holds a sender: the channel closes when the last
     // one ends.
-    let _ = tokio::time::timeout(Duration::from_secs(30), done_rx.recv()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(20), done_rx.recv()).await;
     Ok(())
 }
 

@@ -9,7 +9,9 @@
 //! server on the same directory, a flood). One test per class runs its
 //! rows, prints a table of what held and what did not, and fails on the
 //! first row that did not hold (every row still runs). Adding an attack is
-//! adding a row. `TALLY_ATTACK=<id prefix>` runs only the matching rows.
+//! adding a row. `TALLY_ATTACK=<id prefix>` runs only the matching rows;
+//! `TALLY_TEST_BIN=<path>` runs them against another `tally` binary (an
+//! older release, to see which attacks it lets through).
 
 #[path = "../support/mod.rs"]
 mod support;

@@ -18,6 +18,13 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tally");
 
+/// The binary the helpers run: this build's, or the one `TALLY_TEST_BIN`
+/// names (to show what another build, an older one say, does with the same
+/// tests).
+pub fn bin() -> String {
+    std::env::var("TALLY_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
@@ -71,7 +78,7 @@ pub fn skip(why: &str) {
 
 /// Runs `tally ARGS` with `stdin`, returning its output.
 pub fn tally(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(args)
         .env("TALLY_LOG", "warn")
         .env_remove("TALLY_MASTER_KEY")
@@ -115,7 +122,7 @@ impl Server {
     }
 
     pub fn start_with_env(data: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.env_remove("TALLY_MASTER_KEY")
             .env_remove("TALLY_STORAGE_URL");
         for (k, v) in env {
