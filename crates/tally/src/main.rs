@@ -1,6 +1,11 @@
 //! The `tally` command line.
 #![forbid(unsafe_code)]
+// Standard output goes through `out!`/`outln!` (see `out`), which treat a
+// reader that went away as the end of the output, not as a failure.
+#![deny(clippy::print_stdout)]
 
+#[macro_use]
+mod out;
 mod progress;
 
 use std::io::{IsTerminal, Read};
@@ -415,12 +420,20 @@ enum LedgerCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    match run(cli) {
-        Ok(code) => code,
-        Err(msg) => {
+    let result = run(cli);
+    // A reader that went away is not an error; any other failure to write
+    // the output is, once the command's work is done.
+    let written = out::finish();
+    match (result, written) {
+        (Err(msg), _) => {
             eprintln!("error: {msg}");
             ExitCode::from(2)
         }
+        (Ok(_), Err(e)) => {
+            eprintln!("error: cannot write to standard output: {e}");
+            ExitCode::from(2)
+        }
+        (Ok(code), Ok(())) => code,
     }
 }
 
@@ -485,8 +498,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let c = config(cfg_path, &data, None)?;
             let dir = DataDir::open_or_init(&c).map_err(|e| e.to_string())?;
             let signer = dir.ledger_signer().map_err(|e| e.to_string())?;
-            println!("data directory  {}", c.data.display());
-            println!("ledger key      {}", signer.verifier_key());
+            outln!("data directory  {}", c.data.display());
+            outln!("ledger key      {}", signer.verifier_key());
             Ok(ExitCode::SUCCESS)
         }
         Command::Users(cmd) => users(cfg_path, cmd),
@@ -512,7 +525,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     tally_store::StateError::ClientExists => format!("client {id} already exists"),
                     other => other.to_string(),
                 })?;
-            println!("client {id} added");
+            outln!("client {id} added");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -605,7 +618,7 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
                     tally_store::StateError::UserExists => format!("user {name} already exists"),
                     other => other.to_string(),
                 })?;
-            println!("user {name} added");
+            outln!("user {name} added");
             Ok(ExitCode::SUCCESS)
         }
         UsersCmd::Reset { name, data, .. } => {
@@ -621,7 +634,7 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
             {
                 return Err(format!("no user {name:?}: add it with tally users add"));
             }
-            println!(
+            outln!(
                 "user {name} reset: new password, role user, no one-time codes (re-enrol with tally users totp {name}), every session ended"
             );
             Ok(ExitCode::SUCCESS)
@@ -645,9 +658,9 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
                 return Err(format!("no user {name}"));
             }
             let uri = tally_core::totp::Totp::default().otpauth_uri(&secret, &label, &name);
-            println!("{}", uri.as_str());
+            outln!("{}", uri.as_str());
             match qrcode::QrCode::new(uri.as_bytes()) {
-                Ok(code) => println!(
+                Ok(code) => outln!(
                     "{}",
                     code.render::<qrcode::render::unicode::Dense1x2>()
                         .quiet_zone(true)
@@ -655,7 +668,7 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
                 ),
                 Err(e) => eprintln!("(no QR code: {e})"),
             }
-            println!("{name} must now send the current code as \"totp\" when logging in.");
+            outln!("{name} must now send the current code as \"totp\" when logging in.");
             Ok(ExitCode::SUCCESS)
         }
         UsersCmd::Role { name, role, data } => {
@@ -666,7 +679,7 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
                 .set_role(&name, &role)
                 .map_err(|e| e.to_string())?
             {
-                println!("user {name} is now {role}");
+                outln!("user {name} is now {role}");
                 Ok(ExitCode::SUCCESS)
             } else {
                 Err(format!(
@@ -678,7 +691,7 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
             let c = config(cfg, &data, None)?;
             let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             for u in dir.state.users().map_err(|e| e.to_string())? {
-                println!("{u}");
+                outln!("{u}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -745,9 +758,9 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
                 tally_server::keys::now_unix(),
             )
             .map_err(|e| e.to_string())?;
-            println!("new active key  {}", r.new);
+            outln!("new active key  {}", r.new);
             if let Some(old) = r.old {
-                println!(
+                outln!(
                     "retiring        {old} (verifies its tokens until they expire, then retires)"
                 );
             }
@@ -766,9 +779,9 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
             let now = tally_server::keys::now_unix();
             let rotated = lifecycle::mark_compromised(&dir, &kid, since, &actor, now)
                 .map_err(|e| e.to_string())?;
-            println!("key {kid} marked compromised: it signs nothing from now on");
+            outln!("key {kid} marked compromised: it signs nothing from now on");
             if let Some(new) = &rotated {
-                println!("new active key  {new}");
+                outln!("new active key  {new}");
             }
             // Running servers stop issuing with the key within a second; only
             // then is the ledger read, so nothing they signed meanwhile escapes.
@@ -787,25 +800,25 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
             )
             .map_err(|e| e.to_string())?;
             match since {
-                Some(s) => println!(
+                Some(s) => outln!(
                     "revoked         {revoked} unexpired token(s) it signed since {}; {kept} signed before stay valid",
                     timefmt::utc(s)
                 ),
-                None => println!("revoked         {revoked} unexpired token(s) it signed"),
+                None => outln!("revoked         {revoked} unexpired token(s) it signed"),
             }
             match dir
                 .state
                 .forgery_sightings(&kid)
                 .map_err(|e| e.to_string())?
             {
-                Some((n, first, last)) => println!(
+                Some((n, first, last)) => outln!(
                     "forged          {n} validly signed token(s) with this key that the ledger could not tally were already refused (first {}, last {})",
                     timefmt::utc(first),
                     timefmt::utc(last)
                 ),
-                None => println!(
-                    "forged          no validly signed forgery with this key has been seen"
-                ),
+                None => {
+                    outln!("forged          no validly signed forgery with this key has been seen")
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -829,9 +842,9 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
             )
             .map_err(|e| e.to_string())?;
             if added {
-                println!("{person} is now a custodian of {kid}");
+                outln!("{person} is now a custodian of {kid}");
             } else {
-                println!("{person} already is a custodian of {kid}");
+                outln!("{person} already is a custodian of {kid}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -846,20 +859,20 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
             let report = lifecycle::offboard(&dir, &person, &actor, tally_server::keys::now_unix())
                 .map_err(|e| e.to_string())?;
             if report.keys.is_empty() {
-                println!("{person} guarded no key; offboarding recorded by {actor}");
+                outln!("{person} guarded no key; offboarding recorded by {actor}");
                 return Ok(ExitCode::SUCCESS);
             }
             for (kid, state) in &report.keys {
-                println!("custody ended   {kid} (was {})", state.as_str());
+                outln!("custody ended   {kid} (was {})", state.as_str());
             }
             if let Some(r) = &report.rotation {
-                println!(
+                outln!(
                     "rotated         {} -> {} (the old key retires once its tokens expire)",
                     r.old.as_deref().unwrap_or("-"),
                     r.new
                 );
             }
-            println!("recorded        offboarding of {person} by {actor}");
+            outln!("recorded        offboarding of {person} by {actor}");
             Ok(ExitCode::SUCCESS)
         }
         KeysCmd::Log { limit, data } => {
@@ -902,11 +915,11 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
             let dir = DataDir::open_or_init(&c).map_err(|e| e.to_string())?;
             let kid = tally_server::keys::store_token_key(&dir, &key, kid.as_deref(), "imported")
                 .map_err(|e| e.to_string())?;
-            println!(
+            outln!(
                 "imported {} key {kid}; it is now the active signing key",
                 key.algorithm().name()
             );
-            println!(
+            outln!(
                 "note: this key may already be in other hands. Tokens it signs outside tally's \
                  issuance process are refused as not_issued."
             );
@@ -938,7 +951,7 @@ fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
     }
     match cmd {
         LedgerCmd::Key { .. } => {
-            println!("{verifier_key}");
+            outln!("{verifier_key}");
             Ok(ExitCode::SUCCESS)
         }
         LedgerCmd::Checkpoint { .. } => {
@@ -948,7 +961,7 @@ fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
                 tally_store::ledger::latest_checkpoint_note(&conn).map_err(|e| e.to_string())?;
             tally_core::note::SignedCheckpoint::verify(&note, &verifier)
                 .map_err(|e| format!("the stored checkpoint does not verify: {e}"))?;
-            print!("{note}");
+            out!("{note}");
             Ok(ExitCode::SUCCESS)
         }
         LedgerCmd::Verify { .. } => {
@@ -972,21 +985,21 @@ fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
             });
             match result {
                 Ok(report) => {
-                    println!("ledger       {}", ledger_path.display());
-                    println!("origin       {}", verifier.name());
-                    println!("entries      {}", report.size);
-                    println!("checkpoints  {}", report.checkpoints);
-                    println!("root         {}", STANDARD.encode(report.root));
-                    println!(
+                    outln!("ledger       {}", ledger_path.display());
+                    outln!("origin       {}", verifier.name());
+                    outln!("entries      {}", report.size);
+                    outln!("checkpoints  {}", report.checkpoints);
+                    outln!("root         {}", STANDARD.encode(report.root));
+                    outln!(
                         "result       OK: every leaf recomputed; every checkpoint's signature and root verified"
                     );
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(LedgerError::Tampered { index, reason }) => {
-                    println!("ledger       {}", ledger_path.display());
-                    println!("result       TAMPERED");
-                    println!("first bad    index {index}");
-                    println!("finding      {reason}");
+                    outln!("ledger       {}", ledger_path.display());
+                    outln!("result       TAMPERED");
+                    outln!("first bad    index {index}");
+                    outln!("finding      {reason}");
                     eprintln!(
                         "error: ledger_tampered at index {index}. Preserve this data directory as evidence; \
                          restore the ledger from backup before serving again."
@@ -1021,14 +1034,14 @@ fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
                 &report.root,
             )
             .map_err(|e| format!("proof does not verify: {e}"))?;
-            println!("token_id    {token_id}");
-            println!("leaf_index  {index}");
-            println!("tree_size   {}", report.size);
-            println!("root        {}", STANDARD.encode(report.root));
+            outln!("token_id    {token_id}");
+            outln!("leaf_index  {index}");
+            outln!("tree_size   {}", report.size);
+            outln!("root        {}", STANDARD.encode(report.root));
             for (i, h) in proof.iter().enumerate() {
-                println!("proof[{i}]    {}", STANDARD.encode(h));
+                outln!("proof[{i}]    {}", STANDARD.encode(h));
             }
-            println!("verified    yes");
+            outln!("verified    yes");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -1056,25 +1069,27 @@ fn access(cfg: Option<&Path>, cmd: AccessCmd) -> Result<ExitCode, String> {
     match cmd {
         AccessCmd::Verify { .. } => match log.verify() {
             Ok(r) => {
-                println!("access log   {}", path.display());
-                println!(
+                outln!("access log   {}", path.display());
+                outln!(
                     "events       {} (seq {}..={})",
-                    r.events, r.first_seq, r.last_seq
+                    r.events,
+                    r.first_seq,
+                    r.last_seq
                 );
-                println!("result       OK: the hash chain is intact");
+                outln!("result       OK: the hash chain is intact");
                 Ok(ExitCode::SUCCESS)
             }
             Err(tally_store::access::AccessError::Tampered { seq, reason }) => {
-                println!("result       TAMPERED");
-                println!("first bad    event {seq}");
-                println!("finding      {reason}");
+                outln!("result       TAMPERED");
+                outln!("first bad    event {seq}");
+                outln!("finding      {reason}");
                 Ok(ExitCode::from(1))
             }
             Err(e) => Err(e.to_string()),
         },
         AccessCmd::Tail { limit, .. } => {
             for (_, _, body) in log.tail(limit).map_err(|e| e.to_string())? {
-                println!("{}", String::from_utf8_lossy(&body));
+                outln!("{}", String::from_utf8_lossy(&body));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -1098,7 +1113,7 @@ fn access(cfg: Option<&Path>, cmd: AccessCmd) -> Result<ExitCode, String> {
                     now,
                 )
                 .map_err(|e| e.to_string())?;
-            println!(
+            outln!(
                 "hold {id}: {} .. {} ({reason})",
                 timefmt::utc(from),
                 timefmt::utc(until)
@@ -1135,7 +1150,7 @@ fn access(cfg: Option<&Path>, cmd: AccessCmd) -> Result<ExitCode, String> {
                 .release(id, now, &by, reason)
                 .map_err(|e| e.to_string())?
             {
-                println!("hold {id} released");
+                outln!("hold {id} released");
                 Ok(ExitCode::SUCCESS)
             } else {
                 Err(format!("no hold {id} in force"))
@@ -1146,7 +1161,7 @@ fn access(cfg: Option<&Path>, cmd: AccessCmd) -> Result<ExitCode, String> {
             let n = log
                 .purge(before * 1000)
                 .map_err(|e| format!("{} ({})", e, e.code()))?;
-            println!("{n} event(s) removed; the chain still verifies from the first one kept");
+            outln!("{n} event(s) removed; the chain still verifies from the first one kept");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -1212,8 +1227,8 @@ fn block(cfg: Option<&Path>, cmd: BlockCmd) -> Result<ExitCode, String> {
                 )
                 .map_err(|e| e.to_string())?;
             match expires_at {
-                Some(e) => println!("block {id}: {kind} {value} until {}", timefmt::utc(e)),
-                None => println!("block {id}: {kind} {value} until removed"),
+                Some(e) => outln!("block {id}: {kind} {value} until {}", timefmt::utc(e)),
+                None => outln!("block {id}: {kind} {value} until removed"),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -1245,7 +1260,7 @@ fn block(cfg: Option<&Path>, cmd: BlockCmd) -> Result<ExitCode, String> {
             let c = config(cfg, &data, None)?;
             let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             if dir.state.remove_block(id, now).map_err(|e| e.to_string())? {
-                println!("block {id} lifted");
+                outln!("block {id} lifted");
                 Ok(ExitCode::SUCCESS)
             } else {
                 Err(format!("no block {id} in force"))
@@ -1282,14 +1297,14 @@ fn seal_state(cfg: Option<&Path>, yes: bool, data: &DataArg) -> Result<ExitCode,
     let rows = dir.state.unsealed_rows().map_err(|e| e.to_string())?;
     if rows.is_empty() {
         dir.adopt_unsealed().map_err(|e| e.to_string())?;
-        println!("every row that grants access is sealed");
+        outln!("every row that grants access is sealed");
         return Ok(ExitCode::SUCCESS);
     }
     let mut table = vec![["TABLE".to_string(), "ROW".into()]];
     table.extend(rows.iter().map(|(t, w)| [t.clone(), w.clone()]));
     print_table(&table);
     if !yes {
-        println!(
+        outln!(
             "\n{} rows have no seal. Check that every user (and role), client and session above is \
              one you expect; then seal them as they stand with `tally state seal --yes`.",
             rows.len()
@@ -1297,7 +1312,7 @@ fn seal_state(cfg: Option<&Path>, yes: bool, data: &DataArg) -> Result<ExitCode,
         return Ok(ExitCode::from(1));
     }
     let n = dir.adopt_unsealed().map_err(|e| e.to_string())?;
-    println!("\nsealed {n} rows; from now on a row without a seal is refused");
+    outln!("\nsealed {n} rows; from now on a row without a seal is refused");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1317,7 +1332,7 @@ pub(crate) fn print_table<const N: usize>(rows: &[[String; N]]) {
                 line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
             }
         }
-        println!("{}", line.trim_end());
+        outln!("{}", line.trim_end());
     }
 }
 
@@ -1344,28 +1359,28 @@ fn fleet_ledger_cmd(
                 .ok_or("the fleet ledger has no checkpoint yet (start a node first)")?;
             tally_core::note::SignedCheckpoint::verify(&note, verifier)
                 .map_err(|e| format!("the stored checkpoint does not verify: {e}"))?;
-            print!("{note}");
+            out!("{note}");
             Ok(ExitCode::SUCCESS)
         }
         LedgerCmd::Verify { .. } => match fleet::verify(&mut client, schema, verifier, &mac) {
             Ok(report) => {
                 let backlog = fleet::backlog(&mut client, schema).map_err(|e| e.to_string())?;
-                println!("ledger       {url} (schema {schema})");
-                println!("origin       {}", verifier.name());
-                println!("entries      {}", report.tree.len());
-                println!("checkpoints  {}", report.checkpoints);
-                println!("queued       {backlog} (durable, not sequenced yet)");
-                println!("root         {}", STANDARD.encode(report.tree.root()));
-                println!(
+                outln!("ledger       {url} (schema {schema})");
+                outln!("origin       {}", verifier.name());
+                outln!("entries      {}", report.tree.len());
+                outln!("checkpoints  {}", report.checkpoints);
+                outln!("queued       {backlog} (durable, not sequenced yet)");
+                outln!("root         {}", STANDARD.encode(report.tree.root()));
+                outln!(
                     "result       OK: every leaf recomputed and its record's MAC checked; every checkpoint's signature and root verified"
                 );
                 Ok(ExitCode::SUCCESS)
             }
             Err(FleetError::Tampered { index, reason }) => {
-                println!("ledger       {url} (schema {schema})");
-                println!("result       TAMPERED");
-                println!("first bad    index {index}");
-                println!("finding      {reason}");
+                outln!("ledger       {url} (schema {schema})");
+                outln!("result       TAMPERED");
+                outln!("first bad    index {index}");
+                outln!("finding      {reason}");
                 eprintln!(
                     "error: ledger_tampered at index {index}. Preserve the database as evidence \
                      (pg_dump the schema) before anything else."
@@ -1394,14 +1409,14 @@ fn fleet_ledger_cmd(
             let root = report.tree.root();
             merkle::verify_inclusion(&leaf, index, size, &proof, &root)
                 .map_err(|e| format!("proof does not verify: {e}"))?;
-            println!("token_id    {token_id}");
-            println!("leaf_index  {index}");
-            println!("tree_size   {size}");
-            println!("root        {}", STANDARD.encode(root));
+            outln!("token_id    {token_id}");
+            outln!("leaf_index  {index}");
+            outln!("tree_size   {size}");
+            outln!("root        {}", STANDARD.encode(root));
             for (i, h) in proof.iter().enumerate() {
-                println!("proof[{i}]    {}", STANDARD.encode(h));
+                outln!("proof[{i}]    {}", STANDARD.encode(h));
             }
-            println!("verified    yes");
+            outln!("verified    yes");
             Ok(ExitCode::SUCCESS)
         }
         LedgerCmd::Key { .. } => Ok(ExitCode::SUCCESS),
