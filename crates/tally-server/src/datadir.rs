@@ -7,6 +7,10 @@
 //!   ledger.db    the issuance ledger and its signed checkpoints
 //! ```
 //!
+//! Only `tally init` and `tally serve` create a data directory
+//! ([`DataDir::open_or_init`]); every other command opens an existing one
+//! ([`DataDir::open_existing`]) and refuses a missing one, naming it.
+//!
 //! In a fleet (`[storage] url = "postgres://…"`) the state and the ledger
 //! live in PostgreSQL, shared by every node; the directory keeps this node's
 //! own files (master key, access log, incidents). Every node needs the same
@@ -79,9 +83,10 @@ impl DataDir {
     /// Opens the data directory of `config`, creating it on first use with a
     /// master key, a token-signing key (EdDSA; inside the PKCS#11 token when
     /// `signer = "pkcs11"`) and a ledger key. `TALLY_MASTER_KEY` (64 hex)
-    /// overrides the master key file.
+    /// overrides the master key file. Only `tally init`, `tally serve` and the
+    /// demo (in directories of its own) call this.
     pub fn open_or_init(config: &crate::config::Config) -> Result<DataDir, DataDirError> {
-        DataDir::open_with(config, false)
+        DataDir::open_with(config, false, true)
     }
 
     /// Opens an existing data directory whose state store may still hold
@@ -89,7 +94,7 @@ impl DataDir {
     /// installed, the rows are left for [`DataDir::adopt_unsealed`].
     pub fn open_for_sealing(config: &crate::config::Config) -> Result<DataDir, DataDirError> {
         DataDir::require_existing(config)?;
-        DataDir::open_with(config, true)
+        DataDir::open_with(config, true, false)
     }
 
     /// Seals the rows from before row seals, as they stand (the operator has
@@ -115,15 +120,12 @@ impl DataDir {
     fn open_with(
         config: &crate::config::Config,
         unsealed_rows_allowed: bool,
+        create: bool,
     ) -> Result<DataDir, DataDirError> {
         let path = config.data.as_path();
-        fs::create_dir_all(path).map_err(|e| {
-            DataDirError(format!(
-                "cannot create data directory {}: {e}",
-                path.display()
-            ))
-        })?;
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
+        if create {
+            DataDir::create(config)?;
+        }
         let (state, fresh) = match &config.storage {
             crate::config::Storage::Embedded => {
                 let fresh = !path.join(STATE_FILE).exists();
@@ -143,6 +145,13 @@ impl DataDir {
                     .keys(KeyPurpose::Ledger)
                     .map_err(|e| DataDirError(format!("shared state: {e}")))?
                     .is_empty();
+                if fresh && !create {
+                    return Err(DataDirError(format!(
+                        "the shared state at {url} (schema {schema}) holds no keys yet: start the \
+                         fleet's first node with `tally serve` (or run `tally init`) first; nothing \
+                         was created"
+                    )));
+                }
                 (state, fresh)
             }
         };
@@ -175,16 +184,46 @@ impl DataDir {
     /// Opens an existing data directory (admin commands); never creates one.
     pub fn open_existing(config: &crate::config::Config) -> Result<DataDir, DataDirError> {
         DataDir::require_existing(config)?;
-        DataDir::open_or_init(config)
+        DataDir::open_with(config, false, false)
     }
 
-    fn require_existing(config: &crate::config::Config) -> Result<(), DataDirError> {
+    /// Creates the data directory of `config` (mode 0700) if it is missing.
+    /// Only `tally init` and `tally serve` create one.
+    pub fn create(config: &crate::config::Config) -> Result<(), DataDirError> {
         let path = config.data.as_path();
+        fs::create_dir_all(path).map_err(|e| {
+            DataDirError(format!("cannot create data directory {}: {e}", shown(path)))
+        })?;
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
+        Ok(())
+    }
+
+    /// Refuses a data directory that is missing or is not tally's, saying
+    /// where it looked and what to do; checks only, creates nothing.
+    pub fn require_existing(config: &crate::config::Config) -> Result<(), DataDirError> {
+        let path = config.data.as_path();
+        let what_to_do = |p: &str| {
+            format!(
+                "Create it with `tally init --data {p}`, or name the existing data directory \
+                 with --data DIR or TALLY_DATA. Nothing was created."
+            )
+        };
+        let p = shown(path);
+        if !path.is_dir() {
+            let holds = if config.storage.is_shared() {
+                " (in a fleet it holds this node's own files: its master key, access log and witnesses)"
+            } else {
+                ""
+            };
+            return Err(DataDirError(format!(
+                "there is no tally data directory at {p}{holds}. {}",
+                what_to_do(&p)
+            )));
+        }
         if !config.storage.is_shared() && !path.join(STATE_FILE).exists() {
             return Err(DataDirError(format!(
-                "{} is not a tally data directory (run `tally init --data {}` first)",
-                path.display(),
-                path.display()
+                "{p} is not a tally data directory (it holds no {STATE_FILE}). {}",
+                what_to_do(&p)
             )));
         }
         Ok(())
@@ -338,6 +377,24 @@ impl DataDir {
         let seed = zeroize::Zeroizing::new(seed);
         NoteSigner::from_seed(&row.kid, &seed).map_err(|e| DataDirError(format!("ledger key: {e}")))
     }
+}
+
+/// A path as the operator should read it: absolute (the current directory
+/// it was relative to is not always obvious), and resolved as far as it
+/// exists (a missing directory is shown under its resolved parent).
+pub fn shown(path: &Path) -> String {
+    let resolved = fs::canonicalize(path).ok().or_else(|| {
+        let name = path.file_name()?;
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        fs::canonicalize(parent.unwrap_or(Path::new(".")))
+            .ok()
+            .map(|p| p.join(name))
+    });
+    resolved
+        .or_else(|| std::path::absolute(path).ok())
+        .unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 fn load_or_create_master(dir: &Path, fresh: bool) -> Result<MasterKey, DataDirError> {

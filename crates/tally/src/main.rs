@@ -515,8 +515,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             if !tally_server::issuer::valid_username(&id) {
                 return Err("client ids are 1-64 characters of A-Z a-z 0-9 . _ @ -".into());
             }
+            let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             let secret = read_secret_line("secret")?;
-            let dir = DataDir::open_or_init(&c).map_err(|e| e.to_string())?;
             let hash = tally_server::issuer::hash_password(&secret)
                 .map_err(|_| "secret hashing failed".to_string())?;
             dir.state
@@ -607,9 +607,9 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
             if !tally_server::issuer::valid_username(&name) {
                 return Err("user names are 1-64 characters of A-Z a-z 0-9 . _ @ -".into());
             }
+            let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             let password = read_secret_line("password")?;
             let password = password.as_str();
-            let dir = DataDir::open_or_init(&c).map_err(|e| e.to_string())?;
             let hash = tally_server::issuer::hash_password(password)
                 .map_err(|_| "password hashing failed".to_string())?;
             dir.state
@@ -912,7 +912,7 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
             {
                 return Err("--kid must be 1-128 printable characters without spaces".into());
             }
-            let dir = DataDir::open_or_init(&c).map_err(|e| e.to_string())?;
+            let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             let kid = tally_server::keys::store_token_key(&dir, &key, kid.as_deref(), "imported")
                 .map_err(|e| e.to_string())?;
             outln!(
@@ -936,6 +936,7 @@ fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
         | LedgerCmd::Prove { data, .. } => data.clone(),
     };
     let c = config(cfg, &data, None)?;
+    DataDir::require_existing(&c).map_err(|e| e.to_string())?;
     let ledger_path = c.data.join(LEDGER_FILE);
     let verifier = match &cmd {
         LedgerCmd::Verify { key: Some(k), .. } => {
@@ -1058,12 +1059,7 @@ fn access(cfg: Option<&Path>, cmd: AccessCmd) -> Result<ExitCode, String> {
     };
     let c = config(cfg, &data, None)?;
     let path = c.data.join("access.db");
-    if !c.data.join(tally_store::STATE_FILE).exists() {
-        return Err(format!(
-            "{} is not a tally data directory",
-            c.data.display()
-        ));
-    }
+    DataDir::require_existing(&c).map_err(|e| e.to_string())?;
     let log = tally_store::access::AccessLog::open(&path).map_err(|e| e.to_string())?;
     let now = tally_server::keys::now_unix();
     match cmd {

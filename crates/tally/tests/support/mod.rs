@@ -390,6 +390,12 @@ pub fn import_insider_key_with(dir: &Path, store_args: &[&str], kid: &str) -> Ra
     RawKey::from_pkcs8(&der)
 }
 
+/// Creates the data directory `data` (`tally init`): only `init` and `serve`
+/// create one, every other command needs it to exist.
+pub fn init(data: &str) {
+    tally_ok(&["init", "--data", data], None);
+}
+
 /// Adds user `name` with `password` to the data directory `data`.
 pub fn add_user(data: &str, name: &str, password: &str) {
     tally_ok(
