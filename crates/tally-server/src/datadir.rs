@@ -5,11 +5,16 @@
 //!   master.key   64 hex chars, mode 0600: seals every private key at rest
 //!   state.db     users, sealed signing keys, settings
 //!   ledger.db    the issuance ledger and its signed checkpoints
+//!   serve.lock   held (flock) by the one `tally serve` running on it
 //! ```
 //!
 //! Only `tally init` and `tally serve` create a data directory
 //! ([`DataDir::open_or_init`]); every other command opens an existing one
-//! ([`DataDir::open_existing`]) and refuses a missing one, naming it.
+//! ([`DataDir::open_existing`]) and refuses a missing one, naming it. A
+//! server holds an exclusive lock on `serve.lock` ([`DataDirLock`]) for as
+//! long as it runs, so a second server on the same directory stops at once,
+//! naming the first, instead of writing the same ledger. Admin commands do
+//! not take it: they work while the server runs.
 //!
 //! In a fleet (`[storage] url = "postgres://…"`) the state and the ledger
 //! live in PostgreSQL, shared by every node; the directory keeps this node's
@@ -18,7 +23,7 @@
 //! `TALLY_MASTER_KEY` everywhere.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -32,6 +37,9 @@ use crate::keys::{self, now_unix};
 /// This node's witness, in its own directory, that it has seen the state
 /// store's rows sealed.
 pub const ROWS_SEALED_FILE: &str = "rows.sealed";
+
+/// The file a running server holds an exclusive lock on (see [`DataDirLock`]).
+pub const LOCK_FILE: &str = "serve.lock";
 
 /// A data-directory problem, phrased so the operator knows what to do.
 #[derive(Debug, thiserror::Error)]
@@ -395,6 +403,100 @@ pub fn shown(path: &Path) -> String {
         .unwrap_or_else(|| path.to_path_buf())
         .display()
         .to_string()
+}
+
+/// The exclusive lock a server holds on its data directory for as long as it
+/// runs: an advisory `flock` on `serve.lock`, so it is released when the
+/// process ends, however it ends (a lock file left behind never blocks a
+/// restart). The file names the holder: pid, host, listen address and start
+/// time.
+#[derive(Debug)]
+pub struct DataDirLock {
+    file: fs::File,
+}
+
+impl DataDirLock {
+    /// Takes the lock on the existing directory `dir`, or says which server
+    /// holds it.
+    pub fn acquire(dir: &Path) -> Result<DataDirLock, DataDirError> {
+        let path = dir.join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| DataDirError(format!("cannot open {}: {e}", shown(&path))))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DataDirLock { file }),
+            Err(fs::TryLockError::WouldBlock) => Err(DataDirError(format!(
+                "the data directory {} is in use by {}; stop it first or use another --data",
+                shown(dir),
+                holder(&file)
+            ))),
+            Err(fs::TryLockError::Error(e)) => {
+                Err(DataDirError(format!("cannot lock {}: {e}", shown(&path))))
+            }
+        }
+    }
+
+    /// Writes who holds the lock: this process, its host, where it listens
+    /// and since when.
+    pub fn describe(&self, listen: &str) -> Result<(), DataDirError> {
+        let text = format!(
+            "pid {}\nhost {}\nlisten {listen}\nsince {}\n",
+            std::process::id(),
+            host_name(),
+            crate::timefmt::rfc3339(now_unix())
+        );
+        let mut f = &self.file;
+        f.set_len(0)
+            .and_then(|_| f.rewind())
+            .and_then(|_| f.write_all(text.as_bytes()))
+            .map_err(|e| DataDirError(format!("cannot write the lock file {LOCK_FILE}: {e}")))
+    }
+}
+
+/// "tally serve (pid 1234 on host, listening on ADDR, since TIME)", read from
+/// a lock file someone else holds (it may take its holder a moment to write).
+fn holder(file: &fs::File) -> String {
+    let mut fields = std::collections::HashMap::new();
+    for attempt in 0..20 {
+        let mut text = String::new();
+        let mut f = file;
+        if f.rewind().is_ok() && f.take(4096).read_to_string(&mut text).is_ok() {
+            fields = text
+                .lines()
+                .filter_map(|l| l.split_once(' '))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        }
+        if fields.contains_key("since") || attempt == 19 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let get = |k: &str| fields.get(k).map_or("?", String::as_str);
+    match fields.get("pid") {
+        Some(pid) => format!(
+            "tally serve (pid {pid} on {}, listening on {}, since {})",
+            get("host"),
+            get("listen"),
+            get("since")
+        ),
+        None => "another tally serve (which one it has not written yet)".into(),
+    }
+}
+
+/// This machine's name, for the lock file.
+fn host_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| fs::read_to_string(p).ok())
+        .map(|h| h.trim().to_string())
+        .find(|h| !h.is_empty())
+        .unwrap_or_else(|| "an unnamed host".into())
 }
 
 fn load_or_create_master(dir: &Path, fresh: bool) -> Result<MasterKey, DataDirError> {

@@ -18,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 use tally_core::jose::SigningKey;
 use tally_core::merkle;
 use tally_core::note::NoteVerifier;
-use tally_server::datadir::DataDir;
+use tally_server::datadir::{DataDir, DataDirLock};
 use tally_server::timefmt;
 
 mod demo_cmd;
@@ -531,20 +531,64 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     }
 }
 
-fn serve(config: Config) -> Result<ExitCode, String> {
+/// Why an address cannot be listened on, and what to do about it.
+fn cannot_listen(addr: &str, what: &str, e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        format!(
+            "cannot listen on {addr}{what}: the address is already in use by another process; \
+             stop it or choose another address (--listen, or listen in the configuration)"
+        )
+    } else {
+        format!("cannot listen on {addr}{what}: {e}")
+    }
+}
+
+fn serve(mut config: Config) -> Result<ExitCode, String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let mut bar = progress::Progress::new("verifying ledger");
-    let app = App::open(config.clone(), &mut |done, total| bar.update(done, total))
-        .map_err(|e| e.to_string())?;
-    bar.finish();
-    rt.block_on(async move {
+    // A data directory another server runs on is refused first, naming it.
+    let held = if config.data.is_dir() {
+        Some(DataDirLock::acquire(&config.data).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    // Every address is bound before a data directory is created: one in
+    // use fails here and leaves nothing behind.
+    let (listener, gate_listener) = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            .map_err(|e| cannot_listen(&config.listen.to_string(), "", &e))?;
+        let gate_listener = match &config.gate {
+            Some(g) => Some(
+                tokio::net::TcpListener::bind(&g.listen)
+                    .await
+                    .map_err(|e| cannot_listen(&g.listen, " (gate)", &e))?,
+            ),
+            None => None,
+        };
+        Ok::<_, String>((listener, gate_listener))
+    })?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // The address actually bound (port 0 picks one): the lock file names it.
+    config.listen = addr;
+    let lock = match held {
+        Some(l) => l,
+        None => {
+            DataDir::create(&config).map_err(|e| e.to_string())?;
+            DataDirLock::acquire(&config.data).map_err(|e| e.to_string())?
+        }
+    };
+    lock.describe(&addr.to_string())
+        .map_err(|e| e.to_string())?;
+    let mut bar = progress::Progress::new("verifying ledger");
+    let app = App::open_locked(config.clone(), lock, &mut |done, total| {
+        bar.update(done, total)
+    })
+    .map_err(|e| e.to_string())?;
+    bar.finish();
+    rt.block_on(async move {
         tracing::info!(
             listen = %addr,
             data = %config.data.display(),
@@ -554,21 +598,14 @@ fn serve(config: Config) -> Result<ExitCode, String> {
             "tally serving"
         );
         // The gate's line comes first: tools wait for the "tally listening" line.
-        let gate_listener = match &config.gate {
-            Some(g) => {
-                let l = tokio::net::TcpListener::bind(&g.listen)
-                    .await
-                    .map_err(|e| format!("cannot listen on {} (gate): {e}", g.listen))?;
-                let gaddr = l.local_addr().map_err(|e| e.to_string())?;
-                eprintln!(
-                    "tally gate listening on http://{gaddr} ({} route(s), {:?} mode)",
-                    g.routes.len(),
-                    g.mode.unwrap_or_default()
-                );
-                Some(l)
-            }
-            None => None,
-        };
+        if let (Some(l), Some(g)) = (&gate_listener, &config.gate) {
+            let gaddr = l.local_addr().map_err(|e| e.to_string())?;
+            eprintln!(
+                "tally gate listening on http://{gaddr} ({} route(s), {:?} mode)",
+                g.routes.len(),
+                g.mode.unwrap_or_default()
+            );
+        }
         eprintln!(
             "tally listening on http://{addr} (data: {})",
             config.data.display()
