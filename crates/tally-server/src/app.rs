@@ -111,11 +111,28 @@ impl App {
     /// [`App::open`] with the data directory's lock already taken (and
     /// described) by the caller.
     pub fn open_locked(
-        config: Config,
+        mut config: Config,
         lock: DataDirLock,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Arc<App>, StartError> {
         let dir = DataDir::open_or_init(&config).map_err(|e| StartError(e.to_string()))?;
+        // The issuer is the data directory's, fixed at its first run: a
+        // restart on another address keeps honouring the tokens it issued.
+        config.issuer = dir
+            .issuer(
+                config.issuer_configured.then_some(config.issuer.as_str()),
+                &format!("http://{}", config.listen),
+            )
+            .map_err(|e| StartError(e.to_string()))?;
+        if let Some(i) = config.issuers.iter().find(|i| i.iss == config.issuer) {
+            return Err(StartError(format!(
+                "configuration error: [[issuers]] {:?}: iss {:?} is tally's own issuer (fixed in {}); \
+                 an external issuer must use another",
+                i.name,
+                i.iss,
+                config.data.display()
+            )));
+        }
         let signer = dir.ledger_signer().map_err(|e| StartError(e.to_string()))?;
         let registry = Arc::new(Registry::new());
         let last_expiry = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<

@@ -41,6 +41,9 @@ pub const ROWS_SEALED_FILE: &str = "rows.sealed";
 /// The file a running server holds an exclusive lock on (see [`DataDirLock`]).
 pub const LOCK_FILE: &str = "serve.lock";
 
+/// The setting (in the state store) holding the issuer fixed at first run.
+pub const ISSUER_SETTING: &str = "issuer";
+
 /// A data-directory problem, phrased so the operator knows what to do.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -235,6 +238,34 @@ impl DataDir {
             )));
         }
         Ok(())
+    }
+
+    /// The issuer (`iss`) of this data directory's tokens. It is fixed at
+    /// the first run (`tally init` or the first `tally serve`) and stored in
+    /// the state store, so that a server restarted on another address keeps
+    /// honouring the tokens it issued: the configured issuer when one is
+    /// given (`issuer`, `TALLY_ISSUER`), otherwise `default` (`http://` and
+    /// the first listen address). A configured issuer always wins; it
+    /// replaces the stored one only while it is configured.
+    pub fn issuer(&self, configured: Option<&str>, default: &str) -> Result<String, DataDirError> {
+        let err = |e: tally_store::StateError| DataDirError(format!("state database: {e}"));
+        let first = configured.unwrap_or(default);
+        let fixed = self
+            .state
+            .set_meta_if_absent(ISSUER_SETTING, first)
+            .map_err(err)?;
+        match configured {
+            Some(c) if c != fixed => {
+                tracing::warn!(
+                    configured = c,
+                    fixed = %fixed,
+                    "the configured issuer replaces the one this data directory was created with: \
+                     tokens issued under the old one are refused as wrong_issuer"
+                );
+                Ok(c.to_string())
+            }
+            _ => Ok(fixed),
+        }
     }
 
     /// The PKCS#11 token, opened (and logged in to) on first use.

@@ -311,8 +311,8 @@ pub async fn phase(
         opts.customers as u64,
         opts.customers as u64,
     );
-    // tally's own addresses, bound before it opens: its lock file names the
-    // address it really listens on.
+    // tally's own addresses, bound before it opens: its lock file and its
+    // issuer name the address it really listens on.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
@@ -439,7 +439,7 @@ pub async fn phase(
     // not exist, each used on every route, from one address.
     let template = {
         let mut m = Map::new();
-        m.insert("iss".into(), Value::from(config.issuer.clone()));
+        m.insert("iss".into(), Value::from(app.config.issuer.clone()));
         m.insert("aud".into(), Value::from(config.audience.clone()));
         m.insert("client_id".into(), Value::from("tally"));
         m

@@ -80,8 +80,14 @@ enum Command {
         #[arg(long, default_value = "table", value_parser = ["table", "json"])]
         format: String,
     },
-    /// Create a data directory (master key, signing key, ledger key) without serving.
+    /// Create a data directory (master key, signing key, ledger key) and fix
+    /// its issuer, without serving.
     Init {
+        /// The address `tally serve` will listen on: unless an issuer is
+        /// configured, tokens are issued as `http://<this address>` from now
+        /// on, whatever address the server listens on later.
+        #[arg(long, env = "TALLY_LISTEN")]
+        listen: Option<String>,
         #[command(flatten)]
         data: DataArg,
     },
@@ -494,12 +500,25 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             out,
             format,
         }),
-        Command::Init { data } => {
-            let c = config(cfg_path, &data, None)?;
+        Command::Init { listen, data } => {
+            let c = config(cfg_path, &data, listen)?;
             let dir = DataDir::open_or_init(&c).map_err(|e| e.to_string())?;
             let signer = dir.ledger_signer().map_err(|e| e.to_string())?;
             outln!("data directory  {}", c.data.display());
             outln!("ledger key      {}", signer.verifier_key());
+            // Port 0 is not an address tokens can name: the first `serve`
+            // fixes the issuer from the address it is given.
+            if c.issuer_configured || c.listen.port() != 0 {
+                let issuer = dir
+                    .issuer(
+                        c.issuer_configured.then_some(c.issuer.as_str()),
+                        &format!("http://{}", c.listen),
+                    )
+                    .map_err(|e| e.to_string())?;
+                outln!("issuer          {issuer}");
+            } else {
+                outln!("issuer          (fixed by the first tally serve: http://<its address>)");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Users(cmd) => users(cfg_path, cmd),
@@ -571,7 +590,8 @@ fn serve(mut config: Config) -> Result<ExitCode, String> {
         Ok::<_, String>((listener, gate_listener))
     })?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    // The address actually bound (port 0 picks one): the lock file names it.
+    // The address actually bound (port 0 picks one): the lock file names
+    // it, and a new data directory's issuer is fixed from it.
     config.listen = addr;
     let lock = match held {
         Some(l) => l,
