@@ -18,6 +18,7 @@ mod support;
 mod fixture;
 #[allow(dead_code)]
 mod http;
+mod operator;
 mod walk_around;
 
 use std::time::Instant;
@@ -107,4 +108,9 @@ pub fn run_table(class: Class, rows: &[Attack]) {
 #[test]
 fn walk_around_the_gate() {
     run_table(Class::WalkAround, walk_around::ROWS);
+}
+
+#[test]
+fn operator_traps() {
+    run_table(Class::OperatorTrap, operator::ROWS);
 }

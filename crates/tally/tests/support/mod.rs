@@ -88,6 +88,16 @@ impl Server {
     }
 
     pub fn start_with_env(data: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Server {
+        Server::start_on(data, config, env, "127.0.0.1:0")
+    }
+
+    /// [`Server::start_with_env`], listening on `listen`.
+    pub fn start_on(
+        data: &Path,
+        config: Option<&Path>,
+        env: &[(&str, &str)],
+        listen: &str,
+    ) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.env_remove("TALLY_MASTER_KEY")
             .env_remove("TALLY_STORAGE_URL");
@@ -98,7 +108,7 @@ impl Server {
             .arg("--data")
             .arg(data)
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .env("TALLY_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
