@@ -43,6 +43,7 @@ k = ed25519.Ed25519PrivateKey.generate()
 open(sys.argv[1], "wb").write(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
 PY
 export TALLY_LOG=warn
+"$tally" init --data "$tmp/data" --listen "127.0.0.1:$port" >/dev/null
 "$tally" keys import --kid k1 --pem "$tmp/insider.pem" --data "$tmp/data" >/dev/null
 echo 'bench-admin-pw' | "$tally" users add root --password-stdin --data "$tmp/data" >/dev/null
 "$tally" users role root admin --data "$tmp/data" >/dev/null

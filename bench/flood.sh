@@ -195,6 +195,7 @@ trusted_proxies = ["127.0.0.1/32"]
 miss_rate_per_sec = $rate
 miss_burst = $burst
 EOF
+    "$tally" init --data "$dir/data" --config "$dir/tally.toml" --listen "127.0.0.1:$port" >/dev/null
     echo pw | "$tally" users add bench --password-stdin --data "$dir/data" --config "$dir/tally.toml" >/dev/null
     TALLY_LOG=warn "$tally" serve --data "$dir/data" --listen "127.0.0.1:$port" \
         --config "$dir/tally.toml" >"$tmp/tally-$name.log" 2>&1 &

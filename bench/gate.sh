@@ -108,6 +108,7 @@ listen = "127.0.0.1:$p_gate"
 prefix = "/"
 upstream = "http://127.0.0.1:$p_up"
 EOF
+"$tally" init --data "$tmp/data" --config "$tmp/tally.toml" --listen "127.0.0.1:$p_tally" >/dev/null
 echo pw | "$tally" users add bench --password-stdin --data "$tmp/data" --config "$tmp/tally.toml" >/dev/null
 TALLY_LOG=warn "$tally" serve --data "$tmp/data" --listen "127.0.0.1:$p_tally" \
     --config "$tmp/tally.toml" >"$tmp/tally.log" 2>&1 &

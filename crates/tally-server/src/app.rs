@@ -12,7 +12,7 @@ use tally_core::registry::Registry;
 use tally_store::{Ledger, LedgerStore};
 
 use crate::config::Config;
-use crate::datadir::DataDir;
+use crate::datadir::{DataDir, DataDirLock};
 use crate::keys::{ActiveKey, KeyRing, now_unix};
 use crate::metrics::Metrics;
 use crate::{gate_http, issuer, ledger_http, meta_http};
@@ -91,16 +91,50 @@ pub struct App {
     last_expiry: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
     /// Forged tokens seen per key since the last flush: `(count, first, last)`.
     sightings: std::sync::Mutex<std::collections::HashMap<String, (u64, i64, i64)>>,
+    /// The data directory's exclusive lock, held as long as the app lives.
+    _lock: DataDirLock,
 }
 
 impl App {
-    /// Opens (or creates) the data directory, verifies the whole ledger,
-    /// rebuilds the registry and loads the keys.
+    /// Opens (or creates) the data directory and takes its exclusive lock
+    /// (naming `config.listen` as this server's address), verifies the
+    /// whole ledger, rebuilds the registry and loads the keys.
     pub fn open(
         config: Config,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Arc<App>, StartError> {
+        let start = |e: crate::datadir::DataDirError| StartError(e.to_string());
+        DataDir::create(&config).map_err(start)?;
+        let lock = DataDirLock::acquire(&config.data).map_err(start)?;
+        lock.describe(&config.listen.to_string()).map_err(start)?;
+        App::open_locked(config, lock, progress)
+    }
+
+    /// [`App::open`] with the data directory's lock already taken (and
+    /// described) by the caller.
+    pub fn open_locked(
+        mut config: Config,
+        lock: DataDirLock,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Arc<App>, StartError> {
         let dir = DataDir::open_or_init(&config).map_err(|e| StartError(e.to_string()))?;
+        // The issuer is the data directory's, fixed at its first run: a
+        // restart on another address keeps honouring the tokens it issued.
+        config.issuer = dir
+            .issuer(
+                config.issuer_configured.then_some(config.issuer.as_str()),
+                &format!("http://{}", config.listen),
+            )
+            .map_err(|e| StartError(e.to_string()))?;
+        if let Some(i) = config.issuers.iter().find(|i| i.iss == config.issuer) {
+            return Err(StartError(format!(
+                "configuration error: [[issuers]] {:?}: iss {:?} is tally's own issuer (fixed in {}); \
+                 an external issuer must use another",
+                i.name,
+                i.iss,
+                config.data.display()
+            )));
+        }
         let signer = dir.ledger_signer().map_err(|e| StartError(e.to_string()))?;
         let registry = Arc::new(Registry::new());
         let last_expiry = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
@@ -248,6 +282,7 @@ impl App {
             revocation_seq: AtomicI64::new(0),
             last_expiry,
             sightings: std::sync::Mutex::new(std::collections::HashMap::new()),
+            _lock: lock,
         }))
         .inspect(|app| {
             app.reload_blocks();

@@ -385,8 +385,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Data directory.
     pub data: PathBuf,
-    /// Token issuer (`iss`).
+    /// Token issuer (`iss`): the configured one, else (once the data
+    /// directory is opened, see [`crate::datadir::DataDir::issuer`]) the
+    /// one fixed at its first run; until then `http://<listen>`.
     pub issuer: String,
+    /// Whether `issuer` was configured (`issuer` in the file,
+    /// `TALLY_ISSUER`) rather than left to the data directory.
+    pub issuer_configured: bool,
     /// Token audience (`aud`).
     pub audience: String,
     /// Access-token lifetime.
@@ -513,10 +518,9 @@ impl Config {
             .data
             .or(fc.data)
             .unwrap_or_else(|| PathBuf::from("./tally-data"));
-        let issuer = over
-            .issuer
-            .or(fc.issuer)
-            .unwrap_or_else(|| format!("http://{listen}"));
+        let configured_issuer = over.issuer.or(fc.issuer);
+        let issuer_configured = configured_issuer.is_some();
+        let issuer = configured_issuer.unwrap_or_else(|| format!("http://{listen}"));
         let audience = over
             .audience
             .or(fc.audience)
@@ -659,7 +663,7 @@ impl Config {
                     i.name
                 )));
             }
-            if i.iss.is_empty() || i.iss == issuer {
+            if i.iss.is_empty() || (issuer_configured && i.iss == issuer) {
                 return Err(ConfigError(format!(
                     "[[issuers]] {:?}: iss must be non-empty and differ from tally's own issuer",
                     i.name
@@ -691,6 +695,7 @@ impl Config {
             listen,
             data,
             issuer,
+            issuer_configured,
             audience,
             token_ttl_secs,
             leeway_secs,
@@ -854,7 +859,9 @@ mod tests {
         let c = Config::load(None, Overrides::default()).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.data, PathBuf::from("./tally-data"));
+        // Until a data directory fixes it (at its first run).
         assert_eq!(c.issuer, "http://127.0.0.1:8080");
+        assert!(!c.issuer_configured);
         assert_eq!(c.token_ttl_secs, 900);
     }
 

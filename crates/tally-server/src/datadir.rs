@@ -5,7 +5,16 @@
 //!   master.key   64 hex chars, mode 0600: seals every private key at rest
 //!   state.db     users, sealed signing keys, settings
 //!   ledger.db    the issuance ledger and its signed checkpoints
+//!   serve.lock   held (flock) by the one `tally serve` running on it
 //! ```
+//!
+//! Only `tally init` and `tally serve` create a data directory
+//! ([`DataDir::open_or_init`]); every other command opens an existing one
+//! ([`DataDir::open_existing`]) and refuses a missing one, naming it. A
+//! server holds an exclusive lock on `serve.lock` ([`DataDirLock`]) for as
+//! long as it runs, so a second server on the same directory stops at once,
+//! naming the first, instead of writing the same ledger. Admin commands do
+//! not take it: they work while the server runs.
 //!
 //! In a fleet (`[storage] url = "postgres://…"`) the state and the ledger
 //! live in PostgreSQL, shared by every node; the directory keeps this node's
@@ -14,7 +23,7 @@
 //! `TALLY_MASTER_KEY` everywhere.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -28,6 +37,12 @@ use crate::keys::{self, now_unix};
 /// This node's witness, in its own directory, that it has seen the state
 /// store's rows sealed.
 pub const ROWS_SEALED_FILE: &str = "rows.sealed";
+
+/// The file a running server holds an exclusive lock on (see [`DataDirLock`]).
+pub const LOCK_FILE: &str = "serve.lock";
+
+/// The setting (in the state store) holding the issuer fixed at first run.
+pub const ISSUER_SETTING: &str = "issuer";
 
 /// A data-directory problem, phrased so the operator knows what to do.
 #[derive(Debug, thiserror::Error)]
@@ -79,9 +94,10 @@ impl DataDir {
     /// Opens the data directory of `config`, creating it on first use with a
     /// master key, a token-signing key (EdDSA; inside the PKCS#11 token when
     /// `signer = "pkcs11"`) and a ledger key. `TALLY_MASTER_KEY` (64 hex)
-    /// overrides the master key file.
+    /// overrides the master key file. Only `tally init`, `tally serve` and the
+    /// demo (in directories of its own) call this.
     pub fn open_or_init(config: &crate::config::Config) -> Result<DataDir, DataDirError> {
-        DataDir::open_with(config, false)
+        DataDir::open_with(config, false, true)
     }
 
     /// Opens an existing data directory whose state store may still hold
@@ -89,7 +105,7 @@ impl DataDir {
     /// installed, the rows are left for [`DataDir::adopt_unsealed`].
     pub fn open_for_sealing(config: &crate::config::Config) -> Result<DataDir, DataDirError> {
         DataDir::require_existing(config)?;
-        DataDir::open_with(config, true)
+        DataDir::open_with(config, true, false)
     }
 
     /// Seals the rows from before row seals, as they stand (the operator has
@@ -115,15 +131,12 @@ impl DataDir {
     fn open_with(
         config: &crate::config::Config,
         unsealed_rows_allowed: bool,
+        create: bool,
     ) -> Result<DataDir, DataDirError> {
         let path = config.data.as_path();
-        fs::create_dir_all(path).map_err(|e| {
-            DataDirError(format!(
-                "cannot create data directory {}: {e}",
-                path.display()
-            ))
-        })?;
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
+        if create {
+            DataDir::create(config)?;
+        }
         let (state, fresh) = match &config.storage {
             crate::config::Storage::Embedded => {
                 let fresh = !path.join(STATE_FILE).exists();
@@ -143,6 +156,13 @@ impl DataDir {
                     .keys(KeyPurpose::Ledger)
                     .map_err(|e| DataDirError(format!("shared state: {e}")))?
                     .is_empty();
+                if fresh && !create {
+                    return Err(DataDirError(format!(
+                        "the shared state at {url} (schema {schema}) holds no keys yet: start the \
+                         fleet's first node with `tally serve` (or run `tally init`) first; nothing \
+                         was created"
+                    )));
+                }
                 (state, fresh)
             }
         };
@@ -175,19 +195,77 @@ impl DataDir {
     /// Opens an existing data directory (admin commands); never creates one.
     pub fn open_existing(config: &crate::config::Config) -> Result<DataDir, DataDirError> {
         DataDir::require_existing(config)?;
-        DataDir::open_or_init(config)
+        DataDir::open_with(config, false, false)
     }
 
-    fn require_existing(config: &crate::config::Config) -> Result<(), DataDirError> {
+    /// Creates the data directory of `config` (mode 0700) if it is missing.
+    /// Only `tally init` and `tally serve` create one.
+    pub fn create(config: &crate::config::Config) -> Result<(), DataDirError> {
         let path = config.data.as_path();
+        fs::create_dir_all(path).map_err(|e| {
+            DataDirError(format!("cannot create data directory {}: {e}", shown(path)))
+        })?;
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
+        Ok(())
+    }
+
+    /// Refuses a data directory that is missing or is not tally's, saying
+    /// where it looked and what to do; checks only, creates nothing.
+    pub fn require_existing(config: &crate::config::Config) -> Result<(), DataDirError> {
+        let path = config.data.as_path();
+        let what_to_do = |p: &str| {
+            format!(
+                "Create it with `tally init --data {p}`, or name the existing data directory \
+                 with --data DIR or TALLY_DATA. Nothing was created."
+            )
+        };
+        let p = shown(path);
+        if !path.is_dir() {
+            let holds = if config.storage.is_shared() {
+                " (in a fleet it holds this node's own files: its master key, access log and witnesses)"
+            } else {
+                ""
+            };
+            return Err(DataDirError(format!(
+                "there is no tally data directory at {p}{holds}. {}",
+                what_to_do(&p)
+            )));
+        }
         if !config.storage.is_shared() && !path.join(STATE_FILE).exists() {
             return Err(DataDirError(format!(
-                "{} is not a tally data directory (run `tally init --data {}` first)",
-                path.display(),
-                path.display()
+                "{p} is not a tally data directory (it holds no {STATE_FILE}). {}",
+                what_to_do(&p)
             )));
         }
         Ok(())
+    }
+
+    /// The issuer (`iss`) of this data directory's tokens. It is fixed at
+    /// the first run (`tally init` or the first `tally serve`) and stored in
+    /// the state store, so that a server restarted on another address keeps
+    /// honouring the tokens it issued: the configured issuer when one is
+    /// given (`issuer`, `TALLY_ISSUER`), otherwise `default` (`http://` and
+    /// the first listen address). A configured issuer always wins; it
+    /// replaces the stored one only while it is configured.
+    pub fn issuer(&self, configured: Option<&str>, default: &str) -> Result<String, DataDirError> {
+        let err = |e: tally_store::StateError| DataDirError(format!("state database: {e}"));
+        let first = configured.unwrap_or(default);
+        let fixed = self
+            .state
+            .set_meta_if_absent(ISSUER_SETTING, first)
+            .map_err(err)?;
+        match configured {
+            Some(c) if c != fixed => {
+                tracing::warn!(
+                    configured = c,
+                    fixed = %fixed,
+                    "the configured issuer replaces the one this data directory was created with: \
+                     tokens issued under the old one are refused as wrong_issuer"
+                );
+                Ok(c.to_string())
+            }
+            _ => Ok(fixed),
+        }
     }
 
     /// The PKCS#11 token, opened (and logged in to) on first use.
@@ -338,6 +416,118 @@ impl DataDir {
         let seed = zeroize::Zeroizing::new(seed);
         NoteSigner::from_seed(&row.kid, &seed).map_err(|e| DataDirError(format!("ledger key: {e}")))
     }
+}
+
+/// A path as the operator should read it: absolute (the current directory
+/// it was relative to is not always obvious), and resolved as far as it
+/// exists (a missing directory is shown under its resolved parent).
+pub fn shown(path: &Path) -> String {
+    let resolved = fs::canonicalize(path).ok().or_else(|| {
+        let name = path.file_name()?;
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        fs::canonicalize(parent.unwrap_or(Path::new(".")))
+            .ok()
+            .map(|p| p.join(name))
+    });
+    resolved
+        .or_else(|| std::path::absolute(path).ok())
+        .unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// The exclusive lock a server holds on its data directory for as long as it
+/// runs: an advisory `flock` on `serve.lock`, so it is released when the
+/// process ends, however it ends (a lock file left behind never blocks a
+/// restart). The file names the holder: pid, host, listen address and start
+/// time.
+#[derive(Debug)]
+pub struct DataDirLock {
+    file: fs::File,
+}
+
+impl DataDirLock {
+    /// Takes the lock on the existing directory `dir`, or says which server
+    /// holds it.
+    pub fn acquire(dir: &Path) -> Result<DataDirLock, DataDirError> {
+        let path = dir.join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| DataDirError(format!("cannot open {}: {e}", shown(&path))))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DataDirLock { file }),
+            Err(fs::TryLockError::WouldBlock) => Err(DataDirError(format!(
+                "the data directory {} is in use by {}; stop it first or use another --data",
+                shown(dir),
+                holder(&file)
+            ))),
+            Err(fs::TryLockError::Error(e)) => {
+                Err(DataDirError(format!("cannot lock {}: {e}", shown(&path))))
+            }
+        }
+    }
+
+    /// Writes who holds the lock: this process, its host, where it listens
+    /// and since when.
+    pub fn describe(&self, listen: &str) -> Result<(), DataDirError> {
+        let text = format!(
+            "pid {}\nhost {}\nlisten {listen}\nsince {}\n",
+            std::process::id(),
+            host_name(),
+            crate::timefmt::rfc3339(now_unix())
+        );
+        let mut f = &self.file;
+        f.set_len(0)
+            .and_then(|_| f.rewind())
+            .and_then(|_| f.write_all(text.as_bytes()))
+            .map_err(|e| DataDirError(format!("cannot write the lock file {LOCK_FILE}: {e}")))
+    }
+}
+
+/// "tally serve (pid 1234 on host, listening on ADDR, since TIME)", read from
+/// a lock file someone else holds (it may take its holder a moment to write).
+fn holder(file: &fs::File) -> String {
+    let mut fields = std::collections::HashMap::new();
+    for attempt in 0..20 {
+        let mut text = String::new();
+        let mut f = file;
+        if f.rewind().is_ok() && f.take(4096).read_to_string(&mut text).is_ok() {
+            fields = text
+                .lines()
+                .filter_map(|l| l.split_once(' '))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        }
+        if fields.contains_key("since") || attempt == 19 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let get = |k: &str| fields.get(k).map_or("?", String::as_str);
+    match fields.get("pid") {
+        Some(pid) => format!(
+            "tally serve (pid {pid} on {}, listening on {}, since {})",
+            get("host"),
+            get("listen"),
+            get("since")
+        ),
+        None => "another tally serve (which one it has not written yet)".into(),
+    }
+}
+
+/// This machine's name, for the lock file.
+fn host_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| fs::read_to_string(p).ok())
+        .map(|h| h.trim().to_string())
+        .find(|h| !h.is_empty())
+        .unwrap_or_else(|| "an unnamed host".into())
 }
 
 fn load_or_create_master(dir: &Path, fresh: bool) -> Result<MasterKey, DataDirError> {

@@ -272,7 +272,7 @@ pub async fn phase(
         .map_err(|e| e.to_string())?
         .port();
     let cfg_path = write_config(&dir, shop_port, mode)?;
-    let config = Config::load(
+    let mut config = Config::load(
         Some(&cfg_path),
         Overrides {
             data: Some(dir.join("data")),
@@ -311,6 +311,15 @@ pub async fn phase(
         opts.customers as u64,
         opts.customers as u64,
     );
+    // tally's own addresses, bound before it opens: its lock file and its
+    // issuer name the address it really listens on.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let gate_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    config.listen = listener.local_addr().map_err(|e| e.to_string())?;
     let app = {
         let c = config.clone();
         tokio::task::spawn_blocking(move || App::open(c, &mut |_, _| {}))
@@ -329,12 +338,6 @@ pub async fn phase(
     tokio::spawn(async move {
         let _ = axum::serve(shop_listener, shop_router).await;
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let gate_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
     let api = format!(
         "http://{}",
         listener.local_addr().map_err(|e| e.to_string())?
@@ -436,7 +439,7 @@ pub async fn phase(
     // not exist, each used on every route, from one address.
     let template = {
         let mut m = Map::new();
-        m.insert("iss".into(), Value::from(config.issuer.clone()));
+        m.insert("iss".into(), Value::from(app.config.issuer.clone()));
         m.insert("aud".into(), Value::from(config.audience.clone()));
         m.insert("client_id".into(), Value::from("tally"));
         m

@@ -13,6 +13,11 @@ pub fn utc(secs: i64) -> String {
     )
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339) for unix seconds.
+pub fn rfc3339(secs: i64) -> String {
+    utc(secs).replacen(' ', "T", 1)
+}
+
 /// A short age: `42s`, `17m`, `5h`, `12d`.
 pub fn age(secs: i64) -> String {
     let s = secs.max(0);
@@ -47,6 +52,8 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01 00:00:00Z");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00:00Z");
         assert_eq!(utc(1_795_730_400), "2026-11-26 22:00:00Z");
+        assert_eq!(rfc3339(1_795_730_400), "2026-11-26T22:00:00Z");
+        assert_eq!(parse_time(&rfc3339(1_795_730_400)), Ok(1_795_730_400));
         assert_eq!(age(59), "59s");
         assert_eq!(age(3600), "60m");
         assert_eq!(age(86_400 * 3), "3d");

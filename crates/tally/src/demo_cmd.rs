@@ -126,7 +126,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
             "customers": args.customers, "seed": args.seed, "seconds": total,
             "signature_only": a, "tally": b,
         });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<[String; 3]> = vec![
@@ -179,27 +179,27 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
             .iter()
             .map(|(v, n)| format!("{v} {}", fmt_n(*n)))
             .collect();
-        println!("\n(b) refusals by verdict: {}", parts.join(", "));
+        outln!("\n(b) refusals by verdict: {}", parts.join(", "));
     }
     if !b.deadlines.is_empty() {
-        println!(
+        outln!(
             "\nreporting deadlines of incident {} (b):",
             b.incident.unwrap_or(0)
         );
         for (name, due) in &b.deadlines {
-            println!("  {name:<45} due {due}");
+            outln!("  {name:<45} due {due}");
         }
     }
     for (label, p) in [("(a)", &a), ("(b)", &b)] {
         if let (Some(r), Some(c)) = (&p.report, &p.affected) {
-            println!(
+            outln!(
                 "{label} report {}  affected customers {}",
                 r.display(),
                 c.display()
             );
         }
     }
-    println!(
+    outln!(
         "\n{} customers, seed {}, {:.1} s; data in {}",
         fmt_n(args.customers as u64),
         args.seed,

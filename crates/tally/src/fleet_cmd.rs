@@ -66,20 +66,20 @@ pub fn run(cfg: Option<&std::path::Path>, cmd: FleetCmd) -> Result<ExitCode, Str
                 "checkpoint_seen": n.published,
             })).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
-    println!("store       {url} (schema {schema})");
-    println!(
+    outln!("store       {url} (schema {schema})");
+    outln!(
         "ledger      {size} entries in the latest checkpoint; {backlog} queued, not sequenced yet"
     );
-    println!(
+    outln!(
         "sequencer   {}",
         holder
             .as_deref()
             .unwrap_or("none: nobody holds the lock (records are queued but not sequenced)")
     );
-    println!();
+    outln!();
     let mut rows = vec![[
         "NODE".to_string(),
         "STATE".into(),

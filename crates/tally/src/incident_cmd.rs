@@ -188,7 +188,7 @@ fn write_out(output: Option<&Path>, text: &str) -> Result<(), String> {
             std::fs::write(p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))
         }
         None => {
-            print!("{text}");
+            out!("{text}");
             Ok(())
         }
     }
@@ -263,7 +263,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
                 .map(|i| tally_server::report::incident_json(&store, i, &c.regimes, now, false))
                 .collect();
             if format == "json" {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&rows).unwrap_or_default()
                 );
@@ -309,19 +309,19 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
             let clocks = tally_server::report::clocks_json(&store, &inc, &c.regimes, now);
             if format == "json" {
                 let doc = tally_server::report::incident_json(&store, &inc, &c.regimes, now, true);
-                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
+            outln!(
                 "incident {}  {}  severity {}",
                 inc.id,
                 inc.state.as_str(),
                 inc.severity.as_str()
             );
-            println!("title      {}", inc.title);
-            println!("aware at   {}", timefmt::utc(inc.aware_at));
-            println!("opened at  {}", timefmt::utc(inc.opened_at));
-            println!("\nreporting deadlines");
+            outln!("title      {}", inc.title);
+            outln!("aware at   {}", timefmt::utc(inc.aware_at));
+            outln!("opened at  {}", timefmt::utc(inc.opened_at));
+            outln!("\nreporting deadlines");
             let mut t = vec![[
                 "REGIME".to_string(),
                 "DUE".into(),
@@ -337,7 +337,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
                 ]);
             }
             crate::print_table(&t);
-            println!("\ndetections");
+            outln!("\ndetections");
             let mut t = vec![[
                 "ID".to_string(),
                 "RULE".into(),
@@ -357,9 +357,9 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
                 ]);
             }
             crate::print_table(&t);
-            println!("\ntimeline");
+            outln!("\ntimeline");
             for t in &timeline {
-                println!(
+                outln!(
                     "  {}  {:<10} {:<20} {}",
                     timefmt::utc(t.at),
                     t.kind,
@@ -373,7 +373,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
             store
                 .append(id, now, &who(&actor), "ack", &json!({"acknowledged": true}))
                 .map_err(e)?;
-            println!("incident {id} acknowledged");
+            outln!("incident {id} acknowledged");
             Ok(ExitCode::SUCCESS)
         }
         IncidentCmd::Note {
@@ -385,7 +385,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
             store
                 .append(id, now, &who(&actor), "note", &json!({"text": text}))
                 .map_err(e)?;
-            println!("note added to incident {id}");
+            outln!("note added to incident {id}");
             Ok(ExitCode::SUCCESS)
         }
         IncidentCmd::Contain {
@@ -411,7 +411,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
                         Ok(d) => (true, d),
                         Err(d) => (false, d),
                     };
-                    println!("{} {detail}", if ok { "done  " } else { "failed" });
+                    outln!("{} {detail}", if ok { "done  " } else { "failed" });
                     store
                         .append(
                             id,
@@ -426,7 +426,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
             store
                 .set_state(id, IncidentState::Contained, &by, now, "")
                 .map_err(e)?;
-            println!("incident {id} contained");
+            outln!("incident {id} contained");
             Ok(ExitCode::SUCCESS)
         }
         IncidentCmd::Submit {
@@ -463,7 +463,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
                     )
                     .map_err(e)?;
             }
-            println!("report under {regime} recorded for incident {id}");
+            outln!("report under {regime} recorded for incident {id}");
             Ok(ExitCode::SUCCESS)
         }
         IncidentCmd::Material { id, at, actor, .. } => {
@@ -473,7 +473,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
                 .transpose()?
                 .unwrap_or(now);
             store.set_materiality(id, at, &who(&actor)).map_err(e)?;
-            println!("incident {id} determined material at {}", timefmt::utc(at));
+            outln!("incident {id} determined material at {}", timefmt::utc(at));
             Ok(ExitCode::SUCCESS)
         }
         IncidentCmd::Close {
@@ -482,7 +482,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
             store
                 .set_state(id, IncidentState::Closed, &who(&actor), now, &note)
                 .map_err(e)?;
-            println!("incident {id} closed");
+            outln!("incident {id} closed");
             Ok(ExitCode::SUCCESS)
         }
         IncidentCmd::Report {
@@ -584,7 +584,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
                 tally_server::report::scan(&named, since_ms, i64::MAX, &mut select, p)
             })?;
             let text = affected_text(&impact, &format);
-            print!("{text}");
+            out!("{text}");
             eprintln!(
                 "{} access event(s) examined; {} request(s) with untallied tokens of key {kid}; {} account(s): {} exposed, {} attempted only",
                 impact.scanned,
@@ -597,7 +597,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
         }
         IncidentCmd::Verify { .. } => match store.verify_audit() {
             Ok(n) => {
-                println!("incident audit log verified: {n} timeline entries, chain intact");
+                outln!("incident audit log verified: {n} timeline entries, chain intact");
                 Ok(ExitCode::SUCCESS)
             }
             Err(err) => Err(format!("incident audit log: {err} ({})", err.code())),

@@ -1,6 +1,11 @@
 //! The `tally` command line.
 #![forbid(unsafe_code)]
+// Standard output goes through `out!`/`outln!` (see `out`), which treat a
+// reader that went away as the end of the output, not as a failure.
+#![deny(clippy::print_stdout)]
 
+#[macro_use]
+mod out;
 mod progress;
 
 use std::io::{IsTerminal, Read};
@@ -13,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 use tally_core::jose::SigningKey;
 use tally_core::merkle;
 use tally_core::note::NoteVerifier;
-use tally_server::datadir::DataDir;
+use tally_server::datadir::{DataDir, DataDirLock};
 use tally_server::timefmt;
 
 mod demo_cmd;
@@ -75,8 +80,14 @@ enum Command {
         #[arg(long, default_value = "table", value_parser = ["table", "json"])]
         format: String,
     },
-    /// Create a data directory (master key, signing key, ledger key) without serving.
+    /// Create a data directory (master key, signing key, ledger key) and fix
+    /// its issuer, without serving.
     Init {
+        /// The address `tally serve` will listen on: unless an issuer is
+        /// configured, tokens are issued as `http://<this address>` from now
+        /// on, whatever address the server listens on later.
+        #[arg(long, env = "TALLY_LISTEN")]
+        listen: Option<String>,
         #[command(flatten)]
         data: DataArg,
     },
@@ -417,12 +428,20 @@ enum LedgerCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    match run(cli) {
-        Ok(code) => code,
-        Err(msg) => {
+    let result = run(cli);
+    // A reader that went away is not an error; any other failure to write
+    // the output is, once the command's work is done.
+    let written = out::finish();
+    match (result, written) {
+        (Err(msg), _) => {
             eprintln!("error: {msg}");
             ExitCode::from(2)
         }
+        (Ok(_), Err(e)) => {
+            eprintln!("error: cannot write to standard output: {e}");
+            ExitCode::from(2)
+        }
+        (Ok(code), Ok(())) => code,
     }
 }
 
@@ -483,12 +502,25 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             out,
             format,
         }),
-        Command::Init { data } => {
-            let c = config(cfg_path, &data, None)?;
+        Command::Init { listen, data } => {
+            let c = config(cfg_path, &data, listen)?;
             let dir = DataDir::open_or_init(&c).map_err(|e| e.to_string())?;
             let signer = dir.ledger_signer().map_err(|e| e.to_string())?;
-            println!("data directory  {}", c.data.display());
-            println!("ledger key      {}", signer.verifier_key());
+            outln!("data directory  {}", c.data.display());
+            outln!("ledger key      {}", signer.verifier_key());
+            // Port 0 is not an address tokens can name: the first `serve`
+            // fixes the issuer from the address it is given.
+            if c.issuer_configured || c.listen.port() != 0 {
+                let issuer = dir
+                    .issuer(
+                        c.issuer_configured.then_some(c.issuer.as_str()),
+                        &format!("http://{}", c.listen),
+                    )
+                    .map_err(|e| e.to_string())?;
+                outln!("issuer          {issuer}");
+            } else {
+                outln!("issuer          (fixed by the first tally serve: http://<its address>)");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Users(cmd) => users(cfg_path, cmd),
@@ -504,8 +536,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             if !tally_server::issuer::valid_username(&id) {
                 return Err("client ids are 1-64 characters of A-Z a-z 0-9 . _ @ -".into());
             }
+            let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             let secret = read_secret_line("secret")?;
-            let dir = DataDir::open_or_init(&c).map_err(|e| e.to_string())?;
             let hash = tally_server::issuer::hash_password(&secret)
                 .map_err(|_| "secret hashing failed".to_string())?;
             dir.state
@@ -514,26 +546,71 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     tally_store::StateError::ClientExists => format!("client {id} already exists"),
                     other => other.to_string(),
                 })?;
-            println!("client {id} added");
+            outln!("client {id} added");
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-fn serve(config: Config) -> Result<ExitCode, String> {
+/// Why an address cannot be listened on, and what to do about it.
+fn cannot_listen(addr: &str, what: &str, e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        format!(
+            "cannot listen on {addr}{what}: the address is already in use by another process; \
+             stop it or choose another address (--listen, or listen in the configuration)"
+        )
+    } else {
+        format!("cannot listen on {addr}{what}: {e}")
+    }
+}
+
+fn serve(mut config: Config) -> Result<ExitCode, String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let mut bar = progress::Progress::new("verifying ledger");
-    let app = App::open(config.clone(), &mut |done, total| bar.update(done, total))
-        .map_err(|e| e.to_string())?;
-    bar.finish();
-    rt.block_on(async move {
+    // A data directory another server runs on is refused first, naming it.
+    let held = if config.data.is_dir() {
+        Some(DataDirLock::acquire(&config.data).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    // Every address is bound before a data directory is created: one in
+    // use fails here and leaves nothing behind.
+    let (listener, gate_listener) = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            .map_err(|e| cannot_listen(&config.listen.to_string(), "", &e))?;
+        let gate_listener = match &config.gate {
+            Some(g) => Some(
+                tokio::net::TcpListener::bind(&g.listen)
+                    .await
+                    .map_err(|e| cannot_listen(&g.listen, " (gate)", &e))?,
+            ),
+            None => None,
+        };
+        Ok::<_, String>((listener, gate_listener))
+    })?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // The address actually bound (port 0 picks one): the lock file names
+    // it, and a new data directory's issuer is fixed from it.
+    config.listen = addr;
+    let lock = match held {
+        Some(l) => l,
+        None => {
+            DataDir::create(&config).map_err(|e| e.to_string())?;
+            DataDirLock::acquire(&config.data).map_err(|e| e.to_string())?
+        }
+    };
+    lock.describe(&addr.to_string())
+        .map_err(|e| e.to_string())?;
+    let mut bar = progress::Progress::new("verifying ledger");
+    let app = App::open_locked(config.clone(), lock, &mut |done, total| {
+        bar.update(done, total)
+    })
+    .map_err(|e| e.to_string())?;
+    bar.finish();
+    rt.block_on(async move {
         tracing::info!(
             listen = %addr,
             data = %config.data.display(),
@@ -543,21 +620,14 @@ fn serve(config: Config) -> Result<ExitCode, String> {
             "tally serving"
         );
         // The gate's line comes first: tools wait for the "tally listening" line.
-        let gate_listener = match &config.gate {
-            Some(g) => {
-                let l = tokio::net::TcpListener::bind(&g.listen)
-                    .await
-                    .map_err(|e| format!("cannot listen on {} (gate): {e}", g.listen))?;
-                let gaddr = l.local_addr().map_err(|e| e.to_string())?;
-                eprintln!(
-                    "tally gate listening on http://{gaddr} ({} route(s), {:?} mode)",
-                    g.routes.len(),
-                    g.mode.unwrap_or_default()
-                );
-                Some(l)
-            }
-            None => None,
-        };
+        if let (Some(l), Some(g)) = (&gate_listener, &config.gate) {
+            let gaddr = l.local_addr().map_err(|e| e.to_string())?;
+            eprintln!(
+                "tally gate listening on http://{gaddr} ({} route(s), {:?} mode)",
+                g.routes.len(),
+                g.mode.unwrap_or_default()
+            );
+        }
         eprintln!(
             "tally listening on http://{addr} (data: {})",
             config.data.display()
@@ -596,9 +666,9 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
             if !tally_server::issuer::valid_username(&name) {
                 return Err("user names are 1-64 characters of A-Z a-z 0-9 . _ @ -".into());
             }
+            let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             let password = read_secret_line("password")?;
             let password = password.as_str();
-            let dir = DataDir::open_or_init(&c).map_err(|e| e.to_string())?;
             let hash = tally_server::issuer::hash_password(password)
                 .map_err(|_| "password hashing failed".to_string())?;
             dir.state
@@ -607,7 +677,7 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
                     tally_store::StateError::UserExists => format!("user {name} already exists"),
                     other => other.to_string(),
                 })?;
-            println!("user {name} added");
+            outln!("user {name} added");
             Ok(ExitCode::SUCCESS)
         }
         UsersCmd::Reset { name, data, .. } => {
@@ -623,7 +693,7 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
             {
                 return Err(format!("no user {name:?}: add it with tally users add"));
             }
-            println!(
+            outln!(
                 "user {name} reset: new password, role user, no one-time codes (re-enrol with tally users totp {name}), every session ended"
             );
             Ok(ExitCode::SUCCESS)
@@ -647,9 +717,9 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
                 return Err(format!("no user {name}"));
             }
             let uri = tally_core::totp::Totp::default().otpauth_uri(&secret, &label, &name);
-            println!("{}", uri.as_str());
+            outln!("{}", uri.as_str());
             match qrcode::QrCode::new(uri.as_bytes()) {
-                Ok(code) => println!(
+                Ok(code) => outln!(
                     "{}",
                     code.render::<qrcode::render::unicode::Dense1x2>()
                         .quiet_zone(true)
@@ -657,7 +727,7 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
                 ),
                 Err(e) => eprintln!("(no QR code: {e})"),
             }
-            println!("{name} must now send the current code as \"totp\" when logging in.");
+            outln!("{name} must now send the current code as \"totp\" when logging in.");
             Ok(ExitCode::SUCCESS)
         }
         UsersCmd::Role { name, role, data } => {
@@ -668,7 +738,7 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
                 .set_role(&name, &role)
                 .map_err(|e| e.to_string())?
             {
-                println!("user {name} is now {role}");
+                outln!("user {name} is now {role}");
                 Ok(ExitCode::SUCCESS)
             } else {
                 Err(format!(
@@ -680,7 +750,7 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
             let c = config(cfg, &data, None)?;
             let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             for u in dir.state.users().map_err(|e| e.to_string())? {
-                println!("{u}");
+                outln!("{u}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -747,9 +817,9 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
                 tally_server::keys::now_unix(),
             )
             .map_err(|e| e.to_string())?;
-            println!("new active key  {}", r.new);
+            outln!("new active key  {}", r.new);
             if let Some(old) = r.old {
-                println!(
+                outln!(
                     "retiring        {old} (verifies its tokens until they expire, then retires)"
                 );
             }
@@ -768,9 +838,9 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
             let now = tally_server::keys::now_unix();
             let rotated = lifecycle::mark_compromised(&dir, &kid, since, &actor, now)
                 .map_err(|e| e.to_string())?;
-            println!("key {kid} marked compromised: it signs nothing from now on");
+            outln!("key {kid} marked compromised: it signs nothing from now on");
             if let Some(new) = &rotated {
-                println!("new active key  {new}");
+                outln!("new active key  {new}");
             }
             // Running servers stop issuing with the key within a second; only
             // then is the ledger read, so nothing they signed meanwhile escapes.
@@ -789,25 +859,25 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
             )
             .map_err(|e| e.to_string())?;
             match since {
-                Some(s) => println!(
+                Some(s) => outln!(
                     "revoked         {revoked} unexpired token(s) it signed since {}; {kept} signed before stay valid",
                     timefmt::utc(s)
                 ),
-                None => println!("revoked         {revoked} unexpired token(s) it signed"),
+                None => outln!("revoked         {revoked} unexpired token(s) it signed"),
             }
             match dir
                 .state
                 .forgery_sightings(&kid)
                 .map_err(|e| e.to_string())?
             {
-                Some((n, first, last)) => println!(
+                Some((n, first, last)) => outln!(
                     "forged          {n} validly signed token(s) with this key that the ledger could not tally were already refused (first {}, last {})",
                     timefmt::utc(first),
                     timefmt::utc(last)
                 ),
-                None => println!(
-                    "forged          no validly signed forgery with this key has been seen"
-                ),
+                None => {
+                    outln!("forged          no validly signed forgery with this key has been seen")
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -831,9 +901,9 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
             )
             .map_err(|e| e.to_string())?;
             if added {
-                println!("{person} is now a custodian of {kid}");
+                outln!("{person} is now a custodian of {kid}");
             } else {
-                println!("{person} already is a custodian of {kid}");
+                outln!("{person} already is a custodian of {kid}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -848,20 +918,20 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
             let report = lifecycle::offboard(&dir, &person, &actor, tally_server::keys::now_unix())
                 .map_err(|e| e.to_string())?;
             if report.keys.is_empty() {
-                println!("{person} guarded no key; offboarding recorded by {actor}");
+                outln!("{person} guarded no key; offboarding recorded by {actor}");
                 return Ok(ExitCode::SUCCESS);
             }
             for (kid, state) in &report.keys {
-                println!("custody ended   {kid} (was {})", state.as_str());
+                outln!("custody ended   {kid} (was {})", state.as_str());
             }
             if let Some(r) = &report.rotation {
-                println!(
+                outln!(
                     "rotated         {} -> {} (the old key retires once its tokens expire)",
                     r.old.as_deref().unwrap_or("-"),
                     r.new
                 );
             }
-            println!("recorded        offboarding of {person} by {actor}");
+            outln!("recorded        offboarding of {person} by {actor}");
             Ok(ExitCode::SUCCESS)
         }
         KeysCmd::Log { limit, data } => {
@@ -901,14 +971,14 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
             {
                 return Err("--kid must be 1-128 printable characters without spaces".into());
             }
-            let dir = DataDir::open_or_init(&c).map_err(|e| e.to_string())?;
+            let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             let kid = tally_server::keys::store_token_key(&dir, &key, kid.as_deref(), "imported")
                 .map_err(|e| e.to_string())?;
-            println!(
+            outln!(
                 "imported {} key {kid}; it is now the active signing key",
                 key.algorithm().name()
             );
-            println!(
+            outln!(
                 "note: this key may already be in other hands. Tokens it signs outside tally's \
                  issuance process are refused as not_issued."
             );
@@ -925,6 +995,7 @@ fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
         | LedgerCmd::Prove { data, .. } => data.clone(),
     };
     let c = config(cfg, &data, None)?;
+    DataDir::require_existing(&c).map_err(|e| e.to_string())?;
     let ledger_path = c.data.join(LEDGER_FILE);
     let verifier = match &cmd {
         LedgerCmd::Verify { key: Some(k), .. } => {
@@ -940,7 +1011,7 @@ fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
     }
     match cmd {
         LedgerCmd::Key { .. } => {
-            println!("{verifier_key}");
+            outln!("{verifier_key}");
             Ok(ExitCode::SUCCESS)
         }
         LedgerCmd::Checkpoint { .. } => {
@@ -950,7 +1021,7 @@ fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
                 tally_store::ledger::latest_checkpoint_note(&conn).map_err(|e| e.to_string())?;
             tally_core::note::SignedCheckpoint::verify(&note, &verifier)
                 .map_err(|e| format!("the stored checkpoint does not verify: {e}"))?;
-            print!("{note}");
+            out!("{note}");
             Ok(ExitCode::SUCCESS)
         }
         LedgerCmd::Verify { .. } => {
@@ -974,21 +1045,21 @@ fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
             });
             match result {
                 Ok(report) => {
-                    println!("ledger       {}", ledger_path.display());
-                    println!("origin       {}", verifier.name());
-                    println!("entries      {}", report.size);
-                    println!("checkpoints  {}", report.checkpoints);
-                    println!("root         {}", STANDARD.encode(report.root));
-                    println!(
+                    outln!("ledger       {}", ledger_path.display());
+                    outln!("origin       {}", verifier.name());
+                    outln!("entries      {}", report.size);
+                    outln!("checkpoints  {}", report.checkpoints);
+                    outln!("root         {}", STANDARD.encode(report.root));
+                    outln!(
                         "result       OK: every leaf recomputed; every checkpoint's signature and root verified"
                     );
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(LedgerError::Tampered { index, reason }) => {
-                    println!("ledger       {}", ledger_path.display());
-                    println!("result       TAMPERED");
-                    println!("first bad    index {index}");
-                    println!("finding      {reason}");
+                    outln!("ledger       {}", ledger_path.display());
+                    outln!("result       TAMPERED");
+                    outln!("first bad    index {index}");
+                    outln!("finding      {reason}");
                     eprintln!(
                         "error: ledger_tampered at index {index}. Preserve this data directory as evidence; \
                          restore the ledger from backup before serving again."
@@ -1023,14 +1094,14 @@ fn ledger(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode, String> {
                 &report.root,
             )
             .map_err(|e| format!("proof does not verify: {e}"))?;
-            println!("token_id    {token_id}");
-            println!("leaf_index  {index}");
-            println!("tree_size   {}", report.size);
-            println!("root        {}", STANDARD.encode(report.root));
+            outln!("token_id    {token_id}");
+            outln!("leaf_index  {index}");
+            outln!("tree_size   {}", report.size);
+            outln!("root        {}", STANDARD.encode(report.root));
             for (i, h) in proof.iter().enumerate() {
-                println!("proof[{i}]    {}", STANDARD.encode(h));
+                outln!("proof[{i}]    {}", STANDARD.encode(h));
             }
-            println!("verified    yes");
+            outln!("verified    yes");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -1047,36 +1118,33 @@ fn access(cfg: Option<&Path>, cmd: AccessCmd) -> Result<ExitCode, String> {
     };
     let c = config(cfg, &data, None)?;
     let path = c.data.join("access.db");
-    if !c.data.join(tally_store::STATE_FILE).exists() {
-        return Err(format!(
-            "{} is not a tally data directory",
-            c.data.display()
-        ));
-    }
+    DataDir::require_existing(&c).map_err(|e| e.to_string())?;
     let log = tally_store::access::AccessLog::open(&path).map_err(|e| e.to_string())?;
     let now = tally_server::keys::now_unix();
     match cmd {
         AccessCmd::Verify { .. } => match log.verify() {
             Ok(r) => {
-                println!("access log   {}", path.display());
-                println!(
+                outln!("access log   {}", path.display());
+                outln!(
                     "events       {} (seq {}..={})",
-                    r.events, r.first_seq, r.last_seq
+                    r.events,
+                    r.first_seq,
+                    r.last_seq
                 );
-                println!("result       OK: the hash chain is intact");
+                outln!("result       OK: the hash chain is intact");
                 Ok(ExitCode::SUCCESS)
             }
             Err(tally_store::access::AccessError::Tampered { seq, reason }) => {
-                println!("result       TAMPERED");
-                println!("first bad    event {seq}");
-                println!("finding      {reason}");
+                outln!("result       TAMPERED");
+                outln!("first bad    event {seq}");
+                outln!("finding      {reason}");
                 Ok(ExitCode::from(1))
             }
             Err(e) => Err(e.to_string()),
         },
         AccessCmd::Tail { limit, .. } => {
             for (_, _, body) in log.tail(limit).map_err(|e| e.to_string())? {
-                println!("{}", String::from_utf8_lossy(&body));
+                outln!("{}", String::from_utf8_lossy(&body));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -1100,7 +1168,7 @@ fn access(cfg: Option<&Path>, cmd: AccessCmd) -> Result<ExitCode, String> {
                     now,
                 )
                 .map_err(|e| e.to_string())?;
-            println!(
+            outln!(
                 "hold {id}: {} .. {} ({reason})",
                 timefmt::utc(from),
                 timefmt::utc(until)
@@ -1137,7 +1205,7 @@ fn access(cfg: Option<&Path>, cmd: AccessCmd) -> Result<ExitCode, String> {
                 .release(id, now, &by, reason)
                 .map_err(|e| e.to_string())?
             {
-                println!("hold {id} released");
+                outln!("hold {id} released");
                 Ok(ExitCode::SUCCESS)
             } else {
                 Err(format!("no hold {id} in force"))
@@ -1148,7 +1216,7 @@ fn access(cfg: Option<&Path>, cmd: AccessCmd) -> Result<ExitCode, String> {
             let n = log
                 .purge(before * 1000)
                 .map_err(|e| format!("{} ({})", e, e.code()))?;
-            println!("{n} event(s) removed; the chain still verifies from the first one kept");
+            outln!("{n} event(s) removed; the chain still verifies from the first one kept");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -1214,8 +1282,8 @@ fn block(cfg: Option<&Path>, cmd: BlockCmd) -> Result<ExitCode, String> {
                 )
                 .map_err(|e| e.to_string())?;
             match expires_at {
-                Some(e) => println!("block {id}: {kind} {value} until {}", timefmt::utc(e)),
-                None => println!("block {id}: {kind} {value} until removed"),
+                Some(e) => outln!("block {id}: {kind} {value} until {}", timefmt::utc(e)),
+                None => outln!("block {id}: {kind} {value} until removed"),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -1247,7 +1315,7 @@ fn block(cfg: Option<&Path>, cmd: BlockCmd) -> Result<ExitCode, String> {
             let c = config(cfg, &data, None)?;
             let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             if dir.state.remove_block(id, now).map_err(|e| e.to_string())? {
-                println!("block {id} lifted");
+                outln!("block {id} lifted");
                 Ok(ExitCode::SUCCESS)
             } else {
                 Err(format!("no block {id} in force"))
@@ -1284,14 +1352,14 @@ fn seal_state(cfg: Option<&Path>, yes: bool, data: &DataArg) -> Result<ExitCode,
     let rows = dir.state.unsealed_rows().map_err(|e| e.to_string())?;
     if rows.is_empty() {
         dir.adopt_unsealed().map_err(|e| e.to_string())?;
-        println!("every row that grants access is sealed");
+        outln!("every row that grants access is sealed");
         return Ok(ExitCode::SUCCESS);
     }
     let mut table = vec![["TABLE".to_string(), "ROW".into()]];
     table.extend(rows.iter().map(|(t, w)| [t.clone(), w.clone()]));
     print_table(&table);
     if !yes {
-        println!(
+        outln!(
             "\n{} rows have no seal. Check that every user (and role), client and session above is \
              one you expect; then seal them as they stand with `tally state seal --yes`.",
             rows.len()
@@ -1299,7 +1367,7 @@ fn seal_state(cfg: Option<&Path>, yes: bool, data: &DataArg) -> Result<ExitCode,
         return Ok(ExitCode::from(1));
     }
     let n = dir.adopt_unsealed().map_err(|e| e.to_string())?;
-    println!("\nsealed {n} rows; from now on a row without a seal is refused");
+    outln!("\nsealed {n} rows; from now on a row without a seal is refused");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1319,7 +1387,7 @@ pub(crate) fn print_table<const N: usize>(rows: &[[String; N]]) {
                 line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
             }
         }
-        println!("{}", line.trim_end());
+        outln!("{}", line.trim_end());
     }
 }
 
@@ -1346,28 +1414,28 @@ fn fleet_ledger_cmd(
                 .ok_or("the fleet ledger has no checkpoint yet (start a node first)")?;
             tally_core::note::SignedCheckpoint::verify(&note, verifier)
                 .map_err(|e| format!("the stored checkpoint does not verify: {e}"))?;
-            print!("{note}");
+            out!("{note}");
             Ok(ExitCode::SUCCESS)
         }
         LedgerCmd::Verify { .. } => match fleet::verify(&mut client, schema, verifier, &mac) {
             Ok(report) => {
                 let backlog = fleet::backlog(&mut client, schema).map_err(|e| e.to_string())?;
-                println!("ledger       {url} (schema {schema})");
-                println!("origin       {}", verifier.name());
-                println!("entries      {}", report.tree.len());
-                println!("checkpoints  {}", report.checkpoints);
-                println!("queued       {backlog} (durable, not sequenced yet)");
-                println!("root         {}", STANDARD.encode(report.tree.root()));
-                println!(
+                outln!("ledger       {url} (schema {schema})");
+                outln!("origin       {}", verifier.name());
+                outln!("entries      {}", report.tree.len());
+                outln!("checkpoints  {}", report.checkpoints);
+                outln!("queued       {backlog} (durable, not sequenced yet)");
+                outln!("root         {}", STANDARD.encode(report.tree.root()));
+                outln!(
                     "result       OK: every leaf recomputed and its record's MAC checked; every checkpoint's signature and root verified"
                 );
                 Ok(ExitCode::SUCCESS)
             }
             Err(FleetError::Tampered { index, reason }) => {
-                println!("ledger       {url} (schema {schema})");
-                println!("result       TAMPERED");
-                println!("first bad    index {index}");
-                println!("finding      {reason}");
+                outln!("ledger       {url} (schema {schema})");
+                outln!("result       TAMPERED");
+                outln!("first bad    index {index}");
+                outln!("finding      {reason}");
                 eprintln!(
                     "error: ledger_tampered at index {index}. Preserve the database as evidence \
                      (pg_dump the schema) before anything else."
@@ -1396,14 +1464,14 @@ fn fleet_ledger_cmd(
             let root = report.tree.root();
             merkle::verify_inclusion(&leaf, index, size, &proof, &root)
                 .map_err(|e| format!("proof does not verify: {e}"))?;
-            println!("token_id    {token_id}");
-            println!("leaf_index  {index}");
-            println!("tree_size   {size}");
-            println!("root        {}", STANDARD.encode(root));
+            outln!("token_id    {token_id}");
+            outln!("leaf_index  {index}");
+            outln!("tree_size   {size}");
+            outln!("root        {}", STANDARD.encode(root));
             for (i, h) in proof.iter().enumerate() {
-                println!("proof[{i}]    {}", STANDARD.encode(h));
+                outln!("proof[{i}]    {}", STANDARD.encode(h));
             }
-            println!("verified    yes");
+            outln!("verified    yes");
             Ok(ExitCode::SUCCESS)
         }
         LedgerCmd::Key { .. } => Ok(ExitCode::SUCCESS),

@@ -11,6 +11,7 @@ fn decisions_are_logged_held_and_tamper_evident() {
     let tmp = TempDir::new("access");
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
+    init(d);
     tally_ok(
         &["users", "add", "alice", "--password-stdin", "--data", d],
         Some("pw\n"),

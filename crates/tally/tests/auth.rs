@@ -47,6 +47,7 @@ fn totp_login_and_replay() {
     let tmp = TempDir::new("totp");
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
+    init(d);
     tally_ok(
         &["users", "add", "alice", "--password-stdin", "--data", d],
         Some("pw-alice\n"),
@@ -126,6 +127,7 @@ fn repeated_failures_are_throttled_per_user() {
     let tmp = TempDir::new("throttle");
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
+    init(d);
     tally_ok(
         &["users", "add", "bob", "--password-stdin", "--data", d],
         Some("pw-bob\n"),
@@ -165,6 +167,7 @@ fn rows_changed_behind_tallys_back_are_refused() {
     let tmp = TempDir::new("state-seals");
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
+    init(d);
     for (user, password) in [("alice", "pw-alice"), ("mallory", "pw-mallory")] {
         tally_ok(
             &["users", "add", user, "--password-stdin", "--data", d],

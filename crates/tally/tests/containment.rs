@@ -31,6 +31,7 @@ fn blocks_apply_within_a_second_and_expire() {
     let cfg = tmp.path().join("tally.toml");
     std::fs::write(&cfg, "trusted_proxies = [\"127.0.0.1\"]\n").unwrap();
     let c = cfg.to_str().unwrap();
+    init(d);
     add_user(d, "alice", "pw-a");
     add_user(d, "bob", "pw-b");
     let server = Server::start(&data, Some(&cfg));
@@ -223,6 +224,7 @@ fn admin_api_manages_blocks_and_holds() {
     let tmp = TempDir::new("admin-api");
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
+    init(d);
     // A signing key an insider kept a copy of.
     let insider = import_insider_key(tmp.path(), d, "k1");
     add_user(d, "alice", "pw-a");

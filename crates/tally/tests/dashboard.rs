@@ -41,6 +41,7 @@ fn the_dashboard_shows_an_attack_live() {
     let tmp = TempDir::new("dashboard");
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
+    init(d);
     let insider = import_insider_key(tmp.path(), d, "k1");
     add_user(d, "root", "root-pw");
     tally_ok(&["users", "role", "root", "admin", "--data", d], None);

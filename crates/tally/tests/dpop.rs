@@ -92,6 +92,7 @@ fn dpop_bound_tokens_need_a_fresh_proof_by_their_key() {
         .thumbprint();
 
     let data = tmp.path().join("data");
+    init(data.to_str().unwrap());
     tally_ok(
         &[
             "users",
@@ -230,6 +231,7 @@ fn server_nonces_and_key_bound_refresh_tokens() {
     let tmp = TempDir::new("dpop-nonce");
     let (k1, k2, _) = two_client_keys(tmp.path());
     let data = tmp.path().join("data");
+    init(data.to_str().unwrap());
     tally_ok(
         &[
             "users",

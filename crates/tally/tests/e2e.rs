@@ -647,6 +647,7 @@ fn attack_table_over_http() {
 fn errors_are_json_with_stable_codes() {
     let tmp = TempDir::new("errors");
     let data = tmp.path().join("data");
+    init(data.to_str().unwrap());
     tally_ok(
         &[
             "users",
@@ -790,6 +791,7 @@ fn checkpoint_verifies_with_go_sumdb_note() {
     let tmp = TempDir::new("go");
     let data = tmp.path().join("data");
     let data_s = data.to_str().unwrap();
+    init(data_s);
     tally_ok(
         &[
             "users",
@@ -978,6 +980,7 @@ fn ledger_verify_trusts_only_the_sealed_or_pinned_key() {
     let tmp = TempDir::new("verify-key");
     let data = tmp.path().join("data");
     let data_s = data.to_str().unwrap();
+    init(data_s);
     tally_ok(
         &["users", "add", "erin", "--password-stdin", "--data", data_s],
         Some("pw-erin\n"),
@@ -1040,6 +1043,7 @@ fn tampering_under_a_running_server_is_reported_and_stops_issuance() {
     let tmp = TempDir::new("live-tamper");
     let data = tmp.path().join("data");
     let data_s = data.to_str().unwrap();
+    init(data_s);
     tally_ok(
         &["users", "add", "fay", "--password-stdin", "--data", data_s],
         Some("pw-fay\n"),

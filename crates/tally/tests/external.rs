@@ -292,6 +292,7 @@ fn jwks_from_a_url_is_fetched_and_refreshed() {
     let port = serve_jwks(served.clone());
     let iss2 = "https://idp2.shop.test";
     let data = tmp.path().join("data");
+    init(data.to_str().unwrap());
     tally_ok(
         &[
             "users",

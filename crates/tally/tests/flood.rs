@@ -29,6 +29,7 @@ fn misses_are_rate_limited_per_client() {
         "trusted_proxies = [\"127.0.0.1\"]\nmiss_rate_per_sec = 0.01\nmiss_burst = 5\n",
     )
     .unwrap();
+    init(data.to_str().unwrap());
     tally_ok(
         &[
             "users",

@@ -133,6 +133,7 @@ dpo = "dpo@shop.example"
         ),
     )
     .unwrap();
+    init(d);
     let insider = import_insider_key(tmp.path(), d, "k1");
     for u in ["alice", "cust-1", "cust-2"] {
         add_user(d, u, "pw");
@@ -656,6 +657,7 @@ audience = "https://rp.example"
     .unwrap();
     let env = [("TALLY_TEST_HOOK_SECRET", SECRET)];
     let users: Vec<String> = (0..10).map(|i| format!("member-{i}")).collect();
+    init(d);
     for u in &users {
         add_user(d, u, "pw");
     }

@@ -232,6 +232,7 @@ fn keys_rotate_at_max_age_and_retire_when_their_tokens_expired() {
         "token_ttl_secs = 1\nleeway_secs = 0\nkey_max_age_secs = 2\n",
     )
     .unwrap();
+    init(d);
     tally_ok(
         &["users", "add", "bob", "--password-stdin", "--data", d],
         Some("pw-bob\n"),

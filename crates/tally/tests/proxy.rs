@@ -154,6 +154,7 @@ upstream = "http://127.0.0.1:{closed}"
         ),
     )
     .unwrap();
+    init(d);
     let insider = import_insider_key(tmp.path(), d, "k1");
     add_user(d, "alice", "pw-alice");
     let server = Server::start(&data, Some(&cfg));
@@ -378,6 +379,7 @@ audience = "orders-api"
         ),
     )
     .unwrap();
+    init(d);
     add_user(d, "alice", "pw-alice");
     let server = Server::start(&data, Some(&cfg));
     let gate = gate_base(&server);

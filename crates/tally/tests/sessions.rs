@@ -45,6 +45,7 @@ fn refresh_rotation_reuse_revoke_introspect_logout() {
     let tmp = TempDir::new("sessions");
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
+    init(d);
     tally_ok(
         &["users", "add", "alice", "--password-stdin", "--data", d],
         Some("pw-alice\n"),

@@ -218,6 +218,7 @@ mode = "monitor"
             ),
         )
         .unwrap();
+        init(d);
         let insider = import_insider_key(tmp.path(), d, "k1");
         add_user(d, "alice", "pw-alice");
         add_user(d, "root", "pw-root-unused");

@@ -57,6 +57,7 @@ impl Stack {
         let d = data.to_str().unwrap();
         let cfg = tmp.path().join("tally.toml");
         std::fs::write(&cfg, "trusted_proxies = [\"127.0.0.1\"]\n").unwrap();
+        init(d);
         let insider = import_insider_key(tmp.path(), d, "k1");
         add_user(d, "alice", "pw-alice");
         let server = Server::start(&data, Some(&cfg));

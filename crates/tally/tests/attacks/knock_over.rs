@@ -124,6 +124,7 @@ fn refusal_flood() -> Result<(), String> {
     let tmp = TempDir::new("flood");
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap().to_string();
+    init(&d);
     add_user(&d, "alice", "pw-alice");
     let server = Server::start(&data, None);
     let token = login(&server, "alice", "pw-alice");

@@ -24,6 +24,7 @@ mod gateways;
 #[allow(dead_code)]
 mod http;
 mod knock_over;
+mod operator;
 mod token_endpoints;
 mod walk_around;
 
@@ -129,4 +130,9 @@ fn disclosure() {
 #[test]
 fn knock_it_over() {
     run_table(Class::KnockOver, knock_over::ROWS);
+}
+
+#[test]
+fn operator_traps() {
+    run_table(Class::OperatorTrap, operator::ROWS);
 }

@@ -136,6 +136,7 @@ fn stolen_bound_token() -> Result<(), String> {
     }
     let tmp = TempDir::new("stolen-bound");
     let data = tmp.path().join("data");
+    init(data.to_str().unwrap());
     add_user(data.to_str().unwrap(), "alice", "pw-alice");
     let server = Server::start(&data, None);
     let keys = tmp.path().join("dpop");

@@ -122,6 +122,16 @@ impl Server {
     }
 
     pub fn start_with_env(data: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Server {
+        Server::start_on(data, config, env, "127.0.0.1:0")
+    }
+
+    /// [`Server::start_with_env`], listening on `listen`.
+    pub fn start_on(
+        data: &Path,
+        config: Option<&Path>,
+        env: &[(&str, &str)],
+        listen: &str,
+    ) -> Server {
         let mut cmd = Command::new(bin());
         cmd.env_remove("TALLY_MASTER_KEY")
             .env_remove("TALLY_STORAGE_URL");
@@ -132,7 +142,7 @@ impl Server {
             .arg("--data")
             .arg(data)
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .env("TALLY_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -422,6 +432,12 @@ pub fn import_insider_key_with(dir: &Path, store_args: &[&str], kid: &str) -> Ra
     args.extend_from_slice(store_args);
     tally_ok(&args, None);
     RawKey::from_pkcs8(&der)
+}
+
+/// Creates the data directory `data` (`tally init`): only `init` and `serve`
+/// create one, every other command needs it to exist.
+pub fn init(data: &str) {
+    tally_ok(&["init", "--data", data], None);
 }
 
 /// Adds user `name` with `password` to the data directory `data`.
