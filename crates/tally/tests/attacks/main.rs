@@ -16,6 +16,7 @@ mod support;
 
 #[allow(dead_code)]
 mod fixture;
+mod guessing;
 #[allow(dead_code)]
 mod http;
 mod walk_around;
@@ -107,4 +108,9 @@ pub fn run_table(class: Class, rows: &[Attack]) {
 #[test]
 fn walk_around_the_gate() {
     run_table(Class::WalkAround, walk_around::ROWS);
+}
+
+#[test]
+fn guessing_and_lockouts() {
+    run_table(Class::Guessing, guessing::ROWS);
 }
