@@ -7,12 +7,29 @@
 //! that stays quiet for [`ThrottlePolicy::forget_after_secs`] (and is no longer locked)
 //! is forgotten. The caller passes the time (unix seconds) to every call.
 //!
+//! A [`Guard`] combines three throttles and the [`KnownAddresses`] of each subject (a
+//! user, or an API client) so that guessing is slowed down everywhere while a
+//! stranger cannot lock the rightful owner out of a credential (a lock-out must not
+//! become a denial of service):
+//!
+//! * per **(subject, address) pair**: tight (5 free failures): what one guesser at one
+//!   address gets, and all a stranger elsewhere can do to the owner's own pair;
+//! * per **address**: 50 free failures, since many subjects may share an address;
+//! * per **subject**: 20 free failures, against a guesser spread over many addresses;
+//!   it does not apply at an address from which the subject recently authenticated
+//!   (with every factor), so the owner keeps working from there during such a guess.
+//!
 //! ```text
-//! if let Err(retry_after) = throttle.check(&[user_key, ip_key], now) { 429 + Retry-After }
-//! check the password
-//! on failure: throttle.failure(&[user_key, ip_key], now)
-//! on success: throttle.success(user_key)      // never the IP key
+//! let attempt = Attempt::new("user:alice", "ip:203.0.113.7");
+//! if let Err(retry_after) = guard.check(&attempt, now) { 429 + Retry-After }
+//! check the password (the same work for an unknown subject)
+//! on failure: guard.failure(&attempt, now)   // counts for all three keys
+//! on success: guard.success(&attempt, now)   // clears the pair, remembers the address
 //! ```
+//!
+//! A success clears neither the address key (others may share it) nor the subject
+//! key: a success says nothing about a guesser elsewhere, and clearing it would hand
+//! a distributed guesser a fresh allowance each time the owner logs in.
 //!
 //! **Memory bound.** At most [`ThrottlePolicy::max_keys`] keys are held. Keys longer
 //! than 64 bytes are stored as their SHA-256, so one entry costs a few hundred bytes at
@@ -22,8 +39,11 @@
 //! `max_keys` fresh failing keys faster than a victim key fails can push that victim
 //! key out and reset its backoff. Every such failure costs the attacker a full password
 //! check, and a key under active attack keeps failing and so stays recent.
+//! [`KnownAddresses`] holds at most [`KnownPolicy::max_subjects`] subjects of at most
+//! [`KnownPolicy::per_subject`] addresses each; only a successful authentication adds
+//! one, so pushing a subject out takes that many other accounts' credentials.
 //!
-//! Every method takes `&self`; one mutex guards the table (login rates are bounded by
+//! Every method takes `&self`; one mutex guards each table (login rates are bounded by
 //! password hashing, so contention is not a concern).
 
 use std::collections::{BTreeMap, HashMap};
@@ -299,6 +319,326 @@ impl Throttle {
     // failing closed (refusing every login) would turn a bug into an outage.
     fn lock(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// How the addresses a subject authenticated from are remembered.
+/// [`KnownPolicy::default`]: the 4 most recent addresses per subject, each for 30 days
+/// after its last success; at most 100 000 subjects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KnownPolicy {
+    /// Addresses kept per subject (the most recent successes); `0` is treated as `1`.
+    pub per_subject: usize,
+    /// An address stays known this long after the subject's last success from it.
+    pub remember_secs: u64,
+    /// Most subjects held at once; `0` is treated as `1`.
+    pub max_subjects: usize,
+}
+
+impl Default for KnownPolicy {
+    fn default() -> KnownPolicy {
+        KnownPolicy {
+            per_subject: 4,
+            remember_secs: 30 * 86_400,
+            max_subjects: 100_000,
+        }
+    }
+}
+
+struct KnownEntry {
+    /// `(address, last success)`, oldest first.
+    addresses: Vec<(StoredKey, u64)>,
+    /// When the last of them is no longer known.
+    forget_at: u64,
+    seq: u64,
+}
+
+#[derive(Default)]
+struct KnownTable {
+    subjects: HashMap<StoredKey, KnownEntry>,
+    /// Eviction order: `(forget_at, seq)`, soonest first.
+    order: BTreeMap<(u64, u64), StoredKey>,
+    next_seq: u64,
+}
+
+impl KnownTable {
+    fn forget_stale(&mut self, now: u64) -> usize {
+        let mut dropped = 0;
+        while let Some(entry) = self.order.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let key = entry.remove();
+            self.subjects.remove(&key);
+            dropped += 1;
+        }
+        dropped
+    }
+}
+
+/// The addresses from which each subject recently authenticated; see the
+/// [module docs](self).
+pub struct KnownAddresses {
+    policy: KnownPolicy,
+    table: Mutex<KnownTable>,
+}
+
+impl std::fmt::Debug for KnownAddresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Subjects and addresses are never printed.
+        f.debug_struct("KnownAddresses")
+            .field("policy", &self.policy)
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KnownAddresses {
+    /// An empty table.
+    pub fn new(policy: KnownPolicy) -> KnownAddresses {
+        KnownAddresses {
+            policy,
+            table: Mutex::new(KnownTable::default()),
+        }
+    }
+
+    /// The policy this table applies.
+    pub fn policy(&self) -> &KnownPolicy {
+        &self.policy
+    }
+
+    /// After a complete authentication of `subject` from `address` at `now`.
+    pub fn remember(&self, subject: &str, address: &str, now: u64) {
+        let (subject, address) = (StoredKey::new(subject), StoredKey::new(address));
+        let per_subject = self.policy.per_subject.max(1);
+        let cap = self.policy.max_subjects.max(1);
+        let remember = self.policy.remember_secs;
+        let mut t = self.lock();
+        t.forget_stale(now);
+        let seq = t.next_seq;
+        t.next_seq = t.next_seq.wrapping_add(1);
+        let mut addresses = match t.subjects.remove(&subject) {
+            Some(e) => {
+                t.order.remove(&(e.forget_at, e.seq));
+                e.addresses
+            }
+            None => {
+                while t.subjects.len() >= cap {
+                    match t.order.pop_first() {
+                        Some((_, key)) => {
+                            t.subjects.remove(&key);
+                        }
+                        None => break,
+                    }
+                }
+                Vec::with_capacity(1)
+            }
+        };
+        addresses.retain(|(a, at)| *a != address && at.saturating_add(remember) > now);
+        let last = addresses.iter().map(|(_, at)| *at).max().unwrap_or(0);
+        addresses.push((address, now));
+        while addresses.len() > per_subject {
+            addresses.remove(0);
+        }
+        let forget_at = last.max(now).saturating_add(remember);
+        t.order.insert((forget_at, seq), subject.clone());
+        t.subjects.insert(
+            subject,
+            KnownEntry {
+                addresses,
+                forget_at,
+                seq,
+            },
+        );
+    }
+
+    /// Whether `subject` authenticated from `address` within the remembered time.
+    pub fn is_known(&self, subject: &str, address: &str, now: u64) -> bool {
+        let (subject, address) = (StoredKey::new(subject), StoredKey::new(address));
+        let remember = self.policy.remember_secs;
+        self.lock().subjects.get(&subject).is_some_and(|e| {
+            e.addresses
+                .iter()
+                .any(|(a, at)| *a == address && at.saturating_add(remember) > now)
+        })
+    }
+
+    /// Drops every subject none of whose addresses is known at `now`; returns how many.
+    pub fn forget_stale(&self, now: u64) -> usize {
+        self.lock().forget_stale(now)
+    }
+
+    /// Subjects currently held.
+    pub fn len(&self) -> usize {
+        self.lock().subjects.len()
+    }
+
+    /// Whether no subject is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    // As for `Throttle::lock`: the table stays usable after a panic elsewhere.
+    fn lock(&self) -> MutexGuard<'_, KnownTable> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The policies of a [`Guard`]. [`GuardPolicy::default`]: per pair 5 free failures,
+/// per address 50, per subject 20 (each then 1 s doubling up to 15 minutes, forgotten
+/// after an hour of quiet); known addresses as [`KnownPolicy::default`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GuardPolicy {
+    /// Per (subject, address) pair.
+    pub pair: ThrottlePolicy,
+    /// Per address.
+    pub address: ThrottlePolicy,
+    /// Per subject, except at its known addresses.
+    pub subject: ThrottlePolicy,
+    /// Which addresses are known.
+    pub known: KnownPolicy,
+}
+
+impl Default for GuardPolicy {
+    fn default() -> GuardPolicy {
+        GuardPolicy {
+            pair: ThrottlePolicy::default(),
+            address: ThrottlePolicy {
+                free_failures: 50,
+                ..ThrottlePolicy::default()
+            },
+            subject: ThrottlePolicy {
+                free_failures: 20,
+                ..ThrottlePolicy::default()
+            },
+            known: KnownPolicy::default(),
+        }
+    }
+}
+
+impl GuardPolicy {
+    /// The longest quiet time after which any of the three keys is forgotten.
+    pub fn forget_after_secs(&self) -> u64 {
+        self.pair
+            .forget_after_secs
+            .max(self.address.forget_after_secs)
+            .max(self.subject.forget_after_secs)
+    }
+}
+
+/// One authentication attempt: who it claims to be, from where, and the key of
+/// the two together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    subject: String,
+    address: String,
+    pair: String,
+}
+
+impl Attempt {
+    /// `subject` names the credential with its kind (`"user:alice"`,
+    /// `"client:billing"`), `address` the client address (`"ip:203.0.113.7"`).
+    /// Unknown subjects are attempts like any other.
+    pub fn new(subject: &str, address: &str) -> Attempt {
+        // Length-prefixed: no subject can be chosen to make another's pair key.
+        let pair = format!("pair:{}:{subject}{address}", subject.len());
+        Attempt {
+            subject: subject.to_string(),
+            address: address.to_string(),
+            pair,
+        }
+    }
+
+    /// The subject's key.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The address's key.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The key of the (subject, address) pair.
+    pub fn pair(&self) -> &str {
+        &self.pair
+    }
+}
+
+/// Three throttles and the known addresses; see the [module docs](self).
+#[derive(Debug)]
+pub struct Guard {
+    policy: GuardPolicy,
+    pair: Throttle,
+    address: Throttle,
+    subject: Throttle,
+    known: KnownAddresses,
+}
+
+impl Guard {
+    /// An empty guard.
+    pub fn new(policy: GuardPolicy) -> Guard {
+        Guard {
+            policy,
+            pair: Throttle::new(policy.pair),
+            address: Throttle::new(policy.address),
+            subject: Throttle::new(policy.subject),
+            known: KnownAddresses::new(policy.known),
+        }
+    }
+
+    /// The policies this guard applies.
+    pub fn policy(&self) -> &GuardPolicy {
+        &self.policy
+    }
+
+    /// Before checking a credential: `Err(retry_after_secs)` (at least 1) if the pair
+    /// or the address is locked, or the subject is locked and `attempt` does not come
+    /// from one of its known addresses; the longest remaining lock.
+    pub fn check(&self, attempt: &Attempt, now: u64) -> Result<(), u64> {
+        let pair = self.pair.check(&[&attempt.pair], now);
+        let address = self.address.check(&[&attempt.address], now);
+        let subject = if self.is_known(attempt, now) {
+            Ok(())
+        } else {
+            self.subject.check(&[&attempt.subject], now)
+        };
+        let retry = [pair, address, subject]
+            .into_iter()
+            .filter_map(Result::err)
+            .max();
+        match retry {
+            Some(r) => Err(r),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the attempt comes from an address its subject is known at.
+    pub fn is_known(&self, attempt: &Attempt, now: u64) -> bool {
+        self.known.is_known(&attempt.subject, &attempt.address, now)
+    }
+
+    /// After a failure: counts it for the pair, the address and the subject (from
+    /// a known address too: a guesser may share it).
+    pub fn failure(&self, attempt: &Attempt, now: u64) {
+        self.pair.failure(&[&attempt.pair], now);
+        self.address.failure(&[&attempt.address], now);
+        self.subject.failure(&[&attempt.subject], now);
+    }
+
+    /// After a complete authentication (every factor): the pair starts from zero and
+    /// the address becomes known for the subject.
+    pub fn success(&self, attempt: &Attempt, now: u64) {
+        self.pair.success(&attempt.pair);
+        self.known.remember(&attempt.subject, &attempt.address, now);
+    }
+
+    /// Drops everything forgotten at `now`; returns how many entries.
+    pub fn forget_stale(&self, now: u64) -> usize {
+        self.pair.forget_stale(now)
+            + self.address.forget_stale(now)
+            + self.subject.forget_stale(now)
+            + self.known.forget_stale(now)
     }
 }
 
@@ -627,5 +967,291 @@ mod tests {
         t.failure(&["user:a"], 0);
         assert_eq!(t.check(&["user:a"], 0), Err(2));
         assert!(!format!("{t:?}").contains("user:a"));
+    }
+
+    fn guard() -> Guard {
+        Guard::new(GuardPolicy::default())
+    }
+
+    /// Failures until `attempt` is refused at `now`; returns how many were counted.
+    fn fail_until_locked(g: &Guard, attempt: &Attempt, now: u64) -> u32 {
+        let mut n = 0;
+        while g.check(attempt, now).is_ok() {
+            g.failure(attempt, now);
+            n += 1;
+            assert!(n < 1_000, "never locked");
+        }
+        n
+    }
+
+    #[test]
+    fn guard_pair_lock_is_all_a_stranger_gets() {
+        let g = guard();
+        let now = 1_000;
+        let home = Attempt::new("user:alice", "ip:198.51.100.4");
+        let stranger = Attempt::new("user:alice", "ip:203.0.113.7");
+        // Six wrong passwords from elsewhere lock that pair (as the old per-user
+        // lock did), not alice at home, even before she ever logged in there.
+        assert_eq!(fail_until_locked(&g, &stranger, now), 6);
+        assert_eq!(g.check(&stranger, now), Err(1));
+        assert_eq!(g.check(&home, now), Ok(()));
+        // Another subject from the stranger's address is not locked either.
+        assert_eq!(
+            g.check(&Attempt::new("user:bob", "ip:203.0.113.7"), now),
+            Ok(())
+        );
+        // The stranger's backoff doubles as before.
+        g.failure(&stranger, now + 1);
+        assert_eq!(g.check(&stranger, now + 1), Err(2));
+    }
+
+    #[test]
+    fn guard_address_lock_counts_every_subject() {
+        let g = guard();
+        let now = 1_000;
+        // 50 subjects, one failure each, from one address: the 51st locks it.
+        for i in 0..51 {
+            let a = Attempt::new(&format!("user:u{i}"), "ip:192.0.2.1");
+            assert_eq!(g.check(&a, now), Ok(()), "{i}");
+            g.failure(&a, now);
+        }
+        let fresh = Attempt::new("user:someone-new", "ip:192.0.2.1");
+        assert_eq!(g.check(&fresh, now), Err(1));
+        assert_eq!(
+            g.check(&Attempt::new("user:someone-new", "ip:192.0.2.2"), now),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn guard_distributed_guessing_locks_the_subject_except_at_known_addresses() {
+        let g = guard();
+        let mut now = 10_000;
+        let home = Attempt::new("user:alice", "ip:198.51.100.4");
+        g.success(&home, now);
+        // One guess from each of many addresses: no pair or address lock builds
+        // up, the subject's does after 20 free failures.
+        let from = |i: u32| Attempt::new("user:alice", &format!("ip:10.0.{}.{}", i / 256, i % 256));
+        for i in 0..20 {
+            assert_eq!(g.check(&from(i), now), Ok(()), "{i}");
+            g.failure(&from(i), now);
+        }
+        assert_eq!(g.check(&from(20), now), Ok(()));
+        g.failure(&from(20), now);
+        assert_eq!(g.check(&from(21), now), Err(1));
+        assert_eq!(g.check(&from(0), now), Err(1));
+        // Alice at home is not locked out; a new address of hers would be.
+        assert_eq!(g.check(&home, now), Ok(()));
+        // The subject's backoff doubles with each failure that gets through.
+        for expected in [2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900] {
+            now += 1_000;
+            let a = from(1_000 + expected as u32);
+            assert_eq!(g.check(&a, now), Ok(()));
+            g.failure(&a, now);
+            assert_eq!(g.check(&from(5_000), now), Err(expected));
+            assert_eq!(g.check(&home, now), Ok(()), "home at {expected}");
+        }
+        // Alice's own success at home clears neither the subject's count nor its lock.
+        g.success(&home, now);
+        assert_eq!(g.check(&from(5_000), now), Err(900));
+        // Failures from her known address count against the subject too (a
+        // guesser may share it), and lock the home pair after five free ones.
+        assert_eq!(fail_until_locked(&g, &home, now), 6);
+        assert_eq!(g.check(&home, now), Err(1));
+    }
+
+    #[test]
+    fn guard_success_clears_the_pair_only() {
+        let g = guard();
+        let now = 1_000;
+        let home = Attempt::new("user:alice", "ip:198.51.100.4");
+        for _ in 0..5 {
+            g.failure(&home, now);
+        }
+        g.success(&home, now);
+        // Five free failures again for the pair…
+        for _ in 0..5 {
+            assert_eq!(g.check(&home, now), Ok(()));
+            g.failure(&home, now);
+        }
+        assert_eq!(g.check(&home, now), Ok(()));
+        // …while the subject has counted all ten: ten more from elsewhere lock it.
+        for i in 0..11 {
+            g.failure(&Attempt::new("user:alice", &format!("ip:10.1.0.{i}")), now);
+        }
+        assert_eq!(
+            g.check(&Attempt::new("user:alice", "ip:10.9.9.9"), now),
+            Err(1)
+        );
+        assert_eq!(g.check(&home, now), Ok(()));
+    }
+
+    #[test]
+    fn guard_unknown_subjects_are_throttled_like_known_ones() {
+        let g = guard();
+        let now = 1_000;
+        // Alice exists and logged in somewhere; ghost does not exist. From an
+        // address neither ever used, the answers are the same.
+        g.success(&Attempt::new("user:alice", "ip:198.51.100.4"), now);
+        for (subject, address) in [
+            ("user:alice", "ip:203.0.113.7"),
+            ("user:ghost", "ip:203.0.113.8"),
+        ] {
+            let a = Attempt::new(subject, address);
+            assert_eq!(fail_until_locked(&g, &a, now), 6, "{subject}");
+            assert_eq!(g.check(&a, now), Err(1));
+        }
+        for (subject, n) in [("user:alice", 0u32), ("user:ghost", 0u32)] {
+            let mut locked_after = n;
+            for i in 0..40u32 {
+                let a = Attempt::new(subject, &format!("ip:10.2.{i}.1"));
+                if g.check(&a, now).is_err() {
+                    break;
+                }
+                g.failure(&a, now);
+                locked_after += 1;
+            }
+            // 20 free in all, six of them spent above: fifteen more get through.
+            assert_eq!(locked_after, 15, "{subject}");
+        }
+    }
+
+    #[test]
+    fn guard_known_addresses_expire() {
+        let g = Guard::new(GuardPolicy {
+            known: KnownPolicy {
+                remember_secs: 100,
+                ..KnownPolicy::default()
+            },
+            subject: ThrottlePolicy {
+                free_failures: 0,
+                max_delay_secs: 1_000_000,
+                forget_after_secs: 1_000_000,
+                ..ThrottlePolicy::default()
+            },
+            ..GuardPolicy::default()
+        });
+        let home = Attempt::new("user:alice", "ip:198.51.100.4");
+        g.success(&home, 0);
+        for i in 0..20u64 {
+            g.failure(&Attempt::new("user:alice", &format!("ip:10.3.0.{i}")), 0);
+        }
+        assert!(
+            g.check(&Attempt::new("user:alice", "ip:10.3.1.1"), 0)
+                .is_err()
+        );
+        assert_eq!(g.check(&home, 99), Ok(()));
+        assert!(g.is_known(&home, 99));
+        // A hundred seconds after her last success the address is a stranger's.
+        assert!(!g.is_known(&home, 100));
+        assert!(g.check(&home, 100).is_err());
+        assert_eq!(g.forget_stale(100), 1, "the known subject");
+    }
+
+    #[test]
+    fn pair_keys_cannot_be_chosen_to_collide() {
+        let a = Attempt::new("user:x", "ip:1");
+        let b = Attempt::new("user:xi", "p:1");
+        assert_ne!(a.pair(), b.pair());
+        assert_eq!(a.subject(), "user:x");
+        assert_eq!(a.address(), "ip:1");
+        assert_eq!(a, Attempt::new("user:x", "ip:1"));
+    }
+
+    #[test]
+    fn known_addresses_are_bounded() {
+        let k = KnownAddresses::new(KnownPolicy {
+            per_subject: 3,
+            remember_secs: 1_000,
+            max_subjects: 2,
+        });
+        // The most recent three addresses of a subject are kept.
+        for i in 0..5u64 {
+            k.remember("user:a", &format!("ip:{i}"), 10 + i);
+        }
+        let known: Vec<u64> = (0..5)
+            .filter(|i| k.is_known("user:a", &format!("ip:{i}"), 20))
+            .collect();
+        assert_eq!(known, [2, 3, 4]);
+        // A success again from an address moves it to the front.
+        k.remember("user:a", "ip:2", 30);
+        k.remember("user:a", "ip:5", 31);
+        assert!(k.is_known("user:a", "ip:2", 31));
+        assert!(!k.is_known("user:a", "ip:3", 31));
+        // Two subjects at most: the one whose last success is oldest goes.
+        k.remember("user:b", "ip:0", 40);
+        k.remember("user:c", "ip:0", 50);
+        assert_eq!(k.len(), 2);
+        assert!(!k.is_known("user:a", "ip:5", 50));
+        assert!(k.is_known("user:b", "ip:0", 50));
+        assert!(k.is_known("user:c", "ip:0", 50));
+        // Not another subject's address, nor a subject's address for another.
+        assert!(!k.is_known("user:b", "ip:1", 50));
+        assert!(!k.is_known("user:d", "ip:0", 50));
+        // Long keys are hashed, and still told apart.
+        let long = format!("user:{}", "l".repeat(500));
+        k.remember(&long, "ip:9", 60);
+        assert!(k.is_known(&long, "ip:9", 60));
+        assert!(!k.is_known(&format!("{long}x"), "ip:9", 60));
+        // Everything goes once its time is up.
+        assert_eq!(k.forget_stale(1_059), 1);
+        assert_eq!(k.forget_stale(1_060), 1);
+        assert!(k.is_empty());
+        // A zero policy still remembers the latest success.
+        let tiny = KnownAddresses::new(KnownPolicy {
+            per_subject: 0,
+            remember_secs: 10,
+            max_subjects: 0,
+        });
+        tiny.remember("user:a", "ip:1", 0);
+        tiny.remember("user:a", "ip:2", 0);
+        tiny.remember("user:b", "ip:3", 0);
+        assert_eq!(tiny.len(), 1);
+        assert!(tiny.is_known("user:b", "ip:3", 9));
+        assert!(!tiny.is_known("user:a", "ip:2", 9));
+        assert!(!format!("{tiny:?}").contains("user:b"));
+        assert!(!format!("{:?}", guard()).contains("ip:"));
+    }
+
+    /// Many subjects, each with a successful login and a flood of failures from
+    /// random addresses: memory stays bounded in every table.
+    #[test]
+    fn guard_memory_is_bounded() {
+        let policy = GuardPolicy {
+            pair: ThrottlePolicy {
+                max_keys: 500,
+                ..ThrottlePolicy::default()
+            },
+            address: ThrottlePolicy {
+                max_keys: 500,
+                free_failures: 50,
+                ..ThrottlePolicy::default()
+            },
+            subject: ThrottlePolicy {
+                max_keys: 500,
+                free_failures: 20,
+                ..ThrottlePolicy::default()
+            },
+            known: KnownPolicy {
+                max_subjects: 100,
+                per_subject: 2,
+                ..KnownPolicy::default()
+            },
+        };
+        let g = Guard::new(policy);
+        for i in 0..20_000u64 {
+            let a = Attempt::new(&format!("user:u{}", i % 700), &format!("ip:{i}"));
+            g.failure(&a, 1_000 + i / 100);
+            if i % 3 == 0 {
+                g.success(&a, 1_000 + i / 100);
+            }
+        }
+        assert!(g.pair.len() <= 500);
+        assert!(g.address.len() <= 500);
+        assert!(g.subject.len() <= 500);
+        assert!(g.known.len() <= 100);
+        g.forget_stale(1_000 + 200 + 31 * 86_400);
+        assert!(g.pair.is_empty() && g.address.is_empty() && g.subject.is_empty());
+        assert!(g.known.is_empty());
     }
 }

@@ -40,8 +40,9 @@ pub struct App {
     /// and known users take the same time.
     pub dummy_hash: String,
     /// Bounds concurrent password hashing (argon2id takes 19 MiB and tens of
-    /// milliseconds each): one slot per core.
-    pub password_slots: tokio::sync::Semaphore,
+    /// milliseconds each): one slot per core, each with argon2 memory of its
+    /// own that every hash in it reuses.
+    pub passwords: Arc<crate::passwords::Pool>,
     state_version: AtomicI64,
     /// External issuers (identity providers registering their tokens).
     pub externals: crate::external::Externals,
@@ -80,11 +81,10 @@ pub struct App {
     pub dpop_nonces: Option<tally_core::dpop_nonce::NonceSource>,
     /// Containment: the blocks in force.
     pub blocks: RwLock<Arc<tally_core::containment::BlockList>>,
-    /// Login backoff per user (5 free failures, then exponential).
-    pub throttle_user: tally_core::throttle::Throttle,
-    /// Login backoff per client address: more free failures, since many
-    /// users may share an address (a proxy, an office).
-    pub throttle_ip: tally_core::throttle::Throttle,
+    /// Backoff for logins and client authentication: per (subject, address)
+    /// 5 free failures, per address 50, per subject 20 except at the
+    /// subject's known addresses (then exponential; see `guard`).
+    pub guard: tally_core::throttle::Guard,
     /// Highest revocation sequence number applied to the registry.
     revocation_seq: AtomicI64,
     /// Per key, the latest `exp` of a token it signed (from the ledger).
@@ -188,8 +188,14 @@ impl App {
         gate.set_trust(merged, bound);
         let own_keys = RwLock::new(ring.keyset);
         let version = dir.state.data_version().unwrap_or(0);
-        let dummy_hash = issuer::hash_password(&keys_dummy_password())
-            .map_err(|e| StartError(format!("password hashing failed: {}", e.code())))?;
+        let passwords = crate::passwords::Pool::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 16)),
+        );
+        let dummy_hash = passwords
+            .try_slot()
+            .ok_or_else(|| StartError("no password hashing slot".into()))?
+            .hash(&keys_dummy_password())
+            .map_err(|e| StartError(e.to_string()))?;
         let incidents = Arc::new(
             dir.incidents()
                 .map_err(|e| StartError(format!("incident store: {e}")))?,
@@ -252,9 +258,7 @@ impl App {
             active: RwLock::new(ring.active),
             metrics: Metrics::default(),
             dummy_hash,
-            password_slots: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 16)),
-            ),
+            passwords,
             state_version: AtomicI64::new(version),
             externals,
             own_keys,
@@ -272,13 +276,7 @@ impl App {
             ledger_seen: std::sync::Mutex::new((0, now_unix())),
             ui_feed: std::sync::OnceLock::new(),
             miss_limiter,
-            throttle_user: tally_core::throttle::Throttle::new(Default::default()),
-            throttle_ip: tally_core::throttle::Throttle::new(
-                tally_core::throttle::ThrottlePolicy {
-                    free_failures: 50,
-                    ..Default::default()
-                },
-            ),
+            guard: tally_core::throttle::Guard::new(Default::default()),
             revocation_seq: AtomicI64::new(0),
             last_expiry,
             sightings: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -895,14 +893,16 @@ pub fn spawn_background(app: &Arc<App>) {
             tick.tick().await;
             a.evict();
             let now = now_unix().max(0) as u64;
-            a.throttle_user.forget_stale(now);
-            a.throttle_ip.forget_stale(now);
+            a.guard.forget_stale(now);
             if a.config.storage.is_shared() {
                 let a2 = a.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     let now = now_unix();
-                    let keep = a2.throttle_user.policy().forget_after_secs as i64;
-                    a2.dir.state.forget_login_failures(now - keep, now)
+                    let policy = a2.guard.policy();
+                    let keep = policy.forget_after_secs() as i64;
+                    a2.dir.state.forget_login_failures(now - keep, now)?;
+                    let remember = policy.known.remember_secs as i64;
+                    a2.dir.state.forget_known_addresses(now - remember)
                 })
                 .await;
             }

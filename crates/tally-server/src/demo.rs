@@ -293,8 +293,8 @@ pub async fn phase(
             crate::keys::store_token_key(&dir, &key, Some("shop-2026-1"), "imported")
                 .map_err(|e| e.to_string())?;
             // One password for every synthetic customer: hashed once.
-            let hash = crate::issuer::hash_password("demo-customer-password")
-                .map_err(|e| e.code().to_string())?;
+            let hash =
+                crate::passwords::hash_once("demo-customer-password").map_err(|e| e.to_string())?;
             let users: Vec<(String, String)> = (1..=customers)
                 .map(|i| (customer_id(i), hash.clone()))
                 .collect();

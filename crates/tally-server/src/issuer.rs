@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use axum::Json;
 use axum::extract::State;
@@ -27,41 +25,13 @@ pub const MAX_USERNAME: usize = 64;
 /// Longest accepted password, in bytes.
 pub const MAX_PASSWORD: usize = 1024;
 
-/// Hashes a password with argon2id (default parameters, random salt) into a PHC string.
-pub fn hash_password(password: &str) -> Result<String, ApiError> {
-    let mut salt = [0u8; 16];
-    SystemRandom::new()
-        .fill(&mut salt)
-        .map_err(|_| ApiError::unavailable("internal"))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|_| ApiError::unavailable("internal"))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|_| ApiError::unavailable("internal"))
-}
-
-/// Checks `password` against a PHC string in constant time (argon2 compares digests
-/// with a constant-time equality).
-pub fn verify_password(phc: &str, password: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
-    }
-}
-
-/// One of the few slots for password hashing (argon2id, 19 MiB each): waits
-/// up to five seconds, then answers `503 busy` rather than queue without bound.
-pub async fn password_slot(app: &App) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
-    match tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        app.password_slots.acquire(),
-    )
-    .await
-    {
-        Ok(Ok(permit)) => Ok(permit),
-        _ => Err(ApiError::new(
+/// One of the few slots for password hashing (argon2id, 19 MiB each, kept and
+/// reused: see `passwords`): waits up to five seconds, then answers `503
+/// busy` rather than queue without bound.
+pub async fn password_slot(app: &App) -> Result<crate::passwords::Slot, ApiError> {
+    match app.passwords.slot(std::time::Duration::from_secs(5)).await {
+        Some(slot) => Ok(slot),
+        None => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
             "too many password checks in progress; retry shortly",
@@ -162,50 +132,22 @@ pub async fn login(
     // Clock seconds are whole: a failure is booked at the end of its second,
     // so a lock of N seconds never lasts less than N seconds.
     let failed_at = now + 1;
-    let user_key = format!("user:{username}");
-    // The client address: the peer, or behind a trusted proxy the address it
-    // reports (see `trusted_proxies`).
-    let peer = ext
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0);
-    let ip_key = crate::gate_http::client_ip(&app, peer, &headers)
-        .map_or_else(|| "ip:unknown".to_string(), |ip| format!("ip:{ip}"));
-    let (user_keys, ip_keys) = ([user_key.as_str()], [ip_key.as_str()]);
-    let mut throttled = app
-        .throttle_user
-        .check(&user_keys, now)
-        .and_then(|()| app.throttle_ip.check(&ip_keys, now));
-    if throttled.is_ok() && app.config.storage.is_shared() {
-        // A fleet counts failures together: N nodes must not allow N times
-        // the guesses.
-        let (a, u, i) = (app.clone(), user_key.clone(), ip_key.clone());
-        let locked = crate::sessions::blocking(move || {
-            a.dir
-                .state
-                .login_locked_for(&[u.as_str(), i.as_str()], now as i64)
-        })
-        .await?;
-        if locked > 0 {
-            throttled = Err(locked as u64);
-        }
-    }
-    if let Err(retry) = throttled {
+    // Throttled per (user, address), per address and per user; the per-user
+    // lock does not apply at an address the user recently logged in from, so
+    // guesses from elsewhere cannot lock the user out (see `guard`).
+    let attempt = crate::guard::attempt(&app, &format!("user:{username}"), &ext, &headers);
+    if let Err(e) = crate::guard::admit(&app, &attempt, now).await {
         app.metrics.login_failed();
         tracing::info!(
             event = "login_throttled",
-            retry_after = retry,
             "login refused: too many failures"
         );
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
-            format!("too many failed attempts; retry in {retry} s"),
-        )
-        .with_retry_after(retry));
+        return Err(e);
     }
-    let _slot = password_slot(&app).await?;
+    let mut slot = password_slot(&app).await?;
     let a = app.clone();
     let user = username.clone();
+    let password = zeroize::Zeroizing::new(req.password);
     let authenticated = tokio::task::spawn_blocking(move || {
         let stored = if valid_username(&user) {
             a.dir.state.password_hash(&user)
@@ -213,10 +155,10 @@ pub async fn login(
             Ok(None)
         };
         match stored {
-            Ok(Some(phc)) => Ok(verify_password(&phc, &req.password)),
+            Ok(Some(phc)) => Ok(slot.verify(&phc, &password)),
             Ok(None) => {
                 // Same work as for a real user, then refuse.
-                let _ = verify_password(&a.dummy_hash, &req.password);
+                let _ = slot.verify(&a.dummy_hash, &password);
                 Ok(false)
             }
             Err(e) => Err(e),
@@ -229,9 +171,7 @@ pub async fn login(
         ApiError::unavailable("store_unavailable")
     })?;
     if !authenticated {
-        app.throttle_user.failure(&user_keys, failed_at);
-        app.throttle_ip.failure(&ip_keys, failed_at);
-        shared_failure(&app, &user_key, &ip_key, failed_at).await?;
+        crate::guard::failed(&app, &attempt, failed_at).await?;
         app.metrics.login_failed();
         tracing::info!(event = "login_failed", "login refused");
         return Err(invalid_credentials());
@@ -247,9 +187,7 @@ pub async fn login(
             ));
         }
         SecondFactor::Failed => {
-            app.throttle_user.failure(&user_keys, failed_at);
-            app.throttle_ip.failure(&ip_keys, failed_at);
-            shared_failure(&app, &user_key, &ip_key, failed_at).await?;
+            crate::guard::failed(&app, &attempt, failed_at).await?;
             app.metrics.login_failed();
             tracing::info!(event = "login_failed", factor = "totp", "login refused");
             return Err(ApiError::new(
@@ -259,11 +197,7 @@ pub async fn login(
             ));
         }
     };
-    app.throttle_user.success(&user_key);
-    if app.config.storage.is_shared() {
-        let (a, u) = (app.clone(), user_key.clone());
-        crate::sessions::blocking(move || a.dir.state.login_succeeded(&u)).await?;
-    }
+    crate::guard::succeeded(&app, &attempt, now).await?;
     let jkt = crate::sessions::dpop_key(&app, &headers, "/v1/login")?;
     let (issued, refresh) = crate::sessions::start_session(
         &app,
@@ -507,29 +441,4 @@ pub async fn issue_for(app: &Arc<App>, req: &TokenRequest<'_>) -> Result<Issued,
         token_id: jti,
         ledger_index,
     })
-}
-
-/// Books a failed login in the fleet's shared counts (nothing when embedded:
-/// the process's own throttles are the whole story).
-async fn shared_failure(
-    app: &Arc<App>,
-    user_key: &str,
-    ip_key: &str,
-    at: u64,
-) -> Result<(), ApiError> {
-    if !app.config.storage.is_shared() {
-        return Ok(());
-    }
-    let (a, u, i) = (app.clone(), user_key.to_string(), ip_key.to_string());
-    let (user_policy, ip_policy) = (*app.throttle_user.policy(), *app.throttle_ip.policy());
-    crate::sessions::blocking(move || {
-        a.dir
-            .state
-            .login_failed(&[u.as_str()], at as i64, user_policy)?;
-        a.dir
-            .state
-            .login_failed(&[i.as_str()], at as i64, ip_policy)
-    })
-    .await
-    .map(|_| ())
 }

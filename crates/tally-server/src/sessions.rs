@@ -509,8 +509,15 @@ fn invalid_client() -> Response {
 }
 
 /// Checks HTTP Basic client credentials against the registered clients, with
-/// the same argon2 work for unknown clients.
-async fn authenticate_client(app: &Arc<App>, headers: &HeaderMap) -> Result<bool, ApiError> {
+/// the same argon2 work for unknown clients. Throttled as logins are, per
+/// (client, address), per address and per client (`guard`): a throttled
+/// attempt is answered `429` before any secret is checked, for known and
+/// unknown client ids alike.
+async fn authenticate_client(
+    app: &Arc<App>,
+    ext: &axum::http::Extensions,
+    headers: &HeaderMap,
+) -> Result<bool, ApiError> {
     let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -526,7 +533,8 @@ async fn authenticate_client(app: &Arc<App>, headers: &HeaderMap) -> Result<bool
     let Ok(decoded) = STANDARD.decode(b64.trim()) else {
         return Ok(false);
     };
-    let Ok(decoded) = String::from_utf8(decoded) else {
+    let decoded = zeroize::Zeroizing::new(decoded);
+    let Ok(decoded) = std::str::from_utf8(&decoded) else {
         return Ok(false);
     };
     let Some((id, secret)) = decoded.split_once(':') else {
@@ -535,19 +543,39 @@ async fn authenticate_client(app: &Arc<App>, headers: &HeaderMap) -> Result<bool
     if secret.len() > issuer::MAX_PASSWORD {
         return Ok(false);
     }
-    let _slot = issuer::password_slot(app).await?;
+    let now = now_unix().max(0) as u64;
+    let attempt = crate::guard::attempt(app, &format!("client:{id}"), ext, headers);
+    if let Err(e) = crate::guard::admit(app, &attempt, now).await {
+        tracing::info!(
+            event = "client_auth_throttled",
+            "client authentication refused: too many failures"
+        );
+        return Err(e);
+    }
+    let mut slot = issuer::password_slot(app).await?;
     let a = app.clone();
     let (id, secret) = (id.to_string(), zeroize::Zeroizing::new(secret.to_string()));
-    blocking(move || {
+    let authenticated = blocking(move || {
         Ok(match a.dir.state.client_secret_hash(&id)? {
-            Some(h) => issuer::verify_password(&h, &secret),
+            Some(h) => slot.verify(&h, &secret),
             None => {
-                let _ = issuer::verify_password(&a.dummy_hash, &secret);
+                let _ = slot.verify(&a.dummy_hash, &secret);
                 false
             }
         })
     })
-    .await
+    .await?;
+    if authenticated {
+        crate::guard::succeeded(app, &attempt, now).await?;
+    } else {
+        // Booked at the end of its second, as a failed login is.
+        crate::guard::failed(app, &attempt, now + 1).await?;
+        tracing::info!(
+            event = "client_auth_failed",
+            "client authentication refused"
+        );
+    }
+    Ok(authenticated)
 }
 
 /// `POST /v1/introspect` (RFC 7662), for clients registered with
@@ -558,7 +586,7 @@ pub async fn introspect(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if !authenticate_client(&app, &headers).await? {
+    if !authenticate_client(&app, &ext, &headers).await? {
         return Ok(invalid_client());
     }
     let req: TokenParam = parse_body(&headers, &body)?;

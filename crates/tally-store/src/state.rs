@@ -342,6 +342,17 @@ ALTER TABLE clients ADD COLUMN mac BLOB;
 ALTER TABLE sessions ADD COLUMN mac BLOB;
 ALTER TABLE refresh_tokens ADD COLUMN mac BLOB;
 ",
+    // v6: the addresses each user or client recently authenticated from,
+    // shared by the nodes of a fleet (their per-subject lock does not apply
+    // there); subject and address stored as SHA-256 digests.
+    "
+CREATE TABLE known_addresses (
+    subject      TEXT NOT NULL,
+    address      TEXT NOT NULL,
+    last_success INTEGER NOT NULL,
+    PRIMARY KEY (subject, address)
+);
+",
 ];
 
 fn migrate(conn: &mut Connection) -> Result<(), StateError> {
@@ -520,6 +531,15 @@ ALTER TABLE users ADD COLUMN mac BYTEA;
 ALTER TABLE clients ADD COLUMN mac BYTEA;
 ALTER TABLE sessions ADD COLUMN mac BYTEA;
 ALTER TABLE refresh_tokens ADD COLUMN mac BYTEA;
+"#,
+    // v4: known addresses (as in SQLite's v6).
+    r#"
+CREATE TABLE known_addresses (
+    subject      TEXT COLLATE "C" NOT NULL,
+    address      TEXT COLLATE "C" NOT NULL,
+    last_success BIGINT NOT NULL,
+    PRIMARY KEY (subject, address)
+);
 "#,
 ];
 
@@ -1485,11 +1505,28 @@ impl StateStore {
         now: i64,
         policy: tally_core::throttle::ThrottlePolicy,
     ) -> Result<i64, StateError> {
-        let mut digests: Vec<String> = keys.iter().map(|k| throttle_key(k)).collect();
-        digests.dedup();
+        let entries: Vec<(&str, tally_core::throttle::ThrottlePolicy)> =
+            keys.iter().map(|k| (*k, policy)).collect();
+        self.login_failed_each(&entries, now)
+    }
+
+    /// [`StateStore::login_failed`] with a policy per key, in one transaction
+    /// (a pair, an address and a subject each have their own).
+    pub fn login_failed_each(
+        &self,
+        entries: &[(&str, tally_core::throttle::ThrottlePolicy)],
+        now: i64,
+    ) -> Result<i64, StateError> {
+        let mut digests: Vec<(String, tally_core::throttle::ThrottlePolicy)> = Vec::new();
+        for (k, policy) in entries {
+            let d = throttle_key(k);
+            if !digests.iter().any(|(seen, _)| *seen == d) {
+                digests.push((d, *policy));
+            }
+        }
         self.db.write(move |tx| {
             let mut longest = 0;
-            for d in &digests {
+            for (d, policy) in &digests {
                 let prev = tx.query_opt(
                     "SELECT failures, locked_until, last_failure FROM login_failures WHERE key = $1",
                     args![d.as_str()],
@@ -1542,6 +1579,67 @@ impl StateStore {
             Ok(tx.execute(
                 "DELETE FROM login_failures WHERE last_failure < $1 AND locked_until <= $2",
                 args![before, now],
+            )?)
+        })
+    }
+
+    /// Shared known addresses (a fleet): `subject` (a user's or client's
+    /// throttling key) completed an authentication from `address` at `now`.
+    /// Only its `keep` most recent addresses are kept. Both are stored as
+    /// SHA-256 digests, as throttling keys are.
+    pub fn remember_address(
+        &self,
+        subject: &str,
+        address: &str,
+        now: i64,
+        keep: usize,
+    ) -> Result<(), StateError> {
+        let (s, a) = (throttle_key(subject), throttle_key(address));
+        let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+        self.db.write(move |tx| {
+            tx.execute(
+                "INSERT INTO known_addresses (subject, address, last_success) VALUES ($1, $2, $3)
+                 ON CONFLICT (subject, address) DO UPDATE SET last_success =
+                   CASE WHEN excluded.last_success > known_addresses.last_success
+                        THEN excluded.last_success ELSE known_addresses.last_success END",
+                args![s.as_str(), a.as_str(), now],
+            )?;
+            tx.execute(
+                "DELETE FROM known_addresses WHERE subject = $1 AND address NOT IN
+                   (SELECT address FROM known_addresses WHERE subject = $1
+                    ORDER BY last_success DESC, address LIMIT $2)",
+                args![s.as_str(), keep],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Whether `subject` completed an authentication from `address` after `since`.
+    pub fn address_known(
+        &self,
+        subject: &str,
+        address: &str,
+        since: i64,
+    ) -> Result<bool, StateError> {
+        let (s, a) = (throttle_key(subject), throttle_key(address));
+        self.db.read(move |tx| {
+            Ok(tx
+                .query_opt(
+                    "SELECT last_success FROM known_addresses WHERE subject = $1 AND address = $2",
+                    args![s.as_str(), a.as_str()],
+                )?
+                .map(|r| r.i64(0))
+                .transpose()?
+                .is_some_and(|at| at > since))
+        })
+    }
+
+    /// Forgets known addresses whose last success is at or before `before`.
+    pub fn forget_known_addresses(&self, before: i64) -> Result<u64, StateError> {
+        self.db.write(move |tx| {
+            Ok(tx.execute(
+                "DELETE FROM known_addresses WHERE last_success <= $1",
+                args![before],
             )?)
         })
     }

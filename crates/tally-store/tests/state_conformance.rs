@@ -71,6 +71,8 @@ conformance!(
     clients,
     meta,
     login_failures_are_shared,
+    known_addresses_are_shared,
+    login_failures_with_a_policy_per_key,
     data_version_moves_for_another_handle,
     reopening_keeps_everything,
     rows_that_grant_access_are_sealed,
@@ -457,6 +459,73 @@ fn login_failures_are_shared(f: &Fixture) {
             .unwrap(),
         0
     );
+}
+
+fn known_addresses_are_shared(f: &Fixture) {
+    let (a, b) = (f.open(), f.open());
+    assert!(!a.address_known("user:alice", "ip:192.0.2.7", 0).unwrap());
+    // Remembered on one node, known on the other, after `since` only.
+    a.remember_address("user:alice", "ip:192.0.2.7", 1000, 2)
+        .unwrap();
+    assert!(b.address_known("user:alice", "ip:192.0.2.7", 999).unwrap());
+    assert!(!b.address_known("user:alice", "ip:192.0.2.7", 1000).unwrap());
+    assert!(!b.address_known("user:bob", "ip:192.0.2.7", 0).unwrap());
+    assert!(!b.address_known("user:alice", "ip:192.0.2.8", 0).unwrap());
+    // A later success moves it forward, an earlier one (another node's
+    // clock) does not move it back.
+    b.remember_address("user:alice", "ip:192.0.2.7", 1100, 2)
+        .unwrap();
+    a.remember_address("user:alice", "ip:192.0.2.7", 1050, 2)
+        .unwrap();
+    assert!(a.address_known("user:alice", "ip:192.0.2.7", 1099).unwrap());
+    // Only the most recent `keep` addresses of a subject stay.
+    a.remember_address("user:alice", "ip:192.0.2.8", 1200, 2)
+        .unwrap();
+    a.remember_address("user:alice", "ip:192.0.2.9", 1300, 2)
+        .unwrap();
+    a.remember_address("user:bob", "ip:192.0.2.7", 900, 2)
+        .unwrap();
+    let known = |s: &str, ip: &str| b.address_known(s, ip, 0).unwrap();
+    assert!(!known("user:alice", "ip:192.0.2.7"));
+    assert!(known("user:alice", "ip:192.0.2.8") && known("user:alice", "ip:192.0.2.9"));
+    assert!(known("user:bob", "ip:192.0.2.7"));
+    // Cleanup forgets what is older than the cut, nothing else.
+    assert_eq!(a.forget_known_addresses(1200).unwrap(), 2);
+    assert!(!known("user:bob", "ip:192.0.2.7") && !known("user:alice", "ip:192.0.2.8"));
+    assert!(known("user:alice", "ip:192.0.2.9"));
+    // Neither user names nor addresses are stored in the clear.
+    drop((a, b));
+    f.behind_the_back(
+        "DELETE FROM known_addresses WHERE subject = 'user:alice' OR address = 'ip:192.0.2.9'",
+    );
+    assert!(
+        f.open()
+            .address_known("user:alice", "ip:192.0.2.9", 0)
+            .unwrap()
+    );
+}
+
+fn login_failures_with_a_policy_per_key(f: &Fixture) {
+    use tally_core::throttle::ThrottlePolicy;
+    let s = f.open();
+    let tight = ThrottlePolicy::default();
+    let loose = ThrottlePolicy {
+        free_failures: 20,
+        ..tight
+    };
+    let entries = [("pair:x", tight), ("user:x", loose), ("pair:x", loose)];
+    for _ in 0..5 {
+        assert_eq!(s.login_failed_each(&entries, 1000).unwrap(), 0);
+    }
+    // The sixth failure locks the pair (its first policy), not the subject.
+    assert_eq!(s.login_failed_each(&entries, 1000).unwrap(), 1);
+    assert_eq!(s.login_locked_for(&["pair:x"], 1000).unwrap(), 1);
+    assert_eq!(s.login_locked_for(&["user:x"], 1000).unwrap(), 0);
+    for _ in 0..14 {
+        s.login_failed_each(&entries[1..2], 1000).unwrap();
+    }
+    assert_eq!(s.login_locked_for(&["user:x"], 1000).unwrap(), 0);
+    assert_eq!(s.login_failed_each(&entries[1..2], 1000).unwrap(), 1);
 }
 
 fn blocks(f: &Fixture) {

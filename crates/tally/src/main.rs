@@ -538,7 +538,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             let secret = read_secret_line("secret")?;
-            let hash = tally_server::issuer::hash_password(&secret)
+            let hash = tally_server::passwords::hash_once(&secret)
                 .map_err(|_| "secret hashing failed".to_string())?;
             dir.state
                 .add_client(&id, &hash, tally_server::keys::now_unix())
@@ -669,7 +669,7 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
             let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             let password = read_secret_line("password")?;
             let password = password.as_str();
-            let hash = tally_server::issuer::hash_password(password)
+            let hash = tally_server::passwords::hash_once(password)
                 .map_err(|_| "password hashing failed".to_string())?;
             dir.state
                 .add_user(&name, &hash, tally_server::keys::now_unix())
@@ -684,7 +684,7 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
             let c = config(cfg, &data, None)?;
             let password = read_secret_line("password")?;
             let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
-            let hash = tally_server::issuer::hash_password(password.as_str())
+            let hash = tally_server::passwords::hash_once(password.as_str())
                 .map_err(|_| "password hashing failed".to_string())?;
             if !dir
                 .state

@@ -21,6 +21,7 @@ mod disclosure;
 #[allow(dead_code)]
 mod fixture;
 mod gateways;
+mod guessing;
 #[allow(dead_code)]
 mod http;
 mod knock_over;
@@ -135,4 +136,9 @@ fn knock_it_over() {
 #[test]
 fn operator_traps() {
     run_table(Class::OperatorTrap, operator::ROWS);
+}
+
+#[test]
+fn guessing_and_lockouts() {
+    run_table(Class::Guessing, guessing::ROWS);
 }
