@@ -67,6 +67,7 @@ version = 1
 token_ttl_secs = 7200
 trusted_proxies = ["127.0.0.1/32"]
 EOF
+TALLY_LOG=warn "$tally" init --data "$tmp/data" --config "$tmp/tally.toml" >/dev/null
 echo pw | "$tally" users add bench --password-stdin --data "$tmp/data" --config "$tmp/tally.toml" >/dev/null
 TALLY_LOG=warn "$tally" serve --data "$tmp/data" --listen "127.0.0.1:$port" \
     --config "$tmp/tally.toml" >"$tmp/tally.log" 2>&1 &

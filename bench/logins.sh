@@ -51,6 +51,7 @@ fi
 echo "malloc:  MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-unset} MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-unset}"
 echo
 
+TALLY_LOG=warn "$bin" init --data "$work/data" >/dev/null
 printf 'pw-bench-logins\n' | TALLY_LOG=warn "$bin" users add bench --password-stdin --data "$work/data" >/dev/null
 TALLY_LOG=warn "$bin" serve --data "$work/data" --listen 127.0.0.1:0 2>"$work/serve.log" &
 pid=$!

@@ -84,6 +84,7 @@ impl Answer {
 fn start(tmp: &TempDir, users: &[(&str, &str)]) -> Server {
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
+    init(d);
     for (user, password) in users {
         add_user(d, user, password);
     }
@@ -129,6 +130,7 @@ fn client_secret() -> Result<(), String> {
     let tmp = TempDir::new("guess-client");
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
+    init(d);
     tally_ok(
         &["clients", "add", "billing", "--secret-stdin", "--data", d],
         Some("s3cret-billing-7\n"),
