@@ -448,7 +448,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let ip = format!("10.0.{}.{}", (x >> 8) % 4, x % 200);
-            let tid = (x % 3 == 0).then(|| format!("t{}", x % 17));
+            let tid = x.is_multiple_of(3).then(|| format!("t{}", x % 17));
             let k = RefusalKey {
                 passed: false,
                 client_ip: Some(&ip),
@@ -457,7 +457,14 @@ mod tests {
                 token_id: tid.as_deref(),
             };
             let now = 1_000_000 + i / 7;
-            if a.admit(&k, 150 + x % 400, x % 11 != 0, now, Sample::default) == Admission::Full {
+            if a.admit(
+                &k,
+                150 + x % 400,
+                !x.is_multiple_of(11),
+                now,
+                Sample::default,
+            ) == Admission::Full
+            {
                 full += 1;
             }
             n += 1;
