@@ -66,8 +66,8 @@ impl Default for FloodPolicy {
     fn default() -> Self {
         FloodPolicy {
             samples_per_key: 4,
-            bytes_per_sec: 4 << 20,
-            burst_bytes: 64 << 20,
+            bytes_per_sec: 1 << 20,
+            burst_bytes: 16 << 20,
             max_keys: 10_000,
         }
     }
@@ -82,7 +82,10 @@ pub struct RefusalKey<'a> {
     pub passed: bool,
     /// Client address.
     pub client_ip: Option<&'a str>,
-    /// Device id.
+    /// Device id: only for a request without a client address, since a
+    /// client that changes its device id on every request must not escape
+    /// aggregation (the first device of an aggregate is kept in its
+    /// [`Sample`]).
     pub device: Option<&'a str>,
     /// Verdict code.
     pub verdict: &'static str,
@@ -118,6 +121,8 @@ pub struct Sample {
     pub kid: Option<String>,
     /// Data categories of the route.
     pub data: Vec<String>,
+    /// The device id, when the key does not hold it (see [`RefusalKey::device`]).
+    pub device: Option<String>,
 }
 
 /// Refusals counted instead of logged: one log row.
@@ -246,6 +251,7 @@ impl FloodAccount {
     fn close_all(&mut self) {
         for ((passed, ip, device, verdict, token_id), e) in self.keys.drain() {
             if e.count > 0 {
+                let device = device.or_else(|| e.sample.as_ref().and_then(|s| s.device.clone()));
                 self.closed.push(Aggregate {
                     client_ip: ip,
                     device,

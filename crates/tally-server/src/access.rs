@@ -10,8 +10,8 @@
 //!   (a disk that cannot keep up with the traffic) are they folded into
 //!   per-second aggregates too, keeping their token, subject and data
 //!   categories, so that the queue stays bounded;
-//! * refusals go through a [`FloodAccount`]: the first few of each actor,
-//!   verdict and token in a second are written in full; the rest are counted
+//! * refusals go through a [`FloodAccount`]: the first few of each client
+//!   address, verdict and token in a second are written in full; the rest are counted
 //!   into one aggregate row per second (`count`, `last_ms`); full refusal
 //!   rows spend a byte budget and need room in the queue, and when either
 //!   is short the refusal is counted instead (the budget *bites*: a metric,
@@ -264,10 +264,12 @@ impl AccessEvents {
         // Allowed requests get a row each, unless the writer is so far
         // behind that the queue would grow without bound.
         if !e.passed || queued >= FOLD_BYTES {
+            // The client address is the actor; a device id (which a client
+            // may change at will) only where there is no address.
             let key = RefusalKey {
                 passed: e.passed,
                 client_ip: e.client_ip.as_deref(),
-                device: e.device.as_deref(),
+                device: e.device.as_deref().filter(|_| e.client_ip.is_none()),
                 verdict: e.verdict,
                 token_id: e.token_id.as_deref(),
             };
@@ -278,6 +280,7 @@ impl AccessEvents {
                 subject: e.subject.clone(),
                 kid: e.kid.clone(),
                 data: e.data.clone(),
+                device: e.device.clone(),
             };
             let room = queued + bytes <= QUEUE_BUDGET_BYTES;
             let (admission, bites) = {

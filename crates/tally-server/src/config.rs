@@ -86,9 +86,9 @@ pub struct AccessLogFile {
     /// Refusals of one actor, verdict and token written in full per second
     /// (default 4).
     pub samples_per_actor: Option<u32>,
-    /// Bytes of refusal rows written per second, sustained (default 4 MiB).
+    /// Bytes of refusal rows written per second, sustained (default 1 MiB).
     pub refusal_bytes_per_sec: Option<u64>,
-    /// Bytes of refusal rows written at once (default 64 MiB).
+    /// Bytes of refusal rows written at once (default 16 MiB).
     pub refusal_burst_bytes: Option<u64>,
     /// Actors tracked per second; beyond, refusals are counted per verdict
     /// (default 10,000).

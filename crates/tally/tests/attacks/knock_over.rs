@@ -141,7 +141,10 @@ fn refusal_flood() -> Result<(), String> {
                     } else {
                         format!("Authorization: Bearer x{t}.{i}.y\r\n")
                     };
-                    format!("GET /v1/check HTTP/1.1\r\nHost: t\r\n{auth}\r\n")
+                    // A new device id every time must not escape aggregation.
+                    format!(
+                        "GET /v1/check HTTP/1.1\r\nHost: t\r\nX-Device-Id: d{t}-{i}\r\n{auth}\r\n"
+                    )
                 })
             })
         })
