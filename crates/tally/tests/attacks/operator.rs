@@ -56,7 +56,7 @@ struct Ran {
 
 /// A `tally ARGS` command with the test's usual environment.
 fn tally_cmd(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(args)
         .env("TALLY_LOG", "warn")
         .env_remove("TALLY_MASTER_KEY")

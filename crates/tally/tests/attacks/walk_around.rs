@@ -37,11 +37,11 @@ const fn served(has: &'static [&'static str], lacks: &'static [&'static str]) ->
 const MISSING: Expect = Expect::refused(401, "missing");
 /// A request target that cannot be normalised safely.
 const BAD_TARGET: Expect = Expect::refused(400, "malformed");
-/// A target with no route.
+/// A target with no route: tally's own 404, not an upstream's.
 const NO_ROUTE: Expect = Expect {
     status: 404,
     verdict: None,
-    body_has: &[],
+    body_has: &["no gate route"],
     body_lacks: &[SECRET, PUBLIC],
 };
 
