@@ -540,11 +540,15 @@ impl Attempt {
     /// `"client:billing"`), `address` the client address (`"ip:203.0.113.7"`).
     /// Unknown subjects are attempts like any other.
     pub fn new(subject: &str, address: &str) -> Attempt {
+        // A subject is whatever a client typed: one longer than any real
+        // name is kept as its digest, so the tables' bytes stay bounded.
+        let subject = bounded_key(subject);
+        let address = bounded_key(address);
         // Length-prefixed: no subject can be chosen to make another's pair key.
         let pair = format!("pair:{}:{subject}{address}", subject.len());
         Attempt {
-            subject: subject.to_string(),
-            address: address.to_string(),
+            subject,
+            address,
             pair,
         }
     }
@@ -563,6 +567,18 @@ impl Attempt {
     pub fn pair(&self) -> &str {
         &self.pair
     }
+}
+
+/// The longest key kept as it is; a longer one is kept as its SHA-256.
+pub const MAX_KEY: usize = 128;
+
+fn bounded_key(key: &str) -> String {
+    if key.len() <= MAX_KEY {
+        return key.to_string();
+    }
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
+    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("long:sha256:{hex}")
 }
 
 /// Three throttles and the known addresses; see the [module docs](self).
@@ -1253,5 +1269,16 @@ mod tests {
         g.forget_stale(1_000 + 200 + 31 * 86_400);
         assert!(g.pair.is_empty() && g.address.is_empty() && g.subject.is_empty());
         assert!(g.known.is_empty());
+    }
+
+    #[test]
+    fn keys_are_bounded_whatever_a_client_types() {
+        let long = "x".repeat(100_000);
+        let a = Attempt::new(&format!("user:{long}"), "ip:192.0.2.1");
+        assert!(a.subject().len() <= MAX_KEY && a.pair().len() < 3 * MAX_KEY);
+        let b = Attempt::new(&format!("user:{long}y"), "ip:192.0.2.1");
+        assert_ne!(a.subject(), b.subject());
+        let short = Attempt::new("user:alice", "ip:192.0.2.1");
+        assert_eq!(short.subject(), "user:alice");
     }
 }
