@@ -489,15 +489,33 @@ impl Config {
 
     /// Reads `file` (if any) and applies `over`.
     pub fn load(file: Option<&Path>, over: Overrides) -> Result<Config, ConfigError> {
-        let fc = match file {
+        match file {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))?;
-                toml::from_str::<FileConfig>(&text)
-                    .map_err(|e| ConfigError(format!("{}: {e}", p.display())))?
+                Self::from_toml_named(&text, &p.display().to_string(), over)
             }
-            None => FileConfig::default(),
-        };
+            None => Self::resolve(FileConfig::default(), over),
+        }
+    }
+
+    /// Parses configuration `text` (the contents of a `tally.toml`) and
+    /// applies `over`. Nothing is read from disk except the TLS files a
+    /// `[storage] redis_url` names.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first key that is wrong and why.
+    pub fn from_toml(text: &str, over: Overrides) -> Result<Config, ConfigError> {
+        Self::from_toml_named(text, "configuration", over)
+    }
+
+    fn from_toml_named(text: &str, name: &str, over: Overrides) -> Result<Config, ConfigError> {
+        let fc =
+            toml::from_str::<FileConfig>(text).map_err(|e| ConfigError(format!("{name}: {e}")))?;
+        Self::resolve(fc, over)
+    }
+
+    fn resolve(fc: FileConfig, over: Overrides) -> Result<Config, ConfigError> {
         if let Some(v) = fc.version
             && v != 1
         {

@@ -177,4 +177,20 @@ mod tests {
         objects.push_str(&"}".repeat(50_000));
         assert_eq!(parse_object(objects.as_bytes()), Err("invalid JSON"));
     }
+
+    /// Found by the `jws` fuzz target: numbers are read correctly rounded
+    /// (as Python's and JavaScript's JSON read them), so a claim written out
+    /// again reads back as the same value.
+    #[test]
+    fn numbers_are_correctly_rounded() {
+        for (text, want) in [
+            ("999999999999999775809", 999_999_999_999_999_775_809_f64),
+            ("9.999999999999996e20", 9.999_999_999_999_996e20),
+            ("0.30000000000000004", 0.300_000_000_000_000_04),
+            ("2.2250738585072011e-308", 2.225_073_858_507_201_1e-308),
+        ] {
+            let map = parse_object(format!("{{\"n\":{text}}}").as_bytes()).unwrap();
+            assert_eq!(map["n"].as_f64(), Some(want), "{text}");
+        }
+    }
 }

@@ -1,0 +1,4 @@
+#![no_main]
+// See tally_fuzz::dpop for the input format and the properties checked.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tally_fuzz::dpop::check(data));
