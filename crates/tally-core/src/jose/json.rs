@@ -183,14 +183,16 @@ mod tests {
     /// again reads back as the same value.
     #[test]
     fn numbers_are_correctly_rounded() {
-        for (text, want) in [
-            ("999999999999999775809", 999_999_999_999_999_775_809_f64),
-            ("9.999999999999996e20", 9.999_999_999_999_996e20),
-            ("0.30000000000000004", 0.300_000_000_000_000_04),
-            ("2.2250738585072011e-308", 2.225_073_858_507_201_1e-308),
+        // Rust's `str::parse::<f64>` is correctly rounded: it is the reference.
+        for text in [
+            "999999999999999775809",
+            "9.999999999999996e20",
+            "0.30000000000000004",
+            "2.2250738585072011e-308",
+            "-1.7976931348623157e308",
         ] {
             let map = parse_object(format!("{{\"n\":{text}}}").as_bytes()).unwrap();
-            assert_eq!(map["n"].as_f64(), Some(want), "{text}");
+            assert_eq!(map["n"].as_f64(), text.parse::<f64>().ok(), "{text}");
         }
     }
 }
