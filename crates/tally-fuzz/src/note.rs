@@ -49,13 +49,14 @@ pub fn check(data: &[u8]) {
                     (again.name(), again.key_hash(), again.public_key()),
                     (v.name(), v.key_hash(), v.public_key())
                 );
+                // name+hash+keydata: names hold no `+`, base64 key data may.
                 let parts =
-                    |k: &str| -> Vec<String> { k.rsplitn(3, '+').map(str::to_owned).collect() };
+                    |k: &str| -> Vec<String> { k.splitn(3, '+').map(str::to_owned).collect() };
                 let (have, want) = (parts(vkey), parts(&canonical));
                 assert_eq!(have.len(), 3);
-                assert_eq!(have[0], want[0], "key data is not canonical base64");
+                assert_eq!(have[0], want[0], "key name differs");
                 assert!(have[1].eq_ignore_ascii_case(&want[1]), "key hash differs");
-                assert_eq!(have[2], want[2], "key name differs");
+                assert_eq!(have[2], want[2], "key data is not canonical base64");
             }
         }
         _ => {
