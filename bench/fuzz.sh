@@ -87,8 +87,11 @@ for t in "${targets[@]}"; do
     rows+=("$(printf '%-7s %12s %8s %7s %7s %8s %6s %5s' "$t" "$runs" "$rate" "${cov:-0}" "$units" "$crashes" "$hangs" "$ooms")")
     if [ "$((crashes + hangs + ooms))" != 0 ]; then
         failed=1
-        echo "== $t: libFuzzer exited $status; its last lines:" >&2
-        grep -vE '^#[0-9]+' "$logs/$t.log" | tail -40 >&2
+        echo "== $t: libFuzzer exited $status; what it said:" >&2
+        # From the first report (a panic, a sanitizer error, a timeout) on.
+        grep -vE '^#[0-9]+' "$logs/$t.log" |
+            awk '/panicked at|ERROR: libFuzzer|ERROR: AddressSanitizer|ALARM:/ { on = 1 } on' |
+            head -40 >&2
         for f in "${new[@]}"; do
             echo "== $f ($(wc -c <"$f") bytes; first 1 KiB in hex):" >&2
             head -c 1024 "$f" | od -An -tx1 -v >&2
