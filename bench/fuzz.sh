@@ -29,6 +29,10 @@ for t in "${targets[@]}"; do
         echo "bench/fuzz.sh: no fuzz target named $t (targets: ${all[*]})" >&2
         exit 2
     fi
+    if [ ! -d "fuzz/seeds/$t" ]; then
+        echo "bench/fuzz.sh: fuzz/seeds/$t is missing (python3 fuzz/seeds/generate.py writes it)" >&2
+        exit 2
+    fi
 done
 
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
@@ -67,7 +71,7 @@ for t in "${targets[@]}"; do
     stat() { awk -v k="$1" '$1 == k":" { v = $2 } END { print v + 0 }' "$logs/$t.log"; }
     runs="$(stat stat::number_of_executed_units)"
     rate="$(stat stat::average_exec_per_sec)"
-    cov="$(grep -oE 'cov: [0-9]+' "$logs/$t.log" | tail -1 | awk '{print $2}')"
+    cov="$(grep -oE 'cov: [0-9]+' "$logs/$t.log" | tail -1 | awk '{print $2}' || true)"
     units="$(find "$corpus" -type f | wc -l)"
     find "$artifacts" -type f | sort >"$logs/$t.after"
     new=()
@@ -91,7 +95,9 @@ for t in "${targets[@]}"; do
         # From the first report (a panic, a sanitizer error, a timeout) on.
         grep -vE '^#[0-9]+' "$logs/$t.log" |
             awk '/panicked at|ERROR: libFuzzer|ERROR: AddressSanitizer|ALARM:/ { on = 1 } on' |
-            head -40 >&2
+            head -40 >"$logs/$t.report" || true
+        if [ ! -s "$logs/$t.report" ]; then grep -vE '^#[0-9]+' "$logs/$t.log" | tail -20 >"$logs/$t.report" || true; fi
+        cat "$logs/$t.report" >&2
         for f in "${new[@]}"; do
             echo "== $f ($(wc -c <"$f") bytes; first 1 KiB in hex):" >&2
             head -c 1024 "$f" | od -An -tx1 -v >&2
