@@ -14,7 +14,7 @@
 //!                                                          these bytes: claim checks (expired, …)
 //! ```
 //!
-//! Decision order follows DESIGN.md: once a signature verifies, the ledger
+//! Decision order: once a signature verifies, the ledger
 //! question comes before any claim check, so a forged token is reported as
 //! forged even if it is also expired or meant for another audience.
 //!
@@ -492,7 +492,7 @@ impl Gate {
         Some(Ok(TalliedToken { seen }))
     }
 
-    /// Claim checks, then revocation (the order of DESIGN.md); an allowed token
+    /// Claim checks, then revocation (the decision order above); an allowed token
     /// is remembered, so its next request needs only a hash and two lookups.
     fn admit(
         &self,

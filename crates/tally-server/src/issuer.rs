@@ -287,8 +287,8 @@ pub struct Issued {
 
 /// Mints a token for `subject`, records it in the ledger (durably), adds it to
 /// the registry, and only then returns it. A subject that is not in the
-/// directory gets no token (`unknown_subject`): in the breach DESIGN.md
-/// describes, millions of tokens were minted for members who did not exist.
+/// directory gets no token (`unknown_subject`): in a breach with a kept
+/// signing key, millions of tokens were minted for members who did not exist.
 pub async fn issue(
     app: &Arc<App>,
     subject: &str,
