@@ -33,11 +33,14 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("config", config::check),
 ];
 
-/// Splits `data` after its mode byte into the part before the first `\n`
-/// and the rest (the rest is empty when there is no `\n`).
-pub(crate) fn two_parts(data: &[u8]) -> (&[u8], &[u8]) {
-    match data.iter().position(|&b| b == b'\n') {
-        Some(i) => (&data[..i], &data[i + 1..]),
-        None => (data, &[]),
-    }
+/// The token a signed-mode input stands for: for `s` followed by
+/// `header\npayload`, both signed as they are with the harness key
+/// ([`keys::compact`]); `None` for any other input.
+pub fn signed(data: &[u8]) -> Option<String> {
+    let rest = data.strip_prefix(b"s")?;
+    let (header, payload) = match rest.iter().position(|&b| b == b'\n') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, &[][..]),
+    };
+    Some(keys::compact(header, payload))
 }

@@ -81,14 +81,7 @@ fn seeds_reach_past_the_parsers() {
     let count = |name: &str, accepted: &dyn Fn(&[u8]) -> bool| -> usize {
         seeds(name).iter().filter(|d| accepted(d)).count()
     };
-    let signed = |d: &[u8]| -> Option<String> {
-        let rest = d.strip_prefix(b"s")?;
-        let (h, p) = match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-            None => (rest, &[][..]),
-        };
-        Some(keys::compact(h, p))
-    };
+    let signed = tally_fuzz::signed;
 
     let jws = count("jws", &|d| {
         signed(d).is_some_and(|t| tally_core::jose::verify(t.as_bytes(), keys::key_set()).is_ok())
