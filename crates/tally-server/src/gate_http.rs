@@ -510,6 +510,26 @@ pub async fn decide_token_for(app: &Arc<App>, token: &[u8], client: Option<IpAdd
     }
 }
 
+/// The identity headers of an allowed request: `X-Tally-Verdict: ok`,
+/// `X-Tally-Subject` and `X-Tally-Token-Id`. The one place that writes them,
+/// for `/v1/check`'s answer and for the proxy's upstream request alike; the
+/// proxy has removed every client header of that family before.
+pub fn insert_identity(out: &mut HeaderMap, t: &TalliedToken) {
+    out.insert(
+        "x-tally-verdict",
+        HeaderValue::from_static(Verdict::Ok.code()),
+    );
+    out.insert("x-tally-subject", header_value(t.subject()));
+    out.insert("x-tally-token-id", header_value(t.token_id()));
+}
+
+/// The next `DPoP-Nonce` for a DPoP-bound token, when nonces are required.
+pub fn next_dpop_nonce(app: &App, t: &TalliedToken) -> Option<HeaderValue> {
+    let nonces = app.dpop_nonces.as_ref()?;
+    t.jkt()?;
+    Some(header_value(&nonces.current(now_unix())))
+}
+
 /// Header-safe rendering: visible ASCII kept, everything else percent-encoded.
 pub fn header_value(s: &str) -> HeaderValue {
     let mut out = String::with_capacity(s.len());
@@ -627,12 +647,9 @@ pub async fn check(
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     match decision {
         Ok(t) => {
-            out.insert("x-tally-subject", header_value(t.subject()));
-            out.insert("x-tally-token-id", header_value(t.token_id()));
-            if t.jkt().is_some()
-                && let Some(nonces) = &app.dpop_nonces
-            {
-                out.insert("dpop-nonce", header_value(&nonces.current(now_unix())));
+            insert_identity(&mut out, &t);
+            if let Some(nonce) = next_dpop_nonce(&app, &t) {
+                out.insert("dpop-nonce", nonce);
             }
             (StatusCode::OK, out).into_response()
         }

@@ -249,22 +249,8 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         proxy.app.metrics.route_verdict(&route.prefix, verdict);
         match decision {
             Ok(t) => {
-                if t.jkt().is_some()
-                    && let Some(nonces) = &proxy.app.dpop_nonces
-                {
-                    next_nonce = Some(crate::gate_http::header_value(
-                        &nonces.current(crate::keys::now_unix()),
-                    ));
-                }
-                upstream_headers.insert(
-                    "x-tally-subject",
-                    crate::gate_http::header_value(t.subject()),
-                );
-                upstream_headers.insert(
-                    "x-tally-token-id",
-                    crate::gate_http::header_value(t.token_id()),
-                );
-                upstream_headers.insert("x-tally-verdict", HeaderValue::from_static("ok"));
+                next_nonce = crate::gate_http::next_dpop_nonce(&proxy.app, &t);
+                crate::gate_http::insert_identity(&mut upstream_headers, &t);
             }
             Err(refusal) => {
                 if mode == GateMode::Enforce {
