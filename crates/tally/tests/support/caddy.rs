@@ -2,10 +2,9 @@
 //! its three addresses replaced), run in the foreground under a test
 //! directory.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The operators' example.
 pub const DOC: &str = include_str!("../../../../docs/Caddyfile");
@@ -80,23 +79,24 @@ impl Caddy {
             addr: format!("127.0.0.1:{port}"),
             dir: dir.to_path_buf(),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            let exited = caddy.child.as_mut().unwrap().try_wait().unwrap();
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "caddy did not start ({exited:?}):\n{}",
-                caddy.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::wait_listening(
+            "caddy",
+            caddy.child.as_mut().unwrap(),
+            port,
+            Duration::from_secs(20),
+            || caddy_logs(dir),
+        );
         caddy
     }
 
     /// Caddy's log.
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(self.dir.join("caddy.log")).unwrap_or_default()
+        caddy_logs(&self.dir)
     }
+}
+
+fn caddy_logs(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("caddy.log")).unwrap_or_default()
 }
 
 impl Drop for Caddy {

@@ -223,6 +223,27 @@ pub fn terminate(child: &Child) {
     assert!(ok, "kill -TERM failed");
 }
 
+/// Waits until `port` on 127.0.0.1 accepts connections; fails with `logs()`
+/// if `child` exits first or `limit` passes.
+pub fn wait_listening(
+    name: &str,
+    child: &mut Child,
+    port: u16,
+    limit: Duration,
+    logs: impl Fn() -> String,
+) {
+    let deadline = std::time::Instant::now() + limit;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let exited = child.try_wait().unwrap();
+        assert!(
+            exited.is_none() && std::time::Instant::now() < deadline,
+            "{name} did not start ({exited:?}):\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn wait_with_deadline(child: &mut Child, limit: Duration) -> ExitStatus {
     let start = Instant::now();
     loop {

@@ -2,10 +2,10 @@
 //! its ports and file paths replaced) or any configuration text, run in the
 //! foreground as one process under a test directory.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The operators' example, run as is (modulo ports and paths).
 pub const DOC: &str = include_str!("../../../../docs/nginx.conf");
@@ -128,24 +128,25 @@ impl Nginx {
             addr: format!("127.0.0.1:{port}"),
             dir: dir.to_path_buf(),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            let exited = nginx.child.as_mut().unwrap().try_wait().unwrap();
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "nginx did not start ({exited:?}):\n{}",
-                nginx.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::wait_listening(
+            "nginx",
+            nginx.child.as_mut().unwrap(),
+            port,
+            Duration::from_secs(10),
+            || nginx_logs(dir),
+        );
         nginx
     }
 
     /// nginx's own output and error log.
     pub fn logs(&self) -> String {
-        let read = |f: &str| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
-        format!("{}{}", read("stderr.log"), read("error.log"))
+        nginx_logs(&self.dir)
     }
+}
+
+fn nginx_logs(dir: &Path) -> String {
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+    format!("{}{}", read("stderr.log"), read("error.log"))
 }
 
 impl Drop for Nginx {
