@@ -24,12 +24,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod clocks;
 pub mod containment;
-pub mod detect;
 pub mod digest;
 pub mod dpop;
 pub mod dpop_nonce;
+pub mod endpoint;
 pub mod flood;
 pub mod gate;
 pub mod jose;
@@ -40,7 +39,6 @@ pub mod ratelimit;
 pub mod record;
 pub mod registry;
 pub mod seal;
-pub mod sketch;
 pub mod target;
 pub mod throttle;
 pub mod totp;

@@ -350,7 +350,7 @@ pub async fn remove_block(
     }
 }
 
-fn hold_json(h: &tally_store::access::Hold) -> Value {
+fn hold_json(h: &tally_incident::access::Hold) -> Value {
     json!({
         "id": h.id,
         "from_ms": h.from_ms,
@@ -418,7 +418,7 @@ pub async fn add_hold(
     match blocking(move || a.access_log.hold(from, until, &w, &b, now_unix())).await {
         Ok(id) => {
             tracing::warn!(event = "legal_hold_placed", id, from_ms = from, until_ms = until, actor = ?actor, "legal hold placed on the access log");
-            let hold = tally_store::access::Hold {
+            let hold = tally_incident::access::Hold {
                 id,
                 from_ms: from,
                 until_ms: until,
@@ -483,7 +483,13 @@ pub async fn list_incidents(
         a.watch.store.incidents().map(|list| {
             list.iter()
                 .map(|i| {
-                    crate::report::incident_json(&a.watch.store, i, a.watch.regimes(), now, false)
+                    tally_incident::report::incident_json(
+                        &a.watch.store,
+                        i,
+                        a.watch.regimes(),
+                        now,
+                        false,
+                    )
                 })
                 .collect::<Vec<_>>()
         })
@@ -510,7 +516,13 @@ pub async fn show_incident(
         let now = now_unix();
         a.watch.store.incident(id).map(|inc| {
             inc.map(|i| {
-                crate::report::incident_json(&a.watch.store, &i, a.watch.regimes(), now, true)
+                tally_incident::report::incident_json(
+                    &a.watch.store,
+                    &i,
+                    a.watch.regimes(),
+                    now,
+                    true,
+                )
             })
         })
     })

@@ -51,19 +51,19 @@ pub struct App {
     /// tally's own verifying keys (what the JWKS publishes).
     pub own_keys: RwLock<tally_core::jose::KeySet>,
     /// The hash-chained access log (`access.db`).
-    pub access_log: Arc<tally_store::access::AccessLog>,
+    pub access_log: Arc<tally_incident::access::AccessLog>,
     /// The queue to it (started with the server's runtime).
-    pub access_events: std::sync::OnceLock<crate::access::AccessEvents>,
+    pub access_events: std::sync::OnceLock<tally_incident::access::AccessEvents>,
     /// What the listeners count: open, accepted and refused connections.
     pub connections: Arc<crate::listener::ConnectionStats>,
     /// The detector, detections and incidents.
-    pub watch: Arc<crate::watch::Watch>,
+    pub watch: Arc<tally_incident::watch::Watch>,
     /// Webhooks and the SET receiver.
-    pub alerts: Arc<crate::alerts::Alerts>,
+    pub alerts: Arc<tally_incident::alerts::Alerts>,
     /// In a fleet, this node's own outbox (`incidents.db` in its directory)
     /// for alerts about the shared store itself, which must go out while
     /// that store is unreachable.
-    pub node_outbox: Option<Arc<tally_store::incidents::IncidentStore>>,
+    pub node_outbox: Option<Arc<tally_incident::store::IncidentStore>>,
     /// Ledger size last seen and since when (unix seconds): the age of the
     /// latest checkpoint, which is signed with every committed batch.
     ledger_seen: std::sync::Mutex<(u64, i64)>,
@@ -93,6 +93,34 @@ pub struct App {
     sightings: std::sync::Mutex<std::collections::HashMap<String, (u64, i64, i64)>>,
     /// The data directory's exclusive lock, held as long as the app lives.
     _lock: DataDirLock,
+}
+
+impl tally_incident::alerts::EventsKey for App {
+    fn events_signer(&self) -> Result<(String, tally_core::jose::SigningKey), String> {
+        self.dir.events_signer().map_err(|e| e.to_string())
+    }
+}
+
+impl tally_incident::watch::Responder for App {
+    fn take(
+        &self,
+        c: &tally_incident::detect::Containment,
+        why: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<String, String> {
+        crate::contain::take(&self.dir, c, why, actor, now)
+    }
+
+    fn reload(&self) {
+        self.reload_blocks();
+        let _ = self.apply_revocations();
+        self.reload_keys(true);
+    }
+
+    fn incident_opened(&self) {
+        self.metrics.incident_opened();
+    }
 }
 
 impl App {
@@ -180,7 +208,7 @@ impl App {
             100_000,
         );
         let access_log = Arc::new(
-            tally_store::access::AccessLog::open(&dir.path.join("access.db"))
+            tally_incident::access::AccessLog::open(&dir.path.join("access.db"))
                 .map_err(|e| StartError(format!("cannot open the access log: {e}")))?,
         );
         let gate = Arc::new(Gate::new(tally_core::jose::KeySet::new(), policy, registry));
@@ -200,7 +228,7 @@ impl App {
             dir.incidents()
                 .map_err(|e| StartError(format!("incident store: {e}")))?,
         );
-        let watch = Arc::new(crate::watch::Watch::new(
+        let watch = Arc::new(tally_incident::watch::Watch::new(
             incidents,
             config.detector.clone(),
             config.actions.clone(),
@@ -215,7 +243,7 @@ impl App {
                     row = what,
                     "a state row fails its MAC: it was written by someone with database access but not the master key; it is refused"
                 );
-                w.signal(tally_core::detect::Signal::StateTampered {
+                w.signal(tally_incident::detect::Signal::StateTampered {
                     detail: what.to_string(),
                 });
             });
@@ -231,11 +259,18 @@ impl App {
                 &dir.master.derive("detector/fleet-hash"),
             );
         }
-        let alerts = Arc::new(crate::alerts::Alerts::from_config(&config).map_err(StartError)?);
+        let alerts = Arc::new(
+            tally_incident::alerts::Alerts::from_config(
+                &config.webhooks,
+                config.set_receiver.as_ref(),
+                &config.issuer,
+            )
+            .map_err(StartError)?,
+        );
         let node_outbox = match config.storage {
             crate::config::Storage::Embedded => None,
             crate::config::Storage::Postgres { .. } => Some(Arc::new(
-                tally_store::incidents::IncidentStore::open(&dir.path)
+                tally_incident::store::IncidentStore::open(&dir.path)
                     .map_err(|e| StartError(format!("this node's outbox (incidents.db): {e}")))?,
             )),
         };
@@ -447,10 +482,11 @@ impl App {
         if let Ok(Some(active)) = crate::lifecycle::active_key(&self.dir) {
             let age = now - active.created_at;
             if age > self.config.key_max_age_secs + 3600 {
-                self.watch.signal(tally_core::detect::Signal::KeyTooOld {
-                    kid: active.kid.clone(),
-                    age_secs: age,
-                });
+                self.watch
+                    .signal(tally_incident::detect::Signal::KeyTooOld {
+                        kid: active.kid.clone(),
+                        age_secs: age,
+                    });
             }
             for person in self
                 .dir
@@ -459,7 +495,7 @@ impl App {
                 .unwrap_or_default()
             {
                 self.watch
-                    .signal(tally_core::detect::Signal::DepartedCustodianKey {
+                    .signal(tally_incident::detect::Signal::DepartedCustodianKey {
                         kid: active.kid.clone(),
                         custodian: person,
                     });
@@ -759,7 +795,7 @@ pub const DPOP_NONCE_WINDOW_SECS: i64 = 120;
 /// reach the server within a second) and expiry eviction.
 pub fn spawn_background(app: &Arc<App>) {
     app.access_events.get_or_init(|| {
-        crate::access::AccessEvents::start(
+        tally_incident::access::AccessEvents::start(
             app.access_log.clone(),
             Some(app.watch.clone()),
             app.config.flood,
@@ -793,7 +829,7 @@ pub fn spawn_background(app: &Arc<App>) {
             n += 1;
             let expire = n.is_multiple_of(120);
             let _ = tokio::task::spawn_blocking(move || {
-                a2.watch.flush(&a2);
+                a2.watch.flush(&a2.alerts, &*a2);
                 if expire {
                     a2.watch.expire();
                 }
@@ -840,9 +876,10 @@ pub fn spawn_background(app: &Arc<App>) {
             match tally_store::store::audit(&*a.ledger).await {
                 Err(e @ tally_store::LedgerError::Tampered { .. }) if !reported => {
                     reported = true;
-                    a.watch.signal(tally_core::detect::Signal::LedgerTampered {
-                        detail: e.to_string(),
-                    });
+                    a.watch
+                        .signal(tally_incident::detect::Signal::LedgerTampered {
+                            detail: e.to_string(),
+                        });
                     tracing::error!(
                         code = e.code(),
                         finding = %e,
@@ -875,7 +912,7 @@ pub fn spawn_background(app: &Arc<App>) {
                     a2.maintain_keys();
                     for m in a2.accounts.reconcile(&a2.dir.state, now_unix()) {
                         a2.watch
-                            .signal(tally_core::detect::Signal::SignerLedgerMismatch {
+                            .signal(tally_incident::detect::Signal::SignerLedgerMismatch {
                                 kid: m.kid.clone(),
                                 signed: m.counts.signed,
                                 recorded: m.counts.recorded,
@@ -909,7 +946,7 @@ pub fn spawn_background(app: &Arc<App>) {
             // Retention: events older than the configured age go, unless a
             // legal hold covers them.
             let log = a.access_log.clone();
-            let before = crate::access::now_ms() - a.config.access_retention_days * 86_400_000;
+            let before = tally_store::clock::now_ms() - a.config.access_retention_days * 86_400_000;
             let _ = tokio::task::spawn_blocking(move || match log.purge(before) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(events = n, "access events past retention removed"),

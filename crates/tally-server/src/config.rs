@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+pub use tally_core::endpoint::{jwks_url_allowed, redact_url};
+pub use tally_incident::alerts::{SetReceiverConfig, WebhookConfig};
 
 use serde::Deserialize;
 use tally_core::target::RequestTarget;
@@ -55,13 +57,13 @@ pub struct FileConfig {
     pub dpop_nonce: bool,
     /// Detection thresholds.
     #[serde(default)]
-    pub detector: tally_core::detect::DetectorConfig,
+    pub detector: tally_incident::detect::DetectorConfig,
     /// Automatic containment per rule: `forged_token = ["compromise_key"]`.
     pub actions: Option<std::collections::BTreeMap<String, Vec<String>>>,
     /// Reporting regimes: entries override the defaults with the same `id`
     /// (e.g. to enable `sec_8k_105`), new ids are added.
     #[serde(default)]
-    pub regimes: Vec<tally_core::clocks::RegimeOverride>,
+    pub regimes: Vec<tally_incident::clocks::RegimeOverride>,
     /// Contacts printed in incident reports (`name`, `email`, `phone`, `dpo`, ...).
     #[serde(default)]
     pub contacts: std::collections::BTreeMap<String, String>,
@@ -166,46 +168,6 @@ impl std::fmt::Display for StorageUrl {
     }
 }
 
-/// A URL fit for logs: `postgres://user:secret@host/db?password=x` →
-/// `postgres://user:***@host/db?password=***`.
-pub fn redact_url(s: &str) -> String {
-    let (base, query) = match s.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (s, None),
-    };
-    let mut out = match base.find("://") {
-        Some(scheme_end) => {
-            let rest = &base[scheme_end + 3..];
-            match rest.rfind('@') {
-                Some(at) => {
-                    let userinfo = &rest[..at];
-                    let user = userinfo.split(':').next().unwrap_or("");
-                    let masked = if userinfo.contains(':') {
-                        format!("{user}:***")
-                    } else {
-                        user.to_string()
-                    };
-                    format!("{}://{masked}@{}", &base[..scheme_end], &rest[at + 1..])
-                }
-                None => base.to_string(),
-            }
-        }
-        None => base.to_string(),
-    };
-    if let Some(q) = query {
-        out.push('?');
-        let params: Vec<String> = q
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => p.to_string(),
-            })
-            .collect();
-        out.push_str(&params.join("&"));
-    }
-    out
-}
-
 impl std::fmt::Debug for StorageUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "StorageUrl({self})")
@@ -266,30 +228,6 @@ impl Storage {
     pub fn is_shared(&self) -> bool {
         matches!(self, Storage::Postgres { .. })
     }
-}
-
-/// `[[webhooks]]`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// Short name (in logs and the outbox).
-    pub name: String,
-    /// `https://…`, or `http://` on a loopback address.
-    pub url: String,
-    /// Environment variable holding the HMAC secret (at least 16 characters).
-    pub secret_env: String,
-}
-
-/// `[set_receiver]`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct SetReceiverConfig {
-    /// Push endpoint.
-    pub url: String,
-    /// `aud` of the SETs.
-    pub audience: String,
-    /// Environment variable holding a bearer token for the receiver, if it wants one.
-    pub token_env: Option<String>,
 }
 
 /// `[gate]`: the reverse proxy.
@@ -422,11 +360,12 @@ pub struct Config {
     /// Whether DPoP proofs must carry a server nonce.
     pub dpop_nonce: bool,
     /// Detection thresholds.
-    pub detector: tally_core::detect::DetectorConfig,
+    pub detector: tally_incident::detect::DetectorConfig,
     /// Automatic containment per rule.
-    pub actions: std::collections::HashMap<tally_core::detect::Rule, Vec<crate::watch::Action>>,
+    pub actions:
+        std::collections::HashMap<tally_incident::detect::Rule, Vec<tally_incident::watch::Action>>,
     /// Reporting regimes (defaults merged with the file's).
-    pub regimes: Vec<tally_core::clocks::Regime>,
+    pub regimes: Vec<tally_incident::clocks::Regime>,
     /// Contacts for reports.
     pub contacts: std::collections::BTreeMap<String, String>,
     /// Webhooks.
@@ -437,7 +376,7 @@ pub struct Config {
     pub storage: Storage,
     /// Redis for fleet-wide distinct counts (`[storage] redis_url`),
     /// parsed and its TLS files read once, at load.
-    pub redis: Option<crate::redis::Target>,
+    pub redis: Option<tally_incident::redis::Target>,
     /// How refusals are accounted for in the access log under a flood.
     pub flood: tally_core::flood::FloodPolicy,
     /// Limits on client connections.
@@ -698,7 +637,7 @@ impl Config {
             .redis_url
             .as_deref()
             .filter(|u| !u.is_empty())
-            .map(crate::redis::Target::parse)
+            .map(tally_incident::redis::Target::parse)
             .transpose()
             .map_err(|e| ConfigError(format!("[storage] redis_url: {e}")))?;
         let storage = Storage::parse(
@@ -733,12 +672,12 @@ impl Config {
                 let given = fc.actions.unwrap_or_default();
                 let mut out = std::collections::HashMap::new();
                 for (rule, acts) in given {
-                    let r = tally_core::detect::Rule::parse(&rule).ok_or_else(|| {
+                    let r = tally_incident::detect::Rule::parse(&rule).ok_or_else(|| {
                         ConfigError(format!("[actions] {rule}: no such detection rule"))
                     })?;
                     let mut parsed = Vec::new();
                     for a in acts {
-                        parsed.push(crate::watch::Action::parse(&a).ok_or_else(|| {
+                        parsed.push(tally_incident::watch::Action::parse(&a).ok_or_else(|| {
                             ConfigError(format!(
                                 "[actions] {rule}: unknown action {a:?} (block_actor, revoke_subject, compromise_key)"
                             ))
@@ -748,8 +687,8 @@ impl Config {
                 }
                 out
             },
-            regimes: tally_core::clocks::merge_regimes(
-                tally_core::clocks::default_regimes(),
+            regimes: tally_incident::clocks::merge_regimes(
+                tally_incident::clocks::default_regimes(),
                 &fc.regimes,
             )
             .map_err(|e| ConfigError(format!("[[regimes]]: {e}")))?,
@@ -837,23 +776,6 @@ impl Config {
             },
         })
     }
-}
-
-/// Keys fetched in clear text could be swapped on the way: https only, except
-/// on the loopback interface.
-pub fn jwks_url_allowed(url: &str) -> bool {
-    if url.starts_with("https://") {
-        return true;
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return false;
-    };
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if !h.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    };
-    matches!(host, "127.0.0.1" | "[::1]" | "localhost")
 }
 
 #[cfg(test)]

@@ -69,8 +69,8 @@ impl DataDir {
     /// (this directory then keeps the audit head this node has witnessed).
     pub fn incidents(
         &self,
-    ) -> Result<tally_store::incidents::IncidentStore, tally_store::incidents::IncidentError> {
-        use tally_store::incidents::IncidentStore;
+    ) -> Result<tally_incident::store::IncidentStore, tally_incident::store::IncidentError> {
+        use tally_incident::store::IncidentStore;
         match &self.storage {
             crate::config::Storage::Embedded => IncidentStore::open(&self.path),
             crate::config::Storage::Postgres { url, schema, .. } => {
@@ -479,7 +479,7 @@ impl DataDirLock {
             "pid {}\nhost {}\nlisten {listen}\nsince {}\n",
             std::process::id(),
             host_name(),
-            crate::timefmt::rfc3339(now_unix())
+            tally_incident::timefmt::rfc3339(now_unix())
         );
         let mut f = &self.file;
         f.set_len(0)

@@ -249,7 +249,7 @@ data = ["orders"]
 }
 
 /// An incident's report, written: id, document, impact, HTML and CSV paths.
-type Written = (i64, Value, crate::report::Impact, PathBuf, PathBuf);
+type Written = (i64, Value, tally_incident::report::Impact, PathBuf, PathBuf);
 
 /// Runs one phase in `dir` and returns its figures.
 pub async fn phase(
@@ -480,7 +480,7 @@ pub async fn phase(
                             .recent_detections(20)
                             .unwrap_or_default()
                             .iter()
-                            .any(|d| d.detection.rule == tally_core::detect::Rule::ForgedToken)
+                            .any(|d| d.detection.rule == tally_incident::detect::Rule::ForgedToken)
                     {
                         detection = Some(t0.elapsed().as_secs_f64() * 1000.0);
                     }
@@ -590,7 +590,7 @@ pub async fn phase(
     }
     {
         let a = app.clone();
-        let _ = tokio::task::spawn_blocking(move || a.watch.flush(&a)).await;
+        let _ = tokio::task::spawn_blocking(move || a.watch.flush(&a.alerts, &*a)).await;
     }
     let store = app.watch.store.clone();
     let log = app.access_log.clone();
@@ -607,7 +607,7 @@ pub async fn phase(
             return Ok(None);
         };
         let now = crate::keys::now_unix();
-        let (doc, impact) = crate::report::report_for(
+        let (doc, impact) = tally_incident::report::report_for(
             &store,
             &[("access.db".to_string(), &*log)],
             inc.id,
@@ -620,9 +620,13 @@ pub async fn phase(
             .map_err(|e| format!("cannot create {}: {e}", outdir.display()))?;
         let html = outdir.join(format!("report-{label}.html"));
         let csv = outdir.join(format!("affected-{label}.csv"));
-        std::fs::write(&html, crate::report::html(&doc, &impact.per_minute))
+        std::fs::write(
+            &html,
+            tally_incident::report::html(&doc, &impact.per_minute),
+        )
+        .map_err(|e| e.to_string())?;
+        std::fs::write(&csv, tally_incident::report::affected_csv(&impact))
             .map_err(|e| e.to_string())?;
-        std::fs::write(&csv, crate::report::affected_csv(&impact)).map_err(|e| e.to_string())?;
         Ok(Some((inc.id, doc, impact, html, csv)))
     })
     .await

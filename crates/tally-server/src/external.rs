@@ -355,7 +355,7 @@ pub async fn register(
         tracing::warn!(event = "unknown_subject", issuer = %issuer.config.name, sub = ?subject, "registration refused: the subject is not in the directory");
         app.metrics.unknown_subject();
         app.watch
-            .signal(tally_core::detect::Signal::UnknownSubject {
+            .signal(tally_incident::detect::Signal::UnknownSubject {
                 subject: subject.to_string(),
                 requested_by: format!("issuer:{}", issuer.config.name),
             });

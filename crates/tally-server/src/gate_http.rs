@@ -322,8 +322,8 @@ fn report_forgery(app: &App, r: &Refusal, target: &Target) {
         kid = r.kid.as_deref().unwrap_or(""),
         token_id = ?r.token_id.as_deref().unwrap_or(""),
         sub = ?r.subject.as_deref().unwrap_or(""),
-        method = ?crate::access::bounded(&target.method, crate::access::limits::METHOD),
-        url = ?crate::access::bounded(&target.url, crate::access::limits::PATH),
+        method = ?tally_incident::access::bounded(&target.method, tally_incident::access::limits::METHOD),
+        url = ?tally_incident::access::bounded(&target.url, tally_incident::access::limits::PATH),
         "validly signed token that the ledger cannot tally: refused"
     );
 }
@@ -470,7 +470,7 @@ pub async fn decide_token(app: &Arc<App>, token: &[u8]) -> Decision {
 pub async fn decide_token_for(app: &Arc<App>, token: &[u8], client: Option<IpAddr>) -> Decision {
     let now = now_unix();
     let allow_miss =
-        || client.is_none_or(|ip| app.miss_limiter.allow(&ip, crate::access::now_ms()));
+        || client.is_none_or(|ip| app.miss_limiter.allow(&ip, tally_store::clock::now_ms()));
     match app.gate.check_guarded(token, now, &allow_miss) {
         Step::Decided(d) => d,
         Step::AskLedger(q) => {
@@ -573,7 +573,7 @@ pub fn book(
     inquiry: bool,
 ) -> Verdict {
     if let Some(events) = app.access_events.get() {
-        let mut e = crate::access::event(
+        let mut e = tally_incident::access::event(
             decision,
             client_ip(app, peer, headers),
             headers
@@ -659,7 +659,7 @@ pub async fn check(
                     verdict = verdict.code(),
                     detail = r.detail.unwrap_or(""),
                     uri = ?path,
-                    method = ?crate::access::bounded(method, crate::access::limits::METHOD),
+                    method = ?tally_incident::access::bounded(method, tally_incident::access::limits::METHOD),
                     "refused"
                 );
             }

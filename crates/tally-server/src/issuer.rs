@@ -347,7 +347,7 @@ pub async fn issue_for(app: &Arc<App>, req: &TokenRequest<'_>) -> Result<Issued,
         tracing::warn!(event = "unknown_subject", sub = ?subject, client_id = ?client_id, "issuance refused: the subject is not in the directory");
         app.metrics.unknown_subject();
         app.watch
-            .signal(tally_core::detect::Signal::UnknownSubject {
+            .signal(tally_incident::detect::Signal::UnknownSubject {
                 subject: subject.to_string(),
                 requested_by: format!("client:{client_id}"),
             });

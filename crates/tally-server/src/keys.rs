@@ -9,13 +9,7 @@ use tally_store::{KeyPurpose, KeyRow, KeyState};
 
 use crate::datadir::DataDir;
 
-/// Unix seconds now.
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use tally_store::clock::now_unix;
 
 /// `n` random bytes as lower-case hex.
 pub fn random_hex(n: usize) -> String {

@@ -141,8 +141,8 @@ fn upstream_error(status: StatusCode, code: &'static str, message: &str) -> Resp
 /// server is shutting down), so that the log and the detector see every
 /// decision.
 struct PendingEvent<'a> {
-    event: Option<crate::access::AccessEvent>,
-    sink: Option<&'a crate::access::AccessEvents>,
+    event: Option<tally_incident::access::AccessEvent>,
+    sink: Option<&'a tally_incident::access::AccessEvents>,
 }
 
 impl PendingEvent<'_> {
@@ -227,7 +227,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
                 .unwrap_or(&proxy.app.config.audience),
         );
         proxy.app.metrics.decision_latency(started.elapsed());
-        pending.event = Some(crate::access::event(
+        pending.event = Some(tally_incident::access::event(
             &decision,
             client,
             parts

@@ -251,10 +251,11 @@ pub async fn refresh(
                 "a spent refresh token was presented again: the whole session is revoked"
             );
             app.metrics.refresh_reuse();
-            app.watch.signal(tally_core::detect::Signal::RefreshReuse {
-                subject: session.subject.clone(),
-                session: session.family.clone(),
-            });
+            app.watch
+                .signal(tally_incident::detect::Signal::RefreshReuse {
+                    subject: session.subject.clone(),
+                    session: session.family.clone(),
+                });
             Err(invalid_grant())
         }
         RefreshUse::Rotated(session) => {

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::keys::now_unix;
-use crate::report::esc;
+use tally_incident::report::esc;
 
 const COOKIE: &str = "tally_ui";
 
@@ -309,8 +309,8 @@ pub fn snapshot(app: &App) -> Value {
         .incidents()
         .unwrap_or_default()
         .iter()
-        .filter(|i| i.state != tally_core::clocks::IncidentState::Closed)
-        .map(|i| crate::report::incident_json(store, i, app.watch.regimes(), now, false))
+        .filter(|i| i.state != tally_incident::clocks::IncidentState::Closed)
+        .map(|i| tally_incident::report::incident_json(store, i, app.watch.regimes(), now, false))
         .collect();
     let detections: Vec<Value> = store
         .recent_detections(15)
@@ -335,7 +335,7 @@ pub fn snapshot(app: &App) -> Value {
         .map(|k| {
             json!({
                 "kid": k.kid, "alg": k.alg, "state": k.state.as_str(),
-                "age": crate::timefmt::age(now - k.created_at),
+                "age": tally_incident::timefmt::age(now - k.created_at),
                 "custodians": app.dir.state.custodians(&k.kid).unwrap_or_default(),
             })
         })
@@ -427,7 +427,7 @@ pub fn render_sections(s: &Value) -> Value {
             incidents.push_str(&format!(
                 "<tr><td>{}</td><td>{}</td><td class=\"num{}\"><time data-due=\"{due}\" data-state=\"{}\">{}</time></td></tr>",
                 esc(c["name"].as_str().unwrap_or("")),
-                esc(&crate::timefmt::utc(due)),
+                esc(&tally_incident::timefmt::utc(due)),
                 if due - now < 6 * 3600 { " bad" } else { "" },
                 esc(state),
                 esc(&left)
@@ -505,7 +505,7 @@ pub fn render_sections(s: &Value) -> Value {
     let ledger = format!(
         "<table><tr><td>Entries</td><td class=\"num\">{}</td></tr><tr><td>Last checkpoint</td><td class=\"num\">{} ago</td></tr><tr><td>Verification</td><td class=\"num {}\">{}</td></tr><tr><td>Live tokens</td><td class=\"num\">{}</td></tr></table>",
         l["size"],
-        esc(&tally_core::clocks::format_duration(
+        esc(&tally_incident::clocks::format_duration(
             l["checkpoint_age_secs"].as_i64().unwrap_or(0)
         )),
         if l["verified"] == json!(true) {

@@ -13,9 +13,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod access;
+pub mod clock;
 pub mod fleet;
-pub mod incidents;
 pub mod ledger;
 pub mod pg;
 pub mod rows;

@@ -66,12 +66,13 @@ impl Value {
 
 /// Parameters for a statement: `args![a, b]` is
 /// `&[Value::from(a), Value::from(b)]`.
+#[macro_export]
 macro_rules! args {
     ($($v:expr),* $(,)?) => {
         &[$($crate::sql::Value::from($v)),*]
     };
 }
-pub(crate) use args;
+pub use crate::args;
 
 impl From<i64> for Value {
     fn from(v: i64) -> Value {

@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use tally_incident::timefmt;
 use tally_server::config::Storage;
-use tally_server::timefmt;
 use tally_store::fleet;
 
 use crate::DataArg;

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use serde_json::{Value, json};
-use tally_core::clocks::IncidentState;
+use tally_incident::access::AccessLog;
+use tally_incident::clocks::IncidentState;
+use tally_incident::timefmt;
 use tally_server::datadir::DataDir;
-use tally_server::timefmt;
-use tally_store::access::AccessLog;
 
 use crate::DataArg;
 
@@ -222,12 +222,12 @@ fn open_logs(data: &Path, extra: &[PathBuf]) -> Result<Vec<(String, AccessLog)>,
 }
 
 /// The opened logs as the report reads them.
-fn sources(logs: &[(String, AccessLog)]) -> Vec<tally_server::report::Source<'_>> {
+fn sources(logs: &[(String, AccessLog)]) -> Vec<tally_incident::report::Source<'_>> {
     logs.iter().map(|(name, log)| (name.clone(), log)).collect()
 }
 
 /// The affected customers of `impact` as `json` or CSV.
-fn affected_text(impact: &tally_server::report::Impact, format: &str) -> String {
+fn affected_text(impact: &tally_incident::report::Impact, format: &str) -> String {
     if format == "json" {
         format!(
             "{}\n",
@@ -235,7 +235,7 @@ fn affected_text(impact: &tally_server::report::Impact, format: &str) -> String 
                 .unwrap_or_default()
         )
     } else {
-        tally_server::report::affected_csv(impact)
+        tally_incident::report::affected_csv(impact)
     }
 }
 
@@ -254,13 +254,13 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
     let store = dir.incidents().map_err(|e| e.to_string())?;
     let now = tally_server::keys::now_unix();
     let who = |a: &Option<String>| tally_server::lifecycle::actor(a.as_deref());
-    let e = |e: tally_store::incidents::IncidentError| format!("{e} ({})", e.code());
+    let e = |e: tally_incident::store::IncidentError| format!("{e} ({})", e.code());
     match cmd {
         IncidentCmd::List { format, .. } => {
             let list = store.incidents().map_err(e)?;
             let rows: Vec<Value> = list
                 .iter()
-                .map(|i| tally_server::report::incident_json(&store, i, &c.regimes, now, false))
+                .map(|i| tally_incident::report::incident_json(&store, i, &c.regimes, now, false))
                 .collect();
             if format == "json" {
                 outln!(
@@ -306,9 +306,10 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
                 .ok_or(format!("no incident {id}"))?;
             let dets = store.detections(id).map_err(e)?;
             let timeline = store.timeline(id).map_err(e)?;
-            let clocks = tally_server::report::clocks_json(&store, &inc, &c.regimes, now);
+            let clocks = tally_incident::report::clocks_json(&store, &inc, &c.regimes, now);
             if format == "json" {
-                let doc = tally_server::report::incident_json(&store, &inc, &c.regimes, now, true);
+                let doc =
+                    tally_incident::report::incident_json(&store, &inc, &c.regimes, now, true);
                 outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
                 return Ok(ExitCode::SUCCESS);
             }
@@ -406,7 +407,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
                 }
                 for s in &steps {
                     let outcome =
-                        tally_server::watch::take(&dir, s, &format!("incident {id}"), &by, now);
+                        tally_server::contain::take(&dir, s, &format!("incident {id}"), &by, now);
                     let (ok, detail) = match outcome {
                         Ok(d) => (true, d),
                         Err(d) => (false, d),
@@ -495,7 +496,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
             let logs = open_logs(&c.data, &access_logs)?;
             let named = sources(&logs);
             let (report, impact) = with_progress("report", &logs, |p| {
-                tally_server::report::report_for(
+                tally_incident::report::report_for(
                     &store,
                     &named,
                     id,
@@ -510,8 +511,8 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
                     "{}\n",
                     serde_json::to_string_pretty(&report).unwrap_or_default()
                 ),
-                "html" => tally_server::report::html(&report, &impact.per_minute),
-                _ => tally_server::report::markdown(&report),
+                "html" => tally_incident::report::html(&report, &impact.per_minute),
+                _ => tally_incident::report::markdown(&report),
             };
             write_out(output.as_deref(), &text)?;
             Ok(ExitCode::SUCCESS)
@@ -530,7 +531,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
             }
             let dets = store.detections(id).map_err(e)?;
             let impact = with_progress("affected", &logs, |p| {
-                tally_server::report::impact_of(&named, &dets, p)
+                tally_incident::report::impact_of(&named, &dets, p)
             })?;
             let text = affected_text(&impact, &format);
             write_out(output.as_deref(), &text)?;
@@ -569,7 +570,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
                     .filter(|r| r.kid == kid)
                     .map(|r| r.token_id)
                     .collect();
-            let mut select = |ev: &tally_server::report::StoredEvent| {
+            let mut select = |ev: &tally_incident::report::StoredEvent| {
                 if ev.kid.as_deref() != Some(kid.as_str()) {
                     return false;
                 }
@@ -581,7 +582,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
                     .is_some_and(|jti| !tallied.contains(jti))
             };
             let impact = with_progress("scan", &logs, |p| {
-                tally_server::report::scan(&named, since_ms, i64::MAX, &mut select, p)
+                tally_incident::report::scan(&named, since_ms, i64::MAX, &mut select, p)
             })?;
             let text = affected_text(&impact, &format);
             out!("{text}");

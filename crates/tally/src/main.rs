@@ -18,8 +18,8 @@ use clap::{Args, Parser, Subcommand};
 use tally_core::jose::SigningKey;
 use tally_core::merkle;
 use tally_core::note::NoteVerifier;
+use tally_incident::timefmt;
 use tally_server::datadir::{DataDir, DataDirLock};
-use tally_server::timefmt;
 
 mod demo_cmd;
 mod fleet_cmd;
@@ -1119,7 +1119,7 @@ fn access(cfg: Option<&Path>, cmd: AccessCmd) -> Result<ExitCode, String> {
     let c = config(cfg, &data, None)?;
     let path = c.data.join("access.db");
     DataDir::require_existing(&c).map_err(|e| e.to_string())?;
-    let log = tally_store::access::AccessLog::open(&path).map_err(|e| e.to_string())?;
+    let log = tally_incident::access::AccessLog::open(&path).map_err(|e| e.to_string())?;
     let now = tally_server::keys::now_unix();
     match cmd {
         AccessCmd::Verify { .. } => match log.verify() {
@@ -1134,7 +1134,7 @@ fn access(cfg: Option<&Path>, cmd: AccessCmd) -> Result<ExitCode, String> {
                 outln!("result       OK: the hash chain is intact");
                 Ok(ExitCode::SUCCESS)
             }
-            Err(tally_store::access::AccessError::Tampered { seq, reason }) => {
+            Err(tally_incident::access::AccessError::Tampered { seq, reason }) => {
                 outln!("result       TAMPERED");
                 outln!("first bad    event {seq}");
                 outln!("finding      {reason}");

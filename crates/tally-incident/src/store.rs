@@ -18,12 +18,12 @@
 //! The store lives in SQLite (`incidents.db` in a data directory, one server:
 //! [`IncidentStore::open`]) or in a PostgreSQL schema shared by a fleet of
 //! servers ([`IncidentStore::connect_postgres`]). Both run the same
-//! statements through [`crate::sql`]; the tables are those of `incidents.db`
+//! statements through [`tally_store::sql`]; the tables are those of `incidents.db`
 //! (`incidents`, `detections`, `timeline`, `audit`, `submissions`, `outbox`,
 //! `reminders`), which do not clash with the state store's in the same
 //! schema, and PostgreSQL keeps its version in `incidents_schema_version`.
 //! Every change is one transaction; on PostgreSQL the incident store's
-//! writers take an advisory lock of their own ([`crate::sql::incident_lock_key`]),
+//! writers take an advisory lock of their own ([`tally_store::sql::incident_lock_key`]),
 //! so the writers of all nodes are serialised with each other but never wait
 //! for the state store's.
 //!
@@ -64,13 +64,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::clocks::IncidentState;
+use crate::detect::{Detection, Severity};
 use rusqlite::Connection;
 use serde_json::{Value, json};
-use tally_core::clocks::IncidentState;
-use tally_core::detect::{Detection, Severity};
 
 use crate::access::{AccessError, chain_hash, hex, read_head, write_head};
-use crate::sql::{Db, Row, SqlError, Tx, args};
+use tally_store::sql::{Db, Row, SqlError, Tx, args};
 
 /// Incident store failures, with stable codes.
 #[derive(Debug, thiserror::Error)]
@@ -328,15 +328,14 @@ fn pg_guards(schema: &str) -> String {
 /// nodes starting together migrate one at a time, and the later ones find
 /// the work done.
 fn migrate_pg(tx: &mut dyn Tx, schema: &str) -> Result<(), IncidentError> {
-    crate::sql::migrate_schema(tx, schema, "incidents_schema_version", PG_MIGRATIONS).map_err(
-        |e| match e {
-            crate::sql::MigrateError::NewerSchema(found) => IncidentError::NewerSchema {
+    tally_store::sql::migrate_schema(tx, schema, "incidents_schema_version", PG_MIGRATIONS)
+        .map_err(|e| match e {
+            tally_store::sql::MigrateError::NewerSchema(found) => IncidentError::NewerSchema {
                 found,
                 known: PG_MIGRATIONS.len(),
             },
-            crate::sql::MigrateError::Sql(e) => e.into(),
-        },
-    )?;
+            tally_store::sql::MigrateError::Sql(e) => e.into(),
+        })?;
     // The append-only guards come back at every opening.
     tx.batch(&pg_guards(schema))?;
     Ok(())
@@ -768,7 +767,7 @@ impl IncidentStore {
             schema,
             PG_CONNECTIONS,
             "tally-incidents",
-            crate::sql::incident_lock_key(schema),
+            tally_store::sql::incident_lock_key(schema),
         )?;
         std::fs::create_dir_all(witness_dir).map_err(|e| {
             SqlError::Config(format!(
@@ -1177,7 +1176,7 @@ impl IncidentStore {
     fn detections_where(
         &self,
         clause: &'static str,
-        p: Vec<crate::sql::Value>,
+        p: Vec<tally_store::sql::Value>,
     ) -> Result<Vec<StoredDetection>, IncidentError> {
         self.db.read(move |tx| {
             let rows = tx.query(

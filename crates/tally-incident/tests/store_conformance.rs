@@ -9,12 +9,13 @@
 use std::sync::{Arc, Barrier};
 
 use serde_json::json;
-use tally_core::clocks::IncidentState;
-use tally_core::detect::{Actor, ActorKind, Detection, Rule, Severity};
+use tally_incident::clocks::IncidentState;
+use tally_incident::detect::{Actor, ActorKind, Detection, Rule, Severity};
+use tally_incident::store::{IncidentError, IncidentStore, OUTBOX_LEASE_SECS};
 use tally_store::fleet;
-use tally_store::incidents::{IncidentError, IncidentStore, OUTBOX_LEASE_SECS};
 
 #[macro_use]
+#[path = "../../tally-store/tests/support/mod.rs"]
 mod support;
 
 use support::{Backend, TempDir, url};

@@ -11,17 +11,33 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde_json::json;
-use tally_core::clocks::{IncidentFacts, Regime};
-use tally_core::detect::{
+use crate::clocks::Regime;
+use crate::detect::{
     ActorKind, Containment, Detection, DetectionBook, Detector, Observation, Rule, Severity, Signal,
 };
-use tally_store::incidents::IncidentStore;
+use crate::facts::facts_of;
+use crate::store::IncidentStore;
+use serde_json::json;
 
 use crate::access::AccessEvent;
-use crate::app::App;
-use crate::keys::now_unix;
+use tally_store::clock::now_unix;
+
+use crate::alerts::{Alerts, EventsKey};
 use tally_core::verdict::Verdict;
+
+/// What the watch needs of the server it runs in: containment taken against
+/// the data directory and applied to the running gate, the key that signs
+/// security events, and the count of incidents opened.
+pub trait Responder: EventsKey + Send + Sync {
+    /// Takes one containment step; returns what it did, for the timeline,
+    /// or why it could not.
+    fn take(&self, c: &Containment, why: &str, actor: &str, now: i64) -> Result<String, String>;
+    /// Applies what containment changed (blocks, revocations, keys) to the
+    /// running server.
+    fn reload(&self);
+    /// An incident was opened (a metric).
+    fn incident_opened(&self);
+}
 
 /// An automatic action a rule may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -77,7 +93,7 @@ impl Watch {
     /// A watch over `store` with the configured rules, actions and regimes.
     pub fn new(
         store: Arc<IncidentStore>,
-        detector: tally_core::detect::DetectorConfig,
+        detector: crate::detect::DetectorConfig,
         actions: HashMap<Rule, Vec<Action>>,
         regimes: Vec<Regime>,
     ) -> Watch {
@@ -137,7 +153,7 @@ impl Watch {
         self.fleet.get().map(|f| f.dropped())
     }
 
-    fn add_findings(&self, findings: &[tally_core::detect::Finding]) {
+    fn add_findings(&self, findings: &[crate::detect::Finding]) {
         if findings.is_empty() {
             return;
         }
@@ -249,7 +265,7 @@ impl Watch {
 
     /// Stores what changed, opens or joins incidents, takes the automatic
     /// actions, and sends due reminders. Blocking: run on a blocking thread.
-    pub fn flush(&self, app: &App) {
+    pub fn flush(&self, alerts: &Alerts, r: &dyn Responder) {
         let now = now_unix();
         let dirty = self
             .book
@@ -265,9 +281,9 @@ impl Watch {
                             incident = id,
                             "incident opened: legal clocks are running (tally incident show {id})"
                         );
-                        app.metrics.incident_opened();
+                        r.incident_opened();
                         let inc = self.store.incident(*id).ok().flatten();
-                        app.alerts.notify(
+                        alerts.notify(
                             &self.store,
                             "incident.opened",
                             json!({
@@ -284,7 +300,7 @@ impl Watch {
                     for (key, incident) in &rec.assigned {
                         if let Some(d) = by_key.get(key.as_str()) {
                             tracing::warn!(event = "detection", rule = d.rule.code(), severity = d.severity.as_str(), incident, summary = %d.summary, "detection");
-                            app.alerts.notify(
+                            alerts.notify(
                                 &self.store,
                                 "detection",
                                 json!({"incident": incident, "rule": d.rule, "severity": d.severity, "key": d.key, "summary": d.summary, "first_seen": d.first_seen, "actors": d.actors, "suggested": d.suggested}),
@@ -294,10 +310,10 @@ impl Watch {
                                 && let Some(sub) =
                                     d.actors.iter().find(|a| a.kind == ActorKind::Subject)
                             {
-                                app.alerts.security_event(&app.dir, &self.store, crate::alerts::CAEP_SESSION_REVOKED, &sub.value, json!({"initiating_entity": "policy", "reason_admin": {"en": "a spent refresh token was presented again; the session was revoked"}}), now);
-                                app.alerts.security_event(&app.dir, &self.store, crate::alerts::RISC_CREDENTIAL_COMPROMISE, &sub.value, json!({"credential_type": "app", "reason_admin": {"en": "a copy of the subject's refresh token is in someone else's hands"}}), now);
+                                alerts.security_event(r, &self.store, crate::alerts::CAEP_SESSION_REVOKED, &sub.value, json!({"initiating_entity": "policy", "reason_admin": {"en": "a spent refresh token was presented again; the session was revoked"}}), now);
+                                alerts.security_event(r, &self.store, crate::alerts::RISC_CREDENTIAL_COMPROMISE, &sub.value, json!({"credential_type": "app", "reason_admin": {"en": "a copy of the subject's refresh token is in someone else's hands"}}), now);
                             }
-                            self.contain(app, *incident, d, now);
+                            self.contain(alerts, r, *incident, d, now);
                         }
                     }
                 }
@@ -310,7 +326,7 @@ impl Watch {
                 }
             }
         }
-        self.remind(app, now);
+        self.remind(alerts, now);
     }
 
     /// Periodic cleanup of the counting state.
@@ -326,7 +342,7 @@ impl Watch {
             .forget_before(now - 86_400);
     }
 
-    fn contain(&self, app: &App, incident: i64, d: &Detection, now: i64) {
+    fn contain(&self, alerts: &Alerts, r: &dyn Responder, incident: i64, d: &Detection, now: i64) {
         let Some(actions) = self.actions.get(&d.rule) else {
             return;
         };
@@ -334,16 +350,13 @@ impl Watch {
             if !actions.iter().any(|a| a.matches(c)) {
                 continue;
             }
-            let outcome = take(
-                &app.dir,
+            let outcome = r.take(
                 c,
                 &format!("incident {incident}, {}", d.rule.code()),
                 "tally (automatic)",
                 now,
             );
-            app.reload_blocks();
-            let _ = app.apply_revocations();
-            app.reload_keys(true);
+            r.reload();
             let (ok, detail) = match outcome {
                 Ok(d) => (true, d),
                 Err(e) => (false, e),
@@ -360,19 +373,19 @@ impl Watch {
                 "action",
                 &json!({"action": c, "rule": d.rule, "ok": ok, "detail": detail}),
             );
-            app.alerts.notify(
+            alerts.notify(
                 &self.store,
                 "containment",
                 json!({"incident": incident, "action": c, "rule": d.rule, "ok": ok, "detail": detail}),
                 now,
             );
             if ok && let Containment::RevokeSubject { subject } = c {
-                app.alerts.security_event(&app.dir, &self.store, crate::alerts::CAEP_SESSION_REVOKED, subject, json!({"initiating_entity": "policy", "reason_admin": {"en": format!("incident {incident}: {}", d.rule.code())}}), now);
+                alerts.security_event(r, &self.store, crate::alerts::CAEP_SESSION_REVOKED, subject, json!({"initiating_entity": "policy", "reason_admin": {"en": format!("incident {incident}: {}", d.rule.code())}}), now);
             }
         }
     }
 
-    fn remind(&self, app: &App, now: i64) {
+    fn remind(&self, alerts: &Alerts, now: i64) {
         let since = {
             let mut last = self
                 .last_reminder_check
@@ -387,16 +400,16 @@ impl Watch {
         };
         for inc in incidents
             .into_iter()
-            .filter(|i| i.state != tally_core::clocks::IncidentState::Closed)
+            .filter(|i| i.state != crate::clocks::IncidentState::Closed)
         {
             let facts = facts_of(&self.store, &inc);
             let subs = self.store.submissions(inc.id).unwrap_or_default();
             for (clock, status) in crate::report::clock_states(&self.regimes, &facts, &subs, now) {
-                use tally_core::clocks::ClockStatus;
+                use crate::clocks::ClockStatus;
                 if matches!(status, ClockStatus::Met { .. } | ClockStatus::Late { .. }) {
                     continue;
                 }
-                for r in tally_core::clocks::due_reminders(&clock, since, now) {
+                for r in crate::clocks::due_reminders(&clock, since, now) {
                     let label = r.label.as_str().to_string();
                     let clock_id = format!("{}@{}", clock.regime_id, clock.starts_at);
                     if self
@@ -407,7 +420,7 @@ impl Watch {
                         tracing::warn!(event = "deadline_reminder", incident = inc.id, regime = %clock.regime_id, due_at = clock.due_at, reminder = %label, "reporting deadline approaching");
                         let doc = json!({"regime": clock.regime_id, "name": clock.name, "due_at": clock.due_at, "reminder": label});
                         let _ = self.store.append(inc.id, now, "tally", "reminder", &doc);
-                        app.alerts.notify(
+                        alerts.notify(
                             &self.store,
                             "deadline.reminder",
                             json!({"incident": inc.id, "reminder": doc}),
@@ -416,110 +429,6 @@ impl Watch {
                     }
                 }
             }
-        }
-    }
-}
-
-/// Which submission answers which clock: per regime, the clocks in order of
-/// their start are answered by that regime's submissions in time order (the
-/// first report is the initial one, each later one a supplementary report).
-pub fn submitted_at(
-    clocks: &[tally_core::clocks::Clock],
-    subs: &[tally_store::incidents::Submission],
-) -> Vec<Option<i64>> {
-    let mut out = vec![None; clocks.len()];
-    let mut by_regime: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, c) in clocks.iter().enumerate() {
-        by_regime.entry(c.regime_id.as_str()).or_default().push(i);
-    }
-    for (regime, mut idx) in by_regime {
-        idx.sort_by_key(|i| clocks[*i].starts_at);
-        let mut times: Vec<i64> = subs
-            .iter()
-            .filter(|s| s.regime == regime)
-            .map(|s| s.submitted_at)
-            .collect();
-        times.sort_unstable();
-        for (i, t) in idx.into_iter().zip(times) {
-            out[i] = Some(t);
-        }
-    }
-    out
-}
-
-/// The facts that decide which regimes apply: awareness, materiality, and
-/// whether outsiders got in (a forged token, a scraping actor, a honey account).
-pub fn facts_of(store: &IncidentStore, inc: &tally_store::incidents::Incident) -> IncidentFacts {
-    let dets = store.detections(inc.id).unwrap_or_default();
-    let outside = dets.iter().any(|d| {
-        matches!(
-            d.detection.rule,
-            Rule::ForgedToken | Rule::MassAccess | Rule::CanaryAccount | Rule::TokenReplay
-        )
-    });
-    let confirmed: Vec<i64> = dets
-        .iter()
-        .filter(|d| d.detection.severity >= Severity::High)
-        .map(|d| d.detection.first_seen)
-        .filter(|t| *t > inc.aware_at)
-        .collect();
-    // The exact subject count needs a scan of the access log (the report
-    // does one); here, the subjects the detections name are a lower bound.
-    let named: std::collections::HashSet<&str> = dets
-        .iter()
-        .flat_map(|d| d.detection.actors.iter())
-        .filter(|a| a.kind == ActorKind::Subject)
-        .map(|a| a.value.as_str())
-        .collect();
-    IncidentFacts {
-        aware_at: inc.aware_at,
-        affected_subjects: named.len() as u64,
-        outside_access: outside,
-        materiality_at: inc.materiality_at,
-        confirmed_facts_at: confirmed,
-    }
-}
-
-/// Takes one containment step against the data directory; returns what it
-/// did, for the timeline. Running servers apply it within a second.
-pub fn take(
-    dir: &crate::datadir::DataDir,
-    c: &Containment,
-    why: &str,
-    actor: &str,
-    now: i64,
-) -> Result<String, String> {
-    match c {
-        Containment::BlockActor { actor: who } => {
-            let kind = match who.kind {
-                ActorKind::Ip => "ip",
-                ActorKind::Device => "device",
-                ActorKind::Token => "token",
-                ActorKind::Subject => "subject",
-                ActorKind::Key => {
-                    return Err("a key is contained by compromise, not a block".into());
-                }
-            };
-            let (kind, value) = crate::admin::block_target(kind, &who.value)?;
-            let id = dir
-                .state
-                .add_block(kind, &value, why, actor, now, None)
-                .map_err(|e| e.to_string())?;
-            Ok(format!("block {id}: {kind} {value}"))
-        }
-        Containment::RevokeSubject { subject } => {
-            let records = crate::lifecycle::all_records(dir).map_err(|e| e.to_string())?;
-            let n = crate::lifecycle::revoke_subject(dir, &records, subject, why, now)
-                .map_err(|e| e.to_string())?;
-            Ok(format!("{n} live token(s) of {subject} revoked"))
-        }
-        Containment::CompromiseKey { kid } => {
-            let rotated = crate::lifecycle::mark_compromised(dir, kid, Some(now), actor, now)
-                .map_err(|e| e.to_string())?;
-            Ok(match rotated {
-                Some(new) => format!("key {kid} marked compromised; {new} now signs"),
-                None => format!("key {kid} marked compromised"),
-            })
         }
     }
 }

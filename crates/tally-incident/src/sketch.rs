@@ -10,7 +10,7 @@
 //!   most `max_actors` actors, evicting the least recently observed one when full.
 //!
 //! ```
-//! use tally_core::sketch::{WindowedDistinct, subject_hash};
+//! use tally_incident::sketch::{WindowedDistinct, subject_hash};
 //! // One hour in six 10-minute slices, at most a million actors.
 //! let mut w = WindowedDistinct::new(3600, 6, 1_000_000);
 //! let now = 1_700_000_000;

@@ -95,7 +95,7 @@ impl Target {
     /// the PEM files now, so a wrong path is found at start-up. Errors never
     /// repeat the password.
     pub fn parse(url: &str) -> Result<Target, RedisError> {
-        let shown = crate::config::redact_url(url);
+        let shown = tally_core::endpoint::redact_url(url);
         let bad = || RedisError::Url(shown.clone());
         let (tls, rest) = match (url.strip_prefix("redis://"), url.strip_prefix("rediss://")) {
             (Some(r), _) => (false, r),

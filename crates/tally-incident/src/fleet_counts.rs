@@ -13,7 +13,7 @@
 //! are not repeated per node.
 //!
 //! Which actors count is decided by the detector's own rules
-//! ([`tally_core::detect::mass_access_actors`], [`replay_sources`]).
+//! ([`crate::detect::mass_access_actors`], [`replay_sources`]).
 //! Actor and subject values never reach Redis in the clear: keys and members
 //! are HMAC-SHA256 (truncated to 128 bits) under a key derived from the
 //! master key, the same on every node and unknown to Redis.
@@ -26,11 +26,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::hmac;
-use tally_core::detect::{
+use crate::detect::{
     Actor, ActorKind, DetectorConfig, Finding, Observation, mass_access_actors,
     mass_access_finding, replay_sources, token_replay_finding,
 };
+use aws_lc_rs::hmac;
 
 use crate::redis::{Redis, Reply};
 
@@ -300,7 +300,7 @@ impl Counter {
                 b"EXPIRE".to_vec(),
                 key.clone(),
                 // The window and one more slice, with a minute to spare.
-                (window + tally_core::sketch::slicing(*window, tally_core::detect::SLICES).0 + 60)
+                (window + crate::sketch::slicing(*window, crate::detect::SLICES).0 + 60)
                     .to_string()
                     .into_bytes(),
             ]);
@@ -354,7 +354,7 @@ impl Counter {
         candidates: Vec<Finding>,
     ) -> Result<Vec<Finding>, crate::redis::RedisError> {
         let window = |f: &Finding| match f.rule {
-            tally_core::detect::Rule::TokenReplay => self.cfg.replay_window_secs,
+            crate::detect::Rule::TokenReplay => self.cfg.replay_window_secs,
             _ => self.cfg.mass_access_window_secs,
         };
         let fresh: Vec<Finding> = candidates
@@ -392,7 +392,7 @@ impl Counter {
                 out.push(f);
             }
         }
-        let now = crate::keys::now_unix();
+        let now = tally_store::clock::now_unix();
         let keep = self
             .cfg
             .mass_access_window_secs
@@ -405,7 +405,7 @@ impl Counter {
 /// The keys of the slices covering the window ending at `at`, newest first,
 /// cut exactly as the node's own detector cuts them.
 fn slice_keys(base: &str, at: i64, window: i64) -> Vec<Vec<u8>> {
-    let (len, slices) = tally_core::sketch::slicing(window, tally_core::detect::SLICES);
+    let (len, slices) = crate::sketch::slicing(window, crate::detect::SLICES);
     let cur = at.div_euclid(len);
     (0..slices as i64)
         .map(|i| format!("{base}:{}", cur - i).into_bytes())
@@ -415,16 +415,16 @@ fn slice_keys(base: &str, at: i64, window: i64) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tally_core::sketch::WindowedDistinct;
+    use crate::sketch::WindowedDistinct;
 
     /// The fleet's window is the node's: as many slices, as long, for
     /// windows that six divides and windows it does not.
     #[test]
     fn fleet_windows_are_the_detectors() {
         for window in [1, 5, 100, 300, 600, 601] {
-            let node = WindowedDistinct::<u64>::new(window, tally_core::detect::SLICES, 10);
+            let node = WindowedDistinct::<u64>::new(window, crate::detect::SLICES, 10);
             let keys = slice_keys("k", 10_000, window);
-            let (len, _) = tally_core::sketch::slicing(window, tally_core::detect::SLICES);
+            let (len, _) = crate::sketch::slicing(window, crate::detect::SLICES);
             assert_eq!(
                 len * keys.len() as i64,
                 node.window_secs(),

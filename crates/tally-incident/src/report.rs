@@ -15,12 +15,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+use crate::access::AccessLog;
+use crate::clocks::{self, IncidentFacts, Regime};
+use crate::detect::{ActorKind, Containment, Rule};
+use crate::store::{Incident, IncidentStore, StoredDetection};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tally_core::clocks::{self, IncidentFacts, Regime};
-use tally_core::detect::{ActorKind, Containment, Rule};
-use tally_store::access::AccessLog;
-use tally_store::incidents::{Incident, IncidentStore, StoredDetection};
 
 /// An access event as stored.
 #[derive(Debug, Deserialize)]
@@ -378,9 +378,9 @@ pub struct Case {
     /// Its detections.
     pub detections: Vec<StoredDetection>,
     /// Its timeline.
-    pub timeline: Vec<tally_store::incidents::TimelineEntry>,
+    pub timeline: Vec<crate::store::TimelineEntry>,
     /// Reports made to authorities.
-    pub submissions: Vec<tally_store::incidents::Submission>,
+    pub submissions: Vec<crate::store::Submission>,
 }
 
 impl Case {
@@ -944,7 +944,7 @@ pub fn clocks_json(
     regimes: &[Regime],
     now: i64,
 ) -> Vec<Value> {
-    let facts = crate::watch::facts_of(store, inc);
+    let facts = crate::facts::facts_of(store, inc);
     let subs = store.submissions(inc.id).unwrap_or_default();
     clock_states(regimes, &facts, &subs, now)
         .into_iter()
@@ -959,15 +959,15 @@ pub fn clocks_json(
 }
 
 /// Every clock that runs for `facts`, with where it stands at `now` given
-/// the reports made (matched to clocks by [`crate::watch::submitted_at`]).
+/// the reports made (matched to clocks by [`crate::facts::submitted_at`]).
 pub fn clock_states(
     regimes: &[Regime],
     facts: &IncidentFacts,
-    submissions: &[tally_store::incidents::Submission],
+    submissions: &[crate::store::Submission],
     now: i64,
 ) -> Vec<(clocks::Clock, clocks::ClockStatus)> {
     let all = clocks::clocks(regimes, facts);
-    let sent = crate::watch::submitted_at(&all, submissions);
+    let sent = crate::facts::submitted_at(&all, submissions);
     all.into_iter()
         .zip(sent)
         .map(|(c, submitted)| {

@@ -16,12 +16,14 @@
 
 use std::sync::Arc;
 
+use crate::store::{IncidentStore, OutboxItem};
 use aws_lc_rs::hmac;
 use serde_json::{Map, Value, json};
-use tally_store::incidents::{IncidentStore, OutboxItem};
 use zeroize::Zeroizing;
 
-use crate::datadir::DataDir;
+use serde::Deserialize;
+use tally_core::jose::SigningKey;
+use tally_store::clock::now_unix;
 
 /// CAEP session revoked (OpenID CAEP 1.0).
 pub const CAEP_SESSION_REVOKED: &str =
@@ -32,6 +34,37 @@ pub const RISC_CREDENTIAL_COMPROMISE: &str =
 
 /// Attempts before an alert is given up (about two days of backoff).
 pub const MAX_ATTEMPTS: i64 = 40;
+
+/// `[[webhooks]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Short name (in logs and the outbox).
+    pub name: String,
+    /// `https://…`, or `http://` on a loopback address.
+    pub url: String,
+    /// Environment variable holding the HMAC secret (at least 16 characters).
+    pub secret_env: String,
+}
+
+/// `[set_receiver]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SetReceiverConfig {
+    /// Push endpoint.
+    pub url: String,
+    /// `aud` of the SETs.
+    pub audience: String,
+    /// Environment variable holding a bearer token for the receiver, if it wants one.
+    pub token_env: Option<String>,
+}
+
+/// Where the key that signs security events comes from (the data
+/// directory's events key): its `kid` and the key, or why there is none.
+pub trait EventsKey {
+    /// The events key.
+    fn events_signer(&self) -> Result<(String, SigningKey), String>;
+}
 
 /// One webhook sink.
 pub struct Webhook {
@@ -63,7 +96,7 @@ fn checked_url(url: &str, what: &str) -> Result<String, String> {
     let u = url.trim();
     // The host is parsed, not prefix-matched: http://localhost.evil.example
     // and http://127.0.0.1@evil.example are refused.
-    if crate::config::jwks_url_allowed(u) {
+    if tally_core::endpoint::jwks_url_allowed(u) {
         Ok(u.to_string())
     } else {
         Err(format!(
@@ -84,9 +117,13 @@ fn secret_from_env(var: &str, what: &str) -> Result<Zeroizing<String>, String> {
 impl Alerts {
     /// Sinks from the configuration; secrets are read from the environment
     /// variables the configuration names (never from the file itself).
-    pub fn from_config(c: &crate::config::Config) -> Result<Alerts, String> {
+    pub fn from_config(
+        webhooks_config: &[WebhookConfig],
+        set_receiver: Option<&SetReceiverConfig>,
+        issuer: &str,
+    ) -> Result<Alerts, String> {
         let mut webhooks = Vec::new();
-        for w in &c.webhooks {
+        for w in webhooks_config {
             let secret = secret_from_env(&w.secret_env, &format!("webhook {}", w.name))?;
             if secret.len() < 16 {
                 return Err(format!(
@@ -100,7 +137,7 @@ impl Alerts {
                 secret: Zeroizing::new(secret.as_bytes().to_vec()),
             });
         }
-        let set = match &c.set_receiver {
+        let set = match set_receiver {
             None => None,
             Some(s) => Some(SetReceiver {
                 url: checked_url(&s.url, "set_receiver")?,
@@ -121,7 +158,7 @@ impl Alerts {
             webhooks,
             set,
             client,
-            issuer: c.issuer.clone(),
+            issuer: issuer.to_string(),
         })
     }
 
@@ -156,7 +193,7 @@ impl Alerts {
     /// Signs and queues a SET with one event about `subject` (`iss_sub`).
     pub fn security_event(
         &self,
-        dir: &DataDir,
+        key: &dyn EventsKey,
         store: &IncidentStore,
         event_type: &str,
         subject: &str,
@@ -166,7 +203,7 @@ impl Alerts {
         let Some(set) = &self.set else {
             return;
         };
-        let (kid, key) = match dir.events_signer() {
+        let (kid, key) = match key.events_signer() {
             Ok(k) => k,
             Err(e) => {
                 tracing::error!(error = %e, "no events key: security event not sent");
@@ -207,7 +244,7 @@ impl Alerts {
 
     /// Attempts every due delivery once.
     pub async fn deliver_due(self: &Arc<Self>, store: &Arc<IncidentStore>) {
-        let now = crate::keys::now_unix();
+        let now = now_unix();
         let s = store.clone();
         let due = match tokio::task::spawn_blocking(move || s.due(now, 100)).await {
             Ok(Ok(d)) => d,
@@ -243,7 +280,7 @@ impl Alerts {
         let outcome = self.deliver(&item).await;
         let delivered = outcome.is_ok();
         let s = store.clone();
-        let now = crate::keys::now_unix();
+        let now = now_unix();
         let id = item.id;
         let attempts = item.attempts + 1;
         let sink = item.sink.clone();
@@ -272,7 +309,7 @@ impl Alerts {
             let Some(w) = self.webhooks.iter().find(|w| w.name == name) else {
                 return Err(format!("webhook {name} is no longer configured"));
             };
-            let t = crate::keys::now_unix();
+            let t = now_unix();
             let key = hmac::Key::new(hmac::HMAC_SHA256, &w.secret);
             let mut ctx = hmac::Context::with_key(&key);
             ctx.update(format!("{t}.").as_bytes());

@@ -16,7 +16,7 @@
 
 use std::time::Instant;
 
-use tally_core::detect::{Detector, DetectorConfig, Observation};
+use tally_incident::detect::{Detector, DetectorConfig, Observation};
 
 struct Ev {
     ip: String,
@@ -119,7 +119,7 @@ fn main() {
         let t = Instant::now();
         let mut x = 0u64;
         for e in &evs {
-            x ^= tally_core::sketch::subject_hash(&e.subject);
+            x ^= tally_incident::sketch::subject_hash(&e.subject);
         }
         println!(
             "part: subject_hash {:.1} ns/event ({x})",

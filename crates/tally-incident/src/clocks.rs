@@ -30,7 +30,7 @@
 //! incident (disable the regime or adjust the facts).
 //!
 //! ```
-//! use tally_core::clocks::{ClockStatus, IncidentFacts, clocks, default_regimes, status};
+//! use tally_incident::clocks::{ClockStatus, IncidentFacts, clocks, default_regimes, status};
 //!
 //! let aware_at = 1_709_805_600; // Thursday 2024-03-07 10:00 UTC
 //! let facts = IncidentFacts {

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::sketch::{BuildPreHashed, WindowedDistinct};
-use crate::verdict::Verdict;
+use tally_core::verdict::Verdict;
 
 /// How bad.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -237,7 +237,7 @@ pub struct Observation<'a> {
     pub route: &'a str,
     /// The verdict's stable code.
     pub verdict: &'a str,
-    /// The refusal's detail, if any (e.g. [`crate::gate::ECDSA_TWIN`]).
+    /// The refusal's detail, if any (e.g. [`tally_core::gate::ECDSA_TWIN`]).
     pub detail: Option<&'a str>,
     /// A third party asked about the token (a resource server introspecting
     /// it): the caller's address and device say nothing about where the
@@ -369,7 +369,7 @@ pub type CountedActor<'a> = (ActorKind, &'a str);
 /// (a signing key legitimately touches every customer, and a tallied token
 /// has the one subject the ledger recorded).
 pub fn mass_access_actors<'a>(o: &Observation<'a>) -> [Option<CountedActor<'a>>; 4] {
-    let forged = crate::gate::proves_stolen_key(o.verdict, o.detail);
+    let forged = tally_core::gate::proves_stolen_key(o.verdict, o.detail);
     let holder = !o.inquiry;
     [
         o.client_ip.filter(|_| holder).map(|v| (ActorKind::Ip, v)),
@@ -592,7 +592,7 @@ impl Detector {
             }
             a
         };
-        let forged = crate::gate::proves_stolen_key(o.verdict, o.detail);
+        let forged = tally_core::gate::proves_stolen_key(o.verdict, o.detail);
         if forged {
             let kid = o.kid.unwrap_or("");
             let mut suggested = vec![Containment::CompromiseKey {
@@ -1064,7 +1064,7 @@ mod tests {
         assert_eq!(f[0].rule, Rule::ForgedToken);
         // An ECDSA twin of an issued token is no evidence against the key.
         let mut twin = obs(100, "203.0.113.7", "alice", "altered");
-        twin.detail = Some(crate::gate::ECDSA_TWIN);
+        twin.detail = Some(tally_core::gate::ECDSA_TWIN);
         assert!(d.observe(&twin).iter().all(|f| f.rule != Rule::ForgedToken));
         // Ordinary refusals and allowed requests are not forgeries.
         for v in ["ok", "expired", "bad_signature", "revoked", "unknown_key"] {

@@ -1,0 +1,13 @@
+//! The access log: every gate decision, as an [`AccessEvent`] queued by the
+//! request path ([`AccessEvents`], bounded in bytes, flood-accounted),
+//! written in batches to the hash-chained [`AccessLog`] and shown to the
+//! detector once written.
+
+mod event;
+mod log;
+mod writer;
+
+pub use event::{AccessEvent, bounded, event, limits};
+pub use log::{AccessError, AccessLog, AccessReport, Hold};
+pub(crate) use log::{chain_hash, hex, read_head, write_head};
+pub use writer::{AccessEvents, FOLD_BYTES, QUEUE_BUDGET_BYTES};
