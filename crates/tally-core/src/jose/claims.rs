@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::Rejection;
+use super::rejection::Rejection;
 
 /// Default clock-skew allowance, in seconds, for `exp` and `nbf`.
 pub const DEFAULT_LEEWAY_SECS: i64 = 60;

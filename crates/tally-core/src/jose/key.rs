@@ -15,9 +15,11 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
+use super::alg::Algorithm;
 use super::claims::Claims;
 use super::der::{self, Pkcs8Error, Pkcs8Kind};
-use super::{Algorithm, MAX_TOKEN_BYTES, Rejection, b64, pem};
+use super::rejection::{MAX_TOKEN_BYTES, Rejection};
+use super::{b64, pem};
 
 /// Smallest accepted RSA modulus, in bits.
 pub(crate) const RSA_MIN_BITS: usize = 2048;

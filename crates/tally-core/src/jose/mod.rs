@@ -55,6 +55,7 @@
 //! * Tokens are taken as bytes exactly as received: surrounding whitespace or a
 //!   trailing newline make a token malformed; trimming belongs to the transport.
 
+mod alg;
 pub(crate) mod b64;
 mod claims;
 mod der;
@@ -62,120 +63,14 @@ pub(crate) mod json;
 mod jwk;
 mod key;
 mod pem;
+mod rejection;
 pub(crate) mod token;
 
 #[cfg(test)]
 mod tests;
 
+pub use alg::Algorithm;
 pub use claims::{Claims, ClaimsPolicy, DEFAULT_LEEWAY_SECS};
 pub use key::{KeyError, KeySet, SigningKey, VerifyingKey};
+pub use rejection::{MAX_TOKEN_BYTES, Rejection};
 pub use token::{Header, VerifiedToken, verify};
-
-/// Largest accepted compact token, in bytes (8 KiB). Longer input is
-/// [`Rejection::Malformed`] before any decoding happens.
-pub const MAX_TOKEN_BYTES: usize = 8192;
-
-/// A JWS signature algorithm this module understands.
-///
-/// The variant names are the JOSE `alg` names (RFC 7518, RFC 8037).
-#[allow(clippy::upper_case_acronyms)] // the names are the registered JOSE spellings
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Algorithm {
-    /// `EdDSA` with the Ed25519 curve (RFC 8037).
-    EdDSA,
-    /// `ES256`: ECDSA on P-256 with SHA-256, signature `r || s` (64 bytes).
-    ES256,
-    /// `RS256`: RSASSA-PKCS1-v1_5 with SHA-256, modulus at least 2048 bits.
-    RS256,
-}
-
-impl Algorithm {
-    /// The registered JOSE name (`"EdDSA"`, `"ES256"`, `"RS256"`).
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::EdDSA => "EdDSA",
-            Self::ES256 => "ES256",
-            Self::RS256 => "RS256",
-        }
-    }
-
-    /// Parses a JOSE `alg` name. Matching is exact and case-sensitive, so
-    /// `"eddsa"` or `"EdDSA "` are not algorithms.
-    #[must_use]
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "EdDSA" => Some(Self::EdDSA),
-            "ES256" => Some(Self::ES256),
-            "RS256" => Some(Self::RS256),
-            _ => None,
-        }
-    }
-}
-
-impl core::fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Why a token was refused.
-///
-/// The details are fixed strings chosen by this module and never contain
-/// token content, so they are safe to log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Rejection {
-    /// The token is not a well-formed compact JWS/JWT (see the detail).
-    #[error("malformed token: {0}")]
-    Malformed(&'static str),
-    /// The header asks for an algorithm or feature this verifier refuses.
-    #[error("unsupported algorithm: {0}")]
-    UnsupportedAlg(&'static str),
-    /// The header names no key, or a key that is not in the key set.
-    #[error("unknown key")]
-    UnknownKey,
-    /// The signature does not verify under the named key.
-    #[error("bad signature")]
-    BadSignature,
-    /// `exp` has passed (allowing for leeway).
-    #[error("token expired")]
-    Expired,
-    /// `nbf` is still in the future (allowing for leeway).
-    #[error("token not yet valid")]
-    NotYetValid,
-    /// `aud` does not contain the expected audience.
-    #[error("wrong audience")]
-    WrongAudience,
-    /// `iss` is absent or is not the expected issuer.
-    #[error("wrong issuer")]
-    WrongIssuer,
-}
-
-impl Rejection {
-    /// A stable, machine-readable code: one of `"malformed"`,
-    /// `"unsupported_alg"`, `"unknown_key"`, `"bad_signature"`, `"expired"`,
-    /// `"not_yet_valid"`, `"wrong_audience"`, `"wrong_issuer"`.
-    #[must_use]
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Malformed(_) => "malformed",
-            Self::UnsupportedAlg(_) => "unsupported_alg",
-            Self::UnknownKey => "unknown_key",
-            Self::BadSignature => "bad_signature",
-            Self::Expired => "expired",
-            Self::NotYetValid => "not_yet_valid",
-            Self::WrongAudience => "wrong_audience",
-            Self::WrongIssuer => "wrong_issuer",
-        }
-    }
-
-    /// The fixed detail string, for `malformed` and `unsupported_alg`.
-    #[must_use]
-    pub fn detail(&self) -> Option<&'static str> {
-        match self {
-            Self::Malformed(d) | Self::UnsupportedAlg(d) => Some(d),
-            _ => None,
-        }
-    }
-}

@@ -3,9 +3,11 @@
 use aws_lc_rs::digest;
 use serde_json::{Map, Value};
 
+use super::alg::Algorithm;
 use super::claims::Claims;
 use super::key::{KeySet, VerifyingKey};
-use super::{Algorithm, MAX_TOKEN_BYTES, Rejection, b64, json};
+use super::rejection::{MAX_TOKEN_BYTES, Rejection};
+use super::{b64, json};
 
 /// Header members whose presence alone refuses a token (see the module
 /// documentation for the reasons).
