@@ -230,6 +230,11 @@ def main():
         graph = {}
         texts = {mod: strip(open(path, encoding="utf-8").read()) for mod, path in mods.items()}
         exports = {mod: reexports(mods, mod, text) for mod, text in texts.items()}
+        # A `#[macro_export]` macro sits at the crate root but belongs to the
+        # file that defines it.
+        for mod, text in texts.items():
+            for m in re.finditer(r"#\[macro_export\]\s*macro_rules!\s*(" + IDENT + ")", text):
+                exports.setdefault((), {})[m.group(1)] = mod
         for mod, text in texts.items():
             graph[mod] = uses(mods, exports, mod, text)
         files = len(mods)
