@@ -187,7 +187,10 @@ async fn shop_handler(
         shop.app.config.issuer.clone(),
         shop.app.config.audience.clone(),
     );
-    if policy.check(vt.claims(), crate::keys::now_unix()).is_err() {
+    if policy
+        .check(vt.claims(), tally_store::clock::now_unix())
+        .is_err()
+    {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     if vt.claims().sub.as_deref() != Some(id.as_str()) {
@@ -288,9 +291,9 @@ pub async fn phase(
         let c = config.clone();
         let customers = opts.customers;
         tokio::task::spawn_blocking(move || -> Result<SigningKey, String> {
-            let dir = crate::datadir::DataDir::open_or_init(&c).map_err(|e| e.to_string())?;
+            let dir = crate::keyring::DataDir::open_or_init(&c).map_err(|e| e.to_string())?;
             let key = SigningKey::generate(Algorithm::EdDSA).map_err(|e| e.to_string())?;
-            crate::keys::store_token_key(&dir, &key, Some("shop-2026-1"), "imported")
+            crate::keyring::store_token_key(&dir, &key, Some("shop-2026-1"), "imported")
                 .map_err(|e| e.to_string())?;
             // One password for every synthetic customer: hashed once.
             let hash =
@@ -299,7 +302,7 @@ pub async fn phase(
                 .map(|i| (customer_id(i), hash.clone()))
                 .collect();
             dir.state
-                .add_users(&users, crate::keys::now_unix())
+                .add_users(&users, tally_store::clock::now_unix())
                 .map_err(|e| e.to_string())?;
             Ok(key)
         })
@@ -347,7 +350,7 @@ pub async fn phase(
         gate_listener.local_addr().map_err(|e| e.to_string())?
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::app::serve_with_gate(
+    let server = tokio::spawn(crate::serve::serve_with_gate(
         app.clone(),
         listener,
         Some(gate_listener),
@@ -522,7 +525,7 @@ pub async fn phase(
                 let Some((id, ghost)) = jobs.get(i) else {
                     break;
                 };
-                let now = crate::keys::now_unix();
+                let now = tally_store::clock::now_unix();
                 let mut claims = template.clone();
                 claims.insert("sub".into(), Value::from(id.as_str()));
                 claims.insert("jti".into(), Value::from(format!("forged-{i}")));
@@ -606,7 +609,7 @@ pub async fn phase(
         else {
             return Ok(None);
         };
-        let now = crate::keys::now_unix();
+        let now = tally_store::clock::now_unix();
         let (doc, impact) = tally_incident::report::report_for(
             &store,
             &[("access.db".to_string(), &*log)],

@@ -70,7 +70,7 @@ impl ApiError {
 
 /// Describes why a request body was refused without repeating any of it: serde's
 /// messages quote the offending values, which may be passwords or tokens.
-pub fn body_problem(e: &serde_json::Error) -> String {
+pub(crate) fn body_problem(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
     let what = match e.classify() {
         Category::Io => "unreadable body",
@@ -82,7 +82,7 @@ pub fn body_problem(e: &serde_json::Error) -> String {
 }
 
 /// The same for a rejected JSON body, in axum's terms.
-pub fn json_rejection_problem(e: &axum::extract::rejection::JsonRejection) -> String {
+pub(crate) fn json_rejection_problem(e: &axum::extract::rejection::JsonRejection) -> String {
     use axum::extract::rejection::JsonRejection;
     match e {
         JsonRejection::JsonDataError(_) => {

@@ -208,7 +208,7 @@ async fn idle(activity: &Activity, limit: Duration) {
 
 /// Serves `router` on `listener` under `limits` until `shutdown` resolves,
 /// then lets open connections finish (at most 20 s).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: axum::Router,
     limits: Connections,

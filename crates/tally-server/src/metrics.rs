@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tally_core::verdict::Verdict;
 
 /// Upper bounds (seconds) of the decision latency histogram buckets.
-pub const LATENCY_BUCKETS: [f64; 12] = [
+pub(crate) const LATENCY_BUCKETS: [f64; 12] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
 ];
 

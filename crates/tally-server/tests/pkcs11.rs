@@ -1,4 +1,4 @@
-//! PKCS#11 signing against SoftHSM2 (`tally_server::pkcs11`).
+//! PKCS#11 signing against SoftHSM2 (`tally_server::keyring`).
 //!
 //! PKCS#11 state is process-wide (SoftHSM2 reads `SOFTHSM2_CONF` when it is
 //! initialized, and the PIN comes from the environment), so every test that
@@ -20,7 +20,8 @@ use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use serde_json::{Map, Value, json};
 use tally_core::jose::{self, Algorithm, KeySet, SigningKey};
-use tally_server::pkcs11::{Hsm, HsmError, HsmKey, Pkcs11Config, sign_jwt};
+use tally_server::config::Pkcs11Config;
+use tally_server::keyring::{Hsm, HsmError, HsmKey, sign_jwt};
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 /// Set in a child process: the test's private directory.

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use tally_server::keys::now_unix;
 use tally_server::{App, Config, Overrides};
+use tally_store::clock::now_unix;
 
 fn temp_dir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!(
@@ -42,7 +42,7 @@ async fn a_signature_outside_the_ledger_is_caught() {
         .add_user("alice", "$argon2id$unused", 0)
         .unwrap();
     for _ in 0..5 {
-        tally_server::issuer::issue(&app, "alice", "test", "pwd")
+        tally_server::issuance::issue(&app, "alice", "test", "pwd")
             .await
             .unwrap();
     }
@@ -114,7 +114,7 @@ async fn a_counter_behind_the_ledger_is_adopted_not_alarmed() {
         .add_user("bob", "$argon2id$unused", 0)
         .unwrap();
     for _ in 0..3 {
-        tally_server::issuer::issue(&app, "bob", "test", "pwd")
+        tally_server::issuance::issue(&app, "bob", "test", "pwd")
             .await
             .unwrap();
     }

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tally_core::gate::Step;
-use tally_server::keys::now_unix;
 use tally_server::{App, Config, Overrides};
+use tally_store::clock::now_unix;
 
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
@@ -55,7 +55,7 @@ async fn issue_many(app: &Arc<App>, n: usize) -> Vec<(String, String)> {
                 let app = app.clone();
                 let sub = format!("user-{chunk}-{i}");
                 set.spawn(async move {
-                    let issued = tally_server::issuer::issue(&app, &sub, "volume-test", "pwd")
+                    let issued = tally_server::issuance::issue(&app, &sub, "volume-test", "pwd")
                         .await
                         .expect("issuance must succeed");
                     (issued.token, issued.token_id)
@@ -82,7 +82,7 @@ async fn hundred_thousand_issued_tokens_all_pass_in_process() {
     assert_eq!(tokens.len(), 100_000);
     assert_eq!(app.ledger.size(), 100_000);
     // And never for one that is not.
-    let refused = tally_server::issuer::issue(&app, "ghost-member", "volume-test", "pwd").await;
+    let refused = tally_server::issuance::issue(&app, "ghost-member", "volume-test", "pwd").await;
     assert_eq!(refused.err().map(|e| e.code()), Some("unknown_subject"));
     assert_eq!(app.ledger.size(), 100_000);
     let now = now_unix();

@@ -44,7 +44,7 @@ pub fn run(cfg: Option<&std::path::Path>, cmd: FleetCmd) -> Result<ExitCode, Str
         .map_err(|e| e.to_string())?
         .and_then(|note| note.lines().nth(1).and_then(|l| l.parse::<i64>().ok()))
         .unwrap_or(0);
-    let now = tally_server::keys::now_unix();
+    let now = tally_store::clock::now_unix();
     let state = |n: &fleet::NodeRow| {
         if now - n.last_seen > SILENT_AFTER_SECS {
             "silent"

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tally_incident::access::AccessLog;
 use tally_incident::clocks::IncidentState;
 use tally_incident::timefmt;
-use tally_server::datadir::DataDir;
+use tally_server::keyring::DataDir;
 
 use crate::DataArg;
 
@@ -252,8 +252,8 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
     let c = crate::config(cfg, data_of(&cmd), None)?;
     let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
     let store = dir.incidents().map_err(|e| e.to_string())?;
-    let now = tally_server::keys::now_unix();
-    let who = |a: &Option<String>| tally_server::lifecycle::actor(a.as_deref());
+    let now = tally_store::clock::now_unix();
+    let who = |a: &Option<String>| tally_server::keyring::lifecycle::actor(a.as_deref());
     let e = |e: tally_incident::store::IncidentError| format!("{e} ({})", e.code());
     match cmd {
         IncidentCmd::List { format, .. } => {
@@ -562,7 +562,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
             // whatever verdict was recorded at the time.
             // The ledger is verified first (every leaf, every checkpoint).
             let tallied: std::collections::HashSet<String> =
-                tally_server::lifecycle::all_records(&dir)
+                tally_server::keyring::lifecycle::all_records(&dir)
                     .map_err(|e| {
                         format!("the ledger does not verify, so it cannot vouch for any token: {e}")
                     })?

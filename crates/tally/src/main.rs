@@ -19,12 +19,12 @@ use tally_core::jose::SigningKey;
 use tally_core::merkle;
 use tally_core::note::NoteVerifier;
 use tally_incident::timefmt;
-use tally_server::datadir::{DataDir, DataDirLock};
+use tally_server::keyring::{DataDir, DataDirLock};
 
 mod demo_cmd;
 mod fleet_cmd;
 mod incident_cmd;
-use tally_server::lifecycle;
+use tally_server::keyring::lifecycle;
 use tally_server::{App, Config, Overrides};
 use tally_store::{KeyPurpose, LEDGER_FILE, LedgerError};
 
@@ -533,7 +533,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Fleet(cmd) => fleet_cmd::run(cfg_path, cmd),
         Command::Clients(ClientsCmd::Add { id, data, .. }) => {
             let c = config(cfg_path, &data, None)?;
-            if !tally_server::issuer::valid_username(&id) {
+            if !tally_server::issuance::valid_username(&id) {
                 return Err("client ids are 1-64 characters of A-Z a-z 0-9 . _ @ -".into());
             }
             let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
@@ -541,7 +541,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let hash = tally_server::passwords::hash_once(&secret)
                 .map_err(|_| "secret hashing failed".to_string())?;
             dir.state
-                .add_client(&id, &hash, tally_server::keys::now_unix())
+                .add_client(&id, &hash, tally_store::clock::now_unix())
                 .map_err(|e| match e {
                     tally_store::StateError::ClientExists => format!("client {id} already exists"),
                     other => other.to_string(),
@@ -663,7 +663,7 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
     match cmd {
         UsersCmd::Add { name, data, .. } => {
             let c = config(cfg, &data, None)?;
-            if !tally_server::issuer::valid_username(&name) {
+            if !tally_server::issuance::valid_username(&name) {
                 return Err("user names are 1-64 characters of A-Z a-z 0-9 . _ @ -".into());
             }
             let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
@@ -672,7 +672,7 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
             let hash = tally_server::passwords::hash_once(password)
                 .map_err(|_| "password hashing failed".to_string())?;
             dir.state
-                .add_user(&name, &hash, tally_server::keys::now_unix())
+                .add_user(&name, &hash, tally_store::clock::now_unix())
                 .map_err(|e| match e {
                     tally_store::StateError::UserExists => format!("user {name} already exists"),
                     other => other.to_string(),
@@ -688,7 +688,7 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
                 .map_err(|_| "password hashing failed".to_string())?;
             if !dir
                 .state
-                .reset_user(&name, &hash, tally_server::keys::now_unix())
+                .reset_user(&name, &hash, tally_store::clock::now_unix())
                 .map_err(|e| e.to_string())?
             {
                 return Err(format!("no user {name:?}: add it with tally users add"));
@@ -705,7 +705,7 @@ fn users(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode, String> {
             let sealed = dir
                 .master
                 .seal(
-                    &tally_server::issuer::totp_context(&name),
+                    &tally_server::issuance::totp_context(&name),
                     secret.as_bytes(),
                 )
                 .map_err(|e| e.to_string())?;
@@ -766,7 +766,7 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
                 .state
                 .keys(KeyPurpose::Token)
                 .map_err(|e| e.to_string())?;
-            let now = tally_server::keys::now_unix();
+            let now = tally_store::clock::now_unix();
             let mut table = vec![[
                 "KID".to_string(),
                 "ALG".into(),
@@ -814,7 +814,7 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
                 None,
                 "rotated",
                 &lifecycle::actor(actor.as_deref()),
-                tally_server::keys::now_unix(),
+                tally_store::clock::now_unix(),
             )
             .map_err(|e| e.to_string())?;
             outln!("new active key  {}", r.new);
@@ -835,7 +835,7 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
             let since = since.as_deref().map(timefmt::parse_time).transpose()?;
             let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             let actor = lifecycle::actor(actor.as_deref());
-            let now = tally_server::keys::now_unix();
+            let now = tally_store::clock::now_unix();
             let rotated = lifecycle::mark_compromised(&dir, &kid, since, &actor, now)
                 .map_err(|e| e.to_string())?;
             outln!("key {kid} marked compromised: it signs nothing from now on");
@@ -855,7 +855,7 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
                 &records,
                 &kid,
                 since,
-                tally_server::keys::now_unix(),
+                tally_store::clock::now_unix(),
             )
             .map_err(|e| e.to_string())?;
             match since {
@@ -897,7 +897,7 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
                 &kid,
                 &person,
                 &lifecycle::actor(actor.as_deref()),
-                tally_server::keys::now_unix(),
+                tally_store::clock::now_unix(),
             )
             .map_err(|e| e.to_string())?;
             if added {
@@ -915,7 +915,7 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
             let c = config(cfg, &data, None)?;
             let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
             let actor = lifecycle::actor(actor.as_deref());
-            let report = lifecycle::offboard(&dir, &person, &actor, tally_server::keys::now_unix())
+            let report = lifecycle::offboard(&dir, &person, &actor, tally_store::clock::now_unix())
                 .map_err(|e| e.to_string())?;
             if report.keys.is_empty() {
                 outln!("{person} guarded no key; offboarding recorded by {actor}");
@@ -972,8 +972,9 @@ fn keys(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, String> {
                 return Err("--kid must be 1-128 printable characters without spaces".into());
             }
             let dir = DataDir::open_existing(&c).map_err(|e| e.to_string())?;
-            let kid = tally_server::keys::store_token_key(&dir, &key, kid.as_deref(), "imported")
-                .map_err(|e| e.to_string())?;
+            let kid =
+                tally_server::keyring::store_token_key(&dir, &key, kid.as_deref(), "imported")
+                    .map_err(|e| e.to_string())?;
             outln!(
                 "imported {} key {kid}; it is now the active signing key",
                 key.algorithm().name()
@@ -1120,7 +1121,7 @@ fn access(cfg: Option<&Path>, cmd: AccessCmd) -> Result<ExitCode, String> {
     let path = c.data.join("access.db");
     DataDir::require_existing(&c).map_err(|e| e.to_string())?;
     let log = tally_incident::access::AccessLog::open(&path).map_err(|e| e.to_string())?;
-    let now = tally_server::keys::now_unix();
+    let now = tally_store::clock::now_unix();
     match cmd {
         AccessCmd::Verify { .. } => match log.verify() {
             Ok(r) => {
@@ -1198,7 +1199,7 @@ fn access(cfg: Option<&Path>, cmd: AccessCmd) -> Result<ExitCode, String> {
         AccessCmd::Release {
             id, reason, actor, ..
         } => {
-            let reason = tally_server::admin::reason(&reason)
+            let reason = tally_server::contain::reason(&reason)
                 .map_err(|_| "--reason must say why the hold may end".to_string())?;
             let by = lifecycle::actor(actor.as_deref());
             if log
@@ -1240,7 +1241,7 @@ fn parse_duration(s: &str) -> Result<i64, String> {
 }
 
 fn block(cfg: Option<&Path>, cmd: BlockCmd) -> Result<ExitCode, String> {
-    let now = tally_server::keys::now_unix();
+    let now = tally_store::clock::now_unix();
     match cmd {
         BlockCmd::Add {
             ip,
@@ -1260,8 +1261,8 @@ fn block(cfg: Option<&Path>, cmd: BlockCmd) -> Result<ExitCode, String> {
                 (None, None, None, Some(t)) => ("token", t),
                 _ => return Err("give exactly one of --ip, --device, --subject, --token".into()),
             };
-            let (kind, value) = tally_server::admin::block_target(kind, &value)?;
-            let reason = tally_server::admin::reason(&reason)
+            let (kind, value) = tally_server::contain::block_target(kind, &value)?;
+            let reason = tally_server::contain::reason(&reason)
                 .map_err(|_| "--reason must say why (1-256 printable characters)".to_string())?
                 .to_string();
             let expires_at = duration
@@ -1328,7 +1329,7 @@ fn block(cfg: Option<&Path>, cmd: BlockCmd) -> Result<ExitCode, String> {
 fn read_secret_line(what: &str) -> Result<zeroize::Zeroizing<String>, String> {
     let mut input = zeroize::Zeroizing::new(String::new());
     std::io::stdin()
-        .take(tally_server::issuer::MAX_PASSWORD as u64 + 2)
+        .take(tally_server::issuance::MAX_PASSWORD as u64 + 2)
         .read_to_string(&mut input)
         .map_err(|e| format!("cannot read the {what} from standard input: {e}"))?;
     let line = input.strip_suffix('\n').unwrap_or(&input);
@@ -1338,7 +1339,7 @@ fn read_secret_line(what: &str) -> Result<zeroize::Zeroizing<String>, String> {
             "standard input must hold exactly one non-empty {what} line"
         ));
     }
-    if line.len() > tally_server::issuer::MAX_PASSWORD {
+    if line.len() > tally_server::issuance::MAX_PASSWORD {
         return Err(format!("the {what} is longer than 1024 bytes"));
     }
     Ok(zeroize::Zeroizing::new(line.to_string()))

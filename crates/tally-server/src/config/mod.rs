@@ -3,6 +3,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+mod pkcs11;
+
+pub use pkcs11::{DEFAULT_PIN_ENV, Pkcs11Config};
 pub use tally_core::endpoint::{jwks_url_allowed, redact_url};
 pub use tally_incident::alerts::{SetReceiverConfig, WebhookConfig};
 
@@ -37,7 +40,7 @@ pub struct FileConfig {
     /// Where token-signing keys live: `software` (sealed in state.db) or `pkcs11`.
     pub signer: Option<String>,
     /// The PKCS#11 token, when `signer = "pkcs11"`.
-    pub pkcs11: Option<crate::pkcs11::Pkcs11Config>,
+    pub pkcs11: Option<Pkcs11Config>,
     /// The gate as a reverse proxy in front of upstream APIs.
     pub gate: Option<GateConfig>,
     /// Proxies (IP or CIDR) whose `X-Forwarded-For` is believed.
@@ -324,7 +327,7 @@ pub struct Config {
     /// Data directory.
     pub data: PathBuf,
     /// Token issuer (`iss`): the configured one, else (once the data
-    /// directory is opened, see [`crate::datadir::DataDir::issuer`]) the
+    /// directory is opened, see [`crate::keyring::DataDir::issuer`]) the
     /// one fixed at its first run; until then `http://<listen>`.
     pub issuer: String,
     /// Whether `issuer` was configured (`issuer` in the file,
@@ -344,7 +347,7 @@ pub struct Config {
     pub issuers: Vec<IssuerConfig>,
     /// The PKCS#11 token new signing keys are generated in (`signer = "pkcs11"`),
     /// or `None` for software keys sealed under the master key.
-    pub pkcs11: Option<crate::pkcs11::Pkcs11Config>,
+    pub pkcs11: Option<Pkcs11Config>,
     /// The reverse proxy, if configured.
     pub gate: Option<GateConfig>,
     /// Proxies whose `X-Forwarded-For` is believed.

@@ -20,8 +20,8 @@ use tally_core::jose::Algorithm;
 use tally_core::record::IssuanceRecord;
 use tally_store::{KeyEvent, KeyPurpose, KeyRow, KeyState, Revocation};
 
-use crate::datadir::DataDir;
-use crate::keys::{self, KeyRingError};
+use super::datadir::DataDir;
+use super::keys::KeyRingError;
 
 /// Lifecycle failures, phrased for operators.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +109,7 @@ pub fn rotate(
             .and_then(|k| Algorithm::from_name(&k.alg))
             .unwrap_or(Algorithm::EdDSA),
     };
-    let row = keys::new_token_key(dir, alg, now)?;
+    let row = super::keys::new_token_key(dir, alg, now)?;
     let kid = row.kid.clone();
     let ev = event(
         now,
@@ -319,7 +319,7 @@ pub fn maintain(
     let mut out = Maintenance::default();
     for row in dir.state.keys(KeyPurpose::Token)? {
         if row.state == KeyState::Retiring
-            && !keys::still_verifies(
+            && !super::keys::still_verifies(
                 row.state,
                 row.state_changed_at,
                 last_expiry(&row.kid),

@@ -24,15 +24,16 @@ use tally_core::digest::TokenDigest;
 use tally_store::{RefreshUse, Session};
 
 use crate::app::App;
+use crate::blocking::blocking;
 use crate::error::ApiError;
-use crate::issuer::{self, Issued};
-use crate::keys::now_unix;
+use crate::issuance::{self as issuer, Issued};
+use tally_store::clock::now_unix;
 
 /// Prefix of every refresh token.
-pub const REFRESH_PREFIX: &str = "tally_rt_";
+pub(super) const REFRESH_PREFIX: &str = "tally_rt_";
 
 /// A new refresh token and the hash that is stored.
-pub fn new_refresh_token() -> Result<(String, [u8; 32]), ApiError> {
+pub(super) fn new_refresh_token() -> Result<(String, [u8; 32]), ApiError> {
     let mut raw = [0u8; 32];
     SystemRandom::new()
         .fill(&mut raw)
@@ -55,7 +56,7 @@ fn refresh_hash(token: &str) -> Option<[u8; 32]> {
 }
 
 /// Issues an access token inside `session` and records it as the session's.
-pub async fn issue_in_session(
+pub(super) async fn issue_in_session(
     app: &Arc<App>,
     session: &Session,
     jkt: Option<&str>,
@@ -84,7 +85,7 @@ pub async fn issue_in_session(
 
 /// Starts a session for an authenticated subject (`template` minus its
 /// family, which is drawn here): access and refresh token.
-pub async fn start_session(
+pub(super) async fn start_session(
     app: &Arc<App>,
     template: &Session,
 ) -> Result<(Issued, String), ApiError> {
@@ -106,22 +107,8 @@ pub async fn start_session(
     Ok((issued, refresh))
 }
 
-/// A state-store call off the async runtime; a failure is a 503 with the
-/// store's code (its reason goes to the log).
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, tally_store::StateError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| ApiError::unavailable("internal"))?
-        .map_err(|e| {
-            tracing::error!(code = e.code(), error = %e, "state store failed");
-            ApiError::unavailable(e.code())
-        })
-}
-
 /// The JSON answer carrying a token pair.
-pub fn token_response(issued: &Issued, refresh: &str) -> Response {
+pub(super) fn token_response(issued: &Issued, refresh: &str) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
@@ -148,7 +135,11 @@ fn invalid_grant() -> ApiError {
 /// (RFC 9449), if it carries one; a present but invalid proof is an error.
 /// With server nonces on (`dpop_nonce`), a proof without a current nonce is
 /// answered `400 use_dpop_nonce` with a fresh `DPoP-Nonce` (RFC 9449 section 8).
-pub fn dpop_key(app: &App, headers: &HeaderMap, path: &str) -> Result<Option<String>, ApiError> {
+pub(super) fn dpop_key(
+    app: &App,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<Option<String>, ApiError> {
     let mut proofs = headers.get_all("dpop").iter();
     let Some(proof) = proofs.next() else {
         return Ok(None);
@@ -164,7 +155,7 @@ pub fn dpop_key(app: &App, headers: &HeaderMap, path: &str) -> Result<Option<Str
     }
     let proof = proof.to_str().map_err(|_| bad("not ASCII"))?;
     // Token requests reach tally directly or through a proxy that keeps Host.
-    let target = crate::gate_http::Target::from_headers(headers, "POST", path, false);
+    let target = super::request::Target::from_headers(headers, "POST", path, false);
     let now = now_unix();
     let policy = tally_core::dpop::DpopPolicy::default();
     let p = tally_core::dpop::verify_proof(
@@ -177,12 +168,12 @@ pub fn dpop_key(app: &App, headers: &HeaderMap, path: &str) -> Result<Option<Str
         &policy,
     )
     .map_err(|e| bad(e.detail()))?;
-    match crate::gate_http::accept_proof(app, &p, &policy, now) {
+    match super::decide::accept_proof(app, &p, &policy, now) {
         Ok(()) => {}
-        Err(crate::gate_http::ProofRefused::Replayed) => {
+        Err(super::decide::ProofRefused::Replayed) => {
             return Err(bad("the proof was already used"));
         }
-        Err(crate::gate_http::ProofRefused::UseNonce) => {
+        Err(super::decide::ProofRefused::UseNonce) => {
             let current = app.dpop_nonces.as_ref().map(|n| n.current(now));
             let e = ApiError::bad_request(
                 "use_dpop_nonce",
@@ -191,7 +182,7 @@ pub fn dpop_key(app: &App, headers: &HeaderMap, path: &str) -> Result<Option<Str
             return Err(match current {
                 Some(n) => e.with_header(
                     axum::http::HeaderName::from_static("dpop-nonce"),
-                    crate::gate_http::header_value(&n),
+                    super::respond::header_value(&n),
                 ),
                 None => e,
             });
@@ -203,12 +194,12 @@ pub fn dpop_key(app: &App, headers: &HeaderMap, path: &str) -> Result<Option<Str
 /// Body of `/v1/refresh`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RefreshRequest {
+pub(super) struct RefreshRequest {
     refresh_token: String,
 }
 
 /// `POST /v1/refresh` `{"refresh_token"}` → a new access and refresh token.
-pub async fn refresh(
+pub(super) async fn refresh(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: Bytes,
@@ -275,7 +266,7 @@ pub async fn refresh(
 
 /// A request naming a token (`token=…` form or `{"token": …}` JSON).
 #[derive(Deserialize)]
-pub struct TokenParam {
+pub(super) struct TokenParam {
     token: String,
     #[serde(default)]
     #[allow(dead_code)]
@@ -320,7 +311,7 @@ fn peer_of(ext: &axum::http::Extensions) -> Option<std::net::SocketAddr> {
 /// limiter, forgery reports and sender binding apply as at the gate.
 async fn decide_booked(
     app: &Arc<App>,
-    presented: Result<crate::gate_http::Presented<'_>, tally_core::verdict::Verdict>,
+    presented: Result<super::request::Presented<'_>, tally_core::verdict::Verdict>,
     headers: &HeaderMap,
     peer: Option<std::net::SocketAddr>,
     (route, path): (&str, &str),
@@ -328,10 +319,10 @@ async fn decide_booked(
     let started = std::time::Instant::now();
     // Token endpoints are reached directly or through a proxy that keeps Host
     // (as for the DPoP proof of a token request).
-    let target = crate::gate_http::Target::from_headers(headers, "POST", path, false);
-    let inquiry = matches!(presented, Ok(crate::gate_http::Presented::Inquiry(_)));
-    let decision = crate::gate_http::decide_presented(app, presented, headers, peer, &target).await;
-    let verdict = crate::gate_http::book(
+    let target = super::request::Target::from_headers(headers, "POST", path, false);
+    let inquiry = matches!(presented, Ok(super::request::Presented::Inquiry(_)));
+    let decision = super::decide::decide_presented(app, presented, headers, peer, &target).await;
+    let verdict = super::decide::book(
         app,
         &decision,
         peer,
@@ -369,7 +360,7 @@ async fn revoke_access(
         if let Some(family) = a.dir.state.session_of_token(&jti)? {
             n += a.dir.state.revoke_session(&family, reason, now)?;
         }
-        Ok(n)
+        Ok::<_, tally_store::StateError>(n)
     })
     .await?;
     let _ = app.apply_revocations();
@@ -431,7 +422,7 @@ fn proof_required() -> ApiError {
 /// reported and counted against the caller's address, a blocked caller is
 /// refused, a DPoP-bound token needs a proof by its key, and a store that
 /// cannot say whether tally issued it answers `503` (nothing was revoked).
-pub async fn revoke(
+pub(super) async fn revoke(
     State(app): State<Arc<App>>,
     ext: axum::http::Extensions,
     headers: HeaderMap,
@@ -441,7 +432,7 @@ pub async fn revoke(
     let n = if req.token.starts_with(REFRESH_PREFIX) {
         revoke_refresh(&app, &headers, &req.token).await?
     } else {
-        let presented = Ok(crate::gate_http::Presented::Body(req.token.as_bytes()));
+        let presented = Ok(super::request::Presented::Body(req.token.as_bytes()));
         let peer = peer_of(&ext);
         let (decision, verdict) =
             decide_booked(&app, presented, &headers, peer, ("revoke", "/v1/revoke")).await;
@@ -454,7 +445,7 @@ pub async fn revoke(
                     Verdict::Unavailable | Verdict::BlockedActor | Verdict::BindingMismatch
                 ) =>
             {
-                return Ok(crate::gate_http::refuse(&app, &r, verdict));
+                return Ok(super::respond::refuse(&app, &r, verdict));
             }
             // Anything else tally did not issue, or no longer honours: there
             // is nothing to revoke (RFC 7009 section 2.2).
@@ -475,20 +466,20 @@ pub async fn revoke(
 /// `DPoP` with a proof for this request): ends the session the token belongs
 /// to (its refresh tokens and access tokens). The token gets the gate's
 /// decision, booked and reported like any other.
-pub async fn logout(
+pub(super) async fn logout(
     State(app): State<Arc<App>>,
     ext: axum::http::Extensions,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let presented = crate::gate_http::credentials(&headers)
-        .map(|(s, t)| crate::gate_http::Presented::Header(s, t));
+    let presented =
+        super::request::credentials(&headers).map(|(s, t)| super::request::Presented::Header(s, t));
     let token = presented.map(|p| p.token().to_vec()).unwrap_or_default();
     let peer = peer_of(&ext);
     let (decision, verdict) =
         decide_booked(&app, presented, &headers, peer, ("logout", "/v1/logout")).await;
     let tallied = match decision {
         Ok(t) => t,
-        Err(r) => return Ok(crate::gate_http::refuse(&app, &r, verdict)),
+        Err(r) => return Ok(super::respond::refuse(&app, &r, verdict)),
     };
     let n = revoke_access(&app, &tallied, &token, "logout").await?;
     tracing::info!(event = "logout", sub = ?tallied.subject(), access_tokens = n, "session ended");
@@ -545,8 +536,8 @@ async fn authenticate_client(
         return Ok(false);
     }
     let now = now_unix().max(0) as u64;
-    let attempt = crate::guard::attempt(app, &format!("client:{id}"), ext, headers);
-    if let Err(e) = crate::guard::admit(app, &attempt, now).await {
+    let attempt = super::guard::attempt(app, &format!("client:{id}"), ext, headers);
+    if let Err(e) = super::guard::admit(app, &attempt, now).await {
         tracing::info!(
             event = "client_auth_throttled",
             "client authentication refused: too many failures"
@@ -557,7 +548,7 @@ async fn authenticate_client(
     let a = app.clone();
     let (id, secret) = (id.to_string(), zeroize::Zeroizing::new(secret.to_string()));
     let authenticated = blocking(move || {
-        Ok(match a.dir.state.client_secret_hash(&id)? {
+        Ok::<_, tally_store::StateError>(match a.dir.state.client_secret_hash(&id)? {
             Some(h) => slot.verify(&h, &secret),
             None => {
                 let _ = slot.verify(&a.dummy_hash, &secret);
@@ -567,10 +558,10 @@ async fn authenticate_client(
     })
     .await?;
     if authenticated {
-        crate::guard::succeeded(app, &attempt, now).await?;
+        super::guard::succeeded(app, &attempt, now).await?;
     } else {
         // Booked at the end of its second, as a failed login is.
-        crate::guard::failed(app, &attempt, now + 1).await?;
+        super::guard::failed(app, &attempt, now + 1).await?;
         tracing::info!(
             event = "client_auth_failed",
             "client authentication refused"
@@ -581,7 +572,7 @@ async fn authenticate_client(
 
 /// `POST /v1/introspect` (RFC 7662), for clients registered with
 /// `tally clients add` and authenticated with HTTP Basic.
-pub async fn introspect(
+pub(super) async fn introspect(
     State(app): State<Arc<App>>,
     ext: axum::http::Extensions,
     headers: HeaderMap,
@@ -615,7 +606,7 @@ pub async fn introspect(
     }
     // The gate's decision, booked as an inquiry: a forgery shown to a
     // resource server is reported like one shown to the gate.
-    let presented = Ok(crate::gate_http::Presented::Inquiry(req.token.as_bytes()));
+    let presented = Ok(super::request::Presented::Inquiry(req.token.as_bytes()));
     let (decision, verdict) = decide_booked(
         &app,
         presented,
@@ -638,7 +629,7 @@ pub async fn introspect(
         // The store cannot say: the resource server must not take "inactive"
         // for an answer it could cache.
         Err(r) if verdict == tally_core::verdict::Verdict::Unavailable => {
-            crate::gate_http::refuse(&app, &r, verdict)
+            super::respond::refuse(&app, &r, verdict)
         }
         Err(_) => inactive(),
     })

@@ -1,30 +1,15 @@
 //! The key ring: unsealing token-signing keys, the active signer, and the key
 //! set the gate trusts.
 
+use super::material::{random_hex, seal_context};
 use std::sync::Arc;
 
-use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use tally_core::jose::{Algorithm, KeySet, SigningKey, VerifyingKey};
 use tally_store::{KeyPurpose, KeyRow, KeyState};
 
-use crate::datadir::DataDir;
+use super::datadir::DataDir;
 
-pub use tally_store::clock::now_unix;
-
-/// `n` random bytes as lower-case hex.
-pub fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    // The system RNG failing is unrecoverable for a security product: abort loudly.
-    SystemRandom::new()
-        .fill(&mut b)
-        .expect("system random source failed");
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Associated data binding a sealed key to its id.
-pub fn seal_context(kid: &str) -> String {
-    format!("tally/key/{kid}")
-}
+pub(super) use tally_store::clock::now_unix;
 
 /// Key-ring failures.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +85,7 @@ pub struct ActiveKey {
     /// The private key; it signs only through [`ActiveKey::sign_jwt`], which
     /// counts every signature.
     key: Material,
-    account: Arc<crate::accounting::KeyAccount>,
+    account: Arc<super::accounting::KeyAccount>,
 }
 
 /// Where a signing key's private half is.
@@ -108,12 +93,12 @@ enum Material {
     /// In memory, unsealed from state.db (zeroized on drop).
     Software(SigningKey),
     /// Inside a PKCS#11 token, non-extractable.
-    Hsm(Arc<crate::pkcs11::Hsm>, crate::pkcs11::HsmKey),
+    Hsm(Arc<super::pkcs11::Hsm>, super::pkcs11::HsmKey),
 }
 
 /// `source` of keys generated inside a PKCS#11 token; their `sealed` column
 /// holds the key's `CKA_ID` (not a secret).
-pub const PKCS11_SOURCE: &str = "pkcs11";
+pub(super) const PKCS11_SOURCE: &str = "pkcs11";
 
 /// Generates a new token-signing key (inside the PKCS#11 token when one is
 /// configured, else in software, sealed under the master key) and returns its
@@ -150,7 +135,7 @@ pub fn new_token_key(dir: &DataDir, alg: Algorithm, now: i64) -> Result<KeyRow, 
 
 impl ActiveKey {
     /// The key's signature account.
-    pub fn account(&self) -> &Arc<crate::accounting::KeyAccount> {
+    pub fn account(&self) -> &Arc<super::accounting::KeyAccount> {
         &self.account
     }
 
@@ -163,7 +148,7 @@ impl ActiveKey {
         let token = match &self.key {
             Material::Software(key) => key.sign_jwt(&self.kid, typ, claims)?,
             Material::Hsm(hsm, key) => {
-                crate::pkcs11::sign_jwt(hsm, key, &self.kid, typ, claims).map_err(|e| {
+                super::pkcs11::sign_jwt(hsm, key, &self.kid, typ, claims).map_err(|e| {
                     tracing::error!(code = e.code(), error = %e, kid = %self.kid, "PKCS#11 signing failed");
                     tally_core::jose::KeyError::Crypto
                 })?
@@ -186,7 +171,7 @@ pub struct KeyRing {
 /// Seconds after a key stops signing during which it keeps verifying even
 /// with no recorded token: covers a token signed just before the change whose
 /// record is still being committed.
-pub const STOP_GRACE_SECS: i64 = 5;
+pub(super) const STOP_GRACE_SECS: i64 = 5;
 
 /// Whether a key in `state` (since `changed_at`) still verifies at `now`: the
 /// active key always; a retiring or compromised key until the last token it
@@ -219,7 +204,7 @@ impl KeyRing {
         now: i64,
         leeway: i64,
         last_expiry: &dyn Fn(&str) -> Option<i64>,
-        accounts: &crate::accounting::Accounts,
+        accounts: &super::accounting::Accounts,
     ) -> Result<KeyRing, KeyRingError> {
         let rows = dir
             .state

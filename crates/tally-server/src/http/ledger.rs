@@ -14,6 +14,7 @@ use serde_json::json;
 use tally_store::LedgerError;
 
 use crate::app::App;
+use crate::blocking::blocking;
 use crate::error::ApiError;
 
 fn ledger_error(e: LedgerError) -> ApiError {
@@ -36,17 +37,8 @@ fn bad_query(e: QueryRejection) -> ApiError {
     )
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, LedgerError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| ApiError::unavailable("internal"))?
-        .map_err(ledger_error)
-}
-
 /// `GET /v1/ledger/checkpoint`: the latest C2SP signed note, `text/plain`.
-pub async fn checkpoint(State(app): State<Arc<App>>) -> Response {
+pub(super) async fn checkpoint(State(app): State<Arc<App>>) -> Response {
     let note = app.ledger.checkpoint().note().to_string();
     (
         [(
@@ -59,7 +51,7 @@ pub async fn checkpoint(State(app): State<Arc<App>>) -> Response {
 }
 
 /// `GET /v1/ledger/key`: the verifier key (`<name>+<hash>+<base64>`).
-pub async fn key(State(app): State<Arc<App>>) -> Response {
+pub(super) async fn key(State(app): State<Arc<App>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -73,13 +65,13 @@ pub async fn key(State(app): State<Arc<App>>) -> Response {
 /// Query of `/v1/ledger/proof/inclusion`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct InclusionQuery {
+pub(super) struct InclusionQuery {
     token_id: String,
     size: Option<u64>,
 }
 
 /// `GET /v1/ledger/proof/inclusion?token_id=…&size=…`.
-pub async fn inclusion(
+pub(super) async fn inclusion(
     State(app): State<Arc<App>>,
     q: Result<Query<InclusionQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -98,13 +90,13 @@ pub async fn inclusion(
 /// Query of `/v1/ledger/proof/consistency`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConsistencyQuery {
+pub(super) struct ConsistencyQuery {
     from: u64,
     to: u64,
 }
 
 /// `GET /v1/ledger/proof/consistency?from=…&to=…`.
-pub async fn consistency(
+pub(super) async fn consistency(
     State(app): State<Arc<App>>,
     q: Result<Query<ConsistencyQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -123,7 +115,7 @@ pub async fn consistency(
 /// Query of `/v1/ledger/entries`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EntriesQuery {
+pub(super) struct EntriesQuery {
     start: u64,
     end: u64,
 }
@@ -133,7 +125,7 @@ pub struct EntriesQuery {
 /// so the entries are for the `auditor` and `admin` roles only, with a token
 /// that passes the gate's decision (booked like any request). Checkpoints and
 /// proofs stay public: they reveal hashes, never a subject.
-pub async fn entries(
+pub(super) async fn entries(
     State(app): State<Arc<App>>,
     ext: axum::http::Extensions,
     method: axum::http::Method,
@@ -144,14 +136,14 @@ pub async fn entries(
     let peer = ext
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
-    crate::admin::check_role(
+    super::admin::check_role(
         &app,
         &headers,
         peer,
         &method,
         &uri,
-        crate::admin::Booking::Request,
-        crate::admin::AUDITOR,
+        super::admin::Booking::Request,
+        super::admin::AUDITOR,
     )
     .await?;
     let Query(q) = q.map_err(|e| bad_query(e).into_response())?;

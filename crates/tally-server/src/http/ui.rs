@@ -17,8 +17,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::app::App;
-use crate::keys::now_unix;
 use tally_incident::report::esc;
+use tally_store::clock::now_unix;
 
 const COOKIE: &str = "tally_ui";
 
@@ -41,12 +41,12 @@ async fn admin(
     headers: &HeaderMap,
     peer: Option<SocketAddr>,
     uri: &Uri,
-    booking: crate::admin::Booking,
+    booking: super::admin::Booking,
 ) -> Result<String, Response> {
     let Some(h) = bearer_headers(headers) else {
         return Err(to_login());
     };
-    signed_in(crate::admin::check(app, &h, peer, &Method::GET, uri, booking).await)
+    signed_in(super::admin::check(app, &h, peer, &Method::GET, uri, booking).await)
 }
 
 fn to_login() -> Response {
@@ -73,9 +73,9 @@ fn bearer_headers(headers: &HeaderMap) -> Option<HeaderMap> {
 /// A refusal for want of the admin role is shown; any other sends the
 /// browser to sign in. (The same `Result` as the handlers around it.)
 #[allow(clippy::result_large_err)]
-fn signed_in(r: Result<crate::admin::Admin, Response>) -> Result<String, Response> {
+fn signed_in(r: Result<super::admin::Admin, Response>) -> Result<String, Response> {
     match r {
-        Ok(crate::admin::Admin(name)) => Ok(name),
+        Ok(super::admin::Admin(name)) => Ok(name),
         Err(resp) if resp.status() == StatusCode::FORBIDDEN => Err(resp),
         Err(_) => Err(to_login()),
     }
@@ -126,7 +126,7 @@ fn page(title: &str, body: &str, script: &str) -> Response {
 }
 
 /// `GET /ui/login`.
-pub async fn login_page() -> Response {
+pub(super) async fn login_page() -> Response {
     login_form(None)
 }
 
@@ -156,7 +156,7 @@ struct LoginForm {
 }
 
 /// `POST /ui/login` (form): the issuer's login, then the admin role.
-pub async fn login(
+pub(super) async fn login(
     State(app): State<Arc<App>>,
     ext: axum::http::Extensions,
     headers: HeaderMap,
@@ -169,8 +169,8 @@ pub async fn login(
         return login_form(Some("Fill in user and password."));
     };
     let totp = form.totp.filter(|t| !t.trim().is_empty());
-    let req = crate::issuer::LoginRequest::new(form.username, form.password, totp);
-    let resp = crate::issuer::login(
+    let req = super::login::LoginRequest::new(form.username, form.password, totp);
+    let resp = super::login::login(
         State(app.clone()),
         ext.clone(),
         headers.clone(),
@@ -202,20 +202,20 @@ pub async fn login(
         h.insert(header::AUTHORIZATION, v);
     }
     let uri: Uri = "/ui".parse().unwrap_or_default();
-    if crate::admin::check(
+    if super::admin::check(
         &app,
         &h,
         peer_of(&ext),
         &Method::GET,
         &uri,
-        crate::admin::Booking::Recheck,
+        super::admin::Booking::Recheck,
     )
     .await
     .is_err()
     {
         return login_form(Some("This account is not an administrator."));
     }
-    let secure = crate::gate_http::from_trusted_proxy(&app, peer_of(&ext))
+    let secure = super::request::from_trusted_proxy(&app, peer_of(&ext))
         && headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
@@ -272,7 +272,7 @@ fn cross_site() -> Response {
 
 /// `POST /ui/logout`: ends the session (the token is revoked, not only the
 /// cookie cleared).
-pub async fn logout(
+pub(super) async fn logout(
     State(app): State<Arc<App>>,
     ext: axum::http::Extensions,
     headers: HeaderMap,
@@ -287,7 +287,7 @@ pub async fn logout(
         // decision sees the client's address and device as for any other.
         let mut h = headers.clone();
         h.insert(header::AUTHORIZATION, v);
-        let _ = crate::sessions::logout(State(app), ext, h).await;
+        let _ = super::sessions::logout(State(app), ext, h).await;
     }
     let mut r = (
         StatusCode::SEE_OTHER,
@@ -302,7 +302,7 @@ pub async fn logout(
 }
 
 /// Everything the dashboard shows, as JSON.
-pub fn snapshot(app: &App) -> Value {
+pub(super) fn snapshot(app: &App) -> Value {
     let now = now_unix();
     let store = &app.watch.store;
     let incidents: Vec<Value> = store
@@ -404,7 +404,7 @@ fn chart(minutes: &[Value], now: i64) -> String {
 
 /// Renders the dashboard's sections from a snapshot (also used by the page's
 /// script, through `/ui/events`, so both stay one rendering).
-pub fn render_sections(s: &Value) -> Value {
+pub(super) fn render_sections(s: &Value) -> Value {
     let now = s["now"].as_i64().unwrap_or(0);
     let mut incidents = String::new();
     let list = s["incidents"].as_array().cloned().unwrap_or_default();
@@ -571,7 +571,7 @@ const SCRIPT: &str = "<script>
 </script>";
 
 /// `GET /ui`.
-pub async fn dashboard(
+pub(super) async fn dashboard(
     State(app): State<Arc<App>>,
     ext: axum::http::Extensions,
     uri: Uri,
@@ -582,7 +582,7 @@ pub async fn dashboard(
         &headers,
         peer_of(&ext),
         &uri,
-        crate::admin::Booking::Request,
+        super::admin::Booking::Request,
     )
     .await
     {
@@ -617,14 +617,14 @@ pub async fn dashboard(
 }
 
 /// `GET /ui/events`: one rendered snapshot per second (server-sent events).
-pub async fn events(
+pub(super) async fn events(
     State(app): State<Arc<App>>,
     ext: axum::http::Extensions,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     let peer = peer_of(&ext);
-    if let Err(r) = admin(&app, &headers, peer, &uri, crate::admin::Booking::Request).await {
+    if let Err(r) = admin(&app, &headers, peer, &uri, super::admin::Booking::Request).await {
         return r;
     }
     let stream = futures_stream(app, headers, peer, uri);
@@ -655,7 +655,7 @@ fn futures_stream(
             // admin role are checked again every few seconds, and the stream
             // ends when they no longer hold.
             if n.is_multiple_of(5)
-                && admin(&app, &headers, peer, &uri, crate::admin::Booking::Recheck)
+                && admin(&app, &headers, peer, &uri, super::admin::Booking::Recheck)
                     .await
                     .is_err()
             {

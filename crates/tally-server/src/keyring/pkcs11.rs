@@ -44,6 +44,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use crate::config::Pkcs11Config;
 use aws_lc_rs::digest;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::signature::{
@@ -59,13 +60,8 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use tally_core::jose::{Algorithm, MAX_TOKEN_BYTES, VerifyingKey};
-
-/// The environment variable that holds the user PIN unless configured
-/// otherwise.
-pub const DEFAULT_PIN_ENV: &str = "TALLY_PKCS11_PIN";
 
 /// DER of the Ed25519 curve OID 1.3.101.112 (RFC 8410), the `CKA_EC_PARAMS`
 /// SoftHSM2 requires for Ed25519.
@@ -82,47 +78,6 @@ const KEY_ID_LEN: usize = 16;
 const MAX_SESSIONS: usize = 4;
 /// Message signed to prove that a public-key object matches its private key.
 const PAIRING_CHECK: &[u8] = b"tally/pkcs11/pairing-check/v1";
-
-/// Where the token is and how to log in to it (`[pkcs11]` in `tally.toml`
-/// when `signer = "pkcs11"`). Holds no secret: the PIN is read from the
-/// environment variable named by `pin_env`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Pkcs11Config {
-    /// Absolute path of the PKCS#11 module (shared library), e.g.
-    /// `/usr/lib/softhsm/libsofthsm2.so`. Loading it runs its code: it is
-    /// trusted configuration.
-    pub module: PathBuf,
-    /// The slot id. With `token_label` too, both must match.
-    #[serde(default)]
-    pub slot: Option<u64>,
-    /// The token label (`CKA_LABEL` of the token, without padding). Without
-    /// `slot` or `token_label`, the module must have exactly one token.
-    #[serde(default)]
-    pub token_label: Option<String>,
-    /// Name of the environment variable holding the user PIN (default
-    /// [`DEFAULT_PIN_ENV`]).
-    #[serde(default = "default_pin_env")]
-    pub pin_env: String,
-}
-
-fn default_pin_env() -> String {
-    DEFAULT_PIN_ENV.to_owned()
-}
-
-impl Pkcs11Config {
-    /// A configuration for `module` that selects its only token and reads the
-    /// PIN from [`DEFAULT_PIN_ENV`].
-    #[must_use]
-    pub fn new(module: impl Into<PathBuf>) -> Self {
-        Self {
-            module: module.into(),
-            slot: None,
-            token_label: None,
-            pin_env: default_pin_env(),
-        }
-    }
-}
 
 /// Why an HSM operation failed. Messages name paths, slots and variable
 /// names, never a PIN or key material; [`HsmError::code`] is stable.

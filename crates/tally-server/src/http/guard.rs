@@ -14,7 +14,7 @@ use crate::error::ApiError;
 /// The attempt of `subject` (`user:NAME`, `client:ID`) from the request's
 /// client address: the peer, or behind a trusted proxy the address it
 /// reports (see `trusted_proxies`).
-pub fn attempt(
+pub(super) fn attempt(
     app: &App,
     subject: &str,
     ext: &axum::http::Extensions,
@@ -23,7 +23,7 @@ pub fn attempt(
     let peer = ext
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
-    let address = crate::gate_http::client_ip(app, peer, headers)
+    let address = super::request::client_ip(app, peer, headers)
         .map_or_else(|| "ip:unknown".to_string(), |ip| format!("ip:{ip}"));
     Attempt::new(subject, &address)
 }
@@ -31,13 +31,13 @@ pub fn attempt(
 /// `Ok` when `attempt` may be checked at `now`; otherwise `429
 /// too_many_attempts` with `Retry-After`, the same for every subject, known or
 /// not.
-pub async fn admit(app: &Arc<App>, attempt: &Attempt, now: u64) -> Result<(), ApiError> {
+pub(super) async fn admit(app: &Arc<App>, attempt: &Attempt, now: u64) -> Result<(), ApiError> {
     let mut throttled = app.guard.check(attempt, now);
     if throttled.is_ok() && app.config.storage.is_shared() {
         let known_here = app.guard.is_known(attempt, now);
         let remember = app.guard.policy().known.remember_secs;
         let (a, at) = (app.clone(), attempt.clone());
-        let locked = crate::sessions::blocking(move || {
+        let locked = crate::blocking::blocking(move || {
             let state = &a.dir.state;
             let now = i64::try_from(now).unwrap_or(i64::MAX);
             let mut keys = vec![at.pair(), at.address()];
@@ -65,14 +65,14 @@ pub async fn admit(app: &Arc<App>, attempt: &Attempt, now: u64) -> Result<(), Ap
 
 /// A failed attempt, booked at `at` for the pair, the address and the
 /// subject, here and in the fleet's shared counts.
-pub async fn failed(app: &Arc<App>, attempt: &Attempt, at: u64) -> Result<(), ApiError> {
+pub(super) async fn failed(app: &Arc<App>, attempt: &Attempt, at: u64) -> Result<(), ApiError> {
     app.guard.failure(attempt, at);
     if !app.config.storage.is_shared() {
         return Ok(());
     }
     let policy = *app.guard.policy();
     let (a, t) = (app.clone(), attempt.clone());
-    crate::sessions::blocking(move || {
+    crate::blocking::blocking(move || {
         a.dir.state.login_failed_each(
             &[
                 (t.pair(), policy.pair),
@@ -88,14 +88,14 @@ pub async fn failed(app: &Arc<App>, attempt: &Attempt, at: u64) -> Result<(), Ap
 
 /// A complete authentication at `now`: the pair starts from zero and the
 /// address becomes known for the subject, here and in the fleet.
-pub async fn succeeded(app: &Arc<App>, attempt: &Attempt, now: u64) -> Result<(), ApiError> {
+pub(super) async fn succeeded(app: &Arc<App>, attempt: &Attempt, now: u64) -> Result<(), ApiError> {
     app.guard.success(attempt, now);
     if !app.config.storage.is_shared() {
         return Ok(());
     }
     let keep = app.guard.policy().known.per_subject;
     let (a, t) = (app.clone(), attempt.clone());
-    crate::sessions::blocking(move || {
+    crate::blocking::blocking(move || {
         let state = &a.dir.state;
         state.login_succeeded(t.pair())?;
         state.remember_address(

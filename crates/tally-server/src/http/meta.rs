@@ -12,12 +12,14 @@ use crate::app::App;
 use crate::error::ApiError;
 
 /// `GET /healthz`: the process is alive.
-pub async fn healthz() -> Json<serde_json::Value> {
+pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "alive"}))
 }
 
 /// `GET /readyz`: the store is reachable, the ledger verified, the registry loaded.
-pub async fn readyz(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, ApiError> {
+pub(super) async fn readyz(
+    State(app): State<Arc<App>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     if app.ledger.tampered().is_some() {
         // The finding itself goes to the operator's log, not to any caller.
         return Err(ApiError::new(
@@ -46,7 +48,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Result<Json<serde_json::Valu
 }
 
 /// `GET /metrics`: Prometheus text.
-pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+pub(super) async fn metrics(State(app): State<Arc<App>>) -> Response {
     let mut body = app.metrics.render(
         app.ledger.size(),
         app.gate.registry().len(),
@@ -166,7 +168,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 /// `GET /.well-known/jwks.json`: public keys that verify tally's tokens.
-pub async fn jwks(State(app): State<Arc<App>>) -> Response {
+pub(super) async fn jwks(State(app): State<Arc<App>>) -> Response {
     (
         [(
             header::CACHE_CONTROL,
@@ -184,7 +186,7 @@ pub async fn jwks(State(app): State<Arc<App>>) -> Response {
 
 /// `GET /.well-known/tally-events-jwks.json`: the key that signs Security
 /// Event Tokens (created on first use), kept apart from the token JWKS.
-pub async fn events_jwks(State(app): State<Arc<App>>) -> Response {
+pub(super) async fn events_jwks(State(app): State<Arc<App>>) -> Response {
     let a = app.clone();
     let keys = tokio::task::spawn_blocking(move || {
         a.dir
@@ -212,18 +214,18 @@ pub async fn events_jwks(State(app): State<Arc<App>>) -> Response {
 }
 
 /// `GET /openapi.json`.
-pub async fn openapi() -> Response {
+pub(super) async fn openapi() -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        include_str!("openapi.json"),
+        include_str!("../openapi.json"),
     )
         .into_response()
 }
 
 /// Any other path.
-pub async fn not_found() -> ApiError {
+pub(super) async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint; see /openapi.json")
 }

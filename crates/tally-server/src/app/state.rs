@@ -2,20 +2,17 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use axum::Router;
-use axum::routing::{get, post};
 use tally_core::gate::Gate;
 use tally_core::jose::ClaimsPolicy;
 use tally_core::registry::Registry;
 use tally_store::{Ledger, LedgerStore};
 
 use crate::config::Config;
-use crate::datadir::{DataDir, DataDirLock};
-use crate::keys::{ActiveKey, KeyRing, now_unix};
+use crate::keyring::{ActiveKey, KeyRing};
+use crate::keyring::{DataDir, DataDirLock};
 use crate::metrics::Metrics;
-use crate::{gate_http, issuer, ledger_http, meta_http};
+use tally_store::clock::now_unix;
 
 /// Failure to start.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +44,7 @@ pub struct App {
     /// External issuers (identity providers registering their tokens).
     pub externals: crate::external::Externals,
     /// Signature accounts per key (signed vs recorded).
-    pub accounts: crate::accounting::Accounts,
+    pub accounts: crate::keyring::Accounts,
     /// tally's own verifying keys (what the JWKS publishes).
     pub own_keys: RwLock<tally_core::jose::KeySet>,
     /// The hash-chained access log (`access.db`).
@@ -95,34 +92,6 @@ pub struct App {
     _lock: DataDirLock,
 }
 
-impl tally_incident::alerts::EventsKey for App {
-    fn events_signer(&self) -> Result<(String, tally_core::jose::SigningKey), String> {
-        self.dir.events_signer().map_err(|e| e.to_string())
-    }
-}
-
-impl tally_incident::watch::Responder for App {
-    fn take(
-        &self,
-        c: &tally_incident::detect::Containment,
-        why: &str,
-        actor: &str,
-        now: i64,
-    ) -> Result<String, String> {
-        crate::contain::take(&self.dir, c, why, actor, now)
-    }
-
-    fn reload(&self) {
-        self.reload_blocks();
-        let _ = self.apply_revocations();
-        self.reload_keys(true);
-    }
-
-    fn incident_opened(&self) {
-        self.metrics.incident_opened();
-    }
-}
-
 impl App {
     /// Opens (or creates) the data directory and takes its exclusive lock
     /// (naming `config.listen` as this server's address), verifies the
@@ -131,7 +100,7 @@ impl App {
         config: Config,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Arc<App>, StartError> {
-        let start = |e: crate::datadir::DataDirError| StartError(e.to_string());
+        let start = |e: crate::keyring::DataDirError| StartError(e.to_string());
         DataDir::create(&config).map_err(start)?;
         let lock = DataDirLock::acquire(&config.data).map_err(start)?;
         lock.describe(&config.listen.to_string()).map_err(start)?;
@@ -171,7 +140,7 @@ impl App {
         >::new()));
         let (ledger, recorded) =
             open_ledger(&config, &dir, signer, &registry, &last_expiry, progress)?;
-        let accounts = crate::accounting::Accounts::load_for(
+        let accounts = crate::keyring::Accounts::load_for(
             &dir.state,
             &recorded,
             match &config.storage {
@@ -452,7 +421,7 @@ impl App {
         // In a fleet one node rotates and retires keys: the sequencer (every
         // node would otherwise rotate the same key at its maximum age).
         let maintenance = if self.ledger.is_sequencer() {
-            crate::lifecycle::maintain(
+            crate::keyring::lifecycle::maintain(
                 &self.dir,
                 self.config.key_max_age_secs,
                 self.config.leeway_secs,
@@ -479,7 +448,7 @@ impl App {
         }
         // What maintenance should have prevented: the key that signs now is
         // past its maximum age, or guarded by someone who has left.
-        if let Ok(Some(active)) = crate::lifecycle::active_key(&self.dir) {
+        if let Ok(Some(active)) = crate::keyring::lifecycle::active_key(&self.dir) {
             let age = now - active.created_at;
             if age > self.config.key_max_age_secs + 3600 {
                 self.watch
@@ -583,7 +552,7 @@ impl App {
 
     /// Reports the shared store going away or coming back: a log line, an
     /// alert to every webhook, and `/readyz` follows on its own.
-    fn store_transition(&self, reachable: bool) {
+    pub(crate) fn store_transition(&self, reachable: bool) {
         let now = now_unix();
         if reachable {
             tracing::warn!(
@@ -727,312 +696,8 @@ fn open_ledger(
 }
 
 fn keys_dummy_password() -> String {
-    crate::keys::random_hex(16)
-}
-
-/// The HTTP routes.
-pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/healthz", get(meta_http::healthz))
-        .route("/readyz", get(meta_http::readyz))
-        .route("/metrics", get(meta_http::metrics))
-        .route("/openapi.json", get(meta_http::openapi))
-        .route("/.well-known/jwks.json", get(meta_http::jwks))
-        .route(
-            "/.well-known/tally-events-jwks.json",
-            get(meta_http::events_jwks),
-        )
-        .route("/v1/login", post(issuer::login))
-        .route("/v1/refresh", post(crate::sessions::refresh))
-        .route("/v1/revoke", post(crate::sessions::revoke))
-        .route("/v1/introspect", post(crate::sessions::introspect))
-        .route("/v1/logout", post(crate::sessions::logout))
-        .route("/v1/issuances", post(crate::external::register))
-        .route("/v1/check", get(gate_http::check))
-        .route(
-            "/v1/admin/blocks",
-            get(crate::admin::list_blocks).post(crate::admin::add_block),
-        )
-        .route(
-            "/v1/admin/blocks/{id}",
-            axum::routing::delete(crate::admin::remove_block),
-        )
-        .route("/ui", get(crate::ui::dashboard))
-        .route(
-            "/ui/login",
-            get(crate::ui::login_page).post(crate::ui::login),
-        )
-        .route("/ui/logout", post(crate::ui::logout))
-        .route("/ui/events", get(crate::ui::events))
-        .route("/v1/admin/incidents", get(crate::admin::list_incidents))
-        .route("/v1/admin/incidents/{id}", get(crate::admin::show_incident))
-        .route(
-            "/v1/admin/holds",
-            get(crate::admin::list_holds).post(crate::admin::add_hold),
-        )
-        .route(
-            "/v1/admin/holds/{id}",
-            axum::routing::delete(crate::admin::release_hold),
-        )
-        .route("/v1/ledger/checkpoint", get(ledger_http::checkpoint))
-        .route("/v1/ledger/key", get(ledger_http::key))
-        .route("/v1/ledger/proof/inclusion", get(ledger_http::inclusion))
-        .route(
-            "/v1/ledger/proof/consistency",
-            get(ledger_http::consistency),
-        )
-        .route("/v1/ledger/entries", get(ledger_http::entries))
-        .fallback(meta_http::not_found)
-        // Every request body tally accepts is small JSON.
-        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
-        .with_state(app)
+    crate::keyring::random_hex(16)
 }
 
 /// How long a DPoP nonce is current; it is accepted for one more window.
-pub const DPOP_NONCE_WINDOW_SECS: i64 = 120;
-
-/// Starts the background tasks: key reload (every 250 ms, so admin changes
-/// reach the server within a second) and expiry eviction.
-pub fn spawn_background(app: &Arc<App>) {
-    app.access_events.get_or_init(|| {
-        tally_incident::access::AccessEvents::start(
-            app.access_log.clone(),
-            Some(app.watch.clone()),
-            app.config.flood,
-        )
-    });
-    let a = app.clone();
-    tokio::spawn(async move {
-        // The alert outbox: due deliveries every second, across restarts.
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            if !a.alerts.is_empty() {
-                a.alerts.deliver_due(&a.watch.store).await;
-                if let Some(own) = &a.node_outbox {
-                    a.alerts.deliver_due(own).await;
-                }
-            }
-        }
-    });
-    let a = app.clone();
-    tokio::spawn(async move {
-        // Detections reach the incident store within a second of the request.
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        let mut n = 0u64;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = a.watch.urgent.notified() => {}
-            }
-            let a2 = a.clone();
-            n += 1;
-            let expire = n.is_multiple_of(120);
-            let _ = tokio::task::spawn_blocking(move || {
-                a2.watch.flush(&a2.alerts, &*a2);
-                if expire {
-                    a2.watch.expire();
-                }
-            })
-            .await;
-        }
-    });
-    let state_changed = Arc::new(tokio::sync::Notify::new());
-    if let crate::config::Storage::Postgres { url, schema, .. } = &app.config.storage {
-        listen_for_state_changes(
-            url.expose().to_string(),
-            schema.clone(),
-            state_changed.clone(),
-        );
-    }
-    let a = app.clone();
-    tokio::spawn(async move {
-        // Every 250 ms, or at once when another node announces a change.
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = state_changed.notified() => {}
-            }
-            let a2 = a.clone();
-            let _ = tokio::task::spawn_blocking(move || a2.reload_keys_if_changed()).await;
-        }
-    });
-    let a = app.clone();
-    tokio::spawn(async move {
-        // The ledger writer re-verifies whenever another connection committed
-        // to ledger.db; asking every second reports tampering within a second
-        // even when no token is being issued.
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut reported = false;
-        let mut reachable = true;
-        loop {
-            tick.tick().await;
-            let now_reachable = a.ledger.is_reachable();
-            if now_reachable != reachable {
-                reachable = now_reachable;
-                a.store_transition(now_reachable);
-            }
-            match tally_store::store::audit(&*a.ledger).await {
-                Err(e @ tally_store::LedgerError::Tampered { .. }) if !reported => {
-                    reported = true;
-                    a.watch
-                        .signal(tally_incident::detect::Signal::LedgerTampered {
-                            detail: e.to_string(),
-                        });
-                    tracing::error!(
-                        code = e.code(),
-                        finding = %e,
-                        "ledger tampered: issuance stopped; preserve the data directory as evidence"
-                    );
-                }
-                Err(tally_store::LedgerError::Closed) => break,
-                _ => {}
-            }
-        }
-    });
-    let a = app.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut n = 0u64;
-        loop {
-            tick.tick().await;
-            let a2 = a.clone();
-            let every_other = n.is_multiple_of(2);
-            n += 1;
-            // When the ledger last grew is noted here, every second, not
-            // only when a dashboard asks.
-            a.ledger_progress();
-            let _ = tokio::task::spawn_blocking(move || {
-                a2.flush_sightings();
-                if let Err(e) = a2.accounts.flush(&a2.dir.state) {
-                    tracing::error!(error = %e, "signature counts not flushed; retrying");
-                }
-                if every_other {
-                    a2.maintain_keys();
-                    for m in a2.accounts.reconcile(&a2.dir.state, now_unix()) {
-                        a2.watch
-                            .signal(tally_incident::detect::Signal::SignerLedgerMismatch {
-                                kid: m.kid.clone(),
-                                signed: m.counts.signed,
-                                recorded: m.counts.recorded,
-                            });
-                    }
-                }
-            })
-            .await;
-        }
-    });
-    let a = app.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(30));
-        loop {
-            tick.tick().await;
-            a.evict();
-            let now = now_unix().max(0) as u64;
-            a.guard.forget_stale(now);
-            if a.config.storage.is_shared() {
-                let a2 = a.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    let now = now_unix();
-                    let policy = a2.guard.policy();
-                    let keep = policy.forget_after_secs() as i64;
-                    a2.dir.state.forget_login_failures(now - keep, now)?;
-                    let remember = policy.known.remember_secs as i64;
-                    a2.dir.state.forget_known_addresses(now - remember)
-                })
-                .await;
-            }
-            // Retention: events older than the configured age go, unless a
-            // legal hold covers them.
-            let log = a.access_log.clone();
-            let before = tally_store::clock::now_ms() - a.config.access_retention_days * 86_400_000;
-            let _ = tokio::task::spawn_blocking(move || match log.purge(before) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(events = n, "access events past retention removed"),
-                Err(e) => tracing::info!(code = e.code(), reason = %e, "retention deferred"),
-            })
-            .await;
-        }
-    });
-}
-
-/// LISTENs for changes to the shared state (keys, revocations, blocks,
-/// users) announced by any node or admin command, and wakes the reload task.
-/// Polling every 250 ms catches up regardless, so a lost connection delays
-/// nothing by more than that.
-fn listen_for_state_changes(url: String, schema: String, wake: Arc<tokio::sync::Notify>) {
-    let channel = tally_store::state::change_channel(&schema);
-    let _ = std::thread::Builder::new()
-        .name("tally-state-listener".into())
-        .spawn(move || tally_store::fleet::listen(&url, &channel, &|| wake.notify_one()));
-}
-
-/// Serves until `shutdown` resolves, then drains in-flight requests and closes
-/// the ledger (every acknowledged record is already durable).
-pub async fn serve(
-    app: Arc<App>,
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    serve_with_gate(app, listener, None, shutdown).await
-}
-
-/// Like [`serve`], and also runs the reverse proxy (`[gate]`) on `gate_listener`.
-pub async fn serve_with_gate(
-    app: Arc<App>,
-    listener: tokio::net::TcpListener,
-    gate_listener: Option<tokio::net::TcpListener>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    spawn_background(&app);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let limits = app.config.connections;
-    let exempt = app.config.trusted_proxies.clone();
-    let gate = match (gate_listener, app.config.gate.as_ref()) {
-        (Some(l), Some(cfg)) => {
-            let proxy = Arc::new(crate::proxy::Proxy::new(app.clone(), cfg));
-            let rx = stop_rx.clone();
-            let (exempt, stats) = (exempt.clone(), app.connections.clone());
-            Some(tokio::spawn(async move {
-                crate::listener::serve(
-                    l,
-                    crate::proxy::router(proxy),
-                    limits,
-                    exempt,
-                    stats,
-                    stopped(rx),
-                )
-                .await
-            }))
-        }
-        _ => None,
-    };
-    let result = crate::listener::serve(
-        listener,
-        router(app.clone()),
-        limits,
-        exempt,
-        app.connections.clone(),
-        stopped(stop_rx),
-    )
-    .await;
-    if let Some(g) = gate {
-        let _ = g.await;
-    }
-    let a = app.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        a.ledger.close();
-        let _ = a.accounts.flush(&a.dir.state);
-        a.flush_sightings();
-    })
-    .await;
-    result
-}
+pub(super) const DPOP_NONCE_WINDOW_SECS: i64 = 120;

@@ -41,7 +41,7 @@ use crate::config::{GateConfig, GateMode, RouteConfig};
 use crate::error::ApiError;
 
 /// The proxy's state: the application, the routes and the upstream client.
-pub struct Proxy {
+pub(crate) struct Proxy {
     app: Arc<App>,
     gate: GateConfig,
     mode: GateMode,
@@ -51,7 +51,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// A proxy for `gate` in front of the upstreams it names.
-    pub fn new(app: Arc<App>, gate: &GateConfig) -> Proxy {
+    pub(crate) fn new(app: Arc<App>, gate: &GateConfig) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -74,7 +74,7 @@ impl Proxy {
 }
 
 /// The proxy's router: everything goes through [`handle`].
-pub fn router(proxy: Arc<Proxy>) -> axum::Router {
+pub(crate) fn router(proxy: Arc<Proxy>) -> axum::Router {
     axum::Router::new().fallback(handle).with_state(proxy)
 }
 
@@ -108,7 +108,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Whether a request header claims to be one of tally's: its name, read
 /// with `_` as `-` (as CGI, WSGI, Rack and PHP read it), starts with
 /// `x-tally-`. Header names reach here lower-cased.
-pub fn is_tally_header(name: &str) -> bool {
+pub(super) fn is_tally_header(name: &str) -> bool {
     let n = name.as_bytes();
     n.len() >= 8
         && n[..8]
@@ -163,7 +163,7 @@ impl Drop for PendingEvent<'_> {
 }
 
 /// Decides, then forwards (or refuses) one request.
-pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
+pub(super) async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
     let peer = parts
         .extensions
@@ -178,7 +178,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     let target = match RequestTarget::parse(raw) {
         Ok(t) => t,
         Err(e) => {
-            return crate::gate_http::refuse_target(
+            return super::decide::refuse_target(
                 &proxy.app,
                 e,
                 peer,
@@ -193,7 +193,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         return ApiError::not_found("no gate route for this path").into_response();
     };
     let mode = route.mode.unwrap_or(proxy.mode);
-    let client = crate::gate_http::client_ip(&proxy.app, peer, &parts.headers);
+    let client = super::request::client_ip(&proxy.app, peer, &parts.headers);
     let mut upstream_headers = parts.headers.clone();
     for name in CLIENT_ADDRESS {
         upstream_headers.remove(name);
@@ -201,7 +201,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     if let Some(ip) = client {
         upstream_headers.insert(
             "x-forwarded-for",
-            crate::gate_http::header_value(&ip.to_string()),
+            super::respond::header_value(&ip.to_string()),
         );
     }
     // A bound token's client gets the next DPoP nonce with every answer.
@@ -213,14 +213,14 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     };
     if route.require_token {
         // A DPoP proof names the URL the client used, as it sent it.
-        let dpop_target = crate::gate_http::Target::from_headers(
+        let dpop_target = super::request::Target::from_headers(
             &parts.headers,
             parts.method.as_str(),
             raw,
-            crate::gate_http::from_trusted_proxy(&proxy.app, peer),
+            super::request::from_trusted_proxy(&proxy.app, peer),
         );
-        let decision = crate::gate_http::for_audience(
-            crate::gate_http::decide_for(&proxy.app, &parts.headers, peer, &dpop_target).await,
+        let decision = super::decide::for_audience(
+            super::decide::decide_for(&proxy.app, &parts.headers, peer, &dpop_target).await,
             route
                 .audience
                 .as_deref()
@@ -249,13 +249,13 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         proxy.app.metrics.route_verdict(&route.prefix, verdict);
         match decision {
             Ok(t) => {
-                next_nonce = crate::gate_http::next_dpop_nonce(&proxy.app, &t);
-                crate::gate_http::insert_identity(&mut upstream_headers, &t);
+                next_nonce = super::respond::next_dpop_nonce(&proxy.app, &t);
+                super::respond::insert_identity(&mut upstream_headers, &t);
             }
             Err(refusal) => {
                 if mode == GateMode::Enforce {
                     pending.finish(None);
-                    return crate::gate_http::refuse(&proxy.app, &refusal, verdict);
+                    return super::respond::refuse(&proxy.app, &refusal, verdict);
                 }
                 // Monitor mode: recorded, and the request goes on, marked.
                 upstream_headers

@@ -19,59 +19,20 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::App;
+use crate::blocking::blocking;
+use crate::contain::{block_target, reason};
 use crate::error::ApiError;
-use crate::keys::now_unix;
+use tally_store::clock::now_unix;
 
 /// The subject of an authenticated administrator.
-pub struct Admin(pub String);
-
-/// The longest block value or reason accepted, in characters.
-pub const MAX_TEXT: usize = 256;
-
-/// Checks and normalises a block target: `ip` (an address or CIDR, written in
-/// canonical form), `device`, `subject` or `token`, with a printable value.
-pub fn block_target(kind: &str, value: &str) -> Result<(&'static str, String), String> {
-    let kind = match kind {
-        "ip" => "ip",
-        "device" => "device",
-        "subject" => "subject",
-        "token" => "token",
-        other => {
-            return Err(format!(
-                "unknown block kind {other:?}: use ip, device, subject or token"
-            ));
-        }
-    };
-    if value.is_empty() || value.chars().count() > MAX_TEXT || value.chars().any(char::is_control) {
-        return Err(format!(
-            "the blocked value must be 1-{MAX_TEXT} printable characters"
-        ));
-    }
-    let value = if kind == "ip" {
-        tally_core::containment::Cidr::parse(value)?.to_string()
-    } else {
-        value.to_string()
-    };
-    Ok((kind, value))
-}
-
-/// Checks a reason: required, printable, bounded.
-pub fn reason(text: &str) -> Result<&str, String> {
-    let t = text.trim();
-    if t.is_empty() || t.chars().count() > MAX_TEXT || t.chars().any(char::is_control) {
-        return Err(format!(
-            "a reason is required: 1-{MAX_TEXT} printable characters saying why"
-        ));
-    }
-    Ok(t)
-}
+pub(super) struct Admin(pub String);
 
 /// Whether an admin check is a request of its own, booked as every gate
 /// decision is (access log, detector, metrics), or the check again of one
 /// already admitted (the dashboard's stream every few seconds, its sign-in
 /// for a token just issued), which books nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Booking {
+pub(super) enum Booking {
     /// A request: booked.
     Request,
     /// A repeated check: not booked.
@@ -80,7 +41,7 @@ pub enum Booking {
 
 /// The full gate decision for the request's token, booked, then the
 /// `admin` role.
-pub async fn authenticate(
+pub(super) async fn authenticate(
     app: &Arc<App>,
     headers: &HeaderMap,
     peer: Option<SocketAddr>,
@@ -92,7 +53,7 @@ pub async fn authenticate(
 
 /// The full gate decision for the request's token, booked or not, then the
 /// `admin` role.
-pub async fn check(
+pub(super) async fn check(
     app: &Arc<App>,
     headers: &HeaderMap,
     peer: Option<SocketAddr>,
@@ -104,13 +65,13 @@ pub async fn check(
 }
 
 /// The roles that may use the admin API and the dashboard.
-pub const ADMIN: &[&str] = &["admin"];
+pub(super) const ADMIN: &[&str] = &["admin"];
 /// The roles that may read what names customers (the ledger's entries):
 /// auditors, and administrators.
-pub const AUDITOR: &[&str] = &["auditor", "admin"];
+pub(super) const AUDITOR: &[&str] = &["auditor", "admin"];
 
 /// [`check`], for a caller whose role is one of `roles`.
-pub async fn check_role(
+pub(super) async fn check_role(
     app: &Arc<App>,
     headers: &HeaderMap,
     peer: Option<SocketAddr>,
@@ -120,15 +81,15 @@ pub async fn check_role(
     roles: &[&str],
 ) -> Result<Admin, Response> {
     let started = std::time::Instant::now();
-    let via_proxy = crate::gate_http::from_trusted_proxy(app, peer);
+    let via_proxy = super::request::from_trusted_proxy(app, peer);
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let target = crate::gate_http::Target::from_headers(headers, method.as_str(), path, via_proxy);
-    let decision = crate::gate_http::for_audience(
-        crate::gate_http::decide_for(app, headers, peer, &target).await,
+    let target = super::request::Target::from_headers(headers, method.as_str(), path, via_proxy);
+    let decision = super::decide::for_audience(
+        super::decide::decide_for(app, headers, peer, &target).await,
         &app.config.audience,
     );
     let verdict = match booking {
-        Booking::Request => crate::gate_http::record_decision(
+        Booking::Request => super::decide::record_decision(
             app,
             &decision,
             peer,
@@ -143,7 +104,7 @@ pub async fn check_role(
     };
     let token = match decision {
         Ok(t) => t,
-        Err(r) => return Err(crate::gate_http::refuse(app, &r, verdict)),
+        Err(r) => return Err(super::respond::refuse(app, &r, verdict)),
     };
     require_role(app, &token, method, path, roles).await
 }
@@ -213,18 +174,6 @@ macro_rules! admin_only {
     }};
 }
 
-async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
-    f: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| ApiError::unavailable("internal"))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "store failed during an admin call");
-            ApiError::unavailable("store_unavailable")
-        })
-}
-
 fn block_json(b: &tally_store::BlockRow) -> Value {
     json!({
         "id": b.id,
@@ -238,7 +187,7 @@ fn block_json(b: &tally_store::BlockRow) -> Value {
 }
 
 /// `GET /v1/admin/blocks`: the blocks in force.
-pub async fn list_blocks(
+pub(super) async fn list_blocks(
     State(app): State<Arc<App>>,
     ext: axum::http::Extensions,
     method: Method,
@@ -258,7 +207,7 @@ pub async fn list_blocks(
 /// Body of `POST /v1/admin/blocks`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewBlock {
+pub(super) struct NewBlock {
     kind: String,
     value: String,
     reason: String,
@@ -278,7 +227,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
 /// `POST /v1/admin/blocks` `{kind, value, reason, expires_in_secs?}` → `201`
 /// with the block; in force on this node at once, on every node within a
 /// second.
-pub async fn add_block(
+pub(super) async fn add_block(
     State(app): State<Arc<App>>,
     ext: axum::http::Extensions,
     method: Method,
@@ -329,7 +278,7 @@ pub async fn add_block(
 }
 
 /// `DELETE /v1/admin/blocks/{id}` → `204`, or `404` if no such block is in force.
-pub async fn remove_block(
+pub(super) async fn remove_block(
     State(app): State<Arc<App>>,
     ext: axum::http::Extensions,
     method: Method,
@@ -361,7 +310,7 @@ fn hold_json(h: &tally_incident::access::Hold) -> Value {
 }
 
 /// `GET /v1/admin/holds`: the legal holds in force.
-pub async fn list_holds(
+pub(super) async fn list_holds(
     State(app): State<Arc<App>>,
     ext: axum::http::Extensions,
     method: Method,
@@ -381,7 +330,7 @@ pub async fn list_holds(
 /// Body of `POST /v1/admin/holds`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewHold {
+pub(super) struct NewHold {
     /// Start of the held range, unix milliseconds.
     from_ms: i64,
     /// End of the held range, unix milliseconds (inclusive).
@@ -391,7 +340,7 @@ pub struct NewHold {
 
 /// `POST /v1/admin/holds` `{from_ms, until_ms, reason}` → `201` with the hold:
 /// from then on no access event in the range can be deleted.
-pub async fn add_hold(
+pub(super) async fn add_hold(
     State(app): State<Arc<App>>,
     ext: axum::http::Extensions,
     method: Method,
@@ -433,14 +382,14 @@ pub async fn add_hold(
 
 /// Query of `DELETE /v1/admin/holds/{id}`.
 #[derive(Deserialize)]
-pub struct ReleaseQuery {
+pub(super) struct ReleaseQuery {
     #[serde(default)]
     reason: String,
 }
 
 /// `DELETE /v1/admin/holds/{id}?reason=…` → `204`, or `404` if no such hold is
 /// in force. The reason and the administrator are kept with the hold.
-pub async fn release_hold(
+pub(super) async fn release_hold(
     State(app): State<Arc<App>>,
     ext: axum::http::Extensions,
     method: Method,
@@ -469,7 +418,7 @@ pub async fn release_hold(
 
 /// `GET /v1/admin/incidents`: every incident, newest first, with its legal
 /// clocks and the nearest deadline.
-pub async fn list_incidents(
+pub(super) async fn list_incidents(
     State(app): State<Arc<App>>,
     ext: axum::http::Extensions,
     method: Method,
@@ -502,7 +451,7 @@ pub async fn list_incidents(
 }
 
 /// `GET /v1/admin/incidents/{id}`: one incident with detections and timeline.
-pub async fn show_incident(
+pub(super) async fn show_incident(
     State(app): State<Arc<App>>,
     ext: axum::http::Extensions,
     method: Method,

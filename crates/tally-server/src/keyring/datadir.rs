@@ -32,17 +32,17 @@ use tally_core::note::NoteSigner;
 use tally_core::seal::MasterKey;
 use tally_store::{KeyPurpose, KeyRow, KeyState, MASTER_KEY_FILE, STATE_FILE, StateStore};
 
-use crate::keys::{self, now_unix};
+use tally_store::clock::now_unix;
 
 /// This node's witness, in its own directory, that it has seen the state
 /// store's rows sealed.
-pub const ROWS_SEALED_FILE: &str = "rows.sealed";
+pub(super) const ROWS_SEALED_FILE: &str = "rows.sealed";
 
 /// The file a running server holds an exclusive lock on (see [`DataDirLock`]).
-pub const LOCK_FILE: &str = "serve.lock";
+pub(super) const LOCK_FILE: &str = "serve.lock";
 
 /// The setting (in the state store) holding the issuer fixed at first run.
-pub const ISSUER_SETTING: &str = "issuer";
+pub(super) const ISSUER_SETTING: &str = "issuer";
 
 /// A data-directory problem, phrased so the operator knows what to do.
 #[derive(Debug, thiserror::Error)]
@@ -58,10 +58,10 @@ pub struct DataDir {
     /// The state database.
     pub state: StateStore,
     /// The PKCS#11 token new signing keys are generated in, if configured.
-    pub pkcs11: Option<crate::pkcs11::Pkcs11Config>,
+    pub pkcs11: Option<crate::config::Pkcs11Config>,
     /// Where the ledger and shared state live.
     pub storage: crate::config::Storage,
-    hsm: std::sync::Mutex<Option<std::sync::Arc<crate::pkcs11::Hsm>>>,
+    hsm: std::sync::Mutex<Option<std::sync::Arc<super::pkcs11::Hsm>>>,
 }
 
 impl DataDir {
@@ -269,7 +269,7 @@ impl DataDir {
     }
 
     /// The PKCS#11 token, opened (and logged in to) on first use.
-    pub fn hsm(&self) -> Result<std::sync::Arc<crate::pkcs11::Hsm>, DataDirError> {
+    pub fn hsm(&self) -> Result<std::sync::Arc<super::pkcs11::Hsm>, DataDirError> {
         let mut slot = self.hsm.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(h) = slot.as_ref() {
             return Ok(h.clone());
@@ -281,7 +281,7 @@ impl DataDir {
             )
         })?;
         let hsm = std::sync::Arc::new(
-            crate::pkcs11::Hsm::open(cfg)
+            super::pkcs11::Hsm::open(cfg)
                 .map_err(|e| DataDirError(format!("PKCS#11 token ({}): {e}", e.code())))?,
         );
         *slot = Some(hsm.clone());
@@ -296,7 +296,7 @@ impl DataDir {
         if let Some(row) = self.state.keys(KeyPurpose::Ledger).map_err(err)?.first()
             && self
                 .master
-                .open(&keys::seal_context(&row.kid), &row.sealed)
+                .open(&super::material::seal_context(&row.kid), &row.sealed)
                 .is_err()
         {
             return Err(DataDirError(format!(
@@ -307,7 +307,7 @@ impl DataDir {
         }
         let token_keys = self.state.keys(KeyPurpose::Token).map_err(err)?;
         if !token_keys.iter().any(|k| k.state == KeyState::Active) {
-            let row = keys::new_token_key(self, Algorithm::EdDSA, now_unix())
+            let row = super::keys::new_token_key(self, Algorithm::EdDSA, now_unix())
                 .map_err(|e| DataDirError(e.to_string()))?;
             self.state
                 .insert_active_token_key(&row)
@@ -321,14 +321,14 @@ impl DataDir {
                 .state
                 .set_meta_if_absent(
                     "ledger_origin",
-                    &format!("tally.local/ledger/{}", keys::random_hex(8)),
+                    &format!("tally.local/ledger/{}", super::material::random_hex(8)),
                 )
                 .map_err(err)?;
             let (signer, seed) = NoteSigner::generate(&origin)
                 .map_err(|e| DataDirError(format!("ledger key generation failed: {e}")))?;
             let sealed = self
                 .master
-                .seal(&keys::seal_context(&origin), &seed[..])
+                .seal(&super::material::seal_context(&origin), &seed[..])
                 .map_err(|e| DataDirError(e.to_string()))?;
             match self.state.insert_key(&KeyRow {
                 kid: origin.clone(),
@@ -361,7 +361,7 @@ impl DataDir {
             if let Some(row) = rows.iter().find(|r| r.state == KeyState::Active) {
                 let der = self
                     .master
-                    .open(&keys::seal_context(&row.kid), &row.sealed)
+                    .open(&super::material::seal_context(&row.kid), &row.sealed)
                     .map_err(|e| DataDirError(format!("events key: {e}")))?;
                 return SigningKey::from_pkcs8_der(&der)
                     .map(|k| (row.kid.clone(), k))
@@ -378,7 +378,7 @@ impl DataDir {
                 .map_err(|e| DataDirError(format!("events key: {e}")))?;
             let sealed = self
                 .master
-                .seal(&keys::seal_context(&kid), &der)
+                .seal(&super::material::seal_context(&kid), &der)
                 .map_err(|e| DataDirError(e.to_string()))?;
             // Another process may have created one meanwhile: then it wins.
             let _ = self.state.insert_key(&KeyRow {
@@ -408,7 +408,7 @@ impl DataDir {
             .ok_or_else(|| DataDirError("no active ledger key in the state database".into()))?;
         let seed = self
             .master
-            .open(&keys::seal_context(&row.kid), &row.sealed)
+            .open(&super::material::seal_context(&row.kid), &row.sealed)
             .map_err(|e| DataDirError(format!("ledger key: {e}")))?;
         let seed: [u8; 32] = seed[..]
             .try_into()
@@ -421,7 +421,7 @@ impl DataDir {
 /// A path as the operator should read it: absolute (the current directory
 /// it was relative to is not always obvious), and resolved as far as it
 /// exists (a missing directory is shown under its resolved parent).
-pub fn shown(path: &Path) -> String {
+pub(super) fn shown(path: &Path) -> String {
     let resolved = fs::canonicalize(path).ok().or_else(|| {
         let name = path.file_name()?;
         let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
