@@ -34,6 +34,7 @@ use crate::ledger::{check_witness, write_witness};
 
 use super::{FleetError, QueuedRecord, RecordMac, Sequencer, Step};
 use crate::ledger::{InclusionProof, LedgerError};
+use crate::store::{AuditPending, LedgerStore, Pending};
 
 /// How a fleet node connects and behaves.
 #[derive(Clone)]
@@ -503,7 +504,7 @@ impl FleetLedger {
 
     /// Encoded records `start..end` (at most 1000) of the published tree.
     pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, LedgerError> {
-        crate::store::check_entries(start, end, self.size())?;
+        crate::ledger::check_entries(start, end, self.size())?;
         let rows = self.run(move |c, s| {
             let schema = &s.cfg.schema;
             Ok(c.query(
@@ -581,19 +582,19 @@ impl FleetLedger {
             return Ok(None);
         };
         let tree = self.shared.tree.read().unwrap_or_else(|e| e.into_inner());
-        crate::store::inclusion_in(&tree, self.size(), index, size).map(Some)
+        crate::ledger::inclusion_in(&tree, self.size(), index, size).map(Some)
     }
 
     /// Consistency proof between two published sizes.
     pub fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>, LedgerError> {
         let tree = self.shared.tree.read().unwrap_or_else(|e| e.into_inner());
-        crate::store::consistency_in(&tree, self.size(), from, to)
+        crate::ledger::consistency_in(&tree, self.size(), from, to)
     }
 
     /// Root hash at a published size.
     pub fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
         let tree = self.shared.tree.read().unwrap_or_else(|e| e.into_inner());
-        crate::store::root_in(&tree, self.size(), size)
+        crate::ledger::root_in(&tree, self.size(), size)
     }
 
     /// Stops the threads after the writer has answered everything submitted;
@@ -945,5 +946,66 @@ fn sequencer(shared: Arc<Shared>, signer: NoteSigner) {
                 }
             },
         };
+    }
+}
+
+impl LedgerStore for FleetLedger {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+    fn submit(&self, record: IssuanceRecord) -> Result<Pending, LedgerError> {
+        FleetLedger::submit(self, record)
+    }
+    fn record_of(&self, token_id: &str) -> Result<Option<IssuanceRecord>, LedgerError> {
+        Ok(self.lookup(token_id)?.map(|q| q.record))
+    }
+    fn size(&self) -> u64 {
+        FleetLedger::size(self)
+    }
+    fn checkpoint(&self) -> SignedCheckpoint {
+        FleetLedger::checkpoint(self)
+    }
+    fn verifier(&self) -> &NoteVerifier {
+        FleetLedger::verifier(self)
+    }
+    fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, LedgerError> {
+        FleetLedger::entries(self, start, end)
+    }
+    fn inclusion_proof(
+        &self,
+        token_id: &str,
+        size: Option<u64>,
+    ) -> Result<Option<InclusionProof>, LedgerError> {
+        FleetLedger::inclusion_proof(self, token_id, size)
+    }
+    fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>, LedgerError> {
+        FleetLedger::consistency_proof(self, from, to)
+    }
+    fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
+        FleetLedger::root_at(self, size)
+    }
+    fn tampered(&self) -> Option<LedgerError> {
+        FleetLedger::tampered(self)
+    }
+    fn is_healthy(&self) -> bool {
+        FleetLedger::is_healthy(self)
+    }
+    fn is_reachable(&self) -> bool {
+        FleetLedger::is_reachable(self)
+    }
+    fn is_sequencer(&self) -> bool {
+        FleetLedger::is_sequencer(self)
+    }
+    fn submit_audit(&self) -> Result<AuditPending, LedgerError> {
+        // The follower checks every new leaf and checkpoint as it arrives.
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(match self.tampered() {
+            Some(t) => Err(t),
+            None => Ok(()),
+        });
+        Ok(rx)
+    }
+    fn close(&self) {
+        FleetLedger::close(self)
     }
 }
