@@ -54,6 +54,8 @@ pub fn connect_for(url: &str, statement_timeout: Option<Duration>) -> Result<Cli
 
 /// [`connect_for`], naming the connection (`application_name`) so that
 /// operators, and [`lock_holder`], can tell who holds it.
+///
+/// [`lock_holder`]: crate::fleet::lock_holder
 pub fn connect_named(
     url: &str,
     statement_timeout: Option<Duration>,

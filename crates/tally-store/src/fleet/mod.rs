@@ -11,7 +11,7 @@
 //!   connection dies, PostgreSQL releases the lock and rolls back its open
 //!   transaction; another node's sequencer takes over, reloads the tree from
 //!   `leaves`, checks it against the latest signed checkpoint, and continues.
-//! * [`verify`] recomputes the whole tree from the stored records and checks
+//! * [`verify()`] recomputes the whole tree from the stored records and checks
 //!   every checkpoint's signature and root.
 //!
 //! Every queued record carries an HMAC under a key derived from the master
@@ -27,11 +27,11 @@
 //! * `error`: [`FleetError`] and [`is_unavailable`];
 //! * `record`: [`RecordMac`] and [`QueuedRecord`], the MAC check of a row;
 //! * `schema`: the tables ([`migrate`]), [`lock_key`] and [`channel`];
-//! * `connect`: connections ([`connect`], [`connect_named`], …) and [`listen`];
+//! * `connect`: connections ([`connect()`], [`connect_named`], …) and [`listen`];
 //! * `queue`: [`enqueue`], [`lookup`], [`since`], [`backlog`], [`leaf_index`];
 //! * `roster`: nodes' heartbeats ([`heartbeat`], [`nodes`]) and [`lock_holder`];
 //! * `sequencer`: the [`Sequencer`];
-//! * `verify`: [`verify`] and the leaf check the follower shares;
+//! * `verify`: [`verify()`] and the leaf check the follower shares;
 //! * [`node`]: one node's view of the fleet ledger, [`node::FleetLedger`].
 
 pub mod node;

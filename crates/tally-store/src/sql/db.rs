@@ -49,6 +49,8 @@ impl Db {
     /// lock `lock_key` (e.g. [`incident_lock_key`]) instead of the state's,
     /// and `name` names the connections (`application_name`, unless the URL
     /// sets one) and their threads.
+    ///
+    /// [`incident_lock_key`]: crate::sql::incident_lock_key
     pub fn postgres_with_lock(
         url: &str,
         schema: &str,

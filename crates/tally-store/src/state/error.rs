@@ -51,6 +51,8 @@ pub enum StateError {
     },
     /// A method that reads or writes sealed rows was called before
     /// [`StateStore::seal_rows`].
+    ///
+    /// [`StateStore::seal_rows`]: crate::StateStore::seal_rows
     #[error("the state store's row key is not installed (internal error)")]
     Unsealed,
     /// Database failure (SQLite or PostgreSQL), or a bad PostgreSQL URL or

@@ -195,6 +195,8 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StateError> {
 /// also `NOTIFY tally_state_{schema}` for nodes that `LISTEN`. Sessions,
 /// refresh tokens and a user's last TOTP step, written on every login, do not
 /// move it.
+///
+/// [`StateStore::data_version`]: crate::StateStore::data_version
 const PG_MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE meta (
@@ -349,6 +351,8 @@ CREATE TABLE known_addresses (
 
 /// The `NOTIFY` channel on which the PostgreSQL state in `schema` announces
 /// changes that move [`StateStore::data_version`].
+///
+/// [`StateStore::data_version`]: crate::StateStore::data_version
 pub fn change_channel(schema: &str) -> String {
     format!("tally_state_{schema}")
 }
@@ -356,6 +360,8 @@ pub fn change_channel(schema: &str) -> String {
 /// Creates or upgrades the PostgreSQL schema. Runs in a [`Db::write`], so
 /// under the advisory write lock: nodes starting together migrate one at a
 /// time, and the later ones find the work done.
+///
+/// [`Db::write`]: crate::sql::Db::write
 pub(super) fn migrate_pg(tx: &mut dyn Tx, schema: &str) -> Result<(), StateError> {
     crate::sql::migrate_schema(tx, schema, "schema_version", PG_MIGRATIONS).map_err(|e| match e {
         crate::sql::MigrateError::NewerSchema(found) => StateError::NewerSchema {
