@@ -7,11 +7,32 @@
 //!
 //! A fleet of servers shares one PostgreSQL database instead: the ledger in
 //! [`fleet`], the state in a schema of its own
-//! ([`StateStore::connect_postgres`]), and the incidents in that schema too
-//! ([`incidents::IncidentStore::connect_postgres`]). The state and the
-//! incidents run the same statements on both engines through [`sql`].
+//! ([`StateStore::connect_postgres`]). The state (and the incident store of
+//! `tally-incident`) run the same statements on both engines through [`sql`].
+//!
+//! # Modules
+//! * [`ledger`]: the embedded ledger on SQLite ([`Ledger`]): its writer,
+//!   verification ([`verify_ledger`]) and head witness, and the types every
+//!   ledger answers with ([`LedgerError`], [`InclusionProof`]);
+//! * [`fleet`]: the fleet ledger on PostgreSQL (queue, sequencer,
+//!   verification), and in [`fleet::node`] one node's handle on it;
+//! * [`store`]: the [`LedgerStore`] trait that both ledgers implement, and
+//!   the functions the server drives it through;
+//! * [`state`]: the [`StateStore`]: users, keys, custodians, revocations,
+//!   blocks, throttling, sessions, clients and settings, on either engine;
+//! * [`rows`]: the MAC that seals the state rows granting access
+//!   ([`RowMac`]);
+//! * [`sql`]: the layer that runs the same statements on SQLite and
+//!   PostgreSQL;
+//! * [`pg`]: connecting to PostgreSQL (URLs, TLS);
+//! * [`clock`]: the one [`clock::Clock`] (system, or fixed in tests).
+//!
+//! Each module with submodules keeps them private and re-exports what it
+//! offers, so every path above is the one callers use; no two files import
+//! each other, directly or through a chain.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 
 pub mod clock;
 pub mod fleet;
