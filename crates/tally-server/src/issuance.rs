@@ -5,7 +5,6 @@
 
 use axum::http::StatusCode;
 use std::sync::Arc;
-use tally_store::clock::now_unix;
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
@@ -78,7 +77,7 @@ pub async fn issue(
     issue_for(
         app,
         &TokenRequest {
-            subject,
+            subject: Subject::named(subject),
             client_id,
             auth_context,
             jkt: None,
@@ -88,11 +87,37 @@ pub async fn issue(
     .await
 }
 
+/// Who a token is for, and whether this request has already found them in
+/// the directory (a login that verified their password row), so that the
+/// row is not read twice; anyone else is looked up before anything is signed.
+#[derive(Clone, Copy, Debug)]
+pub struct Subject<'a> {
+    name: &'a str,
+    found: bool,
+}
+
+impl<'a> Subject<'a> {
+    /// A subject to look up in the directory before issuing.
+    pub fn named(name: &'a str) -> Subject<'a> {
+        Subject { name, found: false }
+    }
+
+    /// A subject this request found in the directory (and authenticated).
+    pub(crate) fn found(name: &'a str) -> Subject<'a> {
+        Subject { name, found: true }
+    }
+
+    /// The `sub`.
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+}
+
 /// What a token is minted for.
 #[derive(Clone, Copy, Debug)]
 pub struct TokenRequest<'a> {
     /// `sub`: must be in the directory.
-    pub subject: &'a str,
+    pub subject: Subject<'a>,
     /// `client_id`.
     pub client_id: &'a str,
     /// How the subject authenticated (recorded in the ledger).
@@ -113,16 +138,20 @@ pub async fn issue_for(app: &Arc<App>, req: &TokenRequest<'_>) -> Result<Issued,
         jkt,
         audience,
     } = *req;
-    let a = app.clone();
-    let who = subject.to_string();
-    let known = tokio::task::spawn_blocking(move || a.dir.state.password_hash(&who))
-        .await
-        .map_err(|_| ApiError::unavailable("internal"))?
-        .map_err(|e| {
-            tracing::error!(code = e.code(), error = %e, "state store failed or refused a row during issuance");
-            ApiError::unavailable("store_unavailable")
-        })?
-        .is_some();
+    let (found, subject) = (subject.found, subject.name);
+    let known = found
+        || {
+            let a = app.clone();
+            let who = subject.to_string();
+            tokio::task::spawn_blocking(move || a.dir.state.password_hash(&who))
+            .await
+            .map_err(|_| ApiError::unavailable("internal"))?
+            .map_err(|e| {
+                tracing::error!(code = e.code(), error = %e, "state store failed or refused a row during issuance");
+                ApiError::unavailable("store_unavailable")
+            })?
+            .is_some()
+        };
     if !known {
         tracing::warn!(event = "unknown_subject", sub = ?subject, client_id = ?client_id, "issuance refused: the subject is not in the directory");
         app.metrics.unknown_subject();
@@ -137,7 +166,7 @@ pub async fn issue_for(app: &Arc<App>, req: &TokenRequest<'_>) -> Result<Issued,
             "no token is issued for a subject that is not in the directory",
         ));
     }
-    let now = now_unix();
+    let now = app.clock.now();
     let ttl = app.config.token_ttl_secs;
     let exp = now + ttl;
     let mut jti = [0u8; 16];

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use tally_store::clock::now_unix;
 
 use crate::app::App;
 
@@ -128,7 +127,7 @@ pub(crate) fn spawn_background(app: &Arc<App>) {
                 }
                 if every_other {
                     a2.maintain_keys();
-                    for m in a2.accounts.reconcile(&a2.dir.state, now_unix()) {
+                    for m in a2.accounts.reconcile(&a2.dir.state, a2.clock.now()) {
                         a2.watch
                             .signal(tally_incident::detect::Signal::SignerLedgerMismatch {
                                 kid: m.kid.clone(),
@@ -147,12 +146,12 @@ pub(crate) fn spawn_background(app: &Arc<App>) {
         loop {
             tick.tick().await;
             a.evict();
-            let now = now_unix().max(0) as u64;
+            let now = a.clock.now().max(0) as u64;
             a.guard.forget_stale(now);
             if a.config.storage.is_shared() {
                 let a2 = a.clone();
                 let _ = tokio::task::spawn_blocking(move || {
-                    let now = now_unix();
+                    let now = a2.clock.now();
                     let policy = a2.guard.policy();
                     let keep = policy.forget_after_secs() as i64;
                     a2.dir.state.forget_login_failures(now - keep, now)?;

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::keyring::{ActiveKey, KeyRing};
 use crate::keyring::{DataDir, DataDirLock};
 use crate::metrics::Metrics;
-use tally_store::clock::now_unix;
+use tally_store::clock::Clock;
 
 /// Failure to start.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +21,8 @@ pub struct StartError(pub String);
 
 /// Everything the handlers share.
 pub struct App {
+    /// The one clock: handlers read it once per request.
+    pub clock: Clock,
     /// Runtime configuration.
     pub config: Config,
     /// The data directory (state store, master key).
@@ -110,8 +112,19 @@ impl App {
     /// [`App::open`] with the data directory's lock already taken (and
     /// described) by the caller.
     pub fn open_locked(
+        config: Config,
+        lock: DataDirLock,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Arc<App>, StartError> {
+        App::open_locked_at(config, lock, Clock::system(), progress)
+    }
+
+    /// [`App::open_locked`] with the clock the server reads (a fixed one in
+    /// tests).
+    pub fn open_locked_at(
         mut config: Config,
         lock: DataDirLock,
+        clock: Clock,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Arc<App>, StartError> {
         let dir = DataDir::open_or_init(&config).map_err(|e| StartError(e.to_string()))?;
@@ -138,8 +151,15 @@ impl App {
             String,
             i64,
         >::new()));
-        let (ledger, recorded) =
-            open_ledger(&config, &dir, signer, &registry, &last_expiry, progress)?;
+        let (ledger, recorded) = open_ledger(
+            &config,
+            &clock,
+            &dir,
+            signer,
+            &registry,
+            &last_expiry,
+            progress,
+        )?;
         let accounts = crate::keyring::Accounts::load_for(
             &dir.state,
             &recorded,
@@ -155,7 +175,7 @@ impl App {
             .clone();
         let ring = KeyRing::load(
             &dir,
-            now_unix(),
+            clock.now(),
             config.leeway_secs,
             &|kid| ring_expiry.get(kid).copied(),
             &accounts,
@@ -254,7 +274,9 @@ impl App {
         } else {
             None
         };
+        let opened_at = clock.now();
         Ok(Arc::new(App {
+            clock,
             config,
             dir,
             ledger,
@@ -277,7 +299,7 @@ impl App {
             watch,
             alerts,
             node_outbox,
-            ledger_seen: std::sync::Mutex::new((0, now_unix())),
+            ledger_seen: std::sync::Mutex::new((0, opened_at)),
             ui_feed: std::sync::OnceLock::new(),
             miss_limiter,
             guard: tally_core::throttle::Guard::new(Default::default()),
@@ -304,7 +326,7 @@ impl App {
             let digest = tally_core::digest::TokenDigest::from_bytes(r.token_sha256);
             // Remembered even before the record arrives (a fleet's follower
             // may deliver it later): the record can never make it live again.
-            if r.expires_at > now_unix() - self.config.leeway_secs
+            if r.expires_at > self.clock.now() - self.config.leeway_secs
                 && self.gate.registry().revoke_until(&digest, r.expires_at)
             {
                 applied += 1;
@@ -329,7 +351,7 @@ impl App {
     /// skipped and reported; the rest stay in force).
     pub fn reload_blocks(&self) {
         use tally_core::containment::{Block, BlockList, BlockTarget, Cidr};
-        let rows = match self.dir.state.blocks(now_unix()) {
+        let rows = match self.dir.state.blocks(self.clock.now()) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "blocks could not be read; keeping the previous list");
@@ -417,7 +439,7 @@ impl App {
     /// Rotation at maximum age and retirement of keys whose tokens have all
     /// expired; reloads the keys when something changed.
     pub fn maintain_keys(&self) {
-        let now = now_unix();
+        let now = self.clock.now();
         // In a fleet one node rotates and retires keys: the sequencer (every
         // node would otherwise rotate the same key at its maximum age).
         let maintenance = if self.ledger.is_sequencer() {
@@ -483,7 +505,7 @@ impl App {
         let size = self.ledger.size();
         let mut seen = self.ledger_seen.lock().unwrap_or_else(|e| e.into_inner());
         if seen.0 != size {
-            *seen = (size, now_unix());
+            *seen = (size, self.clock.now());
         }
         *seen
     }
@@ -517,7 +539,7 @@ impl App {
         self.reload_blocks();
         match KeyRing::load(
             &self.dir,
-            now_unix(),
+            self.clock.now(),
             self.config.leeway_secs,
             &|kid| self.last_expiry_of(kid),
             &self.accounts,
@@ -553,7 +575,7 @@ impl App {
     /// Reports the shared store going away or coming back: a log line, an
     /// alert to every webhook, and `/readyz` follows on its own.
     pub(crate) fn store_transition(&self, reachable: bool) {
-        let now = now_unix();
+        let now = self.clock.now();
         if reachable {
             tracing::warn!(
                 backend = self.ledger.backend(),
@@ -583,7 +605,7 @@ impl App {
 
     /// Drops expired registry and cache entries.
     pub fn evict(&self) {
-        let cutoff = now_unix() - self.config.leeway_secs;
+        let cutoff = self.clock.now() - self.config.leeway_secs;
         let a = self.gate.registry().evict_expired(cutoff);
         let b = self.gate.evict_seen(cutoff);
         if a + b > 0 {
@@ -600,6 +622,7 @@ type Recorded = std::collections::HashMap<String, u64>;
 /// every unexpired token; a fleet node goes on following new records.
 fn open_ledger(
     config: &Config,
+    clock: &Clock,
     dir: &DataDir,
     signer: tally_core::note::NoteSigner,
     registry: &Arc<Registry>,
@@ -611,8 +634,9 @@ fn open_ledger(
     let learn = {
         let registry = registry.clone();
         let last_expiry = last_expiry.clone();
+        let clock = clock.clone();
         move |rec: &tally_core::record::IssuanceRecord| {
-            if rec.expires_at > now_unix() - leeway {
+            if rec.expires_at > clock.now() - leeway {
                 registry.insert(&rec.token_sha256, rec.expires_at);
                 let mut m = last_expiry.lock().unwrap_or_else(|e| e.into_inner());
                 let e = m.entry(rec.kid.clone()).or_insert(rec.expires_at);

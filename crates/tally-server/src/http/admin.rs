@@ -8,24 +8,65 @@
 //! admin`); the role is read on every request, so taking it away takes effect
 //! at once. Every admin call is an access event on route `admin`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::request::{Facts, Target, peer_of};
 use crate::app::App;
 use crate::blocking::blocking;
 use crate::contain::{block_target, reason};
 use crate::error::ApiError;
-use tally_store::clock::now_unix;
 
-/// The subject of an authenticated administrator.
-pub(super) struct Admin(pub String);
+/// An authenticated administrator: the request's token passed the full gate
+/// decision (booked like any request) and its subject has the `admin` role
+/// now. As an extractor, it answers the refusal itself.
+pub(super) struct Admin(pub(super) String);
+
+/// An authenticated auditor (or administrator): the same check, for the
+/// `auditor` or `admin` role.
+pub(super) struct Auditor;
+
+impl FromRequestParts<Arc<App>> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Admin, Response> {
+        let facts = Facts::read(app, &parts.headers, peer_of(&parts.extensions));
+        check_role(
+            app,
+            &facts,
+            &parts.method,
+            &parts.uri,
+            Booking::Request,
+            ADMIN,
+        )
+        .await
+    }
+}
+
+impl FromRequestParts<Arc<App>> for Auditor {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Auditor, Response> {
+        let facts = Facts::read(app, &parts.headers, peer_of(&parts.extensions));
+        check_role(
+            app,
+            &facts,
+            &parts.method,
+            &parts.uri,
+            Booking::Request,
+            AUDITOR,
+        )
+        .await
+        .map(|_| Auditor)
+    }
+}
 
 /// Whether an admin check is a request of its own, booked as every gate
 /// decision is (access log, detector, metrics), or the check again of one
@@ -39,64 +80,32 @@ pub(super) enum Booking {
     Recheck,
 }
 
-/// The full gate decision for the request's token, booked, then the
-/// `admin` role.
-pub(super) async fn authenticate(
-    app: &Arc<App>,
-    headers: &HeaderMap,
-    peer: Option<SocketAddr>,
-    method: &Method,
-    uri: &Uri,
-) -> Result<Admin, Response> {
-    check(app, headers, peer, method, uri, Booking::Request).await
-}
-
-/// The full gate decision for the request's token, booked or not, then the
-/// `admin` role.
-pub(super) async fn check(
-    app: &Arc<App>,
-    headers: &HeaderMap,
-    peer: Option<SocketAddr>,
-    method: &Method,
-    uri: &Uri,
-    booking: Booking,
-) -> Result<Admin, Response> {
-    check_role(app, headers, peer, method, uri, booking, ADMIN).await
-}
-
 /// The roles that may use the admin API and the dashboard.
 pub(super) const ADMIN: &[&str] = &["admin"];
 /// The roles that may read what names customers (the ledger's entries):
 /// auditors, and administrators.
 pub(super) const AUDITOR: &[&str] = &["auditor", "admin"];
 
-/// [`check`], for a caller whose role is one of `roles`.
+/// The full gate decision for the request's token, booked or not, then one
+/// of `roles`.
 pub(super) async fn check_role(
     app: &Arc<App>,
-    headers: &HeaderMap,
-    peer: Option<SocketAddr>,
+    facts: &Facts<'_>,
     method: &Method,
     uri: &Uri,
     booking: Booking,
     roles: &[&str],
 ) -> Result<Admin, Response> {
-    let started = std::time::Instant::now();
-    let via_proxy = super::request::from_trusted_proxy(app, peer);
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let target = super::request::Target::from_headers(headers, method.as_str(), path, via_proxy);
+    let target = Target::from_headers(facts.headers, method.as_str(), path, facts.via_proxy);
     let decision = super::decide::for_audience(
-        super::decide::decide_for(app, headers, peer, &target).await,
+        super::decide::decide_for(app, facts, &target).await,
         &app.config.audience,
     );
     let verdict = match booking {
-        Booking::Request => super::decide::record_decision(
-            app,
-            &decision,
-            peer,
-            headers,
-            ("admin", method.as_str(), path),
-            started,
-        ),
+        Booking::Request => {
+            super::decide::record_decision(app, &decision, facts, ("admin", method.as_str(), path))
+        }
         Booking::Recheck => match &decision {
             Ok(_) => tally_core::verdict::Verdict::Ok,
             Err(r) => r.verdict(),
@@ -104,7 +113,7 @@ pub(super) async fn check_role(
     };
     let token = match decision {
         Ok(t) => t,
-        Err(r) => return Err(super::respond::refuse(app, &r, verdict)),
+        Err(r) => return Err(super::respond::refuse(app, &r, verdict, facts.now())),
     };
     require_role(app, &token, method, path, roles).await
 }
@@ -161,19 +170,6 @@ async fn require_role(
     Ok(Admin(token.subject().to_string()))
 }
 
-/// Runs `f` for an authenticated administrator.
-macro_rules! admin_only {
-    ($app:expr, $ext:expr, $headers:expr, $method:expr, $uri:expr) => {{
-        let peer = $ext
-            .get::<axum::extract::ConnectInfo<SocketAddr>>()
-            .map(|c| c.0);
-        match authenticate(&$app, &$headers, peer, &$method, &$uri).await {
-            Ok(a) => a,
-            Err(resp) => return resp,
-        }
-    }};
-}
-
 fn block_json(b: &tally_store::BlockRow) -> Value {
     json!({
         "id": b.id,
@@ -187,16 +183,9 @@ fn block_json(b: &tally_store::BlockRow) -> Value {
 }
 
 /// `GET /v1/admin/blocks`: the blocks in force.
-pub(super) async fn list_blocks(
-    State(app): State<Arc<App>>,
-    ext: axum::http::Extensions,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let _admin = admin_only!(app, ext, headers, method, uri);
+pub(super) async fn list_blocks(State(app): State<Arc<App>>, _admin: Admin) -> Response {
     let a = app.clone();
-    match blocking(move || a.dir.state.blocks(now_unix())).await {
+    match blocking(move || a.dir.state.blocks(a.clock.now())).await {
         Ok(rows) => {
             Json(json!({"blocks": rows.iter().map(block_json).collect::<Vec<_>>()})).into_response()
         }
@@ -229,13 +218,9 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
 /// second.
 pub(super) async fn add_block(
     State(app): State<Arc<App>>,
-    ext: axum::http::Extensions,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Admin(actor): Admin,
     body: axum::body::Bytes,
 ) -> Response {
-    let Admin(actor) = admin_only!(app, ext, headers, method, uri);
     let req: NewBlock = match parse(&body) {
         Ok(r) => r,
         Err(m) => return bad(m),
@@ -248,7 +233,7 @@ pub(super) async fn add_block(
         Ok(r) => r.to_string(),
         Err(m) => return bad(m),
     };
-    let now = now_unix();
+    let now = app.clock.now();
     let expires_at = match req.expires_in_secs {
         None => None,
         Some(s) if (1..=10 * 365 * 86_400).contains(&s) => Some(now + s),
@@ -280,15 +265,11 @@ pub(super) async fn add_block(
 /// `DELETE /v1/admin/blocks/{id}` → `204`, or `404` if no such block is in force.
 pub(super) async fn remove_block(
     State(app): State<Arc<App>>,
-    ext: axum::http::Extensions,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     Path(id): Path<i64>,
+    Admin(actor): Admin,
 ) -> Response {
-    let Admin(actor) = admin_only!(app, ext, headers, method, uri);
     let a = app.clone();
-    match blocking(move || a.dir.state.remove_block(id, now_unix())).await {
+    match blocking(move || a.dir.state.remove_block(id, a.clock.now())).await {
         Ok(true) => {
             app.reload_blocks();
             tracing::warn!(event = "block_removed", id, actor = ?actor, "containment block lifted");
@@ -310,14 +291,7 @@ fn hold_json(h: &tally_incident::access::Hold) -> Value {
 }
 
 /// `GET /v1/admin/holds`: the legal holds in force.
-pub(super) async fn list_holds(
-    State(app): State<Arc<App>>,
-    ext: axum::http::Extensions,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let _admin = admin_only!(app, ext, headers, method, uri);
+pub(super) async fn list_holds(State(app): State<Arc<App>>, _admin: Admin) -> Response {
     let a = app.clone();
     match blocking(move || a.access_log.holds()).await {
         Ok(rows) => {
@@ -342,13 +316,9 @@ pub(super) struct NewHold {
 /// from then on no access event in the range can be deleted.
 pub(super) async fn add_hold(
     State(app): State<Arc<App>>,
-    ext: axum::http::Extensions,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Admin(actor): Admin,
     body: axum::body::Bytes,
 ) -> Response {
-    let Admin(actor) = admin_only!(app, ext, headers, method, uri);
     let req: NewHold = match parse(&body) {
         Ok(r) => r,
         Err(m) => return bad(m),
@@ -364,7 +334,7 @@ pub(super) async fn add_hold(
     let by = format!("admin:{actor}");
     let (from, until) = (req.from_ms, req.until_ms);
     let (w, b) = (why.clone(), by.clone());
-    match blocking(move || a.access_log.hold(from, until, &w, &b, now_unix())).await {
+    match blocking(move || a.access_log.hold(from, until, &w, &b, a.clock.now())).await {
         Ok(id) => {
             tracing::warn!(event = "legal_hold_placed", id, from_ms = from, until_ms = until, actor = ?actor, "legal hold placed on the access log");
             let hold = tally_incident::access::Hold {
@@ -391,14 +361,11 @@ pub(super) struct ReleaseQuery {
 /// in force. The reason and the administrator are kept with the hold.
 pub(super) async fn release_hold(
     State(app): State<Arc<App>>,
-    ext: axum::http::Extensions,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    // Path and query are read first, as before the caller is checked.
     Path(id): Path<i64>,
     axum::extract::Query(q): axum::extract::Query<ReleaseQuery>,
+    Admin(actor): Admin,
 ) -> Response {
-    let Admin(actor) = admin_only!(app, ext, headers, method, uri);
     let why = match reason(&q.reason) {
         Ok(r) => r.to_string(),
         Err(_) => return bad("releasing a legal hold needs ?reason= saying why it may end".into()),
@@ -406,7 +373,7 @@ pub(super) async fn release_hold(
     let a = app.clone();
     let by = format!("admin:{actor}");
     let w = why.clone();
-    match blocking(move || a.access_log.release(id, now_unix(), &by, &w)).await {
+    match blocking(move || a.access_log.release(id, a.clock.now(), &by, &w)).await {
         Ok(true) => {
             tracing::warn!(event = "legal_hold_released", id, actor = ?actor, reason = ?why, "legal hold released");
             StatusCode::NO_CONTENT.into_response()
@@ -418,17 +385,10 @@ pub(super) async fn release_hold(
 
 /// `GET /v1/admin/incidents`: every incident, newest first, with its legal
 /// clocks and the nearest deadline.
-pub(super) async fn list_incidents(
-    State(app): State<Arc<App>>,
-    ext: axum::http::Extensions,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let _admin = admin_only!(app, ext, headers, method, uri);
+pub(super) async fn list_incidents(State(app): State<Arc<App>>, _admin: Admin) -> Response {
     let a = app.clone();
     let listed = blocking(move || {
-        let now = now_unix();
+        let now = app.clock.now();
         a.watch.store.incidents().map(|list| {
             list.iter()
                 .map(|i| {
@@ -453,16 +413,12 @@ pub(super) async fn list_incidents(
 /// `GET /v1/admin/incidents/{id}`: one incident with detections and timeline.
 pub(super) async fn show_incident(
     State(app): State<Arc<App>>,
-    ext: axum::http::Extensions,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    _admin: Admin,
     Path(id): Path<i64>,
 ) -> Response {
-    let _admin = admin_only!(app, ext, headers, method, uri);
     let a = app.clone();
     let shown = blocking(move || {
-        let now = now_unix();
+        let now = app.clock.now();
         a.watch.store.incident(id).map(|inc| {
             inc.map(|i| {
                 tally_incident::report::incident_json(

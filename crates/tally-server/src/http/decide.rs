@@ -2,20 +2,16 @@
 //! tally, the DPoP binding, the blocks in force and the route's audience;
 //! every decision booked in the access log and shown to the detector.
 
-use super::request::{Scheme, client_ip, credentials};
-use axum::http::{HeaderValue, header};
-use serde_json::json;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use tally_store::clock::now_unix;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde_json::json;
 use tally_core::gate::{Decision, LedgerAnswer, Refusal, Step, TalliedToken};
 use tally_core::target::{RequestTarget, TargetError};
 use tally_core::verdict::Verdict;
 
-use super::request::{Presented, Target};
+use super::request::{Facts, Presented, Scheme, Target};
 use crate::app::App;
 
 /// The refusal detail of a proof without a current server nonce.
@@ -40,7 +36,7 @@ pub(super) fn check_binding(
     app: &App,
     t: &TalliedToken,
     presented: Presented<'_>,
-    headers: &HeaderMap,
+    facts: &Facts<'_>,
     target: &Target,
 ) -> Result<(), Refusal> {
     let (scheme, token) = match presented {
@@ -60,7 +56,7 @@ pub(super) fn check_binding(
             "a DPoP-bound token needs the DPoP scheme",
         ));
     }
-    let mut proofs = headers.get_all("dpop").iter();
+    let mut proofs = facts.headers.get_all("dpop").iter();
     let (Some(proof), None) = (proofs.next(), proofs.next()) else {
         return Err(binding_mismatch(
             t,
@@ -71,7 +67,7 @@ pub(super) fn check_binding(
         .to_str()
         .map_err(|_| binding_mismatch(t, "DPoP proof is not ASCII"))?;
     let token = std::str::from_utf8(token).map_err(|_| binding_mismatch(t, "token not ASCII"))?;
-    let now = now_unix();
+    let now = facts.now();
     let policy = tally_core::dpop::DpopPolicy::default();
     let p = tally_core::dpop::verify_proof(
         proof,
@@ -134,12 +130,12 @@ fn blocked(block: &tally_core::containment::Block, mut r: Refusal) -> Refusal {
 
 /// A validly signed token the ledger cannot tally proves a signing key is in
 /// the wrong hands: count it against the key and log it, once per decision.
-fn report_forgery(app: &App, r: &Refusal, target: &Target) {
+fn report_forgery(app: &App, r: &Refusal, target: &Target, now: i64) {
     if !r.proves_stolen_key() {
         return;
     }
     if let Some(kid) = &r.kid {
-        app.saw_forgery(kid, now_unix());
+        app.saw_forgery(kid, now);
     }
     tracing::warn!(
         event = "forged_token",
@@ -156,14 +152,9 @@ fn report_forgery(app: &App, r: &Refusal, target: &Target) {
 /// A full decision with containment for the token in `Authorization`:
 /// blocks on the client address and device first, then the token, then
 /// blocks on its subject and id.
-pub(super) async fn decide_for(
-    app: &Arc<App>,
-    headers: &HeaderMap,
-    peer: Option<SocketAddr>,
-    target: &Target,
-) -> Decision {
-    let presented = credentials(headers).map(|(s, t)| Presented::Header(s, t));
-    decide_presented(app, presented, headers, peer, target).await
+pub(super) async fn decide_for(app: &Arc<App>, facts: &Facts<'_>, target: &Target) -> Decision {
+    let presented = facts.credentials.map(|(s, t)| Presented::Header(s, t));
+    decide_presented(app, presented, facts, target).await
 }
 
 /// The one decision every endpoint that accepts a token runs, whichever way
@@ -174,17 +165,13 @@ pub(super) async fn decide_for(
 pub(super) async fn decide_presented(
     app: &Arc<App>,
     presented: Result<Presented<'_>, Verdict>,
-    headers: &HeaderMap,
-    peer: Option<SocketAddr>,
+    facts: &Facts<'_>,
     target: &Target,
 ) -> Decision {
     use tally_core::containment::Actor;
     let blocks = app.blocks();
-    let now = now_unix();
-    let ip = client_ip(app, peer, headers);
-    let device = headers
-        .get(app.config.device_header.as_str())
-        .and_then(|v| v.to_str().ok());
+    let now = facts.now();
+    let (ip, device) = (facts.client, facts.device);
     if !blocks.is_empty()
         && let Some(b) = blocks.matching(
             &Actor {
@@ -198,10 +185,10 @@ pub(super) async fn decide_presented(
         return Err(blocked(b, Refusal::new(Verdict::BlockedActor)));
     }
     let presented = presented.map_err(Refusal::new)?;
-    let decision = decide_token_for(app, presented.token(), ip)
+    let decision = decide_token_for(app, presented.token(), facts)
         .await
-        .inspect_err(|r| report_forgery(app, r, target))?;
-    check_binding(app, &decision, presented, headers, target)?;
+        .inspect_err(|r| report_forgery(app, r, target, now))?;
+    check_binding(app, &decision, presented, facts, target)?;
     if !blocks.is_empty() {
         let actor = Actor {
             ip,
@@ -263,16 +250,14 @@ pub(super) fn check_audience<'a>(
 pub(super) fn refuse_target(
     app: &App,
     e: TargetError,
-    peer: Option<SocketAddr>,
-    headers: &HeaderMap,
+    facts: &Facts<'_>,
     (route, method, raw): (&str, &str, &str),
-    started: std::time::Instant,
     status: StatusCode,
 ) -> Response {
     let mut r = Refusal::new(Verdict::Malformed);
     r.detail = Some(e.message());
     let decision: Decision = Err(r);
-    record_decision(app, &decision, peer, headers, (route, method, raw), started);
+    record_decision(app, &decision, facts, (route, method, raw));
     tracing::debug!(code = e.code(), "request target refused");
     let mut out = HeaderMap::new();
     out.insert("x-tally-verdict", HeaderValue::from_static("malformed"));
@@ -285,17 +270,16 @@ pub(super) fn refuse_target(
         .into_response()
 }
 
-/// A full decision for the compact token `token`, from `client`: its
-/// registry misses (each a signature verification) are rate-limited per
-/// address.
-pub(super) async fn decide_token_for(
-    app: &Arc<App>,
-    token: &[u8],
-    client: Option<IpAddr>,
-) -> Decision {
-    let now = now_unix();
-    let allow_miss =
-        || client.is_none_or(|ip| app.miss_limiter.allow(&ip, tally_store::clock::now_ms()));
+/// A full decision for the compact token `token` in a request with `facts`:
+/// its registry misses (each a signature verification) are rate-limited per
+/// client address.
+pub(super) async fn decide_token_for(app: &Arc<App>, token: &[u8], facts: &Facts<'_>) -> Decision {
+    let now = facts.now();
+    let allow_miss = || {
+        facts
+            .client
+            .is_none_or(|ip| app.miss_limiter.allow(&ip, facts.at_ms))
+    };
     match app.gate.check_guarded(token, now, &allow_miss) {
         Step::Decided(d) => d,
         Step::AskLedger(q) => {
@@ -341,12 +325,10 @@ pub(super) async fn decide_token_for(
 pub(super) fn record_decision(
     app: &App,
     decision: &Decision,
-    peer: Option<SocketAddr>,
-    headers: &HeaderMap,
+    facts: &Facts<'_>,
     request: (&str, &str, &str),
-    started: std::time::Instant,
 ) -> Verdict {
-    book(app, decision, peer, headers, request, started, false)
+    book(app, decision, facts, request, false)
 }
 
 /// [`record_decision`], saying whether the decision was an inquiry: a
@@ -358,26 +340,24 @@ pub(super) fn record_decision(
 pub(super) fn book(
     app: &App,
     decision: &Decision,
-    peer: Option<SocketAddr>,
-    headers: &HeaderMap,
+    facts: &Facts<'_>,
     (route, method, path): (&str, &str, &str),
-    started: std::time::Instant,
     inquiry: bool,
 ) -> Verdict {
     if let Some(events) = app.access_events.get() {
         let mut e = tally_incident::access::event(
             decision,
-            client_ip(app, peer, headers),
-            headers
-                .get(app.config.device_header.as_str())
-                .and_then(|v| v.to_str().ok()),
+            facts.client,
+            facts.device,
             route,
             method,
             path,
             &[],
             decision.is_ok(),
-            started.elapsed(),
+            facts.started.elapsed(),
         );
+        // The instant the request arrived, as every other fact about it.
+        e.at_ms = facts.at_ms;
         e.inquiry = inquiry;
         events.record(e);
     }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use tally_core::digest::TokenDigest;
 use tally_core::jose::{self, ClaimsPolicy};
 use tally_core::record::IssuanceRecord;
-use tally_store::clock::now_unix;
 
 use crate::app::App;
 use crate::error::ApiError;
@@ -77,7 +76,7 @@ pub(super) async fn register(
             ),
         )
     })?;
-    let now = now_unix();
+    let now = app.clock.now();
     let policy = ClaimsPolicy {
         issuer: issuer.config.iss.clone(),
         ..app.gate.policy().clone()

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use tally_core::throttle::Attempt;
 
 use crate::app::App;
@@ -14,16 +14,9 @@ use crate::error::ApiError;
 /// The attempt of `subject` (`user:NAME`, `client:ID`) from the request's
 /// client address: the peer, or behind a trusted proxy the address it
 /// reports (see `trusted_proxies`).
-pub(super) fn attempt(
-    app: &App,
-    subject: &str,
-    ext: &axum::http::Extensions,
-    headers: &HeaderMap,
-) -> Attempt {
-    let peer = ext
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0);
-    let address = super::request::client_ip(app, peer, headers)
+pub(super) fn attempt(subject: &str, facts: &super::request::Facts<'_>) -> Attempt {
+    let address = facts
+        .client
         .map_or_else(|| "ip:unknown".to_string(), |ip| format!("ip:{ip}"));
     Attempt::new(subject, &address)
 }

@@ -127,25 +127,9 @@ pub(super) struct EntriesQuery {
 /// proofs stay public: they reveal hashes, never a subject.
 pub(super) async fn entries(
     State(app): State<Arc<App>>,
-    ext: axum::http::Extensions,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
+    _auditor: super::admin::Auditor,
     q: Result<Query<EntriesQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, Response> {
-    let peer = ext
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0);
-    super::admin::check_role(
-        &app,
-        &headers,
-        peer,
-        &method,
-        &uri,
-        super::admin::Booking::Request,
-        super::admin::AUDITOR,
-    )
-    .await?;
     let Query(q) = q.map_err(|e| bad_query(e).into_response())?;
     let a = app.clone();
     let rows = blocking(move || a.ledger.entries(q.start, q.end))

@@ -13,7 +13,6 @@ use serde::Deserialize;
 use crate::app::App;
 use crate::error::ApiError;
 use tally_store::Session;
-use tally_store::clock::now_unix;
 
 /// `POST /v1/login` body.
 #[derive(Deserialize)]
@@ -87,14 +86,15 @@ pub(super) async fn login(
         ));
     }
     let username = req.username;
-    let now = now_unix().max(0) as u64;
+    let facts = super::request::Facts::read(&app, &headers, super::request::peer_of(&ext));
+    let now = facts.now().max(0) as u64;
     // Clock seconds are whole: a failure is booked at the end of its second,
     // so a lock of N seconds never lasts less than N seconds.
     let failed_at = now + 1;
     // Throttled per (user, address), per address and per user; the per-user
     // lock does not apply at an address the user recently logged in from, so
     // guesses from elsewhere cannot lock the user out (see `guard`).
-    let attempt = super::guard::attempt(&app, &format!("user:{username}"), &ext, &headers);
+    let attempt = super::guard::attempt(&format!("user:{username}"), &facts);
     if let Err(e) = super::guard::admit(&app, &attempt, now).await {
         app.metrics.login_failed();
         tracing::info!(
@@ -157,7 +157,7 @@ pub(super) async fn login(
         }
     };
     super::guard::succeeded(&app, &attempt, now).await?;
-    let jkt = super::sessions::dpop_key(&app, &headers, "/v1/login")?;
+    let jkt = super::sessions::dpop_key(&app, &headers, "/v1/login", facts.now())?;
     let (issued, refresh) = super::sessions::start_session(
         &app,
         &Session {

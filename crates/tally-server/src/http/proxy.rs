@@ -165,15 +165,12 @@ impl Drop for PendingEvent<'_> {
 /// Decides, then forwards (or refuses) one request.
 pub(super) async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
-    let peer = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0);
+    let peer = super::request::peer_of(&parts.extensions);
     // What the client sent for this hop only, then what it may not claim:
     // removed before the decision, which is made on what is forwarded.
     strip_hop_by_hop(&mut parts.headers);
     strip_tally_headers(&mut parts.headers);
-    let started = std::time::Instant::now();
+    let facts = super::request::Facts::read(&proxy.app, &parts.headers, peer);
     let raw = parts.uri.path_and_query().map_or("", |p| p.as_str());
     let target = match RequestTarget::parse(raw) {
         Ok(t) => t,
@@ -181,10 +178,8 @@ pub(super) async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Res
             return super::decide::refuse_target(
                 &proxy.app,
                 e,
-                peer,
-                &parts.headers,
+                &facts,
                 ("-", parts.method.as_str(), raw),
-                started,
                 StatusCode::BAD_REQUEST,
             );
         }
@@ -193,7 +188,7 @@ pub(super) async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Res
         return ApiError::not_found("no gate route for this path").into_response();
     };
     let mode = route.mode.unwrap_or(proxy.mode);
-    let client = super::request::client_ip(&proxy.app, peer, &parts.headers);
+    let client = facts.client;
     let mut upstream_headers = parts.headers.clone();
     for name in CLIENT_ADDRESS {
         upstream_headers.remove(name);
@@ -217,30 +212,30 @@ pub(super) async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Res
             &parts.headers,
             parts.method.as_str(),
             raw,
-            super::request::from_trusted_proxy(&proxy.app, peer),
+            facts.via_proxy,
         );
         let decision = super::decide::for_audience(
-            super::decide::decide_for(&proxy.app, &parts.headers, peer, &dpop_target).await,
+            super::decide::decide_for(&proxy.app, &facts, &dpop_target).await,
             route
                 .audience
                 .as_deref()
                 .unwrap_or(&proxy.app.config.audience),
         );
-        proxy.app.metrics.decision_latency(started.elapsed());
-        pending.event = Some(tally_incident::access::event(
+        proxy.app.metrics.decision_latency(facts.started.elapsed());
+        let mut event = tally_incident::access::event(
             &decision,
             client,
-            parts
-                .headers
-                .get(proxy.app.config.device_header.as_str())
-                .and_then(|v| v.to_str().ok()),
+            facts.device,
             &route.prefix,
             parts.method.as_str(),
             target.as_str(),
             &route.data,
             decision.is_ok() || mode == GateMode::Monitor,
-            started.elapsed(),
-        ));
+            facts.started.elapsed(),
+        );
+        // The instant the request arrived, as every other fact about it.
+        event.at_ms = facts.at_ms;
+        pending.event = Some(event);
         let verdict = match &decision {
             Ok(_) => Verdict::Ok,
             Err(r) => r.verdict(),
@@ -249,13 +244,13 @@ pub(super) async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Res
         proxy.app.metrics.route_verdict(&route.prefix, verdict);
         match decision {
             Ok(t) => {
-                next_nonce = super::respond::next_dpop_nonce(&proxy.app, &t);
+                next_nonce = super::respond::next_dpop_nonce(&proxy.app, &t, facts.now());
                 super::respond::insert_identity(&mut upstream_headers, &t);
             }
             Err(refusal) => {
                 if mode == GateMode::Enforce {
                     pending.finish(None);
-                    return super::respond::refuse(&proxy.app, &refusal, verdict);
+                    return super::respond::refuse(&proxy.app, &refusal, verdict, facts.now());
                 }
                 // Monitor mode: recorded, and the request goes on, marked.
                 upstream_headers

@@ -1,16 +1,65 @@
 //! What a request says about itself, read once: the credentials it carries
 //! (`Authorization: Bearer|DPoP`), the client's address (the right-most
 //! address not in `trusted_proxies`), and the original request a gateway
-//! describes (`X-Original-URI`, `X-Forwarded-Method`/`-Uri`).
+//! describes (`X-Original-URI`, `X-Forwarded-Method`/`-Uri`). A handler
+//! reads them into [`Facts`] when the request arrives, with the one instant
+//! the whole decision is made at, and passes that down.
 
-use axum::http::header;
 use std::net::{IpAddr, SocketAddr};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
 use tally_core::target::TargetError;
 use tally_core::verdict::Verdict;
 
 use crate::app::App;
+
+/// A request's facts, read once when it arrives: every decision, log line
+/// and detector observation about it uses these, never a second reading.
+pub(super) struct Facts<'a> {
+    /// The request's headers.
+    pub(super) headers: &'a HeaderMap,
+    /// Whether the peer is a trusted proxy (so its forwarding headers count).
+    pub(super) via_proxy: bool,
+    /// The client's address ([`client_ip`]).
+    pub(super) client: Option<IpAddr>,
+    /// The device id (the configured `device_header`), if sent.
+    pub(super) device: Option<&'a str>,
+    /// The token in `Authorization`, with its scheme, or the verdict for
+    /// its absence or its shape.
+    pub(super) credentials: Result<(Scheme, &'a [u8]), Verdict>,
+    /// When the request arrived, in Unix milliseconds (the app's clock).
+    pub(super) at_ms: i64,
+    /// When the request arrived, for the decision's latency.
+    pub(super) started: std::time::Instant,
+}
+
+impl<'a> Facts<'a> {
+    /// Reads the facts of a request from `peer` with `headers`.
+    pub(super) fn read(app: &App, headers: &'a HeaderMap, peer: Option<SocketAddr>) -> Facts<'a> {
+        Facts {
+            headers,
+            via_proxy: from_trusted_proxy(app, peer),
+            client: client_ip(app, peer, headers),
+            device: headers
+                .get(app.config.device_header.as_str())
+                .and_then(|v| v.to_str().ok()),
+            credentials: credentials(headers),
+            at_ms: app.clock.now_ms(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// When the request arrived, in Unix seconds.
+    pub(super) fn now(&self) -> i64 {
+        self.at_ms.div_euclid(1000)
+    }
+}
+
+/// The TCP peer of a request, from its extensions.
+pub(super) fn peer_of(ext: &axum::http::Extensions) -> Option<SocketAddr> {
+    ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+}
 
 /// How the client presented its token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,18 +149,6 @@ impl Target {
             url: format!("{scheme}://{host}{path}"),
         }
     }
-
-    /// The original request as the proxy in front describes it (see
-    /// [`original_request`]); `GET /` when it does not.
-    pub(super) fn original(headers: &HeaderMap, via_proxy: bool) -> Target {
-        let (method, uri) = original_request(headers).unwrap_or((None, None));
-        Target::from_headers(
-            headers,
-            method.unwrap_or("GET"),
-            uri.unwrap_or("/"),
-            via_proxy,
-        )
-    }
 }
 
 /// The method and target of the request a decision is asked for, as the
@@ -200,12 +237,13 @@ pub(super) fn from_trusted_proxy(app: &App, peer: Option<SocketAddr>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
+
     use super::*;
 
     fn bearer(headers: &HeaderMap) -> Result<&[u8], Verdict> {
         credentials(headers).map(|(_, t)| t)
     }
-    use axum::http::{HeaderValue, header};
 
     fn h(v: &[&str]) -> HeaderMap {
         let mut m = HeaderMap::new();

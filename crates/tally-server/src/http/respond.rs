@@ -2,14 +2,13 @@
 //! (tally's alone: every client `X-Tally-*` header was stripped before), and
 //! the refusal, with the challenge a client needs to retry.
 
-use super::decide::USE_DPOP_NONCE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tally_core::gate::{Refusal, TalliedToken};
 use tally_core::verdict::Verdict;
-use tally_store::clock::now_unix;
 
+use super::decide::USE_DPOP_NONCE;
 use crate::app::App;
 
 /// The identity headers of an allowed request: `X-Tally-Verdict: ok`,
@@ -25,11 +24,12 @@ pub(super) fn insert_identity(out: &mut HeaderMap, t: &TalliedToken) {
     out.insert("x-tally-token-id", header_value(t.token_id()));
 }
 
-/// The next `DPoP-Nonce` for a DPoP-bound token, when nonces are required.
-pub(super) fn next_dpop_nonce(app: &App, t: &TalliedToken) -> Option<HeaderValue> {
+/// The next `DPoP-Nonce` for a DPoP-bound token, when nonces are required
+/// (`now`: the request's instant).
+pub(super) fn next_dpop_nonce(app: &App, t: &TalliedToken, now: i64) -> Option<HeaderValue> {
     let nonces = app.dpop_nonces.as_ref()?;
     t.jkt()?;
-    Some(header_value(&nonces.current(now_unix())))
+    Some(header_value(&nonces.current(now)))
 }
 
 /// Header-safe rendering: visible ASCII kept, everything else percent-encoded.
@@ -48,13 +48,14 @@ pub(super) fn header_value(s: &str) -> HeaderValue {
 /// [`refusal_response`], plus what a DPoP client needs to retry when server
 /// nonces are on: a fresh `DPoP-Nonce` on every `binding_mismatch`, and the
 /// `use_dpop_nonce` challenge when that was the problem (RFC 9449 section 9).
-pub(super) fn refuse(app: &App, r: &Refusal, verdict: Verdict) -> Response {
+/// `now` is the request's instant.
+pub(super) fn refuse(app: &App, r: &Refusal, verdict: Verdict, now: i64) -> Response {
     let mut resp = refusal_response(r, verdict);
     if verdict == Verdict::BindingMismatch
         && let Some(nonces) = &app.dpop_nonces
     {
         let h = resp.headers_mut();
-        h.insert("dpop-nonce", header_value(&nonces.current(now_unix())));
+        h.insert("dpop-nonce", header_value(&nonces.current(now)));
         if r.detail == Some(USE_DPOP_NONCE) {
             *resp.status_mut() = StatusCode::UNAUTHORIZED;
             let h = resp.headers_mut();

@@ -23,11 +23,11 @@ use serde_json::json;
 use tally_core::digest::TokenDigest;
 use tally_store::{RefreshUse, Session};
 
+use super::request::{Facts, peer_of};
 use crate::app::App;
 use crate::blocking::blocking;
 use crate::error::ApiError;
 use crate::issuance::{self as issuer, Issued};
-use tally_store::clock::now_unix;
 
 /// Prefix of every refresh token.
 pub(super) const REFRESH_PREFIX: &str = "tally_rt_";
@@ -56,15 +56,18 @@ fn refresh_hash(token: &str) -> Option<[u8; 32]> {
 }
 
 /// Issues an access token inside `session` and records it as the session's.
+/// `subject` is the session's, found in the directory by this request or
+/// to be looked up.
 pub(super) async fn issue_in_session(
     app: &Arc<App>,
     session: &Session,
+    subject: issuer::Subject<'_>,
     jkt: Option<&str>,
 ) -> Result<Issued, ApiError> {
     let issued = issuer::issue_for(
         app,
         &issuer::TokenRequest {
-            subject: &session.subject,
+            subject,
             client_id: &session.client_id,
             auth_context: &session.auth_context,
             jkt,
@@ -77,14 +80,14 @@ pub(super) async fn issue_in_session(
     let (jti, digest, exp) = (
         issued.token_id.clone(),
         *TokenDigest::of(issued.token.as_bytes()).as_bytes(),
-        now_unix() + issued.expires_in,
+        app.clock.now() + issued.expires_in,
     );
     blocking(move || a.dir.state.add_session_token(&family, &jti, &digest, exp)).await?;
     Ok(issued)
 }
 
-/// Starts a session for an authenticated subject (`template` minus its
-/// family, which is drawn here): access and refresh token.
+/// Starts a session for a subject this request authenticated (`template`
+/// minus its family, which is drawn here): access and refresh token.
 pub(super) async fn start_session(
     app: &Arc<App>,
     template: &Session,
@@ -98,12 +101,13 @@ pub(super) async fn start_session(
         ..template.clone()
     };
     let (refresh, hash) = new_refresh_token()?;
-    let now = now_unix();
+    let now = app.clock.now();
     let exp = now + app.config.refresh_ttl_secs;
     let a = app.clone();
     let s2 = session.clone();
     blocking(move || a.dir.state.create_session(&s2, &hash, exp, now)).await?;
-    let issued = issue_in_session(app, &session, session.jkt.as_deref()).await?;
+    let subject = issuer::Subject::found(&session.subject);
+    let issued = issue_in_session(app, &session, subject, session.jkt.as_deref()).await?;
     Ok((issued, refresh))
 }
 
@@ -139,6 +143,7 @@ pub(super) fn dpop_key(
     app: &App,
     headers: &HeaderMap,
     path: &str,
+    now: i64,
 ) -> Result<Option<String>, ApiError> {
     let mut proofs = headers.get_all("dpop").iter();
     let Some(proof) = proofs.next() else {
@@ -156,7 +161,6 @@ pub(super) fn dpop_key(
     let proof = proof.to_str().map_err(|_| bad("not ASCII"))?;
     // Token requests reach tally directly or through a proxy that keeps Host.
     let target = super::request::Target::from_headers(headers, "POST", path, false);
-    let now = now_unix();
     let policy = tally_core::dpop::DpopPolicy::default();
     let p = tally_core::dpop::verify_proof(
         proof,
@@ -205,11 +209,11 @@ pub(super) async fn refresh(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: RefreshRequest = parse_body(&headers, &body)?;
-    let jkt = dpop_key(&app, &headers, "/v1/refresh")?;
+    let now = app.clock.now();
+    let jkt = dpop_key(&app, &headers, "/v1/refresh", now)?;
     let Some(hash) = refresh_hash(&req.refresh_token) else {
         return Err(invalid_grant());
     };
-    let now = now_unix();
     let a = app.clone();
     let proven = jkt.clone();
     match blocking(move || a.dir.state.use_refresh_token(&hash, proven.as_deref(), now)).await? {
@@ -258,7 +262,8 @@ pub(super) async fn refresh(
             // A bound session stays bound to its key; an unbound one gets a
             // bound access token when the request proves a key.
             let bind = session.jkt.clone().or(jkt);
-            let issued = issue_in_session(&app, &session, bind.as_deref()).await?;
+            let subject = issuer::Subject::named(&session.subject);
+            let issued = issue_in_session(&app, &session, subject, bind.as_deref()).await?;
             Ok(token_response(&issued, &refresh))
         }
     }
@@ -300,37 +305,21 @@ fn parse_body<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// Where a request came from, for the one decision and its booking.
-fn peer_of(ext: &axum::http::Extensions) -> Option<std::net::SocketAddr> {
-    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0)
-}
-
 /// The one decision on a token presented to a token-management endpoint
 /// (`route`, `POST path`), booked like a gate decision: blocks, the miss
 /// limiter, forgery reports and sender binding apply as at the gate.
 async fn decide_booked(
     app: &Arc<App>,
     presented: Result<super::request::Presented<'_>, tally_core::verdict::Verdict>,
-    headers: &HeaderMap,
-    peer: Option<std::net::SocketAddr>,
+    facts: &Facts<'_>,
     (route, path): (&str, &str),
 ) -> (tally_core::gate::Decision, tally_core::verdict::Verdict) {
-    let started = std::time::Instant::now();
     // Token endpoints are reached directly or through a proxy that keeps Host
     // (as for the DPoP proof of a token request).
-    let target = super::request::Target::from_headers(headers, "POST", path, false);
+    let target = super::request::Target::from_headers(facts.headers, "POST", path, false);
     let inquiry = matches!(presented, Ok(super::request::Presented::Inquiry(_)));
-    let decision = super::decide::decide_presented(app, presented, headers, peer, &target).await;
-    let verdict = super::decide::book(
-        app,
-        &decision,
-        peer,
-        headers,
-        (route, "POST", path),
-        started,
-        inquiry,
-    );
+    let decision = super::decide::decide_presented(app, presented, facts, &target).await;
+    let verdict = super::decide::book(app, &decision, facts, (route, "POST", path), inquiry);
     (decision, verdict)
 }
 
@@ -342,7 +331,7 @@ async fn revoke_access(
     token: &[u8],
     reason: &'static str,
 ) -> Result<usize, ApiError> {
-    let now = now_unix();
+    let now = app.clock.now();
     let jti = tallied.token_id().to_string();
     let digest = *TokenDigest::of(token).as_bytes();
     let exp = tallied.expires_at();
@@ -376,7 +365,7 @@ async fn revoke_refresh(
     headers: &HeaderMap,
     token: &str,
 ) -> Result<usize, ApiError> {
-    let now = now_unix();
+    let now = app.clock.now();
     let Some(hash) = refresh_hash(token) else {
         return Ok(0);
     };
@@ -386,7 +375,7 @@ async fn revoke_refresh(
         return Ok(0);
     };
     if let Some(bound) = &session.jkt {
-        let proven = dpop_key(app, headers, "/v1/revoke")?;
+        let proven = dpop_key(app, headers, "/v1/revoke", now)?;
         let same = proven.is_some_and(|p| {
             bool::from(subtle::ConstantTimeEq::ct_eq(
                 p.as_bytes(),
@@ -429,13 +418,13 @@ pub(super) async fn revoke(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: TokenParam = parse_body(&headers, &body)?;
+    let facts = Facts::read(&app, &headers, peer_of(&ext));
     let n = if req.token.starts_with(REFRESH_PREFIX) {
         revoke_refresh(&app, &headers, &req.token).await?
     } else {
         let presented = Ok(super::request::Presented::Body(req.token.as_bytes()));
-        let peer = peer_of(&ext);
         let (decision, verdict) =
-            decide_booked(&app, presented, &headers, peer, ("revoke", "/v1/revoke")).await;
+            decide_booked(&app, presented, &facts, ("revoke", "/v1/revoke")).await;
         use tally_core::verdict::Verdict;
         match decision {
             Ok(t) => revoke_access(&app, &t, req.token.as_bytes(), "revoked").await?,
@@ -445,7 +434,7 @@ pub(super) async fn revoke(
                     Verdict::Unavailable | Verdict::BlockedActor | Verdict::BindingMismatch
                 ) =>
             {
-                return Ok(super::respond::refuse(&app, &r, verdict));
+                return Ok(super::respond::refuse(&app, &r, verdict, facts.now()));
             }
             // Anything else tally did not issue, or no longer honours: there
             // is nothing to revoke (RFC 7009 section 2.2).
@@ -471,15 +460,16 @@ pub(super) async fn logout(
     ext: axum::http::Extensions,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let presented =
-        super::request::credentials(&headers).map(|(s, t)| super::request::Presented::Header(s, t));
+    let facts = Facts::read(&app, &headers, peer_of(&ext));
+    let presented = facts
+        .credentials
+        .map(|(s, t)| super::request::Presented::Header(s, t));
     let token = presented.map(|p| p.token().to_vec()).unwrap_or_default();
-    let peer = peer_of(&ext);
     let (decision, verdict) =
-        decide_booked(&app, presented, &headers, peer, ("logout", "/v1/logout")).await;
+        decide_booked(&app, presented, &facts, ("logout", "/v1/logout")).await;
     let tallied = match decision {
         Ok(t) => t,
-        Err(r) => return Ok(super::respond::refuse(&app, &r, verdict)),
+        Err(r) => return Ok(super::respond::refuse(&app, &r, verdict, facts.now())),
     };
     let n = revoke_access(&app, &tallied, &token, "logout").await?;
     tracing::info!(event = "logout", sub = ?tallied.subject(), access_tokens = n, "session ended");
@@ -505,12 +495,9 @@ fn invalid_client() -> Response {
 /// (client, address), per address and per client (`guard`): a throttled
 /// attempt is answered `429` before any secret is checked, for known and
 /// unknown client ids alike.
-async fn authenticate_client(
-    app: &Arc<App>,
-    ext: &axum::http::Extensions,
-    headers: &HeaderMap,
-) -> Result<bool, ApiError> {
-    let Some(value) = headers
+async fn authenticate_client(app: &Arc<App>, facts: &Facts<'_>) -> Result<bool, ApiError> {
+    let Some(value) = facts
+        .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     else {
@@ -535,8 +522,8 @@ async fn authenticate_client(
     if secret.len() > issuer::MAX_PASSWORD {
         return Ok(false);
     }
-    let now = now_unix().max(0) as u64;
-    let attempt = super::guard::attempt(app, &format!("client:{id}"), ext, headers);
+    let now = facts.now().max(0) as u64;
+    let attempt = super::guard::attempt(&format!("client:{id}"), facts);
     if let Err(e) = super::guard::admit(app, &attempt, now).await {
         tracing::info!(
             event = "client_auth_throttled",
@@ -578,7 +565,8 @@ pub(super) async fn introspect(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if !authenticate_client(&app, &ext, &headers).await? {
+    let facts = Facts::read(&app, &headers, peer_of(&ext));
+    if !authenticate_client(&app, &facts).await? {
         return Ok(invalid_client());
     }
     let req: TokenParam = parse_body(&headers, &body)?;
@@ -587,7 +575,7 @@ pub(super) async fn introspect(
         let Some(hash) = refresh_hash(&req.token) else {
             return Ok(inactive());
         };
-        let now = now_unix();
+        let now = facts.now();
         let a = app.clone();
         return Ok(
             match blocking(move || a.dir.state.refresh_token_status(&hash, now)).await? {
@@ -607,14 +595,8 @@ pub(super) async fn introspect(
     // The gate's decision, booked as an inquiry: a forgery shown to a
     // resource server is reported like one shown to the gate.
     let presented = Ok(super::request::Presented::Inquiry(req.token.as_bytes()));
-    let (decision, verdict) = decide_booked(
-        &app,
-        presented,
-        &headers,
-        peer_of(&ext),
-        ("introspect", "/v1/introspect"),
-    )
-    .await;
+    let (decision, verdict) =
+        decide_booked(&app, presented, &facts, ("introspect", "/v1/introspect")).await;
     Ok(match decision {
         Ok(t) => Json(json!({
             "active": true,
@@ -629,7 +611,7 @@ pub(super) async fn introspect(
         // The store cannot say: the resource server must not take "inactive"
         // for an answer it could cache.
         Err(r) if verdict == tally_core::verdict::Verdict::Unavailable => {
-            super::respond::refuse(&app, &r, verdict)
+            super::respond::refuse(&app, &r, verdict, facts.now())
         }
         Err(_) => inactive(),
     })

@@ -16,9 +16,9 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::request::peer_of;
 use crate::app::App;
 use tally_incident::report::esc;
-use tally_store::clock::now_unix;
 
 const COOKIE: &str = "tally_ui";
 
@@ -46,7 +46,11 @@ async fn admin(
     let Some(h) = bearer_headers(headers) else {
         return Err(to_login());
     };
-    signed_in(super::admin::check(app, &h, peer, &Method::GET, uri, booking).await)
+    let facts = super::request::Facts::read(app, &h, peer);
+    signed_in(
+        super::admin::check_role(app, &facts, &Method::GET, uri, booking, super::admin::ADMIN)
+            .await,
+    )
 }
 
 fn to_login() -> Response {
@@ -79,11 +83,6 @@ fn signed_in(r: Result<super::admin::Admin, Response>) -> Result<String, Respons
         Err(resp) if resp.status() == StatusCode::FORBIDDEN => Err(resp),
         Err(_) => Err(to_login()),
     }
-}
-
-fn peer_of(ext: &axum::http::Extensions) -> Option<SocketAddr> {
-    ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
 }
 
 const STYLE: &str = "
@@ -202,13 +201,14 @@ pub(super) async fn login(
         h.insert(header::AUTHORIZATION, v);
     }
     let uri: Uri = "/ui".parse().unwrap_or_default();
-    if super::admin::check(
+    let facts = super::request::Facts::read(&app, &h, peer_of(&ext));
+    if super::admin::check_role(
         &app,
-        &h,
-        peer_of(&ext),
+        &facts,
         &Method::GET,
         &uri,
         super::admin::Booking::Recheck,
+        super::admin::ADMIN,
     )
     .await
     .is_err()
@@ -303,7 +303,7 @@ pub(super) async fn logout(
 
 /// Everything the dashboard shows, as JSON.
 pub(super) fn snapshot(app: &App) -> Value {
-    let now = now_unix();
+    let now = app.clock.now();
     let store = &app.watch.store;
     let incidents: Vec<Value> = store
         .incidents()

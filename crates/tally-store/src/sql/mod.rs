@@ -51,6 +51,7 @@ mod sqlite;
 mod tx;
 mod value;
 
+pub use crate::args;
 pub use db::Db;
 pub use error::SqlError;
 pub use row::Row;
@@ -58,4 +59,3 @@ pub(crate) use schema::schema_hash;
 pub use schema::{MigrateError, check_schema, incident_lock_key, migrate_schema, write_lock_key};
 pub use tx::Tx;
 pub use value::Value;
-pub use crate::args;
