@@ -1,67 +1,28 @@
-//! Token-signing keys held in a PKCS#11 token (an HSM, or SoftHSM2 in tests).
-//!
-//! The private key is generated inside the token as sensitive and
-//! non-extractable and never leaves it: tally keeps only the key's `CKA_ID`,
-//! and signs by asking the token. Two algorithms are supported, the ones whose
-//! JWS signature is exactly what the token returns:
-//!
-//! * `EdDSA` (Ed25519): `CKM_EC_EDWARDS_KEY_PAIR_GEN`, `CKM_EDDSA`;
-//! * `ES256` (P-256): `CKM_EC_KEY_PAIR_GEN`, `CKM_ECDSA` over SHA-256 of the
-//!   signing input, whose output is the fixed 64-byte `r || s` JWS needs.
-//!
-//! # Guarantees
-//!
-//! * A key is used only if the token reports it `CKA_SENSITIVE`,
-//!   `CKA_ALWAYS_SENSITIVE`, `CKA_NEVER_EXTRACTABLE` and not
-//!   `CKA_EXTRACTABLE`, whether it was just generated ([`Hsm::generate`]) or
-//!   found again ([`Hsm::find`]); otherwise [`HsmError::KeyNotProtected`].
-//! * The public key is read from the token's public-key object and then proven
-//!   to belong to the private key by a test signature; every signature
-//!   [`Hsm::sign`] returns has been verified against that public key (in
-//!   software, with AWS-LC), so a swapped object or a faulty token yields
-//!   [`HsmError::KeyMismatch`], never a bad token.
-//! * The user PIN is read from an environment variable whose *name* is
-//!   configured; it is never logged, and no error or `Debug` output carries it.
-//!   (The variable itself stays in the process environment: with
-//!   `#![forbid(unsafe_code)]` and edition 2024 it cannot be removed here.)
-//!
-//! # PKCS#11 is process-wide
-//!
-//! A module is initialized once per process (`C_Initialize`), and login state
-//! is per token for the whole process. This module keeps one loaded context
-//! per module path: the first [`Hsm`] initializes it, and dropping the last
-//! one finalizes it (SoftHSM2 re-reads `SOFTHSM2_CONF` at the next
-//! initialization). The library stays loaded for the life of the process.
-//! Opening a token that an [`Hsm`] of this process already has open is
-//! refused ([`HsmError::InUse`]): a second login would not check its PIN.
-//!
-//! All calls block (the token may be a network device): from async code, call
-//! them inside `spawn_blocking`.
+//! One token: sessions, key generation inside it, finding keys again by
+//! `CKA_ID`, and signing with every signature checked against the public key.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
-use crate::config::Pkcs11Config;
 use aws_lc_rs::digest;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED, ED25519, UnparsedPublicKey, VerificationAlgorithm,
 };
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
-use serde_json::{Map, Value};
-use tally_core::jose::{Algorithm, MAX_TOKEN_BYTES, VerifyingKey};
+use tally_core::jose::{Algorithm, VerifyingKey};
+
+use super::error::{HsmError, ck};
+use super::jwt::b64;
+use super::module::Lease;
+use crate::config::Pkcs11Config;
 
 /// DER of the Ed25519 curve OID 1.3.101.112 (RFC 8410), the `CKA_EC_PARAMS`
 /// SoftHSM2 requires for Ed25519.
@@ -78,238 +39,6 @@ const KEY_ID_LEN: usize = 16;
 const MAX_SESSIONS: usize = 4;
 /// Message signed to prove that a public-key object matches its private key.
 const PAIRING_CHECK: &[u8] = b"tally/pkcs11/pairing-check/v1";
-
-/// Why an HSM operation failed. Messages name paths, slots and variable
-/// names, never a PIN or key material; [`HsmError::code`] is stable.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum HsmError {
-    /// The module path does not exist or is not absolute.
-    #[error("PKCS#11 module not found: {path} ({why})")]
-    ModuleNotFound {
-        /// The configured path.
-        path: PathBuf,
-        /// What is wrong with it.
-        why: &'static str,
-    },
-    /// The module exists but could not be loaded or initialized.
-    #[error("PKCS#11 module {path} could not be loaded: {detail}")]
-    ModuleInvalid {
-        /// The configured path.
-        path: PathBuf,
-        /// The loader's or the module's answer.
-        detail: String,
-    },
-    /// The PIN environment variable is unset, empty or not UTF-8.
-    #[error(
-        "the PKCS#11 user PIN is missing: environment variable {var} is unset, empty or not UTF-8"
-    )]
-    PinMissing {
-        /// The variable's name.
-        var: String,
-    },
-    /// No token matches the configured slot and label (or several do).
-    #[error("PKCS#11 token not found: {0}")]
-    SlotNotFound(String),
-    /// The token refused the user PIN (`CKR_PIN_INCORRECT`).
-    #[error("the PKCS#11 token refused the user PIN (CKR_PIN_INCORRECT)")]
-    PinIncorrect,
-    /// The user PIN is locked after too many failures (`CKR_PIN_LOCKED`),
-    /// or the user PIN was never initialized.
-    #[error(
-        "the PKCS#11 token's user PIN is locked or not initialized; the security officer must reset it"
-    )]
-    Locked,
-    /// This process already has the token open through another [`Hsm`].
-    #[error("the PKCS#11 token is already open in this process")]
-    InUse,
-    /// The algorithm cannot be held in a token here (only `EdDSA` and
-    /// `ES256` can).
-    #[error("algorithm {0} is not supported for PKCS#11 keys")]
-    UnsupportedAlgorithm(Algorithm),
-    /// The token does not offer a mechanism or curve the algorithm needs.
-    #[error("the PKCS#11 token does not support {0}")]
-    UnsupportedMechanism(&'static str),
-    /// No key pair with this `CKA_ID` (or several).
-    #[error("no single PKCS#11 key pair with this id: {0}")]
-    KeyNotFound(&'static str),
-    /// The token's key is of a type or curve tally does not sign with.
-    #[error("unsupported PKCS#11 key: {0}")]
-    UnsupportedKey(&'static str),
-    /// The private key is, or once was, extractable or not sensitive.
-    #[error("the PKCS#11 private key is not protected: {0}")]
-    KeyNotProtected(&'static str),
-    /// A signature from the token does not verify under the key's public key.
-    #[error("the PKCS#11 token's signature does not match the key's public key")]
-    KeyMismatch,
-    /// The key was found or generated through another [`Hsm`] (object
-    /// handles are only valid in the session that produced them).
-    #[error("this key belongs to another HSM connection; find it again by id")]
-    StaleKey,
-    /// Claims handed to [`sign_jwt`] would not pass the JOSE verifier.
-    #[error("invalid claims: {0}")]
-    InvalidClaims(&'static str),
-    /// The token would exceed [`MAX_TOKEN_BYTES`].
-    #[error("token would exceed the maximum token size")]
-    TokenTooLarge,
-    /// Any other failure of the token or the module.
-    #[error("PKCS#11 {op} failed: {detail}")]
-    Failure {
-        /// The operation.
-        op: &'static str,
-        /// The module's answer (a return-value name, never an argument).
-        detail: String,
-    },
-}
-
-impl HsmError {
-    /// The stable code: `hsm_module_not_found`, `hsm_module_invalid`,
-    /// `hsm_pin_missing`, `hsm_slot_not_found`, `hsm_pin_incorrect`,
-    /// `hsm_locked`, `hsm_in_use`, `hsm_unsupported_algorithm`,
-    /// `hsm_unsupported_mechanism`, `hsm_key_not_found`,
-    /// `hsm_unsupported_key`, `hsm_key_not_protected`, `hsm_key_mismatch`,
-    /// `hsm_stale_key`, `hsm_invalid_claims`, `hsm_token_too_large` or
-    /// `hsm_failure`.
-    #[must_use]
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::ModuleNotFound { .. } => "hsm_module_not_found",
-            Self::ModuleInvalid { .. } => "hsm_module_invalid",
-            Self::PinMissing { .. } => "hsm_pin_missing",
-            Self::SlotNotFound(_) => "hsm_slot_not_found",
-            Self::PinIncorrect => "hsm_pin_incorrect",
-            Self::Locked => "hsm_locked",
-            Self::InUse => "hsm_in_use",
-            Self::UnsupportedAlgorithm(_) => "hsm_unsupported_algorithm",
-            Self::UnsupportedMechanism(_) => "hsm_unsupported_mechanism",
-            Self::KeyNotFound(_) => "hsm_key_not_found",
-            Self::UnsupportedKey(_) => "hsm_unsupported_key",
-            Self::KeyNotProtected(_) => "hsm_key_not_protected",
-            Self::KeyMismatch => "hsm_key_mismatch",
-            Self::StaleKey => "hsm_stale_key",
-            Self::InvalidClaims(_) => "hsm_invalid_claims",
-            Self::TokenTooLarge => "hsm_token_too_large",
-            Self::Failure { .. } => "hsm_failure",
-        }
-    }
-}
-
-/// Maps a module error of operation `op` to an [`HsmError`]. The detail is
-/// the error's `Debug` form: a return-value and function name, or the
-/// loader's message; cryptoki errors never carry call arguments.
-fn ck(op: &'static str) -> impl FnOnce(CkError) -> HsmError {
-    move |e| match e {
-        CkError::Pkcs11(RvError::PinIncorrect, _) => HsmError::PinIncorrect,
-        CkError::Pkcs11(RvError::PinLocked | RvError::UserPinNotInitialized, _) => HsmError::Locked,
-        CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _) => HsmError::InUse,
-        CkError::Pkcs11(RvError::MechanismInvalid | RvError::CurveNotSupported, _) => {
-            HsmError::UnsupportedMechanism(op)
-        }
-        other => HsmError::Failure {
-            op,
-            detail: format!("{other:?}"),
-        },
-    }
-}
-
-/// One loaded module and how many [`Hsm`]s use it.
-struct Module {
-    ctx: Pkcs11,
-    users: usize,
-    /// Whether this module's `C_Initialize` was ours (and so the last user
-    /// finalizes it); `false` when something else in the process had
-    /// initialized it already.
-    finalize_when_unused: bool,
-}
-
-/// Loaded modules by canonical path. Never shrinks: unloading a module that
-/// registered exit handlers can crash the process later.
-static MODULES: Mutex<Option<HashMap<PathBuf, Module>>> = Mutex::new(None);
-
-fn modules() -> MutexGuard<'static, Option<HashMap<PathBuf, Module>>> {
-    // The map is consistent after every statement, so a panic elsewhere while
-    // holding the lock leaves nothing half-done.
-    MODULES.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// One [`Hsm`]'s use of a module; dropping it finalizes the module when it
-/// was the last user.
-struct Lease {
-    path: PathBuf,
-    ctx: Pkcs11,
-}
-
-impl Lease {
-    /// Loads (once per process) and initializes the module at `path`.
-    fn acquire(configured: &Path) -> Result<Lease, HsmError> {
-        let not_found = |why| HsmError::ModuleNotFound {
-            path: configured.to_owned(),
-            why,
-        };
-        if !configured.is_absolute() {
-            return Err(not_found("the path must be absolute"));
-        }
-        let path = configured
-            .canonicalize()
-            .map_err(|_| not_found("no such file"))?;
-        if !path.is_file() {
-            return Err(not_found("not a file"));
-        }
-        let invalid = |detail: String| HsmError::ModuleInvalid {
-            path: configured.to_owned(),
-            detail,
-        };
-        let mut guard = modules();
-        let map = guard.get_or_insert_with(HashMap::new);
-        if !map.contains_key(&path) {
-            let ctx = Pkcs11::new(&path).map_err(|e| invalid(format!("{e}")))?;
-            map.insert(
-                path.clone(),
-                Module {
-                    ctx,
-                    users: 0,
-                    finalize_when_unused: false,
-                },
-            );
-        }
-        let module = map
-            .get_mut(&path)
-            .ok_or_else(|| invalid("module registry lost the module".to_owned()))?;
-        if module.users == 0 {
-            match module
-                .ctx
-                .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-            {
-                Ok(()) => module.finalize_when_unused = true,
-                Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {
-                    module.finalize_when_unused = false;
-                }
-                Err(e) => return Err(invalid(format!("C_Initialize: {e:?}"))),
-            }
-        }
-        module.users += 1;
-        Ok(Lease {
-            path,
-            ctx: module.ctx.clone(),
-        })
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        let mut guard = modules();
-        let Some(module) = guard.as_mut().and_then(|m| m.get_mut(&self.path)) else {
-            return;
-        };
-        module.users = module.users.saturating_sub(1);
-        if module.users == 0 && module.finalize_when_unused {
-            module.finalize_when_unused = false;
-            if let Err(e) = module.ctx.clone().finalize() {
-                tracing::warn!(module = %self.path.display(), error = ?e, "PKCS#11 C_Finalize failed");
-            }
-        }
-    }
-}
 
 /// Distinguishes [`Hsm`] instances, so a [`HsmKey`] is only used with the
 /// connection whose object handle it holds.
@@ -783,89 +512,5 @@ impl fmt::Debug for HsmKey {
             .field("alg", &self.alg)
             .field("thumbprint", &self.public.thumbprint())
             .finish_non_exhaustive()
-    }
-}
-
-/// The header [`sign_jwt`] writes, member order fixed (as
-/// `SigningKey::sign_jwt` writes it).
-#[derive(serde::Serialize)]
-struct OutHeader<'a> {
-    alg: &'a str,
-    kid: &'a str,
-    typ: &'a str,
-}
-
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// Signs a JWT with an HSM key exactly as `SigningKey::sign_jwt` does: header
-/// `{"alg","kid","typ"}`, `claims` as payload, base64url without padding. The
-/// claims are first checked with the rules the JOSE verifier applies, and the
-/// token must fit in [`MAX_TOKEN_BYTES`], so every token returned is one
-/// `tally_core::jose::verify` accepts under `key.public` (with `kid`).
-///
-/// # Errors
-/// [`HsmError::InvalidClaims`], [`HsmError::TokenTooLarge`], then as
-/// [`Hsm::sign`].
-pub fn sign_jwt(
-    hsm: &Hsm,
-    key: &HsmKey,
-    kid: &str,
-    typ: &str,
-    claims: &Map<String, Value>,
-) -> Result<String, HsmError> {
-    check_claims(claims).map_err(HsmError::InvalidClaims)?;
-    let header = serde_json::to_vec(&OutHeader {
-        alg: key.alg.name(),
-        kid,
-        typ,
-    })
-    .map_err(|_| HsmError::InvalidClaims("header is not serializable"))?;
-    let payload =
-        serde_json::to_vec(claims).map_err(|_| HsmError::InvalidClaims("not serializable"))?;
-    let mut token = b64(&header);
-    token.push('.');
-    token.push_str(&b64(&payload));
-    // Both signatures are 64 bytes, 86 characters.
-    if token.len() + 1 + 86 > MAX_TOKEN_BYTES {
-        return Err(HsmError::TokenTooLarge);
-    }
-    let signature = hsm.sign(key, token.as_bytes())?;
-    token.push('.');
-    token.push_str(&b64(&signature));
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(HsmError::TokenTooLarge);
-    }
-    Ok(token)
-}
-
-/// The claim types `tally_core::jose::Claims` requires: `iss`, `sub`, `jti`,
-/// `client_id` strings; `aud` a string or an array of strings; `exp`, `nbf`,
-/// `iat` integers that fit in `i64`.
-fn check_claims(claims: &Map<String, Value>) -> Result<(), &'static str> {
-    for (name, err) in [
-        ("iss", "iss is not a string"),
-        ("sub", "sub is not a string"),
-        ("jti", "jti is not a string"),
-        ("client_id", "client_id is not a string"),
-    ] {
-        if claims.get(name).is_some_and(|v| !v.is_string()) {
-            return Err(err);
-        }
-    }
-    for (name, err) in [
-        ("exp", "exp is not an integer"),
-        ("nbf", "nbf is not an integer"),
-        ("iat", "iat is not an integer"),
-    ] {
-        if claims.get(name).is_some_and(|v| v.as_i64().is_none()) {
-            return Err(err);
-        }
-    }
-    match claims.get("aud") {
-        None | Some(Value::String(_)) => Ok(()),
-        Some(Value::Array(items)) if items.iter().all(Value::is_string) => Ok(()),
-        Some(_) => Err("aud is not a string or an array of strings"),
     }
 }
