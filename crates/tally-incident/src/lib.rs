@@ -28,6 +28,7 @@
 
 pub mod access;
 pub mod alerts;
+mod chain;
 pub mod clocks;
 pub mod detect;
 pub mod facts;

@@ -69,7 +69,8 @@ use crate::detect::{Detection, Severity};
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use crate::access::{AccessError, chain_hash, hex, read_head, write_head};
+use crate::access::AccessError;
+use crate::chain::{chain_hash, hex, read_head, write_head};
 use tally_store::sql::{Db, Row, SqlError, Tx, args};
 
 /// Incident store failures, with stable codes.
