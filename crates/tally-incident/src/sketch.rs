@@ -4,8 +4,7 @@
 //! * [`subject_hash`] maps a subject identifier to a stable 64-bit hash;
 //! * [`DistinctSketch`] counts distinct hashes: exactly up to [`EXACT_LIMIT`], then as a
 //!   HyperLogLog of 2^[`PRECISION`] one-byte registers (2 KiB). Sketches merge (the
-//!   merge of two sketches is the sketch of the union) and serialise to a versioned,
-//!   canonical byte string, so per-node counts can be combined fleet-wide;
+//!   merge of two sketches is the sketch of the union);
 //! * [`WindowedDistinct`] keeps one count per actor over a sliding time window, for at
 //!   most `max_actors` actors, evicting the least recently observed one when full.
 //!
@@ -79,11 +78,7 @@ const ALPHA_INF: f64 = 0.721_347_520_444_481_7;
 pub const EXACT_LIMIT: usize = 32;
 /// Most slices a [`WindowedDistinct`] window is cut into.
 pub const MAX_SLICES: usize = 64;
-/// First byte of every [`DistinctSketch::to_bytes`] encoding.
-pub const SKETCH_FORMAT_VERSION: u8 = 1;
-const KIND_EXACT: u8 = 0;
-const KIND_DENSE: u8 = 1;
-/// Domain separation for [`subject_hash`]; part of the encoding's version 1.
+/// Domain separation for [`subject_hash`] (its version 1).
 const SUBJECT_DOMAIN: &[u8] = b"tally/sketch/subject/v1\0";
 
 /// The 64-bit hash of a subject identifier that sketches count.
@@ -91,8 +86,7 @@ const SUBJECT_DOMAIN: &[u8] = b"tally/sketch/subject/v1\0";
 /// Defined as the first 8 bytes, big-endian, of
 /// `SHA-256("tally/sketch/subject/v1" || 0x00 || subject)`. It is stable across
 /// versions, platforms and processes, so sketches built on different nodes merge.
-/// Changing it would change [`SKETCH_FORMAT_VERSION`]. Unkeyed: see the module
-/// documentation for when that matters.
+/// Unkeyed: see the module documentation for when that matters.
 pub fn subject_hash(subject: &str) -> u64 {
     let mut ctx = Context::new(&SHA256);
     ctx.update(SUBJECT_DOMAIN);
@@ -101,36 +95,6 @@ pub fn subject_hash(subject: &str) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest.as_ref()[..8]);
     u64::from_be_bytes(first)
-}
-
-/// Why [`DistinctSketch::from_bytes`] refused its input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SketchError {
-    /// The input ends before the encoding does.
-    #[error("sketch encoding is truncated")]
-    Truncated,
-    /// Bytes follow a complete encoding.
-    #[error("sketch encoding has trailing bytes")]
-    TrailingBytes,
-    /// The version byte is not [`SKETCH_FORMAT_VERSION`].
-    #[error("unsupported sketch format version {0}")]
-    UnsupportedVersion(u8),
-    /// The kind byte is neither exact nor dense.
-    #[error("unknown sketch kind {0}")]
-    UnknownKind(u8),
-    /// A dense sketch of another precision than [`PRECISION`].
-    #[error("unsupported HyperLogLog precision {0}")]
-    UnsupportedPrecision(u8),
-    /// An exact sketch claims more than [`EXACT_LIMIT`] hashes.
-    #[error("exact sketch claims {0} hashes, more than the limit")]
-    TooManyHashes(u8),
-    /// Exact hashes are not strictly increasing (unsorted or repeated).
-    #[error("exact sketch hashes are not strictly increasing")]
-    NotCanonical,
-    /// A register holds a value no hash can produce.
-    #[error("HyperLogLog register value {0} out of range")]
-    RegisterOutOfRange(u8),
 }
 
 /// Distinct-count estimator: exact for small sets, HyperLogLog beyond.
@@ -250,92 +214,6 @@ impl DistinctSketch {
         match &self.repr {
             Repr::Exact(v) => v.capacity() * size_of::<u64>(),
             Repr::Dense(_) => REGISTERS,
-        }
-    }
-
-    /// The canonical encoding: equal sketches encode equally, and
-    /// [`Self::from_bytes`] accepts nothing else.
-    ///
-    /// ```text
-    /// exact: version=1 | kind=0 | n (0..=32) | n × hash (u64 big-endian, strictly increasing)
-    /// dense: version=1 | kind=1 | precision=11 | 2048 registers (each 0..=54)
-    /// ```
-    pub fn to_bytes(&self) -> Vec<u8> {
-        match &self.repr {
-            Repr::Exact(v) => {
-                let mut out = Vec::with_capacity(3 + 8 * v.len());
-                // v.len() <= EXACT_LIMIT = 32, so it fits a byte.
-                out.extend_from_slice(&[SKETCH_FORMAT_VERSION, KIND_EXACT, v.len() as u8]);
-                for h in v {
-                    out.extend_from_slice(&h.to_be_bytes());
-                }
-                out
-            }
-            Repr::Dense(regs) => {
-                let mut out = Vec::with_capacity(3 + REGISTERS);
-                out.extend_from_slice(&[SKETCH_FORMAT_VERSION, KIND_DENSE, PRECISION]);
-                out.extend_from_slice(&regs[..]);
-                out
-            }
-        }
-    }
-
-    /// Parses a [`Self::to_bytes`] encoding, refusing anything that is not exactly
-    /// one. Never panics, whatever the input; allocates at most 2 KiB.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SketchError> {
-        let (&version, rest) = bytes.split_first().ok_or(SketchError::Truncated)?;
-        if version != SKETCH_FORMAT_VERSION {
-            return Err(SketchError::UnsupportedVersion(version));
-        }
-        let (&kind, rest) = rest.split_first().ok_or(SketchError::Truncated)?;
-        let (&param, body) = rest.split_first().ok_or(SketchError::Truncated)?;
-        match kind {
-            KIND_EXACT => {
-                let n = usize::from(param);
-                if n > EXACT_LIMIT {
-                    return Err(SketchError::TooManyHashes(param));
-                }
-                let want = 8 * n;
-                if body.len() < want {
-                    return Err(SketchError::Truncated);
-                }
-                if body.len() > want {
-                    return Err(SketchError::TrailingBytes);
-                }
-                let mut hashes = Vec::with_capacity(n);
-                for chunk in body.chunks_exact(8) {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(chunk);
-                    let h = u64::from_be_bytes(b);
-                    if hashes.last().is_some_and(|&prev| prev >= h) {
-                        return Err(SketchError::NotCanonical);
-                    }
-                    hashes.push(h);
-                }
-                Ok(DistinctSketch {
-                    repr: Repr::Exact(hashes),
-                })
-            }
-            KIND_DENSE => {
-                if param != PRECISION {
-                    return Err(SketchError::UnsupportedPrecision(param));
-                }
-                if body.len() < REGISTERS {
-                    return Err(SketchError::Truncated);
-                }
-                if body.len() > REGISTERS {
-                    return Err(SketchError::TrailingBytes);
-                }
-                if let Some(&bad) = body.iter().find(|&&r| r > MAX_RANK) {
-                    return Err(SketchError::RegisterOutOfRange(bad));
-                }
-                let mut regs = Box::new([0u8; REGISTERS]);
-                regs.copy_from_slice(body);
-                Ok(DistinctSketch {
-                    repr: Repr::Dense(regs),
-                })
-            }
-            other => Err(SketchError::UnknownKind(other)),
         }
     }
 
@@ -1265,131 +1143,11 @@ mod tests {
             ba.merge(&a);
             assert_eq!(ab, union, "a={a0}..{a1} b={b0}..{b1}");
             assert_eq!(ba, union, "b={b0}..{b1} a={a0}..{a1}");
-            assert_eq!(ab.to_bytes(), union.to_bytes());
         }
         let mut a = sketch_of([1, 2, 3]);
         a.merge(&DistinctSketch::new());
         assert_eq!(a, sketch_of([3, 2, 1]));
         assert_eq!(a.estimate(), 3);
-    }
-
-    fn encodings() -> Vec<Vec<u8>> {
-        let mut seed = 11;
-        let big = sketch_of((0..10_000).map(|_| splitmix(&mut seed)));
-        vec![
-            DistinctSketch::new().to_bytes(),
-            sketch_of([7]).to_bytes(),
-            sketch_of((0..EXACT_LIMIT as u64).map(|i| i * 1_000_003)).to_bytes(),
-            sketch_of((0..100).map(|i| i * 1_000_003)).to_bytes(),
-            big.to_bytes(),
-        ]
-    }
-
-    #[test]
-    fn bytes_round_trip() {
-        for enc in encodings() {
-            let s = DistinctSketch::from_bytes(&enc).expect("valid encoding");
-            assert_eq!(s.to_bytes(), enc);
-        }
-        assert_eq!(DistinctSketch::new().to_bytes(), vec![1, 0, 0]);
-        assert_eq!(
-            sketch_of([2, 1]).to_bytes(),
-            [&[1u8, 0, 2][..], &1u64.to_be_bytes(), &2u64.to_be_bytes()].concat()
-        );
-        let dense = &encodings()[4];
-        assert_eq!(
-            (dense[0], dense[1], dense[2], dense.len()),
-            (1, 1, 11, 2051)
-        );
-    }
-
-    #[test]
-    fn from_bytes_refuses_truncated_input() {
-        for enc in encodings() {
-            for cut in 0..enc.len() {
-                assert!(
-                    DistinctSketch::from_bytes(&enc[..cut]).is_err(),
-                    "prefix {cut} of {} accepted",
-                    enc.len()
-                );
-            }
-        }
-        assert_eq!(DistinctSketch::from_bytes(&[]), Err(SketchError::Truncated));
-        assert_eq!(
-            DistinctSketch::from_bytes(&[1, 1, 11]),
-            Err(SketchError::Truncated)
-        );
-    }
-
-    #[test]
-    fn from_bytes_refuses_oversized_input() {
-        for enc in encodings() {
-            let mut long = enc.clone();
-            long.push(0);
-            assert_eq!(
-                DistinctSketch::from_bytes(&long),
-                Err(SketchError::TrailingBytes)
-            );
-            long.extend_from_slice(&[0; 4096]);
-            assert!(DistinctSketch::from_bytes(&long).is_err());
-        }
-    }
-
-    #[test]
-    fn from_bytes_refuses_each_malformation() {
-        let dense = encodings().swap_remove(4);
-        let e = |b: &[u8]| DistinctSketch::from_bytes(b).unwrap_err();
-        assert_eq!(e(&[2, 0, 0]), SketchError::UnsupportedVersion(2));
-        assert_eq!(e(&[0]), SketchError::UnsupportedVersion(0));
-        assert_eq!(e(&[1, 2, 0]), SketchError::UnknownKind(2));
-        assert_eq!(e(&[1, 0, 33]), SketchError::TooManyHashes(33));
-        assert_eq!(e(&[1, 0, 255]), SketchError::TooManyHashes(255));
-        let two = |x: u64, y: u64| [&[1u8, 0, 2][..], &x.to_be_bytes(), &y.to_be_bytes()].concat();
-        assert_eq!(e(&two(2, 1)), SketchError::NotCanonical);
-        assert_eq!(e(&two(5, 5)), SketchError::NotCanonical);
-        let mut p = dense.clone();
-        p[2] = 12;
-        assert_eq!(e(&p), SketchError::UnsupportedPrecision(12));
-        let mut r = dense.clone();
-        r[100] = MAX_RANK + 1;
-        assert_eq!(e(&r), SketchError::RegisterOutOfRange(MAX_RANK + 1));
-        r[100] = MAX_RANK;
-        assert!(DistinctSketch::from_bytes(&r).is_ok());
-    }
-
-    #[test]
-    fn hostile_bytes_never_panic_and_accepted_ones_are_canonical() {
-        let mut seed = 0xdead_beef;
-        let check = |bytes: &[u8]| {
-            if let Ok(s) = DistinctSketch::from_bytes(bytes) {
-                assert_eq!(s.to_bytes(), bytes, "accepted a non-canonical encoding");
-                let _ = s.estimate();
-            }
-        };
-        // Random bytes behind every plausible header, at lengths around the real ones.
-        for len in (0..300).chain(2040..2060) {
-            for header in [[1u8, 0], [1, 1], [1, 2]] {
-                let mut b: Vec<u8> = header.to_vec();
-                b.extend((0..len).map(|_| splitmix(&mut seed) as u8));
-                check(&b);
-                if b.len() > 2 {
-                    b[2] = 11;
-                    check(&b);
-                    b[2] = (len / 8) as u8;
-                    check(&b);
-                }
-            }
-        }
-        // Every single-byte corruption of real encodings.
-        for enc in encodings() {
-            for i in 0..enc.len().min(300) {
-                for v in [0u8, 1, 11, 54, 55, 0x80, 0xff] {
-                    let mut b = enc.clone();
-                    b[i] = v;
-                    check(&b);
-                }
-            }
-        }
     }
 
     #[test]
