@@ -25,6 +25,7 @@
 //! every decision and acts on what it finds.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 
 pub mod access;
 pub mod alerts;
