@@ -25,9 +25,11 @@
 //! every decision and acts on what it finds.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 
 pub mod access;
 pub mod alerts;
+mod chain;
 pub mod clocks;
 pub mod detect;
 pub mod facts;

@@ -12,8 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use aws_lc_rs::digest::{Context, SHA256};
 use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::chain::{chain_hash, hex, read_head, write_head};
 
 /// Access-log failures, with stable codes.
 #[derive(Debug, thiserror::Error)]
@@ -81,45 +82,6 @@ WHEN EXISTS (SELECT 1 FROM holds WHERE released_at IS NULL
              AND OLD.at_ms BETWEEN from_ms AND until_ms)
 BEGIN SELECT RAISE(ABORT, 'a legal hold covers this event'); END;
 ";
-
-/// `SHA-256(prev || seq || at || body)`: one link of the hash chains of the
-/// access log and of the incident audit trail.
-/// Writes a chain's head witness, `"{seq} {hex hash}\n"`, beside its
-/// database (write, then rename: never half a file). A failure is not an
-/// error of the change just committed: the witness then lags, and a later
-/// commit or verification catches up.
-pub(crate) fn write_head(path: &Path, seq: i64, hash: &[u8]) {
-    let tmp = path.with_extension("head.tmp");
-    let _ = std::fs::write(&tmp, format!("{seq} {}\n", hex(hash)))
-        .and_then(|_| std::fs::rename(&tmp, path));
-}
-
-/// A head witness written by [`write_head`]: its sequence number and hex
-/// hash; `None` if there is no witness yet. A witness that cannot be read,
-/// or does not read as one, is an error (it may have been tampered with).
-pub(crate) fn read_head(path: &Path) -> Result<Option<(i64, String)>, String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
-    text.trim()
-        .split_once(' ')
-        .and_then(|(seq, hash)| Some((seq.parse().ok()?, hash.to_owned())))
-        .map(Some)
-        .ok_or_else(|| format!("{} is not a head witness", path.display()))
-}
-
-pub(crate) fn chain_hash(prev: &[u8], seq: i64, at_ms: i64, body: &[u8]) -> [u8; 32] {
-    let mut c = Context::new(&SHA256);
-    c.update(prev);
-    c.update(&seq.to_be_bytes());
-    c.update(&at_ms.to_be_bytes());
-    c.update(body);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(c.finish().as_ref());
-    out
-}
 
 /// A legal hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -449,10 +411,6 @@ impl AccessLog {
         let rows = stmt.query_map(params![n as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-}
-
-pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -9,5 +9,4 @@ mod writer;
 
 pub use event::{AccessEvent, bounded, event, limits};
 pub use log::{AccessError, AccessLog, AccessReport, Hold};
-pub(crate) use log::{chain_hash, hex, read_head, write_head};
 pub use writer::{AccessEvents, FOLD_BYTES, QUEUE_BUDGET_BYTES};

@@ -1,0 +1,331 @@
+//! The impact of an attack, read from the access logs: which events belong
+//! to it ([`Evidence`]), and what they did ([`Impact`]: affected customers,
+//! exposed and attempted requests, requests per minute by verdict).
+//!
+//! Invariants: every event of the attack is counted, none sampled or
+//! estimated; an aggregate row counts every decision it stands for; a
+//! customer is `exposed` once any request for them went through, and then
+//! keeps only the categories of exposed requests.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::access::AccessLog;
+use crate::detect::{ActorKind, Rule};
+use crate::store::StoredDetection;
+
+/// An access event as stored.
+#[derive(Debug, Deserialize)]
+pub struct StoredEvent {
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// Client address.
+    pub client_ip: Option<String>,
+    /// Device id.
+    pub device: Option<String>,
+    /// Subject.
+    pub subject: Option<String>,
+    /// Token id.
+    pub token_id: Option<String>,
+    /// Key id.
+    pub kid: Option<String>,
+    /// Route.
+    pub route: String,
+    /// Data categories.
+    #[serde(default)]
+    pub data: Vec<String>,
+    /// Verdict code.
+    pub verdict: String,
+    /// Whether it went through the gate.
+    pub passed: bool,
+    /// The upstream's status, when the gate forwarded it.
+    #[serde(default)]
+    pub upstream_status: Option<u16>,
+    /// The refusal's detail.
+    #[serde(default)]
+    pub detail: Option<String>,
+    /// A resource server asked about the token (introspection).
+    #[serde(default)]
+    pub inquiry: bool,
+    /// For an aggregate row: how many refusals it stands for.
+    #[serde(default)]
+    pub count: Option<u64>,
+    /// For an aggregate row: the last of them.
+    #[serde(default)]
+    pub last_ms: Option<i64>,
+}
+
+impl StoredEvent {
+    /// Whether this event proves a signing key is in the wrong hands
+    /// ([`tally_core::gate::proves_stolen_key`]).
+    pub fn proves_stolen_key(&self) -> bool {
+        tally_core::gate::proves_stolen_key(&self.verdict, self.detail.as_deref())
+    }
+
+    /// How many decisions the row stands for (an aggregate row of refusals
+    /// counts each of them).
+    pub fn decisions(&self) -> u64 {
+        self.count.unwrap_or(1)
+    }
+
+    /// Whether data reached the client: the gate let the request through and
+    /// the upstream answered it with success (or tally cannot know the
+    /// answer, as behind nginx: then it counts as exposed, to be safe). An
+    /// introspection is not a request for data.
+    pub fn exposed(&self) -> bool {
+        !self.inquiry && self.passed && self.upstream_status.is_none_or(|s| s < 400)
+    }
+}
+
+/// What marks an event as part of the attack.
+#[derive(Debug, Default, Clone)]
+pub struct Evidence {
+    /// Client addresses, devices and token ids named by detections.
+    pub actors: HashSet<(ActorKind, String)>,
+    /// Keys proven in the wrong hands.
+    pub forged_kids: BTreeSet<String>,
+}
+
+impl Evidence {
+    /// The evidence of an incident's detections.
+    pub fn of(detections: &[StoredDetection]) -> Evidence {
+        let mut e = Evidence::default();
+        for d in detections {
+            let det = &d.detection;
+            if det.rule == Rule::ForgedToken {
+                for a in &det.actors {
+                    if a.kind == ActorKind::Key {
+                        e.forged_kids.insert(a.value.clone());
+                    }
+                }
+                continue;
+            }
+            if matches!(
+                det.rule,
+                Rule::MassAccess | Rule::TokenReplay | Rule::CanaryAccount
+            ) {
+                for a in &det.actors {
+                    if matches!(a.kind, ActorKind::Ip | ActorKind::Device | ActorKind::Token) {
+                        e.actors.insert((a.kind, a.value.clone()));
+                    }
+                }
+            }
+        }
+        e
+    }
+
+    /// Whether `ev` is part of the attack.
+    pub fn matches(&self, ev: &StoredEvent) -> bool {
+        if ev.proves_stolen_key() {
+            return true;
+        }
+        let hit = |kind, v: &Option<String>| {
+            v.as_ref()
+                .is_some_and(|v| self.actors.contains(&(kind, v.clone())))
+        };
+        hit(ActorKind::Ip, &ev.client_ip)
+            || hit(ActorKind::Device, &ev.device)
+            || hit(ActorKind::Token, &ev.token_id)
+    }
+}
+
+/// One affected customer.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct AffectedSubject {
+    /// The subject (customer id).
+    pub subject: String,
+    /// Data categories the attack reached (exposed) or tried (attempted only).
+    pub categories: BTreeSet<String>,
+    /// First attack request for this subject (unix milliseconds).
+    pub first_ms: i64,
+    /// Last one.
+    pub last_ms: i64,
+    /// `exposed` when at least one request went through, else `attempted`.
+    pub status: &'static str,
+    /// Requests that went through.
+    pub exposed_requests: u64,
+    /// Requests refused.
+    pub attempted_requests: u64,
+}
+
+/// What a scan of the access log found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Impact {
+    /// Per subject.
+    pub subjects: BTreeMap<String, AffectedSubject>,
+    /// Attack requests that went through / were refused.
+    pub requests_exposed: u64,
+    /// Refused.
+    pub requests_attempted: u64,
+    /// Attack requests with a forged token.
+    pub forged_requests: u64,
+    /// First attack request (unix milliseconds).
+    pub first_ms: Option<i64>,
+    /// Last attack request.
+    pub last_ms: Option<i64>,
+    /// Events scanned.
+    pub scanned: u64,
+    /// The access logs read (in a fleet, one per node given).
+    pub sources: Vec<String>,
+    /// Requests per minute (unix minute) by verdict, attack requests only.
+    pub per_minute: BTreeMap<i64, BTreeMap<String, u64>>,
+}
+
+impl Impact {
+    /// Subjects with at least one request that went through.
+    pub fn exposed_subjects(&self) -> usize {
+        self.subjects
+            .values()
+            .filter(|s| s.status == "exposed")
+            .count()
+    }
+
+    /// Subjects only ever attempted.
+    pub fn attempted_subjects(&self) -> usize {
+        self.subjects.len() - self.exposed_subjects()
+    }
+
+    /// Per category: (subjects exposed, subjects attempted only).
+    pub fn categories(&self) -> BTreeMap<String, (u64, u64)> {
+        let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for s in self.subjects.values() {
+            for c in &s.categories {
+                let e = out.entry(c.clone()).or_default();
+                if s.status == "exposed" {
+                    e.0 += 1;
+                } else {
+                    e.1 += 1;
+                }
+            }
+        }
+        out
+    }
+
+    fn add(&mut self, ev: &StoredEvent) {
+        let n = ev.decisions();
+        let last = ev.last_ms.unwrap_or(ev.at_ms).max(ev.at_ms);
+        if ev.proves_stolen_key() {
+            self.forged_requests += n;
+        }
+        let exposed = ev.exposed();
+        if exposed {
+            self.requests_exposed += n;
+        } else {
+            self.requests_attempted += n;
+        }
+        self.first_ms = Some(self.first_ms.map_or(ev.at_ms, |f| f.min(ev.at_ms)));
+        self.last_ms = Some(self.last_ms.map_or(last, |l| l.max(last)));
+        *self
+            .per_minute
+            .entry(ev.at_ms.div_euclid(60_000))
+            .or_default()
+            .entry(ev.verdict.clone())
+            .or_default() += n;
+        let Some(sub) = ev.subject.as_ref().filter(|s| !s.is_empty()) else {
+            return;
+        };
+        let s = self
+            .subjects
+            .entry(sub.clone())
+            .or_insert_with(|| AffectedSubject {
+                subject: sub.clone(),
+                categories: BTreeSet::new(),
+                first_ms: ev.at_ms,
+                last_ms: ev.at_ms,
+                status: "attempted",
+                exposed_requests: 0,
+                attempted_requests: 0,
+            });
+        s.first_ms = s.first_ms.min(ev.at_ms);
+        s.last_ms = s.last_ms.max(last);
+        if exposed {
+            if s.status == "attempted" {
+                // Categories of refused attempts no longer describe an exposure.
+                s.categories.clear();
+            }
+            s.status = "exposed";
+            s.exposed_requests += n;
+            s.categories.extend(ev.data.iter().cloned());
+        } else {
+            s.attempted_requests += n;
+            if s.status == "attempted" {
+                s.categories.extend(ev.data.iter().cloned());
+            }
+        }
+    }
+}
+
+/// An access log to read, and how the report names it.
+pub type Source<'a> = (String, &'a AccessLog);
+
+/// Scans the access logs in `[from_ms, until_ms)` for events `select` keeps.
+/// In a fleet each node keeps its own log: give every node's to count every
+/// affected customer.
+pub fn scan(
+    logs: &[Source<'_>],
+    from_ms: i64,
+    until_ms: i64,
+    select: &mut dyn FnMut(&StoredEvent) -> bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Impact, String> {
+    let mut impact = Impact::default();
+    for (name, log) in logs {
+        scan_into(&mut impact, log, from_ms, until_ms, select, progress)?;
+        impact.sources.push(name.clone());
+    }
+    Ok(impact)
+}
+
+fn scan_into(
+    impact: &mut Impact,
+    log: &AccessLog,
+    from_ms: i64,
+    until_ms: i64,
+    select: &mut dyn FnMut(&StoredEvent) -> bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), String> {
+    let mut bad = 0u64;
+    let before = impact.scanned;
+    let scanned = log
+        .scan(from_ms, until_ms, |_, _, body| {
+            match serde_json::from_slice::<StoredEvent>(body) {
+                Ok(ev) => {
+                    if select(&ev) {
+                        impact.add(&ev);
+                    }
+                }
+                Err(_) => bad += 1,
+            }
+            impact.scanned += 1;
+            if impact.scanned.is_multiple_of(50_000) {
+                progress(impact.scanned);
+            }
+            true
+        })
+        .map_err(|e| format!("{e} ({})", e.code()))?;
+    progress(before + scanned);
+    if bad > 0 {
+        tracing::warn!(
+            unreadable = bad,
+            "access events that do not parse were skipped"
+        );
+    }
+    Ok(())
+}
+
+/// The impact of an incident: the whole retained logs, attack events only.
+pub fn impact_of(
+    logs: &[Source<'_>],
+    detections: &[StoredDetection],
+    progress: &mut dyn FnMut(u64),
+) -> Result<Impact, String> {
+    let evidence = Evidence::of(detections);
+    scan(
+        logs,
+        i64::MIN,
+        i64::MAX,
+        &mut |ev| evidence.matches(ev),
+        progress,
+    )
+}
