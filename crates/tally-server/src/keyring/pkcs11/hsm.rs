@@ -10,6 +10,8 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED, ED25519, UnparsedPublicKey, VerificationAlgorithm,
 };
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::{Mechanism, MechanismType};
@@ -20,7 +22,6 @@ use cryptoki::types::AuthPin;
 use tally_core::jose::{Algorithm, VerifyingKey};
 
 use super::error::{HsmError, ck};
-use super::jwt::b64;
 use super::module::Lease;
 use crate::config::Pkcs11Config;
 
@@ -513,4 +514,9 @@ impl fmt::Debug for HsmKey {
             .field("thumbprint", &self.public.thumbprint())
             .finish_non_exhaustive()
     }
+}
+
+/// base64url without padding, as JOSE writes it.
+pub(super) fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
 }

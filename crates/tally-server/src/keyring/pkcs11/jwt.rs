@@ -1,13 +1,11 @@
 //! A JWS signed inside the token: header and claims checked, the signature
 //! made by the token and returned as the compact form.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 use tally_core::jose::MAX_TOKEN_BYTES;
 
 use super::error::HsmError;
-use super::hsm::{Hsm, HsmKey};
+use super::hsm::{Hsm, HsmKey, b64};
 
 /// The header [`sign_jwt`] writes, member order fixed (as
 /// `SigningKey::sign_jwt` writes it).
@@ -16,10 +14,6 @@ struct OutHeader<'a> {
     alg: &'a str,
     kid: &'a str,
     typ: &'a str,
-}
-
-pub(super) fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Signs a JWT with an HSM key exactly as `SigningKey::sign_jwt` does: header
