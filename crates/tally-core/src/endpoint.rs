@@ -47,19 +47,50 @@ pub fn redact_url(s: &str) -> String {
     out
 }
 
-/// Keys fetched in clear text could be swapped on the way: https only, except
-/// on the loopback interface.
+/// Keys fetched in clear text could be swapped on the way: `https://` only,
+/// except `http://` on the loopback interface (`localhost`, `127.0.0.0/8`,
+/// `[::1]`). The URL is parsed (RFC 3986, WHATWG rules), so the host is the
+/// host: `http://127.0.0.1@evil.example` names `evil.example`.
 pub fn jwks_url_allowed(url: &str) -> bool {
-    if url.starts_with("https://") {
-        return true;
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
+    let Ok(u) = url::Url::parse(url) else {
         return false;
     };
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if !h.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    };
-    matches!(host, "127.0.0.1" | "[::1]" | "localhost")
+    match (u.scheme(), u.host()) {
+        ("https", Some(_)) => true,
+        ("http", Some(url::Host::Domain(d))) => d.eq_ignore_ascii_case("localhost"),
+        ("http", Some(url::Host::Ipv4(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Ipv6(ip))) => ip.is_loopback(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_tally_calls() {
+        assert!(jwks_url_allowed("https://idp.example/jwks.json"));
+        assert!(jwks_url_allowed("http://127.0.0.1:8081/jwks"));
+        assert!(jwks_url_allowed("http://localhost/jwks"));
+        assert!(jwks_url_allowed("http://[::1]:9/k"));
+        assert!(!jwks_url_allowed("http://idp.example/jwks.json"));
+        assert!(!jwks_url_allowed("http://127.0.0.1.evil.example/jwks"));
+        assert!(!jwks_url_allowed("http://localhost@evil.example/"));
+        assert!(!jwks_url_allowed("http://127.0.0.1@evil.example/"));
+        assert!(!jwks_url_allowed("http://localhost.evil.example/"));
+        assert!(!jwks_url_allowed("ftp://127.0.0.1/jwks"));
+        assert!(!jwks_url_allowed("https://"));
+        assert!(!jwks_url_allowed("not a url"));
+    }
+
+    #[test]
+    fn urls_are_masked_for_logs() {
+        assert_eq!(
+            redact_url("postgres://user:secret@host/db?password=x&sslmode=require"),
+            "postgres://user:***@host/db?password=***&sslmode=require"
+        );
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redact_url("not a url:secret@x"), "not a url:secret@x");
+    }
 }

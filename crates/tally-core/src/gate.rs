@@ -175,6 +175,20 @@ impl Refusal {
         r
     }
 
+    /// A refusal about a token the gate tallied (a later check refused it:
+    /// binding, audience, containment), naming its key, subject and id.
+    pub fn of_token(verdict: Verdict, token: &TalliedToken) -> Refusal {
+        Refusal::of_seen(verdict, &token.seen)
+    }
+
+    fn of_seen(verdict: Verdict, seen: &SeenToken) -> Refusal {
+        let mut r = Refusal::new(verdict);
+        r.kid = Some(seen.kid.to_string());
+        r.subject = Some(seen.subject.to_string());
+        r.token_id = Some(seen.token_id.to_string());
+        r
+    }
+
     fn about(verdict: Verdict, token: &VerifiedToken) -> Refusal {
         let mut r = Refusal::new(verdict);
         r.kid = Some(token.header().kid.clone());
@@ -475,13 +489,7 @@ impl Gate {
         if seen.generation != self.generation.load(Ordering::SeqCst) {
             return None;
         }
-        let refuse = |verdict| {
-            let mut r = Refusal::new(verdict);
-            r.kid = Some(seen.kid.to_string());
-            r.subject = Some(seen.subject.to_string());
-            r.token_id = Some(seen.token_id.to_string());
-            Some(Err(r))
-        };
+        let refuse = |verdict| Some(Err(Refusal::of_seen(verdict, &seen)));
         // The boundary of `ClaimsPolicy::check`: expired once now - leeway >= exp.
         if now.saturating_sub(self.policy.leeway_secs) >= seen.expires_at {
             return refuse(Verdict::Expired);

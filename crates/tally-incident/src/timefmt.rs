@@ -1,16 +1,17 @@
-//! Small time formatting helpers (UTC), without a calendar dependency.
+//! Times for people: UTC, second precision, through the `time` crate.
 
-/// `YYYY-MM-DD HH:MM:SSZ` for unix seconds.
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+
+/// `YYYY-MM-DD HH:MM:SSZ` for unix seconds (the number itself, with `s`,
+/// for an instant outside the years 1–9999).
 pub fn utc(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    let shown = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
+    OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&shown).ok())
+        .unwrap_or_else(|| format!("{secs}s"))
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339) for unix seconds.
@@ -29,18 +30,23 @@ pub fn age(secs: i64) -> String {
     }
 }
 
-// Howard Hinnant's days-to-civil algorithm (public domain description).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+/// Parses unix seconds, or RFC 3339 (`2026-11-26T21:00:00Z`, fractional seconds
+/// and `+HH:MM` offsets accepted; a space may separate date and time) into
+/// unix seconds.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    let bad =
+        || format!("{s:?} is not unix seconds nor an RFC 3339 time like 2026-11-26T21:00:00Z");
+    // RFC 3339 (section 5.6) lets applications use a space for the `T`.
+    let normal = match s.as_bytes().get(10) {
+        Some(b' ') => format!("{}T{}", &s[..10], &s[11..]),
+        _ => s.to_string(),
+    };
+    let t = OffsetDateTime::parse(&normal, &Rfc3339).map_err(|_| bad())?;
+    Ok(t.unix_timestamp())
 }
 
 #[cfg(test)]
@@ -57,83 +63,10 @@ mod tests {
         assert_eq!(age(59), "59s");
         assert_eq!(age(3600), "60m");
         assert_eq!(age(86_400 * 3), "3d");
+        assert_eq!(parse_time("2026-11-26 22:00:00Z"), Ok(1_795_730_400));
+        assert_eq!(parse_time("2026-11-26t22:00:00z"), Ok(1_795_730_400));
+        assert_eq!(utc(i64::MAX), format!("{}s", i64::MAX));
     }
-}
-
-/// Parses unix seconds, or RFC 3339 (`2026-11-26T21:00:00Z`, fractional seconds
-/// and `+HH:MM` offsets accepted) into unix seconds.
-pub fn parse_time(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    if let Ok(n) = s.parse::<i64>() {
-        return Ok(n);
-    }
-    let bad =
-        || format!("{s:?} is not unix seconds nor an RFC 3339 time like 2026-11-26T21:00:00Z");
-    let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return Err(bad());
-    }
-    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
-        let t = s.get(r).ok_or_else(bad)?;
-        if !t.bytes().all(|c| c.is_ascii_digit()) {
-            return Err(bad());
-        }
-        t.parse::<i64>().map_err(|_| bad())
-    };
-    let (y, mo, d, h, mi, sec) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return Err(bad());
-    }
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6
-            && (rest.starts_with('+') || rest.starts_with('-'))
-            && &rest[3..4] == ":" =>
-        {
-            let oh: i64 = rest[1..3].parse().map_err(|_| bad())?;
-            let om: i64 = rest[4..6].parse().map_err(|_| bad())?;
-            let o = oh * 3600 + om * 60;
-            if rest.starts_with('-') { -o } else { o }
-        }
-        _ => return Err(bad()),
-    };
-    let days = days_from_civil(y, mo as u32, d as u32);
-    if civil_from_days(days) != (y, mo as u32, d as u32) {
-        return Err(bad());
-    }
-    Ok(days * 86_400 + h * 3600 + mi * 60 + sec - offset)
-}
-
-// Inverse of `civil_from_days` (same public-domain algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 } as i64;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

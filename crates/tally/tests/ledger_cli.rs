@@ -26,33 +26,20 @@ const PASSWORD: &str = "s3cret-pass";
 
 // ---------------------------------------------------------------- helpers --
 
-/// A unique directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+/// A unique directory under the system temp dir (`tempfile`), removed on drop.
+struct TempDir(PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
 impl TempDir {
     fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!(
-            "tally-cli-test-{tag}-{}-{nanos}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("tally-cli-test-{tag}-"))
+            .tempdir()
+            .expect("create temp dir");
+        TempDir(dir.path().to_path_buf(), dir)
     }
 
     fn data(&self) -> PathBuf {
         self.0.join("data")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -19,11 +19,8 @@ pub(super) const USE_DPOP_NONCE: &str =
     "use_dpop_nonce: retry with the nonce in the DPoP-Nonce header";
 
 fn binding_mismatch(t: &TalliedToken, detail: &'static str) -> Refusal {
-    let mut r = Refusal::new(Verdict::BindingMismatch);
+    let mut r = Refusal::of_token(Verdict::BindingMismatch, t);
     r.detail = Some(detail);
-    r.kid = Some(t.kid().to_string());
-    r.subject = Some(t.subject().to_string());
-    r.token_id = Some(t.token_id().to_string());
     r
 }
 
@@ -197,11 +194,10 @@ pub(super) async fn decide_presented(
             token_id: Some(decision.token_id()),
         };
         if let Some(b) = blocks.matching(&actor, now) {
-            let mut r = Refusal::new(Verdict::BlockedActor);
-            r.kid = Some(decision.kid().to_string());
-            r.subject = Some(decision.subject().to_string());
-            r.token_id = Some(decision.token_id().to_string());
-            return Err(blocked(b, r));
+            return Err(blocked(
+                b,
+                Refusal::of_token(Verdict::BlockedActor, &decision),
+            ));
         }
     }
     Ok(decision)
@@ -215,11 +211,8 @@ pub(super) fn for_audience(decision: Decision, audience: &str) -> Decision {
         if t.has_audience(audience) {
             return Ok(t);
         }
-        let mut r = Refusal::new(Verdict::WrongAudience);
+        let mut r = Refusal::of_token(Verdict::WrongAudience, &t);
         r.detail = Some("the token is for another audience than this route's");
-        r.kid = Some(t.kid().to_string());
-        r.subject = Some(t.subject().to_string());
-        r.token_id = Some(t.token_id().to_string());
         Err(r)
     })
 }

@@ -25,30 +25,20 @@ pub fn bin() -> String {
     std::env::var("TALLY_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
 }
 
-pub struct TempDir(pub PathBuf);
+/// A directory of one test (`tempfile`), removed when it goes.
+pub struct TempDir(pub PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!(
-            "tally-e2e-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
+        let d = tempfile::Builder::new()
+            .prefix(&format!("tally-e2e-{tag}-"))
+            .tempdir()
+            .unwrap();
+        TempDir(d.path().to_path_buf(), d)
     }
 
     pub fn path(&self) -> &Path {
         &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
