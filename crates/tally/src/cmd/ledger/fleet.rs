@@ -42,8 +42,9 @@ pub(super) fn run(
                 .map_err(coded)
                 .context("cannot read the fleet ledger's latest checkpoint")?
                 .context("the fleet ledger has no checkpoint yet (start a node first)")?;
-            tally_core::note::SignedCheckpoint::verify(&note, verifier)
-                .context("the stored checkpoint does not verify")?;
+            tally_core::note::SignedCheckpoint::verify(&note, verifier).context(
+                "the stored checkpoint does not verify (`tally ledger verify` finds what changed)",
+            )?;
             out!("{note}");
             Ok(ExitCode::SUCCESS)
         }

@@ -31,8 +31,9 @@ impl<'a> Own<'a> {
             .context("cannot open this node's ledger")?;
         let note = tally_store::ledger::latest_checkpoint_note(&conn)
             .context("cannot read the latest checkpoint")?;
-        tally_core::note::SignedCheckpoint::verify(&note, self.verifier)
-            .context("the stored checkpoint does not verify")?;
+        tally_core::note::SignedCheckpoint::verify(&note, self.verifier).context(
+            "the stored checkpoint does not verify (`tally ledger verify` finds what changed)",
+        )?;
         out!("{note}");
         Ok(ExitCode::SUCCESS)
     }
