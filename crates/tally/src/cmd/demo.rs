@@ -5,15 +5,18 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::{Context, Result, bail};
 use serde_json::json;
 use tally_server::demo::{Options, Phase};
 
-pub struct DemoArgs {
-    pub customers: usize,
-    pub seed: u64,
-    pub keep: Option<PathBuf>,
-    pub out: PathBuf,
-    pub format: String,
+use super::print_table;
+
+pub(crate) struct DemoArgs {
+    pub(crate) customers: usize,
+    pub(crate) seed: u64,
+    pub(crate) keep: Option<PathBuf>,
+    pub(crate) out: PathBuf,
+    pub(crate) format: String,
 }
 
 fn fmt_n(n: u64) -> String {
@@ -42,22 +45,22 @@ fn refused(p: &Phase) -> u64 {
     p.attack_refused.values().sum()
 }
 
-pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
+pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
     if args.customers == 0 || args.customers > 1_000_000 {
-        return Err("--customers must be between 1 and 1,000,000".into());
+        bail!("--customers must be between 1 and 1,000,000");
     }
     let (dir, _cleanup) = match &args.keep {
         Some(d) => {
             std::fs::create_dir_all(d)
-                .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+                .with_context(|| format!("cannot create {} (--keep)", d.display()))?;
             if std::fs::read_dir(d)
                 .map(|mut r| r.next().is_some())
                 .unwrap_or(false)
             {
-                return Err(format!(
+                bail!(
                     "{} is not empty: --keep needs a new or empty directory",
                     d.display()
-                ));
+                );
             }
             (d.clone(), None)
         }
@@ -98,7 +101,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+        .context("cannot start the runtime")?;
     let started = std::time::Instant::now();
     if tty {
         eprintln!(
@@ -108,14 +111,18 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     let (a, b) = rt.block_on(async {
         let a =
             tally_server::demo::phase(&opts, tally_server::config::GateMode::Monitor, &progress)
-                .await?;
+                .await
+                .map_err(anyhow::Error::msg)
+                .context("demo phase (a), signature-only verification, failed")?;
         if tty {
             eprintln!("\n(b) tally enforcing");
         }
         let b =
             tally_server::demo::phase(&opts, tally_server::config::GateMode::Enforce, &progress)
-                .await?;
-        Ok::<_, String>((a, b))
+                .await
+                .map_err(anyhow::Error::msg)
+                .context("demo phase (b), tally enforcing, failed")?;
+        Ok::<_, anyhow::Error>((a, b))
     })?;
     if tty {
         eprintln!();
@@ -172,7 +179,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
             format!("{}/{}", fmt_n(b.legit_allowed), fmt_n(b.legit_requests)),
         ],
     ];
-    crate::print_table(&rows);
+    print_table(&rows);
     if !b.attack_refused.is_empty() {
         let parts: Vec<String> = b
             .attack_refused

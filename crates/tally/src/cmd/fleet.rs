@@ -1,20 +1,22 @@
 //! `tally fleet status`: the nodes sharing one PostgreSQL store, the
 //! sequencer, and how far behind each node and the sequencer are.
 
+use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use tally_incident::timefmt;
 use tally_server::config::Storage;
 use tally_store::fleet;
 
-use crate::DataArg;
+use super::{DataArg, coded, config, print_table};
 
 /// A node that has not reported for this long is shown as silent.
 const SILENT_AFTER_SECS: i64 = 10;
 
 #[derive(Subcommand)]
-pub enum FleetCmd {
+pub(crate) enum FleetCmd {
     /// The fleet at a glance: every node, its role, when it last reported,
     /// the checkpoint it has verified, and the sequencer's backlog.
     Status {
@@ -26,22 +28,30 @@ pub enum FleetCmd {
     },
 }
 
-pub fn run(cfg: Option<&std::path::Path>, cmd: FleetCmd) -> Result<ExitCode, String> {
+pub(crate) fn run(cfg: Option<&Path>, cmd: FleetCmd) -> Result<ExitCode> {
     let FleetCmd::Status { format, data } = cmd;
-    let c = crate::config(cfg, &data, None)?;
+    let c = config(cfg, &data, None)?;
     let Storage::Postgres { url, schema, .. } = &c.storage else {
-        return Err(
+        bail!(
             "this is not a fleet: set [storage] url, --storage or TALLY_STORAGE_URL to a postgres:// URL"
-                .into(),
         );
     };
+    // `url` shows without its password, if it has one.
     let mut client = fleet::connect(url.expose())
-        .map_err(|e| format!("cannot reach the fleet store at {url} ({}): {e}", e.code()))?;
-    let nodes = fleet::nodes(&mut client, schema).map_err(|e| e.to_string())?;
-    let backlog = fleet::backlog(&mut client, schema).map_err(|e| e.to_string())?;
-    let holder = fleet::lock_holder(&mut client, schema).map_err(|e| e.to_string())?;
+        .map_err(coded)
+        .with_context(|| format!("cannot reach the fleet store at {url}"))?;
+    let nodes = fleet::nodes(&mut client, schema)
+        .map_err(coded)
+        .context("cannot list the fleet's nodes")?;
+    let backlog = fleet::backlog(&mut client, schema)
+        .map_err(coded)
+        .context("cannot count the records not sequenced yet")?;
+    let holder = fleet::lock_holder(&mut client, schema)
+        .map_err(coded)
+        .context("cannot tell which node is the sequencer")?;
     let size = fleet::latest_checkpoint(&mut client, schema)
-        .map_err(|e| e.to_string())?
+        .map_err(coded)
+        .context("cannot read the fleet ledger's latest checkpoint")?
         .and_then(|note| note.lines().nth(1).and_then(|l| l.parse::<i64>().ok()))
         .unwrap_or(0);
     let now = tally_store::clock::now_unix();
@@ -110,6 +120,6 @@ pub fn run(cfg: Option<&std::path::Path>, cmd: FleetCmd) -> Result<ExitCode, Str
             },
         ]);
     }
-    crate::print_table(&rows);
+    print_table(&rows);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,147 @@
+//! The command line: the `tally` command and its subcommands. Each command's
+//! own arguments are defined next to it, in [`crate::cmd`].
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::cmd::DataArg;
+use crate::cmd::access::AccessCmd;
+use crate::cmd::block::BlockCmd;
+use crate::cmd::clients::ClientsCmd;
+use crate::cmd::fleet::FleetCmd;
+use crate::cmd::incident::IncidentCmd;
+use crate::cmd::keys::KeysCmd;
+use crate::cmd::ledger::LedgerCmd;
+use crate::cmd::state::StateCmd;
+use crate::cmd::users::UsersCmd;
+
+/// tally: every access token is tallied in a Merkle ledger when it is issued;
+/// a token the ledger cannot tally is refused, whatever its signature.
+#[derive(Parser)]
+#[command(name = "tally", version, about, long_about = None)]
+pub(crate) struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "TALLY_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the issuer, gate, and ledger API on one address.
+    Serve {
+        /// Listen address.
+        #[arg(long, env = "TALLY_LISTEN")]
+        listen: Option<String>,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Replay the breach tally exists to prevent: a shop with synthetic
+    /// customers, an insider with a copy of the signing key, first against
+    /// signature-only verification, then against tally. Prints the comparison.
+    Demo {
+        /// Synthetic customers.
+        #[arg(long, default_value_t = 20_000)]
+        customers: usize,
+        /// Seed of the synthetic data and of the request order.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Keep the data directories here (a new or empty directory).
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// Where the reports and affected-customer lists go.
+        #[arg(long, default_value = "tally-demo-output")]
+        out: PathBuf,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
+    /// Create a data directory (master key, signing key, ledger key) and fix
+    /// its issuer, without serving.
+    Init {
+        /// The address `tally serve` will listen on: unless an issuer is
+        /// configured, tokens are issued as `http://<this address>` from now
+        /// on, whatever address the server listens on later.
+        #[arg(long, env = "TALLY_LISTEN")]
+        listen: Option<String>,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCmd),
+    /// Manage token-signing keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Inspect and verify the issuance ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCmd),
+    /// Manage API clients (for token introspection).
+    #[command(subcommand)]
+    Clients(ClientsCmd),
+    /// The access log: verify it, read it, place legal holds, apply retention.
+    #[command(subcommand)]
+    Access(AccessCmd),
+    /// Containment: block a client address, device, subject or token
+    /// (refused as blocked_actor on every server within a second).
+    #[command(subcommand)]
+    Block(BlockCmd),
+    /// A fleet sharing PostgreSQL: its nodes, the sequencer, the backlog.
+    #[command(subcommand)]
+    Fleet(FleetCmd),
+    /// Incidents: list, show, act, report to authorities, affected customers.
+    #[command(subcommand)]
+    Incident(IncidentCmd),
+    /// The state store's row seals.
+    #[command(subcommand)]
+    State(StateCmd),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::Parser;
+
+    use super::{Cli, Command, LedgerCmd};
+
+    /// Regression: a key id is an RFC 7638 thumbprint (base64url) and may
+    /// begin with '-' too, one key in 64.
+    #[test]
+    fn key_commands_accept_a_kid_starting_with_a_hyphen() {
+        for args in [
+            &[
+                "tally",
+                "keys",
+                "custodian",
+                "add",
+                "-iBrJv",
+                "olivia",
+                "--data",
+                "d",
+            ][..],
+            &["tally", "keys", "compromise", "-iBrJv", "--data", "d"][..],
+            &[
+                "tally", "incident", "scan", "--kid", "-iBrJv", "--data", "d",
+            ][..],
+        ] {
+            assert!(Cli::try_parse_from(args).is_ok(), "{args:?}");
+        }
+    }
+
+    /// Regression: a base64url token id may begin with '-' and must not be
+    /// read as an option.
+    #[test]
+    fn prove_accepts_a_token_id_starting_with_a_hyphen() {
+        let cli = Cli::try_parse_from(["tally", "ledger", "prove", "-vX9", "--data", "d"]).unwrap();
+        match cli.command {
+            Command::Ledger(LedgerCmd::Prove { token_id, data }) => {
+                assert_eq!(token_id, "-vX9");
+                assert_eq!(data.data.as_deref(), Some(Path::new("d")));
+            }
+            _ => panic!("parsed as another command"),
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! `tally clients …`: the API clients that may introspect tokens.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Subcommand;
+use tally_store::StateError;
+
+use super::{DataArg, config, open_data_dir, read_secret_line};
+
+#[derive(Subcommand)]
+pub(crate) enum ClientsCmd {
+    /// Register a client; its secret is read from standard input. It
+    /// authenticates to /v1/introspect with HTTP Basic.
+    Add {
+        /// Client id (1-64 of A-Z a-z 0-9 . _ @ -).
+        id: String,
+        /// Read the secret from standard input (one line).
+        #[arg(long, required = true)]
+        secret_stdin: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+pub(crate) fn run(cfg: Option<&Path>, cmd: ClientsCmd) -> Result<ExitCode> {
+    let ClientsCmd::Add { id, data, .. } = cmd;
+    let c = config(cfg, &data, None)?;
+    if !tally_server::issuance::valid_username(&id) {
+        bail!("client ids are 1-64 characters of A-Z a-z 0-9 . _ @ -");
+    }
+    let dir = open_data_dir(&c)?;
+    let secret = read_secret_line("secret")?;
+    // The hasher's own message speaks of a password: say what it was.
+    let hash = tally_server::passwords::hash_once(&secret)
+        .map_err(|_| anyhow!("secret hashing failed"))
+        .with_context(|| format!("cannot hash the secret of client {id}"))?;
+    match dir
+        .state
+        .add_client(&id, &hash, tally_store::clock::now_unix())
+    {
+        Ok(()) => {}
+        Err(StateError::ClientExists) => bail!("client {id} already exists"),
+        Err(e) => return Err(e).with_context(|| format!("cannot add client {id}")),
+    }
+    outln!("client {id} added");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,160 @@
+//! The commands, one module each, and what they share: the data directory
+//! arguments, the configuration, opening the data directory, reading a
+//! secret from standard input, times given on the command line, tables.
+
+pub(crate) mod access;
+pub(crate) mod block;
+pub(crate) mod clients;
+pub(crate) mod custodians;
+pub(crate) mod demo;
+pub(crate) mod fleet;
+pub(crate) mod incident;
+pub(crate) mod init;
+pub(crate) mod keys;
+pub(crate) mod ledger;
+pub(crate) mod serve;
+pub(crate) mod state;
+pub(crate) mod users;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use tally_incident::timefmt;
+use tally_server::keyring::DataDir;
+use tally_server::{Config, Overrides};
+use zeroize::Zeroizing;
+
+#[derive(Args, Clone)]
+pub(crate) struct DataArg {
+    /// Data directory (embedded storage; in a fleet, this node's own files).
+    #[arg(long, env = "TALLY_DATA")]
+    pub(crate) data: Option<PathBuf>,
+    /// Shared storage for a fleet: postgres://user@host:5432/db.
+    #[arg(long, env = "TALLY_STORAGE_URL")]
+    pub(crate) storage: Option<String>,
+}
+
+/// The configuration: the file (`--config`), then the `TALLY_*` variables
+/// and the flags given.
+pub(crate) fn config(
+    cli_config: Option<&Path>,
+    data: &DataArg,
+    listen: Option<String>,
+) -> Result<Config> {
+    let token_ttl_secs = match std::env::var("TALLY_TOKEN_TTL_SECS") {
+        Ok(v) => Some(v.parse().map_err(|_| {
+            anyhow!(
+                "TALLY_TOKEN_TTL_SECS={v:?} is not a number of seconds; set it to a whole \
+                 number of seconds or unset it"
+            )
+        })?),
+        Err(_) => None,
+    };
+    let over = Overrides {
+        listen,
+        data: data.data.clone(),
+        // A storage URL may carry a password: it is never part of a message
+        // here (the configuration shows it with the password masked).
+        storage: data.storage.clone(),
+        issuer: std::env::var("TALLY_ISSUER").ok(),
+        audience: std::env::var("TALLY_AUDIENCE").ok(),
+        token_ttl_secs,
+    };
+    Config::load(cli_config, over).with_context(|| match cli_config {
+        Some(p) => format!(
+            "cannot load the configuration from {} (--config or TALLY_CONFIG)",
+            p.display()
+        ),
+        None => "cannot load the configuration from the flags and TALLY_* variables".into(),
+    })
+}
+
+/// An error with a stable code (`not_found`, `legal_hold`,
+/// `store_unavailable`, …) that operators and scripts look for.
+pub(crate) trait Coded: std::fmt::Display {
+    fn code(&self) -> &'static str;
+}
+
+impl Coded for tally_store::fleet::FleetError {
+    fn code(&self) -> &'static str {
+        tally_store::fleet::FleetError::code(self)
+    }
+}
+
+impl Coded for tally_incident::access::AccessError {
+    fn code(&self) -> &'static str {
+        tally_incident::access::AccessError::code(self)
+    }
+}
+
+impl Coded for tally_incident::store::IncidentError {
+    fn code(&self) -> &'static str {
+        tally_incident::store::IncidentError::code(self)
+    }
+}
+
+/// `<message> (<code>)`. (What the error wraps, such as a PostgreSQL or
+/// SQLite error, is in its message already, as far as it is shown at all.)
+pub(crate) fn coded(e: impl Coded) -> anyhow::Error {
+    anyhow!("{e} ({})", e.code())
+}
+
+/// Opens the existing data directory of `c` (never creates one).
+pub(crate) fn open_data_dir(c: &Config) -> Result<DataDir> {
+    DataDir::open_existing(c).context("cannot open the data directory")
+}
+
+/// Refuses a data directory that is missing or is not tally's.
+pub(crate) fn require_data_dir(c: &Config) -> Result<()> {
+    DataDir::require_existing(c).context("cannot use the data directory")
+}
+
+/// A time given with `--<flag>`: RFC 3339 or unix seconds.
+pub(crate) fn parse_time(flag: &str, s: &str) -> Result<i64> {
+    timefmt::parse_time(s)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("--{flag}"))
+}
+
+/// Reads one non-empty line (a password or secret) from standard input.
+///
+/// No message says anything of what was read.
+pub(crate) fn read_secret_line(what: &str) -> Result<Zeroizing<String>> {
+    let mut input = Zeroizing::new(String::new());
+    std::io::stdin()
+        .take(tally_server::issuance::MAX_PASSWORD as u64 + 2)
+        .read_to_string(&mut input)
+        .with_context(|| format!("cannot read the {what} from standard input"))?;
+    let line = input.strip_suffix('\n').unwrap_or(&input);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.is_empty() || line.contains('\n') {
+        bail!("standard input must hold exactly one non-empty {what} line");
+    }
+    if line.len() > tally_server::issuance::MAX_PASSWORD {
+        bail!("the {what} is longer than 1024 bytes");
+    }
+    Ok(Zeroizing::new(line.to_string()))
+}
+
+/// Prints rows as aligned columns (the last column is not padded).
+pub(crate) fn print_table<const N: usize>(rows: &[[String; N]]) {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        outln!("{}", line.trim_end());
+    }
+}
