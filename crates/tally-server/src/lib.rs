@@ -13,7 +13,6 @@
 //!   revocations, compromise), for the watch and for `tally incident contain`;
 //! * [`config`]: `tally.toml`, environment and flags, validated;
 //! * [`passwords`]: argon2id with bounded, reused memory;
-//! * [`demo`]: `tally demo`, the breach replayed;
 //! * `serve`, `listener`, `metrics`, `blocking`, `external`, `error`
 //!   (private): serving with limits, counters, store calls off the runtime,
 //!   external issuers' key sets, the one error shape.
@@ -25,7 +24,6 @@ pub mod app;
 mod blocking;
 pub mod config;
 pub mod contain;
-pub mod demo;
 mod error;
 mod external;
 mod http;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
-use tally_server::demo::{Options, Phase};
+use tally_demo::{Options, Phase};
 
 use super::print_table;
 
@@ -65,9 +65,11 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
             (d.clone(), None)
         }
         None => {
-            let d = std::env::temp_dir().join(format!("tally-demo-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&d);
-            (d.clone(), Some(TempDir(d)))
+            let d = tempfile::Builder::new()
+                .prefix("tally-demo-")
+                .tempdir()
+                .context("creating a temporary directory for the demo (or pass --keep DIR)")?;
+            (d.path().to_path_buf(), Some(d))
         }
     };
     let opts = Options {
@@ -109,19 +111,17 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
         );
     }
     let (a, b) = rt.block_on(async {
-        let a =
-            tally_server::demo::phase(&opts, tally_server::config::GateMode::Monitor, &progress)
-                .await
-                .map_err(anyhow::Error::msg)
-                .context("demo phase (a), signature-only verification, failed")?;
+        let a = tally_demo::phase(&opts, tally_server::config::GateMode::Monitor, &progress)
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("demo phase (a), signature-only verification, failed")?;
         if tty {
             eprintln!("\n(b) tally enforcing");
         }
-        let b =
-            tally_server::demo::phase(&opts, tally_server::config::GateMode::Enforce, &progress)
-                .await
-                .map_err(anyhow::Error::msg)
-                .context("demo phase (b), tally enforcing, failed")?;
+        let b = tally_demo::phase(&opts, tally_server::config::GateMode::Enforce, &progress)
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("demo phase (b), tally enforcing, failed")?;
         Ok::<_, anyhow::Error>((a, b))
     })?;
     if tty {
@@ -218,12 +218,4 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
         }
     );
     Ok(ExitCode::SUCCESS)
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -1,206 +1,21 @@
-//! `tally demo`: the breach replayed against a small shop, twice.
-//!
-//! A shop API (profiles, addresses, order histories of N synthetic customers)
-//! verifies tokens the way the breached company did: by signature only. It
-//! sits behind tally's gate. Customers log in through tally's issuer and
-//! browse; then an insider who kept a copy of the signing key mints tokens for
-//! real customer ids and for member ids that do not exist, and scrapes every
-//! record as fast as the machine allows.
-//!
-//! * (a) the gate in `monitor` mode: tally decides and records every request
-//!   but lets it through, so the shop's signature check is all that stands in
-//!   the way (what the breached company had);
-//! * (b) the gate in `enforce` mode.
-//!
-//! Every figure comes from the real code paths: verdict counters of the gate
-//! (`/metrics`), detections and incidents from the incident store, exposed
-//! records from the incident's report over the access log (a request exposed
-//! data when the gate let it through and the shop answered 200). The demo
-//! keeps no tally of its own beyond what it sent and how long it waited.
+//! One phase of the demo: a data directory, a real `tally serve` with its
+//! gate in front of the shop, customers browsing, the insider's scrape, and
+//! the figures and the report read back from tally.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use axum::extract::{Path as UrlPath, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde_json::{Map, Value, json};
-use tally_core::jose::{Algorithm, ClaimsPolicy, SigningKey};
+use tally_core::jose::{Algorithm, SigningKey};
 use tally_core::verdict::Verdict;
 
-use crate::app::App;
-use crate::config::{Config, GateMode, Overrides};
+use tally_server::App;
 
-/// What to run.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// Synthetic customers.
-    pub customers: usize,
-    /// Customers who log in and browse before the attack.
-    pub browsing: usize,
-    /// Member ids that do not exist, minted by the attacker too.
-    pub ghosts: usize,
-    /// Seed of the synthetic data and of the order of requests.
-    pub seed: u64,
-    /// Where the two data directories go.
-    pub dir: PathBuf,
-    /// Where the reports go.
-    pub out: PathBuf,
-    /// Attack requests in flight at once.
-    pub concurrency: usize,
-}
-
-/// One run's figures.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Phase {
-    /// `monitor` or `enforce`.
-    pub mode: String,
-    /// Requests of ordinary customers, and how many the gate allowed.
-    pub legit_requests: u64,
-    /// Allowed (verdict `ok`).
-    pub legit_allowed: u64,
-    /// Attack requests sent.
-    pub attack_requests: u64,
-    /// Attack requests let through by the gate.
-    pub attack_let_through: u64,
-    /// Attack requests refused by the gate, by verdict.
-    pub attack_refused: BTreeMap<String, u64>,
-    /// Forged tokens minted (one per member id).
-    pub forged_tokens: u64,
-    /// Of which for member ids that do not exist.
-    pub ghost_tokens: u64,
-    /// Requests with those tokens that the gate refused.
-    pub ghost_requests_refused: u64,
-    /// Records the attack obtained (requests let through that the shop answered with data).
-    pub records_exposed: u64,
-    /// Customers whose data the attack obtained.
-    pub customers_exposed: u64,
-    /// Customers the attack tried and did not get.
-    pub customers_attempted_only: u64,
-    /// First forged request to the first `forged_token` detection, ms.
-    pub detection_ms: Option<f64>,
-    /// First forged request to the incident, ms.
-    pub incident_ms: Option<f64>,
-    /// The incident.
-    pub incident: Option<i64>,
-    /// Its reporting deadlines: (regime, due at, UTC).
-    pub deadlines: Vec<(String, String)>,
-    /// The HTML report.
-    pub report: Option<PathBuf>,
-    /// The affected-customer CSV.
-    pub affected: Option<PathBuf>,
-    /// Wall time of the attack, seconds.
-    pub attack_secs: f64,
-}
-
-/// Progress: (what, done, total).
-pub type Progress<'a> = &'a (dyn Fn(&'static str, u64, u64) + Send + Sync);
-
-fn rng(state: &mut u64) -> u64 {
-    // splitmix64: deterministic synthetic data from the seed.
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-const FIRST: [&str; 12] = [
-    "Minjun", "Seoyeon", "Jiho", "Haeun", "Doyun", "Jiwoo", "Ana", "Lukas", "Emma", "Noah",
-    "Sofia", "Mateo",
-];
-const LAST: [&str; 10] = [
-    "Kim", "Lee", "Park", "Choi", "Jung", "Kang", "Silva", "Muller", "Rossi", "Novak",
-];
-const STREETS: [&str; 6] = [
-    "Teheran-ro",
-    "Sejong-daero",
-    "Gangnam-daero",
-    "Olympic-ro",
-    "Hauptstrasse",
-    "Via Roma",
-];
-
-/// The customer id of number `i`.
-pub fn customer_id(i: usize) -> String {
-    format!("c{i:06}")
-}
-
-struct Shop {
-    app: Arc<App>,
-    seed: u64,
-    customers: usize,
-}
-
-impl Shop {
-    fn record(&self, id: &str, kind: &str) -> Option<Value> {
-        let n: usize = id.strip_prefix('c')?.parse().ok()?;
-        if n == 0 || n > self.customers {
-            return None;
-        }
-        let mut s = self.seed ^ (n as u64).wrapping_mul(0x2545_f491_4f6c_dd1d);
-        let first = FIRST[(rng(&mut s) % FIRST.len() as u64) as usize];
-        let last = LAST[(rng(&mut s) % LAST.len() as u64) as usize];
-        Some(match kind {
-            "profile" => json!({
-                "id": id, "name": format!("{first} {last}"),
-                "email": format!("{}.{}{}@example.com", first.to_lowercase(), last.to_lowercase(), n),
-            }),
-            "addresses" => json!({
-                "id": id,
-                "address": format!("{} {}, Seoul {:05}", rng(&mut s) % 300 + 1,
-                    STREETS[(rng(&mut s) % STREETS.len() as u64) as usize], rng(&mut s) % 100_000),
-            }),
-            _ => json!({
-                "id": id,
-                "orders": (0..(rng(&mut s) % 4 + 1)).map(|k| json!({
-                    "order": format!("o{n}-{k}"), "total_krw": (rng(&mut s) % 500 + 5) * 1000,
-                })).collect::<Vec<_>>(),
-            }),
-        })
-    }
-}
-
-/// The shop's own check, as the breached company had it: the signature and
-/// the claims, nothing else (no ledger).
-async fn shop_handler(
-    State(shop): State<Arc<Shop>>,
-    UrlPath((kind, id)): UrlPath<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(token) = token else {
-        return StatusCode::UNAUTHORIZED.into_response();
-    };
-    let keys = shop.app.gate.keys();
-    let Ok(vt) = tally_core::jose::verify(token.as_bytes(), &keys) else {
-        return StatusCode::UNAUTHORIZED.into_response();
-    };
-    let policy = ClaimsPolicy::new(
-        shop.app.config.issuer.clone(),
-        shop.app.config.audience.clone(),
-    );
-    if policy
-        .check(vt.claims(), tally_store::clock::now_unix())
-        .is_err()
-    {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    if vt.claims().sub.as_deref() != Some(id.as_str()) {
-        return StatusCode::FORBIDDEN.into_response();
-    }
-    match shop.record(&id, &kind) {
-        Some(v) => axum::Json(v).into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
-}
+use crate::options::{Options, Phase, Progress};
+use crate::shop::{Shop, customer_id, rng, shop_handler};
+use tally_server::config::{Config, GateMode, Overrides};
 
 fn write_config(dir: &Path, shop: u16, mode: GateMode) -> Result<PathBuf, String> {
     let mode = match mode {
@@ -291,13 +106,14 @@ pub async fn phase(
         let c = config.clone();
         let customers = opts.customers;
         tokio::task::spawn_blocking(move || -> Result<SigningKey, String> {
-            let dir = crate::keyring::DataDir::open_or_init(&c).map_err(|e| e.to_string())?;
+            let dir =
+                tally_server::keyring::DataDir::open_or_init(&c).map_err(|e| e.to_string())?;
             let key = SigningKey::generate(Algorithm::EdDSA).map_err(|e| e.to_string())?;
-            crate::keyring::store_token_key(&dir, &key, Some("shop-2026-1"), "imported")
+            tally_server::keyring::store_token_key(&dir, &key, Some("shop-2026-1"), "imported")
                 .map_err(|e| e.to_string())?;
             // One password for every synthetic customer: hashed once.
-            let hash =
-                crate::passwords::hash_once("demo-customer-password").map_err(|e| e.to_string())?;
+            let hash = tally_server::passwords::hash_once("demo-customer-password")
+                .map_err(|e| e.to_string())?;
             let users: Vec<(String, String)> = (1..=customers)
                 .map(|i| (customer_id(i), hash.clone()))
                 .collect();
@@ -350,7 +166,7 @@ pub async fn phase(
         gate_listener.local_addr().map_err(|e| e.to_string())?
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::serve::serve_with_gate(
+    let server = tokio::spawn(tally_server::serve_with_gate(
         app.clone(),
         listener,
         Some(gate_listener),
