@@ -495,7 +495,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
         } => {
             let logs = open_logs(&c.data, &access_logs)?;
             let named = sources(&logs);
-            let (report, impact) = with_progress("report", &logs, |p| {
+            let (report, _impact) = with_progress("report", &logs, |p| {
                 tally_incident::report::report_for(
                     &store,
                     &named,
@@ -511,7 +511,7 @@ pub fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode, String> {
                     "{}\n",
                     serde_json::to_string_pretty(&report).unwrap_or_default()
                 ),
-                "html" => tally_incident::report::html(&report, &impact.per_minute),
+                "html" => tally_incident::report::html(&report),
                 _ => tally_incident::report::markdown(&report),
             };
             write_out(output.as_deref(), &text)?;
