@@ -67,7 +67,13 @@ data = ["orders"]
 }
 
 /// An incident's report, written: id, document, impact, HTML and CSV paths.
-type Written = (i64, Value, tally_incident::report::Impact, PathBuf, PathBuf);
+type Written = (
+    i64,
+    tally_incident::report::Report,
+    tally_incident::report::Impact,
+    PathBuf,
+    PathBuf,
+);
 
 /// Runs one phase in `dir` and returns its figures.
 pub async fn phase(
@@ -439,11 +445,7 @@ pub async fn phase(
             .map_err(|e| format!("cannot create {}: {e}", outdir.display()))?;
         let html = outdir.join(format!("report-{label}.html"));
         let csv = outdir.join(format!("affected-{label}.csv"));
-        std::fs::write(
-            &html,
-            tally_incident::report::html(&doc, &impact.per_minute),
-        )
-        .map_err(|e| e.to_string())?;
+        std::fs::write(&html, tally_incident::report::html(&doc)).map_err(|e| e.to_string())?;
         std::fs::write(&csv, tally_incident::report::affected_csv(&impact))
             .map_err(|e| e.to_string())?;
         Ok(Some((inc.id, doc, impact, html, csv)))
@@ -455,16 +457,10 @@ pub async fn phase(
         out.records_exposed = impact.requests_exposed;
         out.customers_exposed = impact.exposed_subjects() as u64;
         out.customers_attempted_only = impact.attempted_subjects() as u64;
-        out.deadlines = doc["regimes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| {
-                (
-                    r["name"].as_str().unwrap_or("").to_string(),
-                    r["due_at"].as_str().unwrap_or("").to_string(),
-                )
-            })
+        out.deadlines = doc
+            .regimes
+            .iter()
+            .map(|r| (r.name.clone(), r.due_at.to_string()))
             .collect();
         out.report = Some(html);
         out.affected = Some(csv);

@@ -1,21 +1,22 @@
-//! The regulator-ready report as one JSON document: the incident, the
-//! nature and vector of the attack, who and what it reached, likely
-//! consequences, measures taken and proposed, contacts, and the reporting
-//! obligations with their clocks.
+//! The regulator-ready report built from the stores: an incident's stored
+//! [`Case`] and the [`Impact`] read from the access logs make one typed
+//! [`Report`].
 //!
-//! The Markdown and HTML renderings are made from this document alone, so
-//! the three forms always say the same thing.
+//! The JSON, Markdown and HTML forms are all rendered from that report
+//! alone, so the three always say the same thing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
 use super::impact::{Evidence, Impact, Source, impact_of};
+use super::model::{
+    Affected, CategoryCount, DetectionRow, Entry, IncidentHead, Minute, Obligation, Report, Utc,
+};
 use super::summary::clock_states;
 use crate::clocks::{self, IncidentFacts, Regime};
 use crate::detect::{Containment, Rule};
-use crate::store::{Incident, IncidentStore, StoredDetection};
-use crate::timefmt::utc;
+use crate::store::{Incident, IncidentStore, StoredDetection, Submission, TimelineEntry};
 
 fn consequences(categories: &BTreeMap<String, (u64, u64)>) -> Vec<String> {
     let mut out = Vec::new();
@@ -54,9 +55,9 @@ pub struct Case {
     /// Its detections.
     pub detections: Vec<StoredDetection>,
     /// Its timeline.
-    pub timeline: Vec<crate::store::TimelineEntry>,
+    pub timeline: Vec<TimelineEntry>,
     /// Reports made to authorities.
-    pub submissions: Vec<crate::store::Submission>,
+    pub submissions: Vec<Submission>,
 }
 
 impl Case {
@@ -74,128 +75,179 @@ impl Case {
     }
 }
 
-/// Builds the report document (the JSON form; Markdown and HTML render it).
+/// Builds the report from an incident's stored case and the impact read
+/// from the access logs, at `now`.
 pub fn build(
     case: &Case,
     impact: &Impact,
     regimes: &[Regime],
     contacts: &BTreeMap<String, String>,
     now: i64,
-) -> Value {
-    let (inc, detections, timeline, submissions) = (
-        &case.incident,
-        &case.detections[..],
-        &case.timeline[..],
-        &case.submissions[..],
-    );
+) -> Report {
+    let (inc, detections, timeline) = (&case.incident, &case.detections[..], &case.timeline[..]);
     let evidence = Evidence::of(detections);
+    let categories = impact.categories();
+    Report {
+        incident: IncidentHead {
+            id: inc.id,
+            title: inc.title.clone(),
+            state: inc.state,
+            severity: inc.severity,
+            opened_at: Utc(inc.opened_at),
+            aware_at: Utc(inc.aware_at),
+            materiality_at: inc.materiality_at.map(Utc),
+        },
+        generated_at: Utc(now),
+        nature: format!(
+            "Unauthorised access to customer data by an actor outside the regular issuance process. {} detection(s): {}.",
+            detections.len(),
+            detections
+                .iter()
+                .map(|d| d.detection.rule.code())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        attack_vector: vectors(&evidence, detections),
+        first_malicious_use: impact.first_ms.map(|m| Utc(m.div_euclid(1000))),
+        last_malicious_use: impact.last_ms.map(|m| Utc(m.div_euclid(1000))),
+        awareness: Utc(inc.aware_at),
+        affected: Affected {
+            subjects_exposed: impact.exposed_subjects(),
+            subjects_attempted_only: impact.attempted_subjects(),
+            records_exposed: impact.requests_exposed,
+            records_attempted: impact.requests_attempted,
+            forged_requests: impact.forged_requests,
+            categories: categories
+                .iter()
+                .map(|(c, (e, a))| CategoryCount {
+                    category: c.clone(),
+                    subjects_exposed: *e,
+                    subjects_attempted_only: *a,
+                })
+                .collect(),
+            events_scanned: impact.scanned,
+            access_logs: impact.sources.clone(),
+        },
+        likely_consequences: consequences(&categories),
+        measures_taken: timeline
+            .iter()
+            .filter(|t| t.kind == "action" || t.kind == "state" || t.kind == "note")
+            .map(entry)
+            .collect(),
+        measures_proposed: proposed(detections, timeline),
+        contacts: contacts.clone(),
+        regimes: obligations(case, impact, &evidence, regimes, now),
+        detections: detections
+            .iter()
+            .map(|d| DetectionRow {
+                id: d.id,
+                rule: d.detection.rule,
+                severity: d.detection.severity,
+                first_seen: Utc(d.detection.first_seen),
+                last_seen: Utc(d.detection.last_seen),
+                count: d.detection.count,
+                summary: d.detection.summary.clone(),
+                actors: d.detection.actors.clone(),
+                samples: d.detection.samples.clone(),
+            })
+            .collect(),
+        timeline: timeline.iter().map(entry).collect(),
+        per_minute: impact
+            .per_minute
+            .iter()
+            .map(|(m, v)| Minute {
+                minute: Utc(m * 60),
+                by_verdict: v.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn entry(t: &TimelineEntry) -> Entry {
+    Entry {
+        at: Utc(t.at),
+        by: t.actor.clone(),
+        kind: t.kind.clone(),
+        what: t.body.clone(),
+    }
+}
+
+/// How the attacker got in: each key in the wrong hands, then the summary
+/// of each detection of another rule.
+fn vectors(evidence: &Evidence, detections: &[StoredDetection]) -> Vec<String> {
     let mut vectors = Vec::new();
     for kid in &evidence.forged_kids {
         vectors.push(format!("tokens signed with key {kid} that the ledger cannot tally (the key is in the wrong hands)"));
     }
     for d in detections {
-        match d.detection.rule {
-            Rule::ForgedToken => {}
-            _ => vectors.push(d.detection.summary.clone()),
+        if d.detection.rule != Rule::ForgedToken {
+            vectors.push(d.detection.summary.clone());
         }
     }
+    vectors
+}
+
+/// The containment the detections suggest, less what was taken with
+/// success, each once.
+fn proposed(detections: &[StoredDetection], timeline: &[TimelineEntry]) -> Vec<Containment> {
+    let taken: Vec<&Value> = timeline
+        .iter()
+        .filter(|t| t.kind == "action" && t.body["ok"] == json!(true))
+        .map(|t| &t.body["action"])
+        .collect();
+    let mut out: Vec<Containment> = Vec::new();
+    for c in detections.iter().flat_map(|d| d.detection.suggested.iter()) {
+        let v = serde_json::to_value(c).unwrap_or(Value::Null);
+        if !taken.contains(&&v) && !out.contains(c) {
+            out.push(c.clone());
+        }
+    }
+    out
+}
+
+/// The reporting obligations: every clock that runs for the incident, with
+/// where it stands at `now`.
+fn obligations(
+    case: &Case,
+    impact: &Impact,
+    evidence: &Evidence,
+    regimes: &[Regime],
+    now: i64,
+) -> Vec<Obligation> {
+    let inc = &case.incident;
     let facts = IncidentFacts {
         aware_at: inc.aware_at,
         affected_subjects: impact.subjects.len() as u64,
         outside_access: !evidence.forged_kids.is_empty() || !evidence.actors.is_empty(),
         materiality_at: inc.materiality_at,
-        confirmed_facts_at: detections
+        confirmed_facts_at: case
+            .detections
             .iter()
             .map(|d| d.detection.first_seen)
             .filter(|t| *t > inc.aware_at)
             .collect(),
     };
-    let regimes_json: Vec<Value> = clock_states(regimes, &facts, submissions, now)
+    clock_states(regimes, &facts, &case.submissions, now)
         .into_iter()
         .map(|(c, status)| {
             let regime = regimes.iter().find(|r| r.id == c.regime_id);
-            json!({
-                "regime": c.regime_id,
-                "name": c.name,
-                "authority": regime.map(|r| r.authority.clone()),
-                "clock_starts_at": utc(c.starts_at),
-                "due_at": utc(c.due_at),
-                "due_at_unix": c.due_at,
-                "status": status,
-                "remaining": clocks::format_duration(c.due_at - now),
-                "required_fields": regime.map(|r| r.required_fields.clone()).unwrap_or_default(),
-            })
+            Obligation {
+                regime: c.regime_id.clone(),
+                name: c.name.clone(),
+                authority: regime.map(|r| r.authority.clone()),
+                clock_starts_at: Utc(c.starts_at),
+                due_at: Utc(c.due_at),
+                due_at_unix: c.due_at,
+                status,
+                remaining: clocks::format_duration(c.due_at - now),
+                required_fields: regime
+                    .map(|r| r.required_fields.clone())
+                    .unwrap_or_default(),
+            }
         })
-        .collect();
-    let taken: Vec<Value> = timeline
-        .iter()
-        .filter(|t| t.kind == "action" || t.kind == "state" || t.kind == "note")
-        .map(|t| json!({"at": utc(t.at), "by": t.actor, "kind": t.kind, "what": t.body}))
-        .collect();
-    let taken_actions: Vec<&Value> = timeline
-        .iter()
-        .filter(|t| t.kind == "action" && t.body["ok"] == json!(true))
-        .map(|t| &t.body["action"])
-        .collect();
-    let proposed: Vec<&Containment> = detections
-        .iter()
-        .flat_map(|d| d.detection.suggested.iter())
-        .filter(|c| {
-            let v = serde_json::to_value(c).unwrap_or(Value::Null);
-            !taken_actions.contains(&&v)
-        })
-        .collect::<Vec<_>>();
-    let mut proposed_dedup: Vec<&Containment> = Vec::new();
-    for c in proposed {
-        if !proposed_dedup.contains(&c) {
-            proposed_dedup.push(c);
-        }
-    }
-    let categories = impact.categories();
-    json!({
-        "incident": {
-            "id": inc.id,
-            "title": inc.title,
-            "state": inc.state.as_str(),
-            "severity": inc.severity.as_str(),
-            "opened_at": utc(inc.opened_at),
-            "aware_at": utc(inc.aware_at),
-            "materiality_at": inc.materiality_at.map(utc),
-        },
-        "generated_at": utc(now),
-        "nature": format!(
-            "Unauthorised access to customer data by an actor outside the regular issuance process. {} detection(s): {}.",
-            detections.len(),
-            detections.iter().map(|d| d.detection.rule.code()).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", ")
-        ),
-        "attack_vector": vectors,
-        "first_malicious_use": impact.first_ms.map(|m| utc(m.div_euclid(1000))),
-        "last_malicious_use": impact.last_ms.map(|m| utc(m.div_euclid(1000))),
-        "awareness": utc(inc.aware_at),
-        "affected": {
-            "subjects_exposed": impact.exposed_subjects(),
-            "subjects_attempted_only": impact.attempted_subjects(),
-            "records_exposed": impact.requests_exposed,
-            "records_attempted": impact.requests_attempted,
-            "forged_requests": impact.forged_requests,
-            "categories": categories.iter().map(|(c, (e, a))| json!({"category": c, "subjects_exposed": e, "subjects_attempted_only": a})).collect::<Vec<_>>(),
-            "events_scanned": impact.scanned,
-            "access_logs": impact.sources,
-        },
-        "likely_consequences": consequences(&categories),
-        "measures_taken": taken,
-        "measures_proposed": proposed_dedup,
-        "contacts": contacts,
-        "regimes": regimes_json,
-        "detections": detections.iter().map(|d| json!({
-            "id": d.id, "rule": d.detection.rule.code(), "severity": d.detection.severity.as_str(),
-            "first_seen": utc(d.detection.first_seen), "last_seen": utc(d.detection.last_seen),
-            "count": d.detection.count, "summary": d.detection.summary,
-            "actors": d.detection.actors, "samples": d.detection.samples,
-        })).collect::<Vec<_>>(),
-        "timeline": timeline.iter().map(|t| json!({"at": utc(t.at), "by": t.actor, "kind": t.kind, "what": t.body})).collect::<Vec<_>>(),
-        "per_minute": impact.per_minute.iter().map(|(m, v)| json!({"minute": utc(m * 60), "by_verdict": v})).collect::<Vec<_>>(),
-    })
+        .collect()
 }
 
 /// Everything the report needs, read from the stores.
@@ -207,7 +259,7 @@ pub fn report_for(
     contacts: &BTreeMap<String, String>,
     now: i64,
     progress: &mut dyn FnMut(u64),
-) -> Result<(Value, Impact), String> {
+) -> Result<(Report, Impact), String> {
     let case = Case::load(store, id)?;
     let impact = impact_of(logs, &case.detections, progress)?;
     Ok((build(&case, &impact, regimes, contacts, now), impact))

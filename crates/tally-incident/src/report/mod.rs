@@ -15,20 +15,31 @@
 //!
 //! # Inside
 //!
-//! `impact` (the scan of the access logs), `document` (the report as
-//! JSON), `markdown`, `html` and `csv` (its renderings), and `summary` (an
-//! incident's clocks and summary as JSON).
+//! `impact` (the scan of the access logs), `model` (the typed [`Report`]),
+//! `document` (the report built from the stores), `markdown`, `html` and
+//! `chart` (its renderings, through the askama templates in `templates/`;
+//! the JSON form is the report's `Serialize`), `csv` (the affected
+//! customers), and `summary` (an incident's clocks and summary as JSON).
 
+mod chart;
 mod csv;
 mod document;
 mod html;
 mod impact;
 mod markdown;
+mod model;
 mod summary;
+#[cfg(test)]
+mod tests;
 
+pub use chart::chart_svg;
 pub use csv::affected_csv;
 pub use document::{Case, build, report_for};
-pub use html::{chart_svg, esc, html};
+pub use html::{esc, html};
 pub use impact::{AffectedSubject, Evidence, Impact, Source, StoredEvent, impact_of, scan};
 pub use markdown::markdown;
+pub use model::{
+    Affected, CategoryCount, DetectionRow, Entry, IncidentHead, Minute, Obligation, Report, Utc,
+    containment_text,
+};
 pub use summary::{clock_states, clocks_json, incident_json};

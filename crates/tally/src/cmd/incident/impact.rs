@@ -86,7 +86,7 @@ pub(super) fn report(
 ) -> Result<ExitCode> {
     let logs = open_logs(&o.c.data, &logs.access_logs)?;
     let named = sources(&logs);
-    let (report, impact) = with_progress("report", &logs, |p| {
+    let (report, _impact) = with_progress("report", &logs, |p| {
         tally_incident::report::report_for(
             &o.store,
             &named,
@@ -104,7 +104,7 @@ pub(super) fn report(
             "{}\n",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         ),
-        "html" => tally_incident::report::html(&report, &impact.per_minute),
+        "html" => tally_incident::report::html(&report),
         _ => tally_incident::report::markdown(&report),
     };
     write_out(output, &text)?;
