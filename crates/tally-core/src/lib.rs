@@ -10,7 +10,14 @@
 //! * [`seal`]: sealing secrets at rest under the master key;
 //! * [`totp`]: RFC 6238 one-time passwords; [`throttle`]: login backoff;
 //! * [`target`]: the one request-target normaliser routes are decided on;
-//! * [`flood`]: every refusal accounted for under a flood, in bounded bytes.
+//! * [`flood`]: every refusal accounted for under a flood, in bounded bytes;
+//! * [`digest`]: a token's identity, the SHA-256 of its exact bytes;
+//! * [`misses`]: forged tokens the store already said it never issued;
+//! * [`dpop`]: RFC 9449 proofs and their replay cache; [`dpop_nonce`]: server
+//!   nonces;
+//! * [`containment`]: blocks by address (CIDR), device, subject or token;
+//! * [`ratelimit`]: per-client token buckets for expensive work;
+//! * [`endpoint`]: which URLs tally calls, and how it shows them.
 //!
 //! ```
 //! use tally_core::merkle::{MerkleTree, leaf_hash, verify_inclusion};
