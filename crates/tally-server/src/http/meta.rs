@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::error::ApiError;
+use crate::metrics::{self, AccessCounts, ConnectionCounts, Scrape};
 
 /// `GET /healthz`: the process is alive.
 pub(super) async fn healthz() -> Json<serde_json::Value> {
@@ -47,124 +48,58 @@ pub(super) async fn readyz(
     })))
 }
 
-/// `GET /metrics`: Prometheus text.
+/// `GET /metrics`: Prometheus text (exposition format 0.0.4), the process's
+/// counters and what the app's state holds now.
 pub(super) async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let mut body = app.metrics.render(
-        app.ledger.size(),
-        app.gate.registry().len(),
-        app.ledger.is_healthy(),
-    );
-    if let Some(e) = app.access_events.get() {
-        let counter = |body: &mut String, name: &str, help: &str, v: u64| {
-            body.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-            ));
-        };
-        counter(
-            &mut body,
-            "tally_access_events_dropped_total",
-            "Decisions the access log failed to take (write errors); a flood drops none.",
-            e.lost(),
-        );
-        counter(
-            &mut body,
-            "tally_access_events_written_total",
-            "Rows written to the access log (an aggregate row counts once).",
-            e.written(),
-        );
-        counter(
-            &mut body,
-            "tally_access_decisions_logged_total",
-            "Decisions in the access log: rows, plus the refusals aggregate rows count.",
-            e.logged(),
-        );
-        counter(
-            &mut body,
-            "tally_access_refusals_aggregated_total",
-            "Decisions counted in aggregate rows instead of written one by one (refusals under a flood; allowed requests only when the writer is 64 MiB behind).",
-            e.aggregated(),
-        );
-        counter(
-            &mut body,
-            "tally_access_log_bytes_total",
-            "Bytes of rows written to the access log.",
-            e.log_bytes(),
-        );
-        let b = e.bites();
-        body.push_str(
-            "# HELP tally_access_budget_bites_total Refusals counted because a budget was spent: \
-             bytes (the byte rate), queue (the writer's queue), actors (too many actors at once).\n\
-             # TYPE tally_access_budget_bites_total counter\n",
-        );
-        for (reason, v) in [("bytes", b.bytes), ("queue", b.queue), ("actors", b.keys)] {
-            body.push_str(&format!(
-                "tally_access_budget_bites_total{{reason=\"{reason}\"}} {v}\n"
-            ));
-        }
-        body.push_str(&format!(
-            "# HELP tally_access_queue_bytes Bytes of access events waiting to be written.\n\
-             # TYPE tally_access_queue_bytes gauge\ntally_access_queue_bytes {}\n",
-            e.queued_bytes()
-        ));
-    }
-    {
-        use std::sync::atomic::Ordering::Relaxed;
-        let c = &app.connections;
-        body.push_str(&format!(
-            "# HELP tally_connections_open Client connections open now (API and gate ports).\n\
-             # TYPE tally_connections_open gauge\ntally_connections_open {}\n\
-             # HELP tally_connections_accepted_total Client connections accepted.\n\
-             # TYPE tally_connections_accepted_total counter\ntally_connections_accepted_total {}\n\
-             # HELP tally_connections_refused_total Connections closed at once, over a cap.\n\
-             # TYPE tally_connections_refused_total counter\n\
-             tally_connections_refused_total{{cap=\"per_address\"}} {}\n\
-             tally_connections_refused_total{{cap=\"total\"}} {}\n\
-             # HELP tally_connections_idle_closed_total Connections closed because no byte moved for the idle timeout.\n\
-             # TYPE tally_connections_idle_closed_total counter\ntally_connections_idle_closed_total {}\n",
-            c.open.load(Relaxed),
-            c.accepted.load(Relaxed),
-            c.refused_per_address.load(Relaxed),
-            c.refused_total.load(Relaxed),
-            c.idle_closed.load(Relaxed),
-        ));
-    }
-    let gauge = |body: &mut String, name: &str, help: &str, v: u64| {
-        body.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
-        ));
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = &app.connections;
+    let scrape = Scrape {
+        ledger_size: app.ledger.size(),
+        registry_live_tokens: app.gate.registry().len() as u64,
+        ledger_healthy: app.ledger.is_healthy(),
+        access: app.access_events.get().map(|e| {
+            let b = e.bites();
+            AccessCounts {
+                dropped: e.lost(),
+                written: e.written(),
+                logged: e.logged(),
+                aggregated: e.aggregated(),
+                log_bytes: e.log_bytes(),
+                bites_bytes: b.bytes,
+                bites_queue: b.queue,
+                bites_actors: b.keys,
+                queue_bytes: e.queued_bytes(),
+            }
+        }),
+        connections: ConnectionCounts {
+            open: c.open.load(Relaxed) as u64,
+            accepted: c.accepted.load(Relaxed),
+            refused_per_address: c.refused_per_address.load(Relaxed),
+            refused_total: c.refused_total.load(Relaxed),
+            idle_closed: c.idle_closed.load(Relaxed),
+        },
+        store_reachable: app.ledger.is_reachable(),
+        sequencer: app.ledger.is_sequencer(),
+        forged_tokens_remembered: app.misses.len() as u64,
+        fleet_counts_dropped: app.watch.fleet_dropped(),
     };
-    gauge(
-        &mut body,
-        "tally_store_reachable",
-        "Whether the ledger store answered its last round trip (1) or not (0).",
-        u64::from(app.ledger.is_reachable()),
-    );
-    gauge(
-        &mut body,
-        "tally_sequencer",
-        "Whether this process sequences the ledger (always 1 when embedded).",
-        u64::from(app.ledger.is_sequencer()),
-    );
-    gauge(
-        &mut body,
-        "tally_forged_tokens_remembered",
-        "Tokens the store said it never issued, answered from memory when seen again.",
-        app.misses.len() as u64,
-    );
-    if let Some(n) = app.watch.fleet_dropped() {
-        body.push_str(&format!(
-            "# HELP tally_fleet_counts_dropped_total Observation batches not added to the fleet's shared counts (queue full).\n\
-             # TYPE tally_fleet_counts_dropped_total counter\ntally_fleet_counts_dropped_total {n}\n"
-        ));
+    match app.metrics.render(scrape) {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => {
+            tracing::error!(
+                event = "metrics_encode_failed",
+                "the metrics could not be encoded"
+            );
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
-        )],
-        body,
-    )
-        .into_response()
 }
 
 /// `GET /.well-known/jwks.json`: public keys that verify tally's tokens.
