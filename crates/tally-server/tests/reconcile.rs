@@ -8,17 +8,11 @@ use serde_json::{Map, Value};
 use tally_server::{App, Config, Overrides};
 use tally_store::clock::now_unix;
 
-fn temp_dir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "tally-reconcile-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("tally-reconcile-")
+        .tempdir()
+        .unwrap()
 }
 
 fn open(dir: &std::path::Path) -> Arc<App> {
@@ -36,7 +30,7 @@ fn open(dir: &std::path::Path) -> Arc<App> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signature_outside_the_ledger_is_caught() {
     let dir = temp_dir();
-    let app = open(&dir);
+    let app = open(dir.path());
     app.dir
         .state
         .add_user("alice", "$argon2id$unused", 0)
@@ -96,19 +90,19 @@ async fn a_signature_outside_the_ledger_is_caught() {
     app.accounts.flush(&app.dir.state).unwrap();
     app.ledger.close();
     drop(app);
-    let app = open(&dir);
+    let app = open(dir.path());
     let found = app.accounts.reconcile(&app.dir.state, now_unix());
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].difference, 1);
     assert_eq!(found[0].counts.recorded, 5);
     app.ledger.close();
-    std::fs::remove_dir_all(dir).unwrap();
+    drop(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_counter_behind_the_ledger_is_adopted_not_alarmed() {
     let dir = temp_dir();
-    let app = open(&dir);
+    let app = open(dir.path());
     app.dir
         .state
         .add_user("bob", "$argon2id$unused", 0)
@@ -121,7 +115,7 @@ async fn a_counter_behind_the_ledger_is_adopted_not_alarmed() {
     // An unclean shutdown: the last counts never reached the disk.
     app.ledger.close();
     drop(app);
-    let app = open(&dir);
+    let app = open(dir.path());
     assert!(
         app.accounts
             .reconcile(&app.dir.state, now_unix())
@@ -138,5 +132,5 @@ async fn a_counter_behind_the_ledger_is_adopted_not_alarmed() {
     let counts = app.active_key().account().counts();
     assert_eq!((counts.signed, counts.recorded), (3, 3));
     app.ledger.close();
-    std::fs::remove_dir_all(dir).unwrap();
+    drop(dir);
 }

@@ -2,24 +2,17 @@
 //! (`issuer::issue`: sign, record durably in the ledger, register) all pass the
 //! gate: 100,000 in-process, 10,000 over real HTTP.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tally_core::gate::Step;
 use tally_server::{App, Config, Overrides};
 use tally_store::clock::now_unix;
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "tally-{tag}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tally-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn open_app(dir: &std::path::Path) -> Arc<App> {
@@ -77,7 +70,7 @@ async fn issue_many(app: &Arc<App>, n: usize) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_issued_tokens_all_pass_in_process() {
     let dir = temp_dir("volume-inproc");
-    let app = open_app(&dir);
+    let app = open_app(dir.path());
     let tokens = issue_many(&app, 100_000).await;
     assert_eq!(tokens.len(), 100_000);
     assert_eq!(app.ledger.size(), 100_000);
@@ -99,13 +92,13 @@ async fn hundred_thousand_issued_tokens_all_pass_in_process() {
         }
     }
     app.ledger.close();
-    std::fs::remove_dir_all(dir).unwrap();
+    drop(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_issued_tokens_all_pass_over_http() {
     let dir = temp_dir("volume-http");
-    let app = open_app(&dir);
+    let app = open_app(dir.path());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -168,5 +161,5 @@ async fn ten_thousand_issued_tokens_all_pass_over_http() {
     );
     let _ = stop.send(());
     server.await.unwrap().unwrap();
-    std::fs::remove_dir_all(dir).unwrap();
+    drop(dir);
 }
