@@ -1,0 +1,115 @@
+//! Who is signed in to the dashboard: the session cookie (the issuer's access
+//! token, `HttpOnly`, `SameSite=Strict`, scoped to `/ui`), the full gate
+//! decision plus the `admin` role check on every page and stream, and the
+//! same-origin check of the dashboard's form posts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::app::App;
+use crate::http::admin::{ADMIN, Admin, Booking, check_role};
+use crate::http::request::Facts;
+
+/// The session cookie's name.
+pub(super) const COOKIE: &str = "tally_ui";
+
+/// The session cookie's token, if the request carries one.
+pub(super) fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+/// The signed-in administrator, or the response to send instead (a
+/// redirect to the sign-in page). A page request is booked as any admin
+/// request is; the stream's repeated checks are not.
+pub(super) async fn admin(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    uri: &Uri,
+    booking: Booking,
+) -> Result<String, Response> {
+    let Some(h) = bearer_headers(headers) else {
+        return Err(to_login());
+    };
+    let facts = Facts::read(app, &h, peer);
+    signed_in(check_role(app, &facts, &Method::GET, uri, booking, ADMIN).await)
+}
+
+/// The redirect to the sign-in page.
+pub(super) fn to_login() -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, HeaderValue::from_static("/ui/login"))],
+    )
+        .into_response()
+}
+
+/// `headers` with the session cookie's token as `Authorization: Bearer`
+/// (and the cookie itself removed), if there is one.
+fn bearer_headers(headers: &HeaderMap) -> Option<HeaderMap> {
+    let token = cookie_token(headers)?;
+    let mut h = headers.clone();
+    h.remove(header::COOKIE);
+    h.insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}")).ok()?,
+    );
+    Some(h)
+}
+
+/// A refusal for want of the admin role is shown; any other sends the
+/// browser to sign in. (The same `Result` as the handlers around it.)
+#[allow(clippy::result_large_err)]
+fn signed_in(r: Result<Admin, Response>) -> Result<String, Response> {
+    match r {
+        Ok(Admin(name)) => Ok(name),
+        Err(resp) if resp.status() == StatusCode::FORBIDDEN => Err(resp),
+        Err(_) => Err(to_login()),
+    }
+}
+
+/// Whether a form post comes from the dashboard itself: browsers send
+/// `Sec-Fetch-Site` and `Origin`; a cross-site post (login CSRF, forced
+/// sign-out) is refused.
+pub(super) fn same_origin(headers: &HeaderMap) -> bool {
+    if headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "cross-site" || v == "same-site")
+    {
+        return false;
+    }
+    match (
+        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+        headers.get(header::HOST).and_then(|v| v.to_str().ok()),
+    ) {
+        (Some(origin), Some(host)) => {
+            let o = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"))
+                .unwrap_or("");
+            o == host
+                || headers
+                    .get("x-forwarded-host")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|fh| fh == o)
+        }
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
+}
+
+/// The answer to a cross-site form post.
+pub(super) fn cross_site() -> Response {
+    (StatusCode::FORBIDDEN, "cross-site form posts are refused").into_response()
+}
