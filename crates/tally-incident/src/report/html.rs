@@ -26,15 +26,3 @@ pub fn html(r: &Report) -> String {
     .render()
     .unwrap_or_else(|_| "<!doctype html>\n<p>The report could not be rendered.</p>\n".to_string())
 }
-
-/// Escapes text for HTML (element content and quoted attributes).
-///
-/// The report no longer uses it (its templates escape); the dashboard
-/// (`tally-server`'s `http/ui.rs`) still does.
-pub fn esc(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}

@@ -35,7 +35,7 @@ mod tests;
 pub use chart::chart_svg;
 pub use csv::affected_csv;
 pub use document::{Case, build, report_for};
-pub use html::{esc, html};
+pub use html::html;
 pub use impact::{AffectedSubject, Evidence, Impact, Source, StoredEvent, impact_of, scan};
 pub use markdown::markdown;
 pub use model::{
