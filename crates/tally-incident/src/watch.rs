@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::clocks::Regime;
 use crate::detect::{
-    ActorKind, Containment, Detection, DetectionBook, Detector, Observation, Rule, Severity, Signal,
+    Action, ActorKind, Containment, Detection, DetectionBook, Detector, Observation, Rule,
+    Severity, Signal,
 };
 use crate::facts::facts_of;
 use crate::store::IncidentStore;
@@ -37,38 +38,6 @@ pub trait Responder: EventsKey + Send + Sync {
     fn reload(&self);
     /// An incident was opened (a metric).
     fn incident_opened(&self);
-}
-
-/// An automatic action a rule may take.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// Block the actor the finding names.
-    BlockActor,
-    /// Revoke every live token of the subject.
-    RevokeSubject,
-    /// Declare the key compromised (rotating if it is active).
-    CompromiseKey,
-}
-
-impl Action {
-    /// Parses `block_actor`, `revoke_subject`, `compromise_key`.
-    pub fn parse(s: &str) -> Option<Action> {
-        Some(match s {
-            "block_actor" => Action::BlockActor,
-            "revoke_subject" => Action::RevokeSubject,
-            "compromise_key" => Action::CompromiseKey,
-            _ => return None,
-        })
-    }
-
-    fn matches(self, c: &Containment) -> bool {
-        matches!(
-            (self, c),
-            (Action::BlockActor, Containment::BlockActor { .. })
-                | (Action::RevokeSubject, Containment::RevokeSubject { .. })
-                | (Action::CompromiseKey, Containment::CompromiseKey { .. })
-        )
-    }
 }
 
 /// The detector, its book and the incident store.

@@ -88,3 +88,36 @@ pub struct Finding {
     /// A one-line summary for people.
     pub summary: String,
 }
+
+/// An automatic action a rule may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Block the actor the finding names.
+    BlockActor,
+    /// Revoke every live token of the subject.
+    RevokeSubject,
+    /// Declare the key compromised (rotating if it is active).
+    CompromiseKey,
+}
+
+impl Action {
+    /// Parses `block_actor`, `revoke_subject`, `compromise_key`.
+    pub fn parse(s: &str) -> Option<Action> {
+        Some(match s {
+            "block_actor" => Action::BlockActor,
+            "revoke_subject" => Action::RevokeSubject,
+            "compromise_key" => Action::CompromiseKey,
+            _ => return None,
+        })
+    }
+
+    /// Whether `c` is a step of this kind.
+    pub fn matches(self, c: &Containment) -> bool {
+        matches!(
+            (self, c),
+            (Action::BlockActor, Containment::BlockActor { .. })
+                | (Action::RevokeSubject, Containment::RevokeSubject { .. })
+                | (Action::CompromiseKey, Containment::CompromiseKey { .. })
+        )
+    }
+}

@@ -45,6 +45,6 @@ pub use counting::{
     token_replay_finding,
 };
 pub use detector::Detector;
-pub use finding::{Actor, ActorKind, Containment, Finding};
+pub use finding::{Action, Actor, ActorKind, Containment, Finding};
 pub use input::{Observation, Signal};
 pub use rules::{DetectorConfig, Rule, Severity};

@@ -365,8 +365,10 @@ pub struct Config {
     /// Detection thresholds.
     pub detector: tally_incident::detect::DetectorConfig,
     /// Automatic containment per rule.
-    pub actions:
-        std::collections::HashMap<tally_incident::detect::Rule, Vec<tally_incident::watch::Action>>,
+    pub actions: std::collections::HashMap<
+        tally_incident::detect::Rule,
+        Vec<tally_incident::detect::Action>,
+    >,
     /// Reporting regimes (defaults merged with the file's).
     pub regimes: Vec<tally_incident::clocks::Regime>,
     /// Contacts for reports.
@@ -680,7 +682,7 @@ impl Config {
                     })?;
                     let mut parsed = Vec::new();
                     for a in acts {
-                        parsed.push(tally_incident::watch::Action::parse(&a).ok_or_else(|| {
+                        parsed.push(tally_incident::detect::Action::parse(&a).ok_or_else(|| {
                             ConfigError(format!(
                                 "[actions] {rule}: unknown action {a:?} (block_actor, revoke_subject, compromise_key)"
                             ))
