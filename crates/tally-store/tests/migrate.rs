@@ -130,6 +130,53 @@ fn postgres_a_count_of_the_earlier_routine_is_adopted_then_continued() {
 }
 
 #[test]
+fn postgres_tables_of_an_unversioned_schema_give_its_version() {
+    // Steps that fail if run again: only a right guess of the version works.
+    const TABLES: Migrations = Migrations {
+        name: "tables",
+        steps: &[
+            Step::postgres(1, "CREATE TABLE runs (step BIGINT NOT NULL);"),
+            Step::postgres(2, "ALTER TABLE runs ADD COLUMN note TEXT;"),
+            Step::postgres(3, "INSERT INTO runs (step) VALUES (3);"),
+        ],
+        legacy: &[
+            Legacy::Table {
+                table: "runs",
+                column: Some("note"),
+                version: 2,
+            },
+            Legacy::Table {
+                table: "runs",
+                column: None,
+                version: 1,
+            },
+        ],
+    };
+    for (made, from) in [
+        ("CREATE TABLE runs (step BIGINT NOT NULL);", 1),
+        ("CREATE TABLE runs (step BIGINT NOT NULL, note TEXT);", 2),
+    ] {
+        let Some(schema) = Schema::new("mig_tables") else {
+            return;
+        };
+        let s = &schema.0;
+        pg_exec(None, &format!("CREATE SCHEMA {s}"));
+        pg_exec(Some(s), made);
+        let done = apply(&demo_db(s, 1), &TABLES, s).unwrap();
+        assert_eq!(
+            done,
+            Applied {
+                from,
+                to: 3,
+                adopted: true
+            }
+        );
+        assert_eq!(runs(s), [3]);
+        assert_eq!(recorded(s, "tables"), Some(3));
+    }
+}
+
+#[test]
 fn postgres_a_newer_schema_is_refused_and_left_alone() {
     let Some(schema) = Schema::new("mig_newer") else {
         return;
