@@ -932,7 +932,7 @@ fn postgres_newer_schema_is_refused() {
         return;
     };
     drop(f.open());
-    f.raw("UPDATE incidents_schema_version SET version = 99");
+    f.raw("UPDATE schema_migrations SET version = 99 WHERE store = 'incidents'");
     let Backend::Postgres { schema, dir } = &f else {
         unreachable!()
     };

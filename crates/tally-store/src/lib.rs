@@ -24,6 +24,9 @@
 //!   ([`RowMac`]);
 //! * [`sql`]: the layer that runs the same statements on SQLite and
 //!   PostgreSQL;
+//! * [`migrate`]: the one versioned migration mechanism of every store's
+//!   schema (state, ledger, fleet, and `tally-incident`'s stores), on
+//!   both engines;
 //! * [`pg`]: connecting to PostgreSQL (URLs, TLS);
 //! * [`clock`]: the one [`clock::Clock`] (system, or fixed in tests).
 //!
@@ -37,6 +40,7 @@
 pub mod clock;
 pub mod fleet;
 pub mod ledger;
+pub mod migrate;
 pub mod pg;
 pub mod rows;
 pub mod sql;

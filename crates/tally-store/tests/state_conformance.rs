@@ -1139,7 +1139,9 @@ fn postgres_newer_schema_is_refused() {
     drop(f.open());
     let mut admin = fleet::connect(&url()).unwrap();
     admin
-        .batch_execute(&format!("UPDATE {schema}.schema_version SET version = 99"))
+        .batch_execute(&format!(
+            "UPDATE {schema}.schema_migrations SET version = 99 WHERE store = 'state'"
+        ))
         .unwrap();
     match StateStore::connect_postgres(&url(), &schema) {
         Err(e @ StateError::NewerSchema { found: 99, .. }) => {

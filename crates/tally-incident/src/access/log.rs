@@ -8,11 +8,16 @@
 //! (`access.head`), so cutting off the newest events is noticed too. Old events
 //! are removed only by [`AccessLog::purge`], which refuses while a legal hold
 //! covers any of them and records where the chain now starts.
+//!
+//! Invariants: the file's schema is versioned ([`tally_store::migrate`]);
+//! the append-only and legal-hold triggers come back at every opening.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
+use tally_store::migrate::{Legacy, MigrateError, Migrations, Step};
+use tally_store::sql::SqlError;
 
 use crate::chain::{chain_hash, hex, read_head, write_head};
 
@@ -39,6 +44,19 @@ pub enum AccessError {
     /// Database failure.
     #[error("access log store error: {0}")]
     Store(#[from] rusqlite::Error),
+    /// Creating or upgrading the access log's tables failed.
+    #[error("access log store error: {0}")]
+    Schema(SqlError),
+    /// The access log was written by a newer version of tally.
+    #[error(
+        "the access log has schema version {found}, this tally knows up to {known}: upgrade tally"
+    )]
+    NewerSchema {
+        /// Version in the file.
+        found: usize,
+        /// Highest version this code knows.
+        known: usize,
+    },
 }
 
 impl AccessError {
@@ -48,11 +66,43 @@ impl AccessError {
             AccessError::Held { .. } => "legal_hold",
             AccessError::Tampered { .. } => "access_log_tampered",
             AccessError::Store(_) => "store_unavailable",
+            AccessError::Schema(_) => "store_unavailable",
+            AccessError::NewerSchema { .. } => "schema_too_new",
         }
     }
 }
 
-const SCHEMA: &str = "
+/// The access log's schema (SQLite only), versioned through
+/// [`tally_store::migrate`] in `PRAGMA user_version`. A file from before
+/// versions were kept is at version 2 if its holds say who released them,
+/// else at version 1.
+const ACCESS: Migrations = Migrations {
+    name: "access_log",
+    steps: &[
+        Step::sqlite(1, V1),
+        // Who released a hold and why.
+        Step::sqlite(
+            2,
+            "ALTER TABLE holds ADD COLUMN released_by TEXT;
+             ALTER TABLE holds ADD COLUMN release_reason TEXT;",
+        ),
+    ],
+    legacy: &[
+        Legacy::Table {
+            table: "holds",
+            column: Some("release_reason"),
+            version: 2,
+        },
+        Legacy::Table {
+            table: "events",
+            column: None,
+            version: 1,
+        },
+    ],
+};
+
+/// Version 1: the events, where the chain starts, the holds.
+const V1: &str = "
 CREATE TABLE IF NOT EXISTS events (
     seq   INTEGER PRIMARY KEY,
     at_ms INTEGER NOT NULL,
@@ -75,6 +125,11 @@ CREATE TABLE IF NOT EXISTS holds (
     created_at  INTEGER NOT NULL,
     released_at INTEGER
 );
+";
+
+/// The append-only and legal-hold guards, put back at every opening if
+/// someone dropped them (they are not part of a version).
+const GUARDS: &str = "
 CREATE TRIGGER IF NOT EXISTS events_append_only BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS events_legal_hold BEFORE DELETE ON events
@@ -118,21 +173,19 @@ pub struct AccessLog {
 impl AccessLog {
     /// Opens (creating if needed) the access log at `path`.
     pub fn open(path: &Path) -> Result<AccessLog, AccessError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(SCHEMA)?;
-        // Who released a hold and why (added after the first schema).
-        let has: bool = conn
-            .prepare("SELECT 1 FROM pragma_table_info('holds') WHERE name = 'release_reason'")?
-            .exists([])?;
-        if !has {
-            conn.execute_batch(
-                "ALTER TABLE holds ADD COLUMN released_by TEXT;
-                 ALTER TABLE holds ADD COLUMN release_reason TEXT;",
-            )?;
-        }
+        ACCESS.apply_sqlite(&mut conn).map_err(|e| match e {
+            MigrateError::NewerSchema { found, known, .. } => AccessError::NewerSchema {
+                found: usize::try_from(found).unwrap_or(usize::MAX),
+                known: known as usize,
+            },
+            MigrateError::Sql(e) => AccessError::Schema(e),
+            other => AccessError::Schema(SqlError::Database(other.to_string())),
+        })?;
+        conn.execute_batch(GUARDS)?;
         Ok(AccessLog {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),

@@ -14,7 +14,7 @@ use tally_store::sql::{Db, SqlError, Tx};
 
 use super::audit::Head;
 use super::error::IncidentError;
-use super::schema::{PG_CONNECTIONS, SCHEMA, migrate_pg};
+use super::schema::{PG_CONNECTIONS, migrate, migrate_pg};
 use crate::chain::{hex, read_head, write_head};
 
 /// The audit head file beside `incidents.db`.
@@ -72,12 +72,12 @@ impl IncidentStore {
     /// Opens (creating if needed) `incidents.db` in `dir`; the audit head is
     /// witnessed in `incidents.head` beside it.
     pub fn open(dir: &Path) -> Result<IncidentStore, IncidentError> {
-        let conn = Connection::open(dir.join("incidents.db"))?;
+        let mut conn = Connection::open(dir.join("incidents.db"))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch(SCHEMA)?;
+        migrate(&mut conn)?;
         Ok(IncidentStore::with(
             Db::sqlite(conn),
             dir.join(HEAD_FILE),

@@ -21,7 +21,9 @@
 //! statements through [`tally_store::sql`]; the tables are those of `incidents.db`
 //! (`incidents`, `detections`, `timeline`, `audit`, `submissions`, `outbox`,
 //! `reminders`), which do not clash with the state store's in the same
-//! schema, and PostgreSQL keeps its version in `incidents_schema_version`.
+//! schema. The schema is versioned through [`tally_store::migrate`]:
+//! `PRAGMA user_version` of `incidents.db`, the `incidents` row of
+//! `schema_migrations` in PostgreSQL.
 //! Every change is one transaction; on PostgreSQL the incident store's
 //! writers take an advisory lock of their own ([`tally_store::sql::incident_lock_key`]),
 //! so the writers of all nodes are serialised with each other but never wait
@@ -62,8 +64,8 @@
 //!
 //! # Inside
 //!
-//! `schema` (the tables of both engines, PostgreSQL migrations and
-//! guards), `handle` (opening or connecting, witnessing the audit head),
+//! `schema` (the tables of both engines, their versions and the
+//! append-only guards), `handle` (opening or connecting, witnessing the audit head),
 //! `detections` (recording detections, opening and joining incidents),
 //! `incidents` (incidents, their timelines, states, submissions and
 //! reminders), `audit` (appending to the audit chain), `verify` (checking

@@ -1,21 +1,45 @@
-//! The incident store's tables: the SQLite schema, applied at every
-//! opening, and the PostgreSQL migrations with the append-only guards put
-//! back at every connection.
+//! The incident store's tables, versioned through [`tally_store::migrate`]
+//! ([`INCIDENTS`]: `PRAGMA user_version` of `incidents.db`, the `incidents`
+//! row of `schema_migrations` in PostgreSQL), and the append-only guards
+//! put back at every opening on either engine.
 //!
 //! Both engines have the same tables and columns (`incidents`,
 //! `detections`, `timeline`, `audit`, `submissions`, `outbox`,
 //! `reminders`), so that the store runs the same statements on either; the
 //! timeline and the audit table refuse updates and deletions on both.
-//! PostgreSQL migrations are only ever appended to, never edited: their
-//! count is the schema version.
+//!
+//! Invariants: steps are only ever appended to, never edited. A store from
+//! before versions were kept here is at version 1 (the only one so far):
+//! on PostgreSQL by its count of migrations in `incidents_schema_version`
+//! (1; a higher count is a newer schema), on SQLite by its `incidents`
+//! table. The guards are not part of a version: whoever drops one finds it
+//! back at the next opening.
 
+use rusqlite::Connection;
+use tally_store::migrate::{Legacy, MigrateError, Migrations, Step};
 use tally_store::sql::Tx;
 
 use super::error::IncidentError;
 
-/// The SQLite schema, applied (idempotently) at every opening: dropped
-/// guards come back.
-pub(super) const SCHEMA: &str = "
+/// The incident store's schema on both engines.
+pub(super) const INCIDENTS: Migrations = Migrations {
+    name: "incidents",
+    steps: &[Step::each(1, SQLITE_V1, PG_V1)],
+    legacy: &[
+        Legacy::Counter {
+            table: "incidents_schema_version",
+            versions: &[0, 1],
+        },
+        Legacy::Table {
+            table: "incidents",
+            column: None,
+            version: 1,
+        },
+    ],
+};
+
+/// Version 1 on SQLite (its append-only guards are [`SQLITE_GUARDS`]).
+const SQLITE_V1: &str = "
 CREATE TABLE IF NOT EXISTS incidents (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
     opened_at      INTEGER NOT NULL,
@@ -49,10 +73,6 @@ CREATE TABLE IF NOT EXISTS timeline (
     audit_seq   INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS timeline_incident ON timeline(incident_id);
-CREATE TRIGGER IF NOT EXISTS timeline_append_only BEFORE UPDATE ON timeline
-BEGIN SELECT RAISE(ABORT, 'the incident timeline is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS timeline_no_delete BEFORE DELETE ON timeline
-BEGIN SELECT RAISE(ABORT, 'the incident timeline is append-only'); END;
 CREATE TABLE IF NOT EXISTS audit (
     seq  INTEGER PRIMARY KEY,
     at   INTEGER NOT NULL,
@@ -60,10 +80,6 @@ CREATE TABLE IF NOT EXISTS audit (
     prev BLOB    NOT NULL,
     hash BLOB    NOT NULL
 );
-CREATE TRIGGER IF NOT EXISTS audit_append_only BEFORE UPDATE ON audit
-BEGIN SELECT RAISE(ABORT, 'the incident audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
-BEGIN SELECT RAISE(ABORT, 'the incident audit log is append-only'); END;
 CREATE UNIQUE INDEX IF NOT EXISTS timeline_audit ON timeline(audit_seq);
 CREATE TABLE IF NOT EXISTS submissions (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -95,13 +111,25 @@ CREATE TABLE IF NOT EXISTS reminders (
 );
 ";
 
-/// The PostgreSQL schema, applied in order; `incidents_schema_version`
-/// holds the number applied. Tables and columns are those of the SQLite
+/// The append-only guards of the timeline and the audit table on SQLite,
+/// put back at every opening if someone dropped them.
+const SQLITE_GUARDS: &str = "
+CREATE TRIGGER IF NOT EXISTS timeline_append_only BEFORE UPDATE ON timeline
+BEGIN SELECT RAISE(ABORT, 'the incident timeline is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS timeline_no_delete BEFORE DELETE ON timeline
+BEGIN SELECT RAISE(ABORT, 'the incident timeline is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_append_only BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the incident audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the incident audit log is append-only'); END;
+";
+
+/// Version 1 on PostgreSQL. Tables and columns are those of the SQLite
 /// schema so that both run the same statements; text compares byte-wise
 /// (`COLLATE "C"`), as in SQLite. The outbox has two more columns for the
 /// claims of [`IncidentStore::due`](crate::store::IncidentStore::due). The append-only guards are in
 /// [`pg_guards`].
-const PG_MIGRATIONS: &[&str] = &[r#"
+const PG_V1: &str = r#"
 CREATE TABLE incidents (
     id             BIGSERIAL PRIMARY KEY,
     opened_at      BIGINT NOT NULL,
@@ -178,7 +206,7 @@ BEGIN
     RAISE EXCEPTION 'the incident % is append-only', TG_ARGV[0];
 END
 $body$;
-"#];
+"#;
 
 /// The append-only guards of the timeline and the audit table on
 /// PostgreSQL, put back at every connection if someone dropped them (as
@@ -204,22 +232,36 @@ fn pg_guards(schema: &str) -> String {
     format!("DO $guard$\nBEGIN\n{body}END\n$guard$;")
 }
 
+/// Creates or upgrades `incidents.db` and puts back missing guards.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), IncidentError> {
+    INCIDENTS.apply_sqlite(conn).map_err(incident_error)?;
+    conn.execute_batch(SQLITE_GUARDS)?;
+    Ok(())
+}
+
 /// Creates or upgrades the PostgreSQL schema and puts back missing guards.
 /// Runs in a [`Db::write`](tally_store::sql::Db::write), so under the incident store's advisory lock:
 /// nodes starting together migrate one at a time, and the later ones find
 /// the work done.
 pub(super) fn migrate_pg(tx: &mut dyn Tx, schema: &str) -> Result<(), IncidentError> {
-    tally_store::sql::migrate_schema(tx, schema, "incidents_schema_version", PG_MIGRATIONS)
-        .map_err(|e| match e {
-            tally_store::sql::MigrateError::NewerSchema(found) => IncidentError::NewerSchema {
-                found,
-                known: PG_MIGRATIONS.len(),
-            },
-            tally_store::sql::MigrateError::Sql(e) => e.into(),
-        })?;
+    INCIDENTS
+        .apply_postgres(tx, schema)
+        .map_err(incident_error)?;
     // The append-only guards come back at every opening.
     tx.batch(&pg_guards(schema))?;
     Ok(())
+}
+
+/// A migration failure as the incident store reports it.
+fn incident_error(e: MigrateError) -> IncidentError {
+    match e {
+        MigrateError::NewerSchema { found, known, .. } => IncidentError::NewerSchema {
+            found: usize::try_from(found).unwrap_or(usize::MAX),
+            known: known as usize,
+        },
+        MigrateError::Sql(e) => e.into(),
+        other => IncidentError::Store(tally_store::sql::SqlError::Database(other.to_string())),
+    }
 }
 
 /// Connections each PostgreSQL-backed incident store keeps.

@@ -35,6 +35,19 @@ pub enum FleetError {
     /// The storage URL or its TLS settings are not usable.
     #[error("{0}")]
     Config(String),
+    /// The fleet's schema was written by a newer version of tally.
+    #[error(
+        "the fleet ledger has schema version {found}, this tally knows up to {known}: upgrade tally"
+    )]
+    NewerSchema {
+        /// Version in the database.
+        found: usize,
+        /// Highest version this code knows.
+        known: usize,
+    },
+    /// Creating or upgrading the fleet's schema failed.
+    #[error("fleet schema: {0}")]
+    Store(crate::sql::SqlError),
 }
 
 impl FleetError {
@@ -49,6 +62,9 @@ impl FleetError {
             FleetError::Duplicate => "duplicate_token_id",
             FleetError::Closed => "store_unavailable",
             FleetError::Config(_) => "bad_config",
+            FleetError::NewerSchema { .. } => "schema_too_new",
+            FleetError::Store(crate::sql::SqlError::Config(_)) => "bad_config",
+            FleetError::Store(_) => "store_unavailable",
         }
     }
 }
@@ -57,5 +73,9 @@ impl FleetError {
 /// refused statement): the connection is gone, or the server is shutting
 /// down, out of resources, timing statements out or not granting locks.
 pub fn is_unavailable(e: &FleetError) -> bool {
-    matches!(e, FleetError::Db(db) if crate::pg::is_unavailable(db))
+    match e {
+        FleetError::Db(db) => crate::pg::is_unavailable(db),
+        FleetError::Store(e) => matches!(e, crate::sql::SqlError::Unavailable(_)),
+        _ => false,
+    }
 }

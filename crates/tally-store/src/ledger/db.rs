@@ -1,7 +1,12 @@
-//! The embedded ledger's SQLite file: its schema, how connections to it are
-//! opened (WAL and `synchronous = FULL` for the writer, read-only for
-//! readers and `tally ledger verify`), and the checkpoint rows. Only the
-//! writer thread and [`super::Ledger::open`] write through these functions.
+//! The embedded ledger's SQLite file: its schema ([`LEDGER`], versioned
+//! through [`crate::migrate`]), how connections to it are opened (WAL and
+//! `synchronous = FULL` for the writer, read-only for readers and `tally
+//! ledger verify`, which refuse a file from a newer tally), and the
+//! checkpoint rows. Only the writer thread and [`super::Ledger::open`]
+//! write through these functions.
+//!
+//! Invariant: a `ledger.db` from before versions were kept (`user_version`
+//! 0 with a `ledger` table) is at version 1, the only one so far.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,9 +15,22 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tally_core::note::SignedCheckpoint;
 
 use super::types::LedgerError;
+use crate::migrate::{Legacy, MigrateError, Migrations, Step};
 
-/// The ledger's tables (created if missing when the writer opens the file).
-pub(super) const SCHEMA: &str = "
+/// The ledger's schema (SQLite only), brought up to date when the writer
+/// opens the file.
+pub(super) const LEDGER: Migrations = Migrations {
+    name: "ledger",
+    steps: &[Step::sqlite(1, V1)],
+    legacy: &[Legacy::Table {
+        table: "ledger",
+        column: None,
+        version: 1,
+    }],
+};
+
+/// Version 1: the entries and the signed checkpoints.
+const V1: &str = "
 CREATE TABLE IF NOT EXISTS ledger (
     idx        INTEGER PRIMARY KEY,
     token_id   TEXT    NOT NULL UNIQUE,
@@ -72,7 +90,19 @@ pub(super) fn store_head(conn: &Connection, signed: &SignedCheckpoint) -> Result
     Ok(())
 }
 
-/// Opens an existing ledger file read-only (for `tally ledger verify`).
+/// A migration failure as the ledger reports it.
+pub(super) fn ledger_error(e: MigrateError) -> LedgerError {
+    match e {
+        MigrateError::NewerSchema { found, known, .. } => LedgerError::NewerSchema {
+            found: usize::try_from(found).unwrap_or(usize::MAX),
+            known: known as usize,
+        },
+        MigrateError::Sql(e) => LedgerError::Store(e.to_string()),
+    }
+}
+
+/// Opens an existing ledger file read-only (for `tally ledger verify`);
+/// refuses one written by a newer tally.
 pub fn open_read_only(path: &Path) -> Result<Connection, LedgerError> {
     if !path.exists() {
         return Err(LedgerError::Store(format!(
@@ -80,7 +110,9 @@ pub fn open_read_only(path: &Path) -> Result<Connection, LedgerError> {
             path.display()
         )));
     }
-    open_conn(path, true)
+    let conn = open_conn(path, true)?;
+    LEDGER.check_sqlite(&conn).map_err(ledger_error)?;
+    Ok(conn)
 }
 
 /// The note of the latest stored checkpoint.

@@ -17,7 +17,7 @@ use tally_core::note::{NoteSigner, NoteVerifier, SignedCheckpoint};
 use tally_core::record::IssuanceRecord;
 use tokio::sync::oneshot;
 
-use super::db::{SCHEMA, data_version, open_conn, store_head};
+use super::db::{LEDGER, data_version, ledger_error, open_conn, store_head};
 use super::tree::{check_entries, consistency_in, inclusion_in, root_in, sign_head};
 use super::types::{InclusionProof, LedgerError, LocatedRecord};
 use super::verify::verify_ledger;
@@ -41,8 +41,8 @@ impl Ledger {
         progress: &mut dyn FnMut(u64, u64),
         on_record: &mut dyn FnMut(u64, &IssuanceRecord),
     ) -> Result<Ledger, LedgerError> {
-        let conn = open_conn(path, false)?;
-        conn.execute_batch(SCHEMA)?;
+        let mut conn = open_conn(path, false)?;
+        LEDGER.apply_sqlite(&mut conn).map_err(ledger_error)?;
         let verifier = signer.verifier();
         let (tree, report) = verify_ledger(&conn, &verifier, progress, on_record)?;
         check_witness(&witness_path(path), &tree, &verifier)?;

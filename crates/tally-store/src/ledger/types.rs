@@ -34,6 +34,14 @@ pub enum LedgerError {
     /// The writer has stopped (shutdown).
     #[error("ledger writer is not running")]
     Closed,
+    /// The ledger file was written by a newer version of tally.
+    #[error("the ledger has schema version {found}, this tally knows up to {known}: upgrade tally")]
+    NewerSchema {
+        /// Version in the file.
+        found: usize,
+        /// Highest version this code knows.
+        known: usize,
+    },
 }
 
 impl LedgerError {
@@ -46,6 +54,7 @@ impl LedgerError {
             LedgerError::OutOfRange(_) => "out_of_range",
             LedgerError::Store(_) => "store_unavailable",
             LedgerError::Closed => "store_unavailable",
+            LedgerError::NewerSchema { .. } => "schema_too_new",
         }
     }
 }

@@ -35,11 +35,12 @@
 //! * `row`: [`Row`];
 //! * `error`: [`SqlError`];
 //! * `tx`: the [`Tx`] trait;
-//! * `schema`: [`check_schema`], the lock keys, [`migrate_schema`];
+//! * `schema`: [`check_schema`] and the lock keys;
 //! * `db`: [`Db`];
-//! * `sqlite`: the SQLite engine;
+//! * `sqlite`: the SQLite engine, also on a connection a store keeps
+//!   itself;
 //! * `pool` and `pg_tx`: the PostgreSQL connection threads and
-//!   transactions.
+//!   transactions, and one transaction on a client a store keeps itself.
 
 mod db;
 mod error;
@@ -54,8 +55,10 @@ mod value;
 pub use crate::args;
 pub use db::Db;
 pub use error::SqlError;
+pub(crate) use pg_tx::write_postgres;
 pub use row::Row;
 pub(crate) use schema::schema_hash;
-pub use schema::{MigrateError, check_schema, incident_lock_key, migrate_schema, write_lock_key};
+pub use schema::{check_schema, incident_lock_key, migrate_lock_key, write_lock_key};
+pub(crate) use sqlite::{read_sqlite, write_sqlite};
 pub use tx::Tx;
 pub use value::Value;

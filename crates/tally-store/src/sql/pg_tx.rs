@@ -1,7 +1,9 @@
 //! A PostgreSQL transaction as a [`Tx`]: statements prepared once per
 //! connection (and afresh after any failure, as another node may have
 //! changed the schema), parameters converted to the types the server
-//! inferred, and rows read back as [`Value`]s.
+//! inferred, and rows read back as [`Value`]s; and [`write_postgres`], one
+//! such transaction under an advisory lock on a connection a store keeps
+//! itself (the fleet's).
 
 use std::collections::HashMap;
 
@@ -152,5 +154,36 @@ impl Tx for PgTx<'_> {
 
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+}
+
+/// Runs `f` in one transaction on `client` (a connection the caller keeps,
+/// as the fleet does, rather than a [`super::Db`]'s), after taking the
+/// transaction-scoped advisory lock `lock_key`; commits if `f` returns
+/// `Ok`, rolls back otherwise.
+pub(crate) fn write_postgres<T, E, F>(client: &mut Client, lock_key: i64, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut dyn Tx) -> Result<T, E>,
+    E: From<SqlError>,
+{
+    client.batch_execute("BEGIN").map_err(SqlError::from)?;
+    let mut statements = HashMap::new();
+    let mut tx = PgTx {
+        client,
+        statements: &mut statements,
+        failed: false,
+    };
+    let out = tx
+        .execute("SELECT pg_advisory_xact_lock($1)", &[Value::Int(lock_key)])
+        .map_err(E::from)
+        .and_then(|_| f(&mut tx));
+    let end = match &out {
+        Ok(_) => tx.client.batch_execute("COMMIT"),
+        Err(_) => tx.client.batch_execute("ROLLBACK"),
+    };
+    match (out, end) {
+        (Ok(v), Ok(())) => Ok(v),
+        (Ok(_), Err(e)) => Err(SqlError::from(e).into()),
+        (Err(e), _) => Err(e),
     }
 }

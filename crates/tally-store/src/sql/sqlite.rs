@@ -1,7 +1,9 @@
 //! The SQLite side: placeholders rewritten from `$N` to `?N`, values bound
 //! and read back, and a closure run in the transaction its mode asks for
 //! (none for a plain read, `DEFERRED` for a snapshot, `IMMEDIATE` for a
-//! write, so that the write lock is taken up front).
+//! write, so that the write lock is taken up front), on a [`super::Db`]'s
+//! connection or on one a store keeps itself ([`read_sqlite`],
+//! [`write_sqlite`]).
 
 use std::borrow::Cow;
 use std::sync::Mutex;
@@ -56,20 +58,42 @@ where
     E: From<SqlError>,
 {
     let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-    let behavior = match mode {
+    match mode {
         // Plain reads run outside a transaction, as before.
-        Mode::Read => return f(&mut SqliteTx { conn: &conn }),
-        Mode::Snapshot => rusqlite::TransactionBehavior::Deferred,
-        Mode::Write => rusqlite::TransactionBehavior::Immediate,
-    };
+        Mode::Read => read_sqlite(&conn, f),
+        Mode::Write => write_sqlite(&mut conn, f),
+        Mode::Snapshot => {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)
+                .map_err(SqlError::from)?;
+            // A snapshot only reads: dropping its transaction rolls it back.
+            f(&mut SqliteTx { conn: &tx })
+        }
+    }
+}
+
+/// Runs `f` on `conn` outside a transaction, for a store that keeps a
+/// connection of its own rather than a [`super::Db`].
+pub(crate) fn read_sqlite<T, E, F>(conn: &Connection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut dyn Tx) -> Result<T, E>,
+{
+    f(&mut SqliteTx { conn })
+}
+
+/// Runs `f` on `conn` in an `IMMEDIATE` transaction (the write lock taken
+/// up front), for a store that keeps a connection of its own rather than a
+/// [`super::Db`]; commits if `f` returns `Ok`, rolls back otherwise.
+pub(crate) fn write_sqlite<T, E, F>(conn: &mut Connection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut dyn Tx) -> Result<T, E>,
+    E: From<SqlError>,
+{
     let tx = conn
-        .transaction_with_behavior(behavior)
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(SqlError::from)?;
     let out = f(&mut SqliteTx { conn: &tx })?;
-    // A snapshot only reads: dropping its transaction rolls it back.
-    if mode == Mode::Write {
-        tx.commit().map_err(SqlError::from)?;
-    }
+    tx.commit().map_err(SqlError::from)?;
     Ok(out)
 }
 

@@ -1,15 +1,44 @@
-//! The state's tables and how they are brought up to date: SQLite's
-//! migrations (counted by `PRAGMA user_version`) and PostgreSQL's (counted
-//! in `schema_version`, run under the state's advisory write lock), the two
-//! defining the same tables and columns so that both engines run the same
-//! statements. A database from a newer tally is refused, never downgraded.
+//! The state's tables and how they are brought up to date: [`STATE`], six
+//! versions through [`crate::migrate`] (`PRAGMA user_version` in SQLite,
+//! the `state` row of `schema_migrations` in PostgreSQL, under the state's
+//! advisory write lock), both engines defining the same tables and columns
+//! so that they run the same statements. A database from a newer tally is
+//! refused, never downgraded.
+//!
+//! Invariants: SQLite's versions are the `user_version` values that
+//! `state.db` files already carry. PostgreSQL's first migration created in
+//! one go what SQLite's first three did, so its versions 2 and 3 change
+//! nothing; a schema from before `schema_migrations` kept its count of
+//! migrations in `schema_version`, and count `n` is version `[0, 3, 4, 5,
+//! 6][n]`.
 
 use rusqlite::Connection;
 
 use super::error::StateError;
+use crate::migrate::{Legacy, MigrateError, Migrations, Step};
 use crate::sql::Tx;
 
-/// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
+/// The state's schema on both engines.
+pub(super) const STATE: Migrations = Migrations {
+    name: "state",
+    steps: &[
+        Step::each(1, MIGRATIONS[0], PG_MIGRATIONS[0]),
+        // Sessions, clients, blocks, TOTP: in PostgreSQL's version 1.
+        Step::each(2, MIGRATIONS[1], ""),
+        // Sessions bound to a DPoP key, administrators: in PostgreSQL's version 1.
+        Step::each(3, MIGRATIONS[2], ""),
+        Step::each(4, MIGRATIONS[3], PG_MIGRATIONS[1]),
+        Step::each(5, MIGRATIONS[4], PG_MIGRATIONS[2]),
+        Step::each(6, MIGRATIONS[5], PG_MIGRATIONS[3]),
+    ],
+    legacy: &[Legacy::Counter {
+        table: "schema_version",
+        versions: &[0, 3, 4, 5, 6],
+    }],
+};
+
+/// The SQLite statements of versions 1 to 6 (`MIGRATIONS[i]` is version
+/// `i + 1`), only ever appended to.
 pub(super) const MIGRATIONS: &[&str] = &[
     "
 CREATE TABLE meta (
@@ -159,32 +188,26 @@ CREATE TABLE known_addresses (
 ",
 ];
 
+/// Creates or upgrades the SQLite state file.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StateError> {
-    let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let applied = usize::try_from(applied).unwrap_or(usize::MAX);
-    if applied > MIGRATIONS.len() {
-        return Err(StateError::NewerSchema {
-            found: applied,
-            known: MIGRATIONS.len(),
-        });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        // Another process may have migrated while we waited for the lock.
-        let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if now as usize > i {
-            continue;
-        }
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
-    }
+    STATE.apply_sqlite(conn).map_err(state_error)?;
     Ok(())
 }
 
-/// The PostgreSQL schema, applied in order; the `schema_version` table of
-/// the schema holds the number applied. `{schema}` stands for the schema
-/// name. Tables and columns are those of the SQLite schema so that both run
+/// A migration failure as the state store reports it.
+fn state_error(e: MigrateError) -> StateError {
+    match e {
+        MigrateError::NewerSchema { found, known, .. } => StateError::NewerSchema {
+            found: usize::try_from(found).unwrap_or(usize::MAX),
+            known: known as usize,
+        },
+        MigrateError::Sql(e) => e.into(),
+    }
+}
+
+/// The PostgreSQL statements of [`STATE`]'s versions 1, 4, 5 and 6 (its
+/// versions 2 and 3 change nothing there), only ever appended to.
+/// `{schema}` stands for the schema name. Tables and columns are those of the SQLite schema so that both run
 /// the same statements; text compares byte-wise (`COLLATE "C"`), as in
 /// SQLite. As in SQLite, where they were never enforced, there are no
 /// foreign keys.
@@ -363,11 +386,6 @@ pub fn change_channel(schema: &str) -> String {
 ///
 /// [`Db::write`]: crate::sql::Db::write
 pub(super) fn migrate_pg(tx: &mut dyn Tx, schema: &str) -> Result<(), StateError> {
-    crate::sql::migrate_schema(tx, schema, "schema_version", PG_MIGRATIONS).map_err(|e| match e {
-        crate::sql::MigrateError::NewerSchema(found) => StateError::NewerSchema {
-            found,
-            known: PG_MIGRATIONS.len(),
-        },
-        crate::sql::MigrateError::Sql(e) => e.into(),
-    })
+    STATE.apply_postgres(tx, schema).map_err(state_error)?;
+    Ok(())
 }

@@ -205,3 +205,128 @@ macro_rules! conformance {
         }
     };
 }
+
+// ------------------------------------------- schemas across releases --
+
+/// The previous release's PostgreSQL migration routine
+/// (`tally_store::sql::migrate_schema` at 1a7ff94), kept to make the
+/// schemas it made: `migrations` run in order with the schema as their
+/// search path (`{schema}` replaced by its name), their count kept in the
+/// one-row table `version_table`.
+pub fn previous_migrate_schema(schema: &str, version_table: &str, migrations: &[&str]) {
+    let mut c = fleet::connect(&url()).unwrap();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.{version_table} (version BIGINT NOT NULL);"
+    ))
+    .unwrap();
+    for sql in migrations {
+        let sql = sql.replace("{schema}", schema);
+        tx.batch_execute(&format!("SET LOCAL search_path TO {schema};\n{sql}"))
+            .unwrap();
+    }
+    tx.execute(
+        &format!("INSERT INTO {schema}.{version_table} (version) VALUES ($1)"),
+        &[&(migrations.len() as i64)],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+}
+
+/// A fixture's migrations: the text after each of its `-- migration N`
+/// lines.
+pub fn fixture_migrations(fixture: &str) -> Vec<&str> {
+    fixture
+        .split("\n-- migration ")
+        .skip(1)
+        .map(|m| m.split_once('\n').unwrap().1)
+        .collect()
+}
+
+/// Runs statements on the test server, in `schema` when given.
+pub fn pg_exec(schema: Option<&str>, sql: &str) {
+    let mut c = fleet::connect(&url()).unwrap();
+    let path = schema.map_or(String::new(), |s| format!("SET search_path TO {s};\n"));
+    c.batch_execute(&format!("{path}{sql}")).unwrap();
+}
+
+/// The first column of the first row of a query on the test server, as an
+/// integer, if there is a row.
+pub fn pg_i64(sql: &str) -> Option<i64> {
+    let mut c = fleet::connect(&url()).unwrap();
+    c.query_opt(sql, &[]).unwrap().map(|r| r.get(0))
+}
+
+/// The version `schema_migrations` of `schema` records for `store`, if
+/// the table and the row exist.
+pub fn pg_version(schema: &str, store: &str) -> Option<i64> {
+    pg_i64(&format!(
+        "SELECT 1::bigint WHERE to_regclass('{schema}.schema_migrations') IS NOT NULL"
+    ))?;
+    pg_i64(&format!(
+        "SELECT version FROM {schema}.schema_migrations WHERE store = '{store}'"
+    ))
+}
+
+/// Every column, index, constraint, trigger and function of a PostgreSQL
+/// schema but its version tables (`schema_migrations`, `*schema_version`),
+/// with the schema's name written `{schema}`, sorted: two schemas made by
+/// the same statements compare equal.
+pub fn pg_objects(schema: &str) -> Vec<String> {
+    let queries = [
+        "SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type || ' '
+                || is_nullable || ' ' || coalesce(column_default, '-') || ' '
+                || coalesce(collation_name, '-'), table_name::text
+         FROM information_schema.columns WHERE table_schema = $1::text",
+        "SELECT 'index ' || indexdef, tablename::text FROM pg_indexes WHERE schemaname = $1::text",
+        "SELECT 'constraint ' || conname || ' ' || pg_get_constraintdef(k.oid), r.relname::text
+         FROM pg_constraint k JOIN pg_class r ON r.oid = k.conrelid
+         WHERE k.connamespace = $1::text::regnamespace",
+        "SELECT 'trigger ' || pg_get_triggerdef(t.oid), r.relname::text
+         FROM pg_trigger t JOIN pg_class r ON r.oid = t.tgrelid
+         WHERE r.relnamespace = $1::text::regnamespace AND NOT t.tgisinternal",
+        "SELECT 'function ' || proname || ' ' || prosrc, '' FROM pg_proc
+         WHERE pronamespace = $1::text::regnamespace",
+    ];
+    let mut c = fleet::connect(&url()).unwrap();
+    let mut out = Vec::new();
+    for q in queries {
+        for r in c.query(q, &[&schema]).unwrap() {
+            let (line, table): (String, String) = (r.get(0), r.get(1));
+            if table != "schema_migrations" && !table.ends_with("schema_version") {
+                out.push(line.replace(schema, "{schema}"));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every object of a SQLite file (type, name, table, statement), sorted.
+pub fn sqlite_objects(path: &Path) -> Vec<(String, String, String, Option<String>)> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY type, name")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Runs statements on a SQLite file.
+pub fn sqlite_exec(path: &Path, sql: &str) {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .execute_batch(sql)
+        .unwrap();
+}
+
+/// A SQLite file's `PRAGMA user_version`.
+pub fn user_version(path: &Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap()
+}
