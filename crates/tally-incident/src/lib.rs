@@ -19,7 +19,9 @@
 //!   event tokens (CAEP/RISC), delivered at least once;
 //! * [`fleet_counts`]: distinct counts across a fleet, in Redis
 //!   HyperLogLogs, over the small client in [`redis`];
-//! * [`timefmt`]: UTC formatting for people.
+//! * [`timefmt`]: UTC formatting for people;
+//! * `chain` (private): the SHA-256 hash chain and head witness the access
+//!   log and the incident audit share.
 //!
 //! The gate and the ledger do not depend on this crate; the server feeds it
 //! every decision and acts on what it finds.
