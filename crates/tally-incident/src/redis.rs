@@ -481,11 +481,7 @@ mod tests {
         let mut admin = match Redis::connect(&base) {
             Ok(r) => r,
             Err(e) => {
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "CI=true but Redis at {base} is unreachable: {e}"
-                );
-                eprintln!("skipping: Redis at {base} is unreachable ({e})");
+                tally_testkit::skip(&format!("Redis at {base} is unreachable ({e})"));
                 return;
             }
         };
@@ -689,11 +685,7 @@ mod tests {
     #[test]
     fn tls_checks_the_server_and_presents_a_client_certificate() {
         if !has("redis-server", "--version") || !has("openssl", "version") {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true but redis-server or openssl is missing"
-            );
-            eprintln!("skipping: redis-server or openssl is not installed");
+            tally_testkit::skip("redis-server or openssl is not installed");
             return;
         }
         let mut pki = Pki::new();

@@ -58,11 +58,9 @@ fn check(server: &Server, auth: &str, proof: Option<&str>, path: &str) -> (u16, 
     )
 }
 
-/// Whether PyJWT is here (required when `TALLY_REQUIRE_PYJWT=1`).
+/// Whether PyJWT is here (with `CI=true` its absence fails the test).
 fn pyjwt_or_skip() -> bool {
-    let required = std::env::var("TALLY_REQUIRE_PYJWT").is_ok_and(|v| v == "1");
     if !have_pyjwt() {
-        assert!(!required, "TALLY_REQUIRE_PYJWT=1 but PyJWT is missing");
         skip("PyJWT is missing");
         return false;
     }

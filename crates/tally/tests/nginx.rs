@@ -5,8 +5,8 @@
 //! legitimate requests, each with tally's subject and token id (never a value
 //! the client sent).
 //!
-//! Skipped when nginx (with `auth_request`) is not installed, unless
-//! `TALLY_REQUIRE_NGINX=1`.
+//! Skipped when nginx (with `auth_request`) is not installed; with `CI=true`
+//! that fails.
 
 mod support;
 
@@ -296,12 +296,7 @@ fn legit(method: &str, path: &str, token: &str, body: &[u8]) -> Seen {
 
 #[test]
 fn nginx_auth_request_refuses_forgeries_before_the_upstream() {
-    let required = std::env::var("TALLY_REQUIRE_NGINX").is_ok_and(|v| v == "1");
     let Some(bin) = nginx_binary() else {
-        assert!(
-            !required,
-            "TALLY_REQUIRE_NGINX=1 but nginx with auth_request is not installed"
-        );
         skip("nginx (with http_auth_request_module) is not installed");
         return;
     };

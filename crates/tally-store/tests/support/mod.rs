@@ -69,12 +69,7 @@ pub fn postgres_reachable() -> bool {
     match off_runtime(|| fleet::connect(&url()).map(drop)) {
         Ok(_) => true,
         Err(e) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true but PostgreSQL at {} is unreachable: {e}",
-                url()
-            );
-            eprintln!("skipping: PostgreSQL at {} is unreachable ({e})", url());
+            tally_testkit::skip(&format!("PostgreSQL at {} is unreachable ({e})", url()));
             false
         }
     }

@@ -42,29 +42,11 @@ impl TempDir {
     }
 }
 
-/// A test cannot run here because something it needs is missing: under CI
-/// (`CI=true`) that is a failure; elsewhere the test says so, and adds a line
-/// to `target/tmp/tally-skipped.txt`, which the CI script counts and names
-/// at the end of the run.
-pub fn skip(why: &str) {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true, and a test would be skipped: {why}"
-    );
-    eprintln!("skipping: {why}");
-    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tally-skipped.txt");
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(file)
-    {
-        let test = std::thread::current()
-            .name()
-            .unwrap_or("a test")
-            .to_string();
-        let _ = writeln!(f, "{} {test}: {why}", env!("CARGO_CRATE_NAME"));
-    }
-}
+/// A test cannot run here because something it needs is missing: the
+/// suites' one rule (`tally_testkit::skip`): under `CI=true` a failure;
+/// elsewhere said, counted and named at the end of `tools/test`.
+#[allow(unused_imports)]
+pub use tally_testkit::skip;
 
 /// Runs `tally ARGS` with `stdin`, returning its output.
 pub fn tally(args: &[&str], stdin: Option<&str>) -> Output {
