@@ -97,6 +97,13 @@ pub(crate) enum Command {
     /// The state store's row seals.
     #[command(subcommand)]
     State(StateCmd),
+    /// Print a completion script for a shell (`tally completions bash >
+    /// /etc/bash_completion.d/tally`; zsh: into a directory on `$fpath` as
+    /// `_tally`; fish: `~/.config/fish/completions/tally.fish`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[cfg(test)]
@@ -128,6 +135,24 @@ mod tests {
             ][..],
         ] {
             assert!(Cli::try_parse_from(args).is_ok(), "{args:?}");
+        }
+    }
+
+    /// Completion scripts name the commands, for every shell offered.
+    #[test]
+    fn completions_cover_the_commands() {
+        use clap::CommandFactory;
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "tally", &mut out);
+            let text = String::from_utf8(out).unwrap();
+            for cmd in ["serve", "users", "ledger", "incident", "completions"] {
+                assert!(text.contains(cmd), "{shell:?} completions lack {cmd}");
+            }
         }
     }
 

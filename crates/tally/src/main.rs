@@ -102,6 +102,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Incident(c) => cmd::incident::run(cfg, c),
         Command::Fleet(c) => cmd::fleet::run(cfg, c),
         Command::Clients(c) => cmd::clients::run(cfg, c),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "tally", &mut script);
+            out!("{}", String::from_utf8_lossy(&script));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -471,9 +471,9 @@ impl Config {
             .listen
             .or(fc.listen)
             .unwrap_or_else(|| "127.0.0.1:8080".into());
-        let listen: SocketAddr = listen_s.parse().map_err(|_| {
+        let listen = listen_address(&listen_s).ok_or_else(|| {
             ConfigError(format!(
-                "listen = {listen_s:?} is not an address like 127.0.0.1:8080"
+                "listen = {listen_s:?} is not an address like 127.0.0.1:8080 or localhost:8080"
             ))
         })?;
         let data = over
@@ -538,9 +538,9 @@ impl Config {
             }
         }
         if let Some(g) = &gate {
-            g.listen.parse::<SocketAddr>().map_err(|_| {
+            listen_address(&g.listen).ok_or_else(|| {
                 ConfigError(format!(
-                    "[gate] listen = {:?} is not an address like 127.0.0.1:8443",
+                    "[gate] listen = {:?} is not an address like 127.0.0.1:8443 or localhost:8443",
                     g.listen
                 ))
             })?;
@@ -783,9 +783,51 @@ impl Config {
     }
 }
 
+/// A listen address: `IP:PORT`, or `HOST:PORT` resolved now (`localhost:9000`
+/// is 127.0.0.1:9000; an IPv4 address is preferred when a name has both).
+pub fn listen_address(s: &str) -> Option<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return None;
+    }
+    let found: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(s).ok()?.collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| found.first())
+        .copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses_take_names() {
+        assert_eq!(
+            listen_address("localhost:9000"),
+            Some("127.0.0.1:9000".parse().unwrap())
+        );
+        assert_eq!(
+            listen_address("[::1]:9000"),
+            Some("[::1]:9000".parse().unwrap())
+        );
+        assert_eq!(listen_address("localhost"), None);
+        assert_eq!(listen_address("localhost:http"), None);
+        assert_eq!(listen_address(":9000"), None);
+        let c = Config::load(
+            None,
+            Overrides {
+                listen: Some("localhost:9000".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
+    }
 
     #[test]
     fn jwks_urls() {

@@ -220,6 +220,12 @@ impl DataDir {
             )
         };
         let p = shown(path);
+        if path.exists() && !path.is_dir() {
+            return Err(DataDirError(format!(
+                "{p} is a file, not a data directory: name the data directory with --data DIR \
+                 or TALLY_DATA. Nothing was changed."
+            )));
+        }
         if !path.is_dir() {
             let holds = if config.storage.is_shared() {
                 " (in a fleet it holds this node's own files: its master key, access log and witnesses)"

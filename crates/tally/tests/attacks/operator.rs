@@ -25,6 +25,12 @@ pub const ROWS: &[Attack] = &[
         run: Run::Scenario(admin_command_in_wrong_folder),
     },
     Attack {
+        id: "operator.data-directory-is-a-file",
+        item: 12,
+        what: "--data naming a file: the error says it is a file, advises no `tally init` on it",
+        run: Run::Scenario(data_directory_is_a_file),
+    },
+    Attack {
         id: "operator.closed-stdout",
         item: 13,
         what: "output read by `head -1`: exit 0, no panic; a full disk is still an error",
@@ -280,6 +286,35 @@ fn admin_command_in_wrong_folder() -> Result<(), String> {
 /// Runs `tally ARGS`, reads one line of its output and closes the pipe (or
 /// closes it at once, before anything is written); returns its status and
 /// standard error.
+fn data_directory_is_a_file() -> Result<(), String> {
+    let tmp = TempDir::new("data-is-a-file");
+    let file = tmp.path().join("notes.txt");
+    std::fs::write(&file, "not a data directory\n").unwrap();
+    let f = file.to_str().unwrap();
+    for args in [
+        &["users", "list", "--data", f][..],
+        &["keys", "list", "--data", f][..],
+        &["ledger", "verify", "--data", f][..],
+    ] {
+        let out = tally(args, None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure(!out.status.success(), || {
+            format!("tally {args:?} succeeded on a file")
+        })?;
+        ensure(
+            err.contains(&format!("{f} is a file, not a data directory"))
+                && err.contains("--data DIR")
+                && !err.contains("tally init"),
+            || format!("tally {args:?}: the error does not say it is a file: {err}"),
+        )?;
+        ensure(
+            std::fs::read_to_string(&file).unwrap() == "not a data directory\n",
+            || format!("tally {args:?} changed {f}"),
+        )?;
+    }
+    Ok(())
+}
+
 fn read_one_line(args: &[&str], at_once: bool) -> Result<(ExitStatus, String), String> {
     let mut child = tally_cmd(args)
         .stdin(Stdio::null())
