@@ -167,6 +167,21 @@ fn users_and_roles(f: &Fixture) {
     assert!(!s.set_role("nobody", "admin").unwrap());
     assert_eq!(s.user_role("alice").unwrap().as_deref(), Some("admin"));
     assert_eq!(s.user_role("bob").unwrap().as_deref(), Some("user"));
+
+    // Removing a user ends their sessions too.
+    let sess = Session {
+        subject: "bob".into(),
+        ..session("fam-bob", None)
+    };
+    s.create_session(&sess, &[7u8; 32], 1_000, 10).unwrap();
+    assert!(s.remove_user("bob", 20).unwrap());
+    assert!(!s.remove_user("bob", 21).unwrap());
+    assert_eq!(s.password_hash("bob").unwrap(), None);
+    assert_eq!(s.users().unwrap(), ["Zed", "alice", "carol"]);
+    assert!(matches!(
+        s.refresh_token_status(&[7u8; 32], 30).unwrap(),
+        Some((_, _, false))
+    ));
 }
 
 fn totp_enrolment_and_replay(f: &Fixture) {
@@ -754,6 +769,15 @@ fn clients(f: &Fixture) {
         s.client_secret_hash("api").unwrap().as_deref(),
         Some("$argon2id$s")
     );
+    s.add_client("billing", "$argon2id$b", 3).unwrap();
+    assert_eq!(
+        s.clients().unwrap(),
+        [("api".to_string(), 1), ("billing".to_string(), 3)]
+    );
+    assert!(s.remove_client("api").unwrap());
+    assert!(!s.remove_client("api").unwrap());
+    assert_eq!(s.client_secret_hash("api").unwrap(), None);
+    assert_eq!(s.clients().unwrap(), [("billing".to_string(), 3)]);
 }
 
 /// `r` is a refusal for a row that fails its MAC.

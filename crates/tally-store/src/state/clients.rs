@@ -32,6 +32,24 @@ impl StateStore {
         })
     }
 
+    /// Every client: id and when it was registered, by id.
+    pub fn clients(&self) -> Result<Vec<(String, i64)>, StateError> {
+        self.db.read(|tx| {
+            tx.query("SELECT id, created_at FROM clients ORDER BY id", &[])?
+                .iter()
+                .map(|r| Ok((r.text(0)?, r.i64(1)?)))
+                .collect()
+        })
+    }
+
+    /// Removes a client: it can no longer authenticate. False if there is no
+    /// such client.
+    pub fn remove_client(&self, id: &str) -> Result<bool, StateError> {
+        let id = id.to_owned();
+        self.db
+            .write(move |tx| Ok(tx.execute("DELETE FROM clients WHERE id = $1", args![id])? == 1))
+    }
+
     /// The secret hash of a client.
     pub fn client_secret_hash(&self, id: &str) -> Result<Option<String>, StateError> {
         let mac = self.mac()?;

@@ -173,6 +173,32 @@ impl StateStore {
         })
     }
 
+    /// Removes a user and ends every session of theirs (refresh tokens stop
+    /// working; unexpired access tokens issued in a session are revoked), in
+    /// one transaction. False if there is no such user.
+    pub fn remove_user(&self, name: &str, now: i64) -> Result<bool, StateError> {
+        let name = name.to_owned();
+        self.db.write(move |tx| {
+            let found = tx.execute("DELETE FROM users WHERE name = $1", args![&name])? == 1;
+            if found {
+                tx.execute(
+                    "INSERT INTO revocations (token_id, token_sha256, expires_at, revoked_at, reason)
+                     SELECT t.token_id, t.token_sha256, t.expires_at, $2, 'user_removed'
+                     FROM session_tokens t JOIN sessions s ON s.family = t.family
+                     WHERE s.subject = $1 AND t.expires_at > $2
+                     ON CONFLICT (token_id) DO NOTHING",
+                    args![&name, now],
+                )?;
+                tx.execute(
+                    "UPDATE sessions SET revoked_at = $2, revoked_reason = 'user_removed'
+                     WHERE subject = $1 AND revoked_at IS NULL",
+                    args![name, now],
+                )?;
+            }
+            Ok(found)
+        })
+    }
+
     /// Names of all users.
     pub fn users(&self) -> Result<Vec<String>, StateError> {
         self.db.read(|tx| {

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
 use tally_store::StateError;
 
-use super::{DataArg, config, open_data_dir, read_secret_line};
+use super::{DataArg, config, open_data_dir, print_table, read_secret_line};
 
 #[derive(Subcommand)]
 pub(crate) enum ClientsCmd {
@@ -22,11 +22,68 @@ pub(crate) enum ClientsCmd {
         #[command(flatten)]
         data: DataArg,
     },
+    /// List the clients: id and when each was registered.
+    List {
+        /// `table` or `json`.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Remove a client: it can no longer authenticate to /v1/introspect.
+    Remove {
+        /// The client id.
+        id: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
 }
 
 pub(crate) fn run(cfg: Option<&Path>, cmd: ClientsCmd) -> Result<ExitCode> {
-    let ClientsCmd::Add { id, data, .. } = cmd;
-    let c = config(cfg, &data, None)?;
+    match cmd {
+        ClientsCmd::Add { id, data, .. } => add(cfg, id, &data),
+        ClientsCmd::List { format, data } => {
+            let c = config(cfg, &data, None)?;
+            let dir = open_data_dir(&c)?;
+            let clients = dir.state.clients().context("cannot list the clients")?;
+            if format == "json" {
+                let rows: Vec<_> = clients
+                    .iter()
+                    .map(|(id, at)| serde_json::json!({"id": id, "created_at": at}))
+                    .collect();
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).unwrap_or_default()
+                );
+            } else {
+                let mut rows = vec![["CLIENT".to_string(), "REGISTERED".to_string()]];
+                rows.extend(
+                    clients
+                        .iter()
+                        .map(|(id, at)| [id.clone(), tally_incident::timefmt::utc(*at)]),
+                );
+                print_table(&rows);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientsCmd::Remove { id, data } => {
+            let c = config(cfg, &data, None)?;
+            let dir = open_data_dir(&c)?;
+            if !dir
+                .state
+                .remove_client(&id)
+                .with_context(|| format!("cannot remove client {id}"))?
+            {
+                bail!("there is no client {id} (tally clients list shows them)");
+            }
+            outln!("client {id} removed");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn add(cfg: Option<&Path>, id: String, data: &DataArg) -> Result<ExitCode> {
+    let c = config(cfg, data, None)?;
     if !tally_server::issuance::valid_username(&id) {
         bail!("client ids are 1-64 characters of A-Z a-z 0-9 . _ @ -");
     }

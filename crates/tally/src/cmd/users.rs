@@ -37,6 +37,18 @@ pub(crate) enum UsersCmd {
     },
     /// List users.
     List {
+        /// `table` (one name per line) or `json` (names and roles).
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Remove a user: they can no longer log in, their sessions end (refresh
+    /// tokens stop working) and the access tokens of those sessions are
+    /// revoked (on every server within a second).
+    Remove {
+        /// The user.
+        name: String,
         #[command(flatten)]
         data: DataArg,
     },
@@ -72,11 +84,41 @@ pub(crate) fn run(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode> {
         UsersCmd::Reset { name, data, .. } => reset(cfg, &name, &data),
         UsersCmd::Totp { name, label, data } => totp(cfg, &name, &label, &data),
         UsersCmd::Role { name, role, data } => set_role(cfg, &name, &role, &data),
-        UsersCmd::List { data } => {
+        UsersCmd::Remove { name, data } => {
             let c = config(cfg, &data, None)?;
             let dir = open_data_dir(&c)?;
-            for u in dir.state.users().context("cannot list the users")? {
-                outln!("{u}");
+            let now = tally_store::clock::now_unix();
+            if !dir
+                .state
+                .remove_user(&name, now)
+                .with_context(|| format!("cannot remove user {name}"))?
+            {
+                bail!("there is no user {name} (tally users list shows them)");
+            }
+            outln!("user {name} removed; their sessions are ended");
+            Ok(ExitCode::SUCCESS)
+        }
+        UsersCmd::List { format, data } => {
+            let c = config(cfg, &data, None)?;
+            let dir = open_data_dir(&c)?;
+            let users = dir.state.users().context("cannot list the users")?;
+            if format == "json" {
+                let mut rows = Vec::new();
+                for u in &users {
+                    let role = dir
+                        .state
+                        .user_role(u)
+                        .with_context(|| format!("cannot read the role of user {u}"))?;
+                    rows.push(serde_json::json!({"name": u, "role": role}));
+                }
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).unwrap_or_default()
+                );
+            } else {
+                for u in users {
+                    outln!("{u}");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1,0 +1,88 @@
+//! The administration commands that manage people and clients, and the
+//! shell completions: `users list|remove`, `clients add|list|remove`,
+//! `completions`, each against a real data directory (and, for a removed
+//! user, a running server).
+
+mod support;
+
+use support::*;
+
+#[test]
+fn users_and_clients_are_listed_and_removed() {
+    let tmp = TempDir::new("admin-cli");
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    init(d);
+    add_user(d, "alice", "alice-password-1");
+    add_user(d, "bob", "bob-password-12");
+    tally_ok(&["users", "role", "alice", "admin", "--data", d], None);
+
+    let listed: serde_json::Value = serde_json::from_str(&tally_ok(
+        &["users", "list", "--format", "json", "--data", d],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(
+        listed,
+        serde_json::json!([{"name": "alice", "role": "admin"}, {"name": "bob", "role": "user"}])
+    );
+
+    // A removed user can no longer log in; a user that is not there is an error.
+    let server = Server::start(&data, None);
+    let _ = login(&server, "bob", "bob-password-12");
+    let out = tally_ok(&["users", "remove", "bob", "--data", d], None);
+    assert!(out.contains("user bob removed"), "{out}");
+    let refused = client()
+        .post(server.url("/v1/login"))
+        .json(&serde_json::json!({"username": "bob", "password": "bob-password-12"}))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    let again = tally(&["users", "remove", "bob", "--data", d], None);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("there is no user bob"));
+    assert_eq!(tally_ok(&["users", "list", "--data", d], None), "alice\n");
+
+    tally_ok(
+        &["clients", "add", "billing", "--secret-stdin", "--data", d],
+        Some("billing-secret-123\n"),
+    );
+    tally_ok(
+        &["clients", "add", "api", "--secret-stdin", "--data", d],
+        Some("api-secret-123456\n"),
+    );
+    let clients: serde_json::Value = serde_json::from_str(&tally_ok(
+        &["clients", "list", "--format", "json", "--data", d],
+        None,
+    ))
+    .unwrap();
+    let ids: Vec<&str> = clients
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["api", "billing"]);
+    let table = tally_ok(&["clients", "list", "--data", d], None);
+    assert!(table.starts_with("CLIENT"), "{table}");
+    assert!(!table.contains("secret"), "{table}");
+    tally_ok(&["clients", "remove", "api", "--data", d], None);
+    let gone = tally(&["clients", "remove", "api", "--data", d], None);
+    assert!(!gone.status.success());
+    let table = tally_ok(&["clients", "list", "--data", d], None);
+    assert!(
+        !table.contains("api") && table.contains("billing"),
+        "{table}"
+    );
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = tally_ok(&["completions", shell], None);
+        for word in ["serve", "users", "incident", "ledger"] {
+            assert!(script.contains(word), "{shell}: {word} missing");
+        }
+    }
+    assert!(!tally(&["completions", "tcsh"], None).status.success());
+}
