@@ -41,6 +41,15 @@ fn settle(e: io::Error) -> State {
     }
 }
 
+/// Whether standard output is still taken (no reader went away, no write
+/// failed): a command that follows a log stops when it is not.
+pub fn open() -> bool {
+    matches!(
+        *STATE.lock().unwrap_or_else(|e| e.into_inner()),
+        State::Open
+    )
+}
+
 /// Flushes standard output; the write error to report, if any (a reader
 /// that went away is none).
 pub fn finish() -> Result<(), io::Error> {

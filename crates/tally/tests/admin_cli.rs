@@ -86,3 +86,45 @@ fn completions_are_printed_for_each_shell() {
     }
     assert!(!tally(&["completions", "tcsh"], None).status.success());
 }
+
+#[test]
+fn access_tail_follows_new_events() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let tmp = TempDir::new("tail-follow");
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    init(d);
+    let server = Server::start(&data, None);
+    let mut tail = Command::new(bin())
+        .args(["access", "tail", "--follow", "--limit", "0", "--data", d])
+        .env("TALLY_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = tail.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Requests made after the follower started reach it as they are logged.
+    let mut seen = None;
+    for _ in 0..40 {
+        let _ = checked(&server, "not-a-token");
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(500)) {
+            seen = Some(line);
+            break;
+        }
+    }
+    terminate(&tail);
+    let _ = tail.wait();
+    let line = seen.expect("access tail --follow printed no new event");
+    let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["verdict"], "malformed", "{line}");
+}

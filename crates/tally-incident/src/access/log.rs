@@ -455,6 +455,19 @@ impl AccessLog {
         }
     }
 
+    /// Up to `n` events after `seq` (`seq`, `at_ms`, JSON body), oldest
+    /// first: what a follower reads next.
+    pub fn after(&self, seq: i64, n: usize) -> Result<Vec<(i64, i64, Vec<u8>)>, AccessError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, at_ms, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![seq, n as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The newest `n` events (`seq`, `at_ms`, JSON body), oldest first.
     pub fn tail(&self, n: usize) -> Result<Vec<(i64, i64, Vec<u8>)>, AccessError> {
         let conn = self.conn();

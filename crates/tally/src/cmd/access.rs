@@ -24,6 +24,10 @@ pub(crate) enum AccessCmd {
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Keep printing new events as servers write them (every half
+        /// second), until interrupted or the reader goes away.
+        #[arg(long, short = 'f')]
+        follow: bool,
         #[command(flatten)]
         data: DataArg,
     },
@@ -107,12 +111,24 @@ pub(crate) fn run(cfg: Option<&Path>, cmd: AccessCmd) -> Result<ExitCode> {
             }
             Err(e) => Err(e).context("cannot verify the access log"),
         },
-        AccessCmd::Tail { limit, .. } => {
-            for (_, _, body) in log
+        AccessCmd::Tail { limit, follow, .. } => {
+            let mut last = i64::MIN;
+            for (seq, _, body) in log
                 .tail(limit)
                 .context("cannot read the newest access events")?
             {
                 outln!("{}", String::from_utf8_lossy(&body));
+                last = seq;
+            }
+            while follow && crate::out::open() {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                for (seq, _, body) in log
+                    .after(last, 1000)
+                    .context("cannot read new access events")?
+                {
+                    outln!("{}", String::from_utf8_lossy(&body));
+                    last = seq;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
