@@ -15,37 +15,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::*;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn tarball() -> PathBuf {
-    fixtures().join("datadir-v1.tar.gz")
-}
-
 fn expect() -> Value {
     let path = fixtures().join("datadir-v1.expect.json");
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Unpacks a copy of the fixture into `tmp`; returns its data directory.
-fn unpack(tmp: &TempDir) -> PathBuf {
-    let out = Command::new("tar")
-        .arg("-xzf")
-        .arg(tarball())
-        .arg("-C")
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tar: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let data = tmp.path().join("data");
-    assert!(data.join("master.key").is_file(), "no data/ in the fixture");
-    data
 }
 
 /// The rest of the line of `text` that starts with `key` and a space.

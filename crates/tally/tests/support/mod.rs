@@ -440,3 +440,31 @@ pub fn add_user(data: &str, name: &str, password: &str) {
         Some(&format!("{password}\n")),
     );
 }
+
+/// The committed test fixtures (`crates/tally/tests/fixtures`).
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn tarball() -> PathBuf {
+    fixtures().join("datadir-v1.tar.gz")
+}
+
+/// Unpacks a copy of the fixture into `tmp`; returns its data directory.
+pub fn unpack(tmp: &TempDir) -> PathBuf {
+    let out = Command::new("tar")
+        .arg("-xzf")
+        .arg(tarball())
+        .arg("-C")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tar: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = tmp.path().join("data");
+    assert!(data.join("master.key").is_file(), "no data/ in the fixture");
+    data
+}

@@ -84,6 +84,9 @@ pub(super) fn report(
     output: Option<&Path>,
     logs: &LogsArg,
 ) -> Result<ExitCode> {
+    if format == "pdf" && output.is_none() {
+        bail!("a PDF is written to a file: add --output FILE.pdf");
+    }
     let logs = open_logs(&o.c.data, &logs.access_logs)?;
     let named = sources(&logs);
     let (report, _impact) = with_progress("report", &logs, |p| {
@@ -99,6 +102,11 @@ pub(super) fn report(
     })
     .map_err(anyhow::Error::msg)
     .with_context(|| format!("cannot build the report of incident {id}"))?;
+    if format == "pdf" {
+        let output = output.context("a PDF is written to a file: add --output FILE.pdf")?;
+        super::pdf::write_pdf(&tally_incident::report::html(&report), output)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let text = match format {
         "json" => format!(
             "{}\n",

@@ -3,6 +3,7 @@
 
 mod act;
 mod impact;
+mod pdf;
 mod store;
 mod view;
 
@@ -118,8 +119,9 @@ pub(crate) enum IncidentCmd {
     Report {
         /// Incident id.
         id: i64,
-        /// `md`, `json` or `html`.
-        #[arg(long, default_value = "md", value_parser = ["md", "json", "html"])]
+        /// `md`, `json`, `html`, or `pdf` (printed from the HTML by headless
+        /// Chromium; needs --output).
+        #[arg(long, default_value = "md", value_parser = ["md", "json", "html", "pdf"])]
         format: String,
         /// Write to this file instead of standard output.
         #[arg(long, short)]
