@@ -3,8 +3,12 @@
 //! `pdftoppm`. The incident is the forged-token incident of the upgrade
 //! fixture (a data directory written by an earlier release).
 //!
-//! Skipped when Chromium or `pdftoppm` (poppler-utils) is missing; with
-//! `CI=true` that fails.
+//! The HTML report also fits a 1280-pixel-wide window without a horizontal
+//! scrollbar (measured in Chromium through playwright-core, as the dashboard
+//! test does).
+//!
+//! Skipped when Chromium, `pdftoppm` (poppler-utils), Node.js or
+//! playwright-core is missing; with `CI=true` that fails.
 
 mod support;
 
@@ -77,5 +81,46 @@ fn the_report_prints_to_a_pdf_whose_first_page_renders() {
         let text = Command::new("pdftotext").args([p, "-"]).output().unwrap();
         let text = String::from_utf8_lossy(&text.stdout);
         assert!(text.contains("insider-v1"), "{text}");
+    }
+}
+
+#[test]
+fn the_html_report_fits_a_1280_pixel_window() {
+    let ui = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ui"));
+    if !have("chromium", "--version")
+        || !have("node", "--version")
+        || !ui.join("node_modules/playwright-core").exists()
+    {
+        skip("chromium, node or playwright-core (npm ci in tests/ui) is missing");
+        return;
+    }
+    let tmp = TempDir::new("report-layout");
+    let data = unpack(&tmp);
+    let d = data.to_str().unwrap();
+    let html = tmp.path().join("report-1.html");
+    let h = html.to_str().unwrap();
+    tally_ok(
+        &[
+            "incident", "report", "1", "--format", "html", "--output", h, "--data", d,
+        ],
+        None,
+    );
+    for width in ["1280", "800"] {
+        let out = Command::new("node")
+            .arg(ui.join("layout.mjs"))
+            .arg(format!("file://{h}"))
+            .arg(width)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "layout.mjs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let size: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            size["scroll"].as_i64() <= size["client"].as_i64(),
+            "at {width} px the report is wider than the window: {size}"
+        );
     }
 }
