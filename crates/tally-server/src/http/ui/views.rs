@@ -292,8 +292,8 @@ impl Chart {
             .collect();
         Chart {
             width: w,
-            view_height: h + 16.0,
-            label_y: h + 14.0,
+            view_height: h + 20.0,
+            label_y: h + 17.0,
             max,
             bars,
         }
@@ -322,7 +322,9 @@ impl Verdicts {
                 .iter()
                 .filter(|(v, n)| *n > 0 || matches!(v, Verdict::Ok | Verdict::NotIssued))
                 .map(|(v, n)| {
+                    // A verdict nobody got is neutral, whatever it means.
                     let class = match v {
+                        _ if *n == 0 => "muted",
                         Verdict::Ok => "ok",
                         Verdict::NotIssued | Verdict::Altered => "bad",
                         _ => "",
@@ -598,12 +600,13 @@ mod tests {
         assert!(incidents.contains("<td class=\"num\"><time"), "{incidents}");
 
         let chart = doc["chart"].as_str().unwrap();
-        assert!(chart.starts_with("<svg viewBox=\"0 0 600 156\""), "{chart}");
+        assert!(chart.starts_with("<svg viewBox=\"0 0 600 160\""), "{chart}");
         assert!(chart.contains(
             "<rect x=\"590.0\" y=\"0.0\" width=\"9.0\" height=\"84.0\" fill=\"#15803d\"><title>3 allowed</title></rect>"
         ), "{chart}");
         assert!(chart.contains("<title>2 refused</title>"));
         assert!(chart.contains("now (max 5/min)</text></svg>"));
+        assert!(chart.contains("<p class=\"legend\"><span style=\"--c:#15803d\">allowed</span>"));
 
         let verdicts = doc["verdicts"].as_str().unwrap();
         assert!(verdicts.contains("<td class=\"ok\">ok</td><td class=\"num\">3</td>"));
