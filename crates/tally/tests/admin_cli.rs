@@ -17,6 +17,22 @@ fn users_and_clients_are_listed_and_removed() {
     add_user(d, "bob", "bob-password-12");
     tally_ok(&["users", "role", "alice", "admin", "--data", d], None);
 
+    let keys: serde_json::Value = serde_json::from_str(&tally_ok(
+        &["keys", "list", "--format", "json", "--data", d],
+        None,
+    ))
+    .unwrap();
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0]["state"], "active");
+    assert_eq!(keys[0]["alg"], "EdDSA");
+    let blocks: serde_json::Value = serde_json::from_str(&tally_ok(
+        &["block", "list", "--format", "json", "--data", d],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(blocks, serde_json::json!([]));
+
     let listed: serde_json::Value = serde_json::from_str(&tally_ok(
         &["users", "list", "--format", "json", "--data", d],
         None,

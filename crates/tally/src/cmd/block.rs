@@ -9,7 +9,7 @@ use clap::Subcommand;
 use tally_incident::timefmt;
 use tally_server::keyring::lifecycle;
 
-use super::{DataArg, config, open_data_dir, print_table};
+use super::{DataArg, FormatArg, config, open_data_dir, print_rows};
 
 #[derive(Subcommand)]
 pub(crate) enum BlockCmd {
@@ -41,6 +41,8 @@ pub(crate) enum BlockCmd {
     },
     /// List the blocks in force.
     List {
+        #[command(flatten)]
+        format: FormatArg,
         #[command(flatten)]
         data: DataArg,
     },
@@ -103,7 +105,7 @@ pub(crate) fn run(cfg: Option<&Path>, cmd: BlockCmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        BlockCmd::List { data } => {
+        BlockCmd::List { format, data } => {
             let c = config(cfg, &data, None)?;
             let dir = open_data_dir(&c)?;
             let mut table = vec![[
@@ -128,7 +130,7 @@ pub(crate) fn run(cfg: Option<&Path>, cmd: BlockCmd) -> Result<ExitCode> {
                     b.reason,
                 ]);
             }
-            print_table(&table);
+            print_rows(&format, &table);
             Ok(ExitCode::SUCCESS)
         }
         BlockCmd::Remove { id, data } => {

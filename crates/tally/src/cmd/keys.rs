@@ -14,12 +14,14 @@ use tally_store::clock::now_unix;
 use tally_store::{KeyPurpose, KeyState, LEDGER_FILE};
 
 use super::custodians::{self, CustodianCmd};
-use super::{DataArg, config, open_data_dir, parse_time, print_table};
+use super::{DataArg, FormatArg, config, open_data_dir, parse_time, print_rows, print_table};
 
 #[derive(Subcommand)]
 pub(crate) enum KeysCmd {
     /// List token-signing keys: kid, algorithm, state, created, age, custodians.
     List {
+        #[command(flatten)]
+        format: FormatArg,
         #[command(flatten)]
         data: DataArg,
     },
@@ -87,7 +89,7 @@ pub(crate) enum KeysCmd {
 
 pub(crate) fn run(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode> {
     match cmd {
-        KeysCmd::List { data } => list(cfg, &data),
+        KeysCmd::List { format, data } => list(cfg, &format, &data),
         KeysCmd::Rotate { alg, actor, data } => {
             rotate(cfg, alg.as_deref(), actor.as_deref(), &data)
         }
@@ -108,7 +110,7 @@ pub(crate) fn run(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode> {
     }
 }
 
-fn list(cfg: Option<&Path>, data: &DataArg) -> Result<ExitCode> {
+fn list(cfg: Option<&Path>, format: &FormatArg, data: &DataArg) -> Result<ExitCode> {
     let c = config(cfg, data, None)?;
     let dir = open_data_dir(&c)?;
     let rows = dir
@@ -148,7 +150,7 @@ fn list(cfg: Option<&Path>, data: &DataArg) -> Result<ExitCode> {
             },
         ]);
     }
-    print_table(&table);
+    print_rows(format, &table);
     Ok(ExitCode::SUCCESS)
 }
 

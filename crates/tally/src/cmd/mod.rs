@@ -138,6 +138,41 @@ pub(crate) fn read_secret_line(what: &str) -> Result<Zeroizing<String>> {
     Ok(Zeroizing::new(line.to_string()))
 }
 
+/// `--format table|json` of a list command.
+#[derive(clap::Args)]
+pub(crate) struct FormatArg {
+    /// `table` or `json` (an array of objects named by the table's columns).
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    pub(crate) format: String,
+}
+
+/// `rows` (a header, then the rows) as a table, or as a JSON array of
+/// objects keyed by the lower-cased header.
+pub(crate) fn print_rows<const N: usize>(format: &FormatArg, rows: &[[String; N]]) {
+    if format.format != "json" {
+        print_table(rows);
+        return;
+    }
+    let Some((header, body)) = rows.split_first() else {
+        outln!("[]");
+        return;
+    };
+    let list: Vec<serde_json::Value> = body
+        .iter()
+        .map(|row| {
+            let mut m = serde_json::Map::new();
+            for (k, v) in header.iter().zip(row) {
+                m.insert(k.to_lowercase(), serde_json::Value::from(v.clone()));
+            }
+            serde_json::Value::Object(m)
+        })
+        .collect();
+    outln!(
+        "{}",
+        serde_json::to_string_pretty(&list).unwrap_or_default()
+    );
+}
+
 /// Prints rows as aligned columns (the last column is not padded).
 pub(crate) fn print_table<const N: usize>(rows: &[[String; N]]) {
     let mut widths = [0usize; N];
