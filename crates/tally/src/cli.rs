@@ -106,6 +106,34 @@ pub(crate) enum Command {
     },
 }
 
+/// The arguments with a `--data DIR` (or `--data=DIR`) written before the
+/// command moved after it, where each command takes it: `tally --data d
+/// users list` is `tally users list --data d`, as `--config` may come
+/// before or after the command.
+pub(crate) fn data_after_command(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let mut moved = Vec::new();
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "--data" && i + 1 < args.len() {
+            moved.extend(args.drain(i..i + 2));
+        } else if a.starts_with("--data=") {
+            moved.push(args.remove(i));
+        } else if a == "--config" {
+            i += 2;
+        } else if a.starts_with('-') {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    args.extend(moved);
+    args
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -135,6 +163,40 @@ mod tests {
             ][..],
         ] {
             assert!(Cli::try_parse_from(args).is_ok(), "{args:?}");
+        }
+    }
+
+    /// `--data` may come before the command, as `--config` may.
+    #[test]
+    fn data_before_the_command_is_the_command_s() {
+        use std::ffi::OsString;
+        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        for (given, want) in [
+            (
+                &["tally", "--data", "d", "users", "list"][..],
+                &["tally", "users", "list", "--data", "d"][..],
+            ),
+            (
+                &["tally", "--config", "c.toml", "--data=d", "keys", "list"][..],
+                &["tally", "--config", "c.toml", "keys", "list", "--data=d"][..],
+            ),
+            (
+                &["tally", "users", "list", "--data", "d"][..],
+                &["tally", "users", "list", "--data", "d"][..],
+            ),
+        ] {
+            assert_eq!(super::data_after_command(args(given)), args(want));
+        }
+        let cli = Cli::try_parse_from(super::data_after_command(args(&[
+            "tally", "--data", "d", "ledger", "prove", "-vX9",
+        ])))
+        .unwrap();
+        match cli.command {
+            Command::Ledger(LedgerCmd::Prove { token_id, data }) => {
+                assert_eq!(token_id, "-vX9");
+                assert_eq!(data.data.as_deref(), Some(Path::new("d")));
+            }
+            _ => panic!("parsed as another command"),
         }
     }
 

@@ -18,7 +18,7 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(cli::data_after_command(std::env::args_os()));
     init_logging();
     let result = run(cli);
     // A reader that went away is not an error; any other failure to write
