@@ -6,6 +6,23 @@
 //   node dashboard.mjs BASE_URL USER PASSWORD SCREENSHOT_DIR
 import { chromium } from "playwright-core";
 import { createInterface } from "node:readline";
+import { createRequire } from "node:module";
+
+// axe-core (npm, pinned by package-lock.json) checks a page against WCAG 2.1
+// A and AA; any violation fails the test, listed with the elements it names.
+const axePath = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
+async function accessible(page, what) {
+  await page.addScriptTag({ path: axePath });
+  const result = await page.evaluate(() =>
+    window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] } }),
+  );
+  if (result.violations.length > 0) {
+    const list = result.violations
+      .map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`)
+      .join("\n");
+    throw new Error(`accessibility violations on ${what}:\n${list}`);
+  }
+}
 
 const [base, user, password, shots] = process.argv.slice(2);
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
@@ -19,6 +36,7 @@ try {
   // Unauthenticated: the dashboard sends us to sign in.
   await page.goto(`${base}/ui`);
   if (!page.url().endsWith("/ui/login")) throw new Error(`not redirected to sign-in: ${page.url()}`);
+  await accessible(page, "the sign-in page");
   // A wrong password is refused with a message, not a stack trace.
   await page.fill('input[name="username"]', user);
   await page.fill('input[name="password"]', "wrong-password");
@@ -48,6 +66,7 @@ try {
   await page.waitForTimeout(2200);
   const later = await page.textContent("#incidents time[data-due]");
   if (first === later) throw new Error(`the countdown does not move: ${first}`);
+  await accessible(page, "the dashboard with an open incident");
   const detections = await page.textContent("#detections");
   if (!detections.includes("forged_token")) throw new Error(`no forged_token detection shown: ${detections}`);
   await page.screenshot({ path: `${shots}/dashboard.png`, fullPage: true });
