@@ -26,6 +26,9 @@ use tally_store::clock::now_unix;
 use crate::alerts::{Alerts, EventsKey};
 use tally_core::verdict::Verdict;
 
+/// How the title of a drill incident (and of its detections) begins.
+pub const DRILL_PREFIX: &str = "DRILL: ";
+
 /// What the watch needs of the server it runs in: containment taken against
 /// the data directory and applied to the running gate, the key that signs
 /// security events, and the count of incidents opened.
@@ -48,6 +51,8 @@ pub struct Watch {
     pub store: Arc<IncidentStore>,
     actions: HashMap<Rule, Vec<Action>>,
     regimes: Vec<Regime>,
+    /// Every incident is a drill (see [`Watch::drill`]).
+    drill: bool,
     last_reminder_check: Mutex<i64>,
     /// Woken when a finding of severity high or above arrives, so that it is
     /// stored (and its incident opened) at once rather than at the next tick.
@@ -80,11 +85,28 @@ impl Watch {
             store,
             actions,
             regimes,
+            drill: false,
             last_reminder_check: Mutex::new(now_unix()),
             urgent: tokio::sync::Notify::new(),
             minutes: Mutex::new(std::collections::VecDeque::new()),
             fleet: std::sync::OnceLock::new(),
         }
+    }
+
+    /// This watch, making every incident a drill (`tally serve --dev`): no
+    /// reporting regime applies, so no legal clock runs and no reminder
+    /// falls due, and the title of every detection, and so of every
+    /// incident it opens, begins with [`DRILL_PREFIX`]. Nothing stored
+    /// changes shape: a drill is told by its title and its empty clocks.
+    pub fn drill(mut self) -> Watch {
+        self.drill = true;
+        self.regimes.clear();
+        self
+    }
+
+    /// Whether every incident is a drill.
+    pub fn is_drill(&self) -> bool {
+        self.drill
     }
 
     /// Also counts across the fleet, in the Redis at `url` (keys under
@@ -236,20 +258,36 @@ impl Watch {
     /// actions, and sends due reminders. Blocking: run on a blocking thread.
     pub fn flush(&self, alerts: &Alerts, r: &dyn Responder) {
         let now = now_unix();
-        let dirty = self
+        let mut dirty = self
             .book
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take_dirty();
+        if self.drill {
+            for (d, _) in &mut dirty {
+                if !d.summary.starts_with(DRILL_PREFIX) {
+                    d.summary.insert_str(0, DRILL_PREFIX);
+                }
+            }
+        }
         if !dirty.is_empty() {
             match self.store.record(&dirty, now) {
                 Ok(rec) => {
                     for id in &rec.opened {
-                        tracing::error!(
-                            event = "incident_opened",
-                            incident = id,
-                            "incident opened: legal clocks are running (tally incident show {id})"
-                        );
+                        if self.drill {
+                            tracing::warn!(
+                                event = "incident_opened",
+                                incident = id,
+                                drill = true,
+                                "drill incident opened: no legal clocks run in dev mode (tally incident show {id})"
+                            );
+                        } else {
+                            tracing::error!(
+                                event = "incident_opened",
+                                incident = id,
+                                "incident opened: legal clocks are running (tally incident show {id})"
+                            );
+                        }
                         r.incident_opened();
                         let inc = self.store.incident(*id).ok().flatten();
                         alerts.notify(

@@ -37,6 +37,12 @@ pub(crate) enum Command {
         listen: Option<String>,
         #[command(flatten)]
         data: DataArg,
+        /// Dev mode, to try tally out: a throwaway data directory (removed
+        /// when the server stops), an `admin` user whose random password is
+        /// printed once, and every incident a drill with no legal clocks.
+        /// Not for production; cannot be combined with --data or --storage.
+        #[arg(long)]
+        dev: bool,
     },
     /// Replay the breach tally exists to prevent: a shop with synthetic
     /// customers, an insider with a copy of the signing key, first against

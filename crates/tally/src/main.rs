@@ -78,7 +78,7 @@ fn init_logging() {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cfg = cli.config.as_deref();
     match cli.command {
-        Command::Serve { listen, data } => cmd::serve::run(cfg, &data, listen),
+        Command::Serve { listen, data, dev } => cmd::serve::run(cfg, &data, listen, dev),
         Command::Demo {
             customers,
             seed,

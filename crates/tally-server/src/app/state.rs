@@ -217,12 +217,14 @@ impl App {
             dir.incidents()
                 .map_err(|e| StartError(format!("incident store: {e}")))?,
         );
-        let watch = Arc::new(tally_incident::watch::Watch::new(
+        let watch = tally_incident::watch::Watch::new(
             incidents,
             config.detector.clone(),
             config.actions.clone(),
             config.regimes.clone(),
-        ));
+        );
+        // Dev mode (`tally serve --dev`): every incident is a drill.
+        let watch = Arc::new(if config.drill { watch.drill() } else { watch });
         {
             // A state row refused for its MAC opens an incident.
             let w = watch.clone();

@@ -389,6 +389,10 @@ pub struct Config {
     pub flood: tally_core::flood::FloodPolicy,
     /// Limits on client connections.
     pub connections: Connections,
+    /// Every incident is a drill: no reporting regime applies (no legal
+    /// clock runs) and incident titles begin with `DRILL:`. Only `tally
+    /// serve --dev` sets it; no configuration key or variable can.
+    pub drill: bool,
 }
 
 /// A configuration problem, phrased for the operator.
@@ -655,6 +659,7 @@ impl Config {
             listen,
         )?;
         Ok(Config {
+            drill: false,
             storage,
             redis,
             listen,

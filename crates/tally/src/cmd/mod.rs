@@ -7,6 +7,7 @@ pub(crate) mod block;
 pub(crate) mod clients;
 pub(crate) mod custodians;
 pub(crate) mod demo;
+pub(crate) mod dev;
 pub(crate) mod fleet;
 pub(crate) mod incident;
 pub(crate) mod init;

@@ -1,16 +1,72 @@
 //! `tally serve`: the issuer, gate and ledger API on one address.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
+use tally_server::config::Storage;
 use tally_server::keyring::{DataDir, DataDirLock};
 use tally_server::{App, Config};
 
-use super::{DataArg, config};
+use super::{DataArg, config, dev};
 
-pub(crate) fn run(cfg: Option<&Path>, data: &DataArg, listen: Option<String>) -> Result<ExitCode> {
-    serve(config(cfg, data, listen)?)
+pub(crate) fn run(
+    cfg: Option<&Path>,
+    data: &DataArg,
+    listen: Option<String>,
+    dev: bool,
+) -> Result<ExitCode> {
+    if dev {
+        let (c, dir) = dev::dev_config(cfg, data, listen)?;
+        let code = serve(c, cfg, true);
+        // The throwaway directory goes once the server has stopped.
+        let path = dir.path().to_path_buf();
+        drop(dir);
+        if !path.exists() {
+            eprintln!("tally dev mode: removed {}", path.display());
+        }
+        return code;
+    }
+    serve(config(cfg, data, listen)?, cfg, false)
+}
+
+/// What to do next, printed at every start: where the dashboard is, how to
+/// add a user and make it an admin, where the data directory and the master
+/// key are. It never shows a secret.
+fn next_steps(config: &Config, addr: SocketAddr, cfg: Option<&Path>) -> String {
+    let data = absolute(&config.data);
+    let mut args = format!("--data {}", data.display());
+    if let Some(c) = cfg {
+        args.push_str(&format!(" --config {}", absolute(c).display()));
+    } else if config.storage != Storage::Embedded {
+        // The storage URL may carry a password: it is never printed.
+        args.push_str(" --storage URL");
+    }
+    let master = if std::env::var_os("TALLY_MASTER_KEY").is_some() {
+        "from TALLY_MASTER_KEY (no file)".to_string()
+    } else {
+        format!(
+            "{} (mode 0600; keep it secret, back it up)",
+            data.join(tally_store::MASTER_KEY_FILE).display()
+        )
+    };
+    format!(
+        "tally next steps:\n\
+         \x20 dashboard:        http://{addr}/ui\n\
+         \x20 add a user:       tally users add NAME --password-stdin {args}  (the password on standard input)\n\
+         \x20 make it an admin: tally users role NAME admin {args}\n\
+         \x20 data directory:   {}\n\
+         \x20 master key:       {master}",
+        data.display()
+    )
+}
+
+/// `p` as an absolute path (symbolic links resolved when it exists).
+fn absolute(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p)
+        .or_else(|_| std::path::absolute(p))
+        .unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// Why an address cannot be listened on, and what to do about it.
@@ -25,7 +81,7 @@ fn cannot_listen(addr: &str, what: &str, e: std::io::Error) -> anyhow::Error {
     }
 }
 
-fn serve(mut config: Config) -> Result<ExitCode> {
+fn serve(mut config: Config, cfg: Option<&Path>, dev: bool) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -73,6 +129,12 @@ fn serve(mut config: Config) -> Result<ExitCode> {
     })
     .context("cannot start the server")?;
     bar.finish();
+    // Dev mode's admin, in the data directory the server has just created.
+    let dev_password = if dev {
+        Some(dev::add_admin(&config)?)
+    } else {
+        None
+    };
     rt.block_on(async move {
         tracing::info!(
             listen = %addr,
@@ -93,6 +155,12 @@ fn serve(mut config: Config) -> Result<ExitCode> {
                 g.mode.unwrap_or_default()
             );
         }
+        if let Some(p) = &dev_password {
+            eprintln!("{}", dev::banner(p.as_str()));
+        }
+        drop(dev_password);
+        eprintln!("{}", next_steps(&config, addr, cfg));
+        // Last: tools wait for this line, and everything above is out by then.
         eprintln!(
             "tally listening on http://{addr} (data: {})",
             config.data.display()

@@ -104,24 +104,33 @@ impl Server {
         env: &[(&str, &str)],
         listen: &str,
     ) -> Server {
+        let mut args = vec![
+            "--data".as_ref(),
+            data.as_os_str(),
+            "--listen".as_ref(),
+            listen.as_ref(),
+        ];
+        if let Some(c) = config {
+            args.extend(["--config".as_ref(), c.as_os_str()]);
+        }
+        Server::serve(&args, env)
+    }
+
+    /// `tally serve ARGS` with the variables `env`, once it listens.
+    pub fn serve(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(bin());
         cmd.env_remove("TALLY_MASTER_KEY")
-            .env_remove("TALLY_STORAGE_URL");
+            .env_remove("TALLY_STORAGE_URL")
+            .env_remove("TALLY_DATA");
         for (k, v) in env {
             cmd.env(k, v);
         }
         cmd.arg("serve")
-            .arg("--data")
-            .arg(data)
-            .arg("--listen")
-            .arg(listen)
+            .args(args)
             .env("TALLY_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        if let Some(c) = config {
-            cmd.arg("--config").arg(c);
-        }
         let mut child = cmd.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
