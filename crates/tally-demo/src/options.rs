@@ -67,6 +67,20 @@ pub struct Phase {
     pub affected: Option<PathBuf>,
     /// Wall time of the attack, seconds.
     pub attack_secs: f64,
+    /// The report's own counts, from the access log: attack requests the
+    /// gate refused (blocked).
+    pub report_refused: u64,
+    /// Attack requests the gate judged invalid and let through (monitor mode).
+    pub report_allowed_monitor: u64,
+    /// Attack requests that carried forged tokens.
+    pub report_forged_requests: u64,
+    /// Member ids named by the attack's tokens that do not exist (kept out
+    /// of the affected customers).
+    pub report_ghost_members: u64,
+    /// Distinct tokens that named them.
+    pub report_ghost_tokens: u64,
+    /// Attack requests for them.
+    pub report_ghost_requests: u64,
 }
 
 /// Progress: (what, done, total).

@@ -422,6 +422,7 @@ pub async fn phase(
     let regimes = app.config.regimes.clone();
     let contacts = app.config.contacts.clone();
     let outdir = opts.out.clone();
+    let users = app.clone();
     let report = tokio::task::spawn_blocking(move || -> Result<Option<Written>, String> {
         let Some(inc) = store
             .incidents()
@@ -439,6 +440,9 @@ pub async fn phase(
             &regimes,
             &contacts,
             now,
+            // A member id the directory does not hold is evidence of
+            // minting, not an affected customer.
+            &|s| users.dir.state.user_role(s).map_or(true, |r| r.is_some()),
             &mut |_| {},
         )?;
         std::fs::create_dir_all(&outdir)
@@ -457,6 +461,12 @@ pub async fn phase(
         out.records_exposed = impact.requests_exposed;
         out.customers_exposed = impact.exposed_subjects() as u64;
         out.customers_attempted_only = impact.attempted_subjects() as u64;
+        out.report_refused = doc.affected.records_refused;
+        out.report_allowed_monitor = doc.affected.records_allowed_monitor;
+        out.report_forged_requests = doc.affected.forged_requests;
+        out.report_ghost_members = doc.affected.unknown_subjects as u64;
+        out.report_ghost_tokens = doc.affected.unknown_subject_tokens;
+        out.report_ghost_requests = doc.affected.unknown_subject_requests;
         out.deadlines = doc
             .regimes
             .iter()

@@ -58,21 +58,65 @@ fn the_demo_shows_the_breach_and_tally_stopping_it() {
         let report = std::fs::read_to_string(p["report"].as_str().unwrap()).unwrap();
         assert!(report.contains("shop-2026-1"), "the report names the key");
     }
-    // (a): every customer exposed, every invented member attempted (the shop
-    // has nothing for them). (b): only the accounts tried before the
-    // attacker's address was blocked, none exposed.
+    // (a): every customer exposed; the invented member ids are evidence of
+    // minting, not affected people, and stay out of the list. (b): only the
+    // accounts tried before the attacker's address was blocked, none exposed.
     let csv_a = std::fs::read_to_string(a["affected"].as_str().unwrap()).unwrap();
     assert_eq!(
         csv_a.lines().filter(|l| l.contains(",exposed,")).count(),
         300
     );
-    assert_eq!(
-        csv_a.lines().filter(|l| l.contains(",attempted,")).count(),
-        30
-    );
+    assert_eq!(csv_a.lines().count(), 1 + 300, "{csv_a}");
     let csv_b = std::fs::read_to_string(b["affected"].as_str().unwrap()).unwrap();
     assert!(csv_b.lines().count() >= 2, "{csv_b}");
     assert!(!csv_b.contains(",exposed,"), "{csv_b}");
+    for csv in [&csv_a, &csv_b] {
+        assert!(
+            !csv.contains("\"m9"),
+            "a member id that does not exist is listed:\n{csv}"
+        );
+    }
+    // (a)'s report says what monitor mode did: every forged request was
+    // allowed (monitor mode), none blocked, and its counts are the demo's.
+    let report_a = std::fs::read_to_string(a["report"].as_str().unwrap()).unwrap();
+    assert!(
+        report_a.contains(
+            "990 attack requests it judged invalid were allowed (monitor mode), not blocked"
+        ),
+        "{report_a}"
+    );
+    assert!(!report_a.contains("attempted (blocked)"), "{report_a}");
+    assert!(
+        report_a.contains("30 tokens named 30 member ids that do not exist (90 requests)"),
+        "{report_a}"
+    );
+    assert_eq!(a["report_allowed_monitor"], a["attack_requests"], "{a:#}");
+    assert_eq!(a["report_forged_requests"], a["attack_requests"]);
+    assert_eq!(a["report_refused"], 0);
+    assert_eq!(a["report_ghost_members"], a["ghost_tokens"]);
+    assert_eq!(a["report_ghost_tokens"], a["ghost_tokens"]);
+    assert_eq!(a["report_ghost_requests"], 90);
+    // (b)'s report: nothing allowed, the forged requests the demo counted
+    // refused as not_issued are the report's forged requests, and it refused
+    // no more than the demo sent.
+    let report_b = std::fs::read_to_string(b["report"].as_str().unwrap()).unwrap();
+    assert!(
+        !report_b.contains("were allowed (monitor mode)"),
+        "{report_b}"
+    );
+    assert_eq!(b["report_allowed_monitor"], 0, "{b:#}");
+    assert_eq!(
+        b["report_forged_requests"],
+        b["attack_refused"]["not_issued"]
+    );
+    let report_refused = b["report_refused"].as_u64().unwrap();
+    assert!(
+        report_refused >= b["report_forged_requests"].as_u64().unwrap()
+            && report_refused <= refused,
+        "{b:#}"
+    );
+    assert!(b["report_ghost_members"].as_u64().unwrap() <= 30);
+    assert_eq!(b["customers_exposed"], 0);
     let kr = b["deadlines"]
         .as_array()
         .unwrap()

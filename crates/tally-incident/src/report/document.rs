@@ -5,11 +5,11 @@
 //! The JSON, Markdown and HTML forms are all rendered from that report
 //! alone, so the three always say the same thing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::impact::{Evidence, Impact, Source, impact_of};
+use super::impact::{Evidence, Impact, Known, Source, impact_of};
 use super::model::{
     Affected, CategoryCount, DetectionRow, Entry, IncidentHead, Minute, Obligation, Report, Utc,
 };
@@ -98,18 +98,14 @@ pub fn build(
             materiality_at: inc.materiality_at.map(Utc),
         },
         generated_at: Utc(now),
-        nature: format!(
-            "Unauthorised access to customer data by an actor outside the regular issuance process. {} detection(s): {}.",
-            detections.len(),
-            detections
+        nature: super::words::nature(
+            &detections
                 .iter()
-                .map(|d| d.detection.rule.code())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect::<Vec<_>>()
-                .join(", ")
+                .map(|d| d.detection.rule)
+                .collect::<Vec<_>>(),
+            detections.len(),
         ),
-        attack_vector: vectors(&evidence, detections),
+        attack_vector: vectors(&evidence, detections, impact),
         first_malicious_use: impact.first_ms.map(|m| Utc(m.div_euclid(1000))),
         last_malicious_use: impact.last_ms.map(|m| Utc(m.div_euclid(1000))),
         awareness: Utc(inc.aware_at),
@@ -119,6 +115,12 @@ pub fn build(
             records_exposed: impact.requests_exposed,
             records_attempted: impact.requests_attempted,
             forged_requests: impact.forged_requests,
+            records_refused: impact.requests_refused,
+            records_allowed_monitor: impact.requests_allowed_monitor,
+            records_allowed_valid: impact.requests_allowed_valid,
+            unknown_subjects: impact.unknown_subjects.len(),
+            unknown_subject_tokens: impact.unknown_subject_tokens,
+            unknown_subject_requests: impact.unknown_subjects.values().sum(),
             categories: categories
                 .iter()
                 .map(|(c, (e, a))| CategoryCount {
@@ -134,7 +136,7 @@ pub fn build(
         measures_taken: timeline
             .iter()
             .filter(|t| t.kind == "action" || t.kind == "state" || t.kind == "note")
-            .map(entry)
+            .map(|t| entry(inc.id, t))
             .collect(),
         measures_proposed: proposed(detections, timeline),
         contacts: contacts.clone(),
@@ -153,7 +155,7 @@ pub fn build(
                 samples: d.detection.samples.clone(),
             })
             .collect(),
-        timeline: timeline.iter().map(entry).collect(),
+        timeline: timeline.iter().map(|t| entry(inc.id, t)).collect(),
         per_minute: impact
             .per_minute
             .iter()
@@ -165,25 +167,50 @@ pub fn build(
     }
 }
 
-fn entry(t: &TimelineEntry) -> Entry {
+fn entry(incident: i64, t: &TimelineEntry) -> Entry {
     Entry {
         at: Utc(t.at),
         by: t.actor.clone(),
         kind: t.kind.clone(),
+        text: super::words::entry_words(incident, &t.kind, &t.body),
         what: t.body.clone(),
     }
 }
 
 /// How the attacker got in: each key in the wrong hands, then the summary
-/// of each detection of another rule.
-fn vectors(evidence: &Evidence, detections: &[StoredDetection]) -> Vec<String> {
+/// of each detection of another rule. A `mass_access` summary is the
+/// detector's estimate (a sketch, over its window): the exact count of
+/// distinct accounts its actor asked for, from the access log this report
+/// scanned, follows it.
+fn vectors(evidence: &Evidence, detections: &[StoredDetection], impact: &Impact) -> Vec<String> {
     let mut vectors = Vec::new();
     for kid in &evidence.forged_kids {
         vectors.push(format!("tokens signed with key {kid} that the ledger cannot tally (the key is in the wrong hands)"));
     }
     for d in detections {
-        if d.detection.rule != Rule::ForgedToken {
-            vectors.push(d.detection.summary.clone());
+        let det = &d.detection;
+        if det.rule == Rule::ForgedToken {
+            continue;
+        }
+        let exact: Vec<String> = det
+            .actors
+            .iter()
+            .filter_map(|a| {
+                let key = format!("{} {}", a.kind.as_str(), a.value);
+                impact
+                    .subjects_by_actor
+                    .get(&key)
+                    .map(|n| format!("{key} asked for exactly {n} distinct accounts"))
+            })
+            .collect();
+        if det.rule == Rule::MassAccess && !exact.is_empty() {
+            vectors.push(format!(
+                "{} (the detector's estimate, from a sketch over its window); in the whole access log, {}",
+                det.summary,
+                exact.join("; ")
+            ));
+        } else {
+            vectors.push(det.summary.clone());
         }
     }
     vectors
@@ -250,7 +277,10 @@ fn obligations(
         .collect()
 }
 
-/// Everything the report needs, read from the stores.
+/// Everything the report needs, read from the stores. `known` says whether
+/// a subject is in the directory: the others are member ids that do not
+/// exist, reported apart from the affected customers.
+#[allow(clippy::too_many_arguments)]
 pub fn report_for(
     store: &IncidentStore,
     logs: &[Source<'_>],
@@ -258,9 +288,10 @@ pub fn report_for(
     regimes: &[Regime],
     contacts: &BTreeMap<String, String>,
     now: i64,
+    known: Known<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(Report, Impact), String> {
     let case = Case::load(store, id)?;
-    let impact = impact_of(logs, &case.detections, progress)?;
+    let impact = impact_of(logs, &case.detections, known, progress)?;
     Ok((build(&case, &impact, regimes, contacts, now), impact))
 }

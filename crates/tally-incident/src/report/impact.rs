@@ -7,7 +7,7 @@
 //! customer is `exposed` once any request for them went through, and then
 //! keeps only the categories of exposed requests.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -160,6 +160,32 @@ pub struct Impact {
     pub requests_attempted: u64,
     /// Attack requests with a forged token.
     pub forged_requests: u64,
+    /// Attack requests the gate refused (they did not go on).
+    #[serde(default)]
+    pub requests_refused: u64,
+    /// Attack requests the gate judged a refusal but let through, as monitor
+    /// mode does (exposed when the upstream answered with success).
+    #[serde(default)]
+    pub requests_allowed_monitor: u64,
+    /// Attack requests with a valid token the gate let through.
+    #[serde(default)]
+    pub requests_allowed_valid: u64,
+    /// Subjects the attack named that are not in the directory (member ids
+    /// that do not exist), with the requests for each: evidence of minting,
+    /// not affected people, so kept out of `subjects`.
+    #[serde(default)]
+    pub unknown_subjects: BTreeMap<String, u64>,
+    /// Distinct token ids that named a subject not in the directory.
+    #[serde(default)]
+    pub unknown_subject_tokens: u64,
+    /// Per client address or device a detection names: the distinct
+    /// subjects its requests in the access log asked for (exact, where a
+    /// detection gives an estimate). Keyed `ip 203.0.113.9`, `device d-1`.
+    #[serde(default)]
+    pub subjects_by_actor: BTreeMap<String, u64>,
+    /// The token ids that named them (to count each once).
+    #[serde(skip)]
+    pub unknown_tokens: HashSet<String>,
     /// First attack request (unix milliseconds).
     pub first_ms: Option<i64>,
     /// Last attack request.
@@ -202,7 +228,7 @@ impl Impact {
         out
     }
 
-    fn add(&mut self, ev: &StoredEvent) {
+    fn add(&mut self, ev: &StoredEvent, known: Known<'_>) {
         let n = ev.decisions();
         let last = ev.last_ms.unwrap_or(ev.at_ms).max(ev.at_ms);
         if ev.proves_stolen_key() {
@@ -213,6 +239,15 @@ impl Impact {
             self.requests_exposed += n;
         } else {
             self.requests_attempted += n;
+        }
+        if !ev.inquiry {
+            if !ev.passed {
+                self.requests_refused += n;
+            } else if ev.verdict != "ok" {
+                self.requests_allowed_monitor += n;
+            } else {
+                self.requests_allowed_valid += n;
+            }
         }
         self.first_ms = Some(self.first_ms.map_or(ev.at_ms, |f| f.min(ev.at_ms)));
         self.last_ms = Some(self.last_ms.map_or(last, |l| l.max(last)));
@@ -225,6 +260,19 @@ impl Impact {
         let Some(sub) = ev.subject.as_ref().filter(|s| !s.is_empty()) else {
             return;
         };
+        // A subject already counted is known; one not in the directory is
+        // counted apart (asked once per subject).
+        if !self.subjects.contains_key(sub)
+            && (self.unknown_subjects.contains_key(sub) || !known(sub.as_str()))
+        {
+            *self.unknown_subjects.entry(sub.clone()).or_default() += n;
+            if let Some(t) = ev.token_id.as_ref()
+                && self.unknown_tokens.insert(t.clone())
+            {
+                self.unknown_subject_tokens += 1;
+            }
+            return;
+        }
         let s = self
             .subjects
             .entry(sub.clone())
@@ -259,6 +307,16 @@ impl Impact {
 /// An access log to read, and how the report names it.
 pub type Source<'a> = (String, &'a AccessLog);
 
+/// Whether a subject is in the directory (a user the state store knows).
+/// A subject it denies is a member id that does not exist: counted apart,
+/// never as an affected customer.
+pub type Known<'a> = &'a dyn Fn(&str) -> bool;
+
+/// Every subject is known (when there is no directory to ask).
+pub fn all_known(_: &str) -> bool {
+    true
+}
+
 /// Scans the access logs in `[from_ms, until_ms)` for events `select` keeps.
 /// In a fleet each node keeps its own log: give every node's to count every
 /// affected customer.
@@ -267,11 +325,12 @@ pub fn scan(
     from_ms: i64,
     until_ms: i64,
     select: &mut dyn FnMut(&StoredEvent) -> bool,
+    known: Known<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Impact, String> {
     let mut impact = Impact::default();
     for (name, log) in logs {
-        scan_into(&mut impact, log, from_ms, until_ms, select, progress)?;
+        scan_into(&mut impact, log, from_ms, until_ms, select, known, progress)?;
         impact.sources.push(name.clone());
     }
     Ok(impact)
@@ -283,6 +342,7 @@ fn scan_into(
     from_ms: i64,
     until_ms: i64,
     select: &mut dyn FnMut(&StoredEvent) -> bool,
+    known: Known<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), String> {
     let mut bad = 0u64;
@@ -292,7 +352,7 @@ fn scan_into(
             match serde_json::from_slice::<StoredEvent>(body) {
                 Ok(ev) => {
                     if select(&ev) {
-                        impact.add(&ev);
+                        impact.add(&ev, known);
                     }
                 }
                 Err(_) => bad += 1,
@@ -315,17 +375,91 @@ fn scan_into(
 }
 
 /// The impact of an incident: the whole retained logs, attack events only.
+/// Subjects `known` denies are counted apart ([`Impact::unknown_subjects`]).
 pub fn impact_of(
     logs: &[Source<'_>],
     detections: &[StoredDetection],
+    known: Known<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Impact, String> {
     let evidence = Evidence::of(detections);
-    scan(
+    // The distinct subjects each client address or device a detection names
+    // asked for, exactly (a detection's own count is a sketch's estimate).
+    let mut by_actor: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut impact = scan(
         logs,
         i64::MIN,
         i64::MAX,
-        &mut |ev| evidence.matches(ev),
+        &mut |ev| {
+            if !evidence.matches(ev) {
+                return false;
+            }
+            if let Some(sub) = ev.subject.as_ref().filter(|s| !s.is_empty()) {
+                for (kind, v) in [
+                    (ActorKind::Ip, &ev.client_ip),
+                    (ActorKind::Device, &ev.device),
+                ] {
+                    if let Some(v) = v
+                        && evidence.actors.contains(&(kind, v.clone()))
+                    {
+                        by_actor
+                            .entry(format!("{} {v}", kind.as_str()))
+                            .or_default()
+                            .insert(sub.clone());
+                    }
+                }
+            }
+            true
+        },
+        known,
         progress,
-    )
+    )?;
+    impact.subjects_by_actor = by_actor
+        .into_iter()
+        .map(|(k, v)| (k, v.len() as u64))
+        .collect();
+    Ok(impact)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(v: serde_json::Value) -> StoredEvent {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn monitor_mode_refusals_let_through_are_allowed_not_blocked() {
+        let mut i = Impact::default();
+        let known = |s: &str| s.starts_with("cust-");
+        // Monitor mode: judged not_issued, let through, the shop answered.
+        i.add(
+            &ev(serde_json::json!({"at_ms": 1000, "subject": "cust-1", "route": "/p/", "verdict": "not_issued", "passed": true, "upstream_status": 200, "token_id": "f-1"})),
+            &known,
+        );
+        // Monitor mode for a member id that does not exist: the shop has nothing.
+        i.add(
+            &ev(serde_json::json!({"at_ms": 2000, "subject": "m9000001", "route": "/p/", "verdict": "not_issued", "passed": true, "upstream_status": 404, "token_id": "f-2"})),
+            &known,
+        );
+        i.add(
+            &ev(serde_json::json!({"at_ms": 2500, "subject": "m9000001", "route": "/o/", "verdict": "not_issued", "passed": true, "upstream_status": 404, "token_id": "f-2"})),
+            &known,
+        );
+        // Enforce mode: refused, in an aggregate row of three.
+        i.add(
+            &ev(serde_json::json!({"at_ms": 3000, "subject": "cust-2", "route": "/p/", "verdict": "blocked", "passed": false, "count": 3})),
+            &known,
+        );
+        assert_eq!(i.requests_allowed_monitor, 3);
+        assert_eq!(i.requests_refused, 3);
+        assert_eq!(i.requests_allowed_valid, 0);
+        assert_eq!((i.requests_exposed, i.requests_attempted), (1, 5));
+        // The member id that does not exist is not an affected customer.
+        assert_eq!(i.subjects.keys().collect::<Vec<_>>(), ["cust-1", "cust-2"]);
+        assert_eq!(i.unknown_subjects, BTreeMap::from([("m9000001".into(), 2)]));
+        assert_eq!(i.unknown_subject_tokens, 1);
+        assert_eq!((i.exposed_subjects(), i.attempted_subjects()), (1, 1));
+    }
 }

@@ -106,6 +106,21 @@ pub struct Affected {
     pub records_attempted: u64,
     /// Attack requests with a forged token.
     pub forged_requests: u64,
+    /// Attack requests the gate refused (blocked).
+    pub records_refused: u64,
+    /// Attack requests the gate judged a refusal but let through (allowed
+    /// in monitor mode).
+    pub records_allowed_monitor: u64,
+    /// Attack requests with a valid token that the gate let through (a
+    /// stolen or replayed token, a scraper's own session).
+    pub records_allowed_valid: u64,
+    /// Member ids the attack's tokens named that are not in the directory:
+    /// evidence of minting, not affected people (not in the counts above).
+    pub unknown_subjects: usize,
+    /// Distinct tokens that named them.
+    pub unknown_subject_tokens: u64,
+    /// Attack requests for them.
+    pub unknown_subject_requests: u64,
     /// Per data category.
     pub categories: Vec<CategoryCount>,
     /// Access events examined.
@@ -136,6 +151,8 @@ pub struct Entry {
     pub kind: String,
     /// Details, as stored.
     pub what: Value,
+    /// The details in words.
+    pub text: String,
 }
 
 impl Entry {
@@ -156,7 +173,7 @@ fn text(v: &Value) -> String {
     }
 }
 
-/// Proposed containment for people (compact JSON, as the API takes it).
+/// Proposed containment as the API takes it (compact JSON).
 pub fn containment_text(c: &Containment) -> String {
     serde_json::to_string(c).unwrap_or_default()
 }

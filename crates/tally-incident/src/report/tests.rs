@@ -197,9 +197,11 @@ fn json_keeps_the_keys_and_types_of_the_report_document() {
             "subjects_exposed": 0, "subjects_attempted_only": 0, "records_exposed": 0, "records_attempted": 0,
             "forged_requests": 0, "categories": [{"category": "", "subjects_exposed": 0, "subjects_attempted_only": 0}],
             "events_scanned": 0, "access_logs": [""],
+            "records_refused": 0, "records_allowed_monitor": 0, "records_allowed_valid": 0,
+            "unknown_subjects": 0, "unknown_subject_tokens": 0, "unknown_subject_requests": 0,
         },
         "likely_consequences": [""],
-        "measures_taken": [{"at": "", "by": "", "kind": "", "what": {"action": {"action": "", "kid": ""}, "detail": null, "ok": true, "rule": ""}}],
+        "measures_taken": [{"at": "", "by": "", "kind": "", "what": {"action": {"action": "", "kid": ""}, "detail": null, "ok": true, "rule": ""}, "text": ""}],
         "measures_proposed": [{"action": "", "actor": {"kind": "", "value": ""}}],
         "contacts": {"dpo": ""},
         "regimes": [{
@@ -210,7 +212,7 @@ fn json_keeps_the_keys_and_types_of_the_report_document() {
             "id": 0, "rule": "", "severity": "", "first_seen": "", "last_seen": "", "count": 0, "summary": "",
             "actors": [{"kind": "", "value": ""}], "samples": [{"route": ""}],
         }],
-        "timeline": [{"at": "", "by": "", "kind": "", "what": {"title": ""}}],
+        "timeline": [{"at": "", "by": "", "kind": "", "what": {"title": ""}, "text": ""}],
         "per_minute": [{"minute": "", "by_verdict": {"not_issued": 0, "ok": 0}}],
     });
     assert_eq!(shape(&r), expected);
@@ -300,14 +302,17 @@ fn html_keeps_every_fact_of_the_report() {
         "<tr><td>email</td><td>1</td><td>0</td></tr>",
         "1234 access events examined (access logs: access.db, node-2 | access.db); 6 requests carried forged tokens.",
         "<h2>Likely consequences</h2>",
-        "<li>2026-01-01 00:00:50Z — note (admin:ann): called cust-1</li>",
-        "<li>{&#34;action&#34;:&#34;revoke_subject&#34;,&#34;subject&#34;:&#34;cust-1&#34;}</li>",
+        "<li>2026-01-01 00:00:50Z — admin:ann: called cust-1</li>",
+        "<li>revoke every live token of subject cust-1</li>",
+        "<li>block ip 203.0.113.99 at the gate</li>",
         "<li>dpo: dpo@shop.example</li>",
         "<h3>KR Network Act (MSIT/KISA) — MSIT / KISA</h3>",
         "due <strong>2026-01-02 00:00:30Z</strong> (22h 0m). Status: met.",
         "<li>Nature of the personal data breach</li>",
         "<tr><td>1</td><td>forged_token</td><td>critical</td><td>2026-01-01 00:01:00Z</td><td>2026-01-01 00:10:00Z</td><td>4</td><td>forged token signed with k1</td></tr>",
-        "<li>2026-01-01 00:00:40Z — action by tally: ",
+        "<li>2026-01-01 00:00:40Z — tally: declared key k1 compromised (incident 7, forged_token)</li>",
+        "<li>2026-01-01 00:00:00Z — tally: incident 7 opened</li>",
+        "<tr><td>refused (blocked)</td><td>0</td></tr>",
     ] {
         assert!(
             page.contains(needle),
@@ -391,4 +396,78 @@ fn chart_escapes_verdicts_and_marks_exposed_requests() {
     assert!(svg.contains(">ok (exposed)</text>"), "{svg}");
     assert!(svg.contains(">3 / min</text>"), "{svg}");
     assert!(chart_svg(&[]).contains("No attack requests in the access log."));
+}
+
+#[test]
+fn monitor_mode_and_member_ids_that_do_not_exist_are_said_in_words() {
+    let (case, mut impact) = case("Forged tokens signed with k1", "cust-1");
+    impact.requests_allowed_monitor = 8;
+    impact.unknown_subjects = BTreeMap::from([("m9000001".into(), 3), ("m9000002".into(), 3)]);
+    impact.unknown_subject_tokens = 2;
+    let r = build(&case, &impact, &[], &BTreeMap::new(), T0);
+    let v = serde_json::to_value(&r).unwrap();
+    assert_eq!(v["affected"]["unknown_subjects"], 2);
+    assert_eq!(v["affected"]["unknown_subject_requests"], 6);
+    assert_eq!(v["affected"]["records_allowed_monitor"], 8);
+    let md = markdown(&r);
+    for needle in [
+        "| allowed (monitor mode): judged invalid, let through | 8 |",
+        "8 attack requests it judged invalid were allowed (monitor mode), not blocked",
+        "2 tokens named 2 member ids that do not exist (6 requests): evidence of minting, not affected people.",
+        "- 2026-01-01 00:00:40Z — tally: declared key k1 compromised (incident 7, forged\\_token)",
+    ] {
+        assert!(md.contains(needle), "Markdown lacks {needle:?}:\n{md}");
+    }
+    assert!(!md.contains("attempted (blocked)"), "{md}");
+    assert!(
+        !md.contains("{\""),
+        "no JSON in the report's sentences:\n{md}"
+    );
+    let page = html(&r);
+    assert!(
+        page.contains("were allowed (monitor mode), not blocked"),
+        "{page}"
+    );
+}
+
+#[test]
+fn each_rule_has_its_own_nature_of_the_breach() {
+    let (mut case, _) = case("Refresh token reused", "cust-1");
+    case.detections = vec![detection(
+        1,
+        Rule::RefreshReuse,
+        "refresh token reused",
+        vec![],
+        vec![],
+    )];
+    let r = build(&case, &Impact::default(), &[], &BTreeMap::new(), T0);
+    assert!(
+        r.nature
+            .starts_with("A refresh token that had already been spent was presented again"),
+        "{}",
+        r.nature
+    );
+    assert!(
+        r.nature.ends_with("1 detection(s): refresh_reuse."),
+        "{}",
+        r.nature
+    );
+    let texts: BTreeSet<&str> = Rule::ALL
+        .iter()
+        .map(|r| super::words::rule_nature(*r))
+        .collect();
+    assert_eq!(texts.len(), Rule::ALL.len());
+}
+
+#[test]
+fn a_mass_access_estimate_is_followed_by_the_exact_count() {
+    let (mut case, mut impact) = case("Scrape", "cust-1");
+    case.detections[1].detection.summary =
+        "ip 203.0.113.99 touched about 101 distinct accounts in 1m".into();
+    impact.subjects_by_actor = BTreeMap::from([("ip 203.0.113.99".into(), 330)]);
+    let r = build(&case, &impact, &[], &BTreeMap::new(), T0);
+    assert_eq!(
+        r.attack_vector[1],
+        "ip 203.0.113.99 touched about 101 distinct accounts in 1m (the detector's estimate, from a sketch over its window); in the whole access log, ip 203.0.113.99 asked for exactly 330 distinct accounts"
+    );
 }

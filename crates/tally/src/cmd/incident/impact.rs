@@ -63,6 +63,14 @@ fn sources(logs: &[(String, AccessLog)]) -> Vec<Source<'_>> {
     logs.iter().map(|(name, log)| (name.clone(), log)).collect()
 }
 
+/// Whether `subject` is a user of this data directory (a member id that
+/// does not exist is evidence of minting, not an affected customer). When
+/// the state store cannot say, the subject counts as known: it stays in the
+/// affected list rather than be left out.
+fn known(o: &Opened, subject: &str) -> bool {
+    o.dir.state.user_role(subject).map_or(true, |r| r.is_some())
+}
+
 /// The affected customers of `impact` as `json` or CSV.
 fn affected_text(impact: &Impact, format: &str) -> String {
     if format == "json" {
@@ -97,6 +105,7 @@ pub(super) fn report(
             &o.c.regimes,
             &o.c.contacts,
             o.now,
+            &|s| known(o, s),
             p,
         )
     })
@@ -140,7 +149,7 @@ pub(super) fn affected(
     }
     let dets = o.store.detections(id).map_err(coded).with_context(read)?;
     let impact = with_progress("affected", &logs, |p| {
-        tally_incident::report::impact_of(&named, &dets, p)
+        tally_incident::report::impact_of(&named, &dets, &|s| known(o, s), p)
     })
     .map_err(anyhow::Error::msg)
     .with_context(|| format!("cannot read the access logs for incident {id}"))?;
@@ -152,6 +161,13 @@ pub(super) fn affected(
         impact.exposed_subjects(),
         impact.attempted_subjects()
     );
+    if !impact.unknown_subjects.is_empty() {
+        eprintln!(
+            "{} token(s) named {} member id(s) that do not exist: evidence of minting, not affected people (not listed)",
+            impact.unknown_subject_tokens,
+            impact.unknown_subjects.len()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -192,8 +208,17 @@ pub(super) fn scan(
             .as_ref()
             .is_some_and(|jti| !tallied.contains(jti))
     };
+    // A forensic scan lists every subject the tokens named, in the directory
+    // or not.
     let impact = with_progress("scan", &logs, |p| {
-        tally_incident::report::scan(&named, since_ms, i64::MAX, &mut select, p)
+        tally_incident::report::scan(
+            &named,
+            since_ms,
+            i64::MAX,
+            &mut select,
+            &tally_incident::report::all_known,
+            p,
+        )
     })
     .map_err(anyhow::Error::msg)
     .with_context(|| format!("cannot scan the access logs for tokens of key {kid}"))?;
