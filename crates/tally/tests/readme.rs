@@ -55,7 +55,10 @@ fn the_using_it_commands_work_as_written() {
         "too few runnable commands found: {commands:?}"
     );
 
-    eprintln!("README commands run as written:\n  {}", commands.join("\n  "));
+    eprintln!(
+        "README commands run as written:\n  {}",
+        commands.join("\n  ")
+    );
     let tmp = TempDir::new("readme");
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
