@@ -604,6 +604,22 @@ fn a_scrape_spread_over_three_nodes_is_counted_as_one() {
         &["users", "add", "member", "--password-stdin"],
         Some("correct horse 42\n"),
     );
+    // The shop's customers are members: the report lists the affected ones
+    // (tokens for member ids that do not exist are reported apart, as
+    // evidence of minting).
+    for i in 0..36 {
+        admin(
+            data_a,
+            cfg_a,
+            &[
+                "users",
+                "add",
+                &format!("customer-{i:05}"),
+                "--password-stdin",
+            ],
+            Some("customer password 42\n"),
+        );
+    }
     for s in &servers {
         eventually("every node knows the new key", || {
             kid_of(&login(s, "member", "correct horse 42")) == "insider-copy"
