@@ -6,15 +6,17 @@
 //! Counters are named here without `_total`: the encoder appends it.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeMetric, prometheus_text,
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet, prometheus_text,
 };
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use tally_core::verdict::Verdict;
 
@@ -25,6 +27,55 @@ pub(crate) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 const LATENCY_BUCKETS: [f64; 12] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
 ];
+
+/// `tally_gate_decision_seconds`: decision latencies counted in fixed
+/// buckets with atomics, so that the gate's hot path takes no lock (the
+/// library's own histogram locks on every observation); the library encodes
+/// it. The count is the buckets' total, so the two always agree.
+#[derive(Clone, Debug, Default)]
+struct Latency(Arc<LatencyCounts>);
+
+#[derive(Debug, Default)]
+struct LatencyCounts {
+    /// Per bucket of [`LATENCY_BUCKETS`], then one above every bound (`+Inf`).
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Latency {
+    fn observe(&self, elapsed: std::time::Duration) {
+        let secs = elapsed.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|bound| secs <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.0.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.0.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for Latency {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Latency {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.0.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.0.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
 
 /// `tally_gate_decisions_total`'s labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,7 +97,7 @@ pub struct Metrics {
     /// [`Verdict::ALL`] order (each shares its value with the family's).
     verdicts: [Counter; Verdict::ALL.len()],
     by_route: Family<RouteLabels, Counter>,
-    latency: Histogram,
+    latency: Latency,
     issued: Counter,
     login_failures: Counter,
     refresh_reuse: Counter,
@@ -61,7 +112,7 @@ impl Default for Metrics {
         let verdicts = Verdict::ALL
             .map(|v| decisions.get_or_create_owned(&VerdictLabels { verdict: v.code() }));
         let by_route = Family::<RouteLabels, Counter>::default();
-        let latency = Histogram::new(LATENCY_BUCKETS);
+        let latency = Latency::default();
         let [
             issued,
             login_failures,
@@ -133,7 +184,7 @@ impl Metrics {
 
     /// Records how long one gate decision took.
     pub fn decision_latency(&self, elapsed: std::time::Duration) {
-        self.latency.observe(elapsed.as_secs_f64());
+        self.latency.observe(elapsed);
     }
 
     /// Counts one proxied decision on `route` (a configured prefix, so the
