@@ -5,7 +5,6 @@
 use serde::Serialize;
 use tally_core::flood::Aggregate;
 use tally_core::verdict::Verdict;
-use tally_store::clock::now_ms;
 
 /// One decision, as investigators will read it.
 #[derive(Clone, Debug, Serialize)]
@@ -138,19 +137,43 @@ pub fn bounded(s: &str, max: usize) -> String {
     format!("{}…[+{} bytes, sha256 {tag}]", &s[..end], s.len() - end)
 }
 
-/// Builds an event from a decision.
-#[allow(clippy::too_many_arguments)]
+/// The request a decision was made for, as the access log keeps it.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// When it arrived, in Unix milliseconds: the instant every other fact
+    /// about it (the decision, its log line, the detector) uses.
+    pub at_ms: i64,
+    /// Client address.
+    pub client_ip: Option<std::net::IpAddr>,
+    /// Device id.
+    pub device: Option<&'a str>,
+    /// Route (proxy prefix), or the endpoint's name.
+    pub route: &'a str,
+    /// HTTP method.
+    pub method: &'a str,
+    /// Path (normalised, when it could be).
+    pub path: &'a str,
+    /// Data categories the route returns.
+    pub data: &'a [String],
+}
+
+/// Builds an event from a decision about `request`; `passed` says whether
+/// the request went on, `latency` how long deciding took.
 pub fn event(
     decision: &tally_core::gate::Decision,
-    client_ip: Option<std::net::IpAddr>,
-    device: Option<&str>,
-    route: &str,
-    method: &str,
-    path: &str,
-    data: &[String],
+    request: &Request<'_>,
     passed: bool,
     latency: std::time::Duration,
 ) -> AccessEvent {
+    let Request {
+        at_ms,
+        client_ip,
+        device,
+        route,
+        method,
+        path,
+        data,
+    } = *request;
     let field = |s: Option<&str>| s.map(|s| bounded(s, limits::FIELD));
     let (verdict, subject, token_id, kid) = match decision {
         Ok(t) => (
@@ -167,7 +190,7 @@ pub fn event(
         ),
     };
     AccessEvent {
-        at_ms: now_ms(),
+        at_ms,
         client_ip: client_ip.map(|i| i.to_string()),
         device: field(device),
         subject,

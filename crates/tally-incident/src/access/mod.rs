@@ -7,6 +7,6 @@ mod event;
 mod log;
 mod writer;
 
-pub use event::{AccessEvent, bounded, event, limits};
+pub use event::{AccessEvent, Request, bounded, event, limits};
 pub use log::{AccessError, AccessLog, AccessReport, Hold};
 pub use writer::{AccessEvents, FOLD_BYTES, QUEUE_BUDGET_BYTES};

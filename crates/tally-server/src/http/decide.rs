@@ -338,19 +338,21 @@ pub(super) fn book(
     inquiry: bool,
 ) -> Verdict {
     if let Some(events) = app.access_events.get() {
-        let mut e = tally_incident::access::event(
-            decision,
-            facts.client,
-            facts.device,
+        let request = tally_incident::access::Request {
+            at_ms: facts.at_ms,
+            client_ip: facts.client,
+            device: facts.device,
             route,
             method,
             path,
-            &[],
+            data: &[],
+        };
+        let mut e = tally_incident::access::event(
+            decision,
+            &request,
             decision.is_ok(),
             facts.started.elapsed(),
         );
-        // The instant the request arrived, as every other fact about it.
-        e.at_ms = facts.at_ms;
         e.inquiry = inquiry;
         events.record(e);
     }

@@ -222,20 +222,21 @@ pub(super) async fn handle(State(proxy): State<Arc<Proxy>>, req: Request) -> Res
                 .unwrap_or(&proxy.app.config.audience),
         );
         proxy.app.metrics.decision_latency(facts.started.elapsed());
-        let mut event = tally_incident::access::event(
+        let request = tally_incident::access::Request {
+            at_ms: facts.at_ms,
+            client_ip: client,
+            device: facts.device,
+            route: &route.prefix,
+            method: parts.method.as_str(),
+            path: target.as_str(),
+            data: &route.data,
+        };
+        pending.event = Some(tally_incident::access::event(
             &decision,
-            client,
-            facts.device,
-            &route.prefix,
-            parts.method.as_str(),
-            target.as_str(),
-            &route.data,
+            &request,
             decision.is_ok() || mode == GateMode::Monitor,
             facts.started.elapsed(),
-        );
-        // The instant the request arrived, as every other fact about it.
-        event.at_ms = facts.at_ms;
-        pending.event = Some(event);
+        ));
         let verdict = match &decision {
             Ok(_) => Verdict::Ok,
             Err(r) => r.verdict(),
