@@ -4,7 +4,7 @@
 //! started the way the section says (`tally serve` in a fresh folder, data in
 //! `./tally-data`), in the order the section gives them, and must succeed.
 //! Only the address differs: the server listens on a free port instead of
-//! 8080.
+//! 8080; and `curl` runs with `--fail`, so an error status fails the test.
 
 mod support;
 
@@ -83,7 +83,11 @@ fn the_using_it_commands_work_as_written() {
 
     let mut failed = Vec::new();
     for c in &commands {
-        let shell = c.replace("localhost:8080", &format!("127.0.0.1:{port}"));
+        // curl exits 0 on an error status unless told otherwise: a login
+        // refused with 401 must fail the walkthrough too.
+        let shell = c
+            .replace("localhost:8080", &format!("127.0.0.1:{port}"))
+            .replacen("curl ", "curl --fail --show-error ", 1);
         let out = Command::new("sh")
             .args(["-c", &format!("set -e; {shell}")])
             .current_dir(tmp.path())

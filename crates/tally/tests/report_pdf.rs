@@ -29,8 +29,8 @@ fn the_report_prints_to_a_pdf_whose_first_page_renders() {
         skip("chromium is not installed (apt-get install chromium)");
         return;
     }
-    if !have("pdftoppm", "-v") {
-        skip("pdftoppm is not installed (apt-get install poppler-utils)");
+    if !have("pdftoppm", "-v") || !have("pdftotext", "-v") {
+        skip("pdftoppm or pdftotext is not installed (apt-get install poppler-utils)");
         return;
     }
     let tmp = TempDir::new("report-pdf");
@@ -76,12 +76,11 @@ fn the_report_prints_to_a_pdf_whose_first_page_renders() {
     assert!(image.starts_with(b"\x89PNG"), "not a PNG");
     assert!(image.len() > 2_000, "{} bytes: a blank page?", image.len());
 
-    // The PDF's text holds the report's title (pdftotext, also poppler).
-    if have("pdftotext", "-v") {
-        let text = Command::new("pdftotext").args([p, "-"]).output().unwrap();
-        let text = String::from_utf8_lossy(&text.stdout);
-        assert!(text.contains("insider-v1"), "{text}");
-    }
+    // The PDF's text holds the report's title and its figures.
+    let text = Command::new("pdftotext").args([p, "-"]).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("Incident 1"), "{text}");
+    assert!(text.contains("insider-v1"), "{text}");
 }
 
 #[test]
