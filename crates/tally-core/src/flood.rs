@@ -36,6 +36,7 @@
 //!     device: None,
 //!     verdict: "missing",
 //!     token_id: None,
+//!     examined: None,
 //! };
 //! let got: Vec<Admission> = (0..5)
 //!     .map(|_| account.admit(&key, 200, true, 1_000, Default::default))
@@ -48,6 +49,8 @@
 //! ```
 
 use std::collections::HashMap;
+
+use crate::gate::Examined;
 
 /// The limits of the account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +95,11 @@ pub struct RefusalKey<'a> {
     /// The token's id, when the token was identified (a signature verified):
     /// distinct tokens stay distinct.
     pub token_id: Option<&'a str>,
+    /// For a refusal made before its token decided anything (containment):
+    /// what the token alone got ([`Examined`]). Refusals whose tokens got
+    /// different verdicts are never counted together, even per verdict, so
+    /// the log can tell exactly how many carried forged tokens.
+    pub examined: Option<Examined>,
 }
 
 /// What to do with one refusal.
@@ -136,6 +144,8 @@ pub struct Aggregate {
     pub verdict: &'static str,
     /// Token id.
     pub token_id: Option<String>,
+    /// What their tokens alone got (see [`RefusalKey::examined`]).
+    pub examined: Option<Examined>,
     /// Whether these requests went on (see [`RefusalKey::passed`]).
     pub passed: bool,
     /// How many refusals it stands for.
@@ -165,7 +175,11 @@ type OwnedKey = (
     Option<String>,
     &'static str,
     Option<String>,
+    Option<Examined>,
 );
+
+/// The key of a per-verdict (overflow) aggregate.
+type VerdictKey = (bool, &'static str, Option<Examined>);
 
 /// Why the budget bit (see [`FloodAccount::bites`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -184,7 +198,7 @@ pub struct FloodAccount {
     policy: FloodPolicy,
     second: i64,
     keys: HashMap<OwnedKey, Entry>,
-    overflow: HashMap<(bool, &'static str), Entry>,
+    overflow: HashMap<VerdictKey, Entry>,
     closed: Vec<Aggregate>,
     bucket: u64,
     refilled_ms: i64,
@@ -249,7 +263,7 @@ impl FloodAccount {
     }
 
     fn close_all(&mut self) {
-        for ((passed, ip, device, verdict, token_id), e) in self.keys.drain() {
+        for ((passed, ip, device, verdict, token_id, examined), e) in self.keys.drain() {
             if e.count > 0 {
                 let device = device.or_else(|| e.sample.as_ref().and_then(|s| s.device.clone()));
                 self.closed.push(Aggregate {
@@ -257,6 +271,7 @@ impl FloodAccount {
                     device,
                     verdict,
                     token_id,
+                    examined,
                     passed,
                     count: e.count,
                     first_ms: e.first_ms,
@@ -266,12 +281,13 @@ impl FloodAccount {
                 });
             }
         }
-        for ((passed, verdict), e) in self.overflow.drain() {
+        for ((passed, verdict, examined), e) in self.overflow.drain() {
             self.closed.push(Aggregate {
                 client_ip: None,
                 device: None,
                 verdict,
                 token_id: None,
+                examined,
                 passed,
                 count: e.count,
                 first_ms: e.first_ms,
@@ -303,6 +319,7 @@ impl FloodAccount {
             key.device.map(str::to_string),
             key.verdict,
             key.token_id.map(str::to_string),
+            key.examined,
         );
         let samples = self.policy.samples_per_key;
         let fresh = Entry {
@@ -329,7 +346,7 @@ impl FloodAccount {
                 *bite += 1;
                 let e = self
                     .overflow
-                    .entry((key.passed, key.verdict))
+                    .entry((key.passed, key.verdict, key.examined))
                     .or_insert(fresh);
                 e.count += 1;
                 e.last_ms = e.last_ms.max(now_ms);
@@ -401,6 +418,7 @@ mod tests {
             device: None,
             verdict,
             token_id: None,
+            examined: None,
         }
     }
 
@@ -435,6 +453,50 @@ mod tests {
     }
 
     #[test]
+    fn refusals_whose_tokens_got_different_verdicts_are_never_counted_together() {
+        use crate::gate::Examined;
+        use crate::verdict::Verdict;
+        // A key table of one: every refusal after the first overflows into
+        // per-verdict aggregates, which must still tell forged tokens from
+        // the rest.
+        let mut a = FloodAccount::new(FloodPolicy {
+            max_keys: 1,
+            ..FloodPolicy::default()
+        });
+        let forged = Examined {
+            verdict: Verdict::NotIssued,
+            detail: None,
+        };
+        let issued = Examined {
+            verdict: Verdict::Ok,
+            detail: None,
+        };
+        let mut full = 0;
+        for i in 0..300u32 {
+            let ip = format!("203.0.113.{}", i % 200);
+            let k = RefusalKey {
+                examined: Some(if i % 3 == 0 { issued } else { forged }),
+                ..key(&ip, "blocked_actor")
+            };
+            if a.admit(&k, 100, true, 7_000, Sample::default) == Admission::Full {
+                full += 1;
+            }
+        }
+        let aggs = a.take_all();
+        assert_eq!(accounted(full, &aggs), 300);
+        let count = |e: Examined| {
+            aggs.iter()
+                .filter(|g| g.examined == Some(e))
+                .map(|g| g.count)
+                .sum::<u64>()
+        };
+        assert_eq!(full, 1, "the first refusal (an issued token) is a row");
+        assert_eq!(count(issued), 99);
+        assert_eq!(count(forged), 200);
+        assert!(aggs.iter().all(|g| g.overflow));
+    }
+
+    #[test]
     fn every_refusal_is_accounted_for_whatever_the_mix() {
         let policy = FloodPolicy {
             samples_per_key: 3,
@@ -461,6 +523,7 @@ mod tests {
                 device: None,
                 verdict: verdicts[(x >> 20) as usize % 4],
                 token_id: tid.as_deref(),
+                examined: None,
             };
             let now = 1_000_000 + i / 7;
             if a.admit(
@@ -520,6 +583,7 @@ mod tests {
             device: None,
             verdict: "ok",
             token_id: Some("t-alice"),
+            examined: None,
         };
         for now in 1_000..1_010 {
             let sample = || Sample {

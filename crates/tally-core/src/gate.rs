@@ -47,9 +47,16 @@ pub fn proves_stolen_key(verdict: &str, detail: Option<&str>) -> bool {
 }
 
 impl Refusal {
-    /// [`proves_stolen_key`] for this refusal.
+    /// [`proves_stolen_key`] for this refusal's own verdict.
     pub fn proves_stolen_key(&self) -> bool {
         proves_stolen_key(self.verdict.code(), self.detail)
+    }
+
+    /// Whether the request carried a token that proves a stolen key, whether
+    /// the token itself was refused for it or the request was refused for
+    /// another reason first and its token examined ([`Refusal::examined`]).
+    pub fn carried_forgery(&self) -> bool {
+        self.proves_stolen_key() || self.examined.is_some_and(|e| e.proves_stolen_key())
     }
 }
 
@@ -144,6 +151,56 @@ pub struct Refusal {
     pub subject: Option<String>,
     /// `jti`, only when the signature verified.
     pub token_id: Option<String>,
+    /// For a request refused before its token decided anything (a blocked
+    /// client address or device): what the token alone got when it was
+    /// examined for the record, so that a forged token is counted as one
+    /// however the request was refused.
+    pub examined: Option<Examined>,
+}
+
+/// What a token alone got, when the request carrying it was refused for
+/// another reason first (see [`Refusal::examined`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Examined {
+    /// The token's verdict ([`Verdict::Ok`] for a token the ledger tallies).
+    pub verdict: Verdict,
+    /// Its refusal's detail, if any.
+    pub detail: Option<&'static str>,
+}
+
+impl serde::Serialize for Examined {
+    /// `{"verdict": "<code>", "detail": "…"}` (detail only when there is one).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("verdict", self.verdict.code())?;
+        if let Some(d) = self.detail {
+            m.serialize_entry("detail", d)?;
+        }
+        m.end()
+    }
+}
+
+impl Examined {
+    /// What `decision` says of its token.
+    pub fn of(decision: &Decision) -> Examined {
+        match decision {
+            Ok(_) => Examined {
+                verdict: Verdict::Ok,
+                detail: None,
+            },
+            Err(r) => Examined {
+                verdict: r.verdict,
+                detail: r.detail,
+            },
+        }
+    }
+
+    /// Whether the token proves a signing key is in the wrong hands
+    /// ([`proves_stolen_key`]).
+    pub fn proves_stolen_key(&self) -> bool {
+        proves_stolen_key(self.verdict.code(), self.detail)
+    }
 }
 
 impl Refusal {
@@ -161,6 +218,7 @@ impl Refusal {
             kid: None,
             subject: None,
             token_id: None,
+            examined: None,
         }
     }
 

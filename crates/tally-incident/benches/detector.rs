@@ -107,6 +107,7 @@ fn main() {
                 route: "/profile/",
                 verdict: "ok",
                 detail: None,
+                examined: None,
                 inquiry: false,
             };
             findings += d.observe(&o).len();

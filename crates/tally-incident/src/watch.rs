@@ -224,6 +224,7 @@ impl Watch {
                 route: &e.route,
                 verdict: e.verdict,
                 detail: e.detail,
+                examined: e.examined,
                 inquiry: e.inquiry,
             })
             .collect();

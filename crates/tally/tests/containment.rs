@@ -389,3 +389,140 @@ fn admin_api_manages_blocks_and_holds() {
         (403, "forbidden".into())
     );
 }
+
+/// A request refused by containment still has its token accounted for: the
+/// gate examines it for the record (within a budget for all blocked
+/// clients), so the access log, the detector and the incident report count
+/// a forged token from a blocked address as forged, and a genuine one as
+/// genuine; beyond the budget the token is recorded as not examined.
+#[test]
+fn tokens_refused_by_containment_are_examined_for_the_record() {
+    use serde_json::{Value, json};
+
+    let tmp = TempDir::new("blocked-tokens");
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let cfg = tmp.path().join("tally.toml");
+    // Two examinations of unknown tokens at once, and none more.
+    std::fs::write(
+        &cfg,
+        "trusted_proxies = [\"127.0.0.1\"]\nblocked_examine_per_sec = 0\nblocked_examine_burst = 2\n",
+    )
+    .unwrap();
+    init(d);
+    let insider = import_insider_key(tmp.path(), d, "k1");
+    add_user(d, "alice", "pw-a");
+    let server = Server::start(&data, Some(&cfg));
+    let alice = login(&server, "alice", "pw-a");
+    let forge = |jti: &str, sub: &str| {
+        let mut claims = payload(&alice);
+        claims["jti"] = json!(jti);
+        claims["sub"] = json!(sub);
+        jws(
+            &insider,
+            &json!({"alg": "EdDSA", "kid": "k1", "typ": "at+jwt"}).to_string(),
+            &claims.to_string(),
+        )
+    };
+    tally_ok(
+        &[
+            "block",
+            "add",
+            "--ip",
+            "203.0.113.66",
+            "--reason",
+            "insider",
+            "--data",
+            d,
+        ],
+        None,
+    );
+    let from_blocked = &[("X-Forwarded-For", "203.0.113.66")];
+    eventually("address blocked", || {
+        verdict(&server, &alice, from_blocked) == "blocked_actor"
+    });
+    // The genuine token above is known to the registry and costs no
+    // examination; two forged ones fit in the budget, the third does not;
+    // a request without a token costs nothing either.
+    for (token, what) in [
+        (forge("forged-1", "bob"), "forged, examined"),
+        (forge("forged-2", "carol"), "forged, examined"),
+        (forge("forged-3", "dave"), "over the budget"),
+    ] {
+        assert_eq!(
+            verdict(&server, &token, from_blocked),
+            "blocked_actor",
+            "{what}"
+        );
+    }
+    let r = client()
+        .get(server.url("/v1/check"))
+        .header("X-Forwarded-For", "203.0.113.66")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    let events = || -> Vec<Value> {
+        tally_ok(&["access", "tail", "--limit", "50", "--data", d], None)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|e: &Value| e["verdict"] == "blocked_actor")
+            .collect()
+    };
+    eventually("the blocked requests are in the access log", || {
+        events().len() >= 5
+    });
+    let events = events();
+    let find = |pred: &dyn Fn(&Value) -> bool| -> Value {
+        events
+            .iter()
+            .find(|e| pred(e))
+            .cloned()
+            .unwrap_or_else(|| panic!("no such event in {events:#?}"))
+    };
+    // Alice's genuine token: examined, the ledger tallies it.
+    let genuine = find(&|e| e["subject"] == "alice");
+    assert_eq!(genuine["examined"]["verdict"], "ok", "{genuine:#}");
+    // The forged ones within the budget: not_issued, named by the key and
+    // the subject their verified signature carries.
+    for (jti, sub) in [("forged-1", "bob"), ("forged-2", "carol")] {
+        let e = find(&|e| e["token_id"] == jti);
+        assert_eq!(e["examined"]["verdict"], "not_issued", "{e:#}");
+        assert_eq!(e["subject"], sub);
+        assert_eq!(e["kid"], "k1");
+    }
+    // The third: not examined, so nothing about it is claimed.
+    let over = find(&|e| e["examined"]["verdict"] == "unavailable" && e["subject"].is_null());
+    assert!(
+        over["examined"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("not examined"),
+        "{over:#}"
+    );
+    let missing = find(&|e| e["examined"]["verdict"] == "missing");
+    assert!(missing["token_id"].is_null());
+
+    // The detector saw the forgeries: an incident names the stolen key,
+    // and its report counts both forged requests, and the one it could not
+    // examine apart.
+    let incident = || -> Option<i64> {
+        let out = tally_ok(&["incident", "list", "--format", "json", "--data", d], None);
+        let list: Value = serde_json::from_str(&out).ok()?;
+        list.as_array()?
+            .iter()
+            .find(|i| i["title"].as_str().unwrap_or("").contains("k1"))
+            .and_then(|i| i["id"].as_i64())
+    };
+    eventually("an incident for the stolen key", || incident().is_some());
+    let id = incident().unwrap().to_string();
+    let report = tally_ok(
+        &["incident", "report", &id, "--format", "json", "--data", d],
+        None,
+    );
+    let report: Value = serde_json::from_str(&report).unwrap();
+    let a = &report["affected"];
+    assert_eq!(a["forged_requests"], 2, "{a:#}");
+    assert_eq!(a["forged_refused_by_containment"], 2, "{a:#}");
+    assert_eq!(a["requests_unexamined"], 1, "{a:#}");
+}

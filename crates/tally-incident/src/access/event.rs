@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 use tally_core::flood::Aggregate;
+use tally_core::gate::Examined;
 use tally_core::verdict::Verdict;
 
 /// One decision, as investigators will read it.
@@ -35,6 +36,11 @@ pub struct AccessEvent {
     pub passed: bool,
     /// Decision time in microseconds.
     pub latency_us: u64,
+    /// For a request refused before its token decided anything (a blocked
+    /// address or device): what the token alone got when examined for the
+    /// record (`{"verdict": "not_issued"}` for a forged one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub examined: Option<Examined>,
     /// Why a refusal was made, when it says more than the verdict (never
     /// secret material).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,6 +97,7 @@ impl AccessEvent {
             verdict: a.verdict,
             passed: a.passed,
             latency_us: 0,
+            examined: a.examined,
             detail: a
                 .overflow
                 .then_some("counted per verdict: too many actors in this second"),
@@ -175,18 +182,20 @@ pub fn event(
         data,
     } = *request;
     let field = |s: Option<&str>| s.map(|s| bounded(s, limits::FIELD));
-    let (verdict, subject, token_id, kid) = match decision {
+    let (verdict, subject, token_id, kid, examined) = match decision {
         Ok(t) => (
             Verdict::Ok,
             field(Some(t.subject())),
             field(Some(t.token_id())),
             field(Some(t.kid())),
+            None,
         ),
         Err(r) => (
             r.verdict(),
             field(r.subject.as_deref()),
             field(r.token_id.as_deref()),
             field(r.kid.as_deref()),
+            r.examined,
         ),
     };
     AccessEvent {
@@ -204,6 +213,7 @@ pub fn event(
         passed,
         latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         upstream_status: None,
+        examined,
         detail: decision.as_ref().err().and_then(|r| r.detail),
         inquiry: false,
         count: None,

@@ -174,6 +174,7 @@ impl AccessEvents {
                 device: e.device.as_deref().filter(|_| e.client_ip.is_none()),
                 verdict: e.verdict,
                 token_id: e.token_id.as_deref(),
+                examined: e.examined,
             };
             let sample = || Sample {
                 route: e.route.clone(),

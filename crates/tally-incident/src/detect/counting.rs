@@ -23,7 +23,7 @@ pub type CountedActor<'a> = (ActorKind, &'a str);
 /// (a signing key legitimately touches every customer, and a tallied token
 /// has the one subject the ledger recorded).
 pub fn mass_access_actors<'a>(o: &Observation<'a>) -> [Option<CountedActor<'a>>; 4] {
-    let forged = tally_core::gate::proves_stolen_key(o.verdict, o.detail);
+    let forged = o.carries_forgery();
     let holder = !o.inquiry;
     [
         o.client_ip.filter(|_| holder).map(|v| (ActorKind::Ip, v)),

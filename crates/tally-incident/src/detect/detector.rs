@@ -134,7 +134,7 @@ impl Detector {
             }
             a
         };
-        let forged = tally_core::gate::proves_stolen_key(o.verdict, o.detail);
+        let forged = o.carries_forgery();
         if forged {
             let kid = o.kid.unwrap_or("");
             let mut suggested = vec![Containment::CompromiseKey {
@@ -402,6 +402,7 @@ mod tests {
             route: "/api/",
             verdict,
             detail: None,
+            examined: None,
             inquiry: false,
         }
     }

@@ -25,11 +25,24 @@ pub struct Observation<'a> {
     pub verdict: &'a str,
     /// The refusal's detail, if any (e.g. [`tally_core::gate::ECDSA_TWIN`]).
     pub detail: Option<&'a str>,
+    /// For a request refused before its token decided anything (a blocked
+    /// address): what the token alone got.
+    pub examined: Option<tally_core::gate::Examined>,
     /// A third party asked about the token (a resource server introspecting
     /// it): the caller's address and device say nothing about where the
     /// token is used, so they are not counted against it (`mass_access`,
     /// `token_replay`). A forgery it reveals is one all the same.
     pub inquiry: bool,
+}
+
+impl Observation<'_> {
+    /// Whether the request carried a token that proves a signing key is in
+    /// the wrong hands, whatever it was refused for
+    /// ([`tally_core::gate::proves_stolen_key`]).
+    pub fn carries_forgery(&self) -> bool {
+        tally_core::gate::proves_stolen_key(self.verdict, self.detail)
+            || self.examined.is_some_and(|e| e.proves_stolen_key())
+    }
 }
 
 /// A fact raised outside the gate.

@@ -15,7 +15,7 @@ use super::model::{
 };
 use super::summary::clock_states;
 use crate::clocks::{self, IncidentFacts, Regime};
-use crate::detect::{Containment, Rule};
+use crate::detect::{ActorKind, Containment, Rule};
 use crate::store::{Incident, IncidentStore, StoredDetection, Submission, TimelineEntry};
 
 fn consequences(categories: &BTreeMap<String, (u64, u64)>) -> Vec<String> {
@@ -115,6 +115,8 @@ pub fn build(
             records_exposed: impact.requests_exposed,
             records_attempted: impact.requests_attempted,
             forged_requests: impact.forged_requests,
+            forged_refused_by_containment: impact.forged_refused_by_containment,
+            requests_unexamined: impact.requests_unexamined,
             records_refused: impact.requests_refused,
             records_allowed_monitor: impact.requests_allowed_monitor,
             records_allowed_valid: impact.requests_allowed_valid,
@@ -185,7 +187,12 @@ fn entry(incident: i64, t: &TimelineEntry) -> Entry {
 fn vectors(evidence: &Evidence, detections: &[StoredDetection], impact: &Impact) -> Vec<String> {
     let mut vectors = Vec::new();
     for kid in &evidence.forged_kids {
-        vectors.push(format!("tokens signed with key {kid} that the ledger cannot tally (the key is in the wrong hands)"));
+        let named = impact
+            .subjects_by_actor
+            .get(&format!("{} {kid}", ActorKind::Key.as_str()))
+            .map(|n| format!(", naming exactly {n} distinct subjects (customers, and any member ids that do not exist)"))
+            .unwrap_or_default();
+        vectors.push(format!("tokens signed with key {kid} that the ledger cannot tally (the key is in the wrong hands){named}"));
     }
     for d in detections {
         let det = &d.detection;
@@ -200,7 +207,7 @@ fn vectors(evidence: &Evidence, detections: &[StoredDetection], impact: &Impact)
                 impact
                     .subjects_by_actor
                     .get(&key)
-                    .map(|n| format!("{key} asked for exactly {n} distinct accounts"))
+                    .map(|n| format!("{key} asked for exactly {n} distinct subjects"))
             })
             .collect();
         if det.rule == Rule::MassAccess && !exact.is_empty() {

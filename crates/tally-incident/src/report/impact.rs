@@ -45,6 +45,10 @@ pub struct StoredEvent {
     /// The refusal's detail.
     #[serde(default)]
     pub detail: Option<String>,
+    /// For a request refused before its token decided anything: what the
+    /// token alone got.
+    #[serde(default)]
+    pub examined: Option<StoredExamined>,
     /// A resource server asked about the token (introspection).
     #[serde(default)]
     pub inquiry: bool,
@@ -56,11 +60,36 @@ pub struct StoredEvent {
     pub last_ms: Option<i64>,
 }
 
+/// What a token alone got, as the log keeps it (see
+/// [`tally_core::gate::Examined`]).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct StoredExamined {
+    /// Verdict code.
+    pub verdict: String,
+    /// Its detail.
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
 impl StoredEvent {
-    /// Whether this event proves a signing key is in the wrong hands
-    /// ([`tally_core::gate::proves_stolen_key`]).
+    /// Whether this event's request carried a token that proves a signing
+    /// key is in the wrong hands ([`tally_core::gate::proves_stolen_key`]):
+    /// the token was refused for it, or the request was refused by
+    /// containment first and its token, examined for the record, proves it.
     pub fn proves_stolen_key(&self) -> bool {
         tally_core::gate::proves_stolen_key(&self.verdict, self.detail.as_deref())
+            || self.examined.as_ref().is_some_and(|e| {
+                tally_core::gate::proves_stolen_key(&e.verdict, e.detail.as_deref())
+            })
+    }
+
+    /// Whether the request was refused before its token decided anything and
+    /// the token could not be examined (the examination budget was spent):
+    /// whether it was forged is not known.
+    pub fn unexamined(&self) -> bool {
+        self.examined
+            .as_ref()
+            .is_some_and(|e| e.verdict == tally_core::verdict::Verdict::Unavailable.code())
     }
 
     /// How many decisions the row stands for (an aggregate row of refusals
@@ -85,6 +114,10 @@ pub struct Evidence {
     pub actors: HashSet<(ActorKind, String)>,
     /// Keys proven in the wrong hands.
     pub forged_kids: BTreeSet<String>,
+    /// Client addresses and devices that presented forged tokens: their
+    /// requests refused by containment whose tokens could not be examined
+    /// belong to the attack too (counted apart, not as forged).
+    pub forgers: HashSet<(ActorKind, String)>,
 }
 
 impl Evidence {
@@ -95,8 +128,14 @@ impl Evidence {
             let det = &d.detection;
             if det.rule == Rule::ForgedToken {
                 for a in &det.actors {
-                    if a.kind == ActorKind::Key {
-                        e.forged_kids.insert(a.value.clone());
+                    match a.kind {
+                        ActorKind::Key => {
+                            e.forged_kids.insert(a.value.clone());
+                        }
+                        ActorKind::Ip | ActorKind::Device => {
+                            e.forgers.insert((a.kind, a.value.clone()));
+                        }
+                        _ => {}
                     }
                 }
                 continue;
@@ -120,10 +159,16 @@ impl Evidence {
         if ev.proves_stolen_key() {
             return true;
         }
-        let hit = |kind, v: &Option<String>| {
-            v.as_ref()
-                .is_some_and(|v| self.actors.contains(&(kind, v.clone())))
+        let named = |set: &HashSet<(ActorKind, String)>, kind, v: &Option<String>| {
+            v.as_ref().is_some_and(|v| set.contains(&(kind, v.clone())))
         };
+        if ev.unexamined()
+            && (named(&self.forgers, ActorKind::Ip, &ev.client_ip)
+                || named(&self.forgers, ActorKind::Device, &ev.device))
+        {
+            return true;
+        }
+        let hit = |kind, v: &Option<String>| named(&self.actors, kind, v);
         hit(ActorKind::Ip, &ev.client_ip)
             || hit(ActorKind::Device, &ev.device)
             || hit(ActorKind::Token, &ev.token_id)
@@ -160,6 +205,16 @@ pub struct Impact {
     pub requests_attempted: u64,
     /// Attack requests with a forged token.
     pub forged_requests: u64,
+    /// Of them, those refused by containment (a blocked address or device)
+    /// before their tokens were weighed: the gate examined the tokens for
+    /// the record.
+    #[serde(default)]
+    pub forged_refused_by_containment: u64,
+    /// Attack requests refused by containment whose tokens the gate did not
+    /// examine (its budget for blocked clients was spent): whether they
+    /// were forged is not known, and they are not counted as forged.
+    #[serde(default)]
+    pub requests_unexamined: u64,
     /// Attack requests the gate refused (they did not go on).
     #[serde(default)]
     pub requests_refused: u64,
@@ -180,7 +235,9 @@ pub struct Impact {
     pub unknown_subject_tokens: u64,
     /// Per client address or device a detection names: the distinct
     /// subjects its requests in the access log asked for (exact, where a
-    /// detection gives an estimate). Keyed `ip 203.0.113.9`, `device d-1`.
+    /// detection gives an estimate), and per stolen key the distinct
+    /// subjects its forged tokens named. Keyed `ip 203.0.113.9`,
+    /// `device d-1`, `token t-1`, `key k-1`.
     #[serde(default)]
     pub subjects_by_actor: BTreeMap<String, u64>,
     /// The token ids that named them (to count each once).
@@ -233,6 +290,11 @@ impl Impact {
         let last = ev.last_ms.unwrap_or(ev.at_ms).max(ev.at_ms);
         if ev.proves_stolen_key() {
             self.forged_requests += n;
+            if ev.examined.is_some() {
+                self.forged_refused_by_containment += n;
+            }
+        } else if ev.unexamined() {
+            self.requests_unexamined += n;
         }
         let exposed = ev.exposed();
         if exposed {
@@ -383,8 +445,9 @@ pub fn impact_of(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Impact, String> {
     let evidence = Evidence::of(detections);
-    // The distinct subjects each client address or device a detection names
-    // asked for, exactly (a detection's own count is a sketch's estimate).
+    // The distinct subjects each client address, device or token a
+    // detection names asked for, and those each stolen key's forged tokens
+    // named, exactly (a detection's own count is a sketch's estimate).
     let mut by_actor: HashMap<String, HashSet<String>> = HashMap::new();
     let mut impact = scan(
         logs,
@@ -395,9 +458,18 @@ pub fn impact_of(
                 return false;
             }
             if let Some(sub) = ev.subject.as_ref().filter(|s| !s.is_empty()) {
+                if ev.proves_stolen_key()
+                    && let Some(kid) = &ev.kid
+                {
+                    by_actor
+                        .entry(format!("{} {kid}", ActorKind::Key.as_str()))
+                        .or_default()
+                        .insert(sub.clone());
+                }
                 for (kind, v) in [
                     (ActorKind::Ip, &ev.client_ip),
                     (ActorKind::Device, &ev.device),
+                    (ActorKind::Token, &ev.token_id),
                 ] {
                     if let Some(v) = v
                         && evidence.actors.contains(&(kind, v.clone()))
@@ -461,5 +533,109 @@ mod tests {
         assert_eq!(i.unknown_subjects, BTreeMap::from([("m9000001".into(), 2)]));
         assert_eq!(i.unknown_subject_tokens, 1);
         assert_eq!((i.exposed_subjects(), i.attempted_subjects()), (1, 1));
+    }
+
+    /// A request refused by containment, as the gate books it: verdict
+    /// `blocked_actor`, with what its token alone got.
+    fn blocked(
+        sub: Option<&str>,
+        tid: &str,
+        examined: tally_core::verdict::Verdict,
+        detail: Option<&'static str>,
+    ) -> StoredEvent {
+        use tally_core::gate::{Examined, Refusal};
+        use tally_core::verdict::Verdict;
+        let mut r = Refusal::new(Verdict::BlockedActor);
+        r.kid = Some("shop-1".into());
+        r.subject = sub.map(str::to_string);
+        r.token_id = Some(tid.into());
+        r.examined = Some(Examined {
+            verdict: examined,
+            detail,
+        });
+        r.detail = Some("blocked by containment");
+        let request = crate::access::Request {
+            at_ms: 5_000,
+            client_ip: Some("203.0.113.66".parse().unwrap()),
+            device: None,
+            route: "/p/",
+            method: "GET",
+            path: "/p/x",
+            data: &[],
+        };
+        let e = crate::access::event(&Err(r), &request, false, std::time::Duration::ZERO);
+        serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn forged_tokens_refused_by_containment_count_as_forged_and_name_their_subjects() {
+        use tally_core::verdict::Verdict;
+        let mut i = Impact::default();
+        let known = |s: &str| s.starts_with("cust-");
+        // Blocked before its token was weighed; examined: forged.
+        let forged = blocked(Some("cust-1"), "f-1", Verdict::NotIssued, None);
+        assert!(forged.proves_stolen_key());
+        i.add(&forged, &known);
+        // A genuine token from the blocked address: refused, not forged.
+        let genuine = blocked(Some("cust-2"), "t-2", Verdict::Ok, None);
+        assert!(!genuine.proves_stolen_key() && !genuine.unexamined());
+        i.add(&genuine, &known);
+        // The ECDSA twin of an issued token proves nothing about the key.
+        let twin = blocked(
+            None,
+            "t-3",
+            Verdict::NotIssued,
+            Some(tally_core::gate::ECDSA_TWIN),
+        );
+        assert!(!twin.proves_stolen_key());
+        i.add(&twin, &known);
+        // Beyond the examination budget: not known, not counted as forged.
+        let unexamined = blocked(None, "u-4", Verdict::Unavailable, Some("not examined"));
+        assert!(unexamined.unexamined());
+        i.add(&unexamined, &known);
+        assert_eq!(i.forged_requests, 1);
+        assert_eq!(i.forged_refused_by_containment, 1);
+        assert_eq!(i.requests_unexamined, 1);
+        assert_eq!(i.requests_refused, 4);
+        assert_eq!(i.subjects.keys().collect::<Vec<_>>(), ["cust-1", "cust-2"]);
+    }
+
+    #[test]
+    fn an_aggregate_of_blocked_refusals_keeps_what_their_tokens_got() {
+        use tally_core::flood::{FloodAccount, FloodPolicy, RefusalKey, Sample};
+        use tally_core::gate::Examined;
+        use tally_core::verdict::Verdict;
+        let mut f = FloodAccount::new(FloodPolicy {
+            max_keys: 0,
+            ..FloodPolicy::default()
+        });
+        let key = RefusalKey {
+            passed: false,
+            client_ip: Some("203.0.113.66"),
+            device: None,
+            verdict: "blocked_actor",
+            token_id: None,
+            examined: Some(Examined {
+                verdict: Verdict::NotIssued,
+                detail: None,
+            }),
+        };
+        for _ in 0..7 {
+            f.admit(&key, 100, true, 9_000, Sample::default);
+        }
+        let rows: Vec<StoredEvent> = f
+            .take_all()
+            .into_iter()
+            .map(|a| {
+                let e = crate::access::AccessEvent::of_aggregate(a);
+                serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap()
+            })
+            .collect();
+        let mut i = Impact::default();
+        for r in &rows {
+            i.add(r, &all_known);
+        }
+        assert_eq!(i.forged_requests, 7);
+        assert_eq!(i.forged_refused_by_containment, 7);
     }
 }

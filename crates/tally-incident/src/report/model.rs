@@ -106,6 +106,12 @@ pub struct Affected {
     pub records_attempted: u64,
     /// Attack requests with a forged token.
     pub forged_requests: u64,
+    /// Of them, refused by containment before their tokens were weighed
+    /// (the gate examined the tokens for the record).
+    pub forged_refused_by_containment: u64,
+    /// Attack requests refused by containment whose tokens were not
+    /// examined: not known to be forged, not counted as forged.
+    pub requests_unexamined: u64,
     /// Attack requests the gate refused (blocked).
     pub records_refused: u64,
     /// Attack requests the gate judged a refusal but let through (allowed

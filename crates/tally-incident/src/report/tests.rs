@@ -195,7 +195,7 @@ fn json_keeps_the_keys_and_types_of_the_report_document() {
         "awareness": "",
         "affected": {
             "subjects_exposed": 0, "subjects_attempted_only": 0, "records_exposed": 0, "records_attempted": 0,
-            "forged_requests": 0, "categories": [{"category": "", "subjects_exposed": 0, "subjects_attempted_only": 0}],
+            "forged_requests": 0, "forged_refused_by_containment": 0, "requests_unexamined": 0, "categories": [{"category": "", "subjects_exposed": 0, "subjects_attempted_only": 0}],
             "events_scanned": 0, "access_logs": [""],
             "records_refused": 0, "records_allowed_monitor": 0, "records_allowed_valid": 0,
             "unknown_subjects": 0, "unknown_subject_tokens": 0, "unknown_subject_requests": 0,
@@ -464,10 +464,18 @@ fn a_mass_access_estimate_is_followed_by_the_exact_count() {
     let (mut case, mut impact) = case("Scrape", "cust-1");
     case.detections[1].detection.summary =
         "ip 203.0.113.99 touched about 101 distinct accounts in 1m".into();
-    impact.subjects_by_actor = BTreeMap::from([("ip 203.0.113.99".into(), 330)]);
+    impact.subjects_by_actor =
+        BTreeMap::from([("ip 203.0.113.99".into(), 330), ("key k1".into(), 77)]);
     let r = build(&case, &impact, &[], &BTreeMap::new(), T0);
+    // A stolen key's forged tokens: the exact count of subjects they named.
+    assert!(
+        r.attack_vector[0].starts_with("tokens signed with key k1 ")
+            && r.attack_vector[0].ends_with("naming exactly 77 distinct subjects (customers, and any member ids that do not exist)"),
+        "{}",
+        r.attack_vector[0]
+    );
     assert_eq!(
         r.attack_vector[1],
-        "ip 203.0.113.99 touched about 101 distinct accounts in 1m (the detector's estimate, from a sketch over its window); in the whole access log, ip 203.0.113.99 asked for exactly 330 distinct accounts"
+        "ip 203.0.113.99 touched about 101 distinct accounts in 1m (the detector's estimate, from a sketch over its window); in the whole access log, ip 203.0.113.99 asked for exactly 330 distinct subjects"
     );
 }

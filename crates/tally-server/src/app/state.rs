@@ -71,6 +71,9 @@ pub struct App {
     pub ui_feed: std::sync::OnceLock<tokio::sync::watch::Receiver<Arc<String>>>,
     /// Registry misses (each a signature verification) per client address.
     pub miss_limiter: tally_core::ratelimit::RateLimiter<std::net::IpAddr>,
+    /// Examinations of the tokens of requests refused by containment, all
+    /// clients together (see `http::decide`).
+    pub blocked_examinations: tally_core::ratelimit::RateLimiter<()>,
     /// Forged tokens the ledger store has already said it never issued.
     pub misses: tally_core::misses::Misses,
     /// DPoP proofs already used (RFC 9449 replay protection).
@@ -196,6 +199,11 @@ impl App {
             config.miss_burst,
             100_000,
         );
+        let blocked_examinations = tally_core::ratelimit::RateLimiter::new(
+            config.blocked_examine_per_sec,
+            config.blocked_examine_burst,
+            1,
+        );
         let access_log = Arc::new(
             tally_incident::access::AccessLog::open(&dir.path.join("access.db"))
                 .map_err(|e| StartError(format!("cannot open the access log: {e}")))?,
@@ -304,6 +312,7 @@ impl App {
             ledger_seen: std::sync::Mutex::new((0, opened_at)),
             ui_feed: std::sync::OnceLock::new(),
             miss_limiter,
+            blocked_examinations,
             guard: tally_core::throttle::Guard::new(Default::default()),
             revocation_seq: AtomicI64::new(0),
             last_expiry,

@@ -4,11 +4,15 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 mod address;
+mod error;
 mod pkcs11;
+mod storage;
 
 pub use address::listen_address;
+pub use error::ConfigError;
 
 pub use pkcs11::{DEFAULT_PIN_ENV, Pkcs11Config};
+pub use storage::{Storage, StorageFile, StorageUrl};
 pub use tally_core::endpoint::{jwks_url_allowed, redact_url};
 pub use tally_incident::alerts::{SetReceiverConfig, WebhookConfig};
 
@@ -58,6 +62,12 @@ pub struct FileConfig {
     pub miss_rate_per_sec: Option<f64>,
     /// ...and at once (default 200).
     pub miss_burst: Option<f64>,
+    /// Tokens of requests refused by containment (a blocked address or
+    /// device) examined for the record per second, all clients together
+    /// (default 2000)...
+    pub blocked_examine_per_sec: Option<f64>,
+    /// ...and at once (default 20000).
+    pub blocked_examine_burst: Option<f64>,
     /// Require DPoP server nonces (RFC 9449 section 8/9) in every proof.
     #[serde(default)]
     pub dpop_nonce: bool,
@@ -138,101 +148,6 @@ impl Default for Connections {
             max_per_address: 256,
             max_total: 16_384,
         }
-    }
-}
-
-/// `[storage]`: where the ledger and the shared state live.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct StorageFile {
-    /// `postgres://user@host:5432/db` (fleet) or absent (embedded, under `data`).
-    pub url: Option<String>,
-    /// Schema holding tally's tables (default `tally`).
-    pub schema: Option<String>,
-    /// This node's name in the shared ledger (default: host name and port).
-    pub node: Option<String>,
-    /// `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS
-    /// (`?cacert=PATH`, `&cert=PATH&key=PATH`): count distinct subjects per
-    /// actor across the fleet (mass access and replay spread over many nodes).
-    pub redis_url: Option<String>,
-}
-
-/// A PostgreSQL URL; its password never appears in logs or errors.
-#[derive(Clone, PartialEq, Eq)]
-pub struct StorageUrl(String);
-
-impl StorageUrl {
-    /// The URL itself, for connecting.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for StorageUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&redact_url(&self.0))
-    }
-}
-
-impl std::fmt::Debug for StorageUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "StorageUrl({self})")
-    }
-}
-
-/// Where the ledger and shared state live.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Storage {
-    /// SQLite files in the data directory (one node).
-    Embedded,
-    /// One PostgreSQL database shared by a fleet of nodes.
-    Postgres {
-        /// Connection URL.
-        url: StorageUrl,
-        /// Schema holding tally's tables.
-        schema: String,
-        /// This node's name.
-        node: String,
-    },
-}
-
-impl Storage {
-    /// Parses `url` (from `--storage`, `TALLY_STORAGE_URL` or `[storage]`).
-    pub fn parse(
-        url: Option<String>,
-        schema: Option<String>,
-        node: Option<String>,
-        listen: SocketAddr,
-    ) -> Result<Storage, ConfigError> {
-        let Some(url) = url.filter(|u| !u.is_empty()) else {
-            return Ok(Storage::Embedded);
-        };
-        if url == "embedded" || url == "sqlite" {
-            return Ok(Storage::Embedded);
-        }
-        let url = StorageUrl(url);
-        if !(url.0.starts_with("postgres://") || url.0.starts_with("postgresql://")) {
-            return Err(ConfigError(format!(
-                "storage url {url} is not postgres://… (leave it unset for embedded storage)"
-            )));
-        }
-        let schema = schema.unwrap_or_else(|| "tally".into());
-        tally_store::sql::check_schema(&schema)
-            .map_err(|e| ConfigError(format!("[storage] {e}")))?;
-        let node = node.unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "node".into());
-            format!("{host}:{}", listen.port())
-        });
-        Ok(Storage::Postgres { url, schema, node })
-    }
-
-    /// Whether this is a fleet store.
-    pub fn is_shared(&self) -> bool {
-        matches!(self, Storage::Postgres { .. })
     }
 }
 
@@ -363,6 +278,10 @@ pub struct Config {
     pub miss_rate_per_sec: f64,
     /// Registry misses allowed per client at once.
     pub miss_burst: f64,
+    /// Tokens of blocked requests examined per second, all clients together.
+    pub blocked_examine_per_sec: f64,
+    /// ...and at once.
+    pub blocked_examine_burst: f64,
     /// Whether DPoP proofs must carry a server nonce.
     pub dpop_nonce: bool,
     /// Detection thresholds.
@@ -394,11 +313,6 @@ pub struct Config {
     /// serve --dev` sets it; no configuration key or variable can.
     pub drill: bool,
 }
-
-/// A configuration problem, phrased for the operator.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration error: {0}")]
-pub struct ConfigError(pub String);
 
 /// Values given on the command line or in `TALLY_*` variables (highest priority).
 #[derive(Debug, Default, Clone)]
@@ -678,6 +592,8 @@ impl Config {
             device_header,
             miss_rate_per_sec: fc.miss_rate_per_sec.unwrap_or(50.0).max(0.0),
             miss_burst: fc.miss_burst.unwrap_or(200.0).max(1.0),
+            blocked_examine_per_sec: fc.blocked_examine_per_sec.unwrap_or(2000.0).max(0.0),
+            blocked_examine_burst: fc.blocked_examine_burst.unwrap_or(20_000.0).max(1.0),
             dpop_nonce: fc.dpop_nonce,
             actions: {
                 // No automatic action unless configured: each detection lists
@@ -865,44 +781,6 @@ mod tests {
         assert_eq!(c.listen.port(), 10);
         std::fs::remove_dir_all(dir).unwrap();
     }
-}
-
-#[cfg(test)]
-mod storage_tests {
-    use super::*;
-
-    #[test]
-    fn storage_urls_never_print_their_passwords() {
-        for (url, shown) in [
-            (
-                "postgres://tally:s3cret@db:5432/t",
-                "postgres://tally:***@db:5432/t",
-            ),
-            (
-                "postgres://tally@db/t?sslmode=require&password=s3cret",
-                "postgres://tally@db/t?sslmode=require&password=***",
-            ),
-            ("postgres://db/t", "postgres://db/t"),
-        ] {
-            let u = StorageUrl(url.into());
-            assert_eq!(u.to_string(), shown);
-            assert!(!format!("{u:?}").contains("s3cret"));
-        }
-        let listen: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let err = Storage::parse(Some("mysql://u:s3cret@h/d".into()), None, None, listen)
-            .unwrap_err()
-            .to_string();
-        assert!(!err.contains("s3cret"), "{err}");
-        assert!(
-            Storage::parse(
-                Some("postgres://h/d".into()),
-                Some("Bad-Name".into()),
-                None,
-                listen
-            )
-            .is_err()
-        );
-    }
 
     #[test]
     fn gate_routes_match_by_longest_prefix_and_once() {
@@ -939,40 +817,6 @@ mod storage_tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("given twice"), "{err}");
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn redis_urls_are_checked_at_load() {
-        let dir = std::env::temp_dir().join(format!("tally-cfg-redis-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("tally.toml");
-        let load = |redis: &str| {
-            std::fs::write(&p, format!("[storage]\nredis_url = {redis:?}\n")).unwrap();
-            Config::load(Some(&p), Overrides::default())
-        };
-        // The host is not resolved at load: a Redis that comes up later is fine.
-        let c = load("rediss://tally:s3cret@redis.invalid:6380/1").unwrap();
-        assert!(c.redis.is_some());
-        for (url, says) in [
-            ("redis://tally:s3cret@h", "must look like"),
-            (
-                "rediss://tally:s3cret@h:6380?cacert=/nonexistent/ca.pem",
-                "cacert=",
-            ),
-            (
-                "rediss://tally:s3cret@h:6380?verify=none",
-                "unknown parameter",
-            ),
-            ("tcp://tally:s3cret@h:6379", "must look like"),
-        ] {
-            let err = load(url).unwrap_err().to_string();
-            assert!(
-                err.contains("redis_url") && err.contains(says),
-                "{url}: {err}"
-            );
-            assert!(!err.contains("s3cret"), "{err}");
-        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

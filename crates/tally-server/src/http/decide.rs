@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tally_core::gate::{Decision, LedgerAnswer, Refusal, Step, TalliedToken};
+use tally_core::gate::{Decision, Examined, LedgerAnswer, Refusal, Step, TalliedToken};
 use tally_core::target::{RequestTarget, TargetError};
 use tally_core::verdict::Verdict;
 
@@ -120,7 +120,8 @@ pub(crate) fn accept_proof(
 }
 
 fn blocked(block: &tally_core::containment::Block, mut r: Refusal) -> Refusal {
-    tracing::warn!(event = "blocked_actor", block = block.id, reason = ?block.reason, sub = ?r.subject, token_id = ?r.token_id, "request refused by containment");
+    let token = r.examined.map(|e| e.verdict.code());
+    tracing::warn!(event = "blocked_actor", block = block.id, reason = ?block.reason, sub = ?r.subject, token_id = ?r.token_id, token = ?token, "request refused by containment");
     r.detail = Some("blocked by containment");
     r
 }
@@ -179,7 +180,23 @@ pub(super) async fn decide_presented(
             now,
         )
     {
-        return Err(blocked(b, Refusal::new(Verdict::BlockedActor)));
+        let refusal = match presented {
+            Ok(p) => examined_refusal(&examine_blocked(app, p.token(), facts).await),
+            Err(v) => {
+                let mut r = Refusal::new(Verdict::BlockedActor);
+                r.examined = Some(Examined {
+                    verdict: v,
+                    detail: None,
+                });
+                r
+            }
+        };
+        if refusal.carried_forgery()
+            && let Some(kid) = &refusal.kid
+        {
+            app.saw_forgery(kid, now);
+        }
+        return Err(blocked(b, refusal));
     }
     let presented = presented.map_err(Refusal::new)?;
     let decision = decide_token_for(app, presented.token(), facts)
@@ -267,13 +284,71 @@ pub(super) fn refuse_target(
 /// its registry misses (each a signature verification) are rate-limited per
 /// client address.
 pub(super) async fn decide_token_for(app: &Arc<App>, token: &[u8], facts: &Facts<'_>) -> Decision {
-    let now = facts.now();
     let allow_miss = || {
         facts
             .client
             .is_none_or(|ip| app.miss_limiter.allow(&ip, facts.at_ms))
     };
-    match app.gate.check_guarded(token, now, &allow_miss) {
+    let step = app.gate.check_guarded(token, facts.now(), &allow_miss);
+    resolve(app, step, facts.now()).await
+}
+
+/// The detail of a blocked request whose token was not examined.
+pub(crate) const NOT_EXAMINED: &str =
+    "not examined: the budget for examining blocked clients' tokens was spent";
+
+/// The token of a request containment refuses, decided as if the request
+/// had not been refused, for the record only: so that the access log, the
+/// detector and the incident report count a forged token as one whoever
+/// sent it. An unknown token costs a signature verification and a ledger
+/// lookup, as it would from an address that is not blocked; these are
+/// budgeted for all blocked clients together
+/// (`blocked_examine_per_sec`, `blocked_examine_burst`) so that blocked
+/// clients cannot spend the gate's time, and beyond the budget the token
+/// is recorded as not examined ([`NOT_EXAMINED`]), which the report counts
+/// apart. The budget is separate from the per-address limit on unknown
+/// tokens, which a blocked attacker would otherwise exhaust at once.
+async fn examine_blocked(app: &Arc<App>, token: &[u8], facts: &Facts<'_>) -> Decision {
+    let refused = std::cell::Cell::new(false);
+    let step = {
+        let allow = || {
+            let ok = app.blocked_examinations.allow(&(), facts.at_ms);
+            refused.set(!ok);
+            ok
+        };
+        app.gate.check_guarded(token, facts.now(), &allow)
+    };
+    let mut d = resolve(app, step, facts.now()).await;
+    if refused.get()
+        && let Err(r) = &mut d
+    {
+        r.detail = Some(NOT_EXAMINED);
+    }
+    d
+}
+
+/// The refusal of a blocked request whose token got `decision`: it names
+/// what the token showed (key, and subject and id when its signature
+/// verified) and carries the token's own verdict ([`Examined`]).
+fn examined_refusal(decision: &Decision) -> Refusal {
+    let mut r = match decision {
+        Ok(t) => Refusal::of_token(Verdict::BlockedActor, t),
+        Err(e) => {
+            let mut r = Refusal::new(Verdict::BlockedActor);
+            r.kid.clone_from(&e.kid);
+            r.subject.clone_from(&e.subject);
+            r.token_id.clone_from(&e.token_id);
+            r
+        }
+    };
+    r.examined = Some(Examined::of(decision));
+    r
+}
+
+/// The gate's first step, finished: a validly signed token the registry
+/// does not hold is looked up in the ledger store.
+async fn resolve(app: &Arc<App>, step: Step, now: i64) -> Decision {
+    match step {
         Step::Decided(d) => d,
         Step::AskLedger(q) => {
             // A forged token seen before is refused from memory: a flood of
