@@ -742,9 +742,10 @@ audience = "https://rp.example"
         .find(|x| x["detection"]["rule"] == "mass_access")
         .unwrap();
     assert_eq!(mass["detection"]["key"], "mass_access:ip=203.0.113.99");
-    // The affected customers: exactly the sessions the address used before
-    // it was blocked (a blocked request is refused before its token is read,
-    // so the last one or two may carry no subject).
+    // The affected customers: exactly the sessions the address used, exposed
+    // before it was blocked; a session tried only after the block is listed
+    // as attempted (the gate examines a blocked request's token for the
+    // record, so it still names its subject).
     let csv = tally_ok(
         &["incident", "affected", &id.to_string(), "--data", d],
         None,
@@ -755,10 +756,18 @@ audience = "https://rp.example"
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert!((8..=10).contains(&rows.len()), "{csv}");
     assert!(
-        rows.iter()
-            .all(|r| r.starts_with("\"member-") && r.contains(",exposed,")),
+        rows.iter().all(|r| r.starts_with("\"member-")
+            && (r.contains(",exposed,") || r.contains(",attempted,"))),
         "{csv}"
     );
+    for u in &users[..8] {
+        let row = format!("\"{u}\",");
+        assert!(
+            rows.iter()
+                .any(|r| r.starts_with(&row) && r.contains(",exposed,")),
+            "{u} not exposed:\n{csv}"
+        );
+    }
 
     // The receiver was down: alerts wait in the outbox. Kill the server hard.
     std::thread::sleep(Duration::from_millis(1500));

@@ -119,9 +119,12 @@ pub(crate) fn accept_proof(
     Ok(())
 }
 
+/// A refusal by containment. Its log line is at debug level: a blocked
+/// client decides how many there are, and every one is in the access log
+/// and the `blocked_actor` counter already.
 fn blocked(block: &tally_core::containment::Block, mut r: Refusal) -> Refusal {
     let token = r.examined.map(|e| e.verdict.code());
-    tracing::warn!(event = "blocked_actor", block = block.id, reason = ?block.reason, sub = ?r.subject, token_id = ?r.token_id, token = ?token, "request refused by containment");
+    tracing::debug!(event = "blocked_actor", block = block.id, reason = ?block.reason, sub = ?r.subject, token_id = ?r.token_id, token = ?token, "request refused by containment");
     r.detail = Some("blocked by containment");
     r
 }
