@@ -158,6 +158,10 @@ pub struct Refusal {
     pub examined: Option<Examined>,
 }
 
+/// The detail of a request refused by containment whose token was not
+/// examined (the budget for blocked clients was spent).
+pub const NOT_EXAMINED: &str = "not examined: budget for blocked clients spent";
+
 /// What a token alone got, when the request carrying it was refused for
 /// another reason first (see [`Refusal::examined`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -27,8 +27,9 @@ fn write_config(dir: &Path, shop: u16, mode: GateMode) -> Result<PathBuf, String
     // the affected list could not name whose data went out).
     let misses = if mode == "enforce" { 1000.0 } else { 1e9 };
     // Every token of the blocked insider's requests is examined for the
-    // record (the default budget, 2000 a second, would leave part of a
-    // large demo's attack counted as not examined, which the report says).
+    // record (the default budget, 50 unknown tokens a second per address,
+    // would leave most of the attack counted as not examined, which the
+    // report would say).
     let examine = 1e7;
     let actions = if mode == "enforce" {
         "[actions]\nforged_token = [\"compromise_key\", \"block_actor\"]\nmass_access = [\"block_actor\"]\n"
@@ -42,6 +43,8 @@ miss_rate_per_sec = {misses}
 miss_burst = {misses}
 blocked_examine_per_sec = {examine}
 blocked_examine_burst = {examine}
+blocked_examine_total_per_sec = {examine}
+blocked_examine_total_burst = {examine}
 {actions}
 [contacts]
 dpo = "privacy@shop.example"

@@ -760,6 +760,14 @@ audience = "https://rp.example"
             && (r.contains(",exposed,") || r.contains(",attempted,"))),
         "{csv}"
     );
+    // member-0's session was tried from the blocked address while the test
+    // waited for the block: those requests name it, as attempted.
+    let member0 = rows
+        .iter()
+        .find(|r| r.starts_with("\"member-0\","))
+        .unwrap();
+    let attempted: u64 = member0.rsplit(',').next().unwrap().parse().unwrap();
+    assert!(attempted >= 1, "{csv}");
     for u in &users[..8] {
         let row = format!("\"{u}\",");
         assert!(

@@ -74,6 +74,9 @@ impl AccessEvent {
             + self.route.len()
             + self.method.len()
             + self.path.len()
+            + self
+                .examined
+                .map_or(0, |e| 32 + e.detail.map_or(0, str::len))
             + self.data.iter().map(|d| d.len() + 8).sum::<usize>()) as u64
     }
 

@@ -155,7 +155,7 @@ impl Detector {
                 at: o.at,
                 actors: actors_of(o),
                 evidence: json!({
-                    "verdict": o.verdict,
+                    "verdict": o.token_verdict(),
                     "kid": o.kid,
                     "token_id": o.token_id,
                     "subject": o.subject,
@@ -165,7 +165,7 @@ impl Detector {
                 suggested,
                 summary: format!(
                     "a token signed with key {kid} that the ledger cannot tally ({}): the key is in the wrong hands",
-                    o.verdict
+                    o.token_verdict()
                 ),
             });
         }

@@ -43,6 +43,12 @@ impl Observation<'_> {
         tally_core::gate::proves_stolen_key(self.verdict, self.detail)
             || self.examined.is_some_and(|e| e.proves_stolen_key())
     }
+
+    /// The verdict of the token itself: the examined one for a request
+    /// refused by containment first, else the request's.
+    pub fn token_verdict(&self) -> &str {
+        self.examined.map_or(self.verdict, |e| e.verdict.code())
+    }
 }
 
 /// A fact raised outside the gate.

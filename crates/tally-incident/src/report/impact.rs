@@ -84,8 +84,9 @@ impl StoredEvent {
     }
 
     /// Whether the request was refused before its token decided anything and
-    /// the token could not be examined (the examination budget was spent):
-    /// whether it was forged is not known.
+    /// the token could not be examined (the budget for blocked clients was
+    /// spent, or the ledger could not answer): whether it was forged is not
+    /// known.
     pub fn unexamined(&self) -> bool {
         self.examined
             .as_ref()
@@ -590,7 +591,12 @@ mod tests {
         assert!(!twin.proves_stolen_key());
         i.add(&twin, &known);
         // Beyond the examination budget: not known, not counted as forged.
-        let unexamined = blocked(None, "u-4", Verdict::Unavailable, Some("not examined"));
+        let unexamined = blocked(
+            None,
+            "u-4",
+            Verdict::Unavailable,
+            Some(tally_core::gate::NOT_EXAMINED),
+        );
         assert!(unexamined.unexamined());
         i.add(&unexamined, &known);
         assert_eq!(i.forged_requests, 1);
@@ -637,5 +643,59 @@ mod tests {
         }
         assert_eq!(i.forged_requests, 7);
         assert_eq!(i.forged_refused_by_containment, 7);
+    }
+
+    #[test]
+    fn requests_not_examined_belong_to_the_attack_only_from_a_forging_address() {
+        use crate::detect::{Actor, Detection, Rule};
+        use tally_core::verdict::Verdict;
+        let actor = |kind, value: &str| Actor {
+            kind,
+            value: value.into(),
+        };
+        let detection = StoredDetection {
+            id: 1,
+            incident_id: Some(1),
+            detection: Detection {
+                key: "forged_token:kid=shop-1".into(),
+                rule: Rule::ForgedToken,
+                severity: Rule::ForgedToken.severity(),
+                first_seen: 5,
+                last_seen: 5,
+                count: 1,
+                actors: vec![
+                    actor(ActorKind::Ip, "203.0.113.66"),
+                    actor(ActorKind::Key, "shop-1"),
+                ],
+                samples: vec![],
+                suggested: vec![],
+                summary: String::new(),
+            },
+        };
+        let evidence = Evidence::of(&[detection]);
+        let unexamined = blocked(
+            None,
+            "u-1",
+            Verdict::Unavailable,
+            Some(tally_core::gate::NOT_EXAMINED),
+        );
+        assert!(evidence.matches(&unexamined));
+        let mut elsewhere = blocked(
+            None,
+            "u-2",
+            Verdict::Unavailable,
+            Some(tally_core::gate::NOT_EXAMINED),
+        );
+        elsewhere.client_ip = Some("198.51.100.1".into());
+        assert!(
+            !evidence.matches(&elsewhere),
+            "another address's requests are not the attack's"
+        );
+        // A genuine token from the forging address is not the attack's.
+        assert!(!evidence.matches(&blocked(Some("cust-2"), "t-2", Verdict::Ok, None)));
+        // A forged one from anywhere is.
+        let mut forged = blocked(Some("cust-3"), "f-3", Verdict::NotIssued, None);
+        forged.client_ip = Some("198.51.100.1".into());
+        assert!(evidence.matches(&forged));
     }
 }

@@ -71,9 +71,11 @@ pub struct App {
     pub ui_feed: std::sync::OnceLock<tokio::sync::watch::Receiver<Arc<String>>>,
     /// Registry misses (each a signature verification) per client address.
     pub miss_limiter: tally_core::ratelimit::RateLimiter<std::net::IpAddr>,
-    /// Examinations of the tokens of requests refused by containment, all
-    /// clients together (see `http::decide`).
-    pub blocked_examinations: tally_core::ratelimit::RateLimiter<()>,
+    /// Examinations of the unknown tokens of requests refused by
+    /// containment, per client address (see `http::decide`)...
+    pub blocked_examinations: tally_core::ratelimit::RateLimiter<std::net::IpAddr>,
+    /// ...and for all blocked clients together.
+    pub blocked_examinations_total: tally_core::ratelimit::RateLimiter<()>,
     /// Forged tokens the ledger store has already said it never issued.
     pub misses: tally_core::misses::Misses,
     /// DPoP proofs already used (RFC 9449 replay protection).
@@ -202,6 +204,11 @@ impl App {
         let blocked_examinations = tally_core::ratelimit::RateLimiter::new(
             config.blocked_examine_per_sec,
             config.blocked_examine_burst,
+            100_000,
+        );
+        let blocked_examinations_total = tally_core::ratelimit::RateLimiter::new(
+            config.blocked_examine_total_per_sec,
+            config.blocked_examine_total_burst,
             1,
         );
         let access_log = Arc::new(
@@ -313,6 +320,7 @@ impl App {
             ui_feed: std::sync::OnceLock::new(),
             miss_limiter,
             blocked_examinations,
+            blocked_examinations_total,
             guard: tally_core::throttle::Guard::new(Default::default()),
             revocation_seq: AtomicI64::new(0),
             last_expiry,

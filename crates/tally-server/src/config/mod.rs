@@ -62,12 +62,17 @@ pub struct FileConfig {
     pub miss_rate_per_sec: Option<f64>,
     /// ...and at once (default 200).
     pub miss_burst: Option<f64>,
-    /// Tokens of requests refused by containment (a blocked address or
-    /// device) examined for the record per second, all clients together
-    /// (default 2000)...
+    /// Unknown tokens of requests refused by containment (a blocked
+    /// address or device) examined for the record per client address per
+    /// second (default 50, as `miss_rate_per_sec`)...
     pub blocked_examine_per_sec: Option<f64>,
-    /// ...and at once (default 20000).
+    /// ...and at once (default 200).
     pub blocked_examine_burst: Option<f64>,
+    /// The same for all blocked clients together, per second (default
+    /// 2000)...
+    pub blocked_examine_total_per_sec: Option<f64>,
+    /// ...and at once (default 2000).
+    pub blocked_examine_total_burst: Option<f64>,
     /// Require DPoP server nonces (RFC 9449 section 8/9) in every proof.
     #[serde(default)]
     pub dpop_nonce: bool,
@@ -278,10 +283,15 @@ pub struct Config {
     pub miss_rate_per_sec: f64,
     /// Registry misses allowed per client at once.
     pub miss_burst: f64,
-    /// Tokens of blocked requests examined per second, all clients together.
+    /// Unknown tokens of blocked requests examined per client address per
+    /// second.
     pub blocked_examine_per_sec: f64,
     /// ...and at once.
     pub blocked_examine_burst: f64,
+    /// The same for all blocked clients together.
+    pub blocked_examine_total_per_sec: f64,
+    /// ...and at once.
+    pub blocked_examine_total_burst: f64,
     /// Whether DPoP proofs must carry a server nonce.
     pub dpop_nonce: bool,
     /// Detection thresholds.
@@ -592,8 +602,13 @@ impl Config {
             device_header,
             miss_rate_per_sec: fc.miss_rate_per_sec.unwrap_or(50.0).max(0.0),
             miss_burst: fc.miss_burst.unwrap_or(200.0).max(1.0),
-            blocked_examine_per_sec: fc.blocked_examine_per_sec.unwrap_or(2000.0).max(0.0),
-            blocked_examine_burst: fc.blocked_examine_burst.unwrap_or(20_000.0).max(1.0),
+            blocked_examine_per_sec: fc.blocked_examine_per_sec.unwrap_or(50.0).max(0.0),
+            blocked_examine_burst: fc.blocked_examine_burst.unwrap_or(200.0).max(1.0),
+            blocked_examine_total_per_sec: fc
+                .blocked_examine_total_per_sec
+                .unwrap_or(2000.0)
+                .max(0.0),
+            blocked_examine_total_burst: fc.blocked_examine_total_burst.unwrap_or(2000.0).max(1.0),
             dpop_nonce: fc.dpop_nonce,
             actions: {
                 // No automatic action unless configured: each detection lists

@@ -296,26 +296,31 @@ pub(super) async fn decide_token_for(app: &Arc<App>, token: &[u8], facts: &Facts
     resolve(app, step, facts.now()).await
 }
 
-/// The detail of a blocked request whose token was not examined.
-pub(crate) const NOT_EXAMINED: &str =
-    "not examined: the budget for examining blocked clients' tokens was spent";
+use tally_core::gate::NOT_EXAMINED;
 
 /// The token of a request containment refuses, decided as if the request
 /// had not been refused, for the record only: so that the access log, the
 /// detector and the incident report count a forged token as one whoever
-/// sent it. An unknown token costs a signature verification and a ledger
-/// lookup, as it would from an address that is not blocked; these are
-/// budgeted for all blocked clients together
-/// (`blocked_examine_per_sec`, `blocked_examine_burst`) so that blocked
-/// clients cannot spend the gate's time, and beyond the budget the token
-/// is recorded as not examined ([`NOT_EXAMINED`]), which the report counts
-/// apart. The budget is separate from the per-address limit on unknown
-/// tokens, which a blocked attacker would otherwise exhaust at once.
+/// sent it. A token the registry holds costs a lookup; an unknown one costs
+/// a signature verification and a ledger lookup, as it would from an
+/// address that is not blocked, and is budgeted like one: per client
+/// address (`blocked_examine_per_sec`, `blocked_examine_burst`, by default
+/// the same as the miss limiter's, so being blocked buys no more of the
+/// gate's time) and for all blocked clients together
+/// (`blocked_examine_total_…`). Beyond either, the token is recorded as not
+/// examined ([`NOT_EXAMINED`]), which the report counts apart. The buckets
+/// are separate from the miss limiter's, which the attacker has usually
+/// spent by the time it is blocked.
 async fn examine_blocked(app: &Arc<App>, token: &[u8], facts: &Facts<'_>) -> Decision {
     let refused = std::cell::Cell::new(false);
     let step = {
         let allow = || {
-            let ok = app.blocked_examinations.allow(&(), facts.at_ms);
+            // The address's own share first, so that one blocked client
+            // cannot spend what the others are owed.
+            let ok = facts
+                .client
+                .is_none_or(|ip| app.blocked_examinations.allow(&ip, facts.at_ms))
+                && app.blocked_examinations_total.allow(&(), facts.at_ms);
             refused.set(!ok);
             ok
         };
