@@ -1,7 +1,7 @@
-//! The administration commands that manage people and clients, and the
-//! shell completions: `users list|remove`, `clients add|list|remove`,
-//! `completions`, each against a real data directory (and, for a removed
-//! user, a running server).
+//! The administration commands that manage people and clients, the global
+//! `--data`, and the shell completions: `users list|remove`, `clients
+//! add|list|remove`, `completions`, each against a real data directory (and,
+//! for a removed user, a running server).
 
 mod support;
 
@@ -143,4 +143,80 @@ fn access_tail_follows_new_events() {
     let line = seen.expect("access tail --follow printed no new event");
     let event: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(event["verdict"], "malformed", "{line}");
+}
+
+/// `--data` goes before or after the command, at any depth, or comes from
+/// `TALLY_DATA`; `tally demo`, which makes its own, refuses one.
+#[test]
+fn data_goes_before_or_after_the_command() {
+    let tmp = TempDir::new("global-data");
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    init(d);
+    add_user(d, "alice", "alice-password-1");
+    for args in [
+        &["--data", d, "users", "list"][..],
+        &["users", "list", "--data", d][..],
+        &["users", "--data", d, "list"][..],
+    ] {
+        assert_eq!(tally_ok(args, None), "alice\n", "{args:?}");
+    }
+    // Two levels down.
+    let before = tally_ok(&["--data", d, "keys", "log"], None);
+    let after = tally_ok(&["keys", "log", "--data", d], None);
+    assert_eq!(before, after);
+    assert!(before.contains("activated"), "{before}");
+    tally_ok(
+        &["--data", d, "users", "add", "bob", "--password-stdin"],
+        Some("bob-password-12\n"),
+    );
+    let from_env = std::process::Command::new(bin())
+        .args(["users", "list"])
+        .env("TALLY_DATA", d)
+        .env("TALLY_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&from_env.stdout), "alice\nbob\n");
+
+    // The directory named is the one used, wherever it is written.
+    let missing = tmp.path().join("nowhere");
+    let out = tally(
+        &["--data", missing.to_str().unwrap(), "users", "list"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(missing.to_str().unwrap()),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!missing.exists());
+
+    for args in [
+        &["--data", d, "demo", "--customers", "10"][..],
+        &["demo", "--customers", "10", "--data", d][..],
+    ] {
+        let out = tally(args, None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("takes no --data") && err.contains("--keep"),
+            "{args:?}: {err}"
+        );
+    }
+    // TALLY_DATA set for other commands does not stop the demo (which the
+    // bad --customers then stops before it starts).
+    let out = std::process::Command::new(bin())
+        .args(["demo", "--customers", "0"])
+        .env("TALLY_DATA", d)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--customers must be between"), "{err}");
+
+    let help = tally_ok(&["users", "list", "--help"], None);
+    assert!(
+        help.contains("--data <DATA>") && help.contains("TALLY_DATA"),
+        "{help}"
+    );
 }

@@ -12,7 +12,7 @@ use tally_server::config::Storage;
 use tally_store::clock::now_unix;
 use zeroize::Zeroizing;
 
-use super::{DataArg, config};
+use super::{Globals, config};
 
 /// The user dev mode creates, with the admin role.
 pub(crate) const ADMIN: &str = "admin";
@@ -31,18 +31,14 @@ impl DevDir {
 
 /// The configuration of a dev server: the file's and the flags', with a
 /// new temporary data directory, embedded storage and drills only.
-pub(crate) fn dev_config(
-    cfg: Option<&Path>,
-    data: &DataArg,
-    listen: Option<String>,
-) -> Result<(Config, DevDir)> {
-    if data.data.is_some() {
+pub(crate) fn dev_config(g: &Globals, listen: Option<String>) -> Result<(Config, DevDir)> {
+    if g.data.is_some() {
         bail!(
             "--dev uses a throwaway data directory of its own and cannot be combined with \
              --data (or TALLY_DATA): drop --dev to serve the data directory, or drop --data"
         );
     }
-    if data.storage.is_some() {
+    if g.storage.is_some() {
         bail!(
             "--dev keeps its data in a throwaway directory and cannot be combined with \
              --storage (or TALLY_STORAGE_URL)"
@@ -55,11 +51,11 @@ pub(crate) fn dev_config(
     let dev = DevDir { tmp };
     // A directory that does not exist yet: serve creates it as on any
     // first start.
-    let with_data = DataArg {
+    let with_data = Globals {
         data: Some(dev.path().join("data")),
-        storage: None,
+        ..g.clone()
     };
-    let mut c = config(cfg, &with_data, listen)?;
+    let mut c = config(&with_data, listen)?;
     if c.storage != Storage::Embedded {
         bail!(
             "--dev keeps its data in a throwaway directory: remove [storage] url from the \

@@ -1,6 +1,7 @@
-//! The commands, one module each, and what they share: the data directory
-//! arguments, the configuration, opening the data directory, reading a
-//! secret from standard input, times given on the command line, tables.
+//! The commands, one module each, and what they share: the global arguments
+//! (configuration file, data directory, storage), the configuration, opening
+//! the data directory, reading a secret from standard input, times given on
+//! the command line, tables.
 
 pub(crate) mod access;
 pub(crate) mod block;
@@ -18,7 +19,7 @@ pub(crate) mod state;
 pub(crate) mod users;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
@@ -27,23 +28,25 @@ use tally_server::keyring::DataDir;
 use tally_server::{Config, Overrides};
 use zeroize::Zeroizing;
 
-#[derive(Args, Clone)]
-pub(crate) struct DataArg {
+/// The options every command takes, before or after the command's name
+/// (`tally --data D users list` is `tally users list --data D`): clap's
+/// global arguments, read at whatever level of the command they are given.
+#[derive(Args, Clone, Default)]
+pub(crate) struct Globals {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "TALLY_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
     /// Data directory (embedded storage; in a fleet, this node's own files).
-    #[arg(long, env = "TALLY_DATA")]
+    #[arg(long, global = true, env = "TALLY_DATA")]
     pub(crate) data: Option<PathBuf>,
     /// Shared storage for a fleet: postgres://user@host:5432/db.
-    #[arg(long, env = "TALLY_STORAGE_URL")]
+    #[arg(long, global = true, env = "TALLY_STORAGE_URL")]
     pub(crate) storage: Option<String>,
 }
 
 /// The configuration: the file (`--config`), then the `TALLY_*` variables
 /// and the flags given.
-pub(crate) fn config(
-    cli_config: Option<&Path>,
-    data: &DataArg,
-    listen: Option<String>,
-) -> Result<Config> {
+pub(crate) fn config(g: &Globals, listen: Option<String>) -> Result<Config> {
     let token_ttl_secs = match std::env::var("TALLY_TOKEN_TTL_SECS") {
         Ok(v) => Some(v.parse().map_err(|_| {
             anyhow!(
@@ -55,15 +58,16 @@ pub(crate) fn config(
     };
     let over = Overrides {
         listen,
-        data: data.data.clone(),
+        data: g.data.clone(),
         // A storage URL may carry a password: it is never part of a message
         // here (the configuration shows it with the password masked).
-        storage: data.storage.clone(),
+        storage: g.storage.clone(),
         issuer: std::env::var("TALLY_ISSUER").ok(),
         audience: std::env::var("TALLY_AUDIENCE").ok(),
         token_ttl_secs,
     };
-    Config::load(cli_config, over).with_context(|| match cli_config {
+    let file = g.config.as_deref();
+    Config::load(file, over).with_context(|| match file {
         Some(p) => format!(
             "cannot load the configuration from {} (--config or TALLY_CONFIG)",
             p.display()

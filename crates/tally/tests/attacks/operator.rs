@@ -295,6 +295,7 @@ fn data_directory_is_a_file() -> Result<(), String> {
         &["users", "list", "--data", f][..],
         &["keys", "list", "--data", f][..],
         &["ledger", "verify", "--data", f][..],
+        &["--data", f, "keys", "log"][..],
     ] {
         let out = tally(args, None);
         let err = String::from_utf8_lossy(&out.stderr);
