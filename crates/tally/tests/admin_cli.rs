@@ -1,7 +1,8 @@
-//! The administration commands that manage people and clients, the global
-//! `--data`, and the shell completions: `users list|remove`, `clients
-//! add|list|remove`, `completions`, each against a real data directory (and,
-//! for a removed user, a running server).
+//! The administration commands that manage people and clients, the lists
+//! as JSON, the global `--data`, and the shell completions: `users
+//! list|remove`, `clients add|list|remove`, `access holds`, `keys log`,
+//! `completions`, each against a real data directory (and, for a removed
+//! user, a running server).
 
 mod support;
 
@@ -143,6 +144,94 @@ fn access_tail_follows_new_events() {
     let line = seen.expect("access tail --follow printed no new event");
     let event: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(event["verdict"], "malformed", "{line}");
+}
+
+/// `access holds` and `keys log` print JSON with `--format json`, as the
+/// other lists do: an array of objects named by the table's columns.
+#[test]
+fn holds_and_the_key_log_are_listed_as_json() {
+    let tmp = TempDir::new("lists-json");
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    init(d);
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = tally_ok(args, None);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    };
+
+    assert_eq!(
+        json(&["access", "holds", "--format", "json", "--data", d]),
+        serde_json::json!([])
+    );
+    tally_ok(
+        &[
+            "access",
+            "hold",
+            "--from",
+            "2026-04-01T00:00:00Z",
+            "--until",
+            "2026-11-30T00:00:00Z",
+            "--reason",
+            "order 17/2026",
+            "--actor",
+            "olivia",
+            "--data",
+            d,
+        ],
+        None,
+    );
+    let holds = json(&["access", "holds", "--format", "json", "--data", d]);
+    let holds = holds.as_array().unwrap();
+    assert_eq!(holds.len(), 1, "{holds:?}");
+    let h = &holds[0];
+    assert_eq!(h["id"], "1");
+    assert_eq!(h["reason"], "order 17/2026");
+    assert_eq!(h["by"], "olivia");
+    assert!(h["from"].as_str().unwrap().starts_with("2026-04-01"), "{h}");
+    assert!(
+        h["until"].as_str().unwrap().starts_with("2026-11-30"),
+        "{h}"
+    );
+    let table = tally_ok(&["access", "holds", "--data", d], None);
+    assert!(
+        table.starts_with("ID") && table.contains("order 17/2026"),
+        "{table}"
+    );
+
+    tally_ok(&["keys", "rotate", "--actor", "olivia", "--data", d], None);
+    let keys = json(&["keys", "list", "--format", "json", "--data", d]);
+    let active = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["state"] == "active")
+        .unwrap()["kid"]
+        .clone();
+    let log = json(&["keys", "log", "--format", "json", "--data", d]);
+    let log = log.as_array().unwrap();
+    assert!(log.len() >= 2, "{log:?}");
+    for e in log {
+        for field in ["time", "event", "kid", "actor", "detail"] {
+            assert!(e[field].is_string(), "{field} in {e}");
+        }
+    }
+    assert!(
+        log.iter()
+            .any(|e| e["kid"] == active && e["actor"] == "olivia"),
+        "the rotation by olivia to {active} is not in {log:?}"
+    );
+    let one = json(&[
+        "keys", "log", "--limit", "1", "--format", "json", "--data", d,
+    ]);
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    let table = tally_ok(&["keys", "log", "--data", d], None);
+    assert!(table.starts_with("TIME"), "{table}");
+    for args in [
+        &["keys", "log", "--format", "yaml", "--data", d][..],
+        &["access", "holds", "--format", "yaml", "--data", d][..],
+    ] {
+        assert_eq!(tally(args, None).status.code(), Some(2), "{args:?}");
+    }
 }
 
 /// `--data` goes before or after the command, at any depth, or comes from

@@ -9,7 +9,7 @@ use tally_incident::access::{AccessError, AccessLog};
 use tally_incident::timefmt;
 use tally_server::keyring::lifecycle;
 
-use super::{Globals, coded, config, parse_time, print_table, require_data_dir};
+use super::{FormatArg, Globals, coded, config, parse_time, print_rows, require_data_dir};
 
 #[derive(Subcommand)]
 pub(crate) enum AccessCmd {
@@ -41,7 +41,10 @@ pub(crate) enum AccessCmd {
         actor: Option<String>,
     },
     /// List the legal holds in force.
-    Holds,
+    Holds {
+        #[command(flatten)]
+        format: FormatArg,
+    },
     /// Release a legal hold.
     Release {
         /// Hold id.
@@ -116,7 +119,7 @@ pub(crate) fn run(g: &Globals, cmd: AccessCmd) -> Result<ExitCode> {
             actor,
             ..
         } => hold(&log, &from, &until, &reason, actor.as_deref()),
-        AccessCmd::Holds => {
+        AccessCmd::Holds { format } => {
             let mut table = vec![[
                 "ID".to_string(),
                 "FROM".into(),
@@ -133,7 +136,7 @@ pub(crate) fn run(g: &Globals, cmd: AccessCmd) -> Result<ExitCode> {
                     h.reason,
                 ]);
             }
-            print_table(&table);
+            print_rows(&format, &table);
             Ok(ExitCode::SUCCESS)
         }
         AccessCmd::Release {

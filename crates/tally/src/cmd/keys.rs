@@ -14,7 +14,7 @@ use tally_store::clock::now_unix;
 use tally_store::{KeyPurpose, KeyState, LEDGER_FILE};
 
 use super::custodians::{self, CustodianCmd};
-use super::{FormatArg, Globals, config, open_data_dir, parse_time, print_rows, print_table};
+use super::{FormatArg, Globals, config, open_data_dir, parse_time, print_rows};
 
 #[derive(Subcommand)]
 pub(crate) enum KeysCmd {
@@ -62,6 +62,8 @@ pub(crate) enum KeysCmd {
         /// How many of the newest events.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        #[command(flatten)]
+        format: FormatArg,
     },
     /// Import an existing Ed25519 / P-256 / RSA private key (PKCS#8 PEM) and
     /// make it the active signing key.
@@ -84,7 +86,7 @@ pub(crate) fn run(g: &Globals, cmd: KeysCmd) -> Result<ExitCode> {
         }
         KeysCmd::Custodian(cmd) => custodians::run(g, cmd),
         KeysCmd::Offboard { person, actor } => custodians::offboard(g, &person, actor.as_deref()),
-        KeysCmd::Log { limit } => log(g, limit),
+        KeysCmd::Log { limit, format } => log(g, limit, &format),
         KeysCmd::Import { kid, pem } => import(g, kid.as_deref(), &pem),
     }
 }
@@ -216,7 +218,7 @@ fn compromise(
     Ok(ExitCode::SUCCESS)
 }
 
-fn log(g: &Globals, limit: usize) -> Result<ExitCode> {
+fn log(g: &Globals, limit: usize, format: &FormatArg) -> Result<ExitCode> {
     let c = config(g, None)?;
     let dir = open_data_dir(&c)?;
     let mut table = vec![[
@@ -239,7 +241,7 @@ fn log(g: &Globals, limit: usize) -> Result<ExitCode> {
             e.detail,
         ]);
     }
-    print_table(&table);
+    print_rows(format, &table);
     Ok(ExitCode::SUCCESS)
 }
 
