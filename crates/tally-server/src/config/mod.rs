@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 mod address;
 mod limits;
+mod passwords;
 mod pkcs11;
 
 pub use address::listen_address;
 pub use limits::{AccessLogFile, Connections, ConnectionsFile};
+pub use passwords::PasswordsFile;
 
 pub use pkcs11::{DEFAULT_PIN_ENV, Pkcs11Config};
 pub use tally_core::endpoint::{jwks_url_allowed, redact_url};
@@ -86,6 +88,8 @@ pub struct FileConfig {
     pub access_log: Option<AccessLogFile>,
     /// Limits on client connections, for every listener.
     pub connections: Option<ConnectionsFile>,
+    /// What a new password must be (`min_length`).
+    pub passwords: Option<PasswordsFile>,
 }
 
 /// `[storage]`: where the ledger and the shared state live.
@@ -336,6 +340,8 @@ pub struct Config {
     pub flood: tally_core::flood::FloodPolicy,
     /// Limits on client connections.
     pub connections: Connections,
+    /// What a new password must be.
+    pub passwords: crate::passwords::Policy,
     /// Every incident is a drill: no reporting regime applies (no legal
     /// clock runs) and incident titles begin with `DRILL:`. Only `tally
     /// serve --dev` sets it; no configuration key or variable can.
@@ -607,6 +613,7 @@ impl Config {
         )?;
         Ok(Config {
             drill: false,
+            passwords: passwords::policy(fc.passwords.as_ref()).map_err(ConfigError)?,
             storage,
             redis,
             listen,
@@ -787,6 +794,36 @@ mod tests {
         assert_eq!(c.issuer, "http://127.0.0.1:8080");
         assert!(!c.issuer_configured);
         assert_eq!(c.token_ttl_secs, 900);
+        assert_eq!(c.passwords.min_chars, 12);
+    }
+
+    #[test]
+    fn password_minimums_below_8_are_refused() {
+        let load = |text: &str| Config::from_toml(text, Overrides::default());
+        let c = load("[passwords]\nmin_length = 8\n").unwrap();
+        assert_eq!(c.passwords.min_chars, 8);
+        let c = load("[passwords]\nmin_length = 256\n").unwrap();
+        assert_eq!(c.passwords.min_chars, 256);
+        assert_eq!(load("[passwords]\n").unwrap().passwords.min_chars, 12);
+        for (n, says) in [
+            ("7", "is below 8"),
+            ("0", "is below 8"),
+            ("257", "is above 256"),
+        ] {
+            let err = load(&format!("[passwords]\nmin_length = {n}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("[passwords] min_length = {n}")) && err.contains(says),
+                "{n}: {err}"
+            );
+        }
+        for bad in ["min_length = -1", "min_length = \"12\"", "min_lenght = 12"] {
+            let err = load(&format!("[passwords]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("min_len"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -129,7 +129,7 @@ pub(crate) fn parse_time(flag: &str, s: &str) -> Result<i64> {
 pub(crate) fn read_secret_line(what: &str) -> Result<Zeroizing<String>> {
     let mut input = Zeroizing::new(String::new());
     std::io::stdin()
-        .take(tally_server::issuance::MAX_PASSWORD as u64 + 2)
+        .take(tally_server::passwords::MAX_BYTES as u64 + 2)
         .read_to_string(&mut input)
         .with_context(|| format!("cannot read the {what} from standard input"))?;
     let line = input.strip_suffix('\n').unwrap_or(&input);
@@ -137,7 +137,7 @@ pub(crate) fn read_secret_line(what: &str) -> Result<Zeroizing<String>> {
     if line.is_empty() || line.contains('\n') {
         bail!("standard input must hold exactly one non-empty {what} line");
     }
-    if line.len() > tally_server::issuance::MAX_PASSWORD {
+    if line.len() > tally_server::passwords::MAX_BYTES {
         bail!("the {what} is longer than 1024 bytes");
     }
     Ok(Zeroizing::new(line.to_string()))
