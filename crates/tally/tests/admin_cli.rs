@@ -1,8 +1,9 @@
 //! The administration commands that manage people and clients, the lists
 //! as JSON, the global `--data`, and the shell completions: `users
-//! list|remove`, `clients add|list|remove`, `access holds`, `keys log`,
-//! `completions`, each against a real data directory (and, for a removed
-//! user, a running server).
+//! add|reset|list|remove` (with the password policy), `clients
+//! add|list|remove`, `access holds`, `keys log`, `completions`, each against
+//! a real data directory (and, for a removed user or a login, a running
+//! server).
 
 mod support;
 
@@ -144,6 +145,178 @@ fn access_tail_follows_new_events() {
     let line = seen.expect("access tail --follow printed no new event");
     let event: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(event["verdict"], "malformed", "{line}");
+}
+
+/// `tally users add|reset` with `password` on standard input: its exit
+/// code and standard error.
+fn set_password(cmd: &str, user: &str, password: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec!["users", cmd, user, "--password-stdin"];
+    args.extend_from_slice(extra);
+    let out = tally(&args, Some(&format!("{password}\n")));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A password shorter than the minimum (12 characters by default, counted
+/// as characters, not bytes) or longer than 1024 bytes is refused wherever
+/// one is set, with a stable code and a message that does not quote it;
+/// exactly the minimum is accepted. Login applies no minimum: a short
+/// attempt is one more wrong password.
+#[test]
+fn new_passwords_meet_the_policy() {
+    let tmp = TempDir::new("password-policy");
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    init(d);
+    let at = ["--data", d];
+
+    for (short, what) in [
+        ("hunter2", "7 ASCII characters"),
+        ("abcdefghijk", "11 ASCII characters"),
+        ("ééééééééééé", "11 characters in 22 bytes"),
+    ] {
+        let (code, err) = set_password("add", "carl", short, &at);
+        assert_eq!(code, Some(2), "{what}: {err}");
+        assert!(
+            err.contains("cannot add user carl")
+                && err.contains("at least 12 characters")
+                && err.contains("(password_too_short)"),
+            "{what}: {err}"
+        );
+        assert!(
+            !err.contains(short),
+            "{what}: the error quotes the password: {err}"
+        );
+    }
+    let too_long = "x".repeat(1025);
+    let (code, err) = set_password("add", "carl", &too_long, &at);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("at most 1024 bytes") && err.contains("(password_too_long)"),
+        "{err}"
+    );
+    assert!(!err.contains("xxxxxxxx"), "{err}");
+    assert_eq!(tally_ok(&["users", "list", "--data", d], None), "");
+
+    // Exactly the minimum, counted in characters; exactly the maximum.
+    add_user(d, "carl", "abcdefghijkl");
+    add_user(d, "dora", "éééééééééééé");
+    add_user(d, "emil", &"x".repeat(1024));
+    // No composition rule: digits alone, letters alone, spaces.
+    add_user(d, "finn", "123456789012");
+    add_user(d, "gert", "correct horse battery");
+
+    // A reset is held to the same rule and changes nothing when refused.
+    let (code, err) = set_password("reset", "carl", "hunter2", &at);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("cannot reset user carl") && err.contains("(password_too_short)"),
+        "{err}"
+    );
+    let server = Server::start(&data, None);
+    login(&server, "carl", "abcdefghijkl");
+    login(&server, "dora", "éééééééééééé");
+    login(&server, "emil", &"x".repeat(1024));
+
+    // Login says nothing about the policy: a short attempt, a long wrong
+    // one, one over the maximum and an unknown user get the same answer.
+    let attempt = |user: &str, password: &str| {
+        let r = client()
+            .post(server.url("/v1/login"))
+            .json(&serde_json::json!({"username": user, "password": password}))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let wrong = attempt("carl", "a wrong but long password");
+    assert_eq!(wrong.0, 401, "{}", wrong.1);
+    assert!(wrong.1.contains("invalid_credentials"), "{}", wrong.1);
+    for (user, password) in [
+        ("carl", "hunter2"),
+        ("carl", too_long.as_str()),
+        ("nobody", "hunter2"),
+    ] {
+        assert_eq!(attempt(user, password), wrong, "{user} {}", password.len());
+    }
+
+    tally_ok(
+        &["users", "reset", "carl", "--password-stdin", "--data", d],
+        Some("a new passphrase\n"),
+    );
+    login(&server, "carl", "a new passphrase");
+}
+
+/// `[passwords] min_length` moves the minimum, never below 8: a
+/// configuration asking for less is refused when it loads, by every
+/// command, `serve` included.
+#[test]
+fn the_minimum_is_configured_and_never_below_8() {
+    let tmp = TempDir::new("password-config");
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    init(d);
+    let config = |name: &str, text: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+
+    let eight = config("eight.toml", "[passwords]\nmin_length = 8\n");
+    let (code, err) = set_password("add", "ann", "1234567", &["--data", d, "--config", &eight]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("at least 8 characters"), "{err}");
+    set_password("add", "ann", "12345678", &["--data", d, "--config", &eight]);
+    assert_eq!(tally_ok(&["users", "list", "--data", d], None), "ann\n");
+
+    let twenty = config("twenty.toml", "[passwords]\nmin_length = 20\n");
+    let (code, err) = set_password(
+        "add",
+        "bea",
+        "abcdefghijklmnop",
+        &["--config", &twenty, "--data", d],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("at least 20 characters") && err.contains("password_too_short"),
+        "{err}"
+    );
+
+    let seven = config("seven.toml", "[passwords]\nmin_length = 7\n");
+    for args in [
+        &[
+            "users",
+            "add",
+            "bea",
+            "--password-stdin",
+            "--data",
+            d,
+            "--config",
+            &seven,
+        ][..],
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            d,
+            "--config",
+            &seven,
+        ][..],
+        &["--config", &seven, "--data", d, "users", "list"][..],
+    ] {
+        let out = tally(args, Some("a long enough password\n"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("cannot load the configuration")
+                && err.contains("[passwords] min_length = 7 is below 8")
+                && err.contains("set it to 8 or more"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(tally_ok(&["users", "list", "--data", d], None), "ann\n");
 }
 
 /// `access holds` and `keys log` print JSON with `--format json`, as the

@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use tally_server::Config;
 use tally_server::config::Storage;
+use tally_server::passwords::Policy;
 use tally_store::clock::now_unix;
 use zeroize::Zeroizing;
 
@@ -71,7 +72,12 @@ pub(crate) fn dev_config(g: &Globals, listen: Option<String>) -> Result<(Config,
 /// directory of `c`, and returns the password.
 pub(crate) fn add_admin(c: &Config) -> Result<Zeroizing<String>> {
     let dir = super::open_data_dir(c)?;
-    let password = Zeroizing::new(tally_server::keyring::random_hex(16));
+    let password = admin_password(&c.passwords);
+    // Held to the same policy as every password an operator sets.
+    c.passwords
+        .check(password.as_str())
+        .map_err(super::coded)
+        .context("cannot make a password for the dev admin")?;
     let hash = tally_server::passwords::hash_once(password.as_str())
         .context("cannot hash the dev admin's password")?;
     dir.state
@@ -87,6 +93,13 @@ pub(crate) fn add_admin(c: &Config) -> Result<Zeroizing<String>> {
     Ok(password)
 }
 
+/// A new random password for the dev admin: 32 hex characters (128 bits),
+/// or as many as `[passwords] min_length` asks for if that is more.
+fn admin_password(policy: &Policy) -> Zeroizing<String> {
+    let bytes = policy.min_chars.div_ceil(2).max(16);
+    Zeroizing::new(tally_server::keyring::random_hex(bytes))
+}
+
 /// The banner of a dev server, with the admin's password: the one place
 /// tally prints a password.
 pub(crate) fn banner(password: &str) -> String {
@@ -98,4 +111,21 @@ pub(crate) fn banner(password: &str) -> String {
          \x20 admin password: {password}\n\
          \x20 (printed once, because this is dev mode; tally serve without --dev never prints a password)"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use tally_server::passwords::{LEAST_MIN_CHARS, MOST_MIN_CHARS, Policy};
+
+    /// The dev admin's password meets any minimum the configuration allows.
+    #[test]
+    fn the_admin_password_meets_the_policy() {
+        for min_chars in [LEAST_MIN_CHARS, 12, 32, 33, 64, MOST_MIN_CHARS] {
+            let policy = Policy { min_chars };
+            let password = super::admin_password(&policy);
+            assert_eq!(policy.check(&password), Ok(()), "{min_chars}");
+            assert!(password.len() >= 32, "{min_chars}");
+            assert!(password.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The commands, one module each, and what they share: the global arguments
 //! (configuration file, data directory, storage), the configuration, opening
-//! the data directory, reading a secret from standard input, times given on
-//! the command line, tables.
+//! the data directory, reading a secret or a new password from standard
+//! input, times given on the command line, tables.
 
 pub(crate) mod access;
 pub(crate) mod block;
@@ -25,6 +25,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use tally_incident::timefmt;
 use tally_server::keyring::DataDir;
+use tally_server::passwords::MAX_BYTES;
 use tally_server::{Config, Overrides};
 use zeroize::Zeroizing;
 
@@ -94,6 +95,12 @@ impl Coded for tally_incident::access::AccessError {
     }
 }
 
+impl Coded for tally_server::passwords::PolicyError {
+    fn code(&self) -> &'static str {
+        tally_server::passwords::PolicyError::code(self)
+    }
+}
+
 impl Coded for tally_incident::store::IncidentError {
     fn code(&self) -> &'static str {
         tally_incident::store::IncidentError::code(self)
@@ -123,13 +130,14 @@ pub(crate) fn parse_time(flag: &str, s: &str) -> Result<i64> {
         .with_context(|| format!("--{flag}"))
 }
 
-/// Reads one non-empty line (a password or secret) from standard input.
+/// Reads one non-empty line (a password or secret) from standard input, of
+/// at most [`MAX_BYTES`] bytes (more are not read).
 ///
 /// No message says anything of what was read.
-pub(crate) fn read_secret_line(what: &str) -> Result<Zeroizing<String>> {
+fn read_line(what: &str) -> Result<Zeroizing<String>> {
     let mut input = Zeroizing::new(String::new());
     std::io::stdin()
-        .take(tally_server::passwords::MAX_BYTES as u64 + 2)
+        .take(MAX_BYTES as u64 + 2)
         .read_to_string(&mut input)
         .with_context(|| format!("cannot read the {what} from standard input"))?;
     let line = input.strip_suffix('\n').unwrap_or(&input);
@@ -137,10 +145,26 @@ pub(crate) fn read_secret_line(what: &str) -> Result<Zeroizing<String>> {
     if line.is_empty() || line.contains('\n') {
         bail!("standard input must hold exactly one non-empty {what} line");
     }
-    if line.len() > tally_server::passwords::MAX_BYTES {
-        bail!("the {what} is longer than 1024 bytes");
-    }
     Ok(Zeroizing::new(line.to_string()))
+}
+
+/// Reads a secret (a client's) from standard input: one non-empty line of
+/// at most [`MAX_BYTES`] bytes.
+pub(crate) fn read_secret_line(what: &str) -> Result<Zeroizing<String>> {
+    let line = read_line(what)?;
+    if line.len() > MAX_BYTES {
+        bail!("the {what} is longer than {MAX_BYTES} bytes");
+    }
+    Ok(line)
+}
+
+/// Reads a new password from standard input (one line) and checks it
+/// against the configured policy (`password_too_short`,
+/// `password_too_long`).
+pub(crate) fn read_new_password(c: &Config) -> Result<Zeroizing<String>> {
+    let password = read_line("password")?;
+    c.passwords.check(&password).map_err(coded)?;
+    Ok(password)
 }
 
 /// `--format table|json` of a list command.

@@ -8,11 +8,12 @@ use clap::Subcommand;
 use tally_store::StateError;
 use tally_store::clock::now_unix;
 
-use super::{Globals, config, open_data_dir, read_secret_line};
+use super::{Globals, config, open_data_dir, read_new_password};
 
 #[derive(Subcommand)]
 pub(crate) enum UsersCmd {
-    /// Add a user; the password is read from standard input.
+    /// Add a user; the password is read from standard input. It must have at
+    /// least 12 characters (`[passwords] min_length`) and at most 1024 bytes.
     Add {
         /// User name (1-64 of A-Z a-z 0-9 . _ @ -).
         name: String,
@@ -20,9 +21,10 @@ pub(crate) enum UsersCmd {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
-    /// Reset a user: a new password (read from standard input), the `user`
-    /// role and no one-time-password enrolment, sealed afresh. Takes back a
-    /// user row that someone changed in the database behind tally's back.
+    /// Reset a user: a new password (read from standard input, with the same
+    /// rules as for `users add`), the `user` role and no one-time-password
+    /// enrolment, sealed afresh. Takes back a user row that someone changed
+    /// in the database behind tally's back.
     Reset {
         /// The user.
         name: String,
@@ -124,7 +126,7 @@ fn add(g: &Globals, name: &str) -> Result<ExitCode> {
         bail!("user names are 1-64 characters of A-Z a-z 0-9 . _ @ -");
     }
     let dir = open_data_dir(&c)?;
-    let password = read_secret_line("password")?;
+    let password = read_new_password(&c).with_context(|| format!("cannot add user {name}"))?;
     let hash = hash_password(name, password.as_str())?;
     match dir.state.add_user(name, &hash, now_unix()) {
         Ok(()) => {}
@@ -137,7 +139,7 @@ fn add(g: &Globals, name: &str) -> Result<ExitCode> {
 
 fn reset(g: &Globals, name: &str) -> Result<ExitCode> {
     let c = config(g, None)?;
-    let password = read_secret_line("password")?;
+    let password = read_new_password(&c).with_context(|| format!("cannot reset user {name}"))?;
     let dir = open_data_dir(&c)?;
     let hash = hash_password(name, password.as_str())?;
     if !dir
