@@ -196,7 +196,7 @@ miss_rate_per_sec = $rate
 miss_burst = $burst
 EOF
     "$tally" init --data "$dir/data" --config "$dir/tally.toml" --listen "127.0.0.1:$port" >/dev/null
-    echo pw | "$tally" users add bench --password-stdin --data "$dir/data" --config "$dir/tally.toml" >/dev/null
+    echo bench-passphrase | "$tally" users add bench --password-stdin --data "$dir/data" --config "$dir/tally.toml" >/dev/null
     TALLY_LOG=warn "$tally" serve --data "$dir/data" --listen "127.0.0.1:$port" \
         --config "$dir/tally.toml" >"$tmp/tally-$name.log" 2>&1 &
     pids+=($!)
@@ -205,7 +205,7 @@ EOF
     url="http://127.0.0.1:$port/v1/check"
     login() {
         curl -sf -XPOST "http://127.0.0.1:$port/v1/login" -H 'content-type: application/json' \
-            -d '{"username":"bench","password":"pw"}' | jq -r .access_token
+            -d '{"username":"bench","password":"bench-passphrase"}' | jq -r .access_token
     }
     token=$(login)
     token2=$(login)

@@ -109,7 +109,7 @@ prefix = "/"
 upstream = "http://127.0.0.1:$p_up"
 EOF
 "$tally" init --data "$tmp/data" --config "$tmp/tally.toml" --listen "127.0.0.1:$p_tally" >/dev/null
-echo pw | "$tally" users add bench --password-stdin --data "$tmp/data" --config "$tmp/tally.toml" >/dev/null
+echo bench-passphrase | "$tally" users add bench --password-stdin --data "$tmp/data" --config "$tmp/tally.toml" >/dev/null
 TALLY_LOG=warn "$tally" serve --data "$tmp/data" --listen "127.0.0.1:$p_tally" \
     --config "$tmp/tally.toml" >"$tmp/tally.log" 2>&1 &
 pids+=($!)
@@ -127,7 +127,7 @@ wait_for() {
 for p in $p_up $p_204 $p_proxy $p_tally $p_gate; do wait_for "$p"; done
 
 token=$(curl -sf -XPOST "http://127.0.0.1:$p_tally/v1/login" -H 'content-type: application/json' \
-    -d '{"username":"bench","password":"pw"}' | jq -r .access_token)
+    -d '{"username":"bench","password":"bench-passphrase"}' | jq -r .access_token)
 [ -n "$token" ] && [ "$token" != null ] || { echo "gate.sh: login failed" >&2; exit 1; }
 auth="Authorization: Bearer $token"
 

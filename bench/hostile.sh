@@ -71,7 +71,7 @@ token_ttl_secs = 7200
 trusted_proxies = ["127.0.0.1/32"]
 EOF
 TALLY_LOG=warn "$tally" init --data "$tmp/data" --config "$tmp/tally.toml" >/dev/null
-echo pw | "$tally" users add bench --password-stdin --data "$tmp/data" --config "$tmp/tally.toml" >/dev/null
+echo bench-passphrase | "$tally" users add bench --password-stdin --data "$tmp/data" --config "$tmp/tally.toml" >/dev/null
 TALLY_LOG=warn "$tally" serve --data "$tmp/data" --listen "127.0.0.1:$port" \
     --config "$tmp/tally.toml" >"$tmp/tally.log" 2>&1 &
 pid=$!
@@ -81,7 +81,7 @@ for _ in $(seq 1 200); do
     sleep 0.1
 done
 token=$(curl -sf -XPOST "http://127.0.0.1:$port/v1/login" -H 'content-type: application/json' \
-    -d '{"username":"bench","password":"pw"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+    -d '{"username":"bench","password":"bench-passphrase"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 
 cat >"$tmp/hostile.lua" <<'EOF'
 local field, device, junk

@@ -227,6 +227,7 @@ configs = {
                'node = "gate-1"\nredis_url = "redis://127.0.0.1:6379/0"\n',
     "pkcs11": 'signer = "pkcs11"\n[pkcs11]\nmodule = "/usr/lib/softhsm/libsofthsm2.so"\ntoken_label = "tally"\n'
               'pin_env = "PIN"\n',
+    "passwords": "[passwords]\nmin_length = 12\n",
     "unknown-key": 'lisen = "127.0.0.1:1"\n',
     "out-of-range": "token_ttl_secs = 0\n",
 }

@@ -21,6 +21,12 @@ pub fn check(data: &[u8]) {
     };
     assert!((1..=86_400).contains(&config.token_ttl_secs));
     assert!(!config.issuer.is_empty() && !config.audience.is_empty());
+    // No configuration lets a password shorter than NIST's 8 characters be
+    // set, nor asks for one that cannot fit in the longest accepted.
+    assert!(
+        (tally_server::passwords::LEAST_MIN_CHARS..=tally_server::passwords::MOST_MIN_CHARS)
+            .contains(&config.passwords.min_chars)
+    );
     if let Some(gate) = &config.gate {
         for route in &gate.routes {
             assert!(

@@ -19,9 +19,6 @@ use crate::error::ApiError;
 /// Longest accepted user name.
 pub const MAX_USERNAME: usize = 64;
 
-/// Longest accepted password, in bytes.
-pub const MAX_PASSWORD: usize = 1024;
-
 /// One of the few slots for password hashing (argon2id, 19 MiB each, kept and
 /// reused: see `passwords`): waits up to five seconds, then answers `503
 /// busy` rather than queue without bound.

@@ -1,4 +1,5 @@
-//! Password and client-secret hashing (argon2id) with bounded, reused memory.
+//! Password and client-secret hashing (argon2id) with bounded, reused memory,
+//! and the [`Policy`] a new password must meet.
 //!
 //! Argon2 needs a large working memory (19 MiB with the default parameters).
 //! Allocating it for every hash and freeing it afterwards lets the system
@@ -247,6 +248,92 @@ impl Drop for Slot {
     }
 }
 
+/// Longest password accepted anywhere, in bytes: when one is set and at
+/// login (a longer one is refused before any hashing, so nobody can make
+/// argon2 hash megabytes). 1024 bytes hold 256 characters of any script,
+/// well beyond the 64 that NIST SP 800-63B asks verifiers to accept.
+pub const MAX_BYTES: usize = 1024;
+
+/// The shortest password that may be set unless `[passwords] min_length`
+/// says otherwise, in characters.
+pub const DEFAULT_MIN_CHARS: usize = 12;
+
+/// The least `[passwords] min_length` may be: NIST SP 800-63B requires
+/// memorized secrets of at least 8 characters.
+pub const LEAST_MIN_CHARS: usize = 8;
+
+/// The most `[passwords] min_length` may be: every password of this many
+/// characters fits in [`MAX_BYTES`] (a character is at most 4 bytes).
+pub const MOST_MIN_CHARS: usize = MAX_BYTES / 4;
+
+/// What a new password must be (NIST SP 800-63B, 5.1.1.2): at least
+/// `min_chars` characters (Unicode scalar values, not bytes) and at most
+/// [`MAX_BYTES`] bytes. Nothing else: no rules on which kinds of character
+/// it holds, as NIST advises. Checked wherever a password is set (`tally
+/// users add|reset`, the dev server's admin), never at login: a password set
+/// under an older, shorter minimum still logs in, and a login attempt is
+/// refused the same way whatever its length, so the answer says nothing
+/// about the policy or the account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// The fewest characters a new password may have.
+    pub min_chars: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            min_chars: DEFAULT_MIN_CHARS,
+        }
+    }
+}
+
+/// Why a new password was refused. The message never quotes the password
+/// nor says how long it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// Fewer characters than the minimum.
+    #[error(
+        "the password is too short: it must have at least {min} characters \
+         ([passwords] min_length); choose a longer one, such as a few unrelated words"
+    )]
+    TooShort {
+        /// The minimum in force.
+        min: usize,
+    },
+    /// More bytes than [`MAX_BYTES`].
+    #[error("the password is too long: it must be at most {max} bytes; choose a shorter one")]
+    TooLong {
+        /// [`MAX_BYTES`].
+        max: usize,
+    },
+}
+
+impl PolicyError {
+    /// The stable code: `password_too_short` or `password_too_long`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PolicyError::TooShort { .. } => "password_too_short",
+            PolicyError::TooLong { .. } => "password_too_long",
+        }
+    }
+}
+
+impl Policy {
+    /// Whether `password` may be set as a new password.
+    pub fn check(&self, password: &str) -> Result<(), PolicyError> {
+        if password.len() > MAX_BYTES {
+            return Err(PolicyError::TooLong { max: MAX_BYTES });
+        }
+        if password.chars().count() < self.min_chars {
+            return Err(PolicyError::TooShort {
+                min: self.min_chars,
+            });
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,5 +456,44 @@ mod tests {
         assert!(pool.lock().iter().all(|m| m.blocks.len() == KEPT_BLOCKS));
         assert_eq!(pool.lock().len(), 2);
         assert!(!format!("{:?}", pool.try_slot()).contains("pw"));
+    }
+
+    #[test]
+    fn the_policy_counts_characters_and_bounds_bytes() {
+        let p = Policy::default();
+        assert_eq!(p.min_chars, 12);
+        assert_eq!(
+            p.check("hunter2").unwrap_err(),
+            PolicyError::TooShort { min: 12 }
+        );
+        assert_eq!(p.check("hunter2").unwrap_err().code(), "password_too_short");
+        assert_eq!(
+            p.check("abcdefghijk"),
+            Err(PolicyError::TooShort { min: 12 })
+        );
+        assert_eq!(p.check("abcdefghijkl"), Ok(()));
+        // Characters, not bytes: 11 two-byte characters (22 bytes) are too
+        // few, 12 four-byte ones are enough.
+        assert!(p.check(&"é".repeat(11)).is_err());
+        assert_eq!(p.check(&"🔑".repeat(12)), Ok(()));
+        // No composition rules: letters alone, digits alone, spaces are fine.
+        for ok in ["aaaaaaaaaaaa", "123456789012", "correct horse battery"] {
+            assert_eq!(p.check(ok), Ok(()), "{ok}");
+        }
+        // The most that fits, and one byte more.
+        assert_eq!(p.check(&"x".repeat(MAX_BYTES)), Ok(()));
+        let long = p.check(&"x".repeat(MAX_BYTES + 1)).unwrap_err();
+        assert_eq!(long, PolicyError::TooLong { max: MAX_BYTES });
+        assert_eq!(long.code(), "password_too_long");
+        // Every password of the greatest minimum fits.
+        let most = Policy {
+            min_chars: MOST_MIN_CHARS,
+        };
+        assert_eq!(most.check(&"🔑".repeat(MOST_MIN_CHARS)), Ok(()));
+        // The messages say what to do and never quote the password.
+        for e in [p.check("hunter2").unwrap_err(), long] {
+            let m = e.to_string();
+            assert!(m.contains("choose") && !m.contains("hunter2"), "{m}");
+        }
     }
 }

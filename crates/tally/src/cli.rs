@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::cmd::DataArg;
+use crate::cmd::Globals;
 use crate::cmd::access::AccessCmd;
 use crate::cmd::block::BlockCmd;
 use crate::cmd::clients::ClientsCmd;
@@ -21,9 +21,9 @@ use crate::cmd::users::UsersCmd;
 #[derive(Parser)]
 #[command(name = "tally", version, about, long_about = None)]
 pub(crate) struct Cli {
-    /// TOML configuration file.
-    #[arg(long, global = true, env = "TALLY_CONFIG")]
-    pub(crate) config: Option<PathBuf>,
+    // `--config`, `--data`, `--storage`: before or after the command.
+    #[command(flatten)]
+    pub(crate) globals: Globals,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -35,8 +35,6 @@ pub(crate) enum Command {
         /// Listen address.
         #[arg(long, env = "TALLY_LISTEN")]
         listen: Option<String>,
-        #[command(flatten)]
-        data: DataArg,
         /// Dev mode, to try tally out: a throwaway data directory (removed
         /// when the server stops), an `admin` user whose random password is
         /// printed once, and every incident a drill with no legal clocks.
@@ -72,8 +70,6 @@ pub(crate) enum Command {
         /// on, whatever address the server listens on later.
         #[arg(long, env = "TALLY_LISTEN")]
         listen: Option<String>,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Manage users.
     #[command(subcommand)]
@@ -112,34 +108,6 @@ pub(crate) enum Command {
     },
 }
 
-/// The arguments with a `--data DIR` (or `--data=DIR`) written before the
-/// command moved after it, where each command takes it: `tally --data d
-/// users list` is `tally users list --data d`, as `--config` may come
-/// before or after the command.
-pub(crate) fn data_after_command(
-    args: impl IntoIterator<Item = std::ffi::OsString>,
-) -> Vec<std::ffi::OsString> {
-    let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
-    let mut moved = Vec::new();
-    let mut i = 1;
-    while i < args.len() {
-        let a = args[i].to_string_lossy();
-        if a == "--data" && i + 1 < args.len() {
-            moved.extend(args.drain(i..i + 2));
-        } else if a.starts_with("--data=") {
-            moved.push(args.remove(i));
-        } else if a == "--config" {
-            i += 2;
-        } else if a.starts_with('-') {
-            i += 1;
-        } else {
-            break;
-        }
-    }
-    args.extend(moved);
-    args
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -172,38 +140,84 @@ mod tests {
         }
     }
 
-    /// `--data` may come before the command, as `--config` may.
+    /// `--data`, `--storage` and `--config` may come before the command, after
+    /// it, or between a command and its subcommand; given twice, the last one
+    /// counts.
     #[test]
-    fn data_before_the_command_is_the_command_s() {
-        use std::ffi::OsString;
-        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
-        for (given, want) in [
-            (
-                &["tally", "--data", "d", "users", "list"][..],
-                &["tally", "users", "list", "--data", "d"][..],
-            ),
-            (
-                &["tally", "--config", "c.toml", "--data=d", "keys", "list"][..],
-                &["tally", "--config", "c.toml", "keys", "list", "--data=d"][..],
-            ),
-            (
-                &["tally", "users", "list", "--data", "d"][..],
-                &["tally", "users", "list", "--data", "d"][..],
-            ),
+    fn global_arguments_go_anywhere() {
+        use crate::cmd::keys::KeysCmd;
+        use crate::cmd::users::UsersCmd;
+        let parse =
+            |args: &[&str]| Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        for args in [
+            &["tally", "--data", "d", "users", "list"][..],
+            &["tally", "users", "list", "--data", "d"][..],
+            &["tally", "users", "--data", "d", "list"][..],
+            &["tally", "--data=d", "users", "list"][..],
+            &[
+                "tally",
+                "--data",
+                "elsewhere",
+                "users",
+                "list",
+                "--data",
+                "d",
+            ][..],
         ] {
-            assert_eq!(super::data_after_command(args(given)), args(want));
+            let cli = parse(args);
+            assert_eq!(
+                cli.globals.data.as_deref(),
+                Some(Path::new("d")),
+                "{args:?}"
+            );
+            assert!(
+                matches!(cli.command, Command::Users(UsersCmd::List { .. })),
+                "{args:?}"
+            );
         }
-        let cli = Cli::try_parse_from(super::data_after_command(args(&[
-            "tally", "--data", "d", "ledger", "prove", "-vX9",
-        ])))
-        .unwrap();
+        // Two levels down, and with the other global arguments.
+        let cli = parse(&[
+            "tally",
+            "--config",
+            "c.toml",
+            "--data",
+            "d",
+            "keys",
+            "log",
+            "--storage",
+            "postgres://h/db",
+        ]);
+        assert_eq!(cli.globals.data.as_deref(), Some(Path::new("d")));
+        assert_eq!(cli.globals.config.as_deref(), Some(Path::new("c.toml")));
+        assert_eq!(cli.globals.storage.as_deref(), Some("postgres://h/db"));
+        assert!(matches!(cli.command, Command::Keys(KeysCmd::Log { .. })));
+        let cli = parse(&[
+            "tally",
+            "--data",
+            "d",
+            "keys",
+            "custodian",
+            "add",
+            "-iBrJv",
+            "olivia",
+        ]);
+        assert_eq!(cli.globals.data.as_deref(), Some(Path::new("d")));
+        // A token id that begins with '-' after a global argument.
+        let cli = parse(&["tally", "--data", "d", "ledger", "prove", "-vX9"]);
         match cli.command {
-            Command::Ledger(LedgerCmd::Prove { token_id, data }) => {
-                assert_eq!(token_id, "-vX9");
-                assert_eq!(data.data.as_deref(), Some(Path::new("d")));
-            }
+            Command::Ledger(LedgerCmd::Prove { token_id }) => assert_eq!(token_id, "-vX9"),
             _ => panic!("parsed as another command"),
         }
+        assert_eq!(cli.globals.data.as_deref(), Some(Path::new("d")));
+        // Every command's help still names them.
+        let help = Cli::try_parse_from(["tally", "users", "list", "--help"])
+            .err()
+            .unwrap()
+            .to_string();
+        for flag in ["--data <DATA>", "--storage <STORAGE>", "--config <CONFIG>"] {
+            assert!(help.contains(flag), "{help}");
+        }
+        assert!(help.contains("TALLY_DATA"), "{help}");
     }
 
     /// Completion scripts name the commands, for every shell offered.
@@ -230,11 +244,9 @@ mod tests {
     fn prove_accepts_a_token_id_starting_with_a_hyphen() {
         let cli = Cli::try_parse_from(["tally", "ledger", "prove", "-vX9", "--data", "d"]).unwrap();
         match cli.command {
-            Command::Ledger(LedgerCmd::Prove { token_id, data }) => {
-                assert_eq!(token_id, "-vX9");
-                assert_eq!(data.data.as_deref(), Some(Path::new("d")));
-            }
+            Command::Ledger(LedgerCmd::Prove { token_id }) => assert_eq!(token_id, "-vX9"),
             _ => panic!("parsed as another command"),
         }
+        assert_eq!(cli.globals.data.as_deref(), Some(Path::new("d")));
     }
 }

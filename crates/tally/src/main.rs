@@ -13,14 +13,22 @@ mod progress;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(cli::data_after_command(std::env::args_os()));
-    init_logging();
-    let result = run(cli);
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // The global arguments written on this command line (not taken from
+    // the environment).
+    let given: Vec<&str> = ["data", "storage"]
+        .into_iter()
+        .filter(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
+        .collect();
+    init_logging(matches!(cli.command, Command::Demo { .. }));
+    let result = run(cli, &given);
     // A reader that went away is not an error; any other failure to write
     // the output is, once the command's work is done.
     let written = out::finish();
@@ -56,13 +64,9 @@ fn message(e: &anyhow::Error) -> String {
     line
 }
 
-fn init_logging() {
+fn init_logging(demo: bool) {
     // The demo prints its own table; its servers log only when asked to.
-    let default = if std::env::args().nth(1).as_deref() == Some("demo") {
-        "off"
-    } else {
-        "info"
-    };
+    let default = if demo { "off" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
@@ -74,36 +78,39 @@ fn init_logging() {
 }
 
 /// Runs the command; its exit status when it ran to the end (0, or 1 for a
-/// finding such as a tampered ledger), its error otherwise.
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let cfg = cli.config.as_deref();
+/// finding such as a tampered ledger), its error otherwise. `given` names
+/// the global arguments written on the command line.
+fn run(cli: Cli, given: &[&str]) -> anyhow::Result<ExitCode> {
+    let g = &cli.globals;
     match cli.command {
-        Command::Serve { listen, data, dev } => cmd::serve::run(cfg, &data, listen, dev),
+        Command::Serve { listen, dev } => cmd::serve::run(g, listen, dev),
         Command::Demo {
             customers,
             seed,
             keep,
             out,
             format,
-        } => cmd::demo::run(cmd::demo::DemoArgs {
-            customers,
-            seed,
-            keep,
-            out,
-            format,
-        }),
-        Command::Init { listen, data } => cmd::init::run(cfg, &data, listen),
-        Command::Users(c) => cmd::users::run(cfg, c),
-        Command::Keys(c) => cmd::keys::run(cfg, c),
-        Command::Ledger(c) => cmd::ledger::run(cfg, c),
-        Command::Block(c) => cmd::block::run(cfg, c),
-        Command::State(c) => cmd::state::run(cfg, c),
-        Command::Access(c) => cmd::access::run(cfg, c),
-        Command::Incident(c) => cmd::incident::run(cfg, c),
-        Command::Fleet(c) => cmd::fleet::run(cfg, c),
-        Command::Clients(c) => cmd::clients::run(cfg, c),
+        } => cmd::demo::run(
+            given,
+            cmd::demo::DemoArgs {
+                customers,
+                seed,
+                keep,
+                out,
+                format,
+            },
+        ),
+        Command::Init { listen } => cmd::init::run(g, listen),
+        Command::Users(c) => cmd::users::run(g, c),
+        Command::Keys(c) => cmd::keys::run(g, c),
+        Command::Ledger(c) => cmd::ledger::run(g, c),
+        Command::Block(c) => cmd::block::run(g, c),
+        Command::State(c) => cmd::state::run(g, c),
+        Command::Access(c) => cmd::access::run(g, c),
+        Command::Incident(c) => cmd::incident::run(g, c),
+        Command::Fleet(c) => cmd::fleet::run(g, c),
+        Command::Clients(c) => cmd::clients::run(g, c),
         Command::Completions { shell } => {
-            use clap::CommandFactory;
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "tally", &mut script);
             out!("{}", String::from_utf8_lossy(&script));

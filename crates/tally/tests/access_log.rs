@@ -14,10 +14,10 @@ fn decisions_are_logged_held_and_tamper_evident() {
     init(d);
     tally_ok(
         &["users", "add", "alice", "--password-stdin", "--data", d],
-        Some("pw\n"),
+        Some("member-passphrase\n"),
     );
     let server = Server::start(&data, None);
-    let token = login(&server, "alice", "pw");
+    let token = login(&server, "alice", "member-passphrase");
     for (tok, uri) in [(token.as_str(), "/account/address"), ("garbage", "/admin")] {
         client()
             .get(server.url("/v1/check"))

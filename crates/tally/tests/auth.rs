@@ -50,7 +50,7 @@ fn totp_login_and_replay() {
     init(d);
     tally_ok(
         &["users", "add", "alice", "--password-stdin", "--data", d],
-        Some("pw-alice\n"),
+        Some("alice-passphrase\n"),
     );
     let out = tally_ok(
         &["users", "totp", "alice", "--label", "Shop", "--data", d],
@@ -79,13 +79,13 @@ fn totp_login_and_replay() {
     );
 
     let server = Server::start(&data, None);
-    let (s, b, _) = try_login(&server, "alice", "pw-alice", None);
+    let (s, b, _) = try_login(&server, "alice", "alice-passphrase", None);
     assert_eq!((s, code(&b)), (401, "totp_required"));
     let wrong = format!(
         "{:06}",
         (totp.code_at(&secret, now()).parse::<u32>().unwrap() + 1) % 1_000_000
     );
-    let (s, b, _) = try_login(&server, "alice", "pw-alice", Some(&wrong));
+    let (s, b, _) = try_login(&server, "alice", "alice-passphrase", Some(&wrong));
     assert_eq!((s, code(&b)), (401, "invalid_totp"));
     // A right code with a wrong password reads like any wrong password.
     let (s, b, _) = try_login(
@@ -97,14 +97,14 @@ fn totp_login_and_replay() {
     assert_eq!((s, code(&b)), (401, "invalid_credentials"));
 
     let good = totp.code_at(&secret, now());
-    let (s, b, _) = try_login(&server, "alice", "pw-alice", Some(&good));
+    let (s, b, _) = try_login(&server, "alice", "alice-passphrase", Some(&good));
     assert_eq!(s, 200, "{b}");
     let token = b["access_token"].as_str().unwrap().to_string();
     // The same code again is refused (one use per time step).
-    let (s, b, _) = try_login(&server, "alice", "pw-alice", Some(&good));
+    let (s, b, _) = try_login(&server, "alice", "alice-passphrase", Some(&good));
     assert_eq!((s, code(&b)), (401, "invalid_totp"));
     for garbage in ["", "12345", "1234567", "abcdef", "１２３４５６"] {
-        let (s, b, _) = try_login(&server, "alice", "pw-alice", Some(garbage));
+        let (s, b, _) = try_login(&server, "alice", "alice-passphrase", Some(garbage));
         assert_eq!((s, code(&b)), (401, "invalid_totp"), "{garbage:?}");
     }
     server.stop();
@@ -130,11 +130,11 @@ fn repeated_failures_are_throttled_per_user() {
     init(d);
     tally_ok(
         &["users", "add", "bob", "--password-stdin", "--data", d],
-        Some("pw-bob\n"),
+        Some("bob-passphrase\n"),
     );
     tally_ok(
         &["users", "add", "carol", "--password-stdin", "--data", d],
-        Some("pw-carol\n"),
+        Some("carol-passphrase\n"),
     );
     let server = Server::start(&data, None);
     for _ in 0..6 {
@@ -142,14 +142,14 @@ fn repeated_failures_are_throttled_per_user() {
         assert_eq!((s, code(&b)), (401, "invalid_credentials"));
     }
     // Locked: even the right password waits, and the answer says how long.
-    let (s, b, retry) = try_login(&server, "bob", "pw-bob", None);
+    let (s, b, retry) = try_login(&server, "bob", "bob-passphrase", None);
     assert_eq!((s, code(&b)), (429, "too_many_attempts"));
     let retry: u64 = retry.expect("Retry-After").parse().unwrap();
     assert!((1..=2).contains(&retry), "{retry}");
     // Another user from the same address is not locked out.
-    assert_eq!(try_login(&server, "carol", "pw-carol", None).0, 200);
+    assert_eq!(try_login(&server, "carol", "carol-passphrase", None).0, 200);
     std::thread::sleep(Duration::from_secs(retry) + Duration::from_millis(200));
-    assert_eq!(try_login(&server, "bob", "pw-bob", None).0, 200);
+    assert_eq!(try_login(&server, "bob", "bob-passphrase", None).0, 200);
     // An unknown user is throttled exactly like a known one.
     for _ in 0..6 {
         assert_eq!(try_login(&server, "nobody", "guess", None).0, 401);
@@ -168,14 +168,17 @@ fn rows_changed_behind_tallys_back_are_refused() {
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
     init(d);
-    for (user, password) in [("alice", "pw-alice"), ("mallory", "pw-mallory")] {
+    for (user, password) in [
+        ("alice", "alice-passphrase"),
+        ("mallory", "mallory-passphrase"),
+    ] {
         tally_ok(
             &["users", "add", user, "--password-stdin", "--data", d],
             Some(&format!("{password}\n")),
         );
     }
     let server = Server::start(&data, None);
-    let mallory = login(&server, "mallory", "pw-mallory");
+    let mallory = login(&server, "mallory", "mallory-passphrase");
     rusqlite::Connection::open(data.join("state.db"))
         .unwrap()
         .execute_batch(
@@ -187,7 +190,7 @@ fn rows_changed_behind_tallys_back_are_refused() {
 
     // Alice's account with mallory's password, and the admin API with
     // mallory's token: refused, as the store is for a row it cannot vouch for.
-    let (status, body, _) = try_login(&server, "alice", "pw-mallory", None);
+    let (status, body, _) = try_login(&server, "alice", "mallory-passphrase", None);
     assert_eq!((status, code(&body)), (503, "store_unavailable"), "{body}");
     assert!(body.get("access_token").is_none());
     let r = client()
@@ -223,10 +226,10 @@ fn rows_changed_behind_tallys_back_are_refused() {
     // opens it, hers does.
     tally_ok(
         &["users", "reset", "alice", "--password-stdin", "--data", d],
-        Some("pw-alice-2\n"),
+        Some("alice-passphrase-2\n"),
     );
-    login(&server, "alice", "pw-alice-2");
-    let (status, body, _) = try_login(&server, "alice", "pw-mallory", None);
+    login(&server, "alice", "alice-passphrase-2");
+    let (status, body, _) = try_login(&server, "alice", "mallory-passphrase", None);
     assert_eq!((status, code(&body)), (401, "invalid_credentials"));
     server.stop();
 
@@ -276,6 +279,6 @@ fn rows_changed_behind_tallys_back_are_refused() {
     assert!(!out.contains("eve"), "{out}");
     tally_ok(&["users", "role", "mallory", "user", "--data", d], None);
     let server = Server::start(&data, None);
-    login(&server, "alice", "pw-alice-2");
+    login(&server, "alice", "alice-passphrase-2");
     server.stop();
 }

@@ -32,11 +32,11 @@ fn blocks_apply_within_a_second_and_expire() {
     std::fs::write(&cfg, "trusted_proxies = [\"127.0.0.1\"]\n").unwrap();
     let c = cfg.to_str().unwrap();
     init(d);
-    add_user(d, "alice", "pw-a");
-    add_user(d, "bob", "pw-b");
+    add_user(d, "alice", "alice-passphrase");
+    add_user(d, "bob", "bob-passphrase");
     let server = Server::start(&data, Some(&cfg));
-    let ta = login(&server, "alice", "pw-a");
-    let tb = login(&server, "bob", "pw-b");
+    let ta = login(&server, "alice", "alice-passphrase");
+    let tb = login(&server, "bob", "bob-passphrase");
     assert_eq!(verdict(&server, &ta, &[]), "ok");
 
     // A subject: every token of alice, on the next request.
@@ -227,8 +227,8 @@ fn admin_api_manages_blocks_and_holds() {
     init(d);
     // A signing key an insider kept a copy of.
     let insider = import_insider_key(tmp.path(), d, "k1");
-    add_user(d, "alice", "pw-a");
-    add_user(d, "root", "pw-r");
+    add_user(d, "alice", "alice-passphrase");
+    add_user(d, "root", "root-passphrase");
     let out = tally(&["users", "role", "ghost", "admin", "--data", d], None);
     assert!(
         !out.status.success(),
@@ -237,8 +237,8 @@ fn admin_api_manages_blocks_and_holds() {
     tally_ok(&["users", "role", "root", "admin", "--data", d], None);
     let server = Server::start(&data, None);
     let c = client();
-    let alice = login(&server, "alice", "pw-a");
-    let root = login(&server, "root", "pw-r");
+    let alice = login(&server, "alice", "alice-passphrase");
+    let root = login(&server, "root", "root-passphrase");
     let mut forged_claims = payload(&root);
     forged_claims["jti"] = json!("forged-admin");
     let forged = jws(
@@ -412,9 +412,9 @@ fn tokens_refused_by_containment_are_examined_for_the_record() {
     .unwrap();
     init(d);
     let insider = import_insider_key(tmp.path(), d, "k1");
-    add_user(d, "alice", "pw-a");
+    add_user(d, "alice", "alice-passw0rd");
     let server = Server::start(&data, Some(&cfg));
-    let alice = login(&server, "alice", "pw-a");
+    let alice = login(&server, "alice", "alice-passw0rd");
     let forge = |jti: &str, sub: &str| {
         let mut claims = payload(&alice);
         claims["jti"] = json!(jti);

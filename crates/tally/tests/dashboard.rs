@@ -37,9 +37,9 @@ fn the_dashboard_shows_an_attack_live() {
     let d = data.to_str().unwrap();
     init(d);
     let insider = import_insider_key(tmp.path(), d, "k1");
-    add_user(d, "root", "root-pw");
+    add_user(d, "root", "root-passphrase");
     tally_ok(&["users", "role", "root", "admin", "--data", d], None);
-    add_user(d, "alice", "alice-pw");
+    add_user(d, "alice", "alice-passphrase");
     let server = Server::start(&data, None);
 
     // A user who is not an administrator gets no dashboard.
@@ -50,7 +50,7 @@ fn the_dashboard_shows_an_attack_live() {
         .unwrap();
     let r = c
         .post(server.url("/ui/login"))
-        .form(&[("username", "alice"), ("password", "alice-pw")])
+        .form(&[("username", "alice"), ("password", "alice-passphrase")])
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
@@ -65,7 +65,7 @@ fn the_dashboard_shows_an_attack_live() {
     let r = c
         .post(server.url("/ui/login"))
         .header("Origin", "http://evil.example")
-        .form(&[("username", "root"), ("password", "root-pw")])
+        .form(&[("username", "root"), ("password", "root-passphrase")])
         .send()
         .unwrap();
     assert_eq!(r.status(), 403);
@@ -73,7 +73,7 @@ fn the_dashboard_shows_an_attack_live() {
     // Signing out revokes the dashboard's token, not only its cookie.
     let r = c
         .post(server.url("/ui/login"))
-        .form(&[("username", "root"), ("password", "root-pw")])
+        .form(&[("username", "root"), ("password", "root-passphrase")])
         .send()
         .unwrap();
     assert_eq!(r.status(), 303);
@@ -129,7 +129,7 @@ fn the_dashboard_shows_an_attack_live() {
         .args([
             server.base.as_str(),
             "root",
-            "root-pw",
+            "root-passphrase",
             shots.to_str().unwrap(),
         ])
         .current_dir(ui_dir())
@@ -148,7 +148,7 @@ fn the_dashboard_shows_an_attack_live() {
     }
 
     // The insider's forged tokens, while the dashboard is open.
-    let alice = login(&server, "alice", "alice-pw");
+    let alice = login(&server, "alice", "alice-passphrase");
     let mut claims = payload(&alice);
     for i in 0..3 {
         claims["sub"] = json!(format!("member-{i}"));

@@ -216,14 +216,14 @@ fn serve_prints_the_next_steps_with_the_data_directory() {
             "--data",
             &d.to_string(),
         ],
-        Some("pw-alice\n"),
+        Some("alice-passphrase\n"),
     );
     assert!(out.contains("alice"));
     tally_ok(
         &["users", "role", "alice", "admin", "--data", &d.to_string()],
         None,
     );
-    let token = login(&server, "alice", "pw-alice");
+    let token = login(&server, "alice", "alice-passphrase");
     assert!(admin_incidents(&server, &token).is_empty());
     assert!(server.stop().success());
     assert!(

@@ -100,7 +100,7 @@ fn dpop_bound_tokens_need_a_fresh_proof_by_their_key() {
             "--data",
             data.to_str().unwrap(),
         ],
-        Some("pw\n"),
+        Some("member-passphrase\n"),
     );
     let server = Server::start(&data, None);
     let base = server.base.clone();
@@ -110,7 +110,7 @@ fn dpop_bound_tokens_need_a_fresh_proof_by_their_key() {
     let resp = client()
         .post(server.url("/v1/login"))
         .header("DPoP", &login_proof)
-        .json(&json!({"username": "alice", "password": "pw"}))
+        .json(&json!({"username": "alice", "password": "member-passphrase"}))
         .send()
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -174,7 +174,7 @@ fn dpop_bound_tokens_need_a_fresh_proof_by_their_key() {
     );
 
     // An unbound token stays a bearer token, and the DPoP scheme cannot dress it up.
-    let plain = login(&server, "alice", "pw");
+    let plain = login(&server, "alice", "member-passphrase");
     assert_eq!(
         check(&server, &format!("Bearer {plain}"), None, "/orders"),
         (200, "ok".into())
@@ -189,7 +189,7 @@ fn dpop_bound_tokens_need_a_fresh_proof_by_their_key() {
     let resp = client()
         .post(server.url("/v1/login"))
         .header("DPoP", "garbage")
-        .json(&json!({"username": "alice", "password": "pw"}))
+        .json(&json!({"username": "alice", "password": "member-passphrase"}))
         .send()
         .unwrap();
     assert_eq!(resp.status(), 400);
@@ -239,14 +239,14 @@ fn server_nonces_and_key_bound_refresh_tokens() {
             "--data",
             data.to_str().unwrap(),
         ],
-        Some("pw\n"),
+        Some("member-passphrase\n"),
     );
     let config = tmp.path().join("tally.toml");
     std::fs::write(&config, "dpop_nonce = true\n").unwrap();
     let server = Server::start(&data, Some(&config));
     let base = server.base.clone();
     let login_url = format!("{base}/v1/login");
-    let login_body = json!({"username": "alice", "password": "pw"});
+    let login_body = json!({"username": "alice", "password": "member-passphrase"});
 
     // A login proof without a nonce: 400 use_dpop_nonce, with the nonce to use.
     let r = client()

@@ -657,7 +657,7 @@ fn errors_are_json_with_stable_codes() {
             "--data",
             data.to_str().unwrap(),
         ],
-        Some("pw-of-bob\n"),
+        Some("bob-passphrase\n"),
     );
     tally_ok(
         &[
@@ -671,7 +671,7 @@ fn errors_are_json_with_stable_codes() {
         None,
     );
     let server = Server::start(&data, None);
-    let auditor = login(&server, "bob", "pw-of-bob");
+    let auditor = login(&server, "bob", "bob-passphrase");
     let c = client();
     let cases: Vec<(reqwest::blocking::RequestBuilder, u16, &str)> = vec![
         (
@@ -695,7 +695,7 @@ fn errors_are_json_with_stable_codes() {
         ),
         (
             c.post(server.url("/v1/login"))
-                .json(&json!({"username": "bob", "password": "pw-of-bob", "extra": 1})),
+                .json(&json!({"username": "bob", "password": "bob-passphrase", "extra": 1})),
             400,
             "invalid_request",
         ),
@@ -796,11 +796,11 @@ fn checkpoint_verifies_with_go_sumdb_note() {
             "--data",
             data_s,
         ],
-        Some("pw-carol\n"),
+        Some("carol-passphrase\n"),
     );
     let server = Server::start(&data, None);
     for _ in 0..3 {
-        login(&server, "carol", "pw-carol");
+        login(&server, "carol", "carol-passphrase");
     }
     let note = get_text(&server, "/v1/ledger/checkpoint");
     let served_key = get_text(&server, "/v1/ledger/key");
@@ -898,7 +898,7 @@ fn import_rsa_and_refuse_weak_or_unsupported_keys() {
     assert_eq!(again.status.code(), Some(2));
     tally_ok(
         &["users", "add", "dave", "--password-stdin", "--data", data_s],
-        Some("pw-dave\n"),
+        Some("dave-passphrase\n"),
     );
     let list = tally_ok(&["keys", "list", "--data", data_s], None);
     let header = list.lines().next().unwrap();
@@ -917,7 +917,7 @@ fn import_rsa_and_refuse_weak_or_unsupported_keys() {
     );
 
     let server = Server::start(&data, None);
-    let t = login(&server, "dave", "pw-dave");
+    let t = login(&server, "dave", "dave-passphrase");
     let header: Value = serde_json::from_slice(
         &base64::Engine::decode(
             &base64::engine::general_purpose::URL_SAFE_NO_PAD,
@@ -978,11 +978,11 @@ fn ledger_verify_trusts_only_the_sealed_or_pinned_key() {
     init(data_s);
     tally_ok(
         &["users", "add", "erin", "--password-stdin", "--data", data_s],
-        Some("pw-erin\n"),
+        Some("erin-passphrase\n"),
     );
     let server = Server::start(&data, None);
-    login(&server, "erin", "pw-erin");
-    login(&server, "erin", "pw-erin");
+    login(&server, "erin", "erin-passphrase");
+    login(&server, "erin", "erin-passphrase");
     server.stop();
     let vkey = tally_ok(&["ledger", "key", "--data", data_s], None);
     let vkey = vkey.trim();
@@ -1041,11 +1041,11 @@ fn tampering_under_a_running_server_is_reported_and_stops_issuance() {
     init(data_s);
     tally_ok(
         &["users", "add", "fay", "--password-stdin", "--data", data_s],
-        Some("pw-fay\n"),
+        Some("fay-passphrase\n"),
     );
     let server = Server::start(&data, None);
-    let t = login(&server, "fay", "pw-fay");
-    login(&server, "fay", "pw-fay");
+    let t = login(&server, "fay", "fay-passphrase");
+    login(&server, "fay", "fay-passphrase");
     let ready = client().get(server.url("/readyz")).send().unwrap();
     assert_eq!(ready.status(), 200);
 
@@ -1077,7 +1077,7 @@ fn tampering_under_a_running_server_is_reported_and_stops_issuance() {
     }
     let resp = client()
         .post(server.url("/v1/login"))
-        .json(&json!({"username": "fay", "password": "pw-fay"}))
+        .json(&json!({"username": "fay", "password": "fay-passphrase"}))
         .send()
         .unwrap();
     assert_eq!(resp.status(), 503);

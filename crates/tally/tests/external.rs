@@ -292,7 +292,7 @@ fn jwks_from_a_url_is_fetched_and_refreshed() {
             "--data",
             data.to_str().unwrap(),
         ],
-        Some("pw\n"),
+        Some("member-passphrase\n"),
     );
     let cfg = tmp.path().join("tally.toml");
     std::fs::write(

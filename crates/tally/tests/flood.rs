@@ -39,10 +39,10 @@ fn misses_are_rate_limited_per_client() {
             "--data",
             data.to_str().unwrap(),
         ],
-        Some("pw\n"),
+        Some("member-passphrase\n"),
     );
     let server = Server::start(&data, Some(&cfg));
-    let token = login(&server, "alice", "pw");
+    let token = login(&server, "alice", "member-passphrase");
     let attacker = "203.0.113.5";
     let mut verdicts = Vec::new();
     for i in 0..20 {

@@ -134,11 +134,11 @@ fn signing_keys_live_in_a_pkcs11_token() {
             "--config",
             c,
         ],
-        Some("pw-alice\n"),
+        Some("alice-passphrase\n"),
     );
 
     let server = Server::start_with_env(&data, Some(&cfg), &env);
-    let t1 = login(&server, "alice", "pw-alice");
+    let t1 = login(&server, "alice", "alice-passphrase");
     assert_eq!(kid_of(&t1), k1);
     assert_eq!(checked(&server, &t1).1, "ok");
     let jwks: Value = jwks(&server);
@@ -160,7 +160,7 @@ fn signing_keys_live_in_a_pkcs11_token() {
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let t2 = loop {
-        let t = login(&server, "alice", "pw-alice");
+        let t = login(&server, "alice", "alice-passphrase");
         if kid_of(&t) != k1 {
             break t;
         }
@@ -182,7 +182,7 @@ fn signing_keys_live_in_a_pkcs11_token() {
     let server = Server::start_with_env(&data, Some(&cfg), &env);
     assert_eq!(checked(&server, &t1).1, "ok");
     assert_eq!(checked(&server, &t2).1, "ok");
-    let t3 = login(&server, "alice", "pw-alice");
+    let t3 = login(&server, "alice", "alice-passphrase");
     assert_eq!(kid_of(&t3), k2);
     server.stop();
 }

@@ -136,7 +136,7 @@ dpo = "dpo@shop.example"
     init(d);
     let insider = import_insider_key(tmp.path(), d, "k1");
     for u in ["alice", "cust-1", "cust-2"] {
-        add_user(d, u, "pw");
+        add_user(d, u, "member-passphrase");
     }
     let server = Server::start(&data, Some(&cfg));
     let gate = {
@@ -155,7 +155,7 @@ dpo = "dpo@shop.example"
         )
     };
     let c = client();
-    let alice = login(&server, "alice", "pw");
+    let alice = login(&server, "alice", "member-passphrase");
     // Ordinary traffic: no incident.
     assert_eq!(
         c.get(format!("{gate}/profile/me"))
@@ -211,7 +211,7 @@ dpo = "dpo@shop.example"
             .then_some(k)
     });
     assert!(keys.lines().any(|l| l.contains("active")), "{keys}");
-    let fresh = login(&server, "cust-2", "pw");
+    let fresh = login(&server, "cust-2", "member-passphrase");
     assert_ne!(kid_of(&fresh), "k1");
 
     // More of the same attack joins the incident: a member who does not
@@ -666,7 +666,7 @@ audience = "https://rp.example"
     let users: Vec<String> = (0..10).map(|i| format!("member-{i}")).collect();
     init(d);
     for u in &users {
-        add_user(d, u, "pw");
+        add_user(d, u, "member-passphrase");
     }
     let server = Server::start_with_env(&data, Some(&cfg), &env);
     let c = client();
@@ -675,7 +675,7 @@ audience = "https://rp.example"
     for (i, u) in users.iter().enumerate() {
         let body: Value = c
             .post(server.url("/v1/login"))
-            .json(&json!({"username": u, "password": "pw"}))
+            .json(&json!({"username": u, "password": "member-passphrase"}))
             .send()
             .unwrap()
             .json()
@@ -711,7 +711,7 @@ audience = "https://rp.example"
     let verdict = wait_for(|| {
         let r = c
             .get(server.url("/v1/check"))
-            .bearer_auth(login(&server, "member-0", "pw"))
+            .bearer_auth(login(&server, "member-0", "member-passphrase"))
             .header("X-Forwarded-For", "203.0.113.99")
             .send()
             .unwrap();

@@ -1048,6 +1048,18 @@ fn no_secret_in_any_log_answer_or_command_output() {
         &[],
     );
     s.fails(&["users", "add", "bob", "--password-stdin"], Some(""), &[]);
+    // Passwords the policy refuses, too short and too long, made of the
+    // password itself: neither message may quote them.
+    s.fails(
+        &["users", "add", "bob", "--password-stdin"],
+        Some(&format!("{}\n", &password[..10])),
+        &[],
+    );
+    s.fails(
+        &["users", "add", "bob", "--password-stdin"],
+        Some(&format!("{}\n", password.repeat(60))),
+        &[],
+    );
     s.ok(
         &["users", "add", "bob", "--password-stdin"],
         Some(&format!("{bob_password}\n")),

@@ -22,7 +22,7 @@ use tally_core::merkle;
 use tally_core::note::{NoteVerifier, SignedCheckpoint};
 
 const USER: &str = "alice";
-const PASSWORD: &str = "s3cret-pass";
+const PASSWORD: &str = "s3cret-passphrase";
 
 // ---------------------------------------------------------------- helpers --
 

@@ -71,7 +71,7 @@ fn offboarding_compromise_and_rotation_on_a_running_server() {
     );
     tally_ok(
         &["users", "add", "alice", "--password-stdin", "--data", d],
-        Some("pw-alice\n"),
+        Some("alice-passphrase\n"),
     );
     let list = tally_ok(&["keys", "list", "--data", d], None);
     assert!(
@@ -82,7 +82,7 @@ fn offboarding_compromise_and_rotation_on_a_running_server() {
 
     let server = Server::start(&data, None);
     let before = now();
-    let t1 = login(&server, "alice", "pw-alice");
+    let t1 = login(&server, "alice", "alice-passphrase");
     assert_eq!(kid_of(&t1), "k1");
     assert_eq!(checked(&server, &t1), (200, "ok".into()));
 
@@ -118,7 +118,7 @@ fn offboarding_compromise_and_rotation_on_a_running_server() {
     let mut t2 = String::new();
     let mut k1_tokens = 1; // t1, plus any issued before the server reloaded
     eventually("a token signed by the new key", || {
-        t2 = login(&server, "alice", "pw-alice");
+        t2 = login(&server, "alice", "alice-passphrase");
         let done = kid_of(&t2) != "k1";
         k1_tokens += usize::from(!done);
         done
@@ -177,7 +177,7 @@ fn offboarding_compromise_and_rotation_on_a_running_server() {
     assert!(out.contains("new active key"), "{out}");
     let mut t3 = String::new();
     eventually("an ES256 token", || {
-        t3 = login(&server, "alice", "pw-alice");
+        t3 = login(&server, "alice", "alice-passphrase");
         kid_of(&t3) != k2
     });
     assert_eq!(checked(&server, &t3), (200, "ok".into()));
@@ -235,7 +235,7 @@ fn keys_rotate_at_max_age_and_retire_when_their_tokens_expired() {
     init(d);
     tally_ok(
         &["users", "add", "bob", "--password-stdin", "--data", d],
-        Some("pw-bob\n"),
+        Some("bob-passphrase\n"),
     );
     let first = tally_ok(&["keys", "list", "--data", d], None);
     let k1 = first
@@ -251,7 +251,7 @@ fn keys_rotate_at_max_age_and_retire_when_their_tokens_expired() {
         let list = tally_ok(&["keys", "list", "--data", d], None);
         state_of(&list, &k1) == "retired"
     });
-    let t = login(&server, "bob", "pw-bob");
+    let t = login(&server, "bob", "bob-passphrase");
     assert_ne!(kid_of(&t), k1);
     let log = tally_ok(&["keys", "log", "--data", d], None);
     assert!(

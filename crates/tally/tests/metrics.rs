@@ -106,12 +106,12 @@ fn metrics_pass_promtool_check() {
     )
     .unwrap();
     init(d);
-    add_user(d, "alice", "pw-alice");
+    add_user(d, "alice", "alice-passphrase");
     let server = Server::start(&data, Some(&cfg));
     let gate = gate_base(&server);
 
     // Issued, refused at login, decided at /v1/check and at the gate.
-    let token = login(&server, "alice", "pw-alice");
+    let token = login(&server, "alice", "alice-passphrase");
     let c = client();
     let refused = c
         .post(server.url("/v1/login"))

@@ -156,10 +156,10 @@ upstream = "http://127.0.0.1:{closed}"
     .unwrap();
     init(d);
     let insider = import_insider_key(tmp.path(), d, "k1");
-    add_user(d, "alice", "pw-alice");
+    add_user(d, "alice", "alice-passphrase");
     let server = Server::start(&data, Some(&cfg));
     let gate = gate_base(&server);
-    let token = login(&server, "alice", "pw-alice");
+    let token = login(&server, "alice", "alice-passphrase");
     let jti = payload(&token)["jti"].as_str().unwrap().to_string();
     let mut forged_claims = payload(&token);
     forged_claims["jti"] = json!("forged-1");
@@ -212,7 +212,7 @@ upstream = "http://127.0.0.1:{closed}"
         assert_eq!(body["error"]["code"], verdict);
     }
     // A revoked token too.
-    let t2 = login(&server, "alice", "pw-alice");
+    let t2 = login(&server, "alice", "alice-passphrase");
     assert_eq!(
         c.post(server.url("/v1/revoke"))
             .form(&[("token", t2.as_str())])
@@ -380,12 +380,12 @@ audience = "orders-api"
     )
     .unwrap();
     init(d);
-    add_user(d, "alice", "pw-alice");
+    add_user(d, "alice", "alice-passphrase");
     let server = Server::start(&data, Some(&cfg));
     let gate = gate_base(&server);
     let c = client();
     let login_for = |audience: Option<&str>| {
-        let mut body = json!({"username": "alice", "password": "pw-alice"});
+        let mut body = json!({"username": "alice", "password": "alice-passphrase"});
         if let Some(a) = audience {
             body["audience"] = json!(a);
         }

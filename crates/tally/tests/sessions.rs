@@ -10,7 +10,7 @@ use support::*;
 fn login_pair(server: &Server) -> (String, String) {
     let body: Value = client()
         .post(server.url("/v1/login"))
-        .json(&json!({"username": "alice", "password": "pw-alice", "client_id": "web"}))
+        .json(&json!({"username": "alice", "password": "alice-passphrase", "client_id": "web"}))
         .send()
         .unwrap()
         .json()
@@ -48,7 +48,7 @@ fn refresh_rotation_reuse_revoke_introspect_logout() {
     init(d);
     tally_ok(
         &["users", "add", "alice", "--password-stdin", "--data", d],
-        Some("pw-alice\n"),
+        Some("alice-passphrase\n"),
     );
     tally_ok(
         &[

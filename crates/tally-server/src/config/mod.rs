@@ -5,11 +5,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 mod address;
 mod error;
+mod limits;
+mod passwords;
 mod pkcs11;
 mod storage;
 
 pub use address::listen_address;
 pub use error::ConfigError;
+pub use limits::{AccessLogFile, Connections, ConnectionsFile};
+pub use passwords::PasswordsFile;
 
 pub use pkcs11::{DEFAULT_PIN_ENV, Pkcs11Config};
 pub use storage::{Storage, StorageFile, StorageUrl};
@@ -99,61 +103,8 @@ pub struct FileConfig {
     pub access_log: Option<AccessLogFile>,
     /// Limits on client connections, for every listener.
     pub connections: Option<ConnectionsFile>,
-}
-
-/// `[access_log]`: refusals beyond these are counted in aggregate rows
-/// instead of written one by one (allowed requests always get a row).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct AccessLogFile {
-    /// Refusals of one actor, verdict and token written in full per second
-    /// (default 4).
-    pub samples_per_actor: Option<u32>,
-    /// Bytes of refusal rows written per second, sustained (default 1 MiB).
-    pub refusal_bytes_per_sec: Option<u64>,
-    /// Bytes of refusal rows written at once (default 16 MiB).
-    pub refusal_burst_bytes: Option<u64>,
-    /// Actors tracked per second; beyond, refusals are counted per verdict
-    /// (default 10,000).
-    pub max_actors_per_sec: Option<usize>,
-}
-
-/// `[connections]`: what a client may hold open (defaults as nginx's).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectionsFile {
-    /// Seconds a client has to send a request's headers (default 60).
-    pub header_read_timeout_secs: Option<u64>,
-    /// Seconds an idle keep-alive connection stays open (default 75).
-    pub idle_timeout_secs: Option<u64>,
-    /// Connections one client address may hold open at once (default 256).
-    pub max_per_address: Option<usize>,
-    /// Connections open at once, all clients together (default 16,384).
-    pub max_total: Option<usize>,
-}
-
-/// Limits on client connections (see [`ConnectionsFile`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Connections {
-    /// Time to send a request's headers.
-    pub header_read_timeout: std::time::Duration,
-    /// Time an idle keep-alive connection stays open.
-    pub idle_timeout: std::time::Duration,
-    /// Connections per client address.
-    pub max_per_address: usize,
-    /// Connections in all.
-    pub max_total: usize,
-}
-
-impl Default for Connections {
-    fn default() -> Self {
-        Connections {
-            header_read_timeout: std::time::Duration::from_secs(60),
-            idle_timeout: std::time::Duration::from_secs(75),
-            max_per_address: 256,
-            max_total: 16_384,
-        }
-    }
+    /// What a new password must be (`min_length`).
+    pub passwords: Option<PasswordsFile>,
 }
 
 /// `[gate]`: the reverse proxy.
@@ -318,6 +269,8 @@ pub struct Config {
     pub flood: tally_core::flood::FloodPolicy,
     /// Limits on client connections.
     pub connections: Connections,
+    /// What a new password must be.
+    pub passwords: crate::passwords::Policy,
     /// Every incident is a drill: no reporting regime applies (no legal
     /// clock runs) and incident titles begin with `DRILL:`. Only `tally
     /// serve --dev` sets it; no configuration key or variable can.
@@ -584,6 +537,7 @@ impl Config {
         )?;
         Ok(Config {
             drill: false,
+            passwords: passwords::policy(fc.passwords.as_ref()).map_err(ConfigError)?,
             storage,
             redis,
             listen,
@@ -771,6 +725,36 @@ mod tests {
         assert_eq!(c.issuer, "http://127.0.0.1:8080");
         assert!(!c.issuer_configured);
         assert_eq!(c.token_ttl_secs, 900);
+        assert_eq!(c.passwords.min_chars, 12);
+    }
+
+    #[test]
+    fn password_minimums_below_8_are_refused() {
+        let load = |text: &str| Config::from_toml(text, Overrides::default());
+        let c = load("[passwords]\nmin_length = 8\n").unwrap();
+        assert_eq!(c.passwords.min_chars, 8);
+        let c = load("[passwords]\nmin_length = 256\n").unwrap();
+        assert_eq!(c.passwords.min_chars, 256);
+        assert_eq!(load("[passwords]\n").unwrap().passwords.min_chars, 12);
+        for (n, says) in [
+            ("7", "is below 8"),
+            ("0", "is below 8"),
+            ("257", "is above 256"),
+        ] {
+            let err = load(&format!("[passwords]\nmin_length = {n}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("[passwords] min_length = {n}")) && err.contains(says),
+                "{n}: {err}"
+            );
+        }
+        for bad in ["min_length = -1", "min_length = \"12\"", "min_lenght = 12"] {
+            let err = load(&format!("[passwords]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("min_len"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The regular issuance process: authenticate, mint, record durably, then answer.
 
-use crate::issuance::{MAX_PASSWORD, invalid_target, password_slot, totp_context, valid_username};
+use crate::issuance::{invalid_target, password_slot, totp_context, valid_username};
 use std::sync::Arc;
 
 use axum::Json;
@@ -69,7 +69,11 @@ pub(super) async fn login(
             ),
         )
     })?;
-    if req.password.len() > MAX_PASSWORD {
+    // A password too long to ever have been set is refused as any wrong
+    // one, before any hashing. One shorter than `[passwords] min_length` is
+    // checked as usual: it may have been set under an older minimum, and a
+    // hint that it is too short would only tell a guesser about the policy.
+    if req.password.len() > crate::passwords::MAX_BYTES {
         return Err(invalid_credentials());
     }
     let client_id = req.client_id.unwrap_or_else(|| "tally".into());

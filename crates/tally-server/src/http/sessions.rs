@@ -519,7 +519,7 @@ async fn authenticate_client(app: &Arc<App>, facts: &Facts<'_>) -> Result<bool, 
     let Some((id, secret)) = decoded.split_once(':') else {
         return Ok(false);
     };
-    if secret.len() > issuer::MAX_PASSWORD {
+    if secret.len() > crate::passwords::MAX_BYTES {
         return Ok(false);
     }
     let now = facts.now().max(0) as u64;

@@ -1,7 +1,6 @@
 //! `tally access …`: the hash-chained access log: verify it, read it, place
 //! and release legal holds, apply retention.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -10,15 +9,12 @@ use tally_incident::access::{AccessError, AccessLog};
 use tally_incident::timefmt;
 use tally_server::keyring::lifecycle;
 
-use super::{DataArg, coded, config, parse_time, print_table, require_data_dir};
+use super::{FormatArg, Globals, coded, config, parse_time, print_rows, require_data_dir};
 
 #[derive(Subcommand)]
 pub(crate) enum AccessCmd {
     /// Recompute the hash chain of the access log (edits, deletions, cuts).
-    Verify {
-        #[command(flatten)]
-        data: DataArg,
-    },
+    Verify,
     /// Print the newest events (JSON lines).
     Tail {
         /// How many.
@@ -28,8 +24,6 @@ pub(crate) enum AccessCmd {
         /// second), until interrupted or the reader goes away.
         #[arg(long, short = 'f')]
         follow: bool,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Place a legal hold: nothing in [FROM, UNTIL] can be deleted until released.
     Hold {
@@ -45,13 +39,11 @@ pub(crate) enum AccessCmd {
         /// Who performs this (default: $SUDO_USER or $USER).
         #[arg(long)]
         actor: Option<String>,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// List the legal holds in force.
     Holds {
         #[command(flatten)]
-        data: DataArg,
+        format: FormatArg,
     },
     /// Release a legal hold.
     Release {
@@ -63,35 +55,23 @@ pub(crate) enum AccessCmd {
         /// Who releases it (default: $USER).
         #[arg(long)]
         actor: Option<String>,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Delete events older than TIME (refused while a legal hold covers any).
     Purge {
         /// RFC 3339 or unix seconds.
         #[arg(long)]
         before: String,
-        #[command(flatten)]
-        data: DataArg,
     },
 }
 
-pub(crate) fn run(cfg: Option<&Path>, cmd: AccessCmd) -> Result<ExitCode> {
-    let data = match &cmd {
-        AccessCmd::Verify { data }
-        | AccessCmd::Tail { data, .. }
-        | AccessCmd::Hold { data, .. }
-        | AccessCmd::Holds { data }
-        | AccessCmd::Release { data, .. }
-        | AccessCmd::Purge { data, .. } => data,
-    };
-    let c = config(cfg, data, None)?;
+pub(crate) fn run(g: &Globals, cmd: AccessCmd) -> Result<ExitCode> {
+    let c = config(g, None)?;
     let path = c.data.join("access.db");
     require_data_dir(&c)?;
     let log = AccessLog::open(&path)
         .with_context(|| format!("cannot open the access log {}", path.display()))?;
     match cmd {
-        AccessCmd::Verify { .. } => match log.verify() {
+        AccessCmd::Verify => match log.verify() {
             Ok(r) => {
                 outln!("access log   {}", path.display());
                 outln!(
@@ -139,7 +119,7 @@ pub(crate) fn run(cfg: Option<&Path>, cmd: AccessCmd) -> Result<ExitCode> {
             actor,
             ..
         } => hold(&log, &from, &until, &reason, actor.as_deref()),
-        AccessCmd::Holds { .. } => {
+        AccessCmd::Holds { format } => {
             let mut table = vec![[
                 "ID".to_string(),
                 "FROM".into(),
@@ -156,7 +136,7 @@ pub(crate) fn run(cfg: Option<&Path>, cmd: AccessCmd) -> Result<ExitCode> {
                     h.reason,
                 ]);
             }
-            print_table(&table);
+            print_rows(&format, &table);
             Ok(ExitCode::SUCCESS)
         }
         AccessCmd::Release {

@@ -1,7 +1,6 @@
 //! `tally block …`: containment: block a client address, device, subject or
 //! token; list and lift blocks.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -9,7 +8,7 @@ use clap::Subcommand;
 use tally_incident::timefmt;
 use tally_server::keyring::lifecycle;
 
-use super::{DataArg, FormatArg, config, open_data_dir, print_rows};
+use super::{FormatArg, Globals, config, open_data_dir, print_rows};
 
 #[derive(Subcommand)]
 pub(crate) enum BlockCmd {
@@ -36,26 +35,20 @@ pub(crate) enum BlockCmd {
         /// Who performs this (default: $SUDO_USER or $USER).
         #[arg(long)]
         actor: Option<String>,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// List the blocks in force.
     List {
         #[command(flatten)]
         format: FormatArg,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Lift a block.
     Remove {
         /// Block id (see `tally block list`).
         id: i64,
-        #[command(flatten)]
-        data: DataArg,
     },
 }
 
-pub(crate) fn run(cfg: Option<&Path>, cmd: BlockCmd) -> Result<ExitCode> {
+pub(crate) fn run(g: &Globals, cmd: BlockCmd) -> Result<ExitCode> {
     let now = tally_store::clock::now_unix();
     match cmd {
         BlockCmd::Add {
@@ -66,9 +59,8 @@ pub(crate) fn run(cfg: Option<&Path>, cmd: BlockCmd) -> Result<ExitCode> {
             reason,
             duration,
             actor,
-            data,
         } => {
-            let c = config(cfg, &data, None)?;
+            let c = config(g, None)?;
             let (kind, value) = match (ip, device, subject, token) {
                 (Some(ip), None, None, None) => ("ip", ip),
                 (None, Some(d), None, None) => ("device", d),
@@ -105,8 +97,8 @@ pub(crate) fn run(cfg: Option<&Path>, cmd: BlockCmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        BlockCmd::List { format, data } => {
-            let c = config(cfg, &data, None)?;
+        BlockCmd::List { format } => {
+            let c = config(g, None)?;
             let dir = open_data_dir(&c)?;
             let mut table = vec![[
                 "ID".to_string(),
@@ -133,8 +125,8 @@ pub(crate) fn run(cfg: Option<&Path>, cmd: BlockCmd) -> Result<ExitCode> {
             print_rows(&format, &table);
             Ok(ExitCode::SUCCESS)
         }
-        BlockCmd::Remove { id, data } => {
-            let c = config(cfg, &data, None)?;
+        BlockCmd::Remove { id } => {
+            let c = config(g, None)?;
             let dir = open_data_dir(&c)?;
             if dir
                 .state

@@ -1,13 +1,12 @@
 //! `tally clients …`: the API clients that may introspect tokens.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
 use tally_store::StateError;
 
-use super::{DataArg, config, open_data_dir, print_table, read_secret_line};
+use super::{Globals, config, open_data_dir, print_table, read_secret_line};
 
 #[derive(Subcommand)]
 pub(crate) enum ClientsCmd {
@@ -19,31 +18,25 @@ pub(crate) enum ClientsCmd {
         /// Read the secret from standard input (one line).
         #[arg(long, required = true)]
         secret_stdin: bool,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// List the clients: id and when each was registered.
     List {
         /// `table` or `json`.
         #[arg(long, default_value = "table", value_parser = ["table", "json"])]
         format: String,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Remove a client: it can no longer authenticate to /v1/introspect.
     Remove {
         /// The client id.
         id: String,
-        #[command(flatten)]
-        data: DataArg,
     },
 }
 
-pub(crate) fn run(cfg: Option<&Path>, cmd: ClientsCmd) -> Result<ExitCode> {
+pub(crate) fn run(g: &Globals, cmd: ClientsCmd) -> Result<ExitCode> {
     match cmd {
-        ClientsCmd::Add { id, data, .. } => add(cfg, id, &data),
-        ClientsCmd::List { format, data } => {
-            let c = config(cfg, &data, None)?;
+        ClientsCmd::Add { id, .. } => add(g, id),
+        ClientsCmd::List { format } => {
+            let c = config(g, None)?;
             let dir = open_data_dir(&c)?;
             let clients = dir.state.clients().context("cannot list the clients")?;
             if format == "json" {
@@ -66,8 +59,8 @@ pub(crate) fn run(cfg: Option<&Path>, cmd: ClientsCmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ClientsCmd::Remove { id, data } => {
-            let c = config(cfg, &data, None)?;
+        ClientsCmd::Remove { id } => {
+            let c = config(g, None)?;
             let dir = open_data_dir(&c)?;
             if !dir
                 .state
@@ -82,8 +75,8 @@ pub(crate) fn run(cfg: Option<&Path>, cmd: ClientsCmd) -> Result<ExitCode> {
     }
 }
 
-fn add(cfg: Option<&Path>, id: String, data: &DataArg) -> Result<ExitCode> {
-    let c = config(cfg, data, None)?;
+fn add(g: &Globals, id: String) -> Result<ExitCode> {
+    let c = config(g, None)?;
     if !tally_server::issuance::valid_username(&id) {
         bail!("client ids are 1-64 characters of A-Z a-z 0-9 . _ @ -");
     }

@@ -1,7 +1,6 @@
 //! `tally keys custodian …` and `tally keys offboard`: the people who guard
 //! a key, and what happens to their keys when one of them leaves.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -9,7 +8,7 @@ use clap::Subcommand;
 use tally_server::keyring::lifecycle;
 use tally_store::clock::now_unix;
 
-use super::{DataArg, config, open_data_dir};
+use super::{Globals, config, open_data_dir};
 
 #[derive(Subcommand)]
 pub(crate) enum CustodianCmd {
@@ -23,20 +22,13 @@ pub(crate) enum CustodianCmd {
         /// Who performs this (default: $SUDO_USER or $USER).
         #[arg(long)]
         actor: Option<String>,
-        #[command(flatten)]
-        data: DataArg,
     },
 }
 
 /// `tally keys custodian …`.
-pub(crate) fn run(cfg: Option<&Path>, cmd: CustodianCmd) -> Result<ExitCode> {
-    let CustodianCmd::Add {
-        kid,
-        person,
-        actor,
-        data,
-    } = cmd;
-    let c = config(cfg, &data, None)?;
+pub(crate) fn run(g: &Globals, cmd: CustodianCmd) -> Result<ExitCode> {
+    let CustodianCmd::Add { kid, person, actor } = cmd;
+    let c = config(g, None)?;
     let dir = open_data_dir(&c)?;
     if person.is_empty() || person.len() > 128 || person.chars().any(char::is_control) {
         bail!("PERSON must be 1-128 printable characters");
@@ -59,13 +51,8 @@ pub(crate) fn run(cfg: Option<&Path>, cmd: CustodianCmd) -> Result<ExitCode> {
 
 /// `tally keys offboard PERSON`: rotates every key PERSON guarded and ends
 /// their custody.
-pub(crate) fn offboard(
-    cfg: Option<&Path>,
-    person: &str,
-    actor: Option<&str>,
-    data: &DataArg,
-) -> Result<ExitCode> {
-    let c = config(cfg, data, None)?;
+pub(crate) fn offboard(g: &Globals, person: &str, actor: Option<&str>) -> Result<ExitCode> {
+    let c = config(g, None)?;
     let dir = open_data_dir(&c)?;
     let actor = lifecycle::actor(actor);
     let report = lifecycle::offboard(&dir, person, &actor, now_unix()).with_context(|| {

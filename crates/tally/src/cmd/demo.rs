@@ -45,7 +45,15 @@ fn refused(p: &Phase) -> u64 {
     p.attack_refused.values().sum()
 }
 
-pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
+/// `given`: the global arguments written on the command line (`data`,
+/// `storage`), which the demo refuses rather than ignores.
+pub(crate) fn run(given: &[&str], args: DemoArgs) -> Result<ExitCode> {
+    if let Some(flag) = given.first() {
+        bail!(
+            "tally demo makes throwaway data directories of its own and takes no --{flag}: \
+             drop it (--keep DIR keeps the demo's data directories)"
+        );
+    }
     if args.customers == 0 || args.customers > 1_000_000 {
         bail!("--customers must be between 1 and 1,000,000");
     }

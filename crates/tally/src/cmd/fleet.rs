@@ -1,7 +1,6 @@
 //! `tally fleet status`: the nodes sharing one PostgreSQL store, the
 //! sequencer, and how far behind each node and the sequencer are.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -10,7 +9,7 @@ use tally_incident::timefmt;
 use tally_server::config::Storage;
 use tally_store::fleet;
 
-use super::{DataArg, coded, config, print_table};
+use super::{Globals, coded, config, print_table};
 
 /// A node that has not reported for this long is shown as silent.
 const SILENT_AFTER_SECS: i64 = 10;
@@ -23,14 +22,12 @@ pub(crate) enum FleetCmd {
         /// `table` or `json`.
         #[arg(long, default_value = "table", value_parser = ["table", "json"])]
         format: String,
-        #[command(flatten)]
-        data: DataArg,
     },
 }
 
-pub(crate) fn run(cfg: Option<&Path>, cmd: FleetCmd) -> Result<ExitCode> {
-    let FleetCmd::Status { format, data } = cmd;
-    let c = config(cfg, &data, None)?;
+pub(crate) fn run(g: &Globals, cmd: FleetCmd) -> Result<ExitCode> {
+    let FleetCmd::Status { format } = cmd;
+    let c = config(g, None)?;
     let Storage::Postgres { url, schema, .. } = &c.storage else {
         bail!(
             "this is not a fleet: set [storage] url, --storage or TALLY_STORAGE_URL to a postgres:// URL"

@@ -1,16 +1,15 @@
 //! `tally init`: a data directory (master key, signing key, ledger key) and
 //! its issuer, without serving.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use tally_server::keyring::DataDir;
 
-use super::{DataArg, config};
+use super::{Globals, config};
 
-pub(crate) fn run(cfg: Option<&Path>, data: &DataArg, listen: Option<String>) -> Result<ExitCode> {
-    let c = config(cfg, data, listen)?;
+pub(crate) fn run(g: &Globals, listen: Option<String>) -> Result<ExitCode> {
+    let c = config(g, listen)?;
     let dir = DataDir::open_or_init(&c).context("cannot create or open the data directory")?;
     let signer = dir
         .ledger_signer()

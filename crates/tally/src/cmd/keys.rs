@@ -14,7 +14,7 @@ use tally_store::clock::now_unix;
 use tally_store::{KeyPurpose, KeyState, LEDGER_FILE};
 
 use super::custodians::{self, CustodianCmd};
-use super::{DataArg, FormatArg, config, open_data_dir, parse_time, print_rows, print_table};
+use super::{FormatArg, Globals, config, open_data_dir, parse_time, print_rows};
 
 #[derive(Subcommand)]
 pub(crate) enum KeysCmd {
@@ -22,8 +22,6 @@ pub(crate) enum KeysCmd {
     List {
         #[command(flatten)]
         format: FormatArg,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Generate a new signing key and make it active; the old one retires once
     /// the tokens it signed have expired.
@@ -34,8 +32,6 @@ pub(crate) enum KeysCmd {
         /// Who performs this (default: $SUDO_USER or $USER).
         #[arg(long)]
         actor: Option<String>,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Mark a key compromised: issuance with it stops at once, and the tokens
     /// it signed since TIME (all of them without --since) are revoked.
@@ -49,8 +45,6 @@ pub(crate) enum KeysCmd {
         /// Who performs this (default: $SUDO_USER or $USER).
         #[arg(long)]
         actor: Option<String>,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Manage the people who guard a key.
     #[command(subcommand)]
@@ -62,8 +56,6 @@ pub(crate) enum KeysCmd {
         /// Who performs this (default: $SUDO_USER or $USER).
         #[arg(long)]
         actor: Option<String>,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Show the key audit log (who did what to which key, and when).
     Log {
@@ -71,7 +63,7 @@ pub(crate) enum KeysCmd {
         #[arg(long, default_value_t = 50)]
         limit: usize,
         #[command(flatten)]
-        data: DataArg,
+        format: FormatArg,
     },
     /// Import an existing Ed25519 / P-256 / RSA private key (PKCS#8 PEM) and
     /// make it the active signing key.
@@ -82,36 +74,25 @@ pub(crate) enum KeysCmd {
         /// PKCS#8 PEM file ("-----BEGIN PRIVATE KEY-----").
         #[arg(long)]
         pem: PathBuf,
-        #[command(flatten)]
-        data: DataArg,
     },
 }
 
-pub(crate) fn run(cfg: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode> {
+pub(crate) fn run(g: &Globals, cmd: KeysCmd) -> Result<ExitCode> {
     match cmd {
-        KeysCmd::List { format, data } => list(cfg, &format, &data),
-        KeysCmd::Rotate { alg, actor, data } => {
-            rotate(cfg, alg.as_deref(), actor.as_deref(), &data)
+        KeysCmd::List { format } => list(g, &format),
+        KeysCmd::Rotate { alg, actor } => rotate(g, alg.as_deref(), actor.as_deref()),
+        KeysCmd::Compromise { kid, since, actor } => {
+            compromise(g, &kid, since.as_deref(), actor.as_deref())
         }
-        KeysCmd::Compromise {
-            kid,
-            since,
-            actor,
-            data,
-        } => compromise(cfg, &kid, since.as_deref(), actor.as_deref(), &data),
-        KeysCmd::Custodian(cmd) => custodians::run(cfg, cmd),
-        KeysCmd::Offboard {
-            person,
-            actor,
-            data,
-        } => custodians::offboard(cfg, &person, actor.as_deref(), &data),
-        KeysCmd::Log { limit, data } => log(cfg, limit, &data),
-        KeysCmd::Import { kid, pem, data } => import(cfg, kid.as_deref(), &pem, &data),
+        KeysCmd::Custodian(cmd) => custodians::run(g, cmd),
+        KeysCmd::Offboard { person, actor } => custodians::offboard(g, &person, actor.as_deref()),
+        KeysCmd::Log { limit, format } => log(g, limit, &format),
+        KeysCmd::Import { kid, pem } => import(g, kid.as_deref(), &pem),
     }
 }
 
-fn list(cfg: Option<&Path>, format: &FormatArg, data: &DataArg) -> Result<ExitCode> {
-    let c = config(cfg, data, None)?;
+fn list(g: &Globals, format: &FormatArg) -> Result<ExitCode> {
+    let c = config(g, None)?;
     let dir = open_data_dir(&c)?;
     let rows = dir
         .state
@@ -154,13 +135,8 @@ fn list(cfg: Option<&Path>, format: &FormatArg, data: &DataArg) -> Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-fn rotate(
-    cfg: Option<&Path>,
-    alg: Option<&str>,
-    actor: Option<&str>,
-    data: &DataArg,
-) -> Result<ExitCode> {
-    let c = config(cfg, data, None)?;
+fn rotate(g: &Globals, alg: Option<&str>, actor: Option<&str>) -> Result<ExitCode> {
+    let c = config(g, None)?;
     let dir = open_data_dir(&c)?;
     let alg = alg.and_then(tally_core::jose::Algorithm::from_name);
     let r = lifecycle::rotate(
@@ -181,13 +157,12 @@ fn rotate(
 }
 
 fn compromise(
-    cfg: Option<&Path>,
+    g: &Globals,
     kid: &str,
     since: Option<&str>,
     actor: Option<&str>,
-    data: &DataArg,
 ) -> Result<ExitCode> {
-    let c = config(cfg, data, None)?;
+    let c = config(g, None)?;
     let since = since.map(|s| parse_time("since", s)).transpose()?;
     let dir = open_data_dir(&c)?;
     let actor = lifecycle::actor(actor);
@@ -243,8 +218,8 @@ fn compromise(
     Ok(ExitCode::SUCCESS)
 }
 
-fn log(cfg: Option<&Path>, limit: usize, data: &DataArg) -> Result<ExitCode> {
-    let c = config(cfg, data, None)?;
+fn log(g: &Globals, limit: usize, format: &FormatArg) -> Result<ExitCode> {
+    let c = config(g, None)?;
     let dir = open_data_dir(&c)?;
     let mut table = vec![[
         "TIME".to_string(),
@@ -266,14 +241,14 @@ fn log(cfg: Option<&Path>, limit: usize, data: &DataArg) -> Result<ExitCode> {
             e.detail,
         ]);
     }
-    print_table(&table);
+    print_rows(format, &table);
     Ok(ExitCode::SUCCESS)
 }
 
 /// `tally keys import`: no message shows anything of the key itself, only
 /// the file it came from.
-fn import(cfg: Option<&Path>, kid: Option<&str>, pem: &Path, data: &DataArg) -> Result<ExitCode> {
-    let c = config(cfg, data, None)?;
+fn import(g: &Globals, kid: Option<&str>, pem: &Path) -> Result<ExitCode> {
+    let c = config(g, None)?;
     let text = zeroize::Zeroizing::new(
         std::fs::read_to_string(pem).with_context(|| format!("cannot read {}", pem.display()))?,
     );

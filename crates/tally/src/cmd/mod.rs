@@ -1,6 +1,7 @@
-//! The commands, one module each, and what they share: the data directory
-//! arguments, the configuration, opening the data directory, reading a
-//! secret from standard input, times given on the command line, tables.
+//! The commands, one module each, and what they share: the global arguments
+//! (configuration file, data directory, storage), the configuration, opening
+//! the data directory, reading a secret or a new password from standard
+//! input, times given on the command line, tables.
 
 pub(crate) mod access;
 pub(crate) mod block;
@@ -18,32 +19,35 @@ pub(crate) mod state;
 pub(crate) mod users;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use tally_incident::timefmt;
 use tally_server::keyring::DataDir;
+use tally_server::passwords::MAX_BYTES;
 use tally_server::{Config, Overrides};
 use zeroize::Zeroizing;
 
-#[derive(Args, Clone)]
-pub(crate) struct DataArg {
+/// The options every command takes, before or after the command's name
+/// (`tally --data D users list` is `tally users list --data D`): clap's
+/// global arguments, read at whatever level of the command they are given.
+#[derive(Args, Clone, Default)]
+pub(crate) struct Globals {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "TALLY_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
     /// Data directory (embedded storage; in a fleet, this node's own files).
-    #[arg(long, env = "TALLY_DATA")]
+    #[arg(long, global = true, env = "TALLY_DATA")]
     pub(crate) data: Option<PathBuf>,
     /// Shared storage for a fleet: postgres://user@host:5432/db.
-    #[arg(long, env = "TALLY_STORAGE_URL")]
+    #[arg(long, global = true, env = "TALLY_STORAGE_URL")]
     pub(crate) storage: Option<String>,
 }
 
 /// The configuration: the file (`--config`), then the `TALLY_*` variables
 /// and the flags given.
-pub(crate) fn config(
-    cli_config: Option<&Path>,
-    data: &DataArg,
-    listen: Option<String>,
-) -> Result<Config> {
+pub(crate) fn config(g: &Globals, listen: Option<String>) -> Result<Config> {
     let token_ttl_secs = match std::env::var("TALLY_TOKEN_TTL_SECS") {
         Ok(v) => Some(v.parse().map_err(|_| {
             anyhow!(
@@ -55,15 +59,16 @@ pub(crate) fn config(
     };
     let over = Overrides {
         listen,
-        data: data.data.clone(),
+        data: g.data.clone(),
         // A storage URL may carry a password: it is never part of a message
         // here (the configuration shows it with the password masked).
-        storage: data.storage.clone(),
+        storage: g.storage.clone(),
         issuer: std::env::var("TALLY_ISSUER").ok(),
         audience: std::env::var("TALLY_AUDIENCE").ok(),
         token_ttl_secs,
     };
-    Config::load(cli_config, over).with_context(|| match cli_config {
+    let file = g.config.as_deref();
+    Config::load(file, over).with_context(|| match file {
         Some(p) => format!(
             "cannot load the configuration from {} (--config or TALLY_CONFIG)",
             p.display()
@@ -87,6 +92,12 @@ impl Coded for tally_store::fleet::FleetError {
 impl Coded for tally_incident::access::AccessError {
     fn code(&self) -> &'static str {
         tally_incident::access::AccessError::code(self)
+    }
+}
+
+impl Coded for tally_server::passwords::PolicyError {
+    fn code(&self) -> &'static str {
+        tally_server::passwords::PolicyError::code(self)
     }
 }
 
@@ -119,13 +130,14 @@ pub(crate) fn parse_time(flag: &str, s: &str) -> Result<i64> {
         .with_context(|| format!("--{flag}"))
 }
 
-/// Reads one non-empty line (a password or secret) from standard input.
+/// Reads one non-empty line (a password or secret) from standard input, of
+/// at most [`MAX_BYTES`] bytes (more are not read).
 ///
 /// No message says anything of what was read.
-pub(crate) fn read_secret_line(what: &str) -> Result<Zeroizing<String>> {
+fn read_line(what: &str) -> Result<Zeroizing<String>> {
     let mut input = Zeroizing::new(String::new());
     std::io::stdin()
-        .take(tally_server::issuance::MAX_PASSWORD as u64 + 2)
+        .take(MAX_BYTES as u64 + 2)
         .read_to_string(&mut input)
         .with_context(|| format!("cannot read the {what} from standard input"))?;
     let line = input.strip_suffix('\n').unwrap_or(&input);
@@ -133,10 +145,26 @@ pub(crate) fn read_secret_line(what: &str) -> Result<Zeroizing<String>> {
     if line.is_empty() || line.contains('\n') {
         bail!("standard input must hold exactly one non-empty {what} line");
     }
-    if line.len() > tally_server::issuance::MAX_PASSWORD {
-        bail!("the {what} is longer than 1024 bytes");
-    }
     Ok(Zeroizing::new(line.to_string()))
+}
+
+/// Reads a secret (a client's) from standard input: one non-empty line of
+/// at most [`MAX_BYTES`] bytes.
+pub(crate) fn read_secret_line(what: &str) -> Result<Zeroizing<String>> {
+    let line = read_line(what)?;
+    if line.len() > MAX_BYTES {
+        bail!("the {what} is longer than {MAX_BYTES} bytes");
+    }
+    Ok(line)
+}
+
+/// Reads a new password from standard input (one line) and checks it
+/// against the configured policy (`password_too_short`,
+/// `password_too_long`).
+pub(crate) fn read_new_password(c: &Config) -> Result<Zeroizing<String>> {
+    let password = read_line("password")?;
+    c.passwords.check(&password).map_err(coded)?;
+    Ok(password)
 }
 
 /// `--format table|json` of a list command.

@@ -9,16 +9,12 @@ use tally_server::config::Storage;
 use tally_server::keyring::{DataDir, DataDirLock};
 use tally_server::{App, Config};
 
-use super::{DataArg, config, dev};
+use super::{Globals, config, dev};
 
-pub(crate) fn run(
-    cfg: Option<&Path>,
-    data: &DataArg,
-    listen: Option<String>,
-    dev: bool,
-) -> Result<ExitCode> {
+pub(crate) fn run(g: &Globals, listen: Option<String>, dev: bool) -> Result<ExitCode> {
+    let cfg = g.config.as_deref();
     if dev {
-        let (c, dir) = dev::dev_config(cfg, data, listen)?;
+        let (c, dir) = dev::dev_config(g, listen)?;
         let code = serve(c, cfg, true);
         // The throwaway directory goes once the server has stopped.
         let path = dir.path().to_path_buf();
@@ -28,7 +24,7 @@ pub(crate) fn run(
         }
         return code;
     }
-    serve(config(cfg, data, listen)?, cfg, false)
+    serve(config(g, listen)?, cfg, false)
 }
 
 /// What to do next, printed at every start: where the dashboard is, how to

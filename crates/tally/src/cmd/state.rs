@@ -1,13 +1,12 @@
 //! `tally state seal`: the state store's row seals.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use tally_server::keyring::DataDir;
 
-use super::{DataArg, config, print_table};
+use super::{Globals, config, print_table};
 
 #[derive(Subcommand)]
 pub(crate) enum StateCmd {
@@ -18,19 +17,17 @@ pub(crate) enum StateCmd {
         /// Seal the rows listed (after checking them).
         #[arg(long)]
         yes: bool,
-        #[command(flatten)]
-        data: DataArg,
     },
 }
 
-pub(crate) fn run(cfg: Option<&Path>, cmd: StateCmd) -> Result<ExitCode> {
-    let StateCmd::Seal { yes, data } = cmd;
-    seal(cfg, yes, &data)
+pub(crate) fn run(g: &Globals, cmd: StateCmd) -> Result<ExitCode> {
+    let StateCmd::Seal { yes } = cmd;
+    seal(g, yes)
 }
 
 /// `tally state seal [--yes]`: 1 when rows wait for `--yes`.
-fn seal(cfg: Option<&Path>, yes: bool, data: &DataArg) -> Result<ExitCode> {
-    let c = config(cfg, data, None)?;
+fn seal(g: &Globals, yes: bool) -> Result<ExitCode> {
+    let c = config(g, None)?;
     let dir = DataDir::open_for_sealing(&c).context("cannot open the data directory")?;
     let rows = dir
         .state

@@ -1,7 +1,6 @@
 //! `tally users …`: add, reset, list users, set their roles, enrol them in
 //! one-time passwords.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -9,39 +8,35 @@ use clap::Subcommand;
 use tally_store::StateError;
 use tally_store::clock::now_unix;
 
-use super::{DataArg, config, open_data_dir, read_secret_line};
+use super::{Globals, config, open_data_dir, read_new_password};
 
 #[derive(Subcommand)]
 pub(crate) enum UsersCmd {
-    /// Add a user; the password is read from standard input.
+    /// Add a user; the password is read from standard input. It must have at
+    /// least 12 characters (`[passwords] min_length`) and at most 1024 bytes.
     Add {
         /// User name (1-64 of A-Z a-z 0-9 . _ @ -).
         name: String,
         /// Read the password from standard input (one line).
         #[arg(long, required = true)]
         password_stdin: bool,
-        #[command(flatten)]
-        data: DataArg,
     },
-    /// Reset a user: a new password (read from standard input), the `user`
-    /// role and no one-time-password enrolment, sealed afresh. Takes back a
-    /// user row that someone changed in the database behind tally's back.
+    /// Reset a user: a new password (read from standard input, with the same
+    /// rules as for `users add`), the `user` role and no one-time-password
+    /// enrolment, sealed afresh. Takes back a user row that someone changed
+    /// in the database behind tally's back.
     Reset {
         /// The user.
         name: String,
         /// Read the new password from standard input (one line).
         #[arg(long, required = true)]
         password_stdin: bool,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// List users.
     List {
         /// `table` (one name per line) or `json` (names and roles).
         #[arg(long, default_value = "table", value_parser = ["table", "json"])]
         format: String,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Remove a user: they can no longer log in, their sessions end (refresh
     /// tokens stop working) and the access tokens of those sessions are
@@ -49,8 +44,6 @@ pub(crate) enum UsersCmd {
     Remove {
         /// The user.
         name: String,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Set a user's role: `admin` may use the admin API (/v1/admin/...) and
     /// the dashboard; `auditor` may read the ledger's entries, which name
@@ -62,8 +55,6 @@ pub(crate) enum UsersCmd {
         /// The role.
         #[arg(value_parser = ["admin", "auditor", "user"])]
         role: String,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Enrol a user in one-time passwords (RFC 6238): prints the otpauth://
     /// URI and a QR code for an authenticator app. Re-running replaces the secret.
@@ -73,19 +64,17 @@ pub(crate) enum UsersCmd {
         /// Issuer label shown in the authenticator app.
         #[arg(long, default_value = "tally")]
         label: String,
-        #[command(flatten)]
-        data: DataArg,
     },
 }
 
-pub(crate) fn run(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode> {
+pub(crate) fn run(g: &Globals, cmd: UsersCmd) -> Result<ExitCode> {
     match cmd {
-        UsersCmd::Add { name, data, .. } => add(cfg, &name, &data),
-        UsersCmd::Reset { name, data, .. } => reset(cfg, &name, &data),
-        UsersCmd::Totp { name, label, data } => totp(cfg, &name, &label, &data),
-        UsersCmd::Role { name, role, data } => set_role(cfg, &name, &role, &data),
-        UsersCmd::Remove { name, data } => {
-            let c = config(cfg, &data, None)?;
+        UsersCmd::Add { name, .. } => add(g, &name),
+        UsersCmd::Reset { name, .. } => reset(g, &name),
+        UsersCmd::Totp { name, label } => totp(g, &name, &label),
+        UsersCmd::Role { name, role } => set_role(g, &name, &role),
+        UsersCmd::Remove { name } => {
+            let c = config(g, None)?;
             let dir = open_data_dir(&c)?;
             let now = tally_store::clock::now_unix();
             if !dir
@@ -98,8 +87,8 @@ pub(crate) fn run(cfg: Option<&Path>, cmd: UsersCmd) -> Result<ExitCode> {
             outln!("user {name} removed; their sessions are ended");
             Ok(ExitCode::SUCCESS)
         }
-        UsersCmd::List { format, data } => {
-            let c = config(cfg, &data, None)?;
+        UsersCmd::List { format } => {
+            let c = config(g, None)?;
             let dir = open_data_dir(&c)?;
             let users = dir.state.users().context("cannot list the users")?;
             if format == "json" {
@@ -131,13 +120,13 @@ fn hash_password(name: &str, password: &str) -> Result<String> {
         .with_context(|| format!("cannot hash the new password of user {name}"))
 }
 
-fn add(cfg: Option<&Path>, name: &str, data: &DataArg) -> Result<ExitCode> {
-    let c = config(cfg, data, None)?;
+fn add(g: &Globals, name: &str) -> Result<ExitCode> {
+    let c = config(g, None)?;
     if !tally_server::issuance::valid_username(name) {
         bail!("user names are 1-64 characters of A-Z a-z 0-9 . _ @ -");
     }
     let dir = open_data_dir(&c)?;
-    let password = read_secret_line("password")?;
+    let password = read_new_password(&c).with_context(|| format!("cannot add user {name}"))?;
     let hash = hash_password(name, password.as_str())?;
     match dir.state.add_user(name, &hash, now_unix()) {
         Ok(()) => {}
@@ -148,9 +137,9 @@ fn add(cfg: Option<&Path>, name: &str, data: &DataArg) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn reset(cfg: Option<&Path>, name: &str, data: &DataArg) -> Result<ExitCode> {
-    let c = config(cfg, data, None)?;
-    let password = read_secret_line("password")?;
+fn reset(g: &Globals, name: &str) -> Result<ExitCode> {
+    let c = config(g, None)?;
+    let password = read_new_password(&c).with_context(|| format!("cannot reset user {name}"))?;
     let dir = open_data_dir(&c)?;
     let hash = hash_password(name, password.as_str())?;
     if !dir
@@ -166,8 +155,8 @@ fn reset(cfg: Option<&Path>, name: &str, data: &DataArg) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn totp(cfg: Option<&Path>, name: &str, label: &str, data: &DataArg) -> Result<ExitCode> {
-    let c = config(cfg, data, None)?;
+fn totp(g: &Globals, name: &str, label: &str) -> Result<ExitCode> {
+    let c = config(g, None)?;
     let dir = open_data_dir(&c)?;
     let secret = tally_core::totp::TotpSecret::generate()
         .context("cannot generate a one-time-password secret")?;
@@ -200,8 +189,8 @@ fn totp(cfg: Option<&Path>, name: &str, label: &str, data: &DataArg) -> Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-fn set_role(cfg: Option<&Path>, name: &str, role: &str, data: &DataArg) -> Result<ExitCode> {
-    let c = config(cfg, data, None)?;
+fn set_role(g: &Globals, name: &str, role: &str) -> Result<ExitCode> {
+    let c = config(g, None)?;
     let dir = open_data_dir(&c)?;
     if dir
         .state

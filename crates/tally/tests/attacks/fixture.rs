@@ -220,7 +220,7 @@ mode = "monitor"
         .unwrap();
         init(d);
         let insider = import_insider_key(tmp.path(), d, "k1");
-        add_user(d, "alice", "pw-alice");
+        add_user(d, "alice", "alice-passphrase");
         add_user(d, "root", "pw-root-unused");
         tally_ok(
             &["clients", "add", "rs", "--secret-stdin", "--data", d],
@@ -229,7 +229,7 @@ mode = "monitor"
         let server = Server::start(&data, Some(&cfg));
         let gate = gate_addr(&server);
         let api = server.base.trim_start_matches("http://").to_string();
-        let token = login(&server, "alice", "pw-alice");
+        let token = login(&server, "alice", "alice-passphrase");
         let mut claims = payload(&token);
         claims["jti"] = json!("forged-attack-table");
         claims["sub"] = json!("root");

@@ -59,9 +59,9 @@ impl Stack {
         std::fs::write(&cfg, "trusted_proxies = [\"127.0.0.1\"]\n").unwrap();
         init(d);
         let insider = import_insider_key(tmp.path(), d, "k1");
-        add_user(d, "alice", "pw-alice");
+        add_user(d, "alice", "alice-passphrase");
         let server = Server::start(&data, Some(&cfg));
-        let token = login(&server, "alice", "pw-alice");
+        let token = login(&server, "alice", "alice-passphrase");
         let mut claims = payload(&token);
         claims["jti"] = json!("forged-through-gateway");
         claims["sub"] = json!("root");
@@ -263,7 +263,7 @@ pub fn dpop_through(which: Gateway) -> Result<(), String> {
     let resp = client()
         .post(&login_url)
         .header("DPoP", &login_proof)
-        .json(&json!({"username": "alice", "password": "pw-alice"}))
+        .json(&json!({"username": "alice", "password": "alice-passphrase"}))
         .send()
         .map_err(|e| e.to_string())?;
     let body: Value = resp.json().map_err(|e| e.to_string())?;

@@ -206,16 +206,19 @@ fn client_secret() -> Result<(), String> {
 
 fn lockout_from_elsewhere() -> Result<(), String> {
     let tmp = TempDir::new("guess-lockout");
-    let server = start(&tmp, &[("alice", "pw-alice-9"), ("bob", "pw-bob-9")]);
-    let home = login_from(&server, HOME, "alice", "pw-alice-9");
+    let server = start(
+        &tmp,
+        &[("alice", "alice-passphrase-9"), ("bob", "bob-passphrase-9")],
+    );
+    let home = login_from(&server, HOME, "alice", "alice-passphrase-9");
     ensure(home.status == 200, || format!("alice at home: {home:?}"))?;
     // A stranger guesses alice's password, then bob's (who never logged in
     // from his address), until refused; waits that out and guesses once more,
     // which renews the lock a per-user throttle puts on the account. The
     // owner then logs in from their own address while that lock holds.
     for (user, password, own) in [
-        ("alice", "pw-alice-9", HOME),
-        ("bob", "pw-bob-9", "198.51.100.77"),
+        ("alice", "alice-passphrase-9", HOME),
+        ("bob", "bob-passphrase-9", "198.51.100.77"),
     ] {
         let mut checked = 0;
         let refused = loop {
@@ -247,8 +250,8 @@ fn lockout_from_elsewhere() -> Result<(), String> {
 
 fn distributed() -> Result<(), String> {
     let tmp = TempDir::new("guess-distributed");
-    let server = start(&tmp, &[("alice", "pw-alice-9")]);
-    let home = login_from(&server, HOME, "alice", "pw-alice-9");
+    let server = start(&tmp, &[("alice", "alice-passphrase-9")]);
+    let home = login_from(&server, HOME, "alice", "alice-passphrase-9");
     ensure(home.status == 200, || format!("alice at home: {home:?}"))?;
     // One wrong password from each of many addresses: no address and no
     // (user, address) pair fails twice, yet the user's backoff builds up.
@@ -276,12 +279,12 @@ fn distributed() -> Result<(), String> {
     let again = login_from(&server, &from(next), "alice", "guess-again");
     next += 1;
     ensure(again.status == 401, || format!("after the lock: {again:?}"))?;
-    let right = login_from(&server, &from(next), "alice", "pw-alice-9");
+    let right = login_from(&server, &from(next), "alice", "alice-passphrase-9");
     ensure(right.throttled(), || {
         format!("the right password from a new address during the backoff: {right:?}")
     })?;
     // …while alice at her known address is not locked out.
-    let alice = login_from(&server, HOME, "alice", "pw-alice-9");
+    let alice = login_from(&server, HOME, "alice", "alice-passphrase-9");
     ensure(alice.status == 200, || {
         format!("alice at her known address during a distributed guess: {alice:?}")
     })?;
@@ -307,7 +310,7 @@ fn argon2_buffers() -> Result<(), String> {
     const CLIENTS: usize = 8;
     const BOUND_KB: u64 = 150 * 1024;
     let tmp = TempDir::new("guess-memory");
-    let server = start(&tmp, &[("alice", "pw-alice-9")]);
+    let server = start(&tmp, &[("alice", "alice-passphrase-9")]);
     let before = memory_kb(server.pid());
     let url = server.url("/v1/login");
     let workers: Vec<_> = (0..CLIENTS)
@@ -319,7 +322,7 @@ fn argon2_buffers() -> Result<(), String> {
                 for _ in 0..LOGINS / CLIENTS {
                     let r = c
                         .post(&url)
-                        .json(&serde_json::json!({"username": "alice", "password": "pw-alice-9"}))
+                        .json(&serde_json::json!({"username": "alice", "password": "alice-passphrase-9"}))
                         .send();
                     if !r.is_ok_and(|r| r.status() == 200) {
                         failed += 1;

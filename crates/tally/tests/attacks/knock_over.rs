@@ -125,9 +125,9 @@ fn refusal_flood() -> Result<(), String> {
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap().to_string();
     init(&d);
-    add_user(&d, "alice", "pw-alice");
+    add_user(&d, "alice", "alice-passphrase");
     let server = Server::start(&data, None);
-    let token = login(&server, "alice", "pw-alice");
+    let token = login(&server, "alice", "alice-passphrase");
     let jti = payload(&token)["jti"].as_str().unwrap().to_string();
     let addr = server.base.trim_start_matches("http://").to_string();
     let (flood_n, legit_n) = (4 * 1500, 200);

@@ -139,8 +139,8 @@ fn two_servers_one_directory() -> Result<(), String> {
     let d = data.to_str().unwrap();
     let first = Server::start(&data, None);
     // Admin commands work while the server runs: they take no lock.
-    add_user(d, "alice", "pw-alice");
-    let token = login(&first, "alice", "pw-alice");
+    add_user(d, "alice", "alice-passphrase");
+    let token = login(&first, "alice", "alice-passphrase");
 
     let second = run_until(
         tally_cmd(&["serve", "--data", d, "--listen", "127.0.0.1:0"]),
@@ -213,7 +213,7 @@ fn admin_command_in_wrong_folder() -> Result<(), String> {
     let commands: &[(&[&str], Option<&str>)] = &[
         (
             &["users", "add", "bob", "--password-stdin", "--data", m],
-            Some("pw-bob-123\n"),
+            Some("bob-passphrase-123\n"),
         ),
         (
             &["clients", "add", "svc", "--secret-stdin", "--data", m],
@@ -249,7 +249,10 @@ fn admin_command_in_wrong_folder() -> Result<(), String> {
     let expected = cwd.path().join("tally-data");
     let expected = expected.to_str().unwrap();
     for (args, stdin) in [
-        (["users", "add", "bob", "--password-stdin"], "pw-bob-123\n"),
+        (
+            ["users", "add", "bob", "--password-stdin"],
+            "bob-passphrase-123\n",
+        ),
         (
             ["clients", "add", "svc", "--secret-stdin"],
             "client-secret-123\n",
@@ -295,6 +298,7 @@ fn data_directory_is_a_file() -> Result<(), String> {
         &["users", "list", "--data", f][..],
         &["keys", "list", "--data", f][..],
         &["ledger", "verify", "--data", f][..],
+        &["--data", f, "keys", "log"][..],
     ] {
         let out = tally(args, None);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -352,8 +356,8 @@ fn closed_stdout() -> Result<(), String> {
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
     let server = Server::start(&data, None);
-    add_user(d, "alice", "pw-alice");
-    let token = login(&server, "alice", "pw-alice");
+    add_user(d, "alice", "alice-passphrase");
+    let token = login(&server, "alice", "alice-passphrase");
     // More events than a pipe holds (64 KiB), so that `access tail` is still
     // writing when its reader goes away.
     let http = client();
@@ -429,8 +433,8 @@ fn restart_on_another_port() -> Result<(), String> {
         }
     };
     let first = Server::start_on(&data, None, &[], &format!("127.0.0.1:{a}"));
-    add_user(d, "alice", "pw-alice");
-    let token = login(&first, "alice", "pw-alice");
+    add_user(d, "alice", "alice-passphrase");
+    let token = login(&first, "alice", "alice-passphrase");
     let iss = payload(&token)["iss"].clone();
     ensure(iss == format!("http://127.0.0.1:{a}"), || {
         format!("the first run's issuer is {iss}")
@@ -442,7 +446,7 @@ fn restart_on_another_port() -> Result<(), String> {
     ensure(c == (200, "ok".into()), || {
         format!("after a restart on port {b}, the token of port {a} is {c:?}")
     })?;
-    let fresh = login(&second, "alice", "pw-alice");
+    let fresh = login(&second, "alice", "alice-passphrase");
     ensure(payload(&fresh)["iss"] == iss, || {
         format!(
             "new tokens name {} instead of {iss}",
@@ -458,9 +462,9 @@ fn restart_on_another_port() -> Result<(), String> {
     ensure(init.contains("issuer          http://127.0.0.1:9"), || {
         format!("tally init does not show the issuer: {init}")
     })?;
-    add_user(d2, "alice", "pw-alice");
+    add_user(d2, "alice", "alice-passphrase");
     let server = Server::start(&data2, None);
-    let token = login(&server, "alice", "pw-alice");
+    let token = login(&server, "alice", "alice-passphrase");
     ensure(payload(&token)["iss"] == "http://127.0.0.1:9", || {
         format!(
             "a token from {} names {}",

@@ -137,7 +137,7 @@ fn stolen_bound_token() -> Result<(), String> {
     let tmp = TempDir::new("stolen-bound");
     let data = tmp.path().join("data");
     init(data.to_str().unwrap());
-    add_user(data.to_str().unwrap(), "alice", "pw-alice");
+    add_user(data.to_str().unwrap(), "alice", "alice-passphrase");
     let server = Server::start(&data, None);
     let keys = tmp.path().join("dpop");
     std::fs::create_dir_all(&keys).unwrap();
@@ -154,7 +154,7 @@ fn stolen_bound_token() -> Result<(), String> {
     let r = c
         .post(server.url("/v1/login"))
         .header("DPoP", proof("POST", "/v1/login", None)?)
-        .json(&json!({"username": "alice", "password": "pw-alice"}))
+        .json(&json!({"username": "alice", "password": "alice-passphrase"}))
         .send()
         .map_err(|e| e.to_string())?;
     let body: Value = r.json().map_err(|e| e.to_string())?;

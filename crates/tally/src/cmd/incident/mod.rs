@@ -7,7 +7,7 @@ mod pdf;
 mod store;
 mod view;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -15,7 +15,7 @@ use clap::Subcommand;
 
 use self::impact::LogsArg;
 use self::store::Opened;
-use super::DataArg;
+use super::Globals;
 
 #[derive(Subcommand)]
 pub(crate) enum IncidentCmd {
@@ -24,8 +24,6 @@ pub(crate) enum IncidentCmd {
         /// `table` or `json`.
         #[arg(long, default_value = "table", value_parser = ["table", "json"])]
         format: String,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// One incident: detections, legal clocks, timeline.
     Show {
@@ -34,8 +32,6 @@ pub(crate) enum IncidentCmd {
         /// `text` or `json`.
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Acknowledge: someone is on it (recorded on the timeline).
     Ack {
@@ -44,8 +40,6 @@ pub(crate) enum IncidentCmd {
         /// Who (default: $USER).
         #[arg(long)]
         actor: Option<String>,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Add a note to the timeline.
     Note {
@@ -56,8 +50,6 @@ pub(crate) enum IncidentCmd {
         /// Who (default: $USER).
         #[arg(long)]
         actor: Option<String>,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Mark the incident contained, optionally taking every containment step
     /// its detections suggest (blocks, revocations, key compromise).
@@ -70,8 +62,6 @@ pub(crate) enum IncidentCmd {
         /// Who (default: $USER).
         #[arg(long)]
         actor: Option<String>,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Record the report to an authority under REGIME (e.g. kr_network_act,
     /// kr_pipa, gdpr_art33, sec_8k_105); the incident becomes `reported`.
@@ -86,8 +76,6 @@ pub(crate) enum IncidentCmd {
         /// Who (default: $USER).
         #[arg(long)]
         actor: Option<String>,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Record that the incident was determined material (starts the SEC clock).
     Material {
@@ -99,8 +87,6 @@ pub(crate) enum IncidentCmd {
         /// Who (default: $USER).
         #[arg(long)]
         actor: Option<String>,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Close the incident.
     Close {
@@ -112,8 +98,6 @@ pub(crate) enum IncidentCmd {
         /// Who (default: $USER).
         #[arg(long)]
         actor: Option<String>,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// The regulator-ready report.
     Report {
@@ -128,8 +112,6 @@ pub(crate) enum IncidentCmd {
         output: Option<PathBuf>,
         #[command(flatten)]
         logs: LogsArg,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// The affected customers, exactly, from the access log.
     Affected {
@@ -143,8 +125,6 @@ pub(crate) enum IncidentCmd {
         output: Option<PathBuf>,
         #[command(flatten)]
         logs: LogsArg,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Re-evaluate the stored access log for tokens signed with KID that the
     /// ledger cannot tally, and list every account they touched.
@@ -160,35 +140,13 @@ pub(crate) enum IncidentCmd {
         format: String,
         #[command(flatten)]
         logs: LogsArg,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Verify the incident audit log (hash chain and timeline).
-    Verify {
-        #[command(flatten)]
-        data: DataArg,
-    },
+    Verify,
 }
 
-fn data_of(cmd: &IncidentCmd) -> &DataArg {
-    match cmd {
-        IncidentCmd::List { data, .. }
-        | IncidentCmd::Show { data, .. }
-        | IncidentCmd::Ack { data, .. }
-        | IncidentCmd::Note { data, .. }
-        | IncidentCmd::Contain { data, .. }
-        | IncidentCmd::Submit { data, .. }
-        | IncidentCmd::Material { data, .. }
-        | IncidentCmd::Close { data, .. }
-        | IncidentCmd::Report { data, .. }
-        | IncidentCmd::Affected { data, .. }
-        | IncidentCmd::Scan { data, .. }
-        | IncidentCmd::Verify { data } => data,
-    }
-}
-
-pub(crate) fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode> {
-    let o = Opened::open(cfg, data_of(&cmd))?;
+pub(crate) fn run(g: &Globals, cmd: IncidentCmd) -> Result<ExitCode> {
+    let o = Opened::open(g)?;
     match cmd {
         IncidentCmd::List { format, .. } => view::list(&o, &format),
         IncidentCmd::Show { id, format, .. } => view::show(&o, id, &format),
@@ -236,6 +194,6 @@ pub(crate) fn run(cfg: Option<&Path>, cmd: IncidentCmd) -> Result<ExitCode> {
             logs,
             ..
         } => impact::scan(&o, &kid, since.as_deref(), &format, &logs),
-        IncidentCmd::Verify { .. } => act::verify(&o),
+        IncidentCmd::Verify => act::verify(&o),
     }
 }

@@ -1,13 +1,11 @@
 //! The incident store, opened for one command.
 
-use std::path::Path;
-
 use anyhow::{Context, Result};
 use tally_incident::store::IncidentStore;
 use tally_server::Config;
 use tally_server::keyring::DataDir;
 
-use crate::cmd::{DataArg, coded, config, open_data_dir};
+use crate::cmd::{Globals, coded, config, open_data_dir};
 
 /// What every `tally incident` command works on.
 pub(super) struct Opened {
@@ -18,8 +16,8 @@ pub(super) struct Opened {
 }
 
 impl Opened {
-    pub(super) fn open(cfg: Option<&Path>, data: &DataArg) -> Result<Opened> {
-        let c = config(cfg, data, None)?;
+    pub(super) fn open(g: &Globals) -> Result<Opened> {
+        let c = config(g, None)?;
         let dir = open_data_dir(&c)?;
         let store = dir
             .incidents()

@@ -5,7 +5,6 @@
 mod fleet;
 mod local;
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -15,7 +14,7 @@ use tally_server::Config;
 use tally_server::config::Storage;
 use tally_store::KeyPurpose;
 
-use super::{DataArg, config, open_data_dir, require_data_dir};
+use super::{Globals, config, open_data_dir, require_data_dir};
 
 #[derive(Subcommand)]
 pub(crate) enum LedgerCmd {
@@ -26,62 +25,46 @@ pub(crate) enum LedgerCmd {
         /// from the sealed ledger key (needs the master key).
         #[arg(long)]
         key: Option<String>,
-        #[command(flatten)]
-        data: DataArg,
     },
     /// Print the checkpoint verifier key (`<name>+<hash>+<base64>`).
-    Key {
-        #[command(flatten)]
-        data: DataArg,
-    },
+    Key,
     /// Print the latest signed checkpoint.
-    Checkpoint {
-        #[command(flatten)]
-        data: DataArg,
-    },
+    Checkpoint,
     /// Print (and check) an inclusion proof for a token id.
     Prove {
         /// The token's `jti` (may begin with '-').
         #[arg(allow_hyphen_values = true)]
         token_id: String,
-        #[command(flatten)]
-        data: DataArg,
     },
 }
 
-pub(crate) fn run(cfg: Option<&Path>, cmd: LedgerCmd) -> Result<ExitCode> {
-    let data = match &cmd {
-        LedgerCmd::Verify { data, .. }
-        | LedgerCmd::Key { data }
-        | LedgerCmd::Checkpoint { data }
-        | LedgerCmd::Prove { data, .. } => data,
-    };
-    let c = config(cfg, data, None)?;
+pub(crate) fn run(g: &Globals, cmd: LedgerCmd) -> Result<ExitCode> {
+    let c = config(g, None)?;
     require_data_dir(&c)?;
     let verifier = match &cmd {
         LedgerCmd::Verify { key: Some(k), .. } => NoteVerifier::from_verifier_key(k.trim())
             .context("--key is not a verifier key (<name>+<hash>+<base64>)")?,
         _ => trusted_ledger_verifier(&c)?,
     };
-    if let LedgerCmd::Key { .. } = cmd {
+    if let LedgerCmd::Key = cmd {
         outln!("{}", verifier.verifier_key());
         return Ok(ExitCode::SUCCESS);
     }
     if let Storage::Postgres { url, schema, .. } = &c.storage {
         let op = match &cmd {
-            LedgerCmd::Checkpoint { .. } => fleet::Op::Checkpoint,
+            LedgerCmd::Checkpoint => fleet::Op::Checkpoint,
             LedgerCmd::Verify { .. } => fleet::Op::Verify,
-            LedgerCmd::Prove { token_id, .. } => fleet::Op::Prove(token_id),
-            LedgerCmd::Key { .. } => return Ok(ExitCode::SUCCESS),
+            LedgerCmd::Prove { token_id } => fleet::Op::Prove(token_id),
+            LedgerCmd::Key => return Ok(ExitCode::SUCCESS),
         };
         return fleet::run(&c, url, schema, &verifier, op);
     }
     let own = local::Own::new(&c, &verifier);
     match cmd {
-        LedgerCmd::Checkpoint { .. } => own.checkpoint(),
+        LedgerCmd::Checkpoint => own.checkpoint(),
         LedgerCmd::Verify { .. } => own.verify(),
-        LedgerCmd::Prove { token_id, .. } => own.prove(&token_id),
-        LedgerCmd::Key { .. } => Ok(ExitCode::SUCCESS),
+        LedgerCmd::Prove { token_id } => own.prove(&token_id),
+        LedgerCmd::Key => Ok(ExitCode::SUCCESS),
     }
 }
 
