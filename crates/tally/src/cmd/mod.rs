@@ -90,6 +90,12 @@ impl Coded for tally_incident::access::AccessError {
     }
 }
 
+impl Coded for tally_incident::act::ActError {
+    fn code(&self) -> &'static str {
+        tally_incident::act::ActError::code(self)
+    }
+}
+
 impl Coded for tally_incident::store::IncidentError {
     fn code(&self) -> &'static str {
         tally_incident::store::IncidentError::code(self)
