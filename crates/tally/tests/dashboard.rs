@@ -26,6 +26,13 @@ fn browser_available() -> bool {
             .is_ok_and(|o| o.status.success())
 }
 
+/// The form token a dashboard page carries.
+fn form_token(html: &str) -> String {
+    let key = "name=\"form_token\" value=\"";
+    let at = html.find(key).expect("no form token on the page") + key.len();
+    html[at..].split('"').next().unwrap().to_string()
+}
+
 #[test]
 fn the_dashboard_shows_an_attack_live() {
     if !browser_available() {
@@ -115,12 +122,25 @@ fn the_dashboard_shows_an_attack_live() {
         }
     }
     eventually("the stream's request booked", || admin_events() == 1);
-    let r = c
-        .post(server.url("/ui/logout"))
+    // Signing out takes the session's form token, as the page's form sends it.
+    let signed_out = |form: &[(&str, &str)]| {
+        c.post(server.url("/ui/logout"))
+            .header("Cookie", format!("tally_ui={token}"))
+            .form(form)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(signed_out(&[]), 403);
+    assert_eq!(verdict(&token), "ok");
+    let page = c
+        .get(server.url("/ui"))
         .header("Cookie", format!("tally_ui={token}"))
         .send()
+        .unwrap()
+        .text()
         .unwrap();
-    assert_eq!(r.status(), 303);
+    assert_eq!(signed_out(&[("form_token", &form_token(&page))]), 303);
     assert_eq!(verdict(&token), "revoked");
 
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));

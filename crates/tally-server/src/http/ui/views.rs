@@ -26,9 +26,31 @@ pub(super) struct LoginPage<'a> {
 #[derive(Template)]
 #[template(path = "ui/dashboard.html")]
 pub(super) struct DashboardPage<'a> {
-    /// The signed-in administrator.
+    /// The signed-in user.
     pub(super) who: &'a str,
+    /// Its role (`admin` or `auditor`).
+    pub(super) role: &'a str,
+    /// The session's form token (for sign-out).
+    pub(super) form_token: &'a str,
     pub(super) sections: Sections<'a>,
+}
+
+/// A page saying why a request was not answered (404, 400, 403, 409, 503):
+/// a heading, a sentence, and a way back.
+#[derive(Template)]
+#[template(path = "ui/error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    message: &'a str,
+}
+
+/// [`ErrorPage`] as the response to send, with `status`.
+pub(super) fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+    let mut r = page(&ErrorPage { title, message });
+    if r.status() == StatusCode::OK {
+        *r.status_mut() = status;
+    }
+    r
 }
 
 /// A page as the response to send, under the dashboard's strict
@@ -556,12 +578,17 @@ mod tests {
         // The page: its own script only, the administrator's name escaped.
         let html = DashboardPage {
             who: HOSTILE,
+            role: "auditor",
+            form_token: "tok",
             sections,
         }
         .render()
         .unwrap();
         assert_eq!(html.matches("<script").count(), 1, "{html}");
-        assert!(html.contains(&format!("signed in as {ESCAPED} ·")));
+        assert!(html.contains(&format!("signed in as {ESCAPED} (auditor) ·")));
+        assert!(html.contains(
+            "<form method=\"post\" action=\"/ui/logout\"><input type=\"hidden\" name=\"form_token\" value=\"tok\">"
+        ));
         assert!(html.contains(&format!("<div>forged tokens: {ESCAPED}</div>")));
         for id in [
             "incidents",
