@@ -210,7 +210,7 @@ impl<'a> IncidentRow<'a> {
 }
 
 /// A clock status's name, as its JSON `state` tag.
-fn clock_state(s: &ClockStatus) -> &'static str {
+pub(super) fn clock_state(s: &ClockStatus) -> &'static str {
     match s {
         ClockStatus::Running { .. } => "running",
         ClockStatus::Overdue { .. } => "overdue",
@@ -221,7 +221,7 @@ fn clock_state(s: &ClockStatus) -> &'static str {
 
 /// A ticking countdown: `1d 23h 59m`, `23h 59m 58s`, `4m 2s`, `-1h 0m 5s`
 /// (as the page's script ticks it).
-fn countdown(secs: i64) -> String {
+pub(super) fn countdown(secs: i64) -> String {
     let sign = if secs < 0 { "-" } else { "" };
     let s = secs.unsigned_abs();
     let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
@@ -617,7 +617,9 @@ mod tests {
         let doc = rendered(&Sections::of(&snap));
         let incidents = doc["incidents"].as_str().unwrap();
         assert!(incidents.contains("data-incident=\"7\""));
-        assert!(incidents.contains("<strong>Incident 7 · critical · open</strong>"));
+        assert!(incidents.contains(
+            "<strong><a href=\"/ui/incidents/7\">Incident 7</a> · critical · open</strong>"
+        ));
         let due = NOW + 3665;
         assert!(incidents.contains(&format!(
             "<td>{}</td><td class=\"num bad\"><time data-due=\"{due}\" data-state=\"running\">1h 1m 5s</time>",
