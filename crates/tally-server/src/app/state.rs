@@ -71,7 +71,7 @@ pub struct App {
     pub ui_feed: std::sync::OnceLock<tokio::sync::watch::Receiver<Arc<String>>>,
     /// One incident report at a time from the dashboard: each reads the
     /// whole access log (see `ui::incident`).
-    pub ui_reports: tokio::sync::Semaphore,
+    pub ui_reports: Arc<tokio::sync::Semaphore>,
     /// Registry misses (each a signature verification) per client address.
     pub miss_limiter: tally_core::ratelimit::RateLimiter<std::net::IpAddr>,
     /// Forged tokens the ledger store has already said it never issued.
@@ -306,7 +306,7 @@ impl App {
             node_outbox,
             ledger_seen: std::sync::Mutex::new((0, opened_at)),
             ui_feed: std::sync::OnceLock::new(),
-            ui_reports: tokio::sync::Semaphore::new(1),
+            ui_reports: Arc::new(tokio::sync::Semaphore::new(1)),
             miss_limiter,
             guard: tally_core::throttle::Guard::new(Default::default()),
             revocation_seq: AtomicI64::new(0),

@@ -85,11 +85,18 @@ type Found = (Report, Impact, Vec<Containment>);
 /// Reads incident `id`'s report (one at a time; `None` for no such
 /// incident), or the page to answer instead.
 async fn read(app: &Arc<App>, id: i64) -> Result<Option<Found>, Response> {
-    let Ok(_one) = app.ui_reports.acquire().await else {
+    let Ok(one) = app.ui_reports.clone().acquire_owned().await else {
         return Err(unavailable());
     };
     let a = app.clone();
-    match tokio::task::spawn_blocking(move || report(&a, id)).await {
+    // The permit goes with the reading: a request dropped meanwhile does not
+    // let a second one start.
+    match tokio::task::spawn_blocking(move || {
+        let _one = one;
+        report(&a, id)
+    })
+    .await
+    {
         Ok(Ok(found)) => Ok(found),
         Ok(Err(e)) => {
             tracing::error!(incident = id, error = %e, "the incident's report could not be made");
