@@ -12,6 +12,8 @@
 //!   retention and legal holds ([`access::AccessLog`]);
 //! * [`report`]: what an incident did, from the access log: affected
 //!   customers, requests per minute, the regulator-ready report;
+//! * [`act`]: responders acting on an incident (acknowledge, note,
+//!   contain), for the command line and the dashboard alike;
 //! * [`watch`]: the detector at work: decisions and signals in, incidents
 //!   opened, containment taken through the server's [`watch::Responder`],
 //!   reminders as the legal clocks run;
@@ -30,6 +32,7 @@
 #![warn(unreachable_pub)]
 
 pub mod access;
+pub mod act;
 pub mod alerts;
 mod chain;
 pub mod clocks;

@@ -26,6 +26,30 @@ fn browser_available() -> bool {
             .is_ok_and(|o| o.status.success())
 }
 
+/// The form token a dashboard page carries.
+fn form_token(html: &str) -> String {
+    let key = "name=\"form_token\" value=\"";
+    let at = html.find(key).expect("no form token on the page") + key.len();
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+/// Runs a browser script of `tests/ui` to its end; its standard output.
+fn run_script(script: &str, args: &[&str]) -> String {
+    let out = Command::new("node")
+        .arg(ui_dir().join(script))
+        .args(args)
+        .current_dir(ui_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[test]
 fn the_dashboard_shows_an_attack_live() {
     if !browser_available() {
@@ -115,12 +139,25 @@ fn the_dashboard_shows_an_attack_live() {
         }
     }
     eventually("the stream's request booked", || admin_events() == 1);
-    let r = c
-        .post(server.url("/ui/logout"))
+    // Signing out takes the session's form token, as the page's form sends it.
+    let signed_out = |form: &[(&str, &str)]| {
+        c.post(server.url("/ui/logout"))
+            .header("Cookie", format!("tally_ui={token}"))
+            .form(form)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(signed_out(&[]), 403);
+    assert_eq!(verdict(&token), "ok");
+    let page = c
+        .get(server.url("/ui"))
         .header("Cookie", format!("tally_ui={token}"))
         .send()
+        .unwrap()
+        .text()
         .unwrap();
-    assert_eq!(r.status(), 303);
+    assert_eq!(signed_out(&[("form_token", &form_token(&page))]), 303);
     assert_eq!(verdict(&token), "revoked");
 
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -178,4 +215,108 @@ fn the_dashboard_shows_an_attack_live() {
     let png = shots.join("dashboard.png");
     assert!(std::fs::metadata(&png).unwrap().len() > 10_000);
     eprintln!("screenshots: {} and dashboard-phone.png", png.display());
+}
+
+/// The page of one incident in a real browser: linked from the dashboard,
+/// accessible (axe-core) and within a 1280-pixel window for an
+/// administrator and for an auditor; the administrator acknowledges and adds
+/// a note, which appear on the timeline in words; the auditor sees no action,
+/// and the server refuses the auditor's forged post and a post without the
+/// session's form token (403).
+#[test]
+fn the_incident_page_lets_administrators_act_and_auditors_read() {
+    if !browser_available() {
+        skip("no chromium/node/playwright-core");
+        return;
+    }
+    let tmp = TempDir::new("incident-page");
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    init(d);
+    let insider = import_insider_key(tmp.path(), d, "k1");
+    add_user(d, "root", "root-pw");
+    tally_ok(&["users", "role", "root", "admin", "--data", d], None);
+    add_user(d, "audrey", "audrey-pw");
+    tally_ok(&["users", "role", "audrey", "auditor", "--data", d], None);
+    add_user(d, "alice", "alice-pw");
+    let server = Server::start(&data, None);
+
+    // The insider's forged tokens open an incident.
+    let alice = login(&server, "alice", "alice-pw");
+    let mut claims = payload(&alice);
+    for i in 0..3 {
+        claims["sub"] = json!(format!("member-{i}"));
+        claims["jti"] = json!(format!("forged-{i}"));
+        let forged = jws(
+            &insider,
+            &json!({"alg": "EdDSA", "kid": "k1", "typ": "at+jwt"}).to_string(),
+            &claims.to_string(),
+        );
+        let r = client()
+            .get(server.url("/v1/check"))
+            .bearer_auth(&forged)
+            .send()
+            .unwrap();
+        assert_eq!(r.headers()["x-tally-verdict"], "not_issued");
+    }
+    let list = || -> Vec<serde_json::Value> {
+        serde_json::from_str(&tally_ok(
+            &["incident", "list", "--format", "json", "--data", d],
+            None,
+        ))
+        .unwrap()
+    };
+    eventually("an incident is open", || !list().is_empty());
+    let id = list()[0]["id"].as_i64().unwrap().to_string();
+
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let out = run_script(
+        "incident.mjs",
+        &[
+            server.base.as_str(),
+            &id,
+            "root",
+            "root-pw",
+            "audrey",
+            "audrey-pw",
+            shots.to_str().unwrap(),
+        ],
+    );
+    for line in [
+        "OK axe the incident page (administrator)",
+        "OK fits the incident page (administrator) at 1280 px",
+        "OK acknowledged",
+        "OK note",
+        "OK no token 403",
+        "OK auditor sees no action",
+        "OK axe the incident page (auditor)",
+        "OK fits the incident page (auditor) at 1280 px",
+        "OK auditor refused 403",
+    ] {
+        assert!(out.contains(line), "no {line:?} in:\n{out}");
+    }
+
+    // What the browser did is on the incident's audited timeline, by whom;
+    // nothing the auditor tried is.
+    let shown: serde_json::Value = serde_json::from_str(&tally_ok(
+        &["incident", "show", &id, "--format", "json", "--data", d],
+        None,
+    ))
+    .unwrap();
+    let timeline = shown["timeline"].as_array().unwrap();
+    let by = |kind: &str| -> Vec<&str> {
+        timeline
+            .iter()
+            .filter(|t| t["kind"] == kind)
+            .map(|t| t["actor"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(by("ack"), ["root (dashboard)"]);
+    assert_eq!(by("note"), ["root (dashboard)"]);
+    assert_eq!(shown["state"], "open", "nobody contained it");
+    assert!(tally_ok(&["incident", "verify", "--data", d], None).contains("chain intact"));
+    eprintln!(
+        "screenshots: {} and incident-auditor.png",
+        shots.join("incident.png").display()
+    );
 }

@@ -69,6 +69,9 @@ pub struct App {
     /// The dashboard's rendered sections, shared by every open dashboard
     /// (see `ui::feed`).
     pub ui_feed: std::sync::OnceLock<tokio::sync::watch::Receiver<Arc<String>>>,
+    /// One incident report at a time from the dashboard: each reads the
+    /// whole access log (see `ui::incident`).
+    pub ui_reports: Arc<tokio::sync::Semaphore>,
     /// Registry misses (each a signature verification) per client address.
     pub miss_limiter: tally_core::ratelimit::RateLimiter<std::net::IpAddr>,
     /// Examinations of the unknown tokens of requests refused by
@@ -318,6 +321,7 @@ impl App {
             node_outbox,
             ledger_seen: std::sync::Mutex::new((0, opened_at)),
             ui_feed: std::sync::OnceLock::new(),
+            ui_reports: Arc::new(tokio::sync::Semaphore::new(1)),
             miss_limiter,
             blocked_examinations,
             blocked_examinations_total,

@@ -80,11 +80,19 @@ pub(super) enum Booking {
     Recheck,
 }
 
-/// The roles that may use the admin API and the dashboard.
+/// The roles that may use the admin API and act from the dashboard.
 pub(super) const ADMIN: &[&str] = &["admin"];
-/// The roles that may read what names customers (the ledger's entries):
-/// auditors, and administrators.
+/// The roles that may read what names customers (the ledger's entries,
+/// the dashboard, incident reports): auditors, and administrators.
 pub(super) const AUDITOR: &[&str] = &["auditor", "admin"];
+
+/// A user who passed [`check_caller`]: the name, and the role it has now.
+pub(super) struct Caller {
+    /// The user (the token's subject).
+    pub(super) name: String,
+    /// Its role, one of those asked for.
+    pub(super) role: String,
+}
 
 /// The full gate decision for the request's token, booked or not, then one
 /// of `roles`.
@@ -96,6 +104,20 @@ pub(super) async fn check_role(
     booking: Booking,
     roles: &[&str],
 ) -> Result<Admin, Response> {
+    check_caller(app, facts, method, uri, booking, roles)
+        .await
+        .map(|c| Admin(c.name))
+}
+
+/// [`check_role`], answering with the caller's role too.
+pub(super) async fn check_caller(
+    app: &Arc<App>,
+    facts: &Facts<'_>,
+    method: &Method,
+    uri: &Uri,
+    booking: Booking,
+    roles: &[&str],
+) -> Result<Caller, Response> {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let target = Target::from_headers(facts.headers, method.as_str(), path, facts.via_proxy);
     let decision = super::decide::for_audience(
@@ -126,7 +148,7 @@ async fn require_role(
     method: &Method,
     path: &str,
     roles: &[&str],
-) -> Result<Admin, Response> {
+) -> Result<Caller, Response> {
     // Only tokens tally itself issued (password, and one-time code where
     // enrolled): an external identity provider's token for a subject of the
     // same name must not carry tally's admin role.
@@ -154,7 +176,7 @@ async fn require_role(
             tracing::error!(code = e.code(), error = %e, "state store failed or refused a row during admin check");
             ApiError::unavailable("store_unavailable").into_response()
         })?;
-    if !role.as_deref().is_some_and(|r| roles.contains(&r)) {
+    let Some(role) = role.filter(|r| roles.contains(&r.as_str())) else {
         tracing::warn!(event = "admin_denied", sub = ?token.subject(), method = %method, path = ?path, "refused: the user lacks the role");
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -166,8 +188,11 @@ async fn require_role(
             ),
         )
         .into_response());
-    }
-    Ok(Admin(token.subject().to_string()))
+    };
+    Ok(Caller {
+        name: token.subject().to_string(),
+        role,
+    })
 }
 
 fn block_json(b: &tally_store::BlockRow) -> Value {

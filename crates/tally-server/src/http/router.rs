@@ -42,6 +42,11 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/ui/logout", post(super::ui::logout))
         .route("/ui/events", get(super::ui::events))
+        .route("/ui/incidents/{id}", get(super::ui::incident))
+        .route(
+            "/ui/incidents/{id}/{name}",
+            get(super::ui::incident_file).post(super::ui::incident_act),
+        )
         .route("/v1/admin/incidents", get(super::admin::list_incidents))
         .route("/v1/admin/incidents/{id}", get(super::admin::show_incident))
         .route(

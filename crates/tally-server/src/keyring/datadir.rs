@@ -86,6 +86,15 @@ impl DataDir {
         )
     }
 
+    /// Whether `subject` is a user of this directory, as an incident report
+    /// counts affected customers (a member id that does not exist is
+    /// evidence of minting, not an affected customer). When the state store
+    /// cannot say, the subject counts as a user: it stays among the affected
+    /// rather than be left out.
+    pub fn is_member(&self, subject: &str) -> bool {
+        self.state.user_role(subject).map_or(true, |r| r.is_some())
+    }
+
     /// Path of the ledger database.
     pub fn ledger_path(&self) -> PathBuf {
         self.path.join(tally_store::LEDGER_FILE)

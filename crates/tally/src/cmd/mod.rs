@@ -101,6 +101,12 @@ impl Coded for tally_server::passwords::PolicyError {
     }
 }
 
+impl Coded for tally_incident::act::ActError {
+    fn code(&self) -> &'static str {
+        tally_incident::act::ActError::code(self)
+    }
+}
+
 impl Coded for tally_incident::store::IncidentError {
     fn code(&self) -> &'static str {
         tally_incident::store::IncidentError::code(self)

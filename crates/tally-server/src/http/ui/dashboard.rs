@@ -4,14 +4,15 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
-use super::session::admin;
+use super::form;
+use super::session::signed_in;
 use super::snapshot::Snapshot;
 use super::views::{DashboardPage, Sections, page};
 use crate::app::App;
-use crate::http::admin::Booking;
+use crate::http::admin::{AUDITOR, Booking};
 use crate::http::request::peer_of;
 
 /// `GET /ui`.
@@ -21,7 +22,16 @@ pub(crate) async fn dashboard(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let who = match admin(&app, &headers, peer_of(&ext), &uri, Booking::Request).await {
+    let who = match signed_in(
+        &app,
+        &headers,
+        peer_of(&ext),
+        (&Method::GET, &uri),
+        Booking::Request,
+        AUDITOR,
+    )
+    .await
+    {
         Ok(w) => w,
         Err(r) => return r,
     };
@@ -30,7 +40,9 @@ pub(crate) async fn dashboard(
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
     page(&DashboardPage {
-        who: &who,
+        who: &who.name,
+        role: &who.role,
+        form_token: &form::token(&app, &headers),
         sections: Sections::of(&snap),
     })
 }

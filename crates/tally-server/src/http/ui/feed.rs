@@ -6,16 +6,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
 
-use super::session::admin;
+use super::session::signed_in;
 use super::snapshot::Snapshot;
 use super::views::Sections;
 use crate::app::App;
-use crate::http::admin::Booking;
+use crate::http::admin::{AUDITOR, Booking};
 use crate::http::request::peer_of;
 
 /// `GET /ui/events`: one rendering of the sections per second.
@@ -26,7 +26,16 @@ pub(crate) async fn events(
     headers: HeaderMap,
 ) -> Response {
     let peer = peer_of(&ext);
-    if let Err(r) = admin(&app, &headers, peer, &uri, Booking::Request).await {
+    if let Err(r) = signed_in(
+        &app,
+        &headers,
+        peer,
+        (&Method::GET, &uri),
+        Booking::Request,
+        AUDITOR,
+    )
+    .await
+    {
         return r;
     }
     let stream = futures_stream(app, headers, peer, uri);
@@ -53,12 +62,19 @@ fn futures_stream(
         while sections.changed().await.is_ok() {
             n += 1;
             // The stream outlives its request: the token, blocks and the
-            // admin role are checked again every few seconds, and the stream
+            // role are checked again every few seconds, and the stream
             // ends when they no longer hold.
             if n.is_multiple_of(5)
-                && admin(&app, &headers, peer, &uri, Booking::Recheck)
-                    .await
-                    .is_err()
+                && signed_in(
+                    &app,
+                    &headers,
+                    peer,
+                    (&Method::GET, &uri),
+                    Booking::Recheck,
+                    AUDITOR,
+                )
+                .await
+                .is_err()
             {
                 break;
             }

@@ -1,7 +1,8 @@
 //! Who is signed in to the dashboard: the session cookie (the issuer's access
 //! token, `HttpOnly`, `SameSite=Strict`, scoped to `/ui`), the full gate
-//! decision plus the `admin` role check on every page and stream, and the
-//! same-origin check of the dashboard's form posts.
+//! decision plus a role check on every page, stream and form post (the
+//! `auditor` or `admin` role to read, `admin` to act), and the same-origin
+//! check of the dashboard's form posts.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,8 +10,9 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
+use super::views::error_page;
 use crate::app::App;
-use crate::http::admin::{ADMIN, Admin, Booking, check_role};
+use crate::http::admin::{Booking, Caller, check_caller};
 use crate::http::request::Facts;
 
 /// The session cookie's name.
@@ -28,21 +30,44 @@ pub(super) fn cookie_token(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// The signed-in administrator, or the response to send instead (a
-/// redirect to the sign-in page). A page request is booked as any admin
-/// request is; the stream's repeated checks are not.
-pub(super) async fn admin(
+/// The signed-in user, who has one of `roles`, or the response to send
+/// instead: a redirect to the sign-in page, or a page saying which role is
+/// needed. A request is booked as any admin request is (on route `admin`,
+/// with its method and path); the stream's repeated checks are not.
+pub(super) async fn signed_in(
     app: &Arc<App>,
     headers: &HeaderMap,
     peer: Option<SocketAddr>,
-    uri: &Uri,
+    (method, uri): (&Method, &Uri),
     booking: Booking,
-) -> Result<String, Response> {
+    roles: &[&str],
+) -> Result<Caller, Response> {
     let Some(h) = bearer_headers(headers) else {
         return Err(to_login());
     };
     let facts = Facts::read(app, &h, peer);
-    signed_in(check_role(app, &facts, &Method::GET, uri, booking, ADMIN).await)
+    match check_caller(app, &facts, method, uri, booking, roles).await {
+        Ok(c) => Ok(c),
+        // Refused for want of the role (the gate's own refusals carry a
+        // verdict): say which role is needed.
+        Err(resp)
+            if resp.status() == StatusCode::FORBIDDEN
+                && !resp.headers().contains_key("x-tally-verdict") =>
+        {
+            Err(error_page(
+                StatusCode::FORBIDDEN,
+                "Not allowed",
+                &format!(
+                    "This needs the role {} (tally users role NAME {}).",
+                    roles.join(" or "),
+                    roles[0]
+                ),
+            ))
+        }
+        // Any other refusal (no valid token any more: expired, revoked,
+        // blocked) sends the browser to sign in.
+        Err(_) => Err(to_login()),
+    }
 }
 
 /// The redirect to the sign-in page.
@@ -65,17 +90,6 @@ fn bearer_headers(headers: &HeaderMap) -> Option<HeaderMap> {
         HeaderValue::from_str(&format!("Bearer {token}")).ok()?,
     );
     Some(h)
-}
-
-/// A refusal for want of the admin role is shown; any other sends the
-/// browser to sign in. (The same `Result` as the handlers around it.)
-#[allow(clippy::result_large_err)]
-fn signed_in(r: Result<Admin, Response>) -> Result<String, Response> {
-    match r {
-        Ok(Admin(name)) => Ok(name),
-        Err(resp) if resp.status() == StatusCode::FORBIDDEN => Err(resp),
-        Err(_) => Err(to_login()),
-    }
 }
 
 /// Whether a form post comes from the dashboard itself: browsers send

@@ -1,7 +1,8 @@
 //! Signing in and out of the dashboard: `GET /ui/login` (the form),
 //! `POST /ui/login` (the issuer's own login, throttles and TOTP included,
-//! then the admin role; the access token becomes the session cookie) and
-//! `POST /ui/logout` (the token is revoked, not only the cookie cleared).
+//! then the `auditor` or `admin` role; the access token becomes the session
+//! cookie) and `POST /ui/logout` (with the session's form token; the token
+//! is revoked, not only the cookie cleared).
 
 use std::sync::Arc;
 
@@ -11,10 +12,11 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::form;
 use super::session::{COOKIE, cookie_token, cross_site, same_origin};
-use super::views::{LoginPage, page};
+use super::views::{LoginPage, error_page, page};
 use crate::app::App;
-use crate::http::admin::{ADMIN, Booking, check_role};
+use crate::http::admin::{AUDITOR, Booking, check_role};
 use crate::http::login::LoginRequest;
 use crate::http::request::{Facts, from_trusted_proxy, peer_of};
 
@@ -35,7 +37,8 @@ struct LoginForm {
     totp: Option<String>,
 }
 
-/// `POST /ui/login` (form): the issuer's login, then the admin role.
+/// `POST /ui/login` (form): the issuer's login, then the `auditor` or
+/// `admin` role.
 pub(crate) async fn login(
     State(app): State<Arc<App>>,
     ext: axum::http::Extensions,
@@ -76,18 +79,19 @@ pub(crate) async fn login(
     else {
         return login_form(Some("Sign-in failed."));
     };
-    // The role is checked now too, so a non-admin gets a clear answer.
+    // The role is checked now too, so a user without one gets a clear
+    // answer.
     let mut h = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
         h.insert(header::AUTHORIZATION, v);
     }
     let uri: Uri = "/ui".parse().unwrap_or_default();
     let facts = Facts::read(&app, &h, peer_of(&ext));
-    if check_role(&app, &facts, &Method::GET, &uri, Booking::Recheck, ADMIN)
+    if check_role(&app, &facts, &Method::GET, &uri, Booking::Recheck, AUDITOR)
         .await
         .is_err()
     {
-        return login_form(Some("This account is not an administrator."));
+        return login_form(Some("This account is not an administrator or an auditor."));
     }
     let secure = from_trusted_proxy(&app, peer_of(&ext))
         && headers
@@ -109,15 +113,32 @@ pub(crate) async fn login(
     r
 }
 
+#[derive(serde::Deserialize)]
+struct LogoutForm {
+    #[serde(default)]
+    form_token: String,
+}
+
 /// `POST /ui/logout`: ends the session (the token is revoked, not only the
-/// cookie cleared).
+/// cookie cleared). The post must carry the session's form token.
 pub(crate) async fn logout(
     State(app): State<Arc<App>>,
     ext: axum::http::Extensions,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
     if !same_origin(&headers) {
         return cross_site();
+    }
+    let presented = serde_urlencoded::from_bytes::<LogoutForm>(&body)
+        .map(|f| f.form_token)
+        .unwrap_or_default();
+    if cookie_token(&headers).is_some() && !form::valid(&app, &headers, &presented) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Form refused",
+            "The sign-out was not sent from this session's dashboard page: open the dashboard again and sign out there.",
+        );
     }
     if let Some(token) = cookie_token(&headers)
         && let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}"))

@@ -26,9 +26,31 @@ pub(super) struct LoginPage<'a> {
 #[derive(Template)]
 #[template(path = "ui/dashboard.html")]
 pub(super) struct DashboardPage<'a> {
-    /// The signed-in administrator.
+    /// The signed-in user.
     pub(super) who: &'a str,
+    /// Its role (`admin` or `auditor`).
+    pub(super) role: &'a str,
+    /// The session's form token (for sign-out).
+    pub(super) form_token: &'a str,
     pub(super) sections: Sections<'a>,
+}
+
+/// A page saying why a request was not answered (404, 400, 403, 409, 503):
+/// a heading, a sentence, and a way back.
+#[derive(Template)]
+#[template(path = "ui/error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    message: &'a str,
+}
+
+/// [`ErrorPage`] as the response to send, with `status`.
+pub(super) fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+    let mut r = page(&ErrorPage { title, message });
+    if r.status() == StatusCode::OK {
+        *r.status_mut() = status;
+    }
+    r
 }
 
 /// A page as the response to send, under the dashboard's strict
@@ -188,7 +210,7 @@ impl<'a> IncidentRow<'a> {
 }
 
 /// A clock status's name, as its JSON `state` tag.
-fn clock_state(s: &ClockStatus) -> &'static str {
+pub(super) fn clock_state(s: &ClockStatus) -> &'static str {
     match s {
         ClockStatus::Running { .. } => "running",
         ClockStatus::Overdue { .. } => "overdue",
@@ -199,7 +221,7 @@ fn clock_state(s: &ClockStatus) -> &'static str {
 
 /// A ticking countdown: `1d 23h 59m`, `23h 59m 58s`, `4m 2s`, `-1h 0m 5s`
 /// (as the page's script ticks it).
-fn countdown(secs: i64) -> String {
+pub(super) fn countdown(secs: i64) -> String {
     let sign = if secs < 0 { "-" } else { "" };
     let s = secs.unsigned_abs();
     let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
@@ -556,12 +578,17 @@ mod tests {
         // The page: its own script only, the administrator's name escaped.
         let html = DashboardPage {
             who: HOSTILE,
+            role: "auditor",
+            form_token: "tok",
             sections,
         }
         .render()
         .unwrap();
         assert_eq!(html.matches("<script").count(), 1, "{html}");
-        assert!(html.contains(&format!("signed in as {ESCAPED} ·")));
+        assert!(html.contains(&format!("signed in as {ESCAPED} (auditor) ·")));
+        assert!(html.contains(
+            "<form method=\"post\" action=\"/ui/logout\"><input type=\"hidden\" name=\"form_token\" value=\"tok\">"
+        ));
         assert!(html.contains(&format!("<div>forged tokens: {ESCAPED}</div>")));
         for id in [
             "incidents",
@@ -590,7 +617,9 @@ mod tests {
         let doc = rendered(&Sections::of(&snap));
         let incidents = doc["incidents"].as_str().unwrap();
         assert!(incidents.contains("data-incident=\"7\""));
-        assert!(incidents.contains("<strong>Incident 7 · critical · open</strong>"));
+        assert!(incidents.contains(
+            "<strong><a href=\"/ui/incidents/7\">Incident 7</a> · critical · open</strong>"
+        ));
         let due = NOW + 3665;
         assert!(incidents.contains(&format!(
             "<td>{}</td><td class=\"num bad\"><time data-due=\"{due}\" data-state=\"running\">1h 1m 5s</time>",

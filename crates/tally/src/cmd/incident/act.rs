@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use serde_json::json;
+use tally_incident::act;
 use tally_incident::clocks::IncidentState;
 use tally_incident::timefmt;
 
@@ -14,14 +14,7 @@ use crate::cmd::parse_time;
 
 /// `tally incident ack ID`.
 pub(super) fn ack(o: &Opened, id: i64, actor: Option<&str>) -> Result<ExitCode> {
-    o.store
-        .append(
-            id,
-            o.now,
-            &who(actor),
-            "ack",
-            &json!({"acknowledged": true}),
-        )
+    act::acknowledge(&o.store, id, &who(actor), o.now)
         .map_err(coded)
         .with_context(|| format!("cannot acknowledge incident {id}"))?;
     outln!("incident {id} acknowledged");
@@ -30,18 +23,16 @@ pub(super) fn ack(o: &Opened, id: i64, actor: Option<&str>) -> Result<ExitCode> 
 
 /// `tally incident note ID TEXT`.
 pub(super) fn note(o: &Opened, id: i64, text: &str, actor: Option<&str>) -> Result<ExitCode> {
-    if text.trim().is_empty() {
-        bail!("the note is empty");
-    }
-    o.store
-        .append(id, o.now, &who(actor), "note", &json!({"text": text}))
+    act::note(&o.store, id, text, &who(actor), o.now)
         .map_err(coded)
         .with_context(|| format!("cannot add the note to incident {id}"))?;
     outln!("note added to incident {id}");
     Ok(ExitCode::SUCCESS)
 }
 
-/// `tally incident contain ID [--apply-suggested]`.
+/// `tally incident contain ID [--apply-suggested]`: the steps are taken
+/// against the data directory; a running server applies them within a
+/// second.
 pub(super) fn contain(
     o: &Opened,
     id: i64,
@@ -49,46 +40,14 @@ pub(super) fn contain(
     actor: Option<&str>,
 ) -> Result<ExitCode> {
     let by = who(actor);
-    if apply_suggested {
-        let mut steps = Vec::new();
-        for d in o
-            .store
-            .detections(id)
-            .map_err(coded)
-            .with_context(|| format!("cannot read the detections of incident {id}"))?
-        {
-            for s in d.detection.suggested {
-                if !steps.contains(&s) {
-                    steps.push(s);
-                }
-            }
-        }
-        for s in &steps {
-            let outcome =
-                tally_server::contain::take(&o.dir, s, &format!("incident {id}"), &by, o.now);
-            let (ok, detail) = match outcome {
-                Ok(d) => (true, d),
-                Err(d) => (false, d),
-            };
-            outln!("{} {detail}", if ok { "done  " } else { "failed" });
-            o.store
-                .append(
-                    id,
-                    o.now,
-                    &by,
-                    "action",
-                    &json!({"action": s, "ok": ok, "detail": detail}),
-                )
-                .map_err(coded)
-                .with_context(|| {
-                    format!("cannot record on incident {id}'s timeline that this step was taken")
-                })?;
-        }
+    let steps = act::contain(&o.store, id, apply_suggested, &by, o.now, &mut |s, why| {
+        tally_server::contain::take(&o.dir, s, why, &by, o.now)
+    })
+    .map_err(coded)
+    .with_context(|| format!("cannot contain incident {id}"))?;
+    for s in &steps {
+        outln!("{} {}", if s.ok { "done  " } else { "failed" }, s.detail);
     }
-    o.store
-        .set_state(id, IncidentState::Contained, &by, o.now, "")
-        .map_err(coded)
-        .with_context(|| format!("cannot mark incident {id} contained"))?;
     outln!("incident {id} contained");
     Ok(ExitCode::SUCCESS)
 }

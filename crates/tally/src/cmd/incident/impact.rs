@@ -63,12 +63,10 @@ fn sources(logs: &[(String, AccessLog)]) -> Vec<Source<'_>> {
     logs.iter().map(|(name, log)| (name.clone(), log)).collect()
 }
 
-/// Whether `subject` is a user of this data directory (a member id that
-/// does not exist is evidence of minting, not an affected customer). When
-/// the state store cannot say, the subject counts as known: it stays in the
-/// affected list rather than be left out.
+/// Whether `subject` is a user of this data directory
+/// ([`tally_server::keyring::DataDir::is_member`]).
 fn known(o: &Opened, subject: &str) -> bool {
-    o.dir.state.user_role(subject).map_or(true, |r| r.is_some())
+    o.dir.is_member(subject)
 }
 
 /// The affected customers of `impact` as `json` or CSV.
