@@ -234,15 +234,15 @@ fn the_incident_page_lets_administrators_act_and_auditors_read() {
     let d = data.to_str().unwrap();
     init(d);
     let insider = import_insider_key(tmp.path(), d, "k1");
-    add_user(d, "root", "root-pw");
+    add_user(d, "root", "root-passphrase");
     tally_ok(&["users", "role", "root", "admin", "--data", d], None);
-    add_user(d, "audrey", "audrey-pw");
+    add_user(d, "audrey", "audrey-passphrase");
     tally_ok(&["users", "role", "audrey", "auditor", "--data", d], None);
-    add_user(d, "alice", "alice-pw");
+    add_user(d, "alice", "alice-passphrase");
     let server = Server::start(&data, None);
 
     // The insider's forged tokens open an incident.
-    let alice = login(&server, "alice", "alice-pw");
+    let alice = login(&server, "alice", "alice-passphrase");
     let mut claims = payload(&alice);
     for i in 0..3 {
         claims["sub"] = json!(format!("member-{i}"));
@@ -276,9 +276,9 @@ fn the_incident_page_lets_administrators_act_and_auditors_read() {
             server.base.as_str(),
             &id,
             "root",
-            "root-pw",
+            "root-passphrase",
             "audrey",
-            "audrey-pw",
+            "audrey-passphrase",
             shots.to_str().unwrap(),
         ],
     );
