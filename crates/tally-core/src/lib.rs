@@ -49,5 +49,6 @@ pub mod registry;
 pub mod seal;
 pub mod target;
 pub mod throttle;
+pub mod tiles;
 pub mod totp;
 pub mod verdict;

@@ -276,22 +276,11 @@ impl MerkleTree {
         if index >= size {
             return Err(ProofError::IndexOutOfRange { index, size });
         }
-        let border = self.border(size);
-        let mut proof = Vec::with_capacity(inclusion_proof_len(index, size));
-        // Walk down from the root; the recursion of RFC 6962 PATH, unrolled.
-        let (mut lo, mut hi) = (0u64, size);
-        while hi - lo > 1 {
-            let mid = lo + split_point(hi - lo);
-            if index < mid {
-                proof.push(self.range_hash(mid, hi, &border));
-                hi = mid;
-            } else {
-                proof.push(self.range_hash(lo, mid, &border));
-                lo = mid;
-            }
-        }
-        proof.reverse();
-        Ok(proof)
+        Ok(unfailing(inclusion_proof_in(
+            &mut InMemory(self),
+            index,
+            size,
+        )))
     }
 
     /// Consistency proof (RFC 6962 `PROOF(old_size, D[new_size])`).
@@ -308,31 +297,11 @@ impl MerkleTree {
             return Err(ProofError::OldSizeExceedsNewSize { old_size, new_size });
         }
         self.check_size(new_size)?;
-        if old_size == new_size {
-            return Ok(Vec::new());
-        }
-        let border = self.border(new_size);
-        let mut proof = Vec::with_capacity(consistency_proof_len(old_size, new_size));
-        // SUBPROOF(m, D[lo:hi], b) with m = old_size - lo, unrolled.
-        let (mut lo, mut hi) = (0u64, new_size);
-        let mut whole_old_tree = true; // the RFC's flag `b`
-        while old_size < hi {
-            // Here lo < old_size < hi, so hi - lo >= 2.
-            let mid = lo + split_point(hi - lo);
-            if old_size <= mid {
-                proof.push(self.range_hash(mid, hi, &border));
-                hi = mid;
-            } else {
-                proof.push(self.range_hash(lo, mid, &border));
-                lo = mid;
-                whole_old_tree = false;
-            }
-        }
-        if !whole_old_tree {
-            proof.push(self.range_hash(lo, hi, &border));
-        }
-        proof.reverse();
-        Ok(proof)
+        Ok(unfailing(consistency_proof_in(
+            &mut InMemory(self),
+            old_size,
+            new_size,
+        )))
     }
 
     /// Approximate number of heap bytes held by the tree.
@@ -363,48 +332,147 @@ impl MerkleTree {
         self.levels[level as usize][(start >> level) as usize]
     }
 
-    /// Right-border hashes of the tree of `size` leaves (see [`Border`]).
-    /// Requires `size <= len()`; costs fewer hashes than `size` has one bits.
-    fn border(&self, size: u64) -> Border {
-        let mut out = [[0u8; HASH_LEN]; 65];
-        let mut acc: Option<Hash> = None;
-        for j in 0..u64::BITS {
-            if (size >> j) & 1 == 1 {
-                // The block for bit j starts after all higher blocks.
-                let start = size & !low_mask(j + 1);
-                let block = self.stored(j, start);
-                acc = Some(match acc {
-                    None => block,
-                    Some(right) => node_hash(&block, &right),
-                });
-            }
-            if let Some(h) = acc {
-                out[j as usize + 1] = h;
-            }
-        }
-        out
-    }
-
-    /// `MTH(D[lo:hi])` for a range produced by the RFC 6962 recursion on the
-    /// tree whose right border is `border`. Such a range is either a complete
-    /// aligned subtree, or a suffix `[size & !(2^j - 1), size)` of that tree.
-    fn range_hash(&self, lo: u64, hi: u64, border: &Border) -> Hash {
-        let n = hi - lo;
-        if n.is_power_of_two() {
-            self.stored(n.trailing_zeros(), lo)
-        } else {
-            border[bit_len(n) as usize]
-        }
-    }
-
     /// Root of the first `size` leaves; requires `size <= len()`.
     fn prefix_root(&self, size: u64) -> Hash {
-        if size == 0 {
-            empty_root()
-        } else {
-            self.border(size)[64]
+        unfailing(root_in(&mut InMemory(self), size))
+    }
+}
+
+/// Where roots and proofs read the hashes of complete subtrees from: the
+/// tree in memory ([`MerkleTree`]), or tiles in storage
+/// ([`crate::tiles`]). The algorithms are written once, over this.
+pub trait Subtrees {
+    /// Why a subtree could not be read.
+    type Error;
+
+    /// The hash of the complete subtree of `2^level` leaves starting at
+    /// leaf `start`. Callers ask only for aligned subtrees (`start` a
+    /// multiple of `2^level`) inside the tree they work on.
+    fn subtree(&mut self, level: u32, start: u64) -> Result<Hash, Self::Error>;
+}
+
+/// [`MerkleTree`] as a [`Subtrees`] source that cannot fail.
+struct InMemory<'a>(&'a MerkleTree);
+
+impl Subtrees for InMemory<'_> {
+    type Error = std::convert::Infallible;
+
+    fn subtree(&mut self, level: u32, start: u64) -> Result<Hash, Self::Error> {
+        Ok(self.0.stored(level, start))
+    }
+}
+
+fn unfailing<T>(r: Result<T, std::convert::Infallible>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(never) => match never {},
+    }
+}
+
+/// Right-border hashes of the tree of `size` leaves (see [`Border`]): fewer
+/// subtree reads than `size` has one bits.
+fn border_in<S: Subtrees>(src: &mut S, size: u64) -> Result<Border, S::Error> {
+    let mut out = [[0u8; HASH_LEN]; 65];
+    let mut acc: Option<Hash> = None;
+    for j in 0..u64::BITS {
+        if (size >> j) & 1 == 1 {
+            // The block for bit j starts after all higher blocks.
+            let start = size & !low_mask(j + 1);
+            let block = src.subtree(j, start)?;
+            acc = Some(match acc {
+                None => block,
+                Some(right) => node_hash(&block, &right),
+            });
+        }
+        if let Some(h) = acc {
+            out[j as usize + 1] = h;
         }
     }
+    Ok(out)
+}
+
+/// `MTH(D[lo:hi])` for a range produced by the RFC 6962 recursion on the
+/// tree whose right border is `border`. Such a range is either a complete
+/// aligned subtree, or a suffix `[size & !(2^j - 1), size)` of that tree.
+fn range_hash_in<S: Subtrees>(
+    src: &mut S,
+    lo: u64,
+    hi: u64,
+    border: &Border,
+) -> Result<Hash, S::Error> {
+    let n = hi - lo;
+    if n.is_power_of_two() {
+        src.subtree(n.trailing_zeros(), lo)
+    } else {
+        Ok(border[bit_len(n) as usize])
+    }
+}
+
+/// Root of the tree of `size` leaves read from `src` ([`empty_root`] for 0).
+pub fn root_in<S: Subtrees>(src: &mut S, size: u64) -> Result<Hash, S::Error> {
+    if size == 0 {
+        return Ok(empty_root());
+    }
+    Ok(border_in(src, size)?[64])
+}
+
+/// Inclusion proof (RFC 6962 `PATH`) for leaf `index` in the tree of `size`
+/// leaves read from `src`, nearest sibling first. Requires `index < size`.
+pub fn inclusion_proof_in<S: Subtrees>(
+    src: &mut S,
+    index: u64,
+    size: u64,
+) -> Result<Vec<Hash>, S::Error> {
+    let border = border_in(src, size)?;
+    let mut proof = Vec::with_capacity(inclusion_proof_len(index, size));
+    // Walk down from the root; the recursion of RFC 6962 PATH, unrolled.
+    let (mut lo, mut hi) = (0u64, size);
+    while hi - lo > 1 {
+        let mid = lo + split_point(hi - lo);
+        if index < mid {
+            proof.push(range_hash_in(src, mid, hi, &border)?);
+            hi = mid;
+        } else {
+            proof.push(range_hash_in(src, lo, mid, &border)?);
+            lo = mid;
+        }
+    }
+    proof.reverse();
+    Ok(proof)
+}
+
+/// Consistency proof (RFC 6962 `PROOF(old_size, D[new_size])`) read from
+/// `src`. Requires `0 < old_size <= new_size`; empty when they are equal.
+pub fn consistency_proof_in<S: Subtrees>(
+    src: &mut S,
+    old_size: u64,
+    new_size: u64,
+) -> Result<Vec<Hash>, S::Error> {
+    if old_size == new_size {
+        return Ok(Vec::new());
+    }
+    let border = border_in(src, new_size)?;
+    let mut proof = Vec::with_capacity(consistency_proof_len(old_size, new_size));
+    // SUBPROOF(m, D[lo:hi], b) with m = old_size - lo, unrolled.
+    let (mut lo, mut hi) = (0u64, new_size);
+    let mut whole_old_tree = true; // the RFC's flag `b`
+    while old_size < hi {
+        // Here lo < old_size < hi, so hi - lo >= 2.
+        let mid = lo + split_point(hi - lo);
+        if old_size <= mid {
+            proof.push(range_hash_in(src, mid, hi, &border)?);
+            hi = mid;
+        } else {
+            proof.push(range_hash_in(src, lo, mid, &border)?);
+            lo = mid;
+            whole_old_tree = false;
+        }
+    }
+    if !whole_old_tree {
+        proof.push(range_hash_in(src, lo, hi, &border)?);
+    }
+    proof.reverse();
+    Ok(proof)
 }
 
 /// Length of the inclusion proof for `index` in a tree of `size` leaves;
