@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-60}"
 timeout="${FUZZ_TIMEOUT:-5}"
 rss="${FUZZ_RSS_MB:-2048}"
-all=(jws record note target dpop config)
+all=(jws record note target dpop config tiles)
 if [ "$#" -gt 0 ]; then targets=("$@"); else targets=("${all[@]}"); fi
 for t in "${targets[@]}"; do
     if [ ! -f "fuzz/fuzz_targets/$t.rs" ]; then

@@ -233,3 +233,33 @@ configs = {
 }
 for k, v in configs.items():
     write("config", k, v)
+
+# --- tiles -----------------------------------------------------------------
+# Paths (C2SP tlog-tiles spellings, good and bad), entry bundles, and stored
+# tiles to resume an appender's edge from.
+
+
+def bundle(entries):
+    return b"".join(struct.pack(">H", len(e)) + e for e in entries)
+
+
+def leaf(e):
+    return hashlib.sha256(b"\x00" + e).digest()
+
+
+tiles = {
+    "path-full": b"ptile/0/x001/x234/067",
+    "path-partial": b"ptile/2/000.p/1",
+    "path-entries": b"ptile/entries/273.p/112",
+    "path-noncanonical": b"ptile/0/1000",
+    "path-width-0": b"ptile/0/000.p/0",
+    "bundle": b"b\x03" + bundle([b"entry-0", b"", b"x" * 300]),
+    "bundle-truncated": b"b\x00\x00\x09entry",
+    "bundle-too-many": b"b\x01" + bundle([b"a", b"b"]),
+    # An edge of 3 entries: its level-0 tile and bundle are served for
+    # every request, so only one of them parses where it is asked for.
+    "resume-3": b"r" + struct.pack(">Q", 3) + b"".join(leaf(b"e%d" % i) for i in range(3)),
+    "resume-300": b"r" + struct.pack(">Q", 300) + b"\x00" * (44 * 32),
+}
+for k, v in tiles.items():
+    write("tiles", k, v)

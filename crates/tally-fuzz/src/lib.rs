@@ -19,6 +19,7 @@ pub mod keys;
 pub mod note;
 pub mod record;
 pub mod target;
+pub mod tiles;
 
 /// One property check: panics when `data` breaks a property.
 pub type Check = fn(&[u8]);
@@ -31,6 +32,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("target", target::check),
     ("dpop", dpop::check),
     ("config", config::check),
+    ("tiles", tiles::check),
 ];
 
 /// The token a signed-mode input stands for: for `s` followed by
