@@ -117,6 +117,7 @@ pub fn build(
             forged_requests: impact.forged_requests,
             forged_refused_by_containment: impact.forged_refused_by_containment,
             requests_unexamined: impact.requests_unexamined,
+            requests_unexamined_unattributed: impact.requests_unexamined_unattributed,
             records_refused: impact.requests_refused,
             records_allowed_monitor: impact.requests_allowed_monitor,
             records_allowed_valid: impact.requests_allowed_valid,

@@ -216,6 +216,13 @@ pub struct Impact {
     /// were forged is not known, and they are not counted as forged.
     #[serde(default)]
     pub requests_unexamined: u64,
+    /// Requests refused by containment, not examined, and counted in a
+    /// flood's per-verdict aggregate without their address or device (too
+    /// many actors in that second), during the attack: they cannot be told
+    /// apart from other clients' and may belong to it. Counted apart from
+    /// everything above.
+    #[serde(default)]
+    pub requests_unexamined_unattributed: u64,
     /// Attack requests the gate refused (they did not go on).
     #[serde(default)]
     pub requests_refused: u64,
@@ -450,12 +457,18 @@ pub fn impact_of(
     // detection names asked for, and those each stolen key's forged tokens
     // named, exactly (a detection's own count is a sketch's estimate).
     let mut by_actor: HashMap<String, HashSet<String>> = HashMap::new();
+    // Per-verdict aggregates of blocked requests not examined: (first, last,
+    // count), at most one a second.
+    let mut anonymous: Vec<(i64, i64, u64)> = Vec::new();
     let mut impact = scan(
         logs,
         i64::MIN,
         i64::MAX,
         &mut |ev| {
             if !evidence.matches(ev) {
+                if ev.unexamined() && ev.client_ip.is_none() && ev.device.is_none() {
+                    anonymous.push((ev.at_ms, ev.last_ms.unwrap_or(ev.at_ms), ev.decisions()));
+                }
                 return false;
             }
             if let Some(sub) = ev.subject.as_ref().filter(|s| !s.is_empty()) {
@@ -491,6 +504,13 @@ pub fn impact_of(
         .into_iter()
         .map(|(k, v)| (k, v.len() as u64))
         .collect();
+    if let (Some(first), Some(last)) = (impact.first_ms, impact.last_ms) {
+        impact.requests_unexamined_unattributed = anonymous
+            .iter()
+            .filter(|(a, b, _)| *b >= first && *a <= last)
+            .map(|(_, _, n)| n)
+            .sum();
+    }
     Ok(impact)
 }
 
@@ -697,5 +717,109 @@ mod tests {
         let mut forged = blocked(Some("cust-3"), "f-3", Verdict::NotIssued, None);
         forged.client_ip = Some("198.51.100.1".into());
         assert!(evidence.matches(&forged));
+    }
+
+    #[test]
+    fn blocked_requests_counted_without_their_address_during_the_attack_are_reported_apart() {
+        use crate::detect::{Actor, Detection, Rule};
+        use tally_core::flood::{FloodAccount, FloodPolicy, RefusalKey, Sample};
+        use tally_core::gate::{Examined, NOT_EXAMINED};
+        use tally_core::verdict::Verdict;
+        let dir = std::env::temp_dir().join(format!(
+            "tally-unattributed-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = AccessLog::open(&dir.join("access.db")).unwrap();
+        let row = |e: &crate::access::AccessEvent| (e.at_ms, serde_json::to_vec(e).unwrap());
+        // The attack: a forged token from the blocked address at 5 s.
+        let mut forged = tally_core::gate::Refusal::new(Verdict::BlockedActor);
+        forged.kid = Some("shop-1".into());
+        forged.subject = Some("cust-1".into());
+        forged.token_id = Some("f-1".into());
+        forged.examined = Some(Examined {
+            verdict: Verdict::NotIssued,
+            detail: None,
+        });
+        let request = |at_ms| crate::access::Request {
+            at_ms,
+            client_ip: Some("203.0.113.66".parse().unwrap()),
+            device: None,
+            route: "/p/",
+            method: "GET",
+            path: "/p/x",
+            data: &[],
+        };
+        let zero = std::time::Duration::ZERO;
+        let first = crate::access::event(&Err(forged.clone()), &request(5_000), false, zero);
+        let last = crate::access::event(&Err(forged), &request(9_000), false, zero);
+        // A flood of blocked clients too many to tell apart: per-verdict
+        // aggregates of tokens not examined, one inside the attack's span
+        // and one long after it.
+        let unexamined = Examined {
+            verdict: Verdict::Unavailable,
+            detail: Some(NOT_EXAMINED),
+        };
+        let mut aggregates = Vec::new();
+        for (at, n) in [(7_000i64, 40u32), (900_000, 7)] {
+            let mut f = FloodAccount::new(FloodPolicy {
+                max_keys: 0,
+                ..FloodPolicy::default()
+            });
+            for i in 0..n {
+                let ip = format!("198.51.100.{i}");
+                let key = RefusalKey {
+                    passed: false,
+                    client_ip: Some(&ip),
+                    device: None,
+                    verdict: "blocked_actor",
+                    token_id: None,
+                    examined: Some(unexamined),
+                };
+                f.admit(&key, 100, true, at, Sample::default);
+            }
+            aggregates.extend(
+                f.take_all()
+                    .into_iter()
+                    .map(crate::access::AccessEvent::of_aggregate),
+            );
+        }
+        let mut rows = vec![row(&first), row(&last)];
+        rows.extend(aggregates.iter().map(row));
+        log.append(&rows).unwrap();
+        let detection = StoredDetection {
+            id: 1,
+            incident_id: Some(1),
+            detection: Detection {
+                key: "forged_token:kid=shop-1".into(),
+                rule: Rule::ForgedToken,
+                severity: Rule::ForgedToken.severity(),
+                first_seen: 5,
+                last_seen: 9,
+                count: 2,
+                actors: vec![Actor {
+                    kind: ActorKind::Key,
+                    value: "shop-1".into(),
+                }],
+                samples: vec![],
+                suggested: vec![],
+                summary: String::new(),
+            },
+        };
+        let impact = impact_of(
+            &[("access.db".into(), &log)],
+            &[detection],
+            &all_known,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(impact.forged_requests, 2);
+        assert_eq!(impact.requests_unexamined, 0);
+        assert_eq!(impact.requests_unexamined_unattributed, 40);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

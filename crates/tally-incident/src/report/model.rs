@@ -112,6 +112,10 @@ pub struct Affected {
     /// Attack requests refused by containment whose tokens were not
     /// examined: not known to be forged, not counted as forged.
     pub requests_unexamined: u64,
+    /// Requests refused by containment during the attack, not examined and
+    /// counted without their address (flood aggregation): they may belong
+    /// to the attack.
+    pub requests_unexamined_unattributed: u64,
     /// Attack requests the gate refused (blocked).
     pub records_refused: u64,
     /// Attack requests the gate judged a refusal but let through (allowed

@@ -195,7 +195,7 @@ fn json_keeps_the_keys_and_types_of_the_report_document() {
         "awareness": "",
         "affected": {
             "subjects_exposed": 0, "subjects_attempted_only": 0, "records_exposed": 0, "records_attempted": 0,
-            "forged_requests": 0, "forged_refused_by_containment": 0, "requests_unexamined": 0, "categories": [{"category": "", "subjects_exposed": 0, "subjects_attempted_only": 0}],
+            "forged_requests": 0, "forged_refused_by_containment": 0, "requests_unexamined": 0, "requests_unexamined_unattributed": 0, "categories": [{"category": "", "subjects_exposed": 0, "subjects_attempted_only": 0}],
             "events_scanned": 0, "access_logs": [""],
             "records_refused": 0, "records_allowed_monitor": 0, "records_allowed_valid": 0,
             "unknown_subjects": 0, "unknown_subject_tokens": 0, "unknown_subject_requests": 0,

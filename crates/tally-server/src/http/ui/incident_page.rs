@@ -224,6 +224,7 @@ mod tests {
                 forged_requests: 15,
                 forged_refused_by_containment: 7,
                 requests_unexamined: 0,
+                requests_unexamined_unattributed: 0,
                 records_refused: 16,
                 records_allowed_monitor: 17,
                 records_allowed_valid: 18,
