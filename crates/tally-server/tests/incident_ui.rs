@@ -34,10 +34,16 @@ async fn session(app: &Arc<App>, user: &str) -> String {
 
 /// The form token a page carries.
 fn form_token(html: &str) -> String {
+    hidden(html, "form_token")
+}
+
+/// The value of the first hidden field `name` on the page.
+fn hidden(html: &str, name: &str) -> String {
+    let needle = format!("name=\"{name}\" value=\"");
     let at = html
-        .find("name=\"form_token\" value=\"")
-        .expect("no form token on the page")
-        + "name=\"form_token\" value=\"".len();
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no {name} on the page"))
+        + needle.len();
     html[at..].split('"').next().unwrap().to_string()
 }
 
@@ -294,11 +300,34 @@ async fn only_administrators_act_with_the_session_form_token() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // Taking the suggested steps needs the digest of the steps the page
+    // showed: a stale or missing one takes nothing.
+    for stale in ["", "00"] {
+        let r = site
+            .post(
+                "/ui/incidents/1/contain",
+                &root,
+                &[
+                    ("form_token", &root_token),
+                    ("apply_suggested", "yes"),
+                    ("steps", stale),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        assert!(app.dir.state.blocks(app.clock.now()).unwrap().is_empty());
+    }
+    let steps = hidden(&admin_page, "steps");
     let r = site
         .post(
             "/ui/incidents/1/contain",
             &root,
-            &[("form_token", &root_token), ("apply_suggested", "yes")],
+            &[
+                ("form_token", &root_token),
+                ("apply_suggested", "yes"),
+                ("steps", &steps),
+            ],
             None,
         )
         .await;

@@ -28,7 +28,7 @@ use tally_incident::watch::{DRILL_PREFIX, Responder};
 
 use super::form;
 use super::incident_page::{Context, Viewer, incident_page};
-use super::session::{cross_site, same_origin, signed_in};
+use super::session::{behind_proxy, cross_site, same_origin, signed_in};
 use super::views::error_page;
 use crate::app::App;
 use crate::http::admin::{ADMIN, AUDITOR, Booking};
@@ -78,6 +78,21 @@ fn unavailable() -> Response {
     )
 }
 
+/// How long a page waits for the report another request is making.
+const REPORT_WAIT_SECS: u64 = 10;
+
+/// The answer when another report is being made for too long.
+fn busy() -> Response {
+    let mut r = error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Busy",
+        "Another incident report is being made from the access log; try again in a moment.",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+    r
+}
+
 /// An incident's report, the impact it was made from, and every step its
 /// detections suggest.
 type Found = (Report, Impact, Vec<Containment>);
@@ -85,8 +100,14 @@ type Found = (Report, Impact, Vec<Containment>);
 /// Reads incident `id`'s report (one at a time; `None` for no such
 /// incident), or the page to answer instead.
 async fn read(app: &Arc<App>, id: i64) -> Result<Option<Found>, Response> {
-    let Ok(one) = app.ui_reports.clone().acquire_owned().await else {
-        return Err(unavailable());
+    // One report at a time, and a bounded wait for it: reloading pages
+    // cannot queue scans of the access log without end.
+    let wait = tokio::time::timeout(
+        std::time::Duration::from_secs(REPORT_WAIT_SECS),
+        app.ui_reports.clone().acquire_owned(),
+    );
+    let Ok(Ok(one)) = wait.await else {
+        return Err(busy());
     };
     let a = app.clone();
     // The permit goes with the reading: a request dropped meanwhile does not
@@ -113,7 +134,7 @@ fn report(app: &App, id: i64) -> Result<Option<Found>, String> {
     if store.incident(id).map_err(|e| e.to_string())?.is_none() {
         return Ok(None);
     }
-    let name = app.dir.path.join("access.db").display().to_string();
+    let name = "access.db (this node)".to_string();
     let logs = [(name, &*app.access_log)];
     let (report, impact) = tally_incident::report::report_for(
         store,
@@ -259,6 +280,9 @@ struct ActForm {
     /// Take the suggested steps too (`contain`).
     #[serde(default)]
     apply_suggested: Option<String>,
+    /// The digest of the suggested steps the page showed (`contain`).
+    #[serde(default)]
+    steps: String,
 }
 
 /// A responder's action.
@@ -279,7 +303,7 @@ pub(crate) async fn act(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !same_origin(&headers) {
+    if !same_origin(&headers, behind_proxy(&app, &ext)) {
         return cross_site();
     }
     let caller = match signed_in(
@@ -320,6 +344,26 @@ pub(crate) async fn act(
         },
         _ => return not_found(),
     };
+    if let Action::Contain {
+        apply_suggested: true,
+    } = action
+    {
+        // The steps taken must be those the administrator saw: new
+        // detections (whose actors attackers choose) may have joined the
+        // incident since the page was drawn.
+        let a = app.clone();
+        match tokio::task::spawn_blocking(move || act::suggested(&a.watch.store, id)).await {
+            Ok(Ok(now)) if super::incident_page::steps_digest(&now) == form.steps => {}
+            Ok(Ok(_)) => {
+                return error_page(
+                    StatusCode::CONFLICT,
+                    "Suggested steps changed",
+                    "The steps the incident's detections suggest changed since the page was drawn. Nothing was taken: open the incident's page again, review the steps and retry.",
+                );
+            }
+            Ok(Err(_)) | Err(_) => return unavailable(),
+        }
+    }
     let actor = format!("{} (dashboard)", caller.name);
     let a = app.clone();
     let by = actor.clone();

@@ -59,7 +59,21 @@ struct IncidentPage<'a> {
     clocks: Vec<ClockRow>,
     can_contain: bool,
     suggested: Vec<Suggested>,
+    /// The digest of the suggested steps shown ([`steps_digest`]): taking
+    /// them is refused if they changed since.
+    steps: String,
     max_note: usize,
+}
+
+/// The digest of a list of containment steps, as the contain form carries
+/// it: the steps taken must be the steps the administrator saw.
+pub(super) fn steps_digest(steps: &[Containment]) -> String {
+    let bytes = serde_json::to_vec(steps).unwrap_or_default();
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// One legal clock.
@@ -161,6 +175,7 @@ fn render<'a>(viewer: &Viewer<'a>, r: &'a Report, cx: &Context) -> IncidentPage<
                 taken: !r.measures_proposed.contains(c),
             })
             .collect(),
+        steps: steps_digest(&cx.suggested),
         max_note: tally_incident::act::MAX_NOTE,
     }
 }

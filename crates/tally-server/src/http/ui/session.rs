@@ -94,8 +94,9 @@ fn bearer_headers(headers: &HeaderMap) -> Option<HeaderMap> {
 
 /// Whether a form post comes from the dashboard itself: browsers send
 /// `Sec-Fetch-Site` and `Origin`; a cross-site post (login CSRF, forced
-/// sign-out) is refused.
-pub(super) fn same_origin(headers: &HeaderMap) -> bool {
+/// sign-out) is refused. `X-Forwarded-Host` names the dashboard's host only
+/// on a request from a trusted proxy (`behind_proxy`).
+pub(super) fn same_origin(headers: &HeaderMap, behind_proxy: bool) -> bool {
     if headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
@@ -113,17 +114,59 @@ pub(super) fn same_origin(headers: &HeaderMap) -> bool {
                 .or_else(|| origin.strip_prefix("http://"))
                 .unwrap_or("");
             o == host
-                || headers
-                    .get("x-forwarded-host")
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|fh| fh == o)
+                || behind_proxy
+                    && headers
+                        .get("x-forwarded-host")
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|fh| fh == o)
         }
         (Some(_), None) => false,
         (None, _) => true,
     }
 }
 
+/// Whether the request came through a trusted proxy (whose forwarding
+/// headers are believed).
+pub(super) fn behind_proxy(app: &App, ext: &axum::http::Extensions) -> bool {
+    crate::http::request::from_trusted_proxy(app, crate::http::request::peer_of(ext))
+}
+
 /// The answer to a cross-site form post.
 pub(super) fn cross_site() -> Response {
     (StatusCode::FORBIDDEN, "cross-site form posts are refused").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn a_forwarded_host_counts_only_from_a_trusted_proxy() {
+        let direct = headers(&[
+            ("origin", "https://tally.example"),
+            ("host", "tally.example"),
+        ]);
+        assert!(same_origin(&direct, false));
+        let forwarded = headers(&[
+            ("origin", "https://dash.example"),
+            ("host", "127.0.0.1:8080"),
+            ("x-forwarded-host", "dash.example"),
+        ]);
+        assert!(same_origin(&forwarded, true));
+        assert!(!same_origin(&forwarded, false), "any client could send it");
+        let cross = headers(&[
+            ("origin", "https://evil.example"),
+            ("host", "tally.example"),
+            ("sec-fetch-site", "cross-site"),
+        ]);
+        assert!(!same_origin(&cross, true));
+    }
 }

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::form;
-use super::session::{COOKIE, cookie_token, cross_site, same_origin};
+use super::session::{COOKIE, behind_proxy, cookie_token, cross_site, same_origin};
 use super::views::{LoginPage, error_page, page};
 use crate::app::App;
 use crate::http::admin::{AUDITOR, Booking, check_role};
@@ -45,7 +45,7 @@ pub(crate) async fn login(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !same_origin(&headers) {
+    if !same_origin(&headers, behind_proxy(&app, &ext)) {
         return cross_site();
     }
     let Ok(form) = serde_urlencoded::from_bytes::<LoginForm>(&body) else {
@@ -127,7 +127,7 @@ pub(crate) async fn logout(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !same_origin(&headers) {
+    if !same_origin(&headers, behind_proxy(&app, &ext)) {
         return cross_site();
     }
     let presented = serde_urlencoded::from_bytes::<LogoutForm>(&body)
