@@ -15,8 +15,12 @@ use crate::{Attack, Run};
 
 /// One counter of `/metrics`, summed over its label sets.
 fn metric(server: &Server, name: &str) -> u64 {
-    get_text(server, "/metrics")
-        .lines()
+    counter(&get_text(server, "/metrics"), name)
+}
+
+/// One counter of a `/metrics` text, summed over its label sets.
+fn counter(text: &str, name: &str) -> u64 {
+    text.lines()
         .filter(|l| {
             l.strip_prefix(name)
                 .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
@@ -322,7 +326,15 @@ fn connections() -> Result<(), String> {
         return Err(format!("another address got {}", a.status));
     }
     drop(held);
-    let refused = metric(&server, "tally_connections_refused_total");
+    // Scraped from the other address: the server may not have seen the
+    // held connections close yet, and the first address's quota may still
+    // be full.
+    let mut scrape = connect_from("127.0.0.2", &addr)?;
+    scrape
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let metrics = http::read_answer(&mut scrape)?;
+    let refused = counter(&metrics.body, "tally_connections_refused_total");
     if refused == 0 {
         return Err("/metrics does not count the refused connection".into());
     }
