@@ -239,13 +239,7 @@ fn admin_api_manages_blocks_and_holds() {
     let c = client();
     let alice = login(&server, "alice", "alice-passphrase");
     let root = login(&server, "root", "root-passphrase");
-    let mut forged_claims = payload(&root);
-    forged_claims["jti"] = json!("forged-admin");
-    let forged = jws(
-        &insider,
-        &json!({"alg": "EdDSA", "kid": "k1", "typ": "at+jwt"}).to_string(),
-        &forged_claims.to_string(),
-    );
+    let forged = forge(&insider, "k1", &root, "forged-admin", "root");
     let status_and_code = |r: reqwest::blocking::Response| {
         let status = r.status().as_u16();
         let verdict = r
@@ -397,7 +391,7 @@ fn admin_api_manages_blocks_and_holds() {
 /// genuine; beyond the budget the token is recorded as not examined.
 #[test]
 fn tokens_refused_by_containment_are_examined_for_the_record() {
-    use serde_json::{Value, json};
+    use serde_json::Value;
 
     let tmp = TempDir::new("blocked-tokens");
     let data = tmp.path().join("data");
@@ -415,16 +409,7 @@ fn tokens_refused_by_containment_are_examined_for_the_record() {
     add_user(d, "alice", "alice-passw0rd");
     let server = Server::start(&data, Some(&cfg));
     let alice = login(&server, "alice", "alice-passw0rd");
-    let forge = |jti: &str, sub: &str| {
-        let mut claims = payload(&alice);
-        claims["jti"] = json!(jti);
-        claims["sub"] = json!(sub);
-        jws(
-            &insider,
-            &json!({"alg": "EdDSA", "kid": "k1", "typ": "at+jwt"}).to_string(),
-            &claims.to_string(),
-        )
-    };
+    let mint = |jti: &str, sub: &str| forge(&insider, "k1", &alice, jti, sub);
     tally_ok(
         &[
             "block",
@@ -462,9 +447,9 @@ fn tokens_refused_by_containment_are_examined_for_the_record() {
         (403, "blocked_actor")
     );
     for (token, what) in [
-        (forge("forged-1", "bob"), "forged, examined"),
-        (forge("forged-2", "carol"), "forged, examined"),
-        (forge("forged-3", "dave"), "over the budget"),
+        (mint("forged-1", "bob"), "forged, examined"),
+        (mint("forged-2", "carol"), "forged, examined"),
+        (mint("forged-3", "dave"), "over the budget"),
     ] {
         assert_eq!(answer(&token), genuine_answer, "{what}");
     }

@@ -9,7 +9,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use serde_json::json;
 use support::*;
 
 fn ui_dir() -> &'static Path {
@@ -186,14 +185,13 @@ fn the_dashboard_shows_an_attack_live() {
 
     // The insider's forged tokens, while the dashboard is open.
     let alice = login(&server, "alice", "alice-passphrase");
-    let mut claims = payload(&alice);
     for i in 0..3 {
-        claims["sub"] = json!(format!("member-{i}"));
-        claims["jti"] = json!(format!("forged-{i}"));
-        let forged = jws(
+        let forged = forge(
             &insider,
-            &json!({"alg": "EdDSA", "kid": "k1", "typ": "at+jwt"}).to_string(),
-            &claims.to_string(),
+            "k1",
+            &alice,
+            &format!("forged-{i}"),
+            &format!("member-{i}"),
         );
         let r = client()
             .get(server.url("/v1/check"))
@@ -243,14 +241,13 @@ fn the_incident_page_lets_administrators_act_and_auditors_read() {
 
     // The insider's forged tokens open an incident.
     let alice = login(&server, "alice", "alice-passphrase");
-    let mut claims = payload(&alice);
     for i in 0..3 {
-        claims["sub"] = json!(format!("member-{i}"));
-        claims["jti"] = json!(format!("forged-{i}"));
-        let forged = jws(
+        let forged = forge(
             &insider,
-            &json!({"alg": "EdDSA", "kid": "k1", "typ": "at+jwt"}).to_string(),
-            &claims.to_string(),
+            "k1",
+            &alice,
+            &format!("forged-{i}"),
+            &format!("member-{i}"),
         );
         let r = client()
             .get(server.url("/v1/check"))

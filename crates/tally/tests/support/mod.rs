@@ -344,6 +344,17 @@ impl RawKey {
 }
 
 /// `b64u(header).b64u(payload).b64u(sig over the two)`.
+/// What an insider with a copy of signing key `kid` (EdDSA) mints: the
+/// claims of the genuine token `like`, with subject `sub` and id `jti`, under
+/// a valid signature and with no issuance record.
+pub fn forge(insider: &RawKey, kid: &str, like: &str, jti: &str, sub: &str) -> String {
+    let mut claims = payload(like);
+    claims["jti"] = serde_json::json!(jti);
+    claims["sub"] = serde_json::json!(sub);
+    let header = serde_json::json!({"alg": "EdDSA", "kid": kid, "typ": "at+jwt"});
+    jws(insider, &header.to_string(), &claims.to_string())
+}
+
 pub fn jws(key: &RawKey, header: &str, payload: &str) -> String {
     let input = format!("{}.{}", b64u(header.as_bytes()), b64u(payload.as_bytes()));
     let sig = key.sign(input.as_bytes());
