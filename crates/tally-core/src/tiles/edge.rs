@@ -3,12 +3,13 @@
 //! the size), from which it hands out every tile its entries complete and
 //! computes the root without reading anything.
 
-use crate::merkle::{HASH_LEN, Hash, Subtrees, leaf_hash, root_in};
+use crate::merkle::{Hash, Subtrees, leaf_hash, root_in};
 
 use super::bundle::{BundleError, encode_entry};
 use super::error::TileError;
 use super::id::{HEIGHT, Tile, TileId, TileKind, WIDTH};
-use super::node::perfect_root;
+use super::node::{hashes_of, perfect_root};
+use super::read::TileReader;
 
 /// The right edge of a tiled tree (see the module documentation).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -110,11 +111,8 @@ impl TileEdge {
     }
 
     /// The edge of a stored tree of `size` leaves, from its rightmost
-    /// partial tiles and bundle (`read` gives a tile's bytes).
-    pub fn resume(
-        size: u64,
-        read: &mut dyn FnMut(TileId) -> Result<Vec<u8>, TileError>,
-    ) -> Result<TileEdge, TileError> {
+    /// partial tiles and bundle.
+    pub fn resume(size: u64, reader: &mut impl TileReader) -> Result<TileEdge, TileError> {
         let mut edge = TileEdge {
             size,
             ..TileEdge::default()
@@ -126,26 +124,14 @@ impl TileEdge {
             if width > 0 {
                 let id = TileId::of_hashes(level as u8, stored / u64::from(WIDTH), size)
                     .ok_or_else(|| TileError::Store(format!("no tile at level {level}")))?;
-                let data = read(id)?;
-                let want = width as usize * HASH_LEN;
-                if data.len() < want || data.len() % HASH_LEN != 0 {
-                    return Err(TileError::Length {
-                        path: id.path(),
-                        len: data.len(),
-                    });
-                }
-                hashes.extend(data[..want].chunks_exact(HASH_LEN).map(|c| {
-                    let mut h = [0u8; HASH_LEN];
-                    h.copy_from_slice(c);
-                    h
-                }));
+                hashes.extend(hashes_of(id, &reader.read_tile(id)?)?);
             }
             edge.levels.push(hashes);
             level += 1;
         }
         if let Some(id) = TileId::of_entries(size / u64::from(WIDTH), size).filter(|t| !t.is_full())
         {
-            let data = read(id)?;
+            let data = reader.read_tile(id)?;
             let entries = super::bundle::decode_bundle(&data, WIDTH)
                 .map_err(|e| TileError::Store(format!("{}: {e}", id.path())))?;
             if entries.len() < usize::from(id.width) {

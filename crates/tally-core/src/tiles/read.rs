@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 
 use crate::merkle::{
-    HASH_LEN, Hash, ProofError, Subtrees, consistency_proof_in, inclusion_proof_in, root_in,
+    Hash, ProofError, Subtrees, consistency_proof_in, inclusion_proof_in, root_in,
 };
 
 use super::error::TileError;
 use super::id::{HEIGHT, TileId, WIDTH};
-use super::node::perfect_root;
+use super::node::{hashes_of, perfect_root};
 
 /// Reads stored tiles.
 pub trait TileReader {
@@ -77,25 +77,7 @@ impl<R: TileReader> TileSubtrees<R> {
 
     fn hashes(&mut self, id: TileId) -> Result<&[Hash], TileError> {
         if !self.read.contains_key(&id) {
-            let data = self.reader.read_tile(id)?;
-            let want = usize::from(id.width) * HASH_LEN;
-            if data.len() < want
-                || data.len() > usize::from(WIDTH) * HASH_LEN
-                || data.len() % HASH_LEN != 0
-            {
-                return Err(TileError::Length {
-                    path: id.path(),
-                    len: data.len(),
-                });
-            }
-            let hashes = data[..want]
-                .chunks_exact(HASH_LEN)
-                .map(|c| {
-                    let mut h = [0u8; HASH_LEN];
-                    h.copy_from_slice(c);
-                    h
-                })
-                .collect();
+            let hashes = hashes_of(id, &self.reader.read_tile(id)?)?;
             self.read.insert(id, hashes);
         }
         Ok(self.read.get(&id).map_or(&[][..], Vec::as_slice))
