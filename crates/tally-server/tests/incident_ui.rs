@@ -273,33 +273,19 @@ async fn only_administrators_act_with_the_session_form_token() {
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(r.headers()["location"], "/ui/incidents/1");
     assert!(kinds(&app).contains(&("ack".into(), "root (dashboard)".into())));
-    let r = site
-        .post(
+    for (path, text, status) in [
+        ("/ui/incidents/1/note", "  ", StatusCode::BAD_REQUEST),
+        (
             "/ui/incidents/1/note",
-            &root,
-            &[("form_token", &root_token), ("text", "  ")],
-            None,
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let r = site
-        .post(
-            "/ui/incidents/1/note",
-            &root,
-            &[("form_token", &root_token), ("text", "insider <suspected>")],
-            None,
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let r = site
-        .post(
-            "/ui/incidents/99/ack",
-            &root,
-            &[("form_token", &root_token)],
-            None,
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+            "insider <suspected>",
+            StatusCode::SEE_OTHER,
+        ),
+        ("/ui/incidents/99/ack", "", StatusCode::NOT_FOUND),
+    ] {
+        let fields = [("form_token", root_token.as_str()), ("text", text)];
+        let r = site.post(path, &root, &fields, None).await;
+        assert_eq!(r.status(), status, "{path} {text:?}");
+    }
     // Taking the suggested steps needs the digest of the steps the page
     // showed: a stale or missing one takes nothing.
     for stale in ["", "00"] {
