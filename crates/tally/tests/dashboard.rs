@@ -185,21 +185,7 @@ fn the_dashboard_shows_an_attack_live() {
 
     // The insider's forged tokens, while the dashboard is open.
     let alice = login(&server, "alice", "alice-passphrase");
-    for i in 0..3 {
-        let forged = forge(
-            &insider,
-            "k1",
-            &alice,
-            &format!("forged-{i}"),
-            &format!("member-{i}"),
-        );
-        let r = client()
-            .get(server.url("/v1/check"))
-            .bearer_auth(&forged)
-            .send()
-            .unwrap();
-        assert_eq!(r.headers()["x-tally-verdict"], "not_issued");
-    }
+    present_forged_tokens(&server, &insider, &alice);
     let mut stdin = node.stdin.take().unwrap();
     let _ = writeln!(stdin, "ATTACKED");
     drop(stdin);
@@ -241,21 +227,7 @@ fn the_incident_page_lets_administrators_act_and_auditors_read() {
 
     // The insider's forged tokens open an incident.
     let alice = login(&server, "alice", "alice-passphrase");
-    for i in 0..3 {
-        let forged = forge(
-            &insider,
-            "k1",
-            &alice,
-            &format!("forged-{i}"),
-            &format!("member-{i}"),
-        );
-        let r = client()
-            .get(server.url("/v1/check"))
-            .bearer_auth(&forged)
-            .send()
-            .unwrap();
-        assert_eq!(r.headers()["x-tally-verdict"], "not_issued");
-    }
+    present_forged_tokens(&server, &insider, &alice);
     let list = || -> Vec<serde_json::Value> {
         serde_json::from_str(&tally_ok(
             &["incident", "list", "--format", "json", "--data", d],
@@ -316,4 +288,24 @@ fn the_incident_page_lets_administrators_act_and_auditors_read() {
         "screenshots: {} and incident-auditor.png",
         shots.join("incident.png").display()
     );
+}
+
+/// Three of the insider's tokens (for `member-0` to `member-2`), each
+/// refused `not_issued` at the gate.
+fn present_forged_tokens(server: &Server, insider: &RawKey, alice: &str) {
+    for i in 0..3 {
+        let forged = forge(
+            insider,
+            "k1",
+            alice,
+            &format!("forged-{i}"),
+            &format!("member-{i}"),
+        );
+        let r = client()
+            .get(server.url("/v1/check"))
+            .bearer_auth(&forged)
+            .send()
+            .unwrap();
+        assert_eq!(r.headers()["x-tally-verdict"], "not_issued");
+    }
 }

@@ -588,6 +588,33 @@ mod tests {
         serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap()
     }
 
+    /// A stored `forged_token` detection of key `shop-1` naming `actors`.
+    fn forged_token_detection(actors: &[(ActorKind, &str)]) -> StoredDetection {
+        use crate::detect::{Actor, Detection};
+        StoredDetection {
+            id: 1,
+            incident_id: Some(1),
+            detection: Detection {
+                key: "forged_token:kid=shop-1".into(),
+                rule: Rule::ForgedToken,
+                severity: Rule::ForgedToken.severity(),
+                first_seen: 5,
+                last_seen: 9,
+                count: 2,
+                actors: actors
+                    .iter()
+                    .map(|(kind, value)| Actor {
+                        kind: *kind,
+                        value: value.to_string(),
+                    })
+                    .collect(),
+                samples: vec![],
+                suggested: vec![],
+                summary: String::new(),
+            },
+        }
+    }
+
     #[test]
     fn forged_tokens_refused_by_containment_count_as_forged_and_name_their_subjects() {
         use tally_core::verdict::Verdict;
@@ -667,31 +694,9 @@ mod tests {
 
     #[test]
     fn requests_not_examined_belong_to_the_attack_only_from_a_forging_address() {
-        use crate::detect::{Actor, Detection, Rule};
         use tally_core::verdict::Verdict;
-        let actor = |kind, value: &str| Actor {
-            kind,
-            value: value.into(),
-        };
-        let detection = StoredDetection {
-            id: 1,
-            incident_id: Some(1),
-            detection: Detection {
-                key: "forged_token:kid=shop-1".into(),
-                rule: Rule::ForgedToken,
-                severity: Rule::ForgedToken.severity(),
-                first_seen: 5,
-                last_seen: 5,
-                count: 1,
-                actors: vec![
-                    actor(ActorKind::Ip, "203.0.113.66"),
-                    actor(ActorKind::Key, "shop-1"),
-                ],
-                samples: vec![],
-                suggested: vec![],
-                summary: String::new(),
-            },
-        };
+        let detection =
+            forged_token_detection(&[(ActorKind::Ip, "203.0.113.66"), (ActorKind::Key, "shop-1")]);
         let evidence = Evidence::of(&[detection]);
         let unexamined = blocked(
             None,
@@ -721,7 +726,6 @@ mod tests {
 
     #[test]
     fn blocked_requests_counted_without_their_address_during_the_attack_are_reported_apart() {
-        use crate::detect::{Actor, Detection, Rule};
         use tally_core::flood::{FloodAccount, FloodPolicy, RefusalKey, Sample};
         use tally_core::gate::{Examined, NOT_EXAMINED};
         use tally_core::verdict::Verdict;
@@ -791,25 +795,7 @@ mod tests {
         let mut rows = vec![row(&first), row(&last)];
         rows.extend(aggregates.iter().map(row));
         log.append(&rows).unwrap();
-        let detection = StoredDetection {
-            id: 1,
-            incident_id: Some(1),
-            detection: Detection {
-                key: "forged_token:kid=shop-1".into(),
-                rule: Rule::ForgedToken,
-                severity: Rule::ForgedToken.severity(),
-                first_seen: 5,
-                last_seen: 9,
-                count: 2,
-                actors: vec![Actor {
-                    kind: ActorKind::Key,
-                    value: "shop-1".into(),
-                }],
-                samples: vec![],
-                suggested: vec![],
-                summary: String::new(),
-            },
-        };
+        let detection = forged_token_detection(&[(ActorKind::Key, "shop-1")]);
         let impact = impact_of(
             &[("access.db".into(), &log)],
             &[detection],
